@@ -1,0 +1,1 @@
+//! spinpay-host
