@@ -1,0 +1,1295 @@
+//! The wire: request bodies (strict: unknown fields rejected), their validation into
+//! domain values, response bodies with DESIGN.md's names, and the limits.
+//!
+//! Parsing is two-step so every error names its field: the body is parsed as JSON
+//! (`json_invalid`), checked against the request's field schema (`unknown_field`,
+//! `parameter_missing`, `parameter_invalid`, `amount_invalid` with `param` such as
+//! `method.token`), then deserialized into the `deny_unknown_fields` struct and validated
+//! into domain values by `validate` functions.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::model::{
+    CaptureMode, Channel, Conflict, Failure, MethodKind, NextAction, Payer, Payment, PaymentMethod,
+    PaymentStatus, Refund, RefundStatus, RiskAssessment, RiskDecision, RuleHit,
+};
+use crate::money::{AMOUNT_MINOR_MAX, Currency};
+
+/// Largest request body for any merchant API endpoint, in bytes.
+pub const BODY_BYTES_MAX: u64 = 16 * 1024;
+/// Largest provider notification body, in bytes.
+pub const NOTIFICATION_BODY_BYTES_MAX: u64 = 64 * 1024;
+/// Most metadata pairs.
+pub const METADATA_PAIRS_MAX: usize = 20;
+/// Longest metadata key, in characters.
+pub const METADATA_KEY_LEN_MAX: usize = 40;
+/// Longest metadata value, in characters.
+pub const METADATA_VALUE_LEN_MAX: usize = 500;
+/// Longest description / refund reason, in characters.
+pub const DESCRIPTION_LEN_MAX: usize = 255;
+/// Longest merchant order / refund id, in bytes.
+pub const MERCHANT_REF_LEN_MAX: usize = 64;
+/// Longest token, auth code or cryptogram, in bytes.
+pub const TOKEN_LEN_MAX: usize = 128;
+/// Longest URL, in bytes.
+pub const URL_LEN_MAX: usize = 2048;
+/// Longest payer id / device id, in bytes.
+pub const PAYER_REF_LEN_MAX: usize = 128;
+/// Longest merchant name, in characters.
+pub const MERCHANT_NAME_LEN_MAX: usize = 100;
+/// Largest page.
+pub const PAGE_SIZE_MAX: u32 = 100;
+/// Page size when `limit` is absent.
+pub const PAGE_SIZE_DEFAULT: u32 = 10;
+/// Digits in an OTP.
+pub const OTP_DIGITS: usize = 6;
+
+const _: () = assert!(PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX);
+const _: () = assert!(NOTIFICATION_BODY_BYTES_MAX >= BODY_BYTES_MAX);
+
+/// The JSON type a field must have.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// An `i64`.
+    Integer,
+    /// A string.
+    String,
+    /// A nested object with its own schema.
+    Object(&'static [Field]),
+    /// An object of string values.
+    StringMap,
+}
+
+/// One field of a request schema.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    /// JSON name.
+    pub name: &'static str,
+    /// Type.
+    pub kind: Kind,
+    /// Must be present and non-null.
+    pub required: bool,
+}
+
+const fn f(name: &'static str, kind: Kind, required: bool) -> Field {
+    Field {
+        name,
+        kind,
+        required,
+    }
+}
+
+/// A request body type with its field schema.
+pub trait WireRequest: DeserializeOwned {
+    /// The fields.
+    const SCHEMA: &'static [Field];
+}
+
+/// Parses a body: size limit, JSON, schema (names the field), then the typed struct.
+pub fn parse_body<T: WireRequest>(body: &[u8], limit_bytes: u64) -> Result<T, ApiError> {
+    if body.len() as u64 > limit_bytes {
+        return Err(ApiError::BodyTooLarge { limit_bytes });
+    }
+    let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(serde_json::Map::new())
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::JsonInvalid {
+            detail: e.to_string(),
+        })?
+    };
+    check_schema(&value, T::SCHEMA, "")?;
+    serde_json::from_value(value).map_err(|e| ApiError::ParameterInvalid {
+        param: "body".into(),
+        reason: e.to_string(),
+    })
+}
+
+fn check_schema(value: &Value, schema: &[Field], prefix: &str) -> Result<(), ApiError> {
+    let Value::Object(map) = value else {
+        return Err(ApiError::JsonInvalid {
+            detail: format!("{} must be a JSON object", name_or(prefix, "the body")),
+        });
+    };
+    if let Some(unknown) = map.keys().find(|k| !schema.iter().any(|f| f.name == *k)) {
+        return Err(ApiError::UnknownField {
+            param: join(prefix, unknown),
+        });
+    }
+    for field in schema {
+        let param = join(prefix, field.name);
+        match map.get(field.name) {
+            None | Some(Value::Null) if field.required => {
+                return Err(ApiError::ParameterMissing { param });
+            }
+            None | Some(Value::Null) => {}
+            Some(v) => check_kind(v, field, param)?,
+        }
+    }
+    Ok(())
+}
+
+fn check_kind(v: &Value, field: &Field, param: String) -> Result<(), ApiError> {
+    let wrong = |expected: &str| {
+        if field.name.ends_with("_minor") {
+            ApiError::AmountInvalid {
+                param: param.clone(),
+                reason: "must be an integer number of minor units".into(),
+            }
+        } else {
+            ApiError::ParameterInvalid {
+                param: param.clone(),
+                reason: format!("must be {expected}"),
+            }
+        }
+    };
+    match field.kind {
+        Kind::Integer if v.as_i64().is_none() => Err(wrong("an integer")),
+        Kind::String if !v.is_string() => Err(wrong("a string")),
+        Kind::Object(inner) => check_schema(v, inner, &param).map_err(|e| match e {
+            ApiError::JsonInvalid { .. } => wrong("an object"),
+            other => other,
+        }),
+        Kind::StringMap => match v.as_object() {
+            Some(m) => match m.iter().find(|(_, v)| !v.is_string()) {
+                Some((k, _)) => Err(ApiError::ParameterInvalid {
+                    param: join(&param, k),
+                    reason: "must be a string".into(),
+                }),
+                None => Ok(()),
+            },
+            None => Err(wrong("an object of strings")),
+        },
+        Kind::Integer | Kind::String => Ok(()),
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+fn name_or<'a>(prefix: &'a str, fallback: &'a str) -> &'a str {
+    if prefix.is_empty() { fallback } else { prefix }
+}
+
+/// The `method` object of a request (fields depend on `type`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodRequest {
+    /// Method type.
+    #[serde(rename = "type")]
+    pub method_type: String,
+    /// qr_customer.
+    pub auth_code: Option<String>,
+    /// nfc, sound_wave.
+    pub token: Option<String>,
+    /// nfc.
+    pub cryptogram: Option<String>,
+    /// h5.
+    pub return_url: Option<String>,
+    /// sms_otp.
+    pub phone: Option<String>,
+}
+
+const METHOD_SCHEMA: &[Field] = &[
+    f("type", Kind::String, true),
+    f("auth_code", Kind::String, false),
+    f("token", Kind::String, false),
+    f("cryptogram", Kind::String, false),
+    f("return_url", Kind::String, false),
+    f("phone", Kind::String, false),
+];
+
+/// The `payer` object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayerRequest {
+    /// Merchant's payer id.
+    pub id: Option<String>,
+    /// Device fingerprint.
+    pub device_id: Option<String>,
+    /// IP address.
+    pub ip: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    pub country: Option<String>,
+    /// E.164 phone for OTP step-up.
+    pub phone: Option<String>,
+}
+
+const PAYER_SCHEMA: &[Field] = &[
+    f("id", Kind::String, false),
+    f("device_id", Kind::String, false),
+    f("ip", Kind::String, false),
+    f("country", Kind::String, false),
+    f("phone", Kind::String, false),
+];
+
+/// `POST /v1/payments`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePaymentRequest {
+    /// Amount in minor units, 1..=10^12.
+    pub amount_minor: i64,
+    /// ISO code.
+    pub currency: String,
+    /// Channel name.
+    pub channel: String,
+    /// `automatic` | `manual`; absent → the merchant's default.
+    pub capture: Option<String>,
+    /// Unique per merchant.
+    pub merchant_order_id: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// The method.
+    pub method: MethodRequest,
+    /// The payer.
+    pub payer: Option<PayerRequest>,
+    /// ≤ 20 string pairs.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl WireRequest for CreatePaymentRequest {
+    const SCHEMA: &'static [Field] = &[
+        f("amount_minor", Kind::Integer, true),
+        f("currency", Kind::String, true),
+        f("channel", Kind::String, true),
+        f("capture", Kind::String, false),
+        f("merchant_order_id", Kind::String, false),
+        f("description", Kind::String, false),
+        f("method", Kind::Object(METHOD_SCHEMA), true),
+        f("payer", Kind::Object(PAYER_SCHEMA), false),
+        f("metadata", Kind::StringMap, false),
+    ];
+}
+
+/// A validated payment request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayment {
+    /// Amount.
+    pub amount_minor: i64,
+    /// Currency.
+    pub currency: Currency,
+    /// Channel.
+    pub channel: Channel,
+    /// Capture mode (resolved against the merchant default).
+    pub capture: CaptureMode,
+    /// Order id.
+    pub merchant_order_id: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Method with secrets.
+    pub method: PaymentMethod,
+    /// Payer.
+    pub payer: Option<Payer>,
+    /// Metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl CreatePaymentRequest {
+    /// Validates into a [`NewPayment`]; `default_capture` is the merchant's setting.
+    pub fn validate(self, default_capture: CaptureMode) -> Result<NewPayment, ApiError> {
+        let capture = match self.capture.as_deref() {
+            None => default_capture,
+            Some(text) => parse_capture(text, "capture")?,
+        };
+        Ok(NewPayment {
+            amount_minor: validate_amount(self.amount_minor, "amount_minor")?,
+            currency: parse_currency(&self.currency)?,
+            channel: Channel::parse(&self.channel).ok_or(ApiError::ChannelUnsupported {
+                value: self.channel.clone(),
+            })?,
+            capture,
+            merchant_order_id: opt_ref(self.merchant_order_id, "merchant_order_id")?,
+            description: opt_text(self.description, "description", DESCRIPTION_LEN_MAX)?,
+            method: validate_method(self.method)?,
+            payer: self.payer.map(validate_payer).transpose()?,
+            metadata: validate_metadata(self.metadata.unwrap_or_default())?,
+        })
+    }
+}
+
+/// Parses `automatic` / `manual`.
+pub fn parse_capture(text: &str, param: &str) -> Result<CaptureMode, ApiError> {
+    match text {
+        "automatic" => Ok(CaptureMode::Automatic),
+        "manual" => Ok(CaptureMode::Manual),
+        other => Err(invalid(
+            param,
+            &format!("must be automatic or manual, not {other:?}"),
+        )),
+    }
+}
+
+/// Parses a currency code.
+pub fn parse_currency(code: &str) -> Result<Currency, ApiError> {
+    Currency::parse(code).ok_or(ApiError::CurrencyUnsupported {
+        value: code.to_string(),
+    })
+}
+
+/// Checks an amount is in 1..=[`AMOUNT_MINOR_MAX`].
+pub fn validate_amount(amount_minor: i64, param: &str) -> Result<i64, ApiError> {
+    if amount_minor <= 0 {
+        return Err(ApiError::AmountInvalid {
+            param: param.into(),
+            reason: "must be greater than 0".into(),
+        });
+    }
+    if amount_minor > AMOUNT_MINOR_MAX {
+        return Err(ApiError::AmountInvalid {
+            param: param.into(),
+            reason: format!("must be at most {AMOUNT_MINOR_MAX}"),
+        });
+    }
+    Ok(amount_minor)
+}
+
+fn invalid(param: &str, reason: &str) -> ApiError {
+    ApiError::ParameterInvalid {
+        param: param.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A merchant reference (order id, refund id): 1–64 of `A-Za-z0-9_.:-`.
+pub fn validate_ref(value: &str, param: &str) -> Result<(), ApiError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "_.:-".contains(c);
+    if value.is_empty() || value.len() > MERCHANT_REF_LEN_MAX || !value.chars().all(ok_char) {
+        return Err(invalid(
+            param,
+            "must be 1-64 characters of A-Z a-z 0-9 _ . : -",
+        ));
+    }
+    Ok(())
+}
+
+fn opt_ref(value: Option<String>, param: &str) -> Result<Option<String>, ApiError> {
+    value
+        .map(|v| validate_ref(&v, param).map(|()| v))
+        .transpose()
+}
+
+fn opt_text(value: Option<String>, param: &str, max: usize) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.chars().count() > max => {
+            Err(invalid(param, &format!("must be at most {max} characters")))
+        }
+        Some(v) if v.chars().any(char::is_control) => {
+            Err(invalid(param, "must not contain control characters"))
+        }
+        other => Ok(other),
+    }
+}
+
+fn token(value: Option<String>, param: &str) -> Result<String, ApiError> {
+    let v = value.ok_or_else(|| ApiError::ParameterMissing {
+        param: param.into(),
+    })?;
+    let ok = !v.is_empty() && v.len() <= TOKEN_LEN_MAX && v.bytes().all(|b| b.is_ascii_graphic());
+    if !ok {
+        return Err(invalid(param, "must be 1-128 printable ASCII characters"));
+    }
+    Ok(v)
+}
+
+/// Checks an E.164 phone: `+` then 8–15 digits.
+pub fn validate_phone(phone: &str, param: &str) -> Result<(), ApiError> {
+    let digits = phone.strip_prefix('+').unwrap_or("");
+    let ok = (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+    if !ok {
+        return Err(invalid(param, "must be E.164: + and 8-15 digits"));
+    }
+    Ok(())
+}
+
+/// Checks an http(s) URL of bounded length without spaces.
+pub fn validate_url(url: &str, param: &str) -> Result<(), ApiError> {
+    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+    let ok = scheme_ok
+        && url.len() <= URL_LEN_MAX
+        && !rest.is_empty()
+        && !rest.starts_with('/')
+        && url.bytes().all(|b| b.is_ascii_graphic());
+    if !ok {
+        return Err(invalid(
+            param,
+            "must be an http(s) URL of at most 2048 bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a method object for its `type`; fields of other types are unknown fields.
+pub fn validate_method(m: MethodRequest) -> Result<PaymentMethod, ApiError> {
+    let kind = MethodKind::parse(&m.method_type).ok_or(ApiError::MethodUnsupported {
+        value: m.method_type.clone(),
+    })?;
+    let allowed: &[&str] = match kind {
+        MethodKind::QrMerchant | MethodKind::App => &[],
+        MethodKind::QrCustomer => &["auth_code"],
+        MethodKind::Nfc => &["token", "cryptogram"],
+        MethodKind::SoundWave => &["token"],
+        MethodKind::H5 => &["return_url"],
+        MethodKind::SmsOtp => &["phone"],
+    };
+    let present = [
+        ("auth_code", m.auth_code.is_some()),
+        ("token", m.token.is_some()),
+        ("cryptogram", m.cryptogram.is_some()),
+        ("return_url", m.return_url.is_some()),
+        ("phone", m.phone.is_some()),
+    ];
+    if let Some((name, _)) = present.iter().find(|(n, p)| *p && !allowed.contains(n)) {
+        return Err(ApiError::UnknownField {
+            param: format!("method.{name}"),
+        });
+    }
+    Ok(match kind {
+        MethodKind::QrMerchant => PaymentMethod::QrMerchant,
+        MethodKind::App => PaymentMethod::App,
+        MethodKind::QrCustomer => PaymentMethod::QrCustomer {
+            auth_code: token(m.auth_code, "method.auth_code")?,
+        },
+        MethodKind::Nfc => PaymentMethod::Nfc {
+            token: token(m.token, "method.token")?,
+            cryptogram: token(m.cryptogram, "method.cryptogram")?,
+        },
+        MethodKind::SoundWave => PaymentMethod::SoundWave {
+            token: token(m.token, "method.token")?,
+        },
+        MethodKind::H5 => {
+            let url = m.return_url.ok_or_else(|| ApiError::ParameterMissing {
+                param: "method.return_url".into(),
+            })?;
+            validate_url(&url, "method.return_url")?;
+            PaymentMethod::H5 { return_url: url }
+        }
+        MethodKind::SmsOtp => {
+            let phone = m.phone.ok_or_else(|| ApiError::ParameterMissing {
+                param: "method.phone".into(),
+            })?;
+            validate_phone(&phone, "method.phone")?;
+            PaymentMethod::SmsOtp { phone }
+        }
+    })
+}
+
+/// Validates a payer.
+pub fn validate_payer(p: PayerRequest) -> Result<Payer, ApiError> {
+    let short = |v: &Option<String>, param: &str| match v {
+        Some(s) if s.is_empty() || s.len() > PAYER_REF_LEN_MAX => {
+            Err(invalid(param, "must be 1-128 bytes"))
+        }
+        Some(s) if !s.bytes().all(|b| b.is_ascii_graphic()) => {
+            Err(invalid(param, "must be printable ASCII"))
+        }
+        Some(_) | None => Ok(()),
+    };
+    short(&p.id, "payer.id")?;
+    short(&p.device_id, "payer.device_id")?;
+    if let Some(ip) = &p.ip {
+        ip.parse::<std::net::IpAddr>()
+            .map_err(|_| invalid("payer.ip", "must be an IPv4 or IPv6 address"))?;
+    }
+    if let Some(c) = &p.country
+        && (c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        return Err(invalid(
+            "payer.country",
+            "must be ISO 3166-1 alpha-2, e.g. CN",
+        ));
+    }
+    if let Some(phone) = &p.phone {
+        validate_phone(phone, "payer.phone")?;
+    }
+    Ok(Payer {
+        id: p.id,
+        device_id: p.device_id,
+        ip: p.ip,
+        country: p.country,
+        phone: p.phone,
+    })
+}
+
+/// Validates metadata: ≤ 20 pairs, keys 1–40 chars, values ≤ 500 chars.
+pub fn validate_metadata(
+    m: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    if m.len() > METADATA_PAIRS_MAX {
+        return Err(invalid("metadata", "must have at most 20 pairs"));
+    }
+    for (k, v) in &m {
+        if k.is_empty() || k.chars().count() > METADATA_KEY_LEN_MAX {
+            return Err(invalid(
+                &format!("metadata.{k}"),
+                "keys must be 1-40 characters",
+            ));
+        }
+        if v.chars().count() > METADATA_VALUE_LEN_MAX {
+            return Err(invalid(
+                &format!("metadata.{k}"),
+                "values must be at most 500 characters",
+            ));
+        }
+    }
+    Ok(m)
+}
+
+/// `POST /v1/payments/{id}/capture`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureRequest {
+    /// Absent → the whole authorization.
+    pub amount_minor: Option<i64>,
+}
+
+impl WireRequest for CaptureRequest {
+    const SCHEMA: &'static [Field] = &[f("amount_minor", Kind::Integer, false)];
+}
+
+/// `POST /v1/payments/{id}/cancel` (empty object).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {}
+
+impl WireRequest for CancelRequest {
+    const SCHEMA: &'static [Field] = &[];
+}
+
+/// `POST /v1/payments/{id}/confirm`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmRequest {
+    /// Six digits.
+    pub otp: String,
+}
+
+impl WireRequest for ConfirmRequest {
+    const SCHEMA: &'static [Field] = &[f("otp", Kind::String, true)];
+}
+
+impl ConfirmRequest {
+    /// Checks the OTP is six ASCII digits.
+    pub fn validate(&self) -> Result<&str, ApiError> {
+        let ok = self.otp.len() == OTP_DIGITS && self.otp.bytes().all(|b| b.is_ascii_digit());
+        if !ok {
+            return Err(invalid("otp", "must be 6 digits"));
+        }
+        Ok(&self.otp)
+    }
+}
+
+/// `POST /v1/payments/{id}/review` (issue 5).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewRequest {
+    /// `approve` | `decline`.
+    pub decision: String,
+}
+
+impl WireRequest for ReviewRequest {
+    const SCHEMA: &'static [Field] = &[f("decision", Kind::String, true)];
+}
+
+impl ReviewRequest {
+    /// True for approve, false for decline.
+    pub fn validate(&self) -> Result<bool, ApiError> {
+        match self.decision.as_str() {
+            "approve" => Ok(true),
+            "decline" => Ok(false),
+            _other => Err(invalid("decision", "must be approve or decline")),
+        }
+    }
+}
+
+/// `POST /v1/payments/{id}/refunds`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// Absent → everything still refundable.
+    pub amount_minor: Option<i64>,
+    /// Merchant's reason.
+    pub reason: Option<String>,
+    /// Merchant's refund id (unique per merchant).
+    pub merchant_refund_id: Option<String>,
+}
+
+impl WireRequest for RefundRequest {
+    const SCHEMA: &'static [Field] = &[
+        f("amount_minor", Kind::Integer, false),
+        f("reason", Kind::String, false),
+        f("merchant_refund_id", Kind::String, false),
+    ];
+}
+
+/// A validated refund request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRefund {
+    /// Amount (None = the rest).
+    pub amount_minor: Option<i64>,
+    /// Reason.
+    pub reason: Option<String>,
+    /// Merchant refund id.
+    pub merchant_refund_id: Option<String>,
+}
+
+impl RefundRequest {
+    /// Validates.
+    pub fn validate(self) -> Result<NewRefund, ApiError> {
+        Ok(NewRefund {
+            amount_minor: self
+                .amount_minor
+                .map(|a| validate_amount(a, "amount_minor"))
+                .transpose()?,
+            reason: opt_text(self.reason, "reason", DESCRIPTION_LEN_MAX)?,
+            merchant_refund_id: opt_ref(self.merchant_refund_id, "merchant_refund_id")?,
+        })
+    }
+}
+
+/// `POST /v1/admin/merchants`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMerchantRequest {
+    /// Display name.
+    pub name: String,
+    /// Event delivery URL.
+    pub notify_url: Option<String>,
+    /// `automatic` (default) | `manual`.
+    pub default_capture: Option<String>,
+}
+
+impl WireRequest for CreateMerchantRequest {
+    const SCHEMA: &'static [Field] = &[
+        f("name", Kind::String, true),
+        f("notify_url", Kind::String, false),
+        f("default_capture", Kind::String, false),
+    ];
+}
+
+/// A validated merchant request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMerchant {
+    /// Name.
+    pub name: String,
+    /// Notify URL.
+    pub notify_url: Option<String>,
+    /// Default capture.
+    pub default_capture: CaptureMode,
+}
+
+impl CreateMerchantRequest {
+    /// Validates.
+    pub fn validate(self) -> Result<NewMerchant, ApiError> {
+        let name = self.name.trim().to_string();
+        if name.is_empty() || name.chars().count() > MERCHANT_NAME_LEN_MAX {
+            return Err(invalid("name", "must be 1-100 characters"));
+        }
+        if let Some(url) = &self.notify_url {
+            validate_url(url, "notify_url")?;
+        }
+        let default_capture = match self.default_capture.as_deref() {
+            None => CaptureMode::Automatic,
+            Some(t) => parse_capture(t, "default_capture")?,
+        };
+        Ok(NewMerchant {
+            name,
+            notify_url: self.notify_url,
+            default_capture,
+        })
+    }
+}
+
+/// Merchant settings update (`POST /v1/merchant`): every field optional; an empty
+/// `notify_url` clears it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMerchantRequest {
+    /// New name.
+    pub name: Option<String>,
+    /// New notify URL (`""` clears).
+    pub notify_url: Option<String>,
+    /// New default capture mode.
+    pub default_capture: Option<String>,
+}
+
+impl WireRequest for UpdateMerchantRequest {
+    const SCHEMA: &'static [Field] = &[
+        f("name", Kind::String, false),
+        f("notify_url", Kind::String, false),
+        f("default_capture", Kind::String, false),
+    ];
+}
+
+/// A validated settings update (`None` = unchanged).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MerchantUpdate {
+    /// New name.
+    pub name: Option<String>,
+    /// New notify URL (`Some(None)` clears).
+    pub notify_url: Option<Option<String>>,
+    /// New default capture.
+    pub default_capture: Option<CaptureMode>,
+}
+
+impl UpdateMerchantRequest {
+    /// Validates.
+    pub fn validate(self) -> Result<MerchantUpdate, ApiError> {
+        let name = match self.name.map(|n| n.trim().to_string()) {
+            Some(n) if n.is_empty() || n.chars().count() > MERCHANT_NAME_LEN_MAX => {
+                return Err(invalid("name", "must be 1-100 characters"));
+            }
+            other => other,
+        };
+        let notify_url = match self.notify_url {
+            None => None,
+            Some(u) if u.is_empty() => Some(None),
+            Some(u) => {
+                validate_url(&u, "notify_url")?;
+                Some(Some(u))
+            }
+        };
+        let default_capture = self
+            .default_capture
+            .map(|t| parse_capture(&t, "default_capture"))
+            .transpose()?;
+        Ok(MerchantUpdate {
+            name,
+            notify_url,
+            default_capture,
+        })
+    }
+}
+
+/// A merchant's settings as the API shows them (never the keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantResponse {
+    /// `mch_…`.
+    pub id: String,
+    /// `"merchant"`.
+    pub object: String,
+    /// Name.
+    pub name: String,
+    /// Notify URL.
+    pub notify_url: Option<String>,
+    /// Default capture mode.
+    pub default_capture: CaptureMode,
+    /// Created.
+    pub created_at_ms: i64,
+}
+
+impl MerchantResponse {
+    /// Builds from the stored merchant.
+    pub fn new(m: &crate::model::Merchant) -> MerchantResponse {
+        MerchantResponse {
+            id: m.id.clone(),
+            object: "merchant".into(),
+            name: m.name.clone(),
+            notify_url: m.notify_url.clone(),
+            default_capture: m.default_capture,
+            created_at_ms: m.created_at_ms,
+        }
+    }
+}
+
+/// `POST /v1/risk/assessments`: a prospective payment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskAssessmentRequest {
+    /// Amount.
+    pub amount_minor: i64,
+    /// Currency.
+    pub currency: String,
+    /// Channel (optional).
+    pub channel: Option<String>,
+    /// Method.
+    pub method: MethodRequest,
+    /// Payer.
+    pub payer: Option<PayerRequest>,
+}
+
+impl WireRequest for RiskAssessmentRequest {
+    const SCHEMA: &'static [Field] = &[
+        f("amount_minor", Kind::Integer, true),
+        f("currency", Kind::String, true),
+        f("channel", Kind::String, false),
+        f("method", Kind::Object(METHOD_SCHEMA), true),
+        f("payer", Kind::Object(PAYER_SCHEMA), false),
+    ];
+}
+
+impl RiskAssessmentRequest {
+    /// Validates into the risk engine's input.
+    pub fn validate(self, merchant_id: &str) -> Result<crate::risk::RiskInput, ApiError> {
+        let method = validate_method(self.method)?;
+        if let Some(c) = &self.channel {
+            Channel::parse(c).ok_or(ApiError::ChannelUnsupported { value: c.clone() })?;
+        }
+        Ok(crate::risk::RiskInput {
+            merchant_id: merchant_id.to_string(),
+            amount_minor: validate_amount(self.amount_minor, "amount_minor")?,
+            currency: parse_currency(&self.currency)?,
+            method: method.kind(),
+            customer_token: method.customer_token().map(str::to_string),
+            payer: self
+                .payer
+                .map(validate_payer)
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// Query parameters of the list endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListParams {
+    /// 1..=100.
+    pub limit: u32,
+    /// Object id to continue after.
+    pub starting_after: Option<String>,
+    /// Lookup by merchant order id (payments only).
+    pub merchant_order_id: Option<String>,
+}
+
+impl ListParams {
+    /// Parses a query string (`limit=10&starting_after=pay_…`); unknown names are errors.
+    pub fn parse(query: &str) -> Result<ListParams, ApiError> {
+        let mut p = ListParams {
+            limit: PAGE_SIZE_DEFAULT,
+            ..ListParams::default()
+        };
+        for pair in query.split('&').filter(|s| !s.is_empty()) {
+            let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(raw).ok_or_else(|| invalid(name, "bad percent-encoding"))?;
+            match name {
+                "limit" => {
+                    p.limit = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|l| (1..=PAGE_SIZE_MAX).contains(l))
+                        .ok_or_else(|| invalid("limit", "must be an integer 1-100"))?;
+                }
+                "starting_after" => p.starting_after = Some(value),
+                "merchant_order_id" => {
+                    validate_ref(&value, "merchant_order_id")?;
+                    p.merchant_order_id = Some(value);
+                }
+                other => {
+                    return Err(ApiError::UnknownField {
+                        param: other.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The risk part of a payment response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskView {
+    /// Decision.
+    pub decision: RiskDecision,
+    /// Score.
+    pub score: i64,
+    /// Rules fired.
+    pub rules: Vec<RuleHit>,
+    /// Config version that decided.
+    pub rules_version: u64,
+}
+
+impl From<&RiskAssessment> for RiskView {
+    fn from(r: &RiskAssessment) -> Self {
+        RiskView {
+            decision: r.decision,
+            score: r.score,
+            rules: r.rules.clone(),
+            rules_version: r.rules_version,
+        }
+    }
+}
+
+/// A payment as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentResponse {
+    /// `pay_…`.
+    pub id: String,
+    /// `"payment"`.
+    pub object: String,
+    /// Status.
+    pub status: PaymentStatus,
+    /// Amount.
+    pub amount_minor: i64,
+    /// Currency.
+    pub currency: Currency,
+    /// Authorized.
+    pub authorized_minor: i64,
+    /// Captured.
+    pub captured_minor: i64,
+    /// Refunded (settled).
+    pub refunded_minor: i64,
+    /// Channel.
+    pub channel: Channel,
+    /// Capture mode.
+    pub capture: CaptureMode,
+    /// Order id.
+    pub merchant_order_id: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Method, masked.
+    pub method: PaymentMethod,
+    /// Next action.
+    pub next_action: Option<NextAction>,
+    /// Risk.
+    pub risk: Option<RiskView>,
+    /// Failure.
+    pub failure: Option<Failure>,
+    /// Conflict flag (null unless a notification contradicted the payment).
+    pub conflict: Option<Conflict>,
+    /// Refunds, oldest first.
+    pub refunds: Vec<RefundResponse>,
+    /// Metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Created.
+    pub created_at_ms: i64,
+    /// Updated.
+    pub updated_at_ms: i64,
+    /// Version (+1 per change).
+    pub version: u64,
+}
+
+impl PaymentResponse {
+    /// Builds the response from the stored payment and its refunds.
+    pub fn new(p: &Payment, refunds: &[Refund]) -> PaymentResponse {
+        PaymentResponse {
+            id: p.id.clone(),
+            object: "payment".into(),
+            status: p.state.status,
+            amount_minor: p.state.amount_minor,
+            currency: p.currency,
+            authorized_minor: p.state.authorized_minor,
+            captured_minor: p.state.captured_minor,
+            refunded_minor: p.state.refunded_minor,
+            channel: p.channel,
+            capture: p.capture,
+            merchant_order_id: p.merchant_order_id.clone(),
+            description: p.description.clone(),
+            method: p.method.masked(),
+            next_action: p.next_action.clone(),
+            risk: p.risk.as_ref().map(RiskView::from),
+            failure: p.failure.clone(),
+            conflict: p.conflict.clone(),
+            refunds: refunds.iter().map(RefundResponse::new).collect(),
+            metadata: p.metadata.clone(),
+            created_at_ms: p.created_at_ms,
+            updated_at_ms: p.updated_at_ms,
+            version: p.state.version,
+        }
+    }
+}
+
+/// A refund as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundResponse {
+    /// `re_…`.
+    pub id: String,
+    /// `"refund"`.
+    pub object: String,
+    /// The payment.
+    pub payment_id: String,
+    /// Amount.
+    pub amount_minor: i64,
+    /// Currency.
+    pub currency: Currency,
+    /// Status.
+    pub status: RefundStatus,
+    /// Reason.
+    pub reason: Option<String>,
+    /// Merchant refund id.
+    pub merchant_refund_id: Option<String>,
+    /// Failure.
+    pub failure: Option<Failure>,
+    /// Created.
+    pub created_at_ms: i64,
+    /// Updated.
+    pub updated_at_ms: i64,
+}
+
+impl RefundResponse {
+    /// Builds from the stored refund.
+    pub fn new(r: &Refund) -> RefundResponse {
+        RefundResponse {
+            id: r.id.clone(),
+            object: "refund".into(),
+            payment_id: r.payment_id.clone(),
+            amount_minor: r.amount_minor,
+            currency: r.currency,
+            status: r.state.status,
+            reason: r.reason.clone(),
+            merchant_refund_id: r.merchant_refund_id.clone(),
+            failure: r.failure.clone(),
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+        }
+    }
+}
+
+/// `{"object":"list","data":[…],"has_more":…}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListResponse<T> {
+    /// `"list"`.
+    pub object: String,
+    /// Items, newest first.
+    pub data: Vec<T>,
+    /// More items after the last one.
+    pub has_more: bool,
+}
+
+impl<T> ListResponse<T> {
+    /// Builds a list.
+    pub fn new(data: Vec<T>, has_more: bool) -> ListResponse<T> {
+        ListResponse {
+            object: "list".into(),
+            data,
+            has_more,
+        }
+    }
+}
+
+/// The answer to merchant creation: the secret key is shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantCreatedResponse {
+    /// `mch_…`.
+    pub id: String,
+    /// `"merchant"`.
+    pub object: String,
+    /// Name.
+    pub name: String,
+    /// `sk_…` (only here, only once).
+    pub secret_key: String,
+    /// `whsec_…`.
+    pub webhook_secret: String,
+    /// Notify URL.
+    pub notify_url: Option<String>,
+    /// Default capture mode.
+    pub default_capture: CaptureMode,
+    /// Created.
+    pub created_at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(body: &str) -> Result<NewPayment, ApiError> {
+        parse_body::<CreatePaymentRequest>(body.as_bytes(), BODY_BYTES_MAX)?
+            .validate(CaptureMode::Automatic)
+    }
+
+    const GOOD: &str = r#"{"amount_minor":1250,"currency":"CNY","channel":"sandbox",
+        "merchant_order_id":"ORD-1001","method":{"type":"qr_merchant"},
+        "payer":{"id":"u-42","ip":"203.0.113.7","country":"CN"},"metadata":{"table":"7"}}"#;
+
+    #[test]
+    fn the_design_example_request_is_accepted() {
+        // Proves DESIGN.md's create-payment example validates into the expected domain value.
+        let p = create(GOOD).unwrap();
+        assert_eq!(p.amount_minor, 1250);
+        assert_eq!(p.currency, Currency::Cny);
+        assert_eq!(p.method, PaymentMethod::QrMerchant);
+        assert_eq!(p.capture, CaptureMode::Automatic);
+    }
+
+    #[test]
+    fn each_malformed_input_class_gets_its_precise_code_and_param() {
+        // Proves bad JSON, unknown fields, wrong types, bad amounts, currency and method codes.
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("{", "json_invalid", None),
+            ("[1]", "json_invalid", None),
+            (
+                &GOOD.replace("\"table\"", "\"t\":\"1\",\"table\""),
+                "",
+                None,
+            ),
+            (
+                &GOOD.replace("1250", "-5"),
+                "amount_invalid",
+                Some("amount_minor"),
+            ),
+            (
+                &GOOD.replace("1250", "0"),
+                "amount_invalid",
+                Some("amount_minor"),
+            ),
+            (
+                &GOOD.replace("1250", "12.5"),
+                "amount_invalid",
+                Some("amount_minor"),
+            ),
+            (
+                &GOOD.replace("1250", "99999999999999999999"),
+                "amount_invalid",
+                Some("amount_minor"),
+            ),
+            (
+                &GOOD.replace("1250", "\"1250\""),
+                "amount_invalid",
+                Some("amount_minor"),
+            ),
+            (
+                &GOOD.replace("1250", "1000000000001"),
+                "amount_invalid",
+                Some("amount_minor"),
+            ),
+            (
+                &GOOD.replace("CNY", "XYZ"),
+                "currency_unsupported",
+                Some("currency"),
+            ),
+            (
+                &GOOD.replace("qr_merchant", "cash"),
+                "method_unsupported",
+                Some("method.type"),
+            ),
+            (
+                &GOOD.replace("sandbox", "paypal"),
+                "channel_unsupported",
+                Some("channel"),
+            ),
+            (
+                &GOOD.replace("\"channel\"", "\"chanel\""),
+                "unknown_field",
+                Some("chanel"),
+            ),
+            (
+                &GOOD.replace("\"country\"", "\"nation\""),
+                "unknown_field",
+                Some("payer.nation"),
+            ),
+            (
+                &GOOD.replace("\"currency\":\"CNY\",", ""),
+                "parameter_missing",
+                Some("currency"),
+            ),
+            (
+                &GOOD.replace("203.0.113.7", "300.1.1.1"),
+                "parameter_invalid",
+                Some("payer.ip"),
+            ),
+            (
+                &GOOD.replace("\"7\"", "7"),
+                "parameter_invalid",
+                Some("metadata.table"),
+            ),
+            (
+                &GOOD.replace("ORD-1001", "ORD 1001"),
+                "parameter_invalid",
+                Some("merchant_order_id"),
+            ),
+        ];
+        for (body, code, param) in cases {
+            match create(body) {
+                Ok(_) if code.is_empty() => {}
+                Ok(p) => panic!("{body} accepted: {p:?}"),
+                Err(e) => {
+                    assert_eq!(e.code(), *code, "{body}: {e}");
+                    if param.is_some() {
+                        assert_eq!(e.param(), *param, "{body}");
+                    }
+                    assert!(e.status() >= 400 && e.status() < 500);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fields_of_another_method_type_are_unknown_fields() {
+        // Proves a token on qr_merchant is rejected naming method.token, and required ones too.
+        let body = GOOD.replace(
+            r#"{"type":"qr_merchant"}"#,
+            r#"{"type":"qr_merchant","token":"x"}"#,
+        );
+        assert_eq!(create(&body).unwrap_err().param(), Some("method.token"));
+        let body = GOOD.replace(r#"{"type":"qr_merchant"}"#, r#"{"type":"nfc","token":"t"}"#);
+        assert_eq!(
+            create(&body).unwrap_err().param(),
+            Some("method.cryptogram")
+        );
+        let body = GOOD.replace(
+            r#"{"type":"qr_merchant"}"#,
+            r#"{"type":"sms_otp","phone":"12"}"#,
+        );
+        assert_eq!(create(&body).unwrap_err().param(), Some("method.phone"));
+    }
+
+    #[test]
+    fn oversize_bodies_are_rejected_before_parsing() {
+        // Proves the byte limit is checked first, with body_too_large and status 413.
+        let big = vec![b' '; BODY_BYTES_MAX as usize + 1];
+        let e = parse_body::<CancelRequest>(&big, BODY_BYTES_MAX).unwrap_err();
+        assert_eq!((e.code(), e.status()), ("body_too_large", 413));
+    }
+
+    #[test]
+    fn more_than_twenty_metadata_pairs_are_rejected() {
+        // Proves the metadata pair limit.
+        let pairs: Vec<String> = (0..21).map(|i| format!("\"k{i}\":\"v\"")).collect();
+        let body = GOOD.replace(r#""table":"7""#, &pairs.join(","));
+        assert_eq!(create(&body).unwrap_err().param(), Some("metadata"));
+    }
+
+    #[test]
+    fn list_params_enforce_the_page_size_limit() {
+        // Proves limit must be 1..=100, unknown query names are refused, cursors decode.
+        assert_eq!(ListParams::parse("").unwrap().limit, PAGE_SIZE_DEFAULT);
+        assert!(ListParams::parse("limit=101").is_err());
+        assert!(ListParams::parse("limit=0").is_err());
+        assert!(ListParams::parse("sort=asc").is_err());
+        let p = ListParams::parse("limit=100&starting_after=pay_x%41").unwrap();
+        assert_eq!(
+            (p.limit, p.starting_after.as_deref()),
+            (100, Some("pay_xA"))
+        );
+    }
+
+    #[test]
+    fn empty_bodies_parse_as_empty_objects() {
+        // Proves `cancel` with no body is accepted while required fields still fail.
+        assert!(parse_body::<CancelRequest>(b"", BODY_BYTES_MAX).is_ok());
+        let e = parse_body::<ConfirmRequest>(b"", BODY_BYTES_MAX).unwrap_err();
+        assert_eq!(e.param(), Some("otp"));
+    }
+}

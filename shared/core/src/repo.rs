@@ -1,0 +1,60 @@
+//! The storage contract the domain is written against.
+//!
+//! Records are stored as versioned envelopes; every write of money state goes through
+//! [`Repository::put_if_version`] (compare-and-swap on the whole record) inside a bounded
+//! retry loop. Implementations: the guest's key-value repository (Spin `spin:key-value` +
+//! `wasi:keyvalue/atomics`) and [`crate::repo::memory::MemoryRepository`] for tests, which
+//! can inject conflicts and failures.
+
+/// A stored record with its version (0 = absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// Monotonic version; the first write of a key is version 1.
+    pub version: u64,
+    /// The record's bytes (JSON of the stored type).
+    pub value: Vec<u8>,
+}
+
+/// Storage failures the domain can see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepoError {
+    /// Someone else wrote the key since it was read: re-read and retry.
+    #[error("version conflict on {key}")]
+    Conflict {
+        /// The key.
+        key: String,
+    },
+    /// The store failed (I/O, unavailable); the write may or may not have happened only
+    /// where the implementation says so.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Key-value storage with optimistic concurrency.
+///
+/// `put_if_version(key, expected, value)`: writes `value` as version `expected + 1` iff the
+/// stored version is still `expected` (0 = key absent). An implementation over a store whose
+/// compare-and-swap may misreport a committed write as failed (Spin's Redis store does) must
+/// tag each write with a unique write id and, after a failed swap, re-read: if the record
+/// carries its own write id the write committed and `Ok` is returned — never applied twice.
+#[allow(async_fn_in_trait)]
+pub trait Repository {
+    /// Read a record.
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError>;
+    /// Compare-and-swap on the record's version; returns the new version.
+    async fn put_if_version(
+        &self,
+        key: &str,
+        expected: u64,
+        value: Vec<u8>,
+    ) -> Result<u64, RepoError>;
+    /// Atomically add `delta` to a counter (absent = 0), returning the new value. Counter
+    /// keys are touched only through this method.
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError>;
+    /// Read many records at once (absent → `None`), in order.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, RepoError>;
+    /// Delete a record that is not money state (expired idempotency keys, OTP challenges).
+    async fn delete(&self, key: &str) -> Result<(), RepoError>;
+}
+
+pub mod memory;

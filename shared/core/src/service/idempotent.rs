@@ -1,0 +1,152 @@
+//! The Idempotency-Key protocol around a POST handler:
+//!
+//! ```text
+//! match idempotency_begin(ctx, merchant_id, key_header, "POST", path, body).await? {
+//!     Started::Replay(reply) => reply,                         // same key, same body
+//!     Started::Run(ticket) => {
+//!         let (reply, retryable) = reply_for(service_call().await, 201);
+//!         idempotency_finish(ctx, ticket, &reply, retryable).await?;
+//!         reply
+//!     }
+//! }
+//! ```
+//! The in-progress record is claimed with compare-and-swap, so two concurrent requests
+//! with one key cannot both run: the second gets `idempotency_key_in_use`. Results that
+//! a retry should re-run (5xx, contention, unavailable dependencies) are not stored.
+
+use serde::Serialize;
+
+use super::{Ctx, read, to_bytes};
+use crate::crypto::sha256_hex;
+use crate::error::ApiError;
+use crate::idempotency::{
+    IdempotencyDecision, IdempotencyRecord, IdempotencyState, decide, fingerprint, validate_key,
+};
+use crate::keys;
+use crate::repo::{RepoError, Repository};
+
+/// An HTTP answer as stored and replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Status.
+    pub status: u16,
+    /// JSON body.
+    pub body: String,
+}
+
+/// Proof that this request holds its key's in-progress record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyTicket {
+    key: String,
+    version: u64,
+    record: IdempotencyRecord,
+}
+
+/// The outcome of [`idempotency_begin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// Run the handler (`None`: the request had no Idempotency-Key).
+    Run(Option<IdempotencyTicket>),
+    /// Answer with this stored reply.
+    Replay(Reply),
+}
+
+/// Starts a keyed request (see the module docs).
+pub async fn idempotency_begin<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    idempotency_key: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<Started, ApiError> {
+    let Some(raw_key) = idempotency_key else {
+        return Ok(Started::Run(None));
+    };
+    validate_key(raw_key)?;
+    let key = keys::idempotency(merchant_id, &sha256_hex(raw_key.as_bytes()));
+    let fp = fingerprint(method, path, body);
+    let existing = read::<IdempotencyRecord, R>(ctx.repo, &key).await?;
+    let storage_version = existing.as_ref().map_or(0, |(_, v)| *v);
+    match decide(existing.as_ref().map(|(r, _)| r), &fp, ctx.now_ms) {
+        IdempotencyDecision::Replay { status, body } => {
+            return Ok(Started::Replay(Reply { status, body }));
+        }
+        IdempotencyDecision::Reused => return Err(ApiError::IdempotencyKeyReused),
+        IdempotencyDecision::InProgress => return Err(ApiError::IdempotencyKeyInUse),
+        IdempotencyDecision::New => {}
+    }
+    let record = IdempotencyRecord {
+        fingerprint: fp,
+        state: IdempotencyState::InProgress,
+        created_at_ms: ctx.now_ms,
+    };
+    match ctx
+        .repo
+        .put_if_version(&key, storage_version, to_bytes(&record))
+        .await
+    {
+        Ok(version) => Ok(Started::Run(Some(IdempotencyTicket {
+            key,
+            version,
+            record,
+        }))),
+        // Someone claimed the key between our read and write.
+        Err(RepoError::Conflict { .. }) => Err(ApiError::IdempotencyKeyInUse),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Finishes a keyed request: stores the reply for replay, or releases the key when the
+/// result is retryable.
+pub async fn idempotency_finish<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    ticket: Option<IdempotencyTicket>,
+    reply: &Reply,
+    retryable: bool,
+) -> Result<(), ApiError> {
+    let Some(t) = ticket else {
+        return Ok(());
+    };
+    if retryable {
+        ctx.repo.delete(&t.key).await?;
+        return Ok(());
+    }
+    let record = IdempotencyRecord {
+        state: IdempotencyState::Completed {
+            status: reply.status,
+            body: reply.body.clone(),
+        },
+        ..t.record
+    };
+    match ctx
+        .repo
+        .put_if_version(&t.key, t.version, to_bytes(&record))
+        .await
+    {
+        // Taken over after the lock TTL: the other request's result stands.
+        Ok(_) | Err(RepoError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Turns a service result into a reply: `ok_status` with the JSON body, or the error's
+/// status and JSON; the flag says whether the reply must not be stored.
+pub fn reply_for<T: Serialize>(result: &Result<T, ApiError>, ok_status: u16) -> (Reply, bool) {
+    match result {
+        Ok(value) => (
+            Reply {
+                status: ok_status,
+                body: serde_json::to_string(value).expect("responses serialize"),
+            },
+            false,
+        ),
+        Err(e) => (
+            Reply {
+                status: e.status(),
+                body: e.to_json().to_string(),
+            },
+            e.is_retryable(),
+        ),
+    }
+}

@@ -1,0 +1,431 @@
+//! The use cases, written against traits so they stay pure: storage is a
+//! [`Repository`], the payment provider a [`ChannelClient`], risk control a
+//! [`RiskClient`], randomness an [`Entropy`], time a `now_ms` in [`Ctx`].
+//!
+//! Rules every function here follows:
+//! * reads and writes are scoped to the authenticated merchant (another merchant's
+//!   object is `resource_missing`, never `permission_error`, so ids do not leak);
+//! * every write of money state is a compare-and-swap inside a loop bounded by
+//!   [`CAS_RETRIES_MAX`], re-reading and re-applying the command on conflict;
+//! * every state change appends an event to the merchant's log;
+//! * a channel answer that is a timeout or garbage ([`ChannelOutcome::Unknown`]) changes
+//!   nothing: the payment stays `processing` until a query or a notification decides.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::crypto::Keyring;
+use crate::error::ApiError;
+use crate::ids::{IdKind, make_id};
+use crate::keys;
+use crate::machine::{PaymentState, assert_payment_invariants};
+use crate::model::{
+    EventType, NextAction, Payment, PaymentMethod, Refund, RiskAssessment, StoredEvent,
+};
+use crate::repo::{RepoError, Repository};
+use crate::risk::RiskInput;
+use crate::rng::Entropy;
+
+mod idempotent;
+mod merchants;
+mod notifications;
+mod payments;
+mod queries;
+mod refunds;
+
+pub use idempotent::{
+    IdempotencyTicket, Reply, Started, idempotency_begin, idempotency_finish, reply_for,
+};
+pub use merchants::{
+    authenticate, check_admin_token, create_merchant, get_risk_config, put_risk_config,
+    update_merchant, webhook_secret,
+};
+pub use notifications::{
+    NotificationResult, PaymentNotification, RefundNotification, apply_payment_notification,
+    apply_refund_notification,
+};
+pub use payments::{
+    OTP_ATTEMPTS_MAX, OTP_TTL_MS, OtpChallenge, cancel_payment, capture_payment, confirm_payment,
+    create_payment, recheck_payment, review_payment,
+};
+pub use queries::{
+    find_payment_by_order_id, get_event, get_payment, get_refund, list_events, list_payments,
+};
+pub use refunds::{create_refund, recheck_refund};
+
+/// Most compare-and-swap attempts for one write before giving up with
+/// `concurrent_modification` (sized for 64 requests racing on one payment).
+pub const CAS_RETRIES_MAX: u32 = 128;
+/// Most index batches a list walks past gaps before stopping.
+pub const LIST_BATCHES_MAX: u32 = 8;
+
+/// What every use case needs: storage, the encryption keys and the current time.
+#[derive(Debug)]
+pub struct Ctx<'a, R> {
+    /// Storage.
+    pub repo: &'a R,
+    /// Keys for sealed secrets and keyed hashes.
+    pub keys: &'a Keyring,
+    /// Now, in Unix milliseconds (the caller's clock).
+    pub now_ms: i64,
+}
+
+/// A channel's answer to authorize or query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelOutcome {
+    /// Paid and captured.
+    Succeeded {
+        /// The channel's reference.
+        channel_ref: Option<String>,
+    },
+    /// Authorized only (manual capture).
+    Authorized {
+        /// The channel's reference.
+        channel_ref: Option<String>,
+    },
+    /// Accepted, not decided; with the customer's next step if there is one
+    /// (QR payload, redirect URL, app order string).
+    Pending {
+        /// The channel's reference.
+        channel_ref: Option<String>,
+        /// What the customer must do.
+        next_action: Option<NextAction>,
+    },
+    /// Refused (final).
+    Declined {
+        /// The channel's code, e.g. `insufficient_funds`.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// Timeout, transport error or an answer that could not be understood.
+    Unknown {
+        /// For the log.
+        detail: String,
+    },
+}
+
+/// A channel's report about a payment (query answer or notification), with the amount
+/// and currency it states so that mismatches are caught.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelReport {
+    /// The outcome.
+    pub outcome: ChannelOutcome,
+    /// The amount the channel states, if any.
+    pub amount_minor: Option<i64>,
+    /// The currency code the channel states, if any.
+    pub currency: Option<String>,
+}
+
+/// A channel's answer to capture or cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionOutcome {
+    /// Done.
+    Done,
+    /// Refused (e.g. already paid, so it cannot be voided).
+    Declined {
+        /// Code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// No usable answer.
+    Unknown {
+        /// For the log.
+        detail: String,
+    },
+}
+
+/// A channel's answer about a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// Money returned.
+    Succeeded {
+        /// Reference.
+        channel_ref: Option<String>,
+    },
+    /// Accepted, not finished.
+    Pending {
+        /// Reference.
+        channel_ref: Option<String>,
+    },
+    /// Refused.
+    Failed {
+        /// Code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// No usable answer.
+    Unknown {
+        /// For the log.
+        detail: String,
+    },
+}
+
+/// The payment provider (an adapter per channel does the HTTP). Implementations must be
+/// idempotent per payment / refund id (they send our ids as the channel's order numbers).
+#[allow(async_fn_in_trait)]
+pub trait ChannelClient {
+    /// Authorize (and capture, in automatic mode) `payment` with its unsealed `method`.
+    async fn authorize(&self, payment: &Payment, method: &PaymentMethod) -> ChannelOutcome;
+    /// Capture `amount_minor` of an authorization.
+    async fn capture(&self, payment: &Payment, amount_minor: i64) -> ActionOutcome;
+    /// Void / close an unpaid or uncaptured payment.
+    async fn cancel(&self, payment: &Payment) -> ActionOutcome;
+    /// Ask the channel where a payment stands.
+    async fn query(&self, payment: &Payment) -> ChannelReport;
+    /// Refund.
+    async fn refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome;
+    /// Ask the channel where a refund stands.
+    async fn query_refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome;
+    /// Send an SMS (the OTP) through the SMS provider.
+    async fn send_sms(&self, phone: &str, text: &str) -> Result<(), String>;
+}
+
+/// Risk control (the risk-check component, reached by service chaining).
+#[allow(async_fn_in_trait)]
+pub trait RiskClient {
+    /// Assess a prospective payment; `Err` = could not ask (the payment fails closed).
+    async fn assess(&self, input: &RiskInput) -> Result<RiskAssessment, String>;
+}
+
+/// A [`RiskClient`] that runs the rules in-process with a given configuration.
+#[derive(Debug, Clone, Default)]
+pub struct LocalRisk {
+    /// The configuration.
+    pub config: crate::risk::RiskConfig,
+}
+
+impl RiskClient for LocalRisk {
+    async fn assess(&self, input: &RiskInput) -> Result<RiskAssessment, String> {
+        Ok(crate::risk::assess(&self.config, input))
+    }
+}
+
+pub(crate) fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("domain types serialize")
+}
+
+pub(crate) fn internal(detail: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal {
+        detail: detail.to_string(),
+    }
+}
+
+/// Reads and decodes a record with its storage version.
+pub(crate) async fn read<T: DeserializeOwned, R: Repository>(
+    repo: &R,
+    key: &str,
+) -> Result<Option<(T, u64)>, ApiError> {
+    let Some(v) = repo.get(key).await? else {
+        return Ok(None);
+    };
+    let value = serde_json::from_slice(&v.value).map_err(|e| internal(format!("{key}: {e}")))?;
+    Ok(Some((value, v.version)))
+}
+
+/// Creates a record; `Ok(false)` if the key already holds another value. A conflict is
+/// re-read: absent means the conflict was spurious (retry); our own bytes mean the write
+/// committed although the store reported otherwise (Spin's Redis CAS does).
+pub(crate) async fn insert<T: Serialize, R: Repository>(
+    repo: &R,
+    key: &str,
+    value: &T,
+) -> Result<bool, ApiError> {
+    let bytes = to_bytes(value);
+    for _attempt in 0..CAS_RETRIES_MAX {
+        match repo.put_if_version(key, 0, bytes.clone()).await {
+            Ok(_) => return Ok(true),
+            Err(RepoError::Conflict { .. }) => match repo.get(key).await? {
+                None => continue,
+                Some(v) => return Ok(v.value == bytes),
+            },
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::ConcurrentModification)
+}
+
+/// The result of a compare-and-swap update.
+#[derive(Debug, Clone)]
+pub(crate) struct Updated<T> {
+    pub before: T,
+    pub after: T,
+    pub changed: bool,
+}
+
+/// Read-modify-write with bounded retries. `f` returns `Ok(None)` for "nothing to do";
+/// `check` asserts invariants on what was read and what will be written.
+pub(crate) async fn update<T, R, F>(
+    repo: &R,
+    key: &str,
+    mut f: F,
+    check: fn(&T),
+) -> Result<Updated<T>, ApiError>
+where
+    T: Serialize + DeserializeOwned + Clone,
+    R: Repository,
+    F: FnMut(&T) -> Result<Option<T>, ApiError>,
+{
+    for _attempt in 0..CAS_RETRIES_MAX {
+        let (current, version) = read::<T, R>(repo, key)
+            .await?
+            .ok_or_else(|| internal(format!("{key} vanished")))?;
+        check(&current);
+        let Some(next) = f(&current)? else {
+            return Ok(Updated {
+                before: current.clone(),
+                after: current,
+                changed: false,
+            });
+        };
+        check(&next);
+        match repo.put_if_version(key, version, to_bytes(&next)).await {
+            Ok(_) => {
+                return Ok(Updated {
+                    before: current,
+                    after: next,
+                    changed: true,
+                });
+            }
+            Err(RepoError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::ConcurrentModification)
+}
+
+fn check_payment(p: &Payment) {
+    assert_payment_invariants(&p.state);
+}
+
+fn check_refund(r: &Refund) {
+    assert!(r.amount_minor > 0, "refund amount positive: {}", r.id);
+    assert!(r.state.version >= 1, "refund version: {}", r.id);
+}
+
+/// CAS update of a payment; stamps `updated_at_ms` on a change.
+pub(crate) async fn update_payment<R, F>(
+    ctx: &Ctx<'_, R>,
+    payment_id: &str,
+    mut f: F,
+) -> Result<Updated<Payment>, ApiError>
+where
+    R: Repository,
+    F: FnMut(&Payment) -> Result<Option<Payment>, ApiError>,
+{
+    let now_ms = ctx.now_ms;
+    let stamped = move |p: &Payment| {
+        Ok(f(p)?.map(|mut next| {
+            next.updated_at_ms = now_ms.max(p.updated_at_ms);
+            next
+        }))
+    };
+    update(ctx.repo, &keys::payment(payment_id), stamped, check_payment).await
+}
+
+/// CAS update of a refund; stamps `updated_at_ms` on a change.
+pub(crate) async fn update_refund<R, F>(
+    ctx: &Ctx<'_, R>,
+    refund_id: &str,
+    mut f: F,
+) -> Result<Updated<Refund>, ApiError>
+where
+    R: Repository,
+    F: FnMut(&Refund) -> Result<Option<Refund>, ApiError>,
+{
+    let now_ms = ctx.now_ms;
+    let stamped = move |r: &Refund| {
+        Ok(f(r)?.map(|mut next| {
+            next.updated_at_ms = now_ms.max(r.updated_at_ms);
+            next
+        }))
+    };
+    update(ctx.repo, &keys::refund(refund_id), stamped, check_refund).await
+}
+
+/// Loads a payment owned by `merchant_id` (bad id, absent or foreign → resource_missing).
+pub(crate) async fn load_payment<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    payment_id: &str,
+) -> Result<Payment, ApiError> {
+    let missing = || ApiError::ResourceMissing {
+        resource: "payment",
+        id: payment_id.chars().take(crate::ids::ID_LEN_MAX).collect(),
+    };
+    if !crate::ids::is_valid_id(IdKind::Payment, payment_id) {
+        return Err(missing());
+    }
+    match read::<Payment, R>(ctx.repo, &keys::payment(payment_id)).await? {
+        Some((p, _)) if p.merchant_id == merchant_id => {
+            check_payment(&p);
+            Ok(p)
+        }
+        Some(_) | None => Err(missing()),
+    }
+}
+
+/// Appends an event to the merchant's log: sequence slot, record, index.
+pub(crate) async fn append_event<R: Repository, E: Entropy>(
+    ctx: &Ctx<'_, R>,
+    rng: &mut E,
+    merchant_id: &str,
+    event_type: EventType,
+    data: serde_json::Value,
+) -> Result<StoredEvent, ApiError> {
+    let seq = ctx.repo.increment(&keys::event_seq(merchant_id), 1).await?;
+    let event = StoredEvent {
+        id: make_id(IdKind::Event, &rng.bytes::<16>()),
+        event_type,
+        merchant_id: merchant_id.to_string(),
+        seq,
+        created_at_ms: ctx.now_ms,
+        data,
+    };
+    if !insert(ctx.repo, &keys::event(&event.id), &event).await? {
+        return Err(internal("event id collision"));
+    }
+    insert(ctx.repo, &keys::event_index(merchant_id, seq), &event.id).await?;
+    Ok(event)
+}
+
+/// The event data for a payment (its API form, without refunds).
+pub(crate) fn payment_data(p: &Payment) -> serde_json::Value {
+    serde_json::to_value(crate::api::PaymentResponse::new(p, &[])).expect("serializes")
+}
+
+/// The event data for a refund.
+pub(crate) fn refund_data(r: &Refund) -> serde_json::Value {
+    serde_json::to_value(crate::api::RefundResponse::new(r)).expect("serializes")
+}
+
+/// Emits the events a payment change implies: `payment.conflicted` when the conflict
+/// flag was raised, the status event when the status moved.
+pub(crate) async fn payment_events<R: Repository, E: Entropy>(
+    ctx: &Ctx<'_, R>,
+    rng: &mut E,
+    u: &Updated<Payment>,
+) -> Result<(), ApiError> {
+    if !u.changed {
+        return Ok(());
+    }
+    let (before, after): (&PaymentState, &PaymentState) = (&u.before.state, &u.after.state);
+    if after.conflicted && !before.conflicted {
+        let data = payment_data(&u.after);
+        append_event(
+            ctx,
+            rng,
+            &u.after.merchant_id,
+            EventType::PaymentConflicted,
+            data,
+        )
+        .await?;
+    }
+    if after.status != before.status {
+        let t = EventType::for_payment_status(after.status);
+        append_event(ctx, rng, &u.after.merchant_id, t, payment_data(&u.after)).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,769 @@
+//! Create, capture, cancel, confirm (OTP), review and re-check payments.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, Ctx, RiskClient, Updated,
+    append_event, insert, internal, load_payment, payment_data, payment_events, read, to_bytes,
+    update_payment,
+};
+use crate::api::{NewPayment, PaymentResponse};
+use crate::crypto::{constant_time_eq, open, seal};
+use crate::error::ApiError;
+use crate::ids::{IdKind, make_id};
+use crate::keys;
+use crate::machine::{PaymentCommand, PaymentState, TransitionError, apply_payment};
+use crate::model::{
+    CaptureMode, EventType, Failure, Merchant, NextAction, Payment, PaymentMethod, PaymentStatus,
+    RiskDecision,
+};
+use crate::repo::{RepoError, Repository};
+use crate::risk::RiskInput;
+use crate::rng::Entropy;
+
+/// Wrong codes allowed before the payment fails.
+pub const OTP_ATTEMPTS_MAX: u32 = 5;
+/// How long a code is valid.
+pub const OTP_TTL_MS: i64 = 5 * 60 * 1000;
+
+/// An open OTP challenge (key `otp/{payment_id}`); the code is stored only as a keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtpChallenge {
+    /// The payment.
+    pub payment_id: String,
+    /// HMAC-SHA256(current key, "{payment_id}:{code}") hex.
+    pub otp_hash: String,
+    /// Wrong codes still allowed.
+    pub attempts_left: u32,
+    /// Expiry.
+    pub expires_at_ms: i64,
+}
+
+/// What happens after risk has spoken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    Deny,
+    Review,
+    Otp,
+    Channel,
+}
+
+/// `POST /v1/payments`: risk, then the method's flow, then the channel.
+///
+/// Order of effects: claim the merchant order id → ask risk → store the payment
+/// (with its list slot and `payment.created`) → OTP or channel. A failure before the
+/// payment is stored releases the order id; after, the payment exists and tells the truth
+/// (an unknown channel outcome leaves it `processing`).
+pub async fn create_payment<R, C, K, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    risk: &K,
+    rng: &mut E,
+    merchant: &Merchant,
+    req: NewPayment,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    K: RiskClient,
+    E: Entropy,
+{
+    let payment_id = make_id(IdKind::Payment, &rng.bytes::<16>());
+    if let Some(order_id) = &req.merchant_order_id {
+        claim_order_id(ctx, &merchant.id, order_id, &payment_id).await?;
+    }
+    let stored = store_new_payment(ctx, risk, rng, merchant, &req, &payment_id).await;
+    let (payment, plan) = match stored {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(order_id) = &req.merchant_order_id {
+                // Best effort: the order id was claimed for a payment that never existed.
+                let _ = ctx
+                    .repo
+                    .delete(&keys::merchant_order(&merchant.id, order_id))
+                    .await;
+            }
+            return Err(e);
+        }
+    };
+    let after = match plan {
+        Plan::Deny | Plan::Review => Ok(payment.clone()),
+        Plan::Otp => start_otp(ctx, channel, rng, &payment).await,
+        Plan::Channel => authorize(ctx, channel, rng, &payment, &req.method).await,
+    };
+    // The payment exists now: an error here must not reach the client as a retryable
+    // failure (a retry would create and charge a second payment). The stored state is
+    // the truth (`processing` resolves by query or notification), so answer with it.
+    let payment = after.unwrap_or(payment);
+    Ok(PaymentResponse::new(&payment, &[]))
+}
+
+async fn claim_order_id<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    order_id: &str,
+    payment_id: &str,
+) -> Result<(), ApiError> {
+    let key = keys::merchant_order(merchant_id, order_id);
+    if insert(ctx.repo, &key, &payment_id).await? {
+        return Ok(());
+    }
+    let holder = read::<String, R>(ctx.repo, &key).await?.map(|(id, _)| id);
+    Err(ApiError::MerchantOrderIdDuplicate {
+        id: order_id.to_string(),
+        payment_id: holder.unwrap_or_default(),
+    })
+}
+
+async fn store_new_payment<R, K, E>(
+    ctx: &Ctx<'_, R>,
+    risk: &K,
+    rng: &mut E,
+    merchant: &Merchant,
+    req: &NewPayment,
+    payment_id: &str,
+) -> Result<(Payment, Plan), ApiError>
+where
+    R: Repository,
+    K: RiskClient,
+    E: Entropy,
+{
+    let input = RiskInput {
+        merchant_id: merchant.id.clone(),
+        amount_minor: req.amount_minor,
+        currency: req.currency,
+        method: req.method.kind(),
+        customer_token: req.method.customer_token().map(str::to_string),
+        payer: req.payer.clone().unwrap_or_default(),
+    };
+    let assessment = risk
+        .assess(&input)
+        .await
+        .map_err(|_| ApiError::RiskUnavailable)?;
+    let seq = ctx
+        .repo
+        .increment(&keys::payment_seq(&merchant.id), 1)
+        .await?;
+    let mut payment = build_payment(ctx, rng, merchant, req, payment_id, seq);
+    let has_phone = otp_phone(ctx, &payment)?.is_some();
+    let plan = match assessment.decision {
+        RiskDecision::Deny => Plan::Deny,
+        RiskDecision::Review => Plan::Review,
+        // A challenge without a phone to send the code to goes to a person instead.
+        RiskDecision::Challenge if has_phone => Plan::Otp,
+        RiskDecision::Challenge => Plan::Review,
+        RiskDecision::Allow if req.method.kind() == crate::model::MethodKind::SmsOtp => Plan::Otp,
+        RiskDecision::Allow => Plan::Channel,
+    };
+    payment.risk = Some(assessment);
+    apply_plan(&mut payment, plan)?;
+    if !insert(ctx.repo, &keys::payment(payment_id), &payment).await? {
+        return Err(internal("payment id collision"));
+    }
+    insert(
+        ctx.repo,
+        &keys::payment_index(&merchant.id, seq),
+        &payment.id,
+    )
+    .await?;
+    let data = payment_data(&payment);
+    append_event(ctx, rng, &merchant.id, EventType::PaymentCreated, data).await?;
+    Ok((payment, plan))
+}
+
+fn apply_plan(payment: &mut Payment, plan: Plan) -> Result<(), ApiError> {
+    let command = match plan {
+        Plan::Deny => {
+            payment.failure = Some(Failure {
+                code: "risk_denied".into(),
+                message: "The payment was refused by risk control.".into(),
+            });
+            PaymentCommand::RiskDenied
+        }
+        Plan::Review => PaymentCommand::RiskReview,
+        Plan::Otp => {
+            payment.next_action = Some(NextAction::EnterOtp);
+            PaymentCommand::AwaitCustomer
+        }
+        Plan::Channel => {
+            payment.channel_engaged = true;
+            return Ok(());
+        }
+    };
+    payment.state = apply_payment(&payment.state, &command).map_err(internal)?;
+    Ok(())
+}
+
+fn build_payment<R, E: Entropy>(
+    ctx: &Ctx<'_, R>,
+    rng: &mut E,
+    merchant: &Merchant,
+    req: &NewPayment,
+    payment_id: &str,
+    seq: i64,
+) -> Payment {
+    let aad = payment_id.as_bytes();
+    let method_sealed =
+        req.method.customer_token().is_some() || matches!(req.method, PaymentMethod::SmsOtp { .. });
+    let method_sealed =
+        method_sealed.then(|| seal(ctx.keys, rng.bytes(), &super::to_bytes(&req.method), aad));
+    let mut payer = req.payer.clone();
+    let phone = payer.as_mut().and_then(|p| p.phone.take());
+    let payer_phone_sealed = phone.map(|ph| seal(ctx.keys, rng.bytes(), ph.as_bytes(), aad));
+    Payment {
+        id: payment_id.to_string(),
+        merchant_id: merchant.id.clone(),
+        seq,
+        state: PaymentState::new(req.amount_minor),
+        currency: req.currency,
+        channel: req.channel,
+        capture: req.capture,
+        merchant_order_id: req.merchant_order_id.clone(),
+        description: req.description.clone(),
+        method: req.method.masked(),
+        method_sealed,
+        payer,
+        payer_phone_sealed,
+        metadata: req.metadata.clone(),
+        next_action: None,
+        risk: None,
+        failure: None,
+        conflict: None,
+        channel_ref: None,
+        channel_engaged: false,
+        created_at_ms: ctx.now_ms,
+        updated_at_ms: ctx.now_ms,
+    }
+}
+
+/// The full (unsealed) method of a stored payment.
+pub(crate) fn unseal_method<R>(ctx: &Ctx<'_, R>, p: &Payment) -> Result<PaymentMethod, ApiError> {
+    let Some(sealed) = &p.method_sealed else {
+        return Ok(p.method.clone());
+    };
+    let bytes = open(ctx.keys, sealed, p.id.as_bytes()).map_err(internal)?;
+    serde_json::from_slice(&bytes).map_err(internal)
+}
+
+/// The phone an OTP goes to: the sms_otp method's, else the payer's.
+fn otp_phone<R>(ctx: &Ctx<'_, R>, p: &Payment) -> Result<Option<String>, ApiError> {
+    if let PaymentMethod::SmsOtp { phone } = unseal_method(ctx, p)? {
+        return Ok(Some(phone));
+    }
+    match &p.payer_phone_sealed {
+        Some(s) => {
+            let bytes = open(ctx.keys, s, p.id.as_bytes()).map_err(internal)?;
+            Ok(Some(String::from_utf8(bytes).map_err(internal)?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Sends the channel the payment and applies its answer.
+async fn authorize<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    payment: &Payment,
+    method: &PaymentMethod,
+) -> Result<Payment, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let outcome = channel.authorize(payment, method).await;
+    let report = ChannelReport {
+        outcome,
+        amount_minor: None,
+        currency: None,
+    };
+    let u = apply_report(ctx, &payment.id, &report).await?;
+    payment_events(ctx, rng, &u).await?;
+    Ok(u.after)
+}
+
+/// The state-machine command a channel outcome means for `p`.
+pub(crate) fn command_for(outcome: &ChannelOutcome, p: &Payment) -> PaymentCommand {
+    match outcome {
+        ChannelOutcome::Succeeded { .. } if p.capture == CaptureMode::Manual => {
+            PaymentCommand::ChannelAuthorized
+        }
+        ChannelOutcome::Succeeded { .. } => PaymentCommand::ChannelSucceeded,
+        ChannelOutcome::Authorized { .. } => PaymentCommand::ChannelAuthorized,
+        ChannelOutcome::Pending {
+            next_action: Some(_),
+            ..
+        } => PaymentCommand::AwaitCustomer,
+        ChannelOutcome::Pending { .. } => PaymentCommand::ChannelPending,
+        ChannelOutcome::Declined { .. } => PaymentCommand::ChannelFailed,
+        ChannelOutcome::Unknown { .. } => PaymentCommand::ChannelUnknown,
+    }
+}
+
+/// Applies a channel report to a payment (CAS): amount/currency mismatches and
+/// contradictions of a terminal status flag a conflict instead of applying.
+pub(crate) async fn apply_report<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    payment_id: &str,
+    report: &ChannelReport,
+) -> Result<Updated<Payment>, ApiError> {
+    let now_ms = ctx.now_ms;
+    update_payment(ctx, payment_id, |p| {
+        if let Some(reason) = mismatch(p, report) {
+            return Ok(flag_conflict(p, reason, report, now_ms));
+        }
+        let command = command_for(&report.outcome, p);
+        match apply_payment(&p.state, &command) {
+            Ok(state) => Ok(Some(with_outcome(p, state, &report.outcome))),
+            Err(TransitionError::AlreadyApplied) => Ok(None),
+            Err(TransitionError::Contradiction { .. }) => {
+                Ok(flag_conflict(p, "status_contradiction", report, now_ms))
+            }
+            Err(TransitionError::NotAllowed { .. }) => Ok(None),
+            Err(other) => Err(internal(other)),
+        }
+    })
+    .await
+}
+
+fn mismatch(p: &Payment, report: &ChannelReport) -> Option<&'static str> {
+    let claims_money = matches!(
+        report.outcome,
+        ChannelOutcome::Succeeded { .. } | ChannelOutcome::Authorized { .. }
+    );
+    if !claims_money {
+        return None;
+    }
+    if report
+        .amount_minor
+        .is_some_and(|a| a != p.state.amount_minor)
+    {
+        return Some("amount_mismatch");
+    }
+    if report
+        .currency
+        .as_deref()
+        .is_some_and(|c| c != p.currency.code())
+    {
+        return Some("currency_mismatch");
+    }
+    None
+}
+
+fn flag_conflict(
+    p: &Payment,
+    reason: &str,
+    report: &ChannelReport,
+    now_ms: i64,
+) -> Option<Payment> {
+    let state = apply_payment(&p.state, &PaymentCommand::FlagConflict).ok()?;
+    let mut next = p.clone();
+    next.state = state;
+    next.conflict = Some(crate::model::Conflict {
+        reason: reason.to_string(),
+        channel_amount_minor: report.amount_minor,
+        channel_currency: report.currency.clone(),
+        detected_at_ms: now_ms,
+    });
+    Some(next)
+}
+
+fn with_outcome(p: &Payment, state: PaymentState, outcome: &ChannelOutcome) -> Payment {
+    let mut next = p.clone();
+    next.state = state;
+    match outcome {
+        ChannelOutcome::Succeeded { channel_ref } | ChannelOutcome::Authorized { channel_ref } => {
+            next.channel_ref = channel_ref.clone().or(next.channel_ref);
+            next.next_action = None;
+        }
+        ChannelOutcome::Pending {
+            channel_ref,
+            next_action,
+        } => {
+            next.channel_ref = channel_ref.clone().or(next.channel_ref);
+            if next_action.is_some() {
+                next.next_action = next_action.clone();
+            }
+        }
+        ChannelOutcome::Declined { code, message } => {
+            next.next_action = None;
+            next.failure = Some(Failure {
+                code: "channel_declined".into(),
+                message: format!("{code}: {message}"),
+            });
+        }
+        ChannelOutcome::Unknown { .. } => {}
+    }
+    next
+}
+
+fn status_error(status: PaymentStatus, f: fn(&'static str) -> ApiError) -> ApiError {
+    f(status.as_str())
+}
+
+/// `POST /v1/payments/{id}/capture`: capture all (amount absent) or part of an
+/// authorization. The channel is asked first; the payment changes only if it agrees.
+pub async fn capture_payment<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    payment_id: &str,
+    amount_minor: Option<i64>,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let p = load_payment(ctx, merchant_id, payment_id).await?;
+    if p.state.status != PaymentStatus::RequiresCapture {
+        return Err(status_error(p.state.status, |status| {
+            ApiError::PaymentNotCapturable { status }
+        }));
+    }
+    let amount_minor = amount_minor.unwrap_or(p.state.authorized_minor);
+    let command = PaymentCommand::Capture { amount_minor };
+    apply_payment(&p.state, &command).map_err(|e| transition_error(e, &p))?;
+    match channel.capture(&p, amount_minor).await {
+        ActionOutcome::Done => {}
+        ActionOutcome::Declined { code, message } => {
+            return Err(ApiError::ChannelDeclined {
+                message: format!("{code}: {message}"),
+            });
+        }
+        ActionOutcome::Unknown { .. } => return Err(ApiError::ChannelUnavailable),
+    }
+    let u = update_payment(ctx, payment_id, |cur| {
+        match apply_payment(&cur.state, &command) {
+            Ok(state) => Ok(Some(Payment {
+                state,
+                ..cur.clone()
+            })),
+            Err(TransitionError::AlreadyApplied) => Ok(None),
+            Err(e) => Err(transition_error(e, cur)),
+        }
+    })
+    .await?;
+    payment_events(ctx, rng, &u).await?;
+    Ok(PaymentResponse::new(&u.after, &[]))
+}
+
+/// Maps a refused transition to the public error.
+pub(crate) fn transition_error(e: TransitionError, p: &Payment) -> ApiError {
+    let status = p.state.status.as_str();
+    match e {
+        TransitionError::CaptureExceedsAuthorized { authorized_minor } => {
+            ApiError::CaptureExceedsAuthorized { authorized_minor }
+        }
+        TransitionError::RefundExceedsCaptured { available_minor } => {
+            ApiError::RefundExceedsCaptured { available_minor }
+        }
+        TransitionError::RefundsPerPaymentExceeded => ApiError::RefundLimitReached {
+            max: crate::machine::REFUNDS_PER_PAYMENT_MAX as u32,
+        },
+        TransitionError::AmountInvalid => ApiError::AmountInvalid {
+            param: "amount_minor".into(),
+            reason: "must be greater than 0".into(),
+        },
+        TransitionError::NotAllowed { command, .. } => match command {
+            "capture" => ApiError::PaymentNotCapturable { status },
+            "cancel" => ApiError::PaymentNotCancelable { status },
+            "reserve_refund" => ApiError::PaymentNotRefundable { status },
+            "otp_confirmed" => ApiError::PaymentNotConfirmable { status },
+            "review_approved" | "review_declined" => ApiError::PaymentNotInReview { status },
+            _other => internal(format!("{command} refused in {status}")),
+        },
+        TransitionError::AlreadyApplied
+        | TransitionError::Contradiction { .. }
+        | TransitionError::RefundContradiction { .. } => internal(e),
+    }
+}
+
+/// `POST /v1/payments/{id}/cancel`: void an uncaptured payment (through the channel if
+/// the channel knows it). Canceling a canceled payment returns it unchanged.
+pub async fn cancel_payment<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    payment_id: &str,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let p = load_payment(ctx, merchant_id, payment_id).await?;
+    match apply_payment(&p.state, &PaymentCommand::Cancel) {
+        Ok(_) => {}
+        Err(TransitionError::AlreadyApplied) => return Ok(PaymentResponse::new(&p, &[])),
+        Err(e) => return Err(transition_error(e, &p)),
+    }
+    if p.channel_engaged {
+        match channel.cancel(&p).await {
+            ActionOutcome::Done => {}
+            ActionOutcome::Declined { code, message } => {
+                return Err(ApiError::ChannelDeclined {
+                    message: format!("{code}: {message}"),
+                });
+            }
+            ActionOutcome::Unknown { .. } => return Err(ApiError::ChannelUnavailable),
+        }
+    }
+    let u = update_payment(ctx, payment_id, |cur| {
+        match apply_payment(&cur.state, &PaymentCommand::Cancel) {
+            Ok(state) => Ok(Some(Payment {
+                state,
+                next_action: None,
+                ..cur.clone()
+            })),
+            Err(TransitionError::AlreadyApplied) => Ok(None),
+            Err(e) => Err(transition_error(e, cur)),
+        }
+    })
+    .await?;
+    let _ = ctx.repo.delete(&keys::otp(payment_id)).await;
+    payment_events(ctx, rng, &u).await?;
+    Ok(PaymentResponse::new(&u.after, &[]))
+}
+
+/// Generates a code, stores its hash, sends it by SMS. A failed send fails the payment
+/// (`otp_delivery_failed`): the payer could never complete it.
+async fn start_otp<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    payment: &Payment,
+) -> Result<Payment, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let phone = otp_phone(ctx, payment)?.ok_or_else(|| internal("otp without phone"))?;
+    let code = format!("{:06}", u64::from_le_bytes(rng.bytes()) % 1_000_000);
+    let challenge = OtpChallenge {
+        payment_id: payment.id.clone(),
+        otp_hash: ctx
+            .keys
+            .keyed_hash_hex(format!("{}:{code}", payment.id).as_bytes()),
+        attempts_left: OTP_ATTEMPTS_MAX,
+        expires_at_ms: ctx.now_ms + OTP_TTL_MS,
+    };
+    let key = keys::otp(&payment.id);
+    let version = ctx.repo.get(&key).await?.map_or(0, |v| v.version);
+    ctx.repo
+        .put_if_version(&key, version, to_bytes(&challenge))
+        .await?;
+    let text = format!("Your spinpay code is {code}");
+    if channel.send_sms(&phone, &text).await.is_ok() {
+        return Ok(payment.clone());
+    }
+    let failure = Failure {
+        code: "otp_delivery_failed".into(),
+        message: "The one-time code could not be sent.".into(),
+    };
+    let u = fail_otp(ctx, &payment.id, failure).await?;
+    payment_events(ctx, rng, &u).await?;
+    Ok(u.after)
+}
+
+async fn fail_otp<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    payment_id: &str,
+    failure: Failure,
+) -> Result<Updated<Payment>, ApiError> {
+    let _ = ctx.repo.delete(&keys::otp(payment_id)).await;
+    update_payment(ctx, payment_id, |cur| {
+        match apply_payment(&cur.state, &PaymentCommand::OtpFailed) {
+            Ok(state) => Ok(Some(Payment {
+                state,
+                next_action: None,
+                failure: Some(failure.clone()),
+                ..cur.clone()
+            })),
+            Err(_) => Ok(None),
+        }
+    })
+    .await
+}
+
+/// Checks a submitted code against the challenge (CAS on the attempt counter).
+async fn check_otp<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    payment_id: &str,
+    otp: &str,
+) -> Result<(), ApiError> {
+    let key = keys::otp(payment_id);
+    let expected = ctx
+        .keys
+        .keyed_hash_hex(format!("{payment_id}:{otp}").as_bytes());
+    for _attempt in 0..super::CAS_RETRIES_MAX {
+        let Some((mut c, version)) = read::<OtpChallenge, R>(ctx.repo, &key).await? else {
+            return Err(ApiError::OtpExpired);
+        };
+        if ctx.now_ms > c.expires_at_ms {
+            return Err(ApiError::OtpExpired);
+        }
+        if c.attempts_left == 0 {
+            return Err(ApiError::OtpAttemptsExceeded);
+        }
+        if constant_time_eq(c.otp_hash.as_bytes(), expected.as_bytes()) {
+            return Ok(());
+        }
+        c.attempts_left -= 1;
+        match ctx.repo.put_if_version(&key, version, to_bytes(&c)).await {
+            Ok(_) if c.attempts_left == 0 => return Err(ApiError::OtpAttemptsExceeded),
+            Ok(_) => {
+                return Err(ApiError::OtpInvalid {
+                    attempts_left: c.attempts_left,
+                });
+            }
+            Err(RepoError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::ConcurrentModification)
+}
+
+/// `POST /v1/payments/{id}/confirm`: the payer's OTP. Right → the payment proceeds to
+/// the channel; wrong → `otp_invalid` with attempts left; the fifth wrong code fails the
+/// payment; after 5 minutes → `otp_expired`.
+pub async fn confirm_payment<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    payment_id: &str,
+    otp: &str,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let p = load_payment(ctx, merchant_id, payment_id).await?;
+    let open_challenge = p.state.status == PaymentStatus::RequiresCustomerAction
+        && p.next_action == Some(NextAction::EnterOtp);
+    if !open_challenge {
+        return Err(ApiError::PaymentNotConfirmable {
+            status: p.state.status.as_str(),
+        });
+    }
+    if let Err(e) = check_otp(ctx, payment_id, otp).await {
+        if e == ApiError::OtpAttemptsExceeded {
+            let failure = Failure {
+                code: "otp_attempts_exceeded".into(),
+                message: "Too many incorrect codes.".into(),
+            };
+            let u = fail_otp(ctx, payment_id, failure).await?;
+            payment_events(ctx, rng, &u).await?;
+        }
+        return Err(e);
+    }
+    let u = update_payment(ctx, payment_id, |cur| {
+        match apply_payment(&cur.state, &PaymentCommand::OtpConfirmed) {
+            Ok(state) => Ok(Some(Payment {
+                state,
+                next_action: None,
+                channel_engaged: true,
+                ..cur.clone()
+            })),
+            Err(e) => Err(transition_error(e, cur)),
+        }
+    })
+    .await?;
+    let _ = ctx.repo.delete(&keys::otp(payment_id)).await;
+    payment_events(ctx, rng, &u).await?;
+    let method = unseal_method(ctx, &u.after)?;
+    let after = authorize(ctx, channel, rng, &u.after, &method).await?;
+    Ok(PaymentResponse::new(&after, &[]))
+}
+
+/// Approve or decline a payment held in `requires_review`. Approved payments continue
+/// their flow (OTP for `sms_otp`, else the channel).
+pub async fn review_payment<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    payment_id: &str,
+    approve: bool,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let p = load_payment(ctx, merchant_id, payment_id).await?;
+    let sms = matches!(p.method, PaymentMethod::SmsOtp { .. });
+    let command = if approve {
+        PaymentCommand::ReviewApproved
+    } else {
+        PaymentCommand::ReviewDeclined
+    };
+    let u = update_payment(ctx, payment_id, |cur| {
+        let mut state =
+            apply_payment(&cur.state, &command).map_err(|e| transition_error(e, cur))?;
+        let mut next = cur.clone();
+        if approve && sms {
+            state = apply_payment(&state, &PaymentCommand::AwaitCustomer).map_err(internal)?;
+            next.next_action = Some(NextAction::EnterOtp);
+        } else if approve {
+            next.channel_engaged = true;
+        } else {
+            next.failure = Some(Failure {
+                code: "review_declined".into(),
+                message: "The payment was declined in review.".into(),
+            });
+        }
+        next.state = state;
+        Ok(Some(next))
+    })
+    .await?;
+    payment_events(ctx, rng, &u).await?;
+    let after = match (approve, sms) {
+        (false, _) => u.after,
+        (true, true) => start_otp(ctx, channel, rng, &u.after).await?,
+        (true, false) => {
+            let method = unseal_method(ctx, &u.after)?;
+            authorize(ctx, channel, rng, &u.after, &method).await?
+        }
+    };
+    Ok(PaymentResponse::new(&after, &[]))
+}
+
+/// Asks the channel about a payment the channel knows but that is not settled yet
+/// (`processing` or `requires_customer_action`) and applies the answer. Other payments
+/// are returned as they are.
+pub async fn recheck_payment<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    payment_id: &str,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let p = load_payment(ctx, merchant_id, payment_id).await?;
+    let open = match p.state.status {
+        PaymentStatus::Processing | PaymentStatus::RequiresCustomerAction => p.channel_engaged,
+        PaymentStatus::RequiresReview
+        | PaymentStatus::RequiresCapture
+        | PaymentStatus::Succeeded
+        | PaymentStatus::Canceled
+        | PaymentStatus::Failed => false,
+    };
+    if !open {
+        return super::get_payment(ctx, merchant_id, payment_id).await;
+    }
+    let report = channel.query(&p).await;
+    let u = apply_report(ctx, payment_id, &report).await?;
+    payment_events(ctx, rng, &u).await?;
+    super::get_payment(ctx, merchant_id, payment_id).await
+}

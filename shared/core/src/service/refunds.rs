@@ -1,0 +1,271 @@
+//! Refunds: reserve on the payment (CAS), record, ask the channel, settle both.
+//!
+//! The reservation is what keeps concurrent refunds honest: `ReserveRefund` checks
+//! `refunded + pending + amount ≤ captured` on the freshly read payment and the write is
+//! a compare-and-swap, so of 64 racing partial refunds only those that fit are accepted.
+//! Settling is keyed by refund id, so a retried or duplicated settle never counts twice.
+
+use super::{
+    ChannelClient, Ctx, RefundOutcome, Updated, append_event, insert, internal, load_payment,
+    payment_events, read, refund_data, update_payment, update_refund,
+};
+use crate::api::{NewRefund, RefundResponse};
+use crate::error::ApiError;
+use crate::ids::{IdKind, is_valid_id, make_id};
+use crate::keys;
+use crate::machine::{
+    PaymentCommand, RefundCommand, RefundState, TransitionError, apply_payment, apply_refund,
+};
+use crate::model::{EventType, Failure, Payment, PaymentStatus, Refund};
+use crate::repo::Repository;
+use crate::rng::Entropy;
+
+/// `POST /v1/payments/{id}/refunds`.
+pub async fn create_refund<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    payment_id: &str,
+    req: NewRefund,
+) -> Result<RefundResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let p = load_payment(ctx, merchant_id, payment_id).await?;
+    if p.state.status != PaymentStatus::Succeeded {
+        return Err(ApiError::PaymentNotRefundable {
+            status: p.state.status.as_str(),
+        });
+    }
+    let refund_id = make_id(IdKind::Refund, &rng.bytes::<16>());
+    if let Some(mref) = &req.merchant_refund_id {
+        let key = keys::merchant_refund(merchant_id, mref);
+        if !insert(ctx.repo, &key, &refund_id).await? {
+            return Err(ApiError::MerchantRefundIdDuplicate { id: mref.clone() });
+        }
+    }
+    // The record first, then the reservation: a failure in between leaves a record no
+    // payment lists (no money effect), never a reservation without a record.
+    let refund = Refund {
+        id: refund_id.clone(),
+        merchant_id: merchant_id.to_string(),
+        payment_id: payment_id.to_string(),
+        state: RefundState::new(),
+        amount_minor: req.amount_minor.unwrap_or(p.state.refundable_minor()),
+        currency: p.currency,
+        reason: req.reason,
+        merchant_refund_id: req.merchant_refund_id.clone(),
+        channel_ref: None,
+        failure: None,
+        created_at_ms: ctx.now_ms,
+        updated_at_ms: ctx.now_ms,
+    };
+    let mref = &req.merchant_refund_id;
+    if refund.amount_minor <= 0 {
+        let e = ApiError::RefundExceedsCaptured { available_minor: 0 };
+        return Err(release(ctx, merchant_id, mref, None, e).await);
+    }
+    if !insert(ctx.repo, &keys::refund(&refund_id), &refund).await? {
+        return Err(internal("refund id collision"));
+    }
+    let payment = match reserve(ctx, payment_id, &refund_id, refund.amount_minor).await {
+        Ok(p) => p,
+        Err(e) => return Err(release(ctx, merchant_id, mref, Some(&refund_id), e).await),
+    };
+    append_event(
+        ctx,
+        rng,
+        merchant_id,
+        EventType::RefundCreated,
+        refund_data(&refund),
+    )
+    .await?;
+    let outcome = channel.refund(&payment, &refund).await;
+    // The refund is reserved and recorded: after a storage error here it stays
+    // `pending` (a re-check or notification settles it); a retryable error would
+    // invite a second refund.
+    let settled = settle(ctx, rng, &refund_id, &outcome)
+        .await
+        .unwrap_or(refund);
+    Ok(RefundResponse::new(&settled))
+}
+
+/// Undoes the claims of a refund refused before its reservation (the merchant refund
+/// id and the record no payment lists) and returns `error`.
+async fn release<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    merchant_refund_id: &Option<String>,
+    refund_id: Option<&str>,
+    error: ApiError,
+) -> ApiError {
+    if let Some(mref) = merchant_refund_id {
+        let _ = ctx
+            .repo
+            .delete(&keys::merchant_refund(merchant_id, mref))
+            .await;
+    }
+    if let Some(id) = refund_id {
+        let _ = ctx.repo.delete(&keys::refund(id)).await;
+    }
+    error
+}
+
+/// Reserves `amount_minor` on the payment (CAS loop).
+async fn reserve<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    payment_id: &str,
+    refund_id: &str,
+    amount_minor: i64,
+) -> Result<Payment, ApiError> {
+    let command = PaymentCommand::ReserveRefund {
+        refund_id: refund_id.to_string(),
+        amount_minor,
+    };
+    let u = update_payment(ctx, payment_id, |cur| {
+        match apply_payment(&cur.state, &command) {
+            Ok(state) => Ok(Some(Payment {
+                state,
+                ..cur.clone()
+            })),
+            // Our own reservation committed on an earlier attempt.
+            Err(TransitionError::AlreadyApplied) => Ok(None),
+            Err(e) => Err(super::payments::transition_error(e, cur)),
+        }
+    })
+    .await?;
+    Ok(u.after)
+}
+
+/// Applies a channel refund outcome to the refund, then settles the payment's
+/// reservation. Both steps are idempotent, so a repeat (notification, re-check, retry
+/// after a crash between the two) is harmless.
+pub(crate) async fn settle<R: Repository, E: Entropy>(
+    ctx: &Ctx<'_, R>,
+    rng: &mut E,
+    refund_id: &str,
+    outcome: &RefundOutcome,
+) -> Result<Refund, ApiError> {
+    let command = match outcome {
+        RefundOutcome::Succeeded { .. } => RefundCommand::ChannelSucceeded,
+        RefundOutcome::Failed { .. } => RefundCommand::ChannelFailed,
+        RefundOutcome::Pending { .. } => RefundCommand::ChannelPending,
+        RefundOutcome::Unknown { .. } => RefundCommand::ChannelUnknown,
+    };
+    let u = update_refund(ctx, refund_id, |cur| {
+        match apply_refund(&cur.state, command) {
+            Ok(state) => Ok(Some(with_refund_outcome(cur, state, outcome))),
+            Err(TransitionError::AlreadyApplied) => Ok(None),
+            // A terminal refund contradicted by the channel: keep ours, the payment
+            // notification path flags the payment.
+            Err(_) => Ok(None),
+        }
+    })
+    .await?;
+    if u.changed {
+        let t = EventType::for_refund_status(u.after.state.status);
+        append_event(ctx, rng, &u.after.merchant_id, t, refund_data(&u.after)).await?;
+    }
+    settle_payment(ctx, rng, &u).await?;
+    Ok(u.after)
+}
+
+fn with_refund_outcome(cur: &Refund, state: RefundState, outcome: &RefundOutcome) -> Refund {
+    let mut next = cur.clone();
+    next.state = state;
+    match outcome {
+        RefundOutcome::Succeeded { channel_ref } | RefundOutcome::Pending { channel_ref } => {
+            next.channel_ref = channel_ref.clone().or(next.channel_ref);
+        }
+        RefundOutcome::Failed { code, message } => {
+            next.failure = Some(Failure {
+                code: "channel_declined".into(),
+                message: format!("{code}: {message}"),
+            });
+        }
+        RefundOutcome::Unknown { .. } => {}
+    }
+    next
+}
+
+async fn settle_payment<R: Repository, E: Entropy>(
+    ctx: &Ctx<'_, R>,
+    rng: &mut E,
+    u: &Updated<Refund>,
+) -> Result<(), ApiError> {
+    use crate::model::RefundStatus as S;
+    let succeeded = match u.after.state.status {
+        S::Pending => return Ok(()),
+        S::Succeeded => true,
+        S::Failed => false,
+    };
+    let command = PaymentCommand::SettleRefund {
+        refund_id: u.after.id.clone(),
+        succeeded,
+    };
+    let pu = update_payment(ctx, &u.after.payment_id, |cur| {
+        match apply_payment(&cur.state, &command) {
+            Ok(state) => Ok(Some(Payment {
+                state,
+                ..cur.clone()
+            })),
+            Err(TransitionError::AlreadyApplied) => Ok(None),
+            Err(e) => Err(internal(e)),
+        }
+    })
+    .await?;
+    payment_events(ctx, rng, &pu).await
+}
+
+/// Asks the channel about a pending refund and applies the answer.
+pub async fn recheck_refund<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    refund_id: &str,
+) -> Result<RefundResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let refund = load_refund(ctx, merchant_id, refund_id).await?;
+    if refund.state.status != crate::model::RefundStatus::Pending {
+        // Terminal already: make sure the payment's reservation was settled too (a
+        // crash or storage failure between the two writes leaves it pending).
+        let u = Updated {
+            before: refund.clone(),
+            after: refund.clone(),
+            changed: false,
+        };
+        settle_payment(ctx, rng, &u).await?;
+        return Ok(RefundResponse::new(&refund));
+    }
+    let payment = load_payment(ctx, merchant_id, &refund.payment_id).await?;
+    let outcome = channel.query_refund(&payment, &refund).await;
+    let settled = settle(ctx, rng, refund_id, &outcome).await?;
+    Ok(RefundResponse::new(&settled))
+}
+
+/// Loads a refund owned by `merchant_id`.
+pub(crate) async fn load_refund<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    refund_id: &str,
+) -> Result<Refund, ApiError> {
+    let missing = || ApiError::ResourceMissing {
+        resource: "refund",
+        id: refund_id.chars().take(crate::ids::ID_LEN_MAX).collect(),
+    };
+    if !is_valid_id(IdKind::Refund, refund_id) {
+        return Err(missing());
+    }
+    match read::<Refund, R>(ctx.repo, &keys::refund(refund_id)).await? {
+        Some((r, _)) if r.merchant_id == merchant_id => Ok(r),
+        Some(_) | None => Err(missing()),
+    }
+}

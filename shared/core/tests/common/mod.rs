@@ -1,0 +1,196 @@
+//! Test harness: a simulated channel with the sandbox's magic amounts, and helpers.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
+use spinpay_core::api::{BODY_BYTES_MAX, CreatePaymentRequest, NewPayment, parse_body};
+use spinpay_core::crypto::Keyring;
+use spinpay_core::model::{CaptureMode, Merchant, NextAction, Payment, PaymentMethod, Refund};
+use spinpay_core::repo::memory::MemoryRepository;
+use spinpay_core::rng::SplitMix64;
+use spinpay_core::service::{
+    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, Ctx, RefundOutcome, authenticate,
+    create_merchant,
+};
+
+/// A channel that behaves like the sandbox: 666 declined, 777 timeout, 888 pending,
+/// 999 garbage; qr_merchant / h5 / app wait for the customer; refunds of 666 fail and
+/// of 888 stay pending.
+#[derive(Default)]
+pub struct SimChannel {
+    /// Payments the "customer" has paid (query answers succeeded).
+    pub paid: RefCell<BTreeSet<String>>,
+    /// Refunds the channel has finished.
+    pub refunds_done: RefCell<BTreeSet<String>>,
+    /// SMS sent: (phone, text).
+    pub sms: RefCell<Vec<(String, String)>>,
+    /// When set, SMS sending fails.
+    pub sms_down: RefCell<bool>,
+    /// Calls to refund.
+    pub refund_calls: RefCell<u32>,
+}
+
+impl SimChannel {
+    pub fn last_otp(&self) -> String {
+        let sms = self.sms.borrow();
+        let (_, text) = sms.last().expect("an SMS was sent");
+        text.rsplit(' ').next().unwrap().to_string()
+    }
+}
+
+impl ChannelClient for SimChannel {
+    async fn authorize(&self, p: &Payment, method: &PaymentMethod) -> ChannelOutcome {
+        let channel_ref = Some(format!("ch_{}", p.id));
+        match p.state.amount_minor {
+            666 => {
+                return ChannelOutcome::Declined {
+                    code: "insufficient_funds".into(),
+                    message: "Insufficient funds".into(),
+                };
+            }
+            777 => {
+                return ChannelOutcome::Unknown {
+                    detail: "timeout".into(),
+                };
+            }
+            999 => {
+                return ChannelOutcome::Unknown {
+                    detail: "garbage".into(),
+                };
+            }
+            888 => {
+                return ChannelOutcome::Pending {
+                    channel_ref,
+                    next_action: None,
+                };
+            }
+            _ => {}
+        }
+        let next_action = match method {
+            PaymentMethod::QrMerchant => Some(NextAction::DisplayQr {
+                qr_payload: format!("sandbox://pay/{}", p.id),
+            }),
+            PaymentMethod::H5 { .. } => Some(NextAction::Redirect {
+                url: format!("http://127.0.0.1/sandbox/h5/{}", p.id),
+            }),
+            PaymentMethod::App => Some(NextAction::AppOrder {
+                order_string: format!("order={}", p.id),
+            }),
+            _ => None,
+        };
+        if next_action.is_some() {
+            return ChannelOutcome::Pending {
+                channel_ref,
+                next_action,
+            };
+        }
+        match p.capture {
+            CaptureMode::Automatic => ChannelOutcome::Succeeded { channel_ref },
+            CaptureMode::Manual => ChannelOutcome::Authorized { channel_ref },
+        }
+    }
+
+    async fn capture(&self, _p: &Payment, _amount_minor: i64) -> ActionOutcome {
+        ActionOutcome::Done
+    }
+
+    async fn cancel(&self, p: &Payment) -> ActionOutcome {
+        if self.paid.borrow().contains(&p.id) {
+            return ActionOutcome::Declined {
+                code: "already_paid".into(),
+                message: "paid".into(),
+            };
+        }
+        ActionOutcome::Done
+    }
+
+    async fn query(&self, p: &Payment) -> ChannelReport {
+        let outcome = if self.paid.borrow().contains(&p.id) {
+            ChannelOutcome::Succeeded { channel_ref: None }
+        } else {
+            ChannelOutcome::Pending {
+                channel_ref: None,
+                next_action: None,
+            }
+        };
+        ChannelReport {
+            outcome,
+            amount_minor: Some(p.state.amount_minor),
+            currency: Some(p.currency.code().to_string()),
+        }
+    }
+
+    async fn refund(&self, _p: &Payment, r: &Refund) -> RefundOutcome {
+        *self.refund_calls.borrow_mut() += 1;
+        match r.amount_minor {
+            666 => RefundOutcome::Failed {
+                code: "refund_refused".into(),
+                message: "no".into(),
+            },
+            888 => RefundOutcome::Pending { channel_ref: None },
+            777 => RefundOutcome::Unknown {
+                detail: "timeout".into(),
+            },
+            _ => RefundOutcome::Succeeded {
+                channel_ref: Some(format!("rf_{}", r.id)),
+            },
+        }
+    }
+
+    async fn query_refund(&self, _p: &Payment, r: &Refund) -> RefundOutcome {
+        if self.refunds_done.borrow().contains(&r.id) {
+            RefundOutcome::Succeeded { channel_ref: None }
+        } else {
+            RefundOutcome::Pending { channel_ref: None }
+        }
+    }
+
+    async fn send_sms(&self, phone: &str, text: &str) -> Result<(), String> {
+        if *self.sms_down.borrow() {
+            return Err("sms provider down".into());
+        }
+        self.sms.borrow_mut().push((phone.into(), text.into()));
+        Ok(())
+    }
+}
+
+pub fn keyring() -> Keyring {
+    Keyring::new(1, [42; 32])
+}
+
+pub fn ctx<'a>(
+    repo: &'a MemoryRepository,
+    keys: &'a Keyring,
+    now_ms: i64,
+) -> Ctx<'a, MemoryRepository> {
+    Ctx { repo, keys, now_ms }
+}
+
+/// Creates a merchant and returns it with its secret key.
+pub async fn merchant(c: &Ctx<'_, MemoryRepository>, rng: &mut SplitMix64) -> (Merchant, String) {
+    let req = spinpay_core::api::NewMerchant {
+        name: "Coffee".into(),
+        notify_url: None,
+        default_capture: CaptureMode::Automatic,
+    };
+    let created = create_merchant(c, rng, req).await.unwrap();
+    let header = format!("Bearer {}", created.secret_key);
+    let m = authenticate(c, Some(&header)).await.unwrap();
+    (m, created.secret_key)
+}
+
+/// Parses and validates a create-payment body.
+pub fn new_payment(body: &str) -> NewPayment {
+    parse_body::<CreatePaymentRequest>(body.as_bytes(), BODY_BYTES_MAX)
+        .unwrap()
+        .validate(CaptureMode::Automatic)
+        .unwrap()
+}
+
+/// A body with the given amount, method JSON and extra fields.
+pub fn body(amount_minor: i64, method: &str, extra: &str) -> String {
+    format!(
+        r#"{{"amount_minor":{amount_minor},"currency":"CNY","channel":"sandbox","method":{method}{extra}}}"#
+    )
+}

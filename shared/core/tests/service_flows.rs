@@ -1,0 +1,1081 @@
+//! End-to-end flows through the service layer over the in-memory repository and the
+//! simulated channel: every method's flow, capture, cancel, OTP, refunds, idempotency,
+//! lists, notifications and merchant isolation.
+
+mod common;
+
+use common::*;
+use futures::executor::block_on;
+use spinpay_core::api::{ListParams, NewRefund};
+use spinpay_core::error::ApiError;
+use spinpay_core::model::{EventType, NextAction, PaymentStatus, RefundStatus, RiskDecision};
+use spinpay_core::repo::memory::MemoryRepository;
+use spinpay_core::rng::SplitMix64;
+use spinpay_core::service::*;
+
+const QR: &str = r#"{"type":"qr_merchant"}"#;
+const QRC: &str = r#"{"type":"qr_customer","auth_code":"28763443825664"}"#;
+
+fn refund_req(amount_minor: Option<i64>) -> NewRefund {
+    NewRefund {
+        amount_minor,
+        reason: None,
+        merchant_refund_id: None,
+    }
+}
+
+#[test]
+fn a_qr_payment_waits_for_the_customer_and_a_notification_completes_it_once() {
+    // Proves qr_merchant → display_qr, paid notification → succeeded, duplicate harmless.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(1),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(1250, QR, "")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.status, PaymentStatus::RequiresCustomerAction);
+        assert!(matches!(p.next_action, Some(NextAction::DisplayQr { .. })));
+        let n = PaymentNotification {
+            channel: spinpay_core::model::Channel::Sandbox,
+            payment_id: p.id.clone(),
+            report: ChannelReport {
+                outcome: ChannelOutcome::Succeeded { channel_ref: None },
+                amount_minor: Some(1250),
+                currency: Some("CNY".into()),
+            },
+        };
+        assert_eq!(
+            apply_payment_notification(&c, &mut rng, &n).await,
+            Ok(NotificationResult::Applied)
+        );
+        assert_eq!(
+            apply_payment_notification(&c, &mut rng, &n).await,
+            Ok(NotificationResult::Duplicate)
+        );
+        let got = get_payment(&c, &m.id, &p.id).await.unwrap();
+        assert_eq!(
+            (got.status, got.captured_minor, got.next_action),
+            (PaymentStatus::Succeeded, 1250, None)
+        );
+        let events = list_events(
+            &c,
+            &m.id,
+            &ListParams {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let types: Vec<_> = events.data.iter().rev().map(|e| e.event_type).collect();
+        assert_eq!(
+            types,
+            vec![
+                EventType::PaymentCreated,
+                EventType::PaymentRequiresCustomerAction,
+                EventType::PaymentSucceeded
+            ]
+        );
+    });
+}
+
+#[test]
+fn every_method_reaches_its_documented_first_status() {
+    // Proves the per-method flow: synchronous methods succeed, redirecting ones wait, sms_otp asks for a code.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(2),
+    );
+    let cases = [
+        (QR, PaymentStatus::RequiresCustomerAction),
+        (QRC, PaymentStatus::Succeeded),
+        (
+            r#"{"type":"nfc","token":"tok_abcdef123456","cryptogram":"AAECAw"}"#,
+            PaymentStatus::Succeeded,
+        ),
+        (
+            r#"{"type":"sound_wave","token":"sw_123456789"}"#,
+            PaymentStatus::Succeeded,
+        ),
+        (
+            r#"{"type":"h5","return_url":"https://shop.example/back"}"#,
+            PaymentStatus::RequiresCustomerAction,
+        ),
+        (r#"{"type":"app"}"#, PaymentStatus::RequiresCustomerAction),
+        (
+            r#"{"type":"sms_otp","phone":"+8613812345678"}"#,
+            PaymentStatus::RequiresCustomerAction,
+        ),
+    ];
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        for (method, status) in cases {
+            let p = create_payment(
+                &c,
+                &ch,
+                &LocalRisk::default(),
+                &mut rng,
+                &m,
+                new_payment(&body(1000, method, "")),
+            )
+            .await
+            .unwrap();
+            assert_eq!(p.status, status, "{method}");
+            let shown = serde_json::to_string(&p).unwrap();
+            for secret in [
+                "28763443825664",
+                "tok_abcdef123456",
+                "AAECAw",
+                "+8613812345678",
+                "sw_123456789",
+            ] {
+                assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+            }
+        }
+        let stored = repo.keys_with_prefix("pay/");
+        for key in stored {
+            let raw = spinpay_core::repo::Repository::get(&repo, &key)
+                .await
+                .unwrap()
+                .unwrap();
+            let text = String::from_utf8(raw.value).unwrap();
+            assert!(
+                !text.contains("+8613812345678") && !text.contains("tok_abcdef123456"),
+                "stored in clear: {text}"
+            );
+        }
+    });
+}
+
+#[test]
+fn magic_amounts_decline_or_leave_the_payment_processing_until_a_recheck() {
+    // Proves 666 → failed (channel_declined); 777 timeout → processing, later resolved by query.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(3),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let d = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(666, QRC, "")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(d.status, PaymentStatus::Failed);
+        assert_eq!(d.failure.unwrap().code, "channel_declined");
+        let t = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(777, QRC, "")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(t.status, PaymentStatus::Processing);
+        let still = recheck_payment(&c, &ch, &mut rng, &m.id, &t.id)
+            .await
+            .unwrap();
+        assert_eq!(still.status, PaymentStatus::Processing);
+        ch.paid.borrow_mut().insert(t.id.clone());
+        let done = recheck_payment(&c, &ch, &mut rng, &m.id, &t.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.status, done.captured_minor),
+            (PaymentStatus::Succeeded, 777)
+        );
+    });
+}
+
+#[test]
+fn manual_capture_can_be_partial_and_only_once() {
+    // Proves requires_capture → partial capture ≤ authorized → succeeded; a second capture is refused.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(4),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(1000, QRC, r#","capture":"manual""#)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (p.status, p.authorized_minor),
+            (PaymentStatus::RequiresCapture, 1000)
+        );
+        let e = capture_payment(&c, &ch, &mut rng, &m.id, &p.id, Some(1001))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "capture_exceeds_authorized");
+        let cap = capture_payment(&c, &ch, &mut rng, &m.id, &p.id, Some(600))
+            .await
+            .unwrap();
+        assert_eq!(
+            (cap.status, cap.captured_minor),
+            (PaymentStatus::Succeeded, 600)
+        );
+        let e = capture_payment(&c, &ch, &mut rng, &m.id, &p.id, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "payment_not_capturable");
+        let e = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_req(Some(601)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ApiError::RefundExceedsCaptured {
+                available_minor: 600
+            }
+        );
+    });
+}
+
+#[test]
+fn cancel_voids_unpaid_payments_and_refuses_paid_ones() {
+    // Proves cancel of a waiting QR payment, idempotent re-cancel, and refusal after success.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(5),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(1000, QR, "")),
+        )
+        .await
+        .unwrap();
+        let x = cancel_payment(&c, &ch, &mut rng, &m.id, &p.id)
+            .await
+            .unwrap();
+        assert_eq!(x.status, PaymentStatus::Canceled);
+        assert_eq!(
+            cancel_payment(&c, &ch, &mut rng, &m.id, &p.id)
+                .await
+                .unwrap()
+                .version,
+            x.version
+        );
+        let s = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(1000, QRC, "")),
+        )
+        .await
+        .unwrap();
+        let e = cancel_payment(&c, &ch, &mut rng, &m.id, &s.id)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "payment_not_cancelable");
+    });
+}
+
+#[test]
+fn sms_otp_confirms_with_the_right_code_and_fails_after_five_wrong_ones() {
+    // Proves the OTP flow: code by SMS, wrong code counts down, right code pays, 5 wrong fail.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(6),
+    );
+    let method = r#"{"type":"sms_otp","phone":"+8613812345678"}"#;
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(1000, method, "")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.next_action, Some(NextAction::EnterOtp));
+        let code = ch.last_otp();
+        assert!(ch.sms.borrow()[0].1.starts_with("Your spinpay code is "));
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        let e = confirm_payment(&c, &ch, &mut rng, &m.id, &p.id, wrong)
+            .await
+            .unwrap_err();
+        assert_eq!(e, ApiError::OtpInvalid { attempts_left: 4 });
+        let ok = confirm_payment(&c, &ch, &mut rng, &m.id, &p.id, &code)
+            .await
+            .unwrap();
+        assert_eq!(ok.status, PaymentStatus::Succeeded);
+
+        let q = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(1000, method, "")),
+        )
+        .await
+        .unwrap();
+        let code = ch.last_otp();
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        for left in (1..5).rev() {
+            let e = confirm_payment(&c, &ch, &mut rng, &m.id, &q.id, wrong)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                e,
+                ApiError::OtpInvalid {
+                    attempts_left: left
+                }
+            );
+        }
+        let e = confirm_payment(&c, &ch, &mut rng, &m.id, &q.id, wrong)
+            .await
+            .unwrap_err();
+        assert_eq!(e, ApiError::OtpAttemptsExceeded);
+        let after = get_payment(&c, &m.id, &q.id).await.unwrap();
+        assert_eq!(after.status, PaymentStatus::Failed);
+        let e = confirm_payment(&c, &ch, &mut rng, &m.id, &q.id, &code)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "payment_not_confirmable");
+    });
+}
+
+#[test]
+fn an_otp_expires_after_five_minutes() {
+    // Proves a right code submitted after the TTL is otp_expired.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(7),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(
+                1000,
+                r#"{"type":"sms_otp","phone":"+8613812345678"}"#,
+                "",
+            )),
+        )
+        .await
+        .unwrap();
+        let late = ctx(&repo, &keys, 1_000 + OTP_TTL_MS + 1);
+        let e = confirm_payment(&late, &ch, &mut rng, &m.id, &p.id, &ch.last_otp())
+            .await
+            .unwrap_err();
+        assert_eq!(e, ApiError::OtpExpired);
+    });
+}
+
+#[test]
+fn risk_denies_over_limit_and_a_challenge_without_phone_goes_to_review() {
+    // Proves deny → failed(risk_denied); challenge w/o phone → requires_review; approve → succeeded.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(8),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(600_000, QR, "")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (p.status, p.failure.unwrap().code.as_str()),
+            (PaymentStatus::Failed, "risk_denied")
+        );
+        let cfg = spinpay_core::risk::RiskConfig {
+            amount_limit_contribution: 50,
+            ..Default::default()
+        };
+        let risky = LocalRisk { config: cfg };
+        let r = create_payment(
+            &c,
+            &ch,
+            &risky,
+            &mut rng,
+            &m,
+            new_payment(&body(600_000, QRC, "")),
+        )
+        .await;
+        let r = r.unwrap();
+        assert_eq!(
+            r.status,
+            PaymentStatus::Succeeded,
+            "qr_customer limit is higher"
+        );
+        let q = create_payment(
+            &c,
+            &ch,
+            &risky,
+            &mut rng,
+            &m,
+            new_payment(&body(600_000, QR, "")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(q.risk.as_ref().unwrap().decision, RiskDecision::Challenge);
+        assert_eq!(q.status, PaymentStatus::RequiresReview);
+        let a = review_payment(&c, &ch, &mut rng, &m.id, &q.id, true)
+            .await
+            .unwrap();
+        assert_eq!(a.status, PaymentStatus::RequiresCustomerAction);
+        let e = review_payment(&c, &ch, &mut rng, &m.id, &q.id, true)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "payment_not_in_review");
+    });
+}
+
+#[test]
+fn a_challenge_with_a_payer_phone_is_confirmed_by_otp() {
+    // Proves challenge + payer.phone → enter_otp, and the right code proceeds to the channel.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(9),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let cfg = spinpay_core::risk::RiskConfig {
+            amount_limit_contribution: 50,
+            ..Default::default()
+        };
+        let risky = LocalRisk { config: cfg };
+        let extra = r#","payer":{"phone":"+8613900000000"}"#;
+        let p = create_payment(
+            &c,
+            &ch,
+            &risky,
+            &mut rng,
+            &m,
+            new_payment(&body(6_000_000, QRC, extra)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.next_action, Some(NextAction::EnterOtp));
+        assert_eq!(ch.sms.borrow()[0].0, "+8613900000000");
+        let ok = confirm_payment(&c, &ch, &mut rng, &m.id, &p.id, &ch.last_otp())
+            .await
+            .unwrap();
+        assert_eq!(ok.status, PaymentStatus::Succeeded);
+    });
+}
+
+#[test]
+fn refunds_partial_multiple_and_failed_keep_refunded_within_captured() {
+    // Proves several partial refunds, refusal beyond captured, release on failure, pending settled later.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(10),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(5000, QRC, "")),
+        )
+        .await
+        .unwrap();
+        let r1 = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_req(Some(1000)))
+            .await
+            .unwrap();
+        assert_eq!(r1.status, RefundStatus::Succeeded);
+        let r2 = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_req(Some(666)))
+            .await
+            .unwrap();
+        assert_eq!(r2.status, RefundStatus::Failed);
+        let r3 = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_req(Some(888)))
+            .await
+            .unwrap();
+        assert_eq!(r3.status, RefundStatus::Pending);
+        let e = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_req(Some(3113)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ApiError::RefundExceedsCaptured {
+                available_minor: 3112
+            }
+        );
+        ch.refunds_done.borrow_mut().insert(r3.id.clone());
+        let r3 = recheck_refund(&c, &ch, &mut rng, &m.id, &r3.id)
+            .await
+            .unwrap();
+        assert_eq!(r3.status, RefundStatus::Succeeded);
+        let rest = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_req(None))
+            .await
+            .unwrap();
+        assert_eq!(rest.amount_minor, 3112);
+        let got = get_payment(&c, &m.id, &p.id).await.unwrap();
+        assert_eq!(got.refunded_minor, 5000);
+        assert_eq!(got.refunds.len(), 4);
+        let e = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_req(None))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "refund_exceeds_captured");
+    });
+}
+
+#[test]
+fn idempotency_replays_same_body_and_rejects_other_bodies_and_concurrent_use() {
+    // Proves begin/finish: replay, reused (409), in-use (409), retryable errors release the key.
+    let (repo, keys) = (MemoryRepository::new(), keyring());
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let Started::Run(ticket) =
+            idempotency_begin(&c, "mch_a", Some("k1"), "POST", "/v1/payments", b"{}")
+                .await
+                .unwrap()
+        else {
+            panic!()
+        };
+        let e = idempotency_begin(&c, "mch_a", Some("k1"), "POST", "/v1/payments", b"{}")
+            .await
+            .unwrap_err();
+        assert_eq!(e, ApiError::IdempotencyKeyInUse);
+        let reply = Reply {
+            status: 201,
+            body: "{\"id\":1}".into(),
+        };
+        idempotency_finish(&c, ticket, &reply, false).await.unwrap();
+        let again = idempotency_begin(&c, "mch_a", Some("k1"), "POST", "/v1/payments", b"{}")
+            .await
+            .unwrap();
+        assert_eq!(again, Started::Replay(reply));
+        let e = idempotency_begin(
+            &c,
+            "mch_a",
+            Some("k1"),
+            "POST",
+            "/v1/payments",
+            b"{\"a\":1}",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!((e.code(), e.status()), ("idempotency_key_reused", 409));
+        assert!(matches!(
+            idempotency_begin(&c, "mch_b", Some("k1"), "POST", "/v1/payments", b"{}").await,
+            Ok(Started::Run(Some(_)))
+        ));
+        let Started::Run(t2) = idempotency_begin(&c, "mch_a", Some("k2"), "POST", "/x", b"{}")
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let (r, retry) = reply_for::<()>(&Err(ApiError::ChannelUnavailable), 201);
+        assert!(retry);
+        idempotency_finish(&c, t2, &r, retry).await.unwrap();
+        assert!(matches!(
+            idempotency_begin(&c, "mch_a", Some("k2"), "POST", "/x", b"{}").await,
+            Ok(Started::Run(Some(_)))
+        ));
+    });
+}
+
+#[test]
+fn merchant_order_ids_are_unique_per_merchant_and_searchable() {
+    // Proves a duplicate order id is 409 naming the holder, another merchant may reuse it, lookup works.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(11),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (a, _) = merchant(&c, &mut rng).await;
+        let (b, _) = merchant(&c, &mut rng).await;
+        let extra = r#","merchant_order_id":"ORD-1""#;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &a,
+            new_payment(&body(100, QRC, extra)),
+        )
+        .await
+        .unwrap();
+        let e = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &a,
+            new_payment(&body(100, QRC, extra)),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ApiError::MerchantOrderIdDuplicate {
+                id: "ORD-1".into(),
+                payment_id: p.id.clone()
+            }
+        );
+        assert!(
+            create_payment(
+                &c,
+                &ch,
+                &LocalRisk::default(),
+                &mut rng,
+                &b,
+                new_payment(&body(100, QRC, extra))
+            )
+            .await
+            .is_ok()
+        );
+        assert_eq!(
+            find_payment_by_order_id(&c, &a.id, "ORD-1")
+                .await
+                .unwrap()
+                .id,
+            p.id
+        );
+        let params = ListParams::parse("merchant_order_id=ORD-1").unwrap();
+        assert_eq!(
+            list_payments(&c, &a.id, &params).await.unwrap().data[0].id,
+            p.id
+        );
+    });
+}
+
+#[test]
+fn merchants_never_see_or_change_each_others_objects() {
+    // Proves every read and write with another merchant's id is resource_missing.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(12),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (a, _) = merchant(&c, &mut rng).await;
+        let (b, _) = merchant(&c, &mut rng).await;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &a,
+            new_payment(&body(100, QRC, "")),
+        )
+        .await
+        .unwrap();
+        let r = create_refund(&c, &ch, &mut rng, &a.id, &p.id, refund_req(Some(10)))
+            .await
+            .unwrap();
+        let codes = [
+            get_payment(&c, &b.id, &p.id).await.unwrap_err().code(),
+            get_refund(&c, &b.id, &r.id).await.unwrap_err().code(),
+            create_refund(&c, &ch, &mut rng, &b.id, &p.id, refund_req(Some(10)))
+                .await
+                .unwrap_err()
+                .code(),
+            cancel_payment(&c, &ch, &mut rng, &b.id, &p.id)
+                .await
+                .unwrap_err()
+                .code(),
+            capture_payment(&c, &ch, &mut rng, &b.id, &p.id, None)
+                .await
+                .unwrap_err()
+                .code(),
+            get_payment(&c, &a.id, "pay_../../mch")
+                .await
+                .unwrap_err()
+                .code(),
+        ];
+        assert!(codes.iter().all(|c| *c == "resource_missing"), "{codes:?}");
+        let all = ListParams {
+            limit: 100,
+            ..Default::default()
+        };
+        assert!(
+            list_payments(&c, &b.id, &all)
+                .await
+                .unwrap()
+                .data
+                .is_empty()
+        );
+        assert!(list_events(&c, &b.id, &all).await.unwrap().data.is_empty());
+    });
+}
+
+#[test]
+fn cursor_lists_page_newest_first_without_gaps_or_repeats() {
+    // Proves limit/starting_after/has_more over 25 payments visit each exactly once, newest first.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(13),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let mut created = Vec::new();
+        for i in 0..25 {
+            let p = create_payment(
+                &c,
+                &ch,
+                &LocalRisk::default(),
+                &mut rng,
+                &m,
+                new_payment(&body(100 + i, QRC, "")),
+            )
+            .await
+            .unwrap();
+            created.push(p.id);
+        }
+        created.reverse();
+        let mut seen = Vec::new();
+        let mut params = ListParams {
+            limit: 10,
+            ..Default::default()
+        };
+        loop {
+            let page = list_payments(&c, &m.id, &params).await.unwrap();
+            seen.extend(page.data.iter().map(|p| p.id.clone()));
+            if !page.has_more {
+                break;
+            }
+            params.starting_after = seen.last().cloned();
+        }
+        assert_eq!(seen, created);
+        let before = repo.counts().gets;
+        list_payments(
+            &c,
+            &m.id,
+            &ListParams {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(
+            repo.counts().gets - before <= 30,
+            "a page reads O(limit) keys, not the store"
+        );
+    });
+}
+
+#[test]
+fn a_notification_with_the_wrong_amount_flags_the_payment_instead_of_paying_it() {
+    // Proves amount mismatch → conflicted flag + payment.conflicted event; status unchanged.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(14),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(1250, QR, "")),
+        )
+        .await
+        .unwrap();
+        let n = PaymentNotification {
+            channel: spinpay_core::model::Channel::Sandbox,
+            payment_id: p.id.clone(),
+            report: ChannelReport {
+                outcome: ChannelOutcome::Succeeded { channel_ref: None },
+                amount_minor: Some(1),
+                currency: Some("CNY".into()),
+            },
+        };
+        assert_eq!(
+            apply_payment_notification(&c, &mut rng, &n).await,
+            Ok(NotificationResult::Conflicted)
+        );
+        let got = get_payment(&c, &m.id, &p.id).await.unwrap();
+        assert_eq!(got.status, PaymentStatus::RequiresCustomerAction);
+        assert_eq!(got.conflict.unwrap().reason, "amount_mismatch");
+        let ev = list_events(
+            &c,
+            &m.id,
+            &ListParams {
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(ev.data[0].event_type, EventType::PaymentConflicted);
+        let mut other = n.clone();
+        other.channel = spinpay_core::model::Channel::Alipay;
+        assert_eq!(
+            apply_payment_notification(&c, &mut rng, &other).await,
+            Ok(NotificationResult::UnknownObject)
+        );
+    });
+}
+
+#[test]
+fn bearer_keys_and_the_admin_token_fail_closed() {
+    // Proves authentication errors: missing header, wrong key, unconfigured admin token.
+    let (repo, keys, mut rng) = (MemoryRepository::new(), keyring(), SplitMix64::new(15));
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, sk) = merchant(&c, &mut rng).await;
+        assert_eq!(
+            authenticate(&c, Some(&format!("Bearer {sk}")))
+                .await
+                .unwrap()
+                .id,
+            m.id
+        );
+        assert_eq!(
+            authenticate(&c, None).await.unwrap_err(),
+            ApiError::AuthenticationRequired
+        );
+        let forged = format!("Bearer sk_{}", "a".repeat(52));
+        assert_eq!(
+            authenticate(&c, Some(&forged)).await.unwrap_err(),
+            ApiError::ApiKeyInvalid
+        );
+        assert_eq!(
+            authenticate(&c, Some("Bearer nope")).await.unwrap_err(),
+            ApiError::ApiKeyInvalid
+        );
+        let secret = webhook_secret(&c, &m).unwrap();
+        assert!(secret.expose().starts_with("whsec_"));
+        assert!(check_admin_token(Some("Bearer t0k"), Some("t0k")).is_ok());
+        assert_eq!(
+            check_admin_token(Some("Bearer x"), Some("t0k")),
+            Err(ApiError::AdminTokenInvalid)
+        );
+        assert_eq!(
+            check_admin_token(Some("Bearer t0k"), None)
+                .unwrap_err()
+                .code(),
+            "not_configured"
+        );
+        assert_eq!(
+            check_admin_token(Some("Bearer "), Some(""))
+                .unwrap_err()
+                .code(),
+            "not_configured"
+        );
+    });
+}
+
+#[test]
+fn merchant_settings_change_the_default_capture_mode() {
+    // Proves update_merchant validates and stores settings, and an empty notify_url clears it.
+    let (repo, keys, mut rng) = (MemoryRepository::new(), keyring(), SplitMix64::new(16));
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, sk) = merchant(&c, &mut rng).await;
+        let req: spinpay_core::api::UpdateMerchantRequest = spinpay_core::api::parse_body(
+            br#"{"default_capture":"manual","notify_url":"https://shop.example/hooks"}"#,
+            spinpay_core::api::BODY_BYTES_MAX,
+        )
+        .unwrap();
+        let got = update_merchant(&c, &m.id, req.validate().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            got.default_capture,
+            spinpay_core::model::CaptureMode::Manual
+        );
+        let again = authenticate(&c, Some(&format!("Bearer {sk}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.notify_url.as_deref(),
+            Some("https://shop.example/hooks")
+        );
+        let clear = spinpay_core::api::UpdateMerchantRequest {
+            name: None,
+            notify_url: Some(String::new()),
+            default_capture: None,
+        };
+        let got = update_merchant(&c, &m.id, clear.validate().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(got.notify_url, None);
+        let bad = spinpay_core::api::UpdateMerchantRequest {
+            name: None,
+            notify_url: None,
+            default_capture: Some("later".into()),
+        };
+        assert_eq!(bad.validate().unwrap_err().param(), Some("default_capture"));
+    });
+}
+
+struct DownRisk;
+
+impl RiskClient for DownRisk {
+    async fn assess(
+        &self,
+        _input: &spinpay_core::risk::RiskInput,
+    ) -> Result<spinpay_core::model::RiskAssessment, String> {
+        Err("connection refused".into())
+    }
+}
+
+#[test]
+fn an_unreachable_risk_engine_fails_closed_and_frees_the_order_id() {
+    // Proves risk_unavailable (503, retryable), no payment stored, the order id reusable.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(17),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let b = body(100, QRC, r#","merchant_order_id":"ORD-9""#);
+        let e = create_payment(&c, &ch, &DownRisk, &mut rng, &m, new_payment(&b))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), e.status(), e.is_retryable()),
+            ("risk_unavailable", 503, true)
+        );
+        assert!(repo.keys_with_prefix("pay/").is_empty());
+        let ok = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&b),
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.status, PaymentStatus::Succeeded);
+    });
+}
+
+#[test]
+fn a_refund_notification_settles_a_pending_refund_once() {
+    // Proves a pending refund is settled by a notification; a duplicate changes nothing.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(18),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(2000, QRC, "")),
+        )
+        .await
+        .unwrap();
+        let r = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_req(Some(888)))
+            .await
+            .unwrap();
+        assert_eq!(r.status, RefundStatus::Pending);
+        let n = RefundNotification {
+            channel: spinpay_core::model::Channel::Sandbox,
+            refund_id: r.id.clone(),
+            outcome: RefundOutcome::Succeeded { channel_ref: None },
+        };
+        assert_eq!(
+            apply_refund_notification(&c, &mut rng, &n).await,
+            Ok(NotificationResult::Applied)
+        );
+        assert_eq!(
+            apply_refund_notification(&c, &mut rng, &n).await,
+            Ok(NotificationResult::Duplicate)
+        );
+        let got = get_payment(&c, &m.id, &p.id).await.unwrap();
+        assert_eq!(
+            (got.refunded_minor, got.refunds[0].status),
+            (888, RefundStatus::Succeeded)
+        );
+    });
+}
