@@ -1,0 +1,739 @@
+//! The library API tests and `spinpay-host up` use: load and validate an app, compile its
+//! components once, serve it on a loopback port, stop it.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use spinpay_host::app::{AppOptions, start};
+//! let mut opts = AppOptions::new("spin.toml");
+//! opts.kv_default_path = Some(std::env::temp_dir().join("kv-test.db"));
+//! opts.variables.insert("admin_token".into(), "test-token".into());
+//! let app = start(opts).await?;          // validated, compiled, bound to 127.0.0.1:<free>
+//! let url = format!("{}/v1/payments", app.base_url());
+//! # let _ = url;
+//! app.shutdown().await;                  // stop accepting, drain, close stores
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use wasmtime::component::{GuestTaskId, Linker};
+use wasmtime::{Engine, Store, StoreContextMut};
+use wasmtime_wasi_http::WasiBody;
+use wasmtime_wasi_http::handler::{
+    ExpirationError, HandlerState, Instance, InstantiationError, ProxyHandler, ProxyPre,
+    ShouldAccept, TrapOrPanicError, WorkerExpiration, WorkerState, WorkerStatus,
+};
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+
+use crate::manifest::Manifest;
+use crate::outbound::AllowedHosts;
+use crate::outbound_http::{DenialLog, OutboundHooks};
+use crate::routes::{RouteMatch, Router};
+use crate::runtime_config::{KvStoreConfig, RuntimeConfig};
+use crate::state::{ComponentEnv, HostState, new_store};
+use crate::variables::ResolvedVariables;
+
+/// Spin 4.1's default: requests one instance serves before it is dropped.
+pub const DEFAULT_MAX_INSTANCE_REUSE_COUNT: u32 = 128;
+/// Spin 4.1's default: requests one instance serves at the same time.
+pub const DEFAULT_MAX_CONCURRENT_REUSE_COUNT: u32 = 16;
+/// Spin 4.1's default: how long an idle instance is kept for reuse.
+pub const DEFAULT_IDLE_INSTANCE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a guest may take to produce a response head.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for in-flight requests.
+pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything needed to run an app. [`AppOptions::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// The `spin.toml`.
+    pub manifest: PathBuf,
+    /// Address to listen on; port 0 picks a free port (default `127.0.0.1:0`).
+    pub listen: SocketAddr,
+    /// Spin runtime-config file (`[key_value_store.*]`, `[[variables_provider]]`).
+    pub runtime_config_file: Option<PathBuf>,
+    /// Use this SQLite file for the `default` store (tests: a temp file).
+    pub kv_default_path: Option<PathBuf>,
+    /// Use this Redis URL for the `default` store (wins over `kv_default_path`).
+    pub kv_redis_url: Option<String>,
+    /// Variable values that win over every provider (tests need not touch the env).
+    pub variables: BTreeMap<String, String>,
+    /// Run each component's `[component.<id>.build]` command before loading.
+    pub build: bool,
+    /// Requests per instance before it is dropped; 1 = a fresh instance per request.
+    pub max_instance_reuse_count: u32,
+    /// Requests one instance serves concurrently.
+    pub max_concurrent_reuse_count: u32,
+    /// How long an idle instance is kept for reuse.
+    pub idle_instance_timeout: Duration,
+    /// Deadline for a guest to answer; past it the guest is cut off and the client gets 500.
+    pub request_timeout: Duration,
+}
+
+impl AppOptions {
+    /// Defaults for `manifest`: ephemeral loopback port, Spin 4.1's reuse settings.
+    pub fn new(manifest: impl Into<PathBuf>) -> AppOptions {
+        AppOptions {
+            manifest: manifest.into(),
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            runtime_config_file: None,
+            kv_default_path: None,
+            kv_redis_url: None,
+            variables: BTreeMap::new(),
+            build: false,
+            max_instance_reuse_count: DEFAULT_MAX_INSTANCE_REUSE_COUNT,
+            max_concurrent_reuse_count: DEFAULT_MAX_CONCURRENT_REUSE_COUNT,
+            idle_instance_timeout: DEFAULT_IDLE_INSTANCE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// An app serving on its socket. Drop without [`RunningApp::shutdown`] aborts it.
+pub struct RunningApp {
+    addr: SocketAddr,
+    shutdown_tx: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningApp {
+    /// `http://127.0.0.1:<port>`, no trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting, let in-flight requests finish (bounded), close the stores.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown_tx.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Wait until the server stops on its own (it does not, short of an I/O failure).
+    pub async fn wait(mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Validate, compile and serve the app described by `opts`. Every configuration mistake
+/// is reported (one line, naming the file and field) before the socket is bound.
+pub async fn start(opts: AppOptions) -> anyhow::Result<RunningApp> {
+    let dispatcher = load(&opts).await?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving http://{addr}");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(crate::server::serve(
+        listener,
+        dispatcher,
+        async move {
+            let _ = rx.await;
+        },
+        SHUTDOWN_DRAIN_TIMEOUT,
+    ));
+    Ok(RunningApp {
+        addr,
+        shutdown_tx: Some(tx),
+        task: Some(task),
+    })
+}
+
+/// Load, validate and compile the app; nothing is bound yet.
+pub(crate) async fn load(opts: &AppOptions) -> anyhow::Result<Arc<Dispatcher>> {
+    let manifest = Manifest::load(&opts.manifest)?;
+    if opts.build {
+        run_builds(&manifest)?;
+    }
+    manifest.check_sources()?;
+    let mut runtime = RuntimeConfig::load(opts.runtime_config_file.as_deref(), &manifest.app_dir)?;
+    override_default_store(&mut runtime, opts);
+    runtime.validate_against(&manifest)?;
+    let variables = Arc::new(ResolvedVariables::resolve(
+        &manifest,
+        &runtime,
+        &opts.variables,
+    )?);
+    let manifest_file = opts.manifest.display().to_string();
+    let router = Router::build(&manifest_file, &manifest.http_triggers)?;
+    let mut allowed = BTreeMap::new();
+    for (id, component) in &manifest.components {
+        let resolve = |name: &str| variables.app_value(name);
+        let hosts = AllowedHosts::parse(
+            &manifest_file,
+            id,
+            &component.allowed_outbound_hosts,
+            &resolve,
+        )?;
+        allowed.insert(id.clone(), hosts);
+    }
+    let kv = runtime.open_stores().await?;
+    let engine = crate::engine::engine()?;
+    let linker = new_linker(&engine).map_err(wasm_err)?;
+    let settings = InstanceSettings::from(opts);
+    let denials = Arc::new(DenialLog::default());
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let shared = Shared {
+        manifest_file: &manifest_file,
+        engine: &engine,
+        linker: &linker,
+        kv: &kv,
+        variables: &variables,
+    };
+    let mut prepared = Vec::new();
+    for (id, component) in &manifest.components {
+        let hosts = allowed
+            .remove(id)
+            .expect("allow-list parsed above for every component");
+        prepared.push(prepare_component(&shared, id, component, hosts).await?);
+    }
+    Ok(Arc::new_cyclic(|weak: &Weak<Dispatcher>| {
+        let handlers = prepared
+            .into_iter()
+            .map(|(id, env, pre)| {
+                let handler = ProxyHandler::new(ComponentHandler {
+                    env,
+                    pre: ProxyPre::P3(pre),
+                    engine: engine.clone(),
+                    dispatcher: weak.clone(),
+                    denials: denials.clone(),
+                    settings,
+                    shutting_down: shutting_down.clone(),
+                });
+                (id, handler)
+            })
+            .collect();
+        Dispatcher {
+            router,
+            handlers,
+            next_request_id: AtomicU64::new(1),
+            shutting_down,
+            inbound_permits: tokio::sync::Semaphore::new(INBOUND_REQUESTS_MAX),
+        }
+    }))
+}
+
+/// wasmtime errors do not implement `std::error::Error`; keep their full chain, on one line.
+pub(crate) fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{}", one_line(&e))
+}
+
+fn one_line(e: &wasmtime::Error) -> String {
+    format!("{e:?}")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "Caused by:")
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// What every component of one app is prepared with.
+struct Shared<'a> {
+    manifest_file: &'a str,
+    engine: &'a Engine,
+    linker: &'a Linker<HostState>,
+    kv: &'a crate::kv::KvStores,
+    variables: &'a Arc<ResolvedVariables>,
+}
+
+/// Compile (or fetch from the cache), link and pre-instantiate one component.
+async fn prepare_component(
+    shared: &Shared<'_>,
+    id: &str,
+    component: &crate::manifest::ComponentConfig,
+    allowed_hosts: AllowedHosts,
+) -> anyhow::Result<(String, Arc<ComponentEnv>, ServicePre<HostState>)> {
+    let file = shared.manifest_file;
+    let source = component.source.display().to_string();
+    let path = component.source.clone();
+    let engine = shared.engine.clone();
+    let compiled =
+        tokio::task::spawn_blocking(move || crate::engine::load_component(&engine, &path))
+            .await
+            .context("compiling a component")?
+            .map_err(|e| anyhow::anyhow!("{file}: component.{id}.source: {e:#}"))?;
+    let pre = shared.linker.instantiate_pre(&compiled).map_err(|e| {
+        anyhow::anyhow!(
+            "{file}: component.{id}.source: cannot link {source}: {}",
+            one_line(&e)
+        )
+    })?;
+    let pre = ServicePre::new(pre).map_err(|e| {
+        anyhow::anyhow!(
+            "{file}: component.{id}.source: {source} does not export wasi:http/handler@0.3.0 (build it with spin-sdk 7): {}",
+            one_line(&e)
+        )
+    })?;
+    let env = Arc::new(ComponentEnv {
+        id: id.to_string(),
+        kv_allowed: component
+            .key_value_stores
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        kv: shared.kv.clone(),
+        variables: shared.variables.clone(),
+        allowed_hosts,
+        environment: component
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    });
+    Ok((id.to_string(), env, pre))
+}
+
+fn override_default_store(runtime: &mut RuntimeConfig, opts: &AppOptions) {
+    let replacement = match (&opts.kv_redis_url, &opts.kv_default_path) {
+        (Some(url), _) => KvStoreConfig::Redis { url: url.clone() },
+        (None, Some(path)) => KvStoreConfig::Spin { path: path.clone() },
+        (None, None) => return,
+    };
+    runtime
+        .key_value_stores
+        .retain(|(label, _)| label != "default");
+    runtime
+        .key_value_stores
+        .push(("default".to_string(), replacement));
+}
+
+fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    crate::kv_host::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+/// Run every component's build command (like `spin up --build`), stopping at the first
+/// failure.
+pub fn run_builds(manifest: &Manifest) -> anyhow::Result<()> {
+    for (id, component) in &manifest.components {
+        let Some(build) = &component.build else {
+            continue;
+        };
+        tracing::info!(component = %id, command = %build.command, "building");
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&build.command)
+            .current_dir(&build.workdir)
+            .status()
+            .with_context(|| format!("running the build command of component.{id}"))?;
+        if !status.success() {
+            anyhow::bail!(
+                "{}: component.{id}.build: `{}` failed ({status})",
+                manifest.path.display(),
+                build.command
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Instance reuse and deadline settings of every component of an app.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InstanceSettings {
+    max_reuse: u32,
+    max_concurrent: u32,
+    idle_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl From<&AppOptions> for InstanceSettings {
+    fn from(opts: &AppOptions) -> Self {
+        InstanceSettings {
+            max_reuse: opts.max_instance_reuse_count.max(1),
+            max_concurrent: opts.max_concurrent_reuse_count.max(1),
+            idle_timeout: opts.idle_instance_timeout,
+            request_timeout: opts.request_timeout,
+        }
+    }
+}
+
+/// How a request reached the dispatcher; decides `spin-client-addr` and the routing.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    /// From a socket.
+    Inbound { client_addr: SocketAddr },
+    /// A guest called `http://self/...`: routed like an inbound request.
+    SelfRequest,
+    /// A guest called `http://<component>.spin.internal/...`.
+    Chained { component: String },
+}
+
+/// Routes requests to the components' [`ProxyHandler`]s (one per component).
+pub struct Dispatcher {
+    router: Router,
+    handlers: HashMap<String, ProxyHandler<ComponentHandler>>,
+    next_request_id: AtomicU64,
+    shutting_down: Arc<AtomicBool>,
+    /// Inbound requests in flight at once (chained ones ride on their caller's permit).
+    pub(crate) inbound_permits: tokio::sync::Semaphore,
+}
+
+/// Inbound requests the host works on at once; more wait for a permit.
+pub const INBOUND_REQUESTS_MAX: usize = 1024;
+
+/// Spin reports chained callers with this address.
+const CHAINED_CLIENT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+/// Self requests come from the app itself.
+const SELF_CLIENT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+impl Dispatcher {
+    /// Mark the app as stopping (instances dropped from now on are not failures).
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn has_component(&self, id: &str) -> bool {
+        self.handlers.contains_key(id)
+    }
+
+    /// Route `req`, run the component, and log one line for it. Never fails: errors
+    /// become 404 / 500 responses.
+    pub(crate) async fn dispatch(
+        &self,
+        mut req: http::Request<WasiBody>,
+        origin: Origin,
+    ) -> http::Response<WasiBody> {
+        let started = Instant::now();
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let path = req.uri().path().to_string();
+        let (route, client_addr) = match &origin {
+            Origin::Chained { component } => {
+                (Some(synthetic_match(component, &path)), CHAINED_CLIENT_ADDR)
+            }
+            Origin::SelfRequest => (self.router.route(&path), SELF_CLIENT_ADDR),
+            Origin::Inbound { client_addr } => (self.router.route(&path), *client_addr),
+        };
+        let Some(route) = route else {
+            let resp = plain(StatusCode::NOT_FOUND, "Not Found\n");
+            log_request(request_id, "-", "-", &origin, resp.status(), started);
+            return resp;
+        };
+        let Some(handler) = self.handlers.get(&route.component) else {
+            let resp = internal_error(request_id);
+            log_request(
+                request_id,
+                &route.component,
+                &route.matched_route,
+                &origin,
+                resp.status(),
+                started,
+            );
+            return resp;
+        };
+        prepare_request(&mut req, &route, &origin, client_addr);
+        let resp = match handler.handle(request_id, req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let reason = failure_reason(&e);
+                tracing::error!(request_id, component = %route.component, reason, error = ?e, "request failed");
+                internal_error(request_id)
+            }
+        };
+        log_request(
+            request_id,
+            &route.component,
+            &route.matched_route,
+            &origin,
+            resp.status(),
+            started,
+        );
+        resp
+    }
+}
+
+fn failure_reason(e: &wasmtime::Error) -> &'static str {
+    if e.downcast_ref::<ExpirationError>().is_some() {
+        "deadline exceeded"
+    } else if e.downcast_ref::<TrapOrPanicError>().is_some() {
+        "instance trapped or was cut off"
+    } else if e.downcast_ref::<InstantiationError<u64>>().is_some() {
+        "instantiation failed"
+    } else {
+        "guest error"
+    }
+}
+
+fn log_request(
+    request_id: u64,
+    component: &str,
+    route: &str,
+    origin: &Origin,
+    status: StatusCode,
+    started: Instant,
+) {
+    let via = match origin {
+        Origin::Inbound { .. } => "inbound",
+        Origin::SelfRequest => "self",
+        Origin::Chained { .. } => "chained",
+    };
+    tracing::info!(
+        request_id,
+        component,
+        route,
+        via,
+        status = status.as_u16(),
+        duration_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+}
+
+/// Spin's match for a chained request: the whole path is the path info of a `/...` route.
+fn synthetic_match(component: &str, path: &str) -> RouteMatch {
+    RouteMatch {
+        component: component.to_string(),
+        matched_route: "/...".to_string(),
+        component_route: String::new(),
+        path_info: path.to_string(),
+        params: Vec::new(),
+    }
+}
+
+/// Make the URI absolute and set Spin's `spin-*` headers (client-supplied ones are dropped:
+/// only the host may speak for the route).
+fn prepare_request(
+    req: &mut http::Request<WasiBody>,
+    route: &RouteMatch,
+    origin: &Origin,
+    client_addr: SocketAddr,
+) {
+    let headers = req.headers_mut();
+    let spin_headers: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("spin-"))
+        .cloned()
+        .collect();
+    for name in spin_headers {
+        headers.remove(&name);
+    }
+    if matches!(origin, Origin::Chained { .. }) {
+        headers.remove(http::header::HOST);
+    }
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost".to_string());
+    let scheme = req.uri().scheme_str().unwrap_or("http").to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let full_url = format!("{scheme}://{host}{path_and_query}");
+    if let Ok(uri) = full_url.parse::<http::Uri>() {
+        *req.uri_mut() = uri;
+    }
+    let raw_route = route.matched_route.clone();
+    let mut pairs: Vec<(String, String)> = vec![
+        ("spin-full-url".into(), full_url),
+        ("spin-path-info".into(), route.path_info.clone()),
+        ("spin-matched-route".into(), route.matched_route.clone()),
+        ("spin-base-path".into(), "/".into()),
+        ("spin-raw-component-route".into(), raw_route),
+        ("spin-component-route".into(), route.component_route.clone()),
+        ("spin-client-addr".into(), client_addr.to_string()),
+    ];
+    for (name, value) in &route.params {
+        pairs.push((
+            format!("spin-path-match-{}", name.to_ascii_lowercase()),
+            value.clone(),
+        ));
+    }
+    let headers = req.headers_mut();
+    for (name, value) in pairs {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+pub(crate) fn plain(status: StatusCode, text: &'static str) -> http::Response<WasiBody> {
+    let mut resp = http::Response::new(full_body(Bytes::from_static(text.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn internal_error(request_id: u64) -> http::Response<WasiBody> {
+    let mut resp = http::Response::new(full_body(Bytes::from(format!(
+        "Internal Server Error (request id {request_id})\n"
+    ))));
+    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn full_body(bytes: Bytes) -> WasiBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// One component's instance factory for [`ProxyHandler`].
+pub struct ComponentHandler {
+    env: Arc<ComponentEnv>,
+    pre: ProxyPre<HostState>,
+    engine: Engine,
+    dispatcher: Weak<Dispatcher>,
+    denials: Arc<DenialLog>,
+    settings: InstanceSettings,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl HandlerState for ComponentHandler {
+    type StoreData = HostState;
+    type WorkerExpiration = Expiration;
+    type WorkerState = Worker;
+
+    async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, Expiration, Worker>> {
+        let hooks = OutboundHooks {
+            env: self.env.clone(),
+            dispatcher: self.dispatcher.clone(),
+            denials: self.denials.clone(),
+        };
+        let mut store = new_store(&self.engine, self.env.clone(), hooks);
+        let proxy = match tokio::time::timeout(
+            self.settings.request_timeout,
+            self.pre.instantiate_async(&mut store),
+        )
+        .await
+        {
+            Ok(proxy) => proxy?,
+            Err(_) => wasmtime::bail!("instantiating component {} timed out", self.env.id),
+        };
+        Ok(Instance {
+            store,
+            proxy,
+            view: <HostState as wasmtime_wasi_http::WasiHttpView>::http,
+            expiration: Expiration {
+                idle_timeout: self.settings.idle_timeout,
+                request_timeout: self.settings.request_timeout,
+                sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
+            },
+            state: Worker {
+                component: self.env.id.clone(),
+                settings: self.settings,
+                shutting_down: self.shutting_down.clone(),
+            },
+        })
+    }
+}
+
+/// When a worker (one instance) must go: idle too long, or a request past its deadline.
+pub struct Expiration {
+    idle_timeout: Duration,
+    request_timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl WorkerExpiration for Expiration {
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        status: WorkerStatus,
+        start: Instant,
+    ) -> Poll<()> {
+        let me = self.get_mut();
+        let timeout = match status {
+            WorkerStatus::Idle => me.idle_timeout,
+            WorkerStatus::Requests | WorkerStatus::PostReturn => me.request_timeout,
+        };
+        let Some(deadline) = start.checked_add(timeout) else {
+            return Poll::Pending;
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if me.sleep.deadline() != deadline {
+            me.sleep.as_mut().reset(deadline);
+        }
+        me.sleep.as_mut().poll(cx)
+    }
+}
+
+/// Reuse policy and per-request deadline of one instance.
+pub struct Worker {
+    component: String,
+    settings: InstanceSettings,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl WorkerState for Worker {
+    type StoreData = HostState;
+    type RequestData = u64;
+
+    fn should_accept_request(&self, concurrent_count: usize, total_count: usize) -> ShouldAccept {
+        if total_count >= self.settings.max_reuse as usize {
+            ShouldAccept::Never
+        } else if concurrent_count >= self.settings.max_concurrent as usize {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        _store: StoreContextMut<'_, HostState>,
+        request_id: u64,
+        _task: GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        tracing::trace!(request_id, component = %self.component, "instance accepted request");
+        Box::pin(tokio::time::sleep(self.settings.request_timeout))
+    }
+
+    fn drop(&self, store: Store<HostState>, result: wasmtime::Result<()>) {
+        if let Err(e) = result {
+            if self.shutting_down.load(Ordering::Relaxed) {
+                // Shutdown aborts idle workers; that is not a failure worth a warning.
+                tracing::debug!(component = %self.component, error = ?e, "instance dropped at shutdown");
+            } else {
+                tracing::warn!(component = %self.component, error = ?e, "instance dropped after a failure");
+            }
+        }
+        drop(store);
+    }
+}

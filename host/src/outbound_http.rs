@@ -1,0 +1,216 @@
+//! Outbound HTTP from guests ([`WasiHttpHooks::send_request`]): the
+//! `allowed_outbound_hosts` check, service chaining (`http://<id>.spin.internal`) and self
+//! requests (`http://self`, `http://self.alt`, relative URLs) served in-process, and
+//! everything else over the network with connect and response timeouts.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::app::{Dispatcher, Origin};
+use crate::state::ComponentEnv;
+
+/// Time allowed to open a TCP (and TLS) connection to an outside host.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for an outside host to start answering, and between two body chunks.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Suffix of service-chaining hosts.
+const CHAINING_SUFFIX: &str = ".spin.internal";
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+)>;
+
+/// Remembers which denials were already logged, so each (component, origin) is explained
+/// once rather than on every request.
+#[derive(Default)]
+pub struct DenialLog(Mutex<BTreeSet<(String, String)>>);
+
+impl DenialLog {
+    fn first_time(&self, component: &str, origin: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((component.to_string(), origin.to_string()))
+    }
+}
+
+/// The hooks of one store: which component is calling, and the app to chain into.
+pub struct OutboundHooks {
+    pub(crate) env: Arc<ComponentEnv>,
+    pub(crate) dispatcher: Weak<Dispatcher>,
+    pub(crate) denials: Arc<DenialLog>,
+}
+
+/// Where an outbound request goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Destination {
+    /// `http://<id>.spin.internal`: component `id`, in-process.
+    Chained(String),
+    /// `http://self` (or a relative URL): the app's own router, in-process.
+    SelfApp,
+    /// Anything else: the network.
+    Network,
+}
+
+fn destination(uri: &http::Uri) -> Destination {
+    match uri.host() {
+        None | Some("") | Some("self") | Some("self.alt") => Destination::SelfApp,
+        Some(host) => match host.strip_suffix(CHAINING_SUFFIX) {
+            Some(id) if !id.is_empty() => Destination::Chained(id.to_string()),
+            _ => Destination::Network,
+        },
+    }
+}
+
+/// The URL the allow-list judges: relative and `self.alt` requests count as `self`.
+fn url_for_check(uri: &http::Uri, dest: &Destination) -> Option<url::Url> {
+    let text = match dest {
+        Destination::SelfApp => {
+            let scheme = uri.scheme_str().unwrap_or("http");
+            let paq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            format!("{scheme}://self{paq}")
+        }
+        Destination::Chained(_) | Destination::Network => uri.to_string(),
+    };
+    url::Url::parse(&text).ok()
+}
+
+impl OutboundHooks {
+    fn check_allowed(&self, uri: &http::Uri, dest: &Destination) -> Result<(), HttpError> {
+        let Some(url) = url_for_check(uri, dest) else {
+            return Err(HttpError::HttpRequestUriInvalid);
+        };
+        match self.env.allowed_hosts.check(&url) {
+            Ok(()) => Ok(()),
+            Err(denied) => {
+                let origin = url.origin().ascii_serialization();
+                if self.denials.first_time(&self.env.id, &origin) {
+                    tracing::warn!(component = %self.env.id, url = %origin, "outbound request denied: {}", denied.message);
+                }
+                Err(HttpError::HttpRequestDenied)
+            }
+        }
+    }
+}
+
+fn with_default_timeouts(options: Option<RequestOptions>) -> RequestOptions {
+    let mut options = options.unwrap_or_default();
+    options.connect_timeout = Some(
+        options
+            .connect_timeout
+            .unwrap_or(CONNECT_TIMEOUT)
+            .min(CONNECT_TIMEOUT),
+    );
+    options.first_byte_timeout = Some(
+        options
+            .first_byte_timeout
+            .unwrap_or(RESPONSE_TIMEOUT)
+            .min(RESPONSE_TIMEOUT),
+    );
+    options.between_bytes_timeout = Some(
+        options
+            .between_bytes_timeout
+            .unwrap_or(RESPONSE_TIMEOUT)
+            .min(RESPONSE_TIMEOUT),
+    );
+    options
+}
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        drop(fut);
+        let dest = destination(request.uri());
+        if let Err(e) = self.check_allowed(request.uri(), &dest) {
+            return Box::new(async move { Err(e) });
+        }
+        let caller = self.env.id.clone();
+        match dest {
+            Destination::Network => Box::new(async move {
+                let (resp, io) = wasmtime_wasi_http::default_send_request(
+                    request,
+                    Some(with_default_timeouts(options)),
+                )
+                .await?;
+                Ok((
+                    resp.map(BodyExt::boxed_unsync),
+                    Box::new(io) as Box<dyn Future<Output = _> + Send>,
+                ))
+            }),
+            Destination::Chained(_) | Destination::SelfApp => {
+                let Some(dispatcher) = self.dispatcher.upgrade() else {
+                    return Box::new(async { Err(HttpError::DestinationUnavailable) });
+                };
+                let origin = match dest {
+                    Destination::Chained(id) => {
+                        if !dispatcher.has_component(&id) {
+                            return Box::new(async { Err(HttpError::DestinationNotFound) });
+                        }
+                        Origin::Chained { component: id }
+                    }
+                    Destination::SelfApp | Destination::Network => Origin::SelfRequest,
+                };
+                Box::new(async move {
+                    tracing::debug!(%caller, ?origin, "in-process request");
+                    let resp = dispatcher.dispatch(request, origin).await;
+                    Ok((
+                        resp,
+                        Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+                    ))
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chaining_self_and_network_hosts_are_told_apart() {
+        // Proves the destination is read from the host part alone, Spin's way.
+        let d = |s: &str| destination(&s.parse::<http::Uri>().unwrap());
+        assert_eq!(
+            d("http://query.spin.internal/x"),
+            Destination::Chained("query".into())
+        );
+        assert_eq!(d("http://self/x"), Destination::SelfApp);
+        assert_eq!(d("http://self.alt/x"), Destination::SelfApp);
+        assert_eq!(d("/relative"), Destination::SelfApp);
+        assert_eq!(d("http://.spin.internal/x"), Destination::Network);
+        assert_eq!(d("https://example.com/x"), Destination::Network);
+    }
+
+    #[test]
+    fn relative_requests_are_checked_as_self() {
+        // Proves a relative URL is judged by the allow-list as http://self.
+        let uri: http::Uri = "/a?b=1".parse().unwrap();
+        let url = url_for_check(&uri, &Destination::SelfApp).unwrap();
+        assert_eq!(url.as_str(), "http://self/a?b=1");
+    }
+
+    #[test]
+    fn guest_timeouts_are_capped_by_the_host() {
+        // Proves a guest cannot ask for longer timeouts than the host allows.
+        let asked = RequestOptions {
+            connect_timeout: Some(Duration::from_secs(3600)),
+            first_byte_timeout: Some(Duration::from_millis(5)),
+            between_bytes_timeout: None,
+        };
+        let got = with_default_timeouts(Some(asked));
+        assert_eq!(got.connect_timeout, Some(CONNECT_TIMEOUT));
+        assert_eq!(got.first_byte_timeout, Some(Duration::from_millis(5)));
+        assert_eq!(got.between_bytes_timeout, Some(RESPONSE_TIMEOUT));
+    }
+}

@@ -1,0 +1,594 @@
+//! The runtime end to end: the real `guest-probe` `.wasm` served by `spinpay-host` on a
+//! loopback port, driven over HTTP the way a client would.
+//!
+//! Needs the guest built first:
+//!   cargo build --target wasm32-wasip2 --release -p guest-probe
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use spinpay_host::app::{AppOptions, RunningApp, start};
+
+const GUEST_BUILD: &str = "cargo build --target wasm32-wasip2 --release -p guest-probe";
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn require_guest() {
+    let wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/release/guest_probe.wasm");
+    assert!(
+        wasm.is_file(),
+        "{} is missing: build the test guest first with `{GUEST_BUILD}`",
+        wasm.display()
+    );
+}
+
+/// Options for the probe app with a temporary SQLite store and `api_key` supplied.
+fn probe_options(kv_dir: &tempfile::TempDir) -> AppOptions {
+    require_guest();
+    let mut opts = AppOptions::new(fixture("probe.toml"));
+    opts.kv_default_path = Some(kv_dir.path().join("kv.db"));
+    opts.variables
+        .insert("api_key".into(), "sk_test_123".into());
+    opts
+}
+
+async fn start_probe(opts: AppOptions) -> RunningApp {
+    start(opts).await.expect("probe app starts")
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET `url`; the status and the body parsed as JSON (or a JSON string when it is not).
+async fn get(url: &str) -> (u16, Value) {
+    let req = http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client()
+        .request(req)
+        .await
+        .expect("request reaches the host");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    (status, value)
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A plain hyper server on 127.0.0.1 answering `target says <path>`: the outbound target.
+async fn start_target() -> SocketAddr {
+    start_slow_target(Duration::ZERO).await
+}
+
+/// Like [`start_target`], answering only after `delay`.
+async fn start_slow_target(delay: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        tokio::time::sleep(delay).await;
+                        let text = format!("target says {}", req.uri().path());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(text),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn header<'a>(echo: &'a Value, name: &str) -> &'a str {
+    echo["headers"][name].as_str().unwrap_or("<absent>")
+}
+
+#[tokio::test]
+async fn routes_follow_spin_precedence_and_set_spin_headers() {
+    // Proves exact > parameterised > wildcard > catch-all, private routes never match, and
+    // each component sees Spin's spin-* headers for its match.
+    let kv = tempfile::tempdir().unwrap();
+    let app = start_probe(probe_options(&kv)).await;
+    let base = app.base_url();
+
+    let (status, echo) = get(&format!("{base}/exact")).await;
+    assert_eq!(status, 200);
+    assert_eq!(echo["component"], "exact");
+    assert_eq!(header(&echo, "spin-matched-route"), "/exact");
+    assert_eq!(header(&echo, "spin-path-info"), "");
+
+    let (_, echo) = get(&format!("{base}/items/42/detail?x=1")).await;
+    assert_eq!(echo["component"], "param");
+    assert_eq!(header(&echo, "spin-path-match-id"), "42");
+    assert_eq!(header(&echo, "spin-matched-route"), "/items/:id/detail");
+    assert_eq!(
+        header(&echo, "spin-full-url"),
+        format!("{}/items/42/detail?x=1", base)
+    );
+    assert_eq!(header(&echo, "spin-base-path"), "/");
+    assert!(header(&echo, "spin-client-addr").starts_with("127.0.0.1:"));
+
+    let (_, echo) = get(&format!("{base}/items/a/b")).await;
+    assert_eq!(echo["component"], "wild");
+    assert_eq!(header(&echo, "spin-matched-route"), "/items/...");
+    assert_eq!(header(&echo, "spin-component-route"), "/items");
+    assert_eq!(header(&echo, "spin-raw-component-route"), "/items/...");
+    assert_eq!(header(&echo, "spin-path-info"), "/a/b");
+
+    let (_, echo) = get(&format!("{base}/hidden")).await;
+    assert_eq!(
+        echo["component"], "root",
+        "a private route is never matched from outside"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_supplied_spin_headers_are_replaced_by_the_hosts() {
+    // Proves a client cannot forge spin-path-match-* or spin-client-addr.
+    let kv = tempfile::tempdir().unwrap();
+    let app = start_probe(probe_options(&kv)).await;
+    let req = http::Request::get(format!("{}/exact", app.base_url()))
+        .header("spin-path-match-id", "forged")
+        .header("spin-client-addr", "6.6.6.6:1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let echo: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(header(&echo, "spin-path-match-id"), "<absent>");
+    assert!(header(&echo, "spin-client-addr").starts_with("127.0.0.1:"));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_get_404_when_no_catch_all_matches() {
+    // Proves a path no route matches is a 404 from the host (manifest without `/...`).
+    require_guest();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("spin.toml");
+    let wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/release/guest_probe.wasm");
+    std::fs::write(
+        &manifest,
+        format!(
+            "spin_manifest_version = 2\n[application]\nname = \"x\"\n[[trigger.http]]\nroute = \"/only\"\ncomponent = \"only\"\n[component.only]\nsource = \"{}\"\n",
+            wasm.display()
+        ),
+    )
+    .unwrap();
+    let mut opts = AppOptions::new(&manifest);
+    opts.kv_default_path = Some(dir.path().join("kv.db"));
+    let app = start(opts).await.unwrap();
+    let (status, _) = get(&format!("{}/nope", app.base_url())).await;
+    assert_eq!(status, 404);
+    let (status, _) = get(&format!("{}/only", app.base_url())).await;
+    assert_eq!(status, 200);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn outbound_requests_obey_allowed_outbound_hosts() {
+    // Proves templated and wildcard entries allow the local target, and an unlisted port is
+    // denied with HttpRequestDenied.
+    let target = start_target().await;
+    let other = start_target().await;
+    let kv = tempfile::tempdir().unwrap();
+    let mut opts = probe_options(&kv);
+    opts.variables
+        .insert("target_port".into(), target.port().to_string());
+    let app = start_probe(opts).await;
+    let base = app.base_url();
+
+    let url = enc(&format!("http://127.0.0.1:{}/ping", target.port()));
+    let (status, body) = get(&format!("{base}/?op=fetch&url={url}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["body"], "target says /ping");
+
+    let url = enc(&format!("http://127.0.0.1:{}/ping", other.port()));
+    let (status, body) = get(&format!("{base}/?op=fetch&url={url}")).await;
+    assert_eq!(status, 502);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("HttpRequestDenied"),
+        "{body}"
+    );
+
+    // `wild` allows any port on 127.0.0.1.
+    let (status, body) = get(&format!("{base}/items/x?op=fetch&url={url}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["body"], "target says /ping");
+
+    // `exact` allows nothing.
+    let (status, body) = get(&format!("{base}/exact?op=fetch&url={url}")).await;
+    assert_eq!(status, 502);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("HttpRequestDenied"),
+        "{body}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn service_chaining_reaches_private_components_and_self() {
+    // Proves http://<id>.spin.internal reaches a private component in-process with Spin's
+    // synthetic route, http://self goes through the router, and unlisted targets are denied.
+    let kv = tempfile::tempdir().unwrap();
+    let app = start_probe(probe_options(&kv)).await;
+    let base = app.base_url();
+
+    let url = enc("http://hidden.spin.internal/deep/path?op=echo");
+    let (status, body) = get(&format!("{base}/?op=fetch&url={url}")).await;
+    assert_eq!(status, 200, "{body}");
+    let echo: Value = serde_json::from_str(body["body"].as_str().unwrap()).unwrap();
+    assert_eq!(echo["component"], "hidden");
+    assert_eq!(header(&echo, "spin-path-info"), "/deep/path");
+    assert_eq!(header(&echo, "spin-matched-route"), "/...");
+    assert_eq!(header(&echo, "spin-client-addr"), "0.0.0.0:0");
+
+    let url = enc("http://self/exact?op=echo");
+    let (status, body) = get(&format!("{base}/?op=fetch&url={url}")).await;
+    assert_eq!(status, 200, "{body}");
+    let echo: Value = serde_json::from_str(body["body"].as_str().unwrap()).unwrap();
+    assert_eq!(echo["component"], "exact");
+
+    // `param` may chain to hidden only; `exact` may not chain at all.
+    let url = enc("http://hidden.spin.internal/?op=echo");
+    let (status, _) = get(&format!("{base}/items/1/detail?op=fetch&url={url}")).await;
+    assert_eq!(status, 200);
+    let (status, body) = get(&format!("{base}/exact?op=fetch&url={url}")).await;
+    assert_eq!(status, 502);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("HttpRequestDenied"),
+        "{body}"
+    );
+
+    // A chain to a component that does not exist fails the call, not the host.
+    let url = enc("http://ghost.spin.internal/");
+    let (status, _) = get(&format!("{base}/?op=fetch&url={url}")).await;
+    assert_eq!(status, 502);
+    app.shutdown().await;
+}
+
+async fn exercise_kv(base: &str) {
+    let (s, _) = get(&format!("{base}/?op=kv-set&key=greeting&value=hi")).await;
+    assert_eq!(s, 200);
+    let (_, v) = get(&format!("{base}/?op=kv-get&key=greeting")).await;
+    assert_eq!(v["value"], "hi");
+    // The same data through wasi:keyvalue.
+    let (_, v) = get(&format!("{base}/?op=wkv-get&key=greeting")).await;
+    assert_eq!(v["value"], "hi");
+    let (_, v) = get(&format!("{base}/?op=wkv-set&key=other&value=x")).await;
+    assert_eq!(v["ok"], true);
+    let (_, v) = get(&format!("{base}/?op=kv-exists&key=other")).await;
+    assert_eq!(v["exists"], true);
+    let (_, v) = get(&format!("{base}/?op=kv-keys")).await;
+    let keys: Vec<&str> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"greeting") && keys.contains(&"other"), "{v}");
+    let (_, v) = get(&format!("{base}/?op=wkv-keys")).await;
+    assert!(v["keys"].as_array().unwrap().len() >= 2, "{v}");
+    let (_, _) = get(&format!("{base}/?op=kv-delete&key=other")).await;
+    let (_, v) = get(&format!("{base}/?op=wkv-exists&key=other")).await;
+    assert_eq!(v["exists"], false);
+    let (_, v) = get(&format!("{base}/?op=kv-get&key=missing")).await;
+    assert_eq!(v["value"], Value::Null);
+
+    let (_, v) = get(&format!("{base}/?op=incr&key=hits&delta=5")).await;
+    assert_eq!(v["value"], 5);
+    let (_, v) = get(&format!("{base}/?op=incr&key=hits&delta=-2")).await;
+    assert_eq!(v["value"], 3);
+
+    let (_, v) = get(&format!("{base}/?op=batch&pairs=b1%3D1%2Cb2%3D2")).await;
+    assert_eq!(
+        v["got"],
+        serde_json::json!([["b1", "1"], ["b2", "2"]]),
+        "{v}"
+    );
+    assert_eq!(
+        v["after_delete"],
+        serde_json::json!([["b1", null], ["b2", "2"]]),
+        "{v}"
+    );
+
+    // Labels: not in key_value_stores → access-denied; not configured → no-such-store.
+    let (s, v) = get(&format!("{base}/exact?op=kv-get&key=greeting")).await;
+    assert_eq!(s, 409);
+    assert!(v["error"].as_str().unwrap().contains("AccessDenied"), "{v}");
+    let (_, v) = get(&format!("{base}/?op=wkv-get&key=greeting&store=nope")).await;
+    assert!(v["error"].as_str().unwrap().contains("NoSuchStore"), "{v}");
+}
+
+/// 32 concurrent clients × `per_client` CAS read-modify-writes and increments through the
+/// guest; nothing may be lost.
+async fn concurrent_counters(base: &str, per_client: u32) {
+    const CLIENTS: u32 = 32;
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let base = base.to_string();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_client {
+                let (s, v) = get(&format!("{base}/?op=cas-add&key=cas-total")).await;
+                assert_eq!(s, 200, "{v}");
+                let (s, v) = get(&format!("{base}/?op=incr&key=incr-total")).await;
+                assert_eq!(s, 200, "{v}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let expected = i64::from(CLIENTS * per_client);
+    let (_, v) = get(&format!("{base}/?op=wkv-get&key=cas-total")).await;
+    assert_eq!(v["value"], expected.to_string());
+    let (_, v) = get(&format!("{base}/?op=incr&key=incr-total&delta=0")).await;
+    assert_eq!(v["value"], expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_value_through_the_guest_on_sqlite() {
+    // Proves both KV interfaces share data on SQLite, access control holds, and 32-way
+    // concurrent CAS and increments lose no update.
+    let kv = tempfile::tempdir().unwrap();
+    let app = start_probe(probe_options(&kv)).await;
+    exercise_kv(&app.base_url()).await;
+    concurrent_counters(&app.base_url(), 10).await;
+    app.shutdown().await;
+}
+
+/// A private `redis-server` on a free port, killed on drop.
+struct Redis(Child, String);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis(test: &str) -> Option<Redis> {
+    let installed = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        assert_ne!(
+            std::env::var("SPINPAY_REQUIRE_REDIS").as_deref(),
+            Ok("1"),
+            "{test}: redis-server is not on PATH and SPINPAY_REQUIRE_REDIS=1"
+        );
+        eprintln!("SKIPPED {test}: redis-server is not on PATH");
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Redis(child, format!("redis://127.0.0.1:{port}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_value_through_the_guest_on_redis() {
+    // Proves the same guest behaviour with the default store on a real Redis.
+    let Some(redis) = start_redis("key_value_through_the_guest_on_redis") else {
+        return;
+    };
+    let kv = tempfile::tempdir().unwrap();
+    let mut opts = probe_options(&kv);
+    opts.kv_redis_url = Some(redis.1.clone());
+    let app = start_probe(opts).await;
+    exercise_kv(&app.base_url()).await;
+    concurrent_counters(&app.base_url(), 10).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn variables_resolve_from_defaults_templates_and_overrides() {
+    // Proves component templates over app variables, overrides, and undefined names.
+    let kv = tempfile::tempdir().unwrap();
+    let app = start_probe(probe_options(&kv)).await;
+    let base = app.base_url();
+    let (s, v) = get(&format!("{base}/?op=var&name=greeting")).await;
+    assert_eq!((s, v["value"].as_str()), (200, Some("hello, world")));
+    let (_, v) = get(&format!("{base}/?op=var&name=api_key")).await;
+    assert_eq!(v["value"], "sk_test_123");
+    let (s, v) = get(&format!("{base}/?op=var&name=not_declared")).await;
+    assert_eq!(s, 404);
+    assert!(v["error"].as_str().unwrap().contains("Undefined"), "{v}");
+    let (s, _) = get(&format!("{base}/exact?op=var&name=greeting")).await;
+    assert_eq!(s, 404, "a component sees only its own variables");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_required_variable_stops_start_up() {
+    // Proves start-up fails with one line naming the variable when it has no value.
+    require_guest();
+    let kv = tempfile::tempdir().unwrap();
+    let mut opts = AppOptions::new(fixture("probe.toml"));
+    opts.kv_default_path = Some(kv.path().join("kv.db"));
+    let err = start(opts).await.err().expect("start-up must fail");
+    let text = err.to_string();
+    assert!(text.contains("api_key"), "{text}");
+    assert!(!text.contains('\n'), "one line: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_in_an_endless_loop_is_cut_off_and_the_host_keeps_serving() {
+    // Proves the request deadline turns a stuck guest into a 500 while other requests and
+    // the next ones succeed.
+    let kv = tempfile::tempdir().unwrap();
+    let mut opts = probe_options(&kv);
+    opts.request_timeout = Duration::from_secs(2);
+    let app = start_probe(opts).await;
+    let base = app.base_url();
+    let started = Instant::now();
+    let looping = tokio::spawn({
+        let base = base.clone();
+        async move { get(&format!("{base}/?op=loop")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (s, _) = get(&format!("{base}/exact")).await;
+    assert_eq!(s, 200, "another component answers while one loops");
+    let (s, _) = looping.await.unwrap();
+    assert_eq!(s, 500);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "cut off in {:?}",
+        started.elapsed()
+    );
+    let (s, v) = get(&format!("{base}/?op=echo")).await;
+    assert_eq!(s, 200, "{v}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_trapping_guest_gives_500_and_the_next_request_succeeds() {
+    // Proves a panic in the guest is a 500 for that request only.
+    let kv = tempfile::tempdir().unwrap();
+    let app = start_probe(probe_options(&kv)).await;
+    let base = app.base_url();
+    let (s, _) = get(&format!("{base}/?op=trap")).await;
+    assert_eq!(s, 500);
+    for _ in 0..3 {
+        let (s, v) = get(&format!("{base}/?op=echo")).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn fresh_instance_mode_serves_every_request() {
+    // Proves --max-instance-reuse-count 1 (a new instance per request) works, state living
+    // only in the key-value store.
+    let kv = tempfile::tempdir().unwrap();
+    let mut opts = probe_options(&kv);
+    opts.max_instance_reuse_count = 1;
+    let app = start_probe(opts).await;
+    let base = app.base_url();
+    for i in 1..=5 {
+        let (s, v) = get(&format!("{base}/?op=incr&key=fresh")).await;
+        assert_eq!(s, 200);
+        assert_eq!(v["value"], i);
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_request_bodies_are_refused() {
+    // Proves the host's inbound body cap answers 413 before the guest runs.
+    let kv = tempfile::tempdir().unwrap();
+    let app = start_probe(probe_options(&kv)).await;
+    let body = Bytes::from(vec![b'x'; spinpay_host::server::REQUEST_BODY_BYTES_MAX + 1]);
+    let req = http::Request::post(format!("{}/exact", app.base_url()))
+        .body(Full::new(body))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let req = http::Request::post(format!("{}/exact", app.base_url()))
+        .body(Full::new(Bytes::from_static(b"small")))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let echo: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(echo["body_len"], 5);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_requests_finish() {
+    // Proves shutdown stops accepting but a request already running (waiting on a slow
+    // outbound call) still gets its answer.
+    let target = start_slow_target(Duration::from_millis(1500)).await;
+    let kv = tempfile::tempdir().unwrap();
+    let mut opts = probe_options(&kv);
+    opts.variables
+        .insert("target_port".into(), target.port().to_string());
+    let app = start_probe(opts).await;
+    let base = app.base_url();
+    let url = enc(&format!("http://127.0.0.1:{}/slow", target.port()));
+    let in_flight = tokio::spawn({
+        let base = base.clone();
+        async move { get(&format!("{base}/?op=fetch&url={url}")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.shutdown().await;
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["body"], "target says /slow");
+    let refused = client()
+        .request(
+            http::Request::get(format!("{base}/exact"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert!(refused.is_err(), "no new connections after shutdown");
+}
