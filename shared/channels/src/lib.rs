@@ -1,0 +1,17 @@
+//! # spinpay-channels: payment channel adapters
+//!
+//! Each channel is two parts (the Hyperswitch connector shape): pure `transformers`
+//! that build signed requests and parse answers and notifications into the core's
+//! outcomes (unit-tested without HTTP), and thin wiring that implements the core's
+//! `ChannelClient` with `spinpay-guest`'s outbound helper. An answer that cannot be
+//! trusted or understood is an *unknown* outcome: the payment stays `processing` until a
+//! query or a notification decides, never guessed.
+//!
+//! Channels: [`sandbox`] (the simulated provider served by the `sandbox` component).
+#![deny(missing_docs)]
+
+pub mod sandbox;
+pub mod alipay;
+pub mod unionpay;
+pub mod wechatpay;
+mod crypto;

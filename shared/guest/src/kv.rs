@@ -1,0 +1,172 @@
+//! [`KvRepository`]: the core's [`Repository`] over Spin key-value.
+//!
+//! Plain reads and deletes go through `spin:key-value@3.0.0`; compare-and-swap,
+//! increment and batch reads through `wasi:keyvalue@0.2.0-draft2` (Spin serves both
+//! over the same data for a label). Versioned records are [`crate::envelope`]s; counters
+//! are touched only through `increment`, never `set`, because their stored form differs
+//! per backend (little-endian i64 in SQLite, decimal text in Redis).
+
+use crate::envelope::{self, PlanRefused, SwapVerdict, WRITE_ID_BYTES};
+use spin_sdk::experimental::wasi::keyvalue::{atomics, batch, store};
+use spinpay_core::repo::{RepoError, Repository, Versioned};
+
+/// Most keys read in one `get_many` call (one batch request to the store).
+pub const GET_MANY_KEYS_MAX: u32 = 256;
+
+/// A repository over one Spin key-value store label.
+pub struct KvRepository {
+    label: String,
+    store: spin_sdk::key_value::Store,
+    bucket: store::Bucket,
+}
+
+impl std::fmt::Debug for KvRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvRepository")
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+impl KvRepository {
+    /// Opens the store `label` through both interfaces. The label must be listed in the
+    /// component's `key_value_stores`.
+    pub async fn open(label: &str) -> Result<KvRepository, RepoError> {
+        let store = spin_sdk::key_value::Store::open(label)
+            .await
+            .map_err(|e| unavailable(label, "open (spin:key-value)", format!("{e:?}")))?;
+        let bucket = store::open(label)
+            .map_err(|e| unavailable(label, "open (wasi:keyvalue)", format!("{e:?}")))?;
+        Ok(KvRepository {
+            label: label.to_string(),
+            store,
+            bucket,
+        })
+    }
+
+    /// The store label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn err(&self, op: &str, detail: impl std::fmt::Debug) -> RepoError {
+        unavailable(&self.label, op, format!("{detail:?}"))
+    }
+
+    fn decode(&self, key: &str, bytes: &[u8]) -> Result<Versioned, RepoError> {
+        let env = envelope::decode(bytes).map_err(|e| self.err(&format!("decode {key}"), e))?;
+        Ok(Versioned {
+            version: env.version,
+            value: env.value,
+        })
+    }
+
+    /// Re-reads `key` after a swap that failed or errored and decides whether our
+    /// write committed.
+    fn settle_failed_swap(
+        &self,
+        key: &str,
+        expected: u64,
+        write_id: &str,
+    ) -> Result<u64, RepoError> {
+        let reread = self
+            .bucket
+            .get(key)
+            .map_err(|e| self.err(&format!("re-read {key} after failed swap"), e))?;
+        match envelope::verdict_after_failed_swap(reread.as_deref(), expected, write_id) {
+            SwapVerdict::Committed { version } => Ok(version),
+            SwapVerdict::NotCommitted => Err(RepoError::Conflict {
+                key: key.to_string(),
+            }),
+            SwapVerdict::Unknown => Err(self.err(
+                &format!("put {key}"),
+                "write outcome unknown (history exhausted)",
+            )),
+        }
+    }
+}
+
+fn unavailable(label: &str, op: &str, detail: String) -> RepoError {
+    RepoError::Unavailable(format!("key-value store {label:?}: {op}: {detail}"))
+}
+
+fn fresh_write_id() -> Result<String, RepoError> {
+    let mut random = [0_u8; WRITE_ID_BYTES];
+    getrandom::getrandom(&mut random)
+        .map_err(|e| RepoError::Unavailable(format!("random write id: {e}")))?;
+    Ok(envelope::write_id_from(random))
+}
+
+impl Repository for KvRepository {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
+        let bytes = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| self.err(&format!("get {key}"), e))?;
+        bytes.map(|b| self.decode(key, &b)).transpose()
+    }
+
+    async fn put_if_version(
+        &self,
+        key: &str,
+        expected: u64,
+        value: Vec<u8>,
+    ) -> Result<u64, RepoError> {
+        let write_id = fresh_write_id()?;
+        let cas = atomics::Cas::new(&self.bucket, key)
+            .map_err(|e| self.err(&format!("cas new {key}"), e))?;
+        let current = cas
+            .current()
+            .map_err(|e| self.err(&format!("cas current {key}"), e))?;
+        let plan = match envelope::plan_put(current.as_deref(), expected, &write_id, value) {
+            Ok(plan) => plan,
+            Err(PlanRefused::Conflict) => {
+                return Err(RepoError::Conflict {
+                    key: key.to_string(),
+                });
+            }
+            Err(PlanRefused::Corrupt(e)) => return Err(self.err(&format!("decode {key}"), e)),
+        };
+        match atomics::swap(cas, &plan.bytes) {
+            Ok(()) => Ok(plan.new_version),
+            // Both a reported conflict and a store error may hide a committed write
+            // (Spin's Redis store reports every swap as failed): the re-read decides.
+            Err(atomics::CasError::CasFailed(_)) | Err(atomics::CasError::StoreError(_)) => {
+                self.settle_failed_swap(key, expected, &write_id)
+            }
+        }
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
+        atomics::increment(&self.bucket, key, delta)
+            .map_err(|e| self.err(&format!("increment {key}"), e))
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, RepoError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        let chunk = usize::try_from(GET_MANY_KEYS_MAX).expect("small constant");
+        for part in keys.chunks(chunk) {
+            let pairs = batch::get_many(&self.bucket, part).map_err(|e| self.err("get-many", e))?;
+            let found: std::collections::HashMap<String, Option<Vec<u8>>> =
+                pairs.into_iter().collect();
+            for key in part {
+                match found.get(key).and_then(|v| v.as_deref()) {
+                    Some(bytes) => out.push(Some(self.decode(key, bytes)?)),
+                    None => out.push(None),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), RepoError> {
+        self.store
+            .delete(key)
+            .await
+            .map_err(|e| self.err(&format!("delete {key}"), e))
+    }
+}
