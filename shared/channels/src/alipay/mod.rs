@@ -1,0 +1,47 @@
+//! Alipay (OpenAPI gateway, RSA2): the pure protocol half.
+//!
+//! * Requests are form parameters signed with SHA256withRSA over the byte-sorted
+//!   `k=v&…` of every non-empty parameter except `sign` ([`transformers::sign_params`]).
+//!   `qr_merchant` → `alipay.trade.precreate` (a QR code); `qr_customer` / `sound_wave` →
+//!   `alipay.trade.pay` (scene `bar_code` / `wave_code`); `h5` → `alipay.trade.wap.pay`
+//!   (a signed redirect URL, no call); `app` → `alipay.trade.app.pay` (a signed order
+//!   string, no call); plus query, refund, refund query and close.
+//! * Answers are JSON `{"alipay_trade_x_response": {...}, "sign": "..."}`; the signature
+//!   covers the raw text of the response object, which is cut out of the body exactly
+//!   as received. Unsigned, forged or unparsable answers are unknown outcomes.
+//! * Notifications are form posts signed over every non-empty field except `sign` and
+//!   `sign_type`; accepted ones are acknowledged with the literal [`NOTIFY_ACK`].
+//! * Amounts are decimal major-unit strings (`"12.50"`), converted exactly with the
+//!   currency's ISO 4217 exponent ([`amount`]).
+
+pub mod amount;
+pub mod transformers;
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub use crate::crypto::{
+    BlindingRng, KeyError, NotificationRejected, RequestError, SigningKey, VerifyingKey, ct_eq,
+    replay_key,
+};
+
+/// What the webhook answers (HTTP 200, `text/plain`) once a notification is accepted.
+/// Anything else makes Alipay retry.
+pub const NOTIFY_ACK: &str = "success";
+/// The production gateway.
+pub const GATEWAY_URL_DEFAULT: &str = "https://openapi.alipay.com/gateway.do";
+
+/// Credentials and endpoints of one Alipay app. `Debug` hides the private key.
+#[derive(Debug, Clone)]
+pub struct AlipayConfig {
+    /// The app id (`app_id`).
+    pub app_id: String,
+    /// Our app private key (signs requests).
+    pub app_key: SigningKey,
+    /// Alipay's public key for this app (verifies answers and notifications).
+    pub alipay_key: VerifyingKey,
+    /// The gateway (`https://openapi.alipay.com/gateway.do` in production).
+    pub gateway_url: String,
+    /// Where Alipay posts notifications (our webhook), if set.
+    pub notify_url: Option<String>,
+}

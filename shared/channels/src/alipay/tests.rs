@@ -1,0 +1,552 @@
+use std::collections::BTreeMap;
+
+use spinpay_core::machine::PaymentState;
+use spinpay_core::model::{CaptureMode, Channel, NextAction, Payment, PaymentMethod};
+use spinpay_core::money::Currency;
+use spinpay_core::service::{ActionOutcome, ChannelOutcome, RefundOutcome};
+use spinpay_guest::outbound::OutboundResponse;
+
+use super::transformers::*;
+use super::{AlipayConfig, NotificationRejected, RequestError, SigningKey};
+use crate::crypto::{canonical_pairs, form_body, form_decode, test_key, test_rng};
+
+const NOW: i64 = 1_709_224_205; // 2024-03-01 00:30:05 Beijing
+const PAY_ID: &str = "pay_aaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+fn alipay_side() -> SigningKey {
+    test_key(2)
+}
+
+fn config() -> AlipayConfig {
+    AlipayConfig {
+        app_id: "2021000000000001".into(),
+        app_key: test_key(1),
+        alipay_key: alipay_side().verifying_key(),
+        gateway_url: "https://openapi.alipay.com/gateway.do".into(),
+        notify_url: Some("https://pay.example.com/v1/webhooks/alipay".into()),
+    }
+}
+
+pub(crate) fn payment(amount_minor: i64, currency: Currency) -> Payment {
+    Payment {
+        id: PAY_ID.into(),
+        merchant_id: "mch_x".into(),
+        seq: 1,
+        state: PaymentState::new(amount_minor),
+        currency,
+        channel: Channel::Alipay,
+        capture: CaptureMode::Automatic,
+        merchant_order_id: Some("ORD-1".into()),
+        description: Some("2 coffees".into()),
+        method: PaymentMethod::QrMerchant,
+        method_sealed: None,
+        payer: None,
+        payer_phone_sealed: None,
+        metadata: BTreeMap::new(),
+        next_action: None,
+        risk: None,
+        failure: None,
+        conflict: None,
+        channel_ref: None,
+        channel_engaged: true,
+        created_at_ms: NOW * 1000,
+        updated_at_ms: NOW * 1000,
+    }
+}
+
+/// What Alipay would send: the object as raw text and a signature over exactly it.
+fn answer(key: &str, object: &str) -> OutboundResponse {
+    let sign = alipay_side().sign_sha256_b64(&mut test_rng(), object.as_bytes());
+    OutboundResponse {
+        status: 200,
+        headers: vec![],
+        body: format!("{{\"{key}\":{object},\"sign\":\"{sign}\"}}").into_bytes(),
+    }
+}
+
+fn call(a: AlipayAuthorize) -> AlipayRequest {
+    match a {
+        AlipayAuthorize::Call(r) => r,
+        AlipayAuthorize::Ready(o) => panic!("expected a call, got {o:?}"),
+    }
+}
+
+#[test]
+fn request_canonical_string_has_exact_bytes_and_verifies() {
+    // Proves the signed string is the byte-sorted k=v& of all params but sign, and the
+    // signature is SHA256withRSA over exactly those bytes.
+    let cfg = config();
+    let req = query_request(&cfg, &mut test_rng(), "pay_x", NOW);
+    let expected = "app_id=2021000000000001&biz_content={\"out_trade_no\":\"pay_x\"}\
+        &charset=utf-8&format=JSON&method=alipay.trade.query&sign_type=RSA2\
+        &timestamp=2024-03-01 00:30:05&version=1.0";
+    let canonical = canonical_pairs(
+        req.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &["sign"],
+    );
+    assert_eq!(canonical, expected);
+    let (k, sign) = req.params.last().unwrap();
+    assert_eq!(k, "sign");
+    let ours = cfg.app_key.verifying_key();
+    assert!(ours.verify_sha256_b64(expected.as_bytes(), sign));
+    assert!(!ours.verify_sha256_b64(b"app_id=2021000000000002", sign));
+    assert_eq!(req.response_key(), "alipay_trade_query_response");
+}
+
+#[test]
+fn each_method_selects_its_alipay_product() {
+    // Proves qr_merchant→precreate, barcode/sound→pay with scenes, h5→signed redirect,
+    // app→signed order string, and nfc/sms_otp/manual capture are refused.
+    let cfg = config();
+    let p = payment(1250, Currency::Cny);
+    let rng = &mut test_rng();
+    let pre = call(authorize(&cfg, rng, &p, &PaymentMethod::QrMerchant, NOW).unwrap());
+    assert_eq!(pre.method, "alipay.trade.precreate");
+    let biz = |r: &AlipayRequest| {
+        let raw = &r.params.iter().find(|(k, _)| k == "biz_content").unwrap().1;
+        serde_json::from_str::<serde_json::Value>(raw).unwrap()
+    };
+    assert_eq!(biz(&pre)["total_amount"], "12.50");
+    assert_eq!(biz(&pre)["out_trade_no"], PAY_ID);
+    let bar = PaymentMethod::QrCustomer {
+        auth_code: "28763443825664".into(),
+    };
+    let pay = call(authorize(&cfg, rng, &p, &bar, NOW).unwrap());
+    assert_eq!(pay.method, "alipay.trade.pay");
+    assert_eq!(biz(&pay)["scene"], "bar_code");
+    assert_eq!(biz(&pay)["auth_code"], "28763443825664");
+    let wave = PaymentMethod::SoundWave { token: "w1".into() };
+    assert_eq!(
+        biz(&call(authorize(&cfg, rng, &p, &wave, NOW).unwrap()))["scene"],
+        "wave_code"
+    );
+    let h5 = PaymentMethod::H5 {
+        return_url: "https://shop.example/back".into(),
+    };
+    match authorize(&cfg, rng, &p, &h5, NOW).unwrap() {
+        AlipayAuthorize::Ready(ChannelOutcome::Pending {
+            next_action: Some(NextAction::Redirect { url }),
+            ..
+        }) => {
+            let (gw, query) = url.split_once('?').unwrap();
+            assert_eq!(gw, cfg.gateway_url);
+            let pairs = form_decode(query).unwrap();
+            assert!(pairs.contains(&("method".into(), "alipay.trade.wap.pay".into())));
+            assert!(pairs.contains(&("return_url".into(), "https://shop.example/back".into())));
+        }
+        other => panic!("{other:?}"),
+    }
+    match authorize(&cfg, rng, &p, &PaymentMethod::App, NOW).unwrap() {
+        AlipayAuthorize::Ready(ChannelOutcome::Pending {
+            next_action: Some(NextAction::AppOrder { order_string }),
+            ..
+        }) => assert!(order_string.contains("method=alipay.trade.app.pay")),
+        other => panic!("{other:?}"),
+    }
+    let nfc = PaymentMethod::Nfc {
+        token: "t".into(),
+        cryptogram: "c".into(),
+    };
+    assert_eq!(
+        authorize(&cfg, rng, &p, &nfc, NOW),
+        Err(RequestError::MethodUnsupported("nfc"))
+    );
+    let mut manual = p.clone();
+    manual.capture = CaptureMode::Manual;
+    assert_eq!(
+        authorize(&cfg, rng, &manual, &PaymentMethod::QrMerchant, NOW),
+        Err(RequestError::ManualCaptureUnsupported)
+    );
+}
+
+#[test]
+fn foreign_currencies_are_sent_in_their_own_exponent_with_trans_currency() {
+    // Proves JPY (0 decimals) and KWD (3 decimals) amounts are exact and named.
+    let cfg = config();
+    for (amount, cur, text) in [(1250, Currency::Jpy, "1250"), (5, Currency::Kwd, "0.005")] {
+        let r = call(
+            authorize(
+                &cfg,
+                &mut test_rng(),
+                &payment(amount, cur),
+                &PaymentMethod::QrMerchant,
+                NOW,
+            )
+            .unwrap(),
+        );
+        let raw = &r.params.iter().find(|(k, _)| k == "biz_content").unwrap().1;
+        let v: serde_json::Value = serde_json::from_str(raw).unwrap();
+        assert_eq!(v["total_amount"], text);
+        assert_eq!(v["trans_currency"], cur.code());
+    }
+}
+
+#[test]
+fn every_documented_trade_state_maps_and_unknown_ones_stay_processing() {
+    // Proves the four trade states map as documented and any other text is Unknown.
+    let r = Some("2024".to_string());
+    assert!(matches!(
+        trade_status_outcome("WAIT_BUYER_PAY", r.clone()),
+        ChannelOutcome::Pending { .. }
+    ));
+    assert!(matches!(
+        trade_status_outcome("TRADE_SUCCESS", r.clone()),
+        ChannelOutcome::Succeeded { .. }
+    ));
+    assert!(matches!(
+        trade_status_outcome("TRADE_FINISHED", r.clone()),
+        ChannelOutcome::Succeeded { .. }
+    ));
+    assert!(matches!(
+        trade_status_outcome("TRADE_CLOSED", r.clone()),
+        ChannelOutcome::Declined { .. }
+    ));
+    for other in ["TRADE_PENDING", "", "trade_success"] {
+        assert!(matches!(
+            trade_status_outcome(other, r.clone()),
+            ChannelOutcome::Unknown { .. }
+        ));
+    }
+}
+
+#[test]
+fn signed_answers_map_and_unsigned_forged_or_foreign_ones_are_unknown() {
+    // Proves answer verification over the raw object text and the code mapping of pay.
+    let cfg = config();
+    let p = payment(1250, Currency::Cny);
+    let pre = call(authorize(&cfg, &mut test_rng(), &p, &PaymentMethod::QrMerchant, NOW).unwrap());
+    // Escaped slashes and unicode are signed as sent, not as decoded.
+    let obj = format!(
+        "{{\"code\":\"10000\",\"msg\":\"Success\",\"out_trade_no\":\"{PAY_ID}\",\
+         \"qr_code\":\"https:\\/\\/qr.alipay.com\\/bax1\",\"note\":\"\\u4e2d\"}}"
+    );
+    let resp = answer("alipay_trade_precreate_response", &obj);
+    assert_eq!(
+        parse_authorize(&cfg, &pre, &resp, PAY_ID),
+        ChannelOutcome::Pending {
+            channel_ref: None,
+            next_action: Some(NextAction::DisplayQr {
+                qr_payload: "https://qr.alipay.com/bax1".into()
+            })
+        }
+    );
+    let mut forged = resp.clone();
+    let text = String::from_utf8(forged.body)
+        .unwrap()
+        .replace("bax1", "bax2");
+    forged.body = text.into_bytes();
+    assert!(matches!(
+        parse_authorize(&cfg, &pre, &forged, PAY_ID),
+        ChannelOutcome::Unknown { .. }
+    ));
+    let unsigned = OutboundResponse {
+        status: 200,
+        headers: vec![],
+        body: format!("{{\"alipay_trade_precreate_response\":{obj}}}").into_bytes(),
+    };
+    assert!(matches!(
+        parse_authorize(&cfg, &pre, &unsigned, PAY_ID),
+        ChannelOutcome::Unknown { .. }
+    ));
+    assert!(matches!(
+        parse_authorize(&cfg, &pre, &resp, "pay_other"),
+        ChannelOutcome::Unknown { .. }
+    ));
+    let garbage = OutboundResponse {
+        status: 200,
+        headers: vec![],
+        body: b"<html>".to_vec(),
+    };
+    assert!(matches!(
+        parse_authorize(&cfg, &pre, &garbage, PAY_ID),
+        ChannelOutcome::Unknown { .. }
+    ));
+    let http500 = OutboundResponse {
+        status: 500,
+        ..resp.clone()
+    };
+    assert!(matches!(
+        parse_authorize(&cfg, &pre, &http500, PAY_ID),
+        ChannelOutcome::Unknown { .. }
+    ));
+
+    let bar = PaymentMethod::QrCustomer {
+        auth_code: "28".into(),
+    };
+    let pay = call(authorize(&cfg, &mut test_rng(), &p, &bar, NOW).unwrap());
+    let k = "alipay_trade_pay_response";
+    let ok = answer(k, "{\"code\":\"10000\",\"trade_no\":\"T1\"}");
+    assert_eq!(
+        parse_authorize(&cfg, &pay, &ok, PAY_ID),
+        ChannelOutcome::Succeeded {
+            channel_ref: Some("T1".into())
+        }
+    );
+    let waiting = answer(k, "{\"code\":\"10003\",\"trade_no\":\"T1\"}");
+    assert!(matches!(
+        parse_authorize(&cfg, &pay, &waiting, PAY_ID),
+        ChannelOutcome::Pending { .. }
+    ));
+    let poor = answer(
+        k,
+        "{\"code\":\"40004\",\"sub_code\":\"ACQ.BUYER_BALANCE_NOT_ENOUGH\",\"sub_msg\":\"poor\"}",
+    );
+    assert_eq!(
+        parse_authorize(&cfg, &pay, &poor, PAY_ID),
+        ChannelOutcome::Declined {
+            code: "ACQ.BUYER_BALANCE_NOT_ENOUGH".into(),
+            message: "poor".into()
+        }
+    );
+    for indeterminate in [
+        "{\"code\":\"40004\",\"sub_code\":\"ACQ.SYSTEM_ERROR\"}",
+        "{\"code\":\"20000\"}",
+        "{\"code\":\"99999\"}",
+    ] {
+        let r = answer(k, indeterminate);
+        assert!(
+            matches!(
+                parse_authorize(&cfg, &pay, &r, PAY_ID),
+                ChannelOutcome::Unknown { .. }
+            ),
+            "{indeterminate}"
+        );
+    }
+}
+
+#[test]
+fn query_reports_state_amount_and_currency() {
+    // Proves a signed query answer yields the mapped state with the stated amount.
+    let cfg = config();
+    let k = "alipay_trade_query_response";
+    let r = answer(
+        k,
+        &format!(
+            "{{\"code\":\"10000\",\"out_trade_no\":\"{PAY_ID}\",\"trade_no\":\"T1\",\"trade_status\":\"TRADE_SUCCESS\",\"total_amount\":\"12.50\"}}"
+        ),
+    );
+    let rep = parse_query(&cfg, &r, PAY_ID);
+    assert_eq!(
+        rep.outcome,
+        ChannelOutcome::Succeeded {
+            channel_ref: Some("T1".into())
+        }
+    );
+    assert_eq!(rep.amount_minor, Some(1250));
+    assert_eq!(rep.currency.as_deref(), Some("CNY"));
+    let missing = answer(
+        k,
+        "{\"code\":\"40004\",\"sub_code\":\"ACQ.TRADE_NOT_EXIST\"}",
+    );
+    assert!(matches!(
+        parse_query(&cfg, &missing, PAY_ID).outcome,
+        ChannelOutcome::Unknown { .. }
+    ));
+}
+
+#[test]
+fn close_and_refund_answers_map_to_core_outcomes() {
+    // Proves close/refund/refund-query code mapping, including the conservative cases.
+    let cfg = config();
+    let c = "alipay_trade_close_response";
+    assert_eq!(
+        parse_close(&cfg, &answer(c, "{\"code\":\"10000\"}")),
+        ActionOutcome::Done
+    );
+    assert_eq!(
+        parse_close(
+            &cfg,
+            &answer(
+                c,
+                "{\"code\":\"40004\",\"sub_code\":\"ACQ.TRADE_NOT_EXIST\"}"
+            )
+        ),
+        ActionOutcome::Done
+    );
+    assert!(matches!(
+        parse_close(
+            &cfg,
+            &answer(
+                c,
+                "{\"code\":\"40004\",\"sub_code\":\"ACQ.TRADE_STATUS_ERROR\"}"
+            )
+        ),
+        ActionOutcome::Declined { .. }
+    ));
+    assert!(matches!(
+        parse_close(&cfg, &answer(c, "{\"code\":\"20000\"}")),
+        ActionOutcome::Unknown { .. }
+    ));
+    let r = "alipay_trade_refund_response";
+    assert!(matches!(
+        parse_refund(
+            &cfg,
+            &answer(r, "{\"code\":\"10000\",\"fund_change\":\"Y\"}")
+        ),
+        RefundOutcome::Succeeded { .. }
+    ));
+    assert!(matches!(
+        parse_refund(
+            &cfg,
+            &answer(r, "{\"code\":\"10000\",\"fund_change\":\"N\"}")
+        ),
+        RefundOutcome::Pending { .. }
+    ));
+    assert!(matches!(
+        parse_refund(
+            &cfg,
+            &answer(
+                r,
+                "{\"code\":\"40004\",\"sub_code\":\"ACQ.TRADE_NOT_ALLOW_REFUND\"}"
+            )
+        ),
+        RefundOutcome::Failed { .. }
+    ));
+    assert!(matches!(
+        parse_refund(
+            &cfg,
+            &answer(r, "{\"code\":\"40004\",\"sub_code\":\"ACQ.SYSTEM_ERROR\"}")
+        ),
+        RefundOutcome::Unknown { .. }
+    ));
+    let q = "alipay_trade_fastpay_refund_query_response";
+    assert!(matches!(
+        parse_refund_query(
+            &cfg,
+            &answer(
+                q,
+                "{\"code\":\"10000\",\"out_request_no\":\"re_1\",\"refund_status\":\"REFUND_SUCCESS\"}"
+            ),
+            "re_1"
+        ),
+        RefundOutcome::Succeeded { .. }
+    ));
+    assert!(matches!(
+        parse_refund_query(
+            &cfg,
+            &answer(q, "{\"code\":\"10000\",\"out_request_no\":\"re_1\"}"),
+            "re_1"
+        ),
+        RefundOutcome::Unknown { .. }
+    ));
+    assert!(matches!(
+        parse_refund_query(
+            &cfg,
+            &answer(
+                q,
+                "{\"code\":\"10000\",\"out_request_no\":\"re_2\",\"refund_status\":\"REFUND_SUCCESS\"}"
+            ),
+            "re_1"
+        ),
+        RefundOutcome::Unknown { .. }
+    ));
+}
+
+/// A notification as Alipay signs it: every non-empty field but sign and sign_type.
+fn notify(fields: &[(&str, &str)]) -> Vec<u8> {
+    let canonical = canonical_pairs(fields.iter().copied(), &[]);
+    let sign = alipay_side().sign_sha256_b64(&mut test_rng(), canonical.as_bytes());
+    let mut pairs: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    pairs.push(("sign_type".into(), "RSA2".into()));
+    pairs.push(("sign".into(), sign));
+    form_body(&pairs).into_bytes()
+}
+
+const NOTIFY_FIELDS: [(&str, &str); 8] = [
+    ("notify_time", "2024-03-01 00:30:05"),
+    ("notify_type", "trade_status_sync"),
+    ("notify_id", "ac05099524730693a8b330c5ecf72da9786"),
+    ("app_id", "2021000000000001"),
+    ("out_trade_no", PAY_ID),
+    ("trade_no", "2024030122001"),
+    ("trade_status", "TRADE_SUCCESS"),
+    ("total_amount", "12.50"),
+];
+
+#[test]
+fn a_signed_notification_is_accepted_and_mapped() {
+    // Proves verification over the sorted fields minus sign/sign_type and the mapping.
+    let cfg = config();
+    let n = parse_notification(&cfg, &notify(&NOTIFY_FIELDS)).unwrap();
+    match n.kind {
+        AlipayNotificationKind::Payment(p) => {
+            assert_eq!(p.payment_id, PAY_ID);
+            assert_eq!(p.report.amount_minor, Some(1250));
+            assert_eq!(
+                p.report.outcome,
+                ChannelOutcome::Succeeded {
+                    channel_ref: Some("2024030122001".into())
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(n.replay_key.starts_with("replay/alipay/"));
+}
+
+#[test]
+fn tampered_or_foreign_notifications_are_rejected() {
+    // Proves a changed amount, RSA1 sign_type, missing sign and another app_id all fail.
+    let cfg = config();
+    let body = String::from_utf8(notify(&NOTIFY_FIELDS)).unwrap();
+    let tampered = body.replace("12.50", "0.01");
+    assert!(matches!(
+        parse_notification(&cfg, tampered.as_bytes()),
+        Err(NotificationRejected::Signature(_))
+    ));
+    let rsa1 = body.replace("sign_type=RSA2", "sign_type=RSA");
+    assert!(matches!(
+        parse_notification(&cfg, rsa1.as_bytes()),
+        Err(NotificationRejected::Signature(_))
+    ));
+    let unsigned: String = body
+        .split('&')
+        .filter(|p| !p.starts_with("sign="))
+        .collect::<Vec<_>>()
+        .join("&");
+    assert!(matches!(
+        parse_notification(&cfg, unsigned.as_bytes()),
+        Err(NotificationRejected::Signature(_))
+    ));
+    let mut other_app = NOTIFY_FIELDS;
+    other_app[3] = ("app_id", "2021000000000999");
+    assert!(matches!(
+        parse_notification(&cfg, &notify(&other_app)),
+        Err(NotificationRejected::WrongMerchant(_))
+    ));
+    assert!(matches!(
+        parse_notification(&cfg, b"%zz=1"),
+        Err(NotificationRejected::Malformed(_))
+    ));
+}
+
+#[test]
+fn a_refund_notification_names_our_refund() {
+    // Proves out_biz_no + refund_fee make a refund notification for that refund id.
+    let cfg = config();
+    let mut fields = NOTIFY_FIELDS.to_vec();
+    fields.push(("out_biz_no", "re_bbbbbbbbbbbbbbbbbbbbbbbbbb"));
+    fields.push(("refund_fee", "2.00"));
+    match parse_notification(&cfg, &notify(&fields)).unwrap().kind {
+        AlipayNotificationKind::Refund(r) => {
+            assert_eq!(r.refund_id, "re_bbbbbbbbbbbbbbbbbbbbbbbbbb");
+            assert!(matches!(r.outcome, RefundOutcome::Succeeded { .. }));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn raw_member_scanner_keeps_exact_text() {
+    // Proves the top-level scanner returns each member's bytes verbatim, strings included.
+    let body = "{ \"a\" : {\"x\":\"}\\\"{\"} , \"sign\":\"s\\/1\", \"n\": 12 }";
+    let m = top_level_raw(body).unwrap();
+    assert_eq!(m[0], ("a".to_string(), "{\"x\":\"}\\\"{\"}"));
+    assert_eq!(m[1], ("sign".to_string(), "\"s\\/1\""));
+    assert_eq!(m[2], ("n".to_string(), "12"));
+    assert!(top_level_raw("{\"a\":").is_err());
+    assert!(top_level_raw("[1]").is_err());
+}

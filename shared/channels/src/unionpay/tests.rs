@@ -1,0 +1,371 @@
+use spinpay_core::model::{NextAction, PaymentMethod};
+use spinpay_core::money::Currency;
+use spinpay_core::service::{ChannelOutcome, RefundOutcome};
+use spinpay_guest::outbound::OutboundResponse;
+
+use super::transformers::*;
+use super::{NotificationRejected, RequestError, SigningKey, UnionpayConfig};
+use crate::alipay::tests::payment;
+use crate::crypto::{form_body, form_get, sha256_hex, test_key, test_rng};
+
+const PAY_ID: &str = "pay_aaaaaaaaaaaaaaaaaaaaaaaaaa";
+const ORDER: &str = "payaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const UP_CERT: &str = "69042905377";
+
+fn unionpay_side() -> SigningKey {
+    test_key(4)
+}
+
+fn config() -> UnionpayConfig {
+    UnionpayConfig {
+        mer_id: "777290058110048".into(),
+        cert_id: "68759663125".into(),
+        merchant_key: test_key(1),
+        unionpay_keys: vec![(UP_CERT.into(), unionpay_side().verifying_key())],
+        gateway_url: "https://gateway.95516.com".into(),
+        back_url: "https://pay.example.com/v1/webhooks/unionpay".into(),
+    }
+}
+
+/// A message as UnionPay signs it.
+fn signed(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut pairs: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    pairs.push(("certId".into(), UP_CERT.into()));
+    pairs.push(("signMethod".into(), "01".into()));
+    let digest = sha256_hex(signing_string(&pairs).as_bytes());
+    let sig = unionpay_side().sign_sha256_b64(&mut test_rng(), digest.as_bytes());
+    pairs.push(("signature".into(), sig));
+    form_body(&pairs).into_bytes()
+}
+
+fn answer(fields: &[(&str, &str)]) -> OutboundResponse {
+    OutboundResponse {
+        status: 200,
+        headers: vec![],
+        body: signed(fields),
+    }
+}
+
+#[test]
+fn consume_signature_is_rsa_over_the_hex_digest_of_the_sorted_string() {
+    // Proves the exact signing string and that the signature covers its SHA-256 hex.
+    let cfg = config();
+    let p = payment(1250, Currency::Cny);
+    let (product, req) = authorize(&cfg, &mut test_rng(), &p, &PaymentMethod::QrMerchant).unwrap();
+    assert_eq!(product, Product::QrApply);
+    assert_eq!(req.path, PATH_BACK);
+    let expected = format!(
+        "accessType=0&backUrl=https://pay.example.com/v1/webhooks/unionpay&bizType=000000\
+         &certId=68759663125&channelType=08&currencyCode=156&encoding=UTF-8\
+         &merId=777290058110048&orderId={ORDER}&signMethod=01&txnAmt=1250\
+         &txnSubType=07&txnTime=20240301003005&txnType=01&version=5.1.0"
+    );
+    assert_eq!(signing_string(&req.fields), expected);
+    let sig = form_get(&req.fields, "signature").unwrap();
+    let digest = sha256_hex(expected.as_bytes());
+    assert!(
+        cfg.merchant_key
+            .verifying_key()
+            .verify_sha256_b64(digest.as_bytes(), sig)
+    );
+    assert!(
+        !cfg.merchant_key
+            .verifying_key()
+            .verify_sha256_b64(expected.as_bytes(), sig)
+    );
+}
+
+#[test]
+fn methods_map_to_products_and_unsupported_ones_are_refused() {
+    // Proves qr_customer sends qrNo, app uses the app gateway, others are refused, and
+    // amounts beyond 12 digits or refunds without a queryId are refused.
+    let cfg = config();
+    let rng = &mut test_rng();
+    let p = payment(1250, Currency::Cny);
+    let code = PaymentMethod::QrCustomer {
+        auth_code: "6220000000000001".into(),
+    };
+    let (prod, req) = authorize(&cfg, rng, &p, &code).unwrap();
+    assert_eq!(prod, Product::QrConsume);
+    assert_eq!(form_get(&req.fields, "qrNo"), Some("6220000000000001"));
+    assert_eq!(form_get(&req.fields, "txnSubType"), Some("06"));
+    let (prod, req) = authorize(&cfg, rng, &p, &PaymentMethod::App).unwrap();
+    assert_eq!((prod, req.path), (Product::App, PATH_APP));
+    let h5 = PaymentMethod::H5 {
+        return_url: "https://x".into(),
+    };
+    assert_eq!(
+        authorize(&cfg, rng, &p, &h5),
+        Err(RequestError::MethodUnsupported("h5"))
+    );
+    let huge = payment(1_000_000_000_000, Currency::Cny);
+    assert_eq!(
+        authorize(&cfg, rng, &huge, &PaymentMethod::QrMerchant),
+        Err(RequestError::Amount(1_000_000_000_000))
+    );
+    let jpy = payment(1250, Currency::Jpy);
+    let (_, req) = authorize(&cfg, rng, &jpy, &PaymentMethod::QrMerchant).unwrap();
+    assert_eq!(form_get(&req.fields, "currencyCode"), Some("392"));
+    let refund = spinpay_core::model::Refund {
+        id: "re_bbbbbbbbbbbbbbbbbbbbbbbbbb".into(),
+        merchant_id: "mch_x".into(),
+        payment_id: PAY_ID.into(),
+        state: spinpay_core::machine::RefundState::new(),
+        amount_minor: 200,
+        currency: Currency::Cny,
+        reason: None,
+        merchant_refund_id: None,
+        channel_ref: None,
+        failure: None,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+    };
+    assert!(matches!(
+        refund_request(&cfg, rng, &p, &refund),
+        Err(RequestError::Field {
+            field: "channel_ref",
+            ..
+        })
+    ));
+    let mut paid = p.clone();
+    paid.channel_ref = Some("201403101234567890".into());
+    let r = refund_request(&cfg, rng, &paid, &refund).unwrap();
+    assert_eq!(form_get(&r.fields, "origQryId"), Some("201403101234567890"));
+    assert_eq!(
+        form_get(&r.fields, "orderId"),
+        Some("rebbbbbbbbbbbbbbbbbbbbbbbbbb")
+    );
+    assert_eq!(form_get(&r.fields, "txnType"), Some("04"));
+}
+
+#[test]
+fn order_ids_and_currency_codes_round_trip() {
+    // Proves the underscore-free orderId maps back, and numeric currency codes are exact.
+    assert_eq!(order_id(PAY_ID), ORDER);
+    assert_eq!(our_id(ORDER).as_deref(), Some(PAY_ID));
+    assert_eq!(our_id("rebbbb").as_deref(), Some("re_bbbb"));
+    assert_eq!(our_id("xyz123"), None);
+    assert_eq!(our_id("pay-1"), None);
+    for c in Currency::ALL {
+        assert_eq!(currency_from_numeric(currency_numeric(c)), Some(c));
+    }
+}
+
+#[test]
+fn response_codes_classify_as_documented() {
+    // Proves 00/A6 success, 03/04/05 processing, 12/34 and garbage unknown, other failure.
+    for (code, class) in [
+        ("00", CodeClass::Success),
+        ("A6", CodeClass::Success),
+        ("03", CodeClass::Processing),
+        ("04", CodeClass::Processing),
+        ("05", CodeClass::Processing),
+        ("01", CodeClass::Failure),
+        ("61", CodeClass::Failure),
+        ("12", CodeClass::Unknown),
+        ("34", CodeClass::Unknown),
+        ("", CodeClass::Unknown),
+        ("000", CodeClass::Unknown),
+        ("0!", CodeClass::Unknown),
+    ] {
+        assert_eq!(classify_code(code), class, "{code:?}");
+    }
+}
+
+#[test]
+fn signed_answers_map_and_forged_or_foreign_ones_are_unknown() {
+    // Proves QR apply → display_qr, failure codes → declined, and forged, unknown-cert,
+    // other-merchant or other-order answers → Unknown.
+    let cfg = config();
+    let base = [
+        ("merId", "777290058110048"),
+        ("orderId", ORDER),
+        ("respCode", "00"),
+        ("respMsg", "ok"),
+        ("qrCode", "https://qr.95516.com/00010000/1"),
+    ];
+    let ok = answer(&base);
+    assert_eq!(
+        parse_authorize(&cfg, Product::QrApply, &ok, PAY_ID),
+        ChannelOutcome::Pending {
+            channel_ref: None,
+            next_action: Some(NextAction::DisplayQr {
+                qr_payload: "https://qr.95516.com/00010000/1".into()
+            })
+        }
+    );
+    let mut forged = ok.clone();
+    forged.body = String::from_utf8(forged.body)
+        .unwrap()
+        .replace("respCode=00", "respCode=01")
+        .into_bytes();
+    assert!(matches!(
+        parse_authorize(&cfg, Product::QrApply, &forged, PAY_ID),
+        ChannelOutcome::Unknown { .. }
+    ));
+    let mut other_merchant = base;
+    other_merchant[0] = ("merId", "777290058110099");
+    assert!(matches!(
+        parse_authorize(&cfg, Product::QrApply, &answer(&other_merchant), PAY_ID),
+        ChannelOutcome::Unknown { .. }
+    ));
+    assert!(matches!(
+        parse_authorize(
+            &cfg,
+            Product::QrApply,
+            &ok,
+            "pay_bbbbbbbbbbbbbbbbbbbbbbbbbb"
+        ),
+        ChannelOutcome::Unknown { .. }
+    ));
+    let declined = answer(&[
+        ("merId", "777290058110048"),
+        ("orderId", ORDER),
+        ("respCode", "61"),
+        ("respMsg", "limit"),
+    ]);
+    assert_eq!(
+        parse_authorize(&cfg, Product::QrConsume, &declined, PAY_ID),
+        ChannelOutcome::Declined {
+            code: "unionpay_61".into(),
+            message: "limit".into()
+        }
+    );
+    let accepted = answer(&[
+        ("merId", "777290058110048"),
+        ("orderId", ORDER),
+        ("respCode", "00"),
+        ("queryId", "Q1"),
+    ]);
+    assert_eq!(
+        parse_authorize(&cfg, Product::QrConsume, &accepted, PAY_ID),
+        ChannelOutcome::Pending {
+            channel_ref: Some("Q1".into()),
+            next_action: None
+        }
+    );
+}
+
+#[test]
+fn query_uses_orig_resp_code_and_states_the_amount() {
+    // Proves origRespCode decides the query outcome and respCode 34 stays unknown.
+    let cfg = config();
+    let q = |resp: &str, orig: &str| {
+        answer(&[
+            ("merId", "777290058110048"),
+            ("orderId", ORDER),
+            ("respCode", resp),
+            ("origRespCode", orig),
+            ("queryId", "Q1"),
+            ("txnAmt", "1250"),
+            ("currencyCode", "156"),
+        ])
+    };
+    let rep = parse_query(&cfg, &q("00", "00"), PAY_ID);
+    assert_eq!(
+        rep.outcome,
+        ChannelOutcome::Succeeded {
+            channel_ref: Some("Q1".into())
+        }
+    );
+    assert_eq!(
+        (rep.amount_minor, rep.currency.as_deref()),
+        (Some(1250), Some("CNY"))
+    );
+    assert!(matches!(
+        parse_query(&cfg, &q("00", "05"), PAY_ID).outcome,
+        ChannelOutcome::Pending { .. }
+    ));
+    assert!(matches!(
+        parse_query(&cfg, &q("00", "01"), PAY_ID).outcome,
+        ChannelOutcome::Declined { .. }
+    ));
+    assert!(matches!(
+        parse_query(&cfg, &q("34", ""), PAY_ID).outcome,
+        ChannelOutcome::Unknown { .. }
+    ));
+    let refund_order = "rebbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let rq = answer(&[
+        ("merId", "777290058110048"),
+        ("orderId", refund_order),
+        ("respCode", "00"),
+        ("origRespCode", "00"),
+        ("queryId", "R1"),
+    ]);
+    assert!(matches!(
+        parse_refund_query(&cfg, &rq, "re_bbbbbbbbbbbbbbbbbbbbbbbbbb"),
+        RefundOutcome::Succeeded { .. }
+    ));
+    let r = answer(&[
+        ("merId", "777290058110048"),
+        ("orderId", refund_order),
+        ("respCode", "00"),
+        ("queryId", "R1"),
+    ]);
+    assert!(matches!(
+        parse_refund(&cfg, &r, "re_bbbbbbbbbbbbbbbbbbbbbbbbbb"),
+        RefundOutcome::Pending { .. }
+    ));
+}
+
+#[test]
+fn back_notifications_are_verified_and_mapped() {
+    // Proves a signed consume notification maps to a payment success with amount, a
+    // refund notification to a refund, and forged/foreign ones are rejected.
+    let cfg = config();
+    let fields = [
+        ("merId", "777290058110048"),
+        ("orderId", ORDER),
+        ("txnType", "01"),
+        ("respCode", "00"),
+        ("respMsg", "success"),
+        ("queryId", "Q1"),
+        ("txnAmt", "1250"),
+        ("currencyCode", "156"),
+        ("txnTime", "20240301003005"),
+    ];
+    let n = parse_notification(&cfg, &signed(&fields)).unwrap();
+    match n.kind {
+        UnionpayNotificationKind::Payment(p) => {
+            assert_eq!(p.payment_id, PAY_ID);
+            assert_eq!(
+                p.report.outcome,
+                ChannelOutcome::Succeeded {
+                    channel_ref: Some("Q1".into())
+                }
+            );
+            assert_eq!(p.report.amount_minor, Some(1250));
+        }
+        other => panic!("{other:?}"),
+    }
+    let tampered = String::from_utf8(signed(&fields))
+        .unwrap()
+        .replace("txnAmt=1250", "txnAmt=1");
+    assert!(matches!(
+        parse_notification(&cfg, tampered.as_bytes()),
+        Err(NotificationRejected::Signature(_))
+    ));
+    let mut foreign = fields;
+    foreign[0] = ("merId", "777290058110099");
+    assert!(matches!(
+        parse_notification(&cfg, &signed(&foreign)),
+        Err(NotificationRejected::WrongMerchant(_))
+    ));
+    let refund = [
+        ("merId", "777290058110048"),
+        ("orderId", "rebbbbbbbbbbbbbbbbbbbbbbbbbb"),
+        ("txnType", "04"),
+        ("respCode", "00"),
+        ("queryId", "R1"),
+    ];
+    match parse_notification(&cfg, &signed(&refund)).unwrap().kind {
+        UnionpayNotificationKind::Refund(r) => {
+            assert_eq!(r.refund_id, "re_bbbbbbbbbbbbbbbbbbbbbbbbbb");
+            assert!(matches!(r.outcome, RefundOutcome::Succeeded { .. }));
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,559 @@
+//! Pure UnionPay ACP 5.1.0 transformers: signed requests, verified answers and
+//! back-notifications, the code mapping ([`classify_code`]). The RNG (RSA blinding)
+//! comes from the caller; times come from the objects themselves.
+
+use rsa::rand_core::CryptoRngCore;
+use spinpay_core::model::{CaptureMode, Channel, NextAction, Payment, PaymentMethod, Refund};
+use spinpay_core::money::Currency;
+use spinpay_core::service::{
+    ChannelOutcome, ChannelReport, PaymentNotification, RefundNotification, RefundOutcome,
+};
+use spinpay_guest::outbound::OutboundResponse;
+
+use super::{NotificationRejected, RequestError, UnionpayConfig};
+use crate::crypto::{
+    BeijingTime, canonical_pairs, form_body, form_decode, form_get, replay_key, sha256_hex,
+};
+
+/// Longest answer or notification body accepted, bytes.
+pub const MESSAGE_BYTES_MAX: usize = 32 * 1024;
+/// Back-end transactions (consume, refund).
+pub const PATH_BACK: &str = "/gateway/api/backTransReq.do";
+/// App transactions (answer `tn`).
+pub const PATH_APP: &str = "/gateway/api/appTransReq.do";
+/// Queries.
+pub const PATH_QUERY: &str = "/gateway/api/queryTrans.do";
+
+/// A signed request: POST [`UnionpayRequest::form_body`] to `gateway_url + path` as
+/// `application/x-www-form-urlencoded; charset=UTF-8`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnionpayRequest {
+    /// Path under the gateway.
+    pub path: &'static str,
+    /// Every field, `signature` last.
+    pub fields: Vec<(String, String)>,
+}
+
+impl UnionpayRequest {
+    /// The form body.
+    pub fn form_body(&self) -> String {
+        form_body(&self.fields)
+    }
+}
+
+/// Which product an authorize call used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Product {
+    /// Merchant-presented QR (answer `qrCode`).
+    QrApply,
+    /// Customer-presented code (`qrNo`); result by notification or query.
+    QrConsume,
+    /// App (answer `tn`).
+    App,
+}
+
+/// Our object id as a UnionPay `orderId` (letters and digits only).
+pub fn order_id(our_id: &str) -> String {
+    our_id.replace('_', "")
+}
+
+/// The inverse of [`order_id`] for payment (`pay…`) and refund (`re…`) ids.
+pub fn our_id(order_id: &str) -> Option<String> {
+    if !order_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    if let Some(rest) = order_id.strip_prefix("pay") {
+        return Some(format!("pay_{rest}"));
+    }
+    order_id.strip_prefix("re").map(|rest| format!("re_{rest}"))
+}
+
+/// ISO 4217 numeric code (`currencyCode`).
+pub fn currency_numeric(c: Currency) -> &'static str {
+    match c {
+        Currency::Cny => "156",
+        Currency::Hkd => "344",
+        Currency::Usd => "840",
+        Currency::Eur => "978",
+        Currency::Jpy => "392",
+        Currency::Kwd => "414",
+        Currency::Gbp => "826",
+        Currency::Sgd => "702",
+    }
+}
+
+/// The currency of an ISO 4217 numeric code.
+pub fn currency_from_numeric(code: &str) -> Option<Currency> {
+    Currency::ALL
+        .into_iter()
+        .find(|c| currency_numeric(*c) == code)
+}
+
+/// The string that is hashed then signed: sorted non-empty fields but `signature`.
+pub fn signing_string(fields: &[(String, String)]) -> String {
+    canonical_pairs(
+        fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &["signature"],
+    )
+}
+
+/// Adds `certId` and `signature` (SHA256withRSA over the hex SHA-256 of the signing
+/// string) to `fields`.
+pub fn sign_fields(
+    config: &UnionpayConfig,
+    rng: &mut impl CryptoRngCore,
+    path: &'static str,
+    mut fields: Vec<(String, String)>,
+) -> UnionpayRequest {
+    fields.retain(|(_, v)| !v.is_empty());
+    fields.push(("certId".into(), config.cert_id.clone()));
+    fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let digest_hex = sha256_hex(signing_string(&fields).as_bytes());
+    let signature = config
+        .merchant_key
+        .sign_sha256_b64(rng, digest_hex.as_bytes());
+    fields.push(("signature".into(), signature));
+    UnionpayRequest { path, fields }
+}
+
+fn common(
+    config: &UnionpayConfig,
+    txn: (&str, &str, &str),
+    channel_type: &str,
+) -> Vec<(String, String)> {
+    let (txn_type, txn_sub_type, biz_type) = txn;
+    [
+        ("version", "5.1.0"),
+        ("encoding", "UTF-8"),
+        ("signMethod", "01"),
+        ("txnType", txn_type),
+        ("txnSubType", txn_sub_type),
+        ("bizType", biz_type),
+        ("channelType", channel_type),
+        ("accessType", "0"),
+        ("merId", config.mer_id.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn txn_time(at_ms: i64) -> String {
+    BeijingTime::from_unix_s(at_ms.div_euclid(1000)).compact()
+}
+
+fn wire_amount(amount_minor: i64) -> Result<String, RequestError> {
+    // txnAmt is at most 12 digits.
+    if amount_minor <= 0 || amount_minor > 999_999_999_999 {
+        return Err(RequestError::Amount(amount_minor));
+    }
+    Ok(amount_minor.to_string())
+}
+
+/// Builds the signed consume for `payment` with its unsealed `method`.
+pub fn authorize(
+    config: &UnionpayConfig,
+    rng: &mut impl CryptoRngCore,
+    payment: &Payment,
+    method: &PaymentMethod,
+) -> Result<(Product, UnionpayRequest), RequestError> {
+    if payment.capture == CaptureMode::Manual {
+        return Err(RequestError::ManualCaptureUnsupported);
+    }
+    let (product, path, sub, biz) = match method {
+        PaymentMethod::QrMerchant => (Product::QrApply, PATH_BACK, "07", "000000"),
+        PaymentMethod::QrCustomer { .. } => (Product::QrConsume, PATH_BACK, "06", "000000"),
+        PaymentMethod::App => (Product::App, PATH_APP, "01", "000201"),
+        PaymentMethod::H5 { .. } => return Err(RequestError::MethodUnsupported("h5")),
+        PaymentMethod::Nfc { .. } => return Err(RequestError::MethodUnsupported("nfc")),
+        PaymentMethod::SoundWave { .. } => {
+            return Err(RequestError::MethodUnsupported("sound_wave"));
+        }
+        PaymentMethod::SmsOtp { .. } => return Err(RequestError::MethodUnsupported("sms_otp")),
+    };
+    let mut fields = common(config, ("01", sub, biz), "08");
+    let amount = wire_amount(payment.state.amount_minor)?;
+    for (k, v) in [
+        ("orderId", order_id(&payment.id)),
+        ("txnTime", txn_time(payment.created_at_ms)),
+        ("txnAmt", amount),
+        (
+            "currencyCode",
+            currency_numeric(payment.currency).to_string(),
+        ),
+        ("backUrl", config.back_url.clone()),
+    ] {
+        fields.push((k.into(), v));
+    }
+    if let PaymentMethod::QrCustomer { auth_code } = method {
+        fields.push(("qrNo".into(), auth_code.clone()));
+    }
+    Ok((product, sign_fields(config, rng, path, fields)))
+}
+
+/// Refund of a consume (`origQryId` = the payment's `channel_ref`, the consume's
+/// `queryId`).
+pub fn refund_request(
+    config: &UnionpayConfig,
+    rng: &mut impl CryptoRngCore,
+    payment: &Payment,
+    refund: &Refund,
+) -> Result<UnionpayRequest, RequestError> {
+    let orig = payment
+        .channel_ref
+        .clone()
+        .filter(|r| !r.is_empty())
+        .ok_or(RequestError::Field {
+            field: "channel_ref",
+            reason: "a UnionPay refund needs the consume's queryId",
+        })?;
+    let mut fields = common(config, ("04", "00", "000000"), "07");
+    for (k, v) in [
+        ("orderId", order_id(&refund.id)),
+        ("origQryId", orig),
+        ("txnTime", txn_time(refund.created_at_ms)),
+        ("txnAmt", wire_amount(refund.amount_minor)?),
+        (
+            "currencyCode",
+            currency_numeric(refund.currency).to_string(),
+        ),
+        ("backUrl", config.back_url.clone()),
+    ] {
+        fields.push((k.into(), v));
+    }
+    Ok(sign_fields(config, rng, PATH_BACK, fields))
+}
+
+/// Query of a payment or refund by our id and its creation time (the `txnTime` sent).
+pub fn query_request(
+    config: &UnionpayConfig,
+    rng: &mut impl CryptoRngCore,
+    our_object_id: &str,
+    created_at_ms: i64,
+) -> UnionpayRequest {
+    let mut fields = common(config, ("00", "00", "000000"), "07");
+    fields.push(("orderId".into(), order_id(our_object_id)));
+    fields.push(("txnTime".into(), txn_time(created_at_ms)));
+    sign_fields(config, rng, PATH_QUERY, fields)
+}
+
+/// How a `respCode` / `origRespCode` classifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeClass {
+    /// `00`, `A6`.
+    Success,
+    /// `03`, `04`, `05`: in progress or status unknown at UnionPay.
+    Processing,
+    /// A definitive failure.
+    Failure,
+    /// Says nothing about money (`12` duplicate order, `34` no such transaction, or not
+    /// a two-character code).
+    Unknown,
+}
+
+/// The one place UnionPay response codes are interpreted.
+pub fn classify_code(code: &str) -> CodeClass {
+    match code {
+        "00" | "A6" => CodeClass::Success,
+        "03" | "04" | "05" => CodeClass::Processing,
+        "12" | "34" => CodeClass::Unknown,
+        c if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphanumeric()) => CodeClass::Failure,
+        _ => CodeClass::Unknown,
+    }
+}
+
+/// Verifies a message's `signature` with the UnionPay key its `certId` names.
+pub fn verify_fields(config: &UnionpayConfig, fields: &[(String, String)]) -> Result<(), String> {
+    let cert_id = form_get(fields, "certId").ok_or("certId missing")?;
+    let key = config
+        .unionpay_key(cert_id)
+        .ok_or_else(|| format!("unknown certId {cert_id:?}"))?;
+    let signature = form_get(fields, "signature").ok_or("signature missing")?;
+    if form_get(fields, "signMethod") != Some("01") {
+        return Err("signMethod is not 01".into());
+    }
+    let digest_hex = sha256_hex(signing_string(fields).as_bytes());
+    if !key.verify_sha256_b64(digest_hex.as_bytes(), signature) {
+        return Err("signature refused".into());
+    }
+    Ok(())
+}
+
+/// Decodes and verifies an answer, checking it is ours (`merId`) and about `order`.
+pub fn verify_answer(
+    config: &UnionpayConfig,
+    resp: &OutboundResponse,
+    order: &str,
+) -> Result<Vec<(String, String)>, String> {
+    if !(200..=299).contains(&resp.status) {
+        return Err(format!("HTTP {} from UnionPay", resp.status));
+    }
+    if resp.body.len() > MESSAGE_BYTES_MAX {
+        return Err("answer too large".into());
+    }
+    let text = std::str::from_utf8(&resp.body).map_err(|_| "answer is not UTF-8".to_string())?;
+    let fields = form_decode(text.trim()).map_err(|e| format!("unparsable answer: {e}"))?;
+    verify_fields(config, &fields)?;
+    if form_get(&fields, "merId") != Some(config.mer_id.as_str()) {
+        return Err("answer for another merId".into());
+    }
+    if form_get(&fields, "orderId").is_some_and(|o| o != order) {
+        return Err(format!(
+            "answer about orderId {:?}",
+            form_get(&fields, "orderId")
+        ));
+    }
+    Ok(fields)
+}
+
+fn unknown(detail: impl Into<String>) -> ChannelOutcome {
+    ChannelOutcome::Unknown {
+        detail: detail.into(),
+    }
+}
+
+fn declined(fields: &[(String, String)], code: &str) -> ChannelOutcome {
+    ChannelOutcome::Declined {
+        code: format!("unionpay_{code}"),
+        message: form_get(fields, "respMsg")
+            .unwrap_or("refused by UnionPay")
+            .to_string(),
+    }
+}
+
+/// The answer to a consume. A back-end `00` means *accepted*: the result comes by
+/// notification or query, so it is `Pending` (with the QR code or `tn` when given).
+pub fn parse_authorize(
+    config: &UnionpayConfig,
+    product: Product,
+    resp: &OutboundResponse,
+    payment_id: &str,
+) -> ChannelOutcome {
+    let fields = match verify_answer(config, resp, &order_id(payment_id)) {
+        Ok(f) => f,
+        Err(detail) => return unknown(detail),
+    };
+    let code = form_get(&fields, "respCode").unwrap_or("");
+    let channel_ref = form_get(&fields, "queryId").map(str::to_string);
+    match classify_code(code) {
+        CodeClass::Success => {
+            let next_action = match product {
+                Product::QrApply => match form_get(&fields, "qrCode") {
+                    Some(qr) => Some(NextAction::DisplayQr {
+                        qr_payload: qr.to_string(),
+                    }),
+                    None => return unknown("QR apply answer without qrCode"),
+                },
+                Product::App => match form_get(&fields, "tn") {
+                    Some(tn) => Some(NextAction::AppOrder {
+                        order_string: tn.to_string(),
+                    }),
+                    None => return unknown("app answer without tn"),
+                },
+                Product::QrConsume => None,
+            };
+            ChannelOutcome::Pending {
+                channel_ref,
+                next_action,
+            }
+        }
+        CodeClass::Processing => ChannelOutcome::Pending {
+            channel_ref,
+            next_action: None,
+        },
+        CodeClass::Failure => declined(&fields, code),
+        CodeClass::Unknown => unknown(format!("respCode {code:?}")),
+    }
+}
+
+/// The answer to a payment query: `respCode` `00` then `origRespCode` decides.
+pub fn parse_query(
+    config: &UnionpayConfig,
+    resp: &OutboundResponse,
+    payment_id: &str,
+) -> ChannelReport {
+    let report = |outcome| ChannelReport {
+        outcome,
+        amount_minor: None,
+        currency: None,
+    };
+    let fields = match verify_answer(config, resp, &order_id(payment_id)) {
+        Ok(f) => f,
+        Err(detail) => return report(unknown(detail)),
+    };
+    let code = form_get(&fields, "respCode").unwrap_or("");
+    if classify_code(code) != CodeClass::Success {
+        // The query itself failed (e.g. 34: not found yet): never guess.
+        return report(unknown(format!("query respCode {code:?}")));
+    }
+    let orig = form_get(&fields, "origRespCode").unwrap_or("");
+    let channel_ref = form_get(&fields, "queryId").map(str::to_string);
+    let outcome = match classify_code(orig) {
+        CodeClass::Success => ChannelOutcome::Succeeded { channel_ref },
+        CodeClass::Processing => ChannelOutcome::Pending {
+            channel_ref,
+            next_action: None,
+        },
+        CodeClass::Failure => declined(&fields, orig),
+        CodeClass::Unknown => unknown(format!("origRespCode {orig:?}")),
+    };
+    match stated_amount(&fields) {
+        Ok((amount_minor, currency)) => ChannelReport {
+            outcome,
+            amount_minor,
+            currency,
+        },
+        Err(detail) => report(unknown(detail)),
+    }
+}
+
+fn stated_amount(fields: &[(String, String)]) -> Result<(Option<i64>, Option<String>), String> {
+    let amount = match form_get(fields, "txnAmt") {
+        Some(t) if !t.is_empty() && t.len() <= 12 && t.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(t.parse::<i64>().map_err(|_| format!("bad txnAmt {t:?}"))?)
+        }
+        Some(t) => return Err(format!("bad txnAmt {t:?}")),
+        None => None,
+    };
+    let currency = match form_get(fields, "currencyCode") {
+        Some(c) => Some(
+            currency_from_numeric(c)
+                .ok_or_else(|| format!("unsupported currencyCode {c:?}"))?
+                .code()
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok((amount, currency))
+}
+
+fn refund_by_code(fields: &[(String, String)], code: &str) -> RefundOutcome {
+    let channel_ref = form_get(fields, "queryId").map(str::to_string);
+    match classify_code(code) {
+        CodeClass::Success => RefundOutcome::Succeeded { channel_ref },
+        CodeClass::Processing => RefundOutcome::Pending { channel_ref },
+        CodeClass::Failure => RefundOutcome::Failed {
+            code: format!("unionpay_{code}"),
+            message: form_get(fields, "respMsg")
+                .unwrap_or("refund refused by UnionPay")
+                .to_string(),
+        },
+        CodeClass::Unknown => RefundOutcome::Unknown {
+            detail: format!("refund code {code:?}"),
+        },
+    }
+}
+
+/// The answer to a refund request (`00` = accepted → `Pending`).
+pub fn parse_refund(
+    config: &UnionpayConfig,
+    resp: &OutboundResponse,
+    refund_id: &str,
+) -> RefundOutcome {
+    let fields = match verify_answer(config, resp, &order_id(refund_id)) {
+        Ok(f) => f,
+        Err(detail) => return RefundOutcome::Unknown { detail },
+    };
+    let code = form_get(&fields, "respCode").unwrap_or("");
+    match refund_by_code(&fields, code) {
+        RefundOutcome::Succeeded { channel_ref } => RefundOutcome::Pending { channel_ref },
+        other => other,
+    }
+}
+
+/// The answer to a refund query (`origRespCode` decides).
+pub fn parse_refund_query(
+    config: &UnionpayConfig,
+    resp: &OutboundResponse,
+    refund_id: &str,
+) -> RefundOutcome {
+    let fields = match verify_answer(config, resp, &order_id(refund_id)) {
+        Ok(f) => f,
+        Err(detail) => return RefundOutcome::Unknown { detail },
+    };
+    let code = form_get(&fields, "respCode").unwrap_or("");
+    if classify_code(code) != CodeClass::Success {
+        return RefundOutcome::Unknown {
+            detail: format!("refund query respCode {code:?}"),
+        };
+    }
+    refund_by_code(&fields, form_get(&fields, "origRespCode").unwrap_or(""))
+}
+
+/// A verified back-notification in the core's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnionpayNotification {
+    /// What it says.
+    pub kind: UnionpayNotificationKind,
+    /// Claim this in key-value (`txnType:queryId:respCode`).
+    pub replay_key: String,
+}
+
+/// Payment or refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnionpayNotificationKind {
+    /// A consume (txnType 01).
+    Payment(PaymentNotification),
+    /// A refund (txnType 04).
+    Refund(RefundNotification),
+}
+
+/// Verifies and parses a back-notification (form body). Accepted → 200 [`super::NOTIFY_ACK`].
+pub fn parse_notification(
+    config: &UnionpayConfig,
+    body: &[u8],
+) -> Result<UnionpayNotification, NotificationRejected> {
+    let malformed = |m: String| NotificationRejected::Malformed(m);
+    if body.len() > MESSAGE_BYTES_MAX {
+        return Err(malformed("body too large".into()));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| malformed("body is not UTF-8".into()))?;
+    let fields = form_decode(text).map_err(|e| malformed(e.to_string()))?;
+    verify_fields(config, &fields).map_err(NotificationRejected::Signature)?;
+    let get = |k: &str| form_get(&fields, k).filter(|v| !v.is_empty());
+    if get("merId") != Some(config.mer_id.as_str()) {
+        return Err(NotificationRejected::WrongMerchant(format!(
+            "merId {:?}",
+            get("merId")
+        )));
+    }
+    let order = get("orderId").ok_or_else(|| malformed("orderId missing".into()))?;
+    let id = our_id(order).ok_or_else(|| malformed(format!("orderId {order:?} is not ours")))?;
+    let code = get("respCode").ok_or_else(|| malformed("respCode missing".into()))?;
+    let query_id = get("queryId").ok_or_else(|| malformed("queryId missing".into()))?;
+    let txn_type = get("txnType").unwrap_or("");
+    let kind = match txn_type {
+        "01" => {
+            let (amount_minor, currency) = stated_amount(&fields).map_err(malformed)?;
+            let channel_ref = Some(query_id.to_string());
+            let outcome = match classify_code(code) {
+                CodeClass::Success => ChannelOutcome::Succeeded { channel_ref },
+                CodeClass::Processing => ChannelOutcome::Pending {
+                    channel_ref,
+                    next_action: None,
+                },
+                CodeClass::Failure => declined(&fields, code),
+                CodeClass::Unknown => unknown(format!("respCode {code:?}")),
+            };
+            UnionpayNotificationKind::Payment(PaymentNotification {
+                channel: Channel::Unionpay,
+                payment_id: id,
+                report: ChannelReport {
+                    outcome,
+                    amount_minor,
+                    currency,
+                },
+            })
+        }
+        "04" => UnionpayNotificationKind::Refund(RefundNotification {
+            channel: Channel::Unionpay,
+            refund_id: id,
+            outcome: refund_by_code(&fields, code),
+        }),
+        other => return Err(malformed(format!("txnType {other:?}"))),
+    };
+    Ok(UnionpayNotification {
+        kind,
+        replay_key: replay_key("unionpay", &format!("{txn_type}:{query_id}:{code}")),
+    })
+}

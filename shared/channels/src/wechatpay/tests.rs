@@ -1,0 +1,501 @@
+use spinpay_core::crypto::Secret;
+use spinpay_core::model::{NextAction, Payer, PaymentMethod};
+use spinpay_core::money::Currency;
+use spinpay_core::service::{ActionOutcome, ChannelOutcome, RefundOutcome};
+use spinpay_guest::outbound::OutboundResponse;
+
+use super::transformers::*;
+use super::{NotificationRejected, RequestError, SigningKey, WechatpayConfig};
+use crate::alipay::tests::payment;
+use crate::crypto::{aes256gcm_seal, b64, test_key, test_rng};
+
+const NOW: i64 = 1_709_224_205;
+const NONCE: &str = "5K8264ILTKCH16CQ2502SI8ZNMTM67VS";
+const SERIAL: &str = "PUB_KEY_ID_0114232134912410000000000001";
+const APIV3: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
+
+fn platform() -> SigningKey {
+    test_key(3)
+}
+
+fn config() -> WechatpayConfig {
+    WechatpayConfig {
+        mchid: "1900000109".into(),
+        appid: "wxd678efh567hg6787".into(),
+        serial_no: "5157F09EFDC096DE15EBE81A47057A72".into(),
+        merchant_key: test_key(1),
+        platform_keys: vec![(SERIAL.into(), platform().verifying_key())],
+        apiv3_key: Secret::new(*APIV3),
+        base_url: "https://api.mch.weixin.qq.com".into(),
+        notify_url: "https://pay.example.com/v1/webhooks/wechatpay".into(),
+    }
+}
+
+/// Headers WeChat Pay would put on a message with this body at `ts`.
+fn signed_headers(body: &[u8], ts: i64, nonce: &str) -> Vec<(String, String)> {
+    let mut msg = format!("{ts}\n{nonce}\n").into_bytes();
+    msg.extend_from_slice(body);
+    msg.push(b'\n');
+    let sig = platform().sign_sha256_b64(&mut test_rng(), &msg);
+    vec![
+        ("Wechatpay-Timestamp".into(), ts.to_string()),
+        ("Wechatpay-Nonce".into(), nonce.into()),
+        ("Wechatpay-Signature".into(), sig),
+        ("Wechatpay-Serial".into(), SERIAL.into()),
+        (
+            "Wechatpay-Signature-Type".into(),
+            "WECHATPAY2-SHA256-RSA2048".into(),
+        ),
+    ]
+}
+
+fn signed(status: u16, body: &str) -> OutboundResponse {
+    OutboundResponse {
+        status,
+        headers: signed_headers(body.as_bytes(), NOW, "n-resp"),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn request_signature_covers_the_canonical_string_and_header_is_exact() {
+    // Proves the signed message bytes and the Authorization header layout.
+    let cfg = config();
+    let req = query_request(&cfg, &mut test_rng(), "pay_x", NOW, NONCE);
+    assert_eq!(
+        req.path,
+        "/v3/pay/transactions/out-trade-no/pay_x?mchid=1900000109"
+    );
+    let canonical = canonical_request("GET", &req.path, NOW, NONCE, "");
+    assert_eq!(
+        canonical,
+        "GET\n/v3/pay/transactions/out-trade-no/pay_x?mchid=1900000109\n1709224205\n5K8264ILTKCH16CQ2502SI8ZNMTM67VS\n\n"
+    );
+    let prefix = format!(
+        "WECHATPAY2-SHA256-RSA2048 mchid=\"1900000109\",nonce_str=\"{NONCE}\",signature=\""
+    );
+    assert!(
+        req.authorization.starts_with(&prefix),
+        "{}",
+        req.authorization
+    );
+    assert!(
+        req.authorization.ends_with(
+            "\",timestamp=\"1709224205\",serial_no=\"5157F09EFDC096DE15EBE81A47057A72\""
+        )
+    );
+    let sig = req.authorization[prefix.len()..].split('"').next().unwrap();
+    assert!(
+        cfg.merchant_key
+            .verifying_key()
+            .verify_sha256_b64(canonical.as_bytes(), sig)
+    );
+}
+
+#[test]
+fn each_method_selects_its_product_and_bad_inputs_are_refused() {
+    // Proves native/codepay/h5/app bodies and the refusals (no IP for h5, sound_wave, >i32).
+    let cfg = config();
+    let rng = &mut test_rng();
+    let p = payment(1250, Currency::Cny);
+    let (prod, req) = authorize(&cfg, rng, &p, &PaymentMethod::QrMerchant, NOW, NONCE).unwrap();
+    assert_eq!(prod, Product::Native);
+    assert_eq!(req.path, "/v3/pay/transactions/native");
+    let v: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+    assert_eq!(
+        v["amount"],
+        serde_json::json!({"total": 1250, "currency": "CNY"})
+    );
+    assert_eq!(v["out_trade_no"], p.id);
+    assert_eq!(v["notify_url"], cfg.notify_url);
+    let code = PaymentMethod::QrCustomer {
+        auth_code: "134567890123456789".into(),
+    };
+    let (prod, req) = authorize(&cfg, rng, &p, &code, NOW, NONCE).unwrap();
+    assert_eq!(prod, Product::Codepay);
+    let v: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+    assert_eq!(v["payer"]["auth_code"], "134567890123456789");
+    let h5 = PaymentMethod::H5 {
+        return_url: "https://shop.example/back".into(),
+    };
+    assert!(matches!(
+        authorize(&cfg, rng, &p, &h5, NOW, NONCE),
+        Err(RequestError::Field {
+            field: "payer.ip",
+            ..
+        })
+    ));
+    let mut with_ip = p.clone();
+    with_ip.payer = Some(Payer {
+        ip: Some("203.0.113.7".into()),
+        ..Payer::default()
+    });
+    let (_, req) = authorize(&cfg, rng, &with_ip, &h5, NOW, NONCE).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+    assert_eq!(v["scene_info"]["payer_client_ip"], "203.0.113.7");
+    assert_eq!(v["scene_info"]["h5_info"]["type"], "Wap");
+    let wave = PaymentMethod::SoundWave { token: "t".into() };
+    assert_eq!(
+        authorize(&cfg, rng, &p, &wave, NOW, NONCE),
+        Err(RequestError::MethodUnsupported("sound_wave"))
+    );
+    let huge = payment(i64::from(i32::MAX) + 1, Currency::Cny);
+    assert_eq!(
+        authorize(&cfg, rng, &huge, &PaymentMethod::QrMerchant, NOW, NONCE),
+        Err(RequestError::Amount(i64::from(i32::MAX) + 1))
+    );
+    let jpy = payment(1250, Currency::Jpy);
+    let (_, req) = authorize(&cfg, rng, &jpy, &PaymentMethod::App, NOW, NONCE).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+    assert_eq!(
+        v["amount"],
+        serde_json::json!({"total": 1250, "currency": "JPY"})
+    );
+}
+
+#[test]
+fn signed_answers_give_next_actions_and_unsigned_ones_are_unknown() {
+    // Proves QR/redirect/app-order outcomes from signed answers, and that unsigned,
+    // stale, unknown-serial, tampered and 5xx answers are all Unknown.
+    let cfg = config();
+    let rng = &mut test_rng();
+    let id = "pay_aaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let native = signed(
+        200,
+        "{\"code_url\":\"weixin://wxpay/bizpayurl?pr=p4lpSuKzz\"}",
+    );
+    assert_eq!(
+        parse_authorize(&cfg, rng, &Product::Native, &native, id, NOW, NONCE),
+        ChannelOutcome::Pending {
+            channel_ref: None,
+            next_action: Some(NextAction::DisplayQr {
+                qr_payload: "weixin://wxpay/bizpayurl?pr=p4lpSuKzz".into()
+            })
+        }
+    );
+    let unsigned = OutboundResponse {
+        headers: vec![],
+        ..native.clone()
+    };
+    let mut tampered = native.clone();
+    tampered.body = b"{\"code_url\":\"weixin://evil\"}".to_vec();
+    let mut stale = native.clone();
+    stale.headers = signed_headers(&native.body, NOW - 301, "n");
+    let mut other_serial = native.clone();
+    other_serial.headers[3].1 = "PUB_KEY_ID_OTHER".into();
+    let server_error = OutboundResponse {
+        status: 502,
+        ..native.clone()
+    };
+    for (name, r) in [
+        ("unsigned", unsigned),
+        ("tampered", tampered),
+        ("stale", stale),
+        ("serial", other_serial),
+        ("5xx", server_error),
+    ] {
+        assert!(
+            matches!(
+                parse_authorize(&cfg, rng, &Product::Native, &r, id, NOW, NONCE),
+                ChannelOutcome::Unknown { .. }
+            ),
+            "{name}"
+        );
+    }
+    let h5 = signed(
+        200,
+        "{\"h5_url\":\"https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id=wx1\"}",
+    );
+    let product = Product::H5 {
+        return_url: "https://shop.example/back?o=1".into(),
+    };
+    match parse_authorize(&cfg, rng, &product, &h5, id, NOW, NONCE) {
+        ChannelOutcome::Pending {
+            next_action: Some(NextAction::Redirect { url }),
+            ..
+        } => assert!(
+            url.ends_with("prepay_id=wx1&redirect_url=https%3A%2F%2Fshop.example%2Fback%3Fo%3D1"),
+            "{url}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let app = signed(
+        200,
+        "{\"prepay_id\":\"wx201410272009395522657a690389285100\"}",
+    );
+    match parse_authorize(&cfg, rng, &Product::App, &app, id, NOW, NONCE) {
+        ChannelOutcome::Pending {
+            next_action: Some(NextAction::AppOrder { order_string }),
+            ..
+        } => {
+            let o: AppOrder = serde_json::from_str(&order_string).unwrap();
+            assert_eq!(o.package, "Sign=WXPay");
+            let msg = format!(
+                "{}\n{}\n{}\n{}\n",
+                o.appid, o.timestamp, o.noncestr, o.prepayid
+            );
+            assert!(
+                cfg.merchant_key
+                    .verifying_key()
+                    .verify_sha256_b64(msg.as_bytes(), &o.sign)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn codepay_answers_and_error_codes_map_conservatively() {
+    // Proves codepay success, USERPAYING pending, definitive refusals declined and
+    // system errors or unknown codes left Unknown.
+    let cfg = config();
+    let rng = &mut test_rng();
+    let id = "pay_aaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let ok = signed(
+        200,
+        &format!(
+            "{{\"out_trade_no\":\"{id}\",\"transaction_id\":\"42\",\"trade_state\":\"SUCCESS\"}}"
+        ),
+    );
+    assert_eq!(
+        parse_authorize(&cfg, rng, &Product::Codepay, &ok, id, NOW, NONCE),
+        ChannelOutcome::Succeeded {
+            channel_ref: Some("42".into())
+        }
+    );
+    let cases = [
+        ("USERPAYING", "pending"),
+        ("NOTENOUGH", "declined"),
+        ("AUTH_CODE_INVALID", "declined"),
+        ("SYSTEM_ERROR", "unknown"),
+        ("SOMETHING_NEW", "unknown"),
+    ];
+    for (code, expect) in cases {
+        let r = signed(403, &format!("{{\"code\":\"{code}\",\"message\":\"m\"}}"));
+        let got = parse_authorize(&cfg, rng, &Product::Codepay, &r, id, NOW, NONCE);
+        let kind = match got {
+            ChannelOutcome::Pending { .. } => "pending",
+            ChannelOutcome::Declined { .. } => "declined",
+            ChannelOutcome::Unknown { .. } => "unknown",
+            ChannelOutcome::Succeeded { .. } | ChannelOutcome::Authorized { .. } => "success",
+        };
+        assert_eq!(kind, expect, "{code}");
+    }
+}
+
+#[test]
+fn every_documented_trade_state_maps_and_unknown_ones_stay_processing() {
+    // Proves the seven trade_state values map as documented and anything else is Unknown.
+    let kind = |s: &str| match trade_state_outcome(s, None) {
+        ChannelOutcome::Succeeded { .. } => "succeeded",
+        ChannelOutcome::Pending { .. } => "pending",
+        ChannelOutcome::Declined { .. } => "declined",
+        ChannelOutcome::Unknown { .. } => "unknown",
+        ChannelOutcome::Authorized { .. } => "authorized",
+    };
+    let table = [
+        ("SUCCESS", "succeeded"),
+        ("REFUND", "succeeded"),
+        ("NOTPAY", "pending"),
+        ("USERPAYING", "pending"),
+        ("CLOSED", "declined"),
+        ("REVOKED", "declined"),
+        ("PAYERROR", "declined"),
+        ("ACCEPT", "unknown"),
+        ("success", "unknown"),
+    ];
+    for (state, expect) in table {
+        assert_eq!(kind(state), expect, "{state}");
+    }
+    assert!(matches!(
+        refund_status_outcome("SUCCESS", None),
+        RefundOutcome::Succeeded { .. }
+    ));
+    assert!(matches!(
+        refund_status_outcome("PROCESSING", None),
+        RefundOutcome::Pending { .. }
+    ));
+    assert!(matches!(
+        refund_status_outcome("ABNORMAL", None),
+        RefundOutcome::Pending { .. }
+    ));
+    assert!(matches!(
+        refund_status_outcome("CLOSED", None),
+        RefundOutcome::Failed { .. }
+    ));
+    assert!(matches!(
+        refund_status_outcome("NEW", None),
+        RefundOutcome::Unknown { .. }
+    ));
+}
+
+#[test]
+fn query_close_and_refund_answers_map() {
+    // Proves query reports amount/currency, close 204 is done, refund statuses map.
+    let cfg = config();
+    let id = "pay_aaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let q = signed(
+        200,
+        &format!(
+            "{{\"out_trade_no\":\"{id}\",\"trade_state\":\"NOTPAY\",\"amount\":{{\"total\":1250,\"currency\":\"CNY\"}}}}"
+        ),
+    );
+    let rep = parse_query(&cfg, &q, id, NOW);
+    assert!(matches!(rep.outcome, ChannelOutcome::Pending { .. }));
+    assert_eq!(
+        (rep.amount_minor, rep.currency.as_deref()),
+        (Some(1250), Some("CNY"))
+    );
+    let missing = signed(404, "{\"code\":\"ORDER_NOT_EXIST\",\"message\":\"no\"}");
+    assert!(matches!(
+        parse_query(&cfg, &missing, id, NOW).outcome,
+        ChannelOutcome::Unknown { .. }
+    ));
+    assert_eq!(
+        parse_close(&cfg, &signed(204, ""), NOW),
+        ActionOutcome::Done
+    );
+    let unsigned_204 = OutboundResponse {
+        status: 204,
+        headers: vec![],
+        body: vec![],
+    };
+    assert!(matches!(
+        parse_close(&cfg, &unsigned_204, NOW),
+        ActionOutcome::Unknown { .. }
+    ));
+    assert!(matches!(
+        parse_close(
+            &cfg,
+            &signed(400, "{\"code\":\"ORDERPAID\",\"message\":\"paid\"}"),
+            NOW
+        ),
+        ActionOutcome::Declined { .. }
+    ));
+    let r = signed(
+        200,
+        "{\"out_refund_no\":\"re_1\",\"refund_id\":\"50\",\"status\":\"PROCESSING\"}",
+    );
+    assert_eq!(
+        parse_refund(&cfg, &r, "re_1", NOW),
+        RefundOutcome::Pending {
+            channel_ref: Some("50".into())
+        }
+    );
+    assert!(matches!(
+        parse_refund(&cfg, &r, "re_2", NOW),
+        RefundOutcome::Unknown { .. }
+    ));
+}
+
+/// A callback as WeChat Pay sends it: resource encrypted with the APIv3 key, signed headers.
+pub(crate) fn callback(
+    event_type: &str,
+    plain: &str,
+    key: &[u8; 32],
+    ts: i64,
+) -> (Vec<(String, String)>, Vec<u8>) {
+    let ct = aes256gcm_seal(key, b"fdasflkja484", b"transaction", plain.as_bytes());
+    let body = serde_json::json!({
+        "id": "EV-2018022511223320873",
+        "create_time": "2024-03-01T00:30:05+08:00",
+        "resource_type": "encrypt-resource",
+        "event_type": event_type,
+        "summary": "支付成功",
+        "resource": {
+            "original_type": "transaction",
+            "algorithm": "AEAD_AES_256_GCM",
+            "ciphertext": b64(&ct),
+            "associated_data": "transaction",
+            "nonce": "fdasflkja484"
+        }
+    })
+    .to_string()
+    .into_bytes();
+    (signed_headers(&body, ts, "cb-nonce-1"), body)
+}
+
+const TXN: &str = "{\"mchid\":\"1900000109\",\"appid\":\"wxd678efh567hg6787\",\"out_trade_no\":\"pay_aaaaaaaaaaaaaaaaaaaaaaaaaa\",\"transaction_id\":\"4200000\",\"trade_state\":\"SUCCESS\",\"amount\":{\"total\":1250,\"payer_total\":1250,\"currency\":\"CNY\",\"payer_currency\":\"CNY\"}}";
+
+#[test]
+fn a_signed_encrypted_callback_is_accepted_and_mapped() {
+    // Proves header verification, AES-256-GCM decryption and the mapping of a payment callback.
+    let cfg = config();
+    let (h, body) = callback("TRANSACTION.SUCCESS", TXN, APIV3, NOW);
+    let n = parse_callback(&cfg, &h, &body, NOW + 10).unwrap();
+    match n.kind {
+        WechatNotificationKind::Payment(p) => {
+            assert_eq!(p.payment_id, "pay_aaaaaaaaaaaaaaaaaaaaaaaaaa");
+            assert_eq!(
+                p.report.outcome,
+                ChannelOutcome::Succeeded {
+                    channel_ref: Some("4200000".into())
+                }
+            );
+            assert_eq!(
+                (p.report.amount_minor, p.report.currency.as_deref()),
+                (Some(1250), Some("CNY"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(n.replay_key.starts_with("replay/wechatpay/"));
+}
+
+#[test]
+fn forged_stale_foreign_or_undecryptable_callbacks_are_rejected() {
+    // Proves each rejection class and the FAIL answer shape.
+    let cfg = config();
+    let (h, body) = callback("TRANSACTION.SUCCESS", TXN, APIV3, NOW);
+    let mut forged = body.clone();
+    forged[10] ^= 1;
+    assert!(matches!(
+        parse_callback(&cfg, &h, &forged, NOW),
+        Err(NotificationRejected::Signature(_))
+    ));
+    assert_eq!(
+        parse_callback(&cfg, &h, &body, NOW + 301),
+        Err(NotificationRejected::Stale)
+    );
+    let (h2, b2) = callback(
+        "TRANSACTION.SUCCESS",
+        TXN,
+        b"ffffffffffffffffffffffffffffffff",
+        NOW,
+    );
+    assert!(matches!(
+        parse_callback(&cfg, &h2, &b2, NOW),
+        Err(NotificationRejected::Malformed(_))
+    ));
+    let other = TXN.replace("1900000109", "1900000999");
+    let (h3, b3) = callback("TRANSACTION.SUCCESS", &other, APIV3, NOW);
+    assert!(matches!(
+        parse_callback(&cfg, &h3, &b3, NOW),
+        Err(NotificationRejected::WrongMerchant(_))
+    ));
+    let (status, fail) = callback_failure(&NotificationRejected::Stale);
+    assert_eq!(status, 401);
+    let v: serde_json::Value = serde_json::from_str(&fail).unwrap();
+    assert_eq!(v["code"], "FAIL");
+    assert!(v["message"].as_str().unwrap().contains("window"));
+}
+
+#[test]
+fn a_refund_callback_names_our_refund() {
+    // Proves a REFUND.SUCCESS callback becomes a refund notification with its status.
+    let cfg = config();
+    let plain = "{\"mchid\":\"1900000109\",\"out_trade_no\":\"pay_a\",\"transaction_id\":\"42\",\"out_refund_no\":\"re_bbbbbbbbbbbbbbbbbbbbbbbbbb\",\"refund_id\":\"50\",\"refund_status\":\"SUCCESS\",\"amount\":{\"total\":1250,\"refund\":200,\"payer_total\":1250,\"payer_refund\":200}}";
+    let (h, body) = callback("REFUND.SUCCESS", plain, APIV3, NOW);
+    match parse_callback(&cfg, &h, &body, NOW).unwrap().kind {
+        WechatNotificationKind::Refund(r) => {
+            assert_eq!(r.refund_id, "re_bbbbbbbbbbbbbbbbbbbbbbbbbb");
+            assert_eq!(
+                r.outcome,
+                RefundOutcome::Succeeded {
+                    channel_ref: Some("50".into())
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
