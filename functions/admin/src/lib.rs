@@ -12,16 +12,14 @@
 //! Idempotency-Key the stored replay is sealed with the encryption key, never kept in
 //! clear.
 
-mod web;
-
 use spin_sdk::http::{Method, Request};
 use spinpay_core::ApiError;
 use spinpay_core::api::{self, BODY_BYTES_MAX, CreateMerchantRequest};
 use spinpay_core::service;
+use spinpay_guest::component::{self, Keyed, Services};
 use spinpay_guest::env::{self, OsEntropy};
 use spinpay_guest::inbound::{self, HttpResponse};
-
-use web::{Env, Keyed};
+use spinpay_guest::respond::{self, RouteMiss};
 
 /// The secret variable holding the admin bearer token.
 const VAR_ADMIN_TOKEN: &str = "admin_token";
@@ -33,46 +31,58 @@ const ADMIN_SCOPE: &str = "admin";
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> HttpResponse {
     let (parts, body) = req.into_parts();
-    let request_id = inbound::request_id(&parts.headers, env::random_bytes());
+    respond::handle(
+        &parts,
+        route,
+        async |(), request_id| -> Result<HttpResponse, ApiError> {
+            let configured = env::secret(VAR_ADMIN_TOKEN).await.ok();
+            let configured = configured.as_ref().map(|s| s.expose().as_str());
+            service::check_admin_token(component::authorization(&parts.headers), configured)?;
+            let services = Services::open().await?;
+            let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+            // The answer holds the merchant's secret key: its replay is stored sealed.
+            let call = Keyed::new(ADMIN_SCOPE, &parts, &body).sealed();
+            services
+                .idempotent(call, request_id, async || {
+                    let req: CreateMerchantRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
+                    service::create_merchant(&services.ctx(), &mut OsEntropy, req.validate()?).await
+                })
+                .await
+        },
+    )
+    .await
+}
+
+/// The one route takes POST.
+fn route(parts: &http::request::Parts) -> Result<(), RouteMiss> {
     if parts.uri.path() != MERCHANTS_PATH {
-        return web::error(&ApiError::RouteNotFound, &request_id);
+        return Err(RouteMiss::NotFound);
     }
     if parts.method != Method::POST {
-        return web::method_not_allowed("POST", &request_id);
+        return Err(RouteMiss::MethodNotAllowed { allow: "POST" });
     }
-    let configured = env::secret(VAR_ADMIN_TOKEN).await.ok();
-    let authorization = parts
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let configured = configured.as_ref().map(|s| s.expose().as_str());
-    if let Err(e) = service::check_admin_token(authorization, configured) {
-        return web::error(&e, &request_id);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_post_to_the_merchants_path_is_served() {
+        // Proves the one route, 405 naming POST for other methods, and 404 elsewhere.
+        let parts = |method: &str, path: &str| {
+            let req = http::Request::builder().method(method).uri(path);
+            req.body(()).unwrap().into_parts().0
+        };
+        assert_eq!(route(&parts("POST", MERCHANTS_PATH)), Ok(()));
+        assert_eq!(
+            route(&parts("GET", MERCHANTS_PATH)),
+            Err(RouteMiss::MethodNotAllowed { allow: "POST" })
+        );
+        assert_eq!(
+            route(&parts("POST", "/v1/admin/merchants/x")),
+            Err(RouteMiss::NotFound)
+        );
     }
-    let env = match Env::load().await {
-        Ok(env) => env,
-        Err(e) => return web::error(&e, &request_id),
-    };
-    let ctx = env.ctx();
-    let body = match inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await {
-        Ok(b) => b,
-        Err(e) => return web::error(&e, &request_id),
-    };
-    let key = match web::idempotency_key(&parts.headers) {
-        Ok(k) => k,
-        Err(e) => return web::error(&e, &request_id),
-    };
-    let keyed = Keyed {
-        scope: ADMIN_SCOPE,
-        key: key.as_deref(),
-        method: "POST",
-        path: MERCHANTS_PATH,
-        body: &body,
-        seal: true,
-    };
-    web::idempotent(&ctx, keyed, &request_id, async || {
-        let req: CreateMerchantRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
-        service::create_merchant(&ctx, &mut OsEntropy, req.validate()?).await
-    })
-    .await
 }

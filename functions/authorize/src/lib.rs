@@ -15,10 +15,10 @@
 //! Every POST is authenticated by the merchant's secret key and runs under the
 //! Idempotency-Key protocol.
 
-mod web;
 mod wiring;
 
 use spin_sdk::http::{Method, Request};
+use spinpay_channels::dispatch::Channels;
 use spinpay_core::ApiError;
 use spinpay_core::api::{
     self, BODY_BYTES_MAX, CancelRequest, CaptureRequest, ConfirmRequest, CreatePaymentRequest,
@@ -26,11 +26,11 @@ use spinpay_core::api::{
 };
 use spinpay_core::model::Merchant;
 use spinpay_core::service::{self, Ctx};
-use spinpay_guest::env::{self, OsEntropy};
+use spinpay_guest::component::{self, Keyed, Services};
+use spinpay_guest::env::OsEntropy;
 use spinpay_guest::inbound::{self, HttpResponse};
 use spinpay_guest::kv::KvRepository;
-
-use web::{Env, Keyed};
+use spinpay_guest::respond::{self, RouteMiss};
 
 /// The collection route.
 const PAYMENTS_PATH: &str = "/v1/payments";
@@ -52,6 +52,15 @@ enum Action {
     Review,
 }
 
+/// What the component does with a routed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Served {
+    /// `GET /v1/payments`: handed to query.
+    List,
+    /// A POST on `route`.
+    Post(Route),
+}
+
 /// A parsed, validated POST.
 enum Command {
     Create(Box<NewPayment>),
@@ -64,53 +73,38 @@ enum Command {
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> HttpResponse {
     let (parts, body) = req.into_parts();
-    let request_id = inbound::request_id(&parts.headers, env::random_bytes());
-    let Some(route) = route(parts.uri.path(), &parts.headers) else {
-        return web::error(&ApiError::RouteNotFound, &request_id);
-    };
-    match (&route, &parts.method) {
-        (Route::Payments, &Method::GET) => {
-            return wiring::forward_to_query(&parts, &request_id).await;
-        }
-        (_, &Method::POST) => {}
-        (Route::Payments, _) => return web::method_not_allowed("GET, POST", &request_id),
-        (Route::Action(..), _) => return web::method_not_allowed("POST", &request_id),
-    };
-    let env = match Env::load().await {
-        Ok(env) => env,
-        Err(e) => return web::error(&e, &request_id),
-    };
-    let ctx = env.ctx();
-    let authorization = parts
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let merchant = match service::authenticate(&ctx, authorization).await {
-        Ok(m) => m,
-        Err(e) => return web::error(&e, &request_id),
-    };
-    let body = match inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await {
-        Ok(b) => b,
-        Err(e) => return web::error(&e, &request_id),
-    };
-    let key = match web::idempotency_key(&parts.headers) {
-        Ok(k) => k,
-        Err(e) => return web::error(&e, &request_id),
-    };
-    let keyed = Keyed {
-        scope: &merchant.id,
-        key: key.as_deref(),
-        method: "POST",
-        path: parts.uri.path(),
-        body: &body,
-        seal: false,
-    };
-    let authorization = authorization.unwrap_or_default();
-    web::idempotent(&ctx, keyed, &request_id, async || {
-        let command = parse(&route, &body, &merchant)?;
-        run(&ctx, &merchant, command, authorization).await
-    })
+    respond::handle(
+        &parts,
+        served,
+        async |served, request_id| -> Result<HttpResponse, ApiError> {
+            let route = match served {
+                Served::List => return Ok(wiring::forward_to_query(&parts, request_id).await),
+                Served::Post(route) => route,
+            };
+            let (services, merchant) = Services::authenticated(&parts.headers).await?;
+            let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+            let authorization = component::authorization(&parts.headers).unwrap_or_default();
+            let call = Keyed::new(&merchant.id, &parts, &body);
+            services
+                .idempotent(call, request_id, async || {
+                    let command = parse(&route, &body, &merchant)?;
+                    run(&services.ctx(), &merchant, command, authorization).await
+                })
+                .await
+        },
+    )
     .await
+}
+
+/// Routes a request: `GET /v1/payments` is forwarded, every other route takes POST.
+fn served(parts: &http::request::Parts) -> Result<Served, RouteMiss> {
+    let route = route(parts.uri.path(), &parts.headers).ok_or(RouteMiss::NotFound)?;
+    match (&route, &parts.method) {
+        (Route::Payments, &Method::GET) => Ok(Served::List),
+        (_, &Method::POST) => Ok(Served::Post(route)),
+        (Route::Payments, _) => Err(RouteMiss::MethodNotAllowed { allow: "GET, POST" }),
+        (Route::Action(..), _) => Err(RouteMiss::MethodNotAllowed { allow: "POST" }),
+    }
 }
 
 /// Maps a path to a route; the payment id comes from Spin's `spin-path-match-id`
@@ -142,7 +136,7 @@ fn parse(route: &Route, body: &[u8], merchant: &Merchant) -> Result<Command, Api
         Route::Payments => {
             let req: CreatePaymentRequest = api::parse_body(body, BODY_BYTES_MAX)?;
             let new = req.validate(merchant.default_capture)?;
-            wiring::ensure_channel_available(new.channel)?;
+            Channels::ensure_available(new.channel)?;
             Command::Create(Box::new(new))
         }
         Route::Action(id, Action::Capture) => {
@@ -169,14 +163,14 @@ fn parse(route: &Route, body: &[u8], merchant: &Merchant) -> Result<Command, Api
     Ok(command)
 }
 
-/// Runs a command against the core with the sandbox channel and chained risk-check.
+/// Runs a command against the core with the channel adapters and chained risk-check.
 async fn run(
     ctx: &Ctx<'_, KvRepository>,
     merchant: &Merchant,
     command: Command,
     authorization: &str,
 ) -> Result<PaymentResponse, ApiError> {
-    let channel = wiring::channel().await?;
+    let channel = Channels::from_variables().await?;
     let rng = &mut OsEntropy;
     let m = merchant.id.as_str();
     match command {
@@ -239,5 +233,32 @@ mod tests {
         ] {
             assert_eq!(route(p, &none), None, "{p}");
         }
+    }
+
+    #[test]
+    fn the_collection_takes_get_and_post_and_actions_only_post() {
+        // Proves GET /v1/payments is forwarded, POSTs are served, and other methods get
+        // 405 naming what the path takes.
+        let parts = |method: &str, path: &str| {
+            let req = http::Request::builder().method(method).uri(path);
+            req.body(()).unwrap().into_parts().0
+        };
+        assert_eq!(served(&parts("GET", "/v1/payments")), Ok(Served::List));
+        assert_eq!(
+            served(&parts("POST", "/v1/payments")),
+            Ok(Served::Post(Route::Payments))
+        );
+        assert_eq!(
+            served(&parts("DELETE", "/v1/payments")),
+            Err(RouteMiss::MethodNotAllowed { allow: "GET, POST" })
+        );
+        assert_eq!(
+            served(&parts("GET", "/v1/payments/pay_1/cancel")),
+            Err(RouteMiss::MethodNotAllowed { allow: "POST" })
+        );
+        assert_eq!(
+            served(&parts("POST", "/v1/payments/pay_1")),
+            Err(RouteMiss::NotFound)
+        );
     }
 }

@@ -10,11 +10,10 @@
 //! arrives here forwarded by `authorize` through service chaining, where those headers
 //! describe a different route.
 
-mod glue;
 mod routes;
 
-use glue::{Channels, Services, entropy, ok_json};
 use spin_sdk::http::Request;
+use spinpay_channels::dispatch::Channels;
 use spinpay_core::ApiError;
 use spinpay_core::api::{BODY_BYTES_MAX, PaymentResponse, RefundResponse, parse_body};
 use spinpay_core::ids::IdKind;
@@ -22,77 +21,62 @@ use spinpay_core::model::PaymentStatus;
 use spinpay_core::service::{
     get_event, get_payment, get_refund, list_events, list_payments, recheck_payment, recheck_refund,
 };
-use spinpay_guest::env;
-use spinpay_guest::inbound::{self, HttpResponse, REQUEST_ID_HEADER};
+use spinpay_guest::component::{Keyed, Services};
+use spinpay_guest::env::OsEntropy;
+use spinpay_guest::inbound::{self, HttpResponse};
+use spinpay_guest::respond::{self, ok_json};
 
 use routes::{EmptyBody, Route, list_params, no_query};
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> HttpResponse {
     let (parts, body) = req.into_parts();
-    let request_id = inbound::request_id(&parts.headers, env::random_bytes());
-    let resp = match routes::route(&parts.method, parts.uri.path()) {
-        Err(miss) => miss.response(&request_id),
-        Ok(route) => match serve(route, &parts, body, &request_id).await {
-            Ok(resp) => resp,
-            Err(e) => inbound::error_response(&e, &request_id),
-        },
-    };
-    inbound::with_header(resp, REQUEST_ID_HEADER, &request_id)
-}
-
-async fn serve(
-    route: Route,
-    parts: &http::request::Parts,
-    body: impl http_body::Body<Data = bytes::Bytes, Error: std::fmt::Display> + Unpin,
-    request_id: &str,
-) -> Result<HttpResponse, ApiError> {
-    let services = Services::open().await?;
-    let merchant = services.authenticate(&parts.headers).await?;
-    let (ctx, m) = (services.ctx(), merchant.id.as_str());
-    let query = parts.uri.query();
-    let is_payment = matches!(route, Route::RecheckPayment { .. });
-    match route {
-        Route::ListPayments => {
-            let params = list_params(query, IdKind::Payment)?;
-            Ok(ok_json(&list_payments(&ctx, m, &params).await?))
+    respond::handle_path(&parts, routes::route, async |route, request_id| {
+        let (services, merchant) = Services::authenticated(&parts.headers).await?;
+        let (ctx, m) = (services.ctx(), merchant.id.as_str());
+        let query = parts.uri.query();
+        let is_payment = matches!(route, Route::RecheckPayment { .. });
+        match route {
+            Route::ListPayments => {
+                let params = list_params(query, IdKind::Payment)?;
+                Ok(ok_json(&list_payments(&ctx, m, &params).await?))
+            }
+            Route::ListEvents => {
+                let params = list_params(query, IdKind::Event)?;
+                Ok(ok_json(&list_events(&ctx, m, &params).await?))
+            }
+            Route::GetPayment { id } => {
+                no_query(query)?;
+                Ok(ok_json(&payment_rechecked(&services, m, &id).await?))
+            }
+            Route::GetRefund { id } => {
+                no_query(query)?;
+                Ok(ok_json(&get_refund(&ctx, m, &id).await?))
+            }
+            Route::GetEvent { id } => {
+                no_query(query)?;
+                Ok(ok_json(&get_event(&ctx, m, &id).await?))
+            }
+            Route::RecheckPayment { id } | Route::RecheckRefund { id } => {
+                let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+                let channels = Channels::from_variables().await?;
+                let run = async || {
+                    parse_body::<EmptyBody>(&body, BODY_BYTES_MAX)?;
+                    let (ctx, rng) = (services.ctx(), &mut OsEntropy);
+                    Ok(if is_payment {
+                        Rechecked::Payment(Box::new(
+                            recheck_payment(&ctx, &channels, rng, m, &id).await?,
+                        ))
+                    } else {
+                        Rechecked::Refund(recheck_refund(&ctx, &channels, rng, m, &id).await?)
+                    })
+                };
+                let call = Keyed::new(m, &parts, &body);
+                services.idempotent(call, request_id, run).await
+            }
         }
-        Route::ListEvents => {
-            let params = list_params(query, IdKind::Event)?;
-            Ok(ok_json(&list_events(&ctx, m, &params).await?))
-        }
-        Route::GetPayment { id } => {
-            no_query(query)?;
-            Ok(ok_json(&payment_rechecked(&services, m, &id).await?))
-        }
-        Route::GetRefund { id } => {
-            no_query(query)?;
-            Ok(ok_json(&get_refund(&ctx, m, &id).await?))
-        }
-        Route::GetEvent { id } => {
-            no_query(query)?;
-            Ok(ok_json(&get_event(&ctx, m, &id).await?))
-        }
-        Route::RecheckPayment { id } | Route::RecheckRefund { id } => {
-            let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
-            let channels = Channels::from_variables().await?;
-            let run = async || {
-                parse_body::<EmptyBody>(&body, BODY_BYTES_MAX)?;
-                let (ctx, rng) = (services.ctx(), &mut entropy());
-                Ok(if is_payment {
-                    Rechecked::Payment(Box::new(
-                        recheck_payment(&ctx, &channels, rng, m, &id).await?,
-                    ))
-                } else {
-                    Rechecked::Refund(recheck_refund(&ctx, &channels, rng, m, &id).await?)
-                })
-            };
-            let path = parts.uri.path();
-            services
-                .idempotent(request_id, m, &parts.headers, path, &body, run)
-                .await
-        }
-    }
+    })
+    .await
 }
 
 /// The answer to a re-check: the object re-checked.
@@ -123,7 +107,7 @@ async fn payment_rechecked(
         }
     };
     let ctx = services.ctx();
-    match recheck_payment(&ctx, &channels, &mut entropy(), merchant_id, id).await {
+    match recheck_payment(&ctx, &channels, &mut OsEntropy, merchant_id, id).await {
         Ok(fresh) => Ok(fresh),
         Err(e) if e.is_retryable() => {
             eprintln!("re-check of {id} failed ({e}); serving the stored payment");

@@ -5,7 +5,8 @@ use serde::Deserialize;
 use spinpay_core::ApiError;
 use spinpay_core::api::{Field, ListParams, WireRequest};
 use spinpay_core::ids::{IdKind, is_valid_id};
-use spinpay_guest::inbound::{self, HttpResponse, Query};
+use spinpay_guest::inbound::Query;
+use spinpay_guest::respond::RouteMiss;
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,32 +40,6 @@ pub enum Route {
         /// Event id.
         id: String,
     },
-}
-
-/// A request no route serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteMiss {
-    /// 404 `route_not_found`.
-    NotFound,
-    /// 405 `method_not_allowed` with the `Allow` header.
-    MethodNotAllowed {
-        /// The methods the path takes.
-        allow: &'static str,
-    },
-}
-
-impl RouteMiss {
-    /// The error response (with `Allow` for 405).
-    pub fn response(&self, request_id: &str) -> HttpResponse {
-        match self {
-            RouteMiss::NotFound => inbound::error_response(&ApiError::RouteNotFound, request_id),
-            RouteMiss::MethodNotAllowed { allow } => inbound::with_header(
-                inbound::error_response(&ApiError::MethodNotAllowed, request_id),
-                "allow",
-                allow,
-            ),
-        }
-    }
 }
 
 /// Routes on the full request path.
@@ -124,6 +99,7 @@ impl WireRequest for EmptyBody {
 mod tests {
     use super::*;
     use spinpay_core::api::{BODY_BYTES_MAX, parse_body};
+    use spinpay_guest::respond::ErrorResponse;
 
     #[test]
     fn every_read_routes_from_the_full_path() {

@@ -3,7 +3,7 @@
 use http::Method;
 use spinpay_core::ApiError;
 use spinpay_core::api::{ListParams, ListResponse, RefundResponse};
-use spinpay_guest::inbound::{self, HttpResponse};
+use spinpay_guest::respond::RouteMiss;
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,32 +18,6 @@ pub enum Route {
         /// The payment.
         payment_id: String,
     },
-}
-
-/// A request no route serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteMiss {
-    /// 404 `route_not_found`.
-    NotFound,
-    /// 405 `method_not_allowed` with the `Allow` header.
-    MethodNotAllowed {
-        /// The methods the path takes.
-        allow: &'static str,
-    },
-}
-
-impl RouteMiss {
-    /// The error response (with `Allow` for 405).
-    pub fn response(&self, request_id: &str) -> HttpResponse {
-        match self {
-            RouteMiss::NotFound => inbound::error_response(&ApiError::RouteNotFound, request_id),
-            RouteMiss::MethodNotAllowed { allow } => inbound::with_header(
-                inbound::error_response(&ApiError::MethodNotAllowed, request_id),
-                "allow",
-                allow,
-            ),
-        }
-    }
 }
 
 /// Routes on the full request path (`/v1/payments/{id}/refunds`).
@@ -97,6 +71,7 @@ mod tests {
     use super::*;
     use spinpay_core::model::RefundStatus;
     use spinpay_core::money::Currency;
+    use spinpay_guest::respond::ErrorResponse;
 
     fn refund(n: u32) -> RefundResponse {
         RefundResponse {

@@ -8,25 +8,24 @@
 //! | POST /v1/risk/assessments | assess a prospective payment without paying |
 //! | GET /v1/risk/rules | the merchant's configuration (defaults until the first PUT) |
 //! | PUT /v1/risk/rules | replace it (validated; `version` grows) |
-//! | POST /v1/risk/internal/assess | authorize's call over service chaining (body: [`wire::RiskInputWire`]) |
+//! | POST /v1/risk/internal/assess | authorize's call over service chaining (body: core's `api::RiskInputWire`) |
 //!
 //! Every endpoint is authenticated by the merchant's secret key (authorize forwards the
 //! merchant's own header), so no caller can reach another merchant's rules.
 
-mod web;
 mod wire;
 
 use spin_sdk::http::{Method, Request};
 use spinpay_core::ApiError;
-use spinpay_core::api::{self, BODY_BYTES_MAX, RiskAssessmentRequest};
+use spinpay_core::api::{self, BODY_BYTES_MAX, RiskAssessmentRequest, RiskInputWire};
 use spinpay_core::model::Merchant;
 use spinpay_core::risk::{self, RiskInput};
 use spinpay_core::service::{self, Ctx};
-use spinpay_guest::env;
+use spinpay_guest::component::{Keyed, Services};
 use spinpay_guest::inbound::{self, HttpResponse};
 use spinpay_guest::kv::KvRepository;
+use spinpay_guest::respond::{self, RouteMiss, ok_json};
 
-use web::{Env, Keyed};
 use wire::AssessmentResponse;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,80 +51,59 @@ impl Route {
             Route::Rules => "GET, PUT",
         }
     }
+
+    /// The route of a request whose method the path takes.
+    fn of(parts: &http::request::Parts) -> Result<Route, RouteMiss> {
+        let route = Route::parse(parts.uri.path()).ok_or(RouteMiss::NotFound)?;
+        let allowed = matches!(
+            (route, &parts.method),
+            (Route::Assessments | Route::InternalAssess, &Method::POST)
+                | (Route::Rules, &Method::GET | &Method::PUT)
+        );
+        if allowed {
+            Ok(route)
+        } else {
+            Err(RouteMiss::MethodNotAllowed {
+                allow: route.allow(),
+            })
+        }
+    }
 }
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> HttpResponse {
     let (parts, body) = req.into_parts();
-    let request_id = inbound::request_id(&parts.headers, env::random_bytes());
-    let Some(route) = Route::parse(parts.uri.path()) else {
-        return web::error(&ApiError::RouteNotFound, &request_id);
-    };
-    let allowed = matches!(
-        (route, &parts.method),
-        (Route::Assessments | Route::InternalAssess, &Method::POST)
-            | (Route::Rules, &Method::GET | &Method::PUT)
-    );
-    if !allowed {
-        return web::method_not_allowed(route.allow(), &request_id);
-    }
-    let env = match Env::load().await {
-        Ok(env) => env,
-        Err(e) => return web::error(&e, &request_id),
-    };
-    let ctx = env.ctx();
-    let authorization = parts
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let merchant = match service::authenticate(&ctx, authorization).await {
-        Ok(m) => m,
-        Err(e) => return web::error(&e, &request_id),
-    };
-    if parts.method == Method::GET {
-        let config = service::get_risk_config(&ctx, &merchant.id).await;
-        return respond(config, &request_id);
-    }
-    let body = match inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await {
-        Ok(b) => b,
-        Err(e) => return web::error(&e, &request_id),
-    };
-    match route {
-        Route::Rules => {
-            let stored = put_rules(&ctx, &merchant, &body).await;
-            respond(stored, &request_id)
-        }
-        Route::InternalAssess => {
-            let result = internal_assess(&ctx, &merchant, &body).await;
-            respond(result, &request_id)
-        }
-        Route::Assessments => {
-            let key = match web::idempotency_key(&parts.headers) {
-                Ok(k) => k,
-                Err(e) => return web::error(&e, &request_id),
-            };
-            let keyed = Keyed {
-                scope: &merchant.id,
-                key: key.as_deref(),
-                method: "POST",
-                path: parts.uri.path(),
-                body: &body,
-                seal: false,
-            };
-            web::idempotent(&ctx, keyed, &request_id, async || {
-                let req: RiskAssessmentRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
-                assess(&ctx, req.validate(&merchant.id)?).await
-            })
-            .await
-        }
-    }
-}
-
-fn respond<T: serde::Serialize>(result: Result<T, ApiError>, request_id: &str) -> HttpResponse {
-    match result {
-        Ok(value) => web::ok(&value, request_id),
-        Err(e) => web::error(&e, request_id),
-    }
+    respond::handle(
+        &parts,
+        Route::of,
+        async |route, request_id| -> Result<HttpResponse, ApiError> {
+            let (services, merchant) = Services::authenticated(&parts.headers).await?;
+            let ctx = services.ctx();
+            if parts.method == Method::GET {
+                return Ok(ok_json(
+                    &service::get_risk_config(&ctx, &merchant.id).await?,
+                ));
+            }
+            let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+            match route {
+                Route::Rules => Ok(ok_json(&put_rules(&ctx, &merchant, &body).await?)),
+                Route::InternalAssess => {
+                    Ok(ok_json(&internal_assess(&ctx, &merchant, &body).await?))
+                }
+                Route::Assessments => {
+                    let call = Keyed::new(&merchant.id, &parts, &body);
+                    services
+                        .idempotent(call, request_id, async || {
+                            let req: RiskAssessmentRequest =
+                                api::parse_body(&body, BODY_BYTES_MAX)?;
+                            assess(&ctx, req.validate(&merchant.id)?).await
+                        })
+                        .await
+                }
+            }
+        },
+    )
+    .await
 }
 
 /// Runs the merchant's rules on `input`.
@@ -142,7 +120,7 @@ async fn internal_assess(
     merchant: &Merchant,
     body: &[u8],
 ) -> Result<AssessmentResponse, ApiError> {
-    let input: wire::RiskInputWire = inbound::parse_json(body)?;
+    let input: RiskInputWire = inbound::parse_json(body)?;
     assess(ctx, input.into_input(&merchant.id)?).await
 }
 
@@ -174,5 +152,32 @@ mod tests {
         assert_eq!(Route::parse("/v1/risk/rules/x"), None);
         assert_eq!(Route::parse("/v1/risk"), None);
         assert_eq!(Route::Rules.allow(), "GET, PUT");
+    }
+
+    #[test]
+    fn a_method_the_path_does_not_take_is_405_naming_the_allowed_ones() {
+        // Proves GET/PUT on rules and POST on the assessment paths are served, and
+        // anything else is refused with the path's Allow.
+        let parts = |method: &str, path: &str| {
+            let req = http::Request::builder().method(method).uri(path);
+            req.body(()).unwrap().into_parts().0
+        };
+        assert_eq!(Route::of(&parts("PUT", "/v1/risk/rules")), Ok(Route::Rules));
+        assert_eq!(
+            Route::of(&parts("POST", "/v1/risk/internal/assess")),
+            Ok(Route::InternalAssess)
+        );
+        assert_eq!(
+            Route::of(&parts("POST", "/v1/risk/rules")),
+            Err(RouteMiss::MethodNotAllowed { allow: "GET, PUT" })
+        );
+        assert_eq!(
+            Route::of(&parts("GET", "/v1/risk/assessments")),
+            Err(RouteMiss::MethodNotAllowed { allow: "POST" })
+        );
+        assert_eq!(
+            Route::of(&parts("GET", "/v1/risk")),
+            Err(RouteMiss::NotFound)
+        );
     }
 }

@@ -1,46 +1,12 @@
-//! risk-check's own wire shapes: the internal assessment body authorize sends, the
-//! assessment answer, and the rules body a merchant PUTs.
+//! risk-check's own wire shapes: the assessment answer and the rules body a merchant
+//! PUTs (the internal assessment body authorize sends is the core's
+//! `api::RiskInputWire`).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use spinpay_core::ApiError;
-use spinpay_core::model::{MethodKind, Payer, RiskAssessment};
-use spinpay_core::money::Currency;
-use spinpay_core::risk::{RiskConfig, RiskInput};
+use spinpay_core::model::RiskAssessment;
+use spinpay_core::risk::RiskConfig;
 use spinpay_guest::inbound;
-
-/// `POST /v1/risk/internal/assess`: the core's [`RiskInput`] without the merchant, which
-/// comes from the bearer key (authorize forwards the merchant's own), so a caller can
-/// only ever be assessed against its own rules.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RiskInputWire {
-    /// Amount.
-    pub amount_minor: i64,
-    /// Currency.
-    pub currency: Currency,
-    /// Method kind.
-    pub method: MethodKind,
-    /// Customer-presented token or auth code, if any.
-    #[serde(default)]
-    pub customer_token: Option<String>,
-    /// Payer.
-    #[serde(default)]
-    pub payer: Payer,
-}
-
-impl RiskInputWire {
-    /// The engine's input for `merchant_id`; amounts are checked like everywhere else.
-    pub fn into_input(self, merchant_id: &str) -> Result<RiskInput, ApiError> {
-        Ok(RiskInput {
-            merchant_id: merchant_id.to_string(),
-            amount_minor: spinpay_core::api::validate_amount(self.amount_minor, "amount_minor")?,
-            currency: self.currency,
-            method: self.method,
-            customer_token: self.customer_token,
-            payer: self.payer,
-        })
-    }
-}
 
 /// An assessment as the API shows it: `{"object":"risk_assessment", decision, score,
 /// rules, rules_version}`.
@@ -104,13 +70,5 @@ mod tests {
                 .len(),
             7
         );
-    }
-
-    #[test]
-    fn internal_bodies_with_a_bad_amount_are_refused() {
-        // Proves the internal endpoint validates amounts like the public API.
-        let w: RiskInputWire =
-            serde_json::from_str(r#"{"amount_minor":0,"currency":"CNY","method":"nfc"}"#).unwrap();
-        assert_eq!(w.into_input("mch_x").unwrap_err().code(), "amount_invalid");
     }
 }

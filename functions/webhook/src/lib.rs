@@ -21,23 +21,24 @@ use spinpay_core::model::Channel;
 use spinpay_core::service::{
     NotificationResult, apply_payment_notification, apply_refund_notification,
 };
+use spinpay_guest::component::Services;
 use spinpay_guest::env::{self, OsEntropy};
-use spinpay_guest::inbound::{self, HttpResponse, REQUEST_ID_HEADER};
+use spinpay_guest::inbound::{self, HttpResponse};
+use spinpay_guest::respond;
 
 use routes::{HookError, Inbound};
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> HttpResponse {
     let (parts, body) = req.into_parts();
-    let request_id = inbound::request_id(&parts.headers, env::random_bytes());
-    let resp = match routes::route(&parts.method, parts.uri.path()) {
-        Err(miss) => miss.response(&request_id),
-        Ok(Inbound::Sandbox) => match sandbox(&parts, body).await {
-            Ok(resp) => resp,
-            Err(e) => e.response(&request_id),
+    respond::handle_path(
+        &parts,
+        routes::route,
+        async |channel, _request_id| match channel {
+            Inbound::Sandbox => sandbox(&parts, body).await,
         },
-    };
-    inbound::with_header(resp, REQUEST_ID_HEADER, &request_id)
+    )
+    .await
 }
 
 async fn sandbox(
@@ -56,9 +57,9 @@ async fn sandbox(
         .and_then(|v| v.to_str().ok());
     let key = secret.expose().as_bytes();
     let parsed = transformers::parse_notification(signature, &body, key, env::now_unix_s())?;
-    let store = raw::Store::open().await?;
-    let ctx = store.ctx();
-    store.keep(&ctx, Channel::Sandbox, &body, &parsed).await?;
+    let services = Services::open().await?;
+    let ctx = services.ctx();
+    raw::keep(&ctx, Channel::Sandbox, &body, &parsed).await?;
     let result = match &parsed {
         ParsedNotification::Payment(n) => apply_payment_notification(&ctx, &mut OsEntropy, n).await,
         ParsedNotification::Refund(n) => apply_refund_notification(&ctx, &mut OsEntropy, n).await,

@@ -6,35 +6,13 @@ use spinpay_channels::sandbox::wire::{ErrorAnswer, ErrorBody};
 use spinpay_core::ApiError;
 use spinpay_core::model::Channel;
 use spinpay_guest::inbound::{self, HttpResponse};
+use spinpay_guest::respond::{ErrorResponse, RouteMiss};
 
 /// A channel this build has a notification adapter for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inbound {
     /// The sandbox provider.
     Sandbox,
-}
-
-/// A request no route serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteMiss {
-    /// 404 `route_not_found` (also an unknown channel).
-    NotFound,
-    /// 405 `method_not_allowed`, `Allow: POST`.
-    MethodNotAllowed,
-}
-
-impl RouteMiss {
-    /// The error response (with `Allow` for 405).
-    pub fn response(&self, request_id: &str) -> HttpResponse {
-        match self {
-            RouteMiss::NotFound => inbound::error_response(&ApiError::RouteNotFound, request_id),
-            RouteMiss::MethodNotAllowed => inbound::with_header(
-                inbound::error_response(&ApiError::MethodNotAllowed, request_id),
-                "allow",
-                "POST",
-            ),
-        }
-    }
 }
 
 /// Routes `/v1/webhooks/{channel}` on the full path (the `spin-path-match-channel`
@@ -55,7 +33,7 @@ pub fn route(method: &Method, path: &str) -> Result<Inbound, RouteMiss> {
     if *method == Method::POST {
         Ok(inbound)
     } else {
-        Err(RouteMiss::MethodNotAllowed)
+        Err(RouteMiss::MethodNotAllowed { allow: "POST" })
     }
 }
 
@@ -80,10 +58,10 @@ impl From<NotificationRejected> for HookError {
     }
 }
 
-impl HookError {
+impl ErrorResponse for HookError {
     /// 401 `signature_invalid` / 400 `notification_invalid` in the sandbox's error
     /// format; our own errors in the API's.
-    pub fn response(&self, request_id: &str) -> HttpResponse {
+    fn response(&self, request_id: &str) -> HttpResponse {
         let (status, code, message) = match self {
             HookError::Api(e) => return inbound::error_response(e, request_id),
             HookError::Rejected(e @ NotificationRejected::Signature(_)) => {
@@ -116,7 +94,7 @@ mod tests {
         );
         assert_eq!(
             route(&Method::GET, "/v1/webhooks/sandbox"),
-            Err(RouteMiss::MethodNotAllowed)
+            Err(RouteMiss::MethodNotAllowed { allow: "POST" })
         );
         for path in [
             "/v1/webhooks/paypal",
@@ -129,7 +107,7 @@ mod tests {
                 "{path}"
             );
         }
-        let resp = RouteMiss::MethodNotAllowed.response("r");
+        let resp = RouteMiss::MethodNotAllowed { allow: "POST" }.response("r");
         assert_eq!(
             (
                 resp.status().as_u16(),

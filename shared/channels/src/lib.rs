@@ -15,6 +15,7 @@
 
 pub mod alipay;
 mod crypto;
+pub mod dispatch;
 pub mod sandbox;
 pub mod unionpay;
 pub mod wechatpay;

@@ -849,6 +849,53 @@ impl RiskAssessmentRequest {
     }
 }
 
+/// The body of risk-check's internal endpoint (`POST /v1/risk/internal/assess`), sent by
+/// authorize over service chaining: the engine's [`crate::risk::RiskInput`] without the
+/// merchant, which risk-check takes from the forwarded bearer key instead, so a caller can
+/// only ever be assessed against (and read) its own rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskInputWire {
+    /// Amount.
+    pub amount_minor: i64,
+    /// Currency.
+    pub currency: Currency,
+    /// Method kind.
+    pub method: MethodKind,
+    /// Customer-presented token or auth code, if any.
+    #[serde(default)]
+    pub customer_token: Option<String>,
+    /// Payer.
+    #[serde(default)]
+    pub payer: Payer,
+}
+
+impl From<&crate::risk::RiskInput> for RiskInputWire {
+    fn from(i: &crate::risk::RiskInput) -> Self {
+        RiskInputWire {
+            amount_minor: i.amount_minor,
+            currency: i.currency,
+            method: i.method,
+            customer_token: i.customer_token.clone(),
+            payer: i.payer.clone(),
+        }
+    }
+}
+
+impl RiskInputWire {
+    /// The engine's input for `merchant_id`; the amount is checked like everywhere else.
+    pub fn into_input(self, merchant_id: &str) -> Result<crate::risk::RiskInput, ApiError> {
+        Ok(crate::risk::RiskInput {
+            merchant_id: merchant_id.to_string(),
+            amount_minor: validate_amount(self.amount_minor, "amount_minor")?,
+            currency: self.currency,
+            method: self.method,
+            customer_token: self.customer_token,
+            payer: self.payer,
+        })
+    }
+}
+
 /// Query parameters of the list endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListParams {
@@ -1283,6 +1330,41 @@ mod tests {
             (p.limit, p.starting_after.as_deref()),
             (100, Some("pay_xA"))
         );
+    }
+
+    #[test]
+    fn risk_input_round_trips_through_the_internal_wire_shape_without_the_merchant() {
+        // Proves the internal risk body carries every RiskInput field but the merchant,
+        // which the receiver supplies from the bearer key.
+        let input = crate::risk::RiskInput {
+            merchant_id: "mch_x".into(),
+            amount_minor: 1250,
+            currency: Currency::Cny,
+            method: MethodKind::QrCustomer,
+            customer_token: Some("283000000000000001".into()),
+            payer: Payer {
+                device_id: Some("d-9".into()),
+                ..Payer::default()
+            },
+        };
+        let json = serde_json::to_value(RiskInputWire::from(&input)).unwrap();
+        assert!(json.get("merchant_id").is_none());
+        assert_eq!(
+            (json["method"].as_str(), json["currency"].as_str()),
+            (Some("qr_customer"), Some("CNY"))
+        );
+        let back: RiskInputWire = serde_json::from_value(json).unwrap();
+        assert_eq!(back.into_input("mch_x").unwrap(), input);
+    }
+
+    #[test]
+    fn an_internal_risk_body_with_a_bad_amount_or_a_merchant_is_refused() {
+        // Proves amounts are validated like the public API and unknown fields are refused.
+        let w: RiskInputWire =
+            serde_json::from_str(r#"{"amount_minor":0,"currency":"CNY","method":"nfc"}"#).unwrap();
+        assert_eq!(w.into_input("mch_x").unwrap_err().code(), "amount_invalid");
+        let extra = r#"{"amount_minor":1,"currency":"CNY","method":"nfc","merchant_id":"m"}"#;
+        assert!(serde_json::from_str::<RiskInputWire>(extra).is_err());
     }
 
     #[test]

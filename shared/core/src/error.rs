@@ -42,7 +42,7 @@ pub enum ApiError {
         value: String,
     },
     /// Unknown channel.
-    #[error("unsupported channel {value:?} (supported: sandbox, alipay, wechatpay, unionpay)")]
+    #[error("channel {value:?} is unknown or not enabled in this deployment")]
     ChannelUnsupported {
         /// What was sent.
         value: String,
