@@ -37,6 +37,7 @@ pub mod model;
 pub mod money;
 pub mod repo;
 pub mod risk;
+pub mod riskengine;
 pub mod rng;
 pub mod service;
 

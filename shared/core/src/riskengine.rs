@@ -1,0 +1,212 @@
+//! # The risk and AML engine (issue 5)
+//!
+//! Explainable rules over per-merchant configuration: per-transaction maxima, PBOC daily
+//! barcode tiers, velocity (payer, device, IP, token × 1 min, 1 h, 24 h), block and allow
+//! lists (ids, IP / CIDR v4 and v6, salted hashes of phones and tokens), anomalies (new
+//! device with a high amount, impossible travel, amount far above the payer's usual) and
+//! AML (large value, structuring, pay-then-refund cycles). Each fired rule adds its
+//! weight to a score; thresholds map the score to `allow` / `challenge` / `review` /
+//! `deny`. A block-list hit always denies; an allow-list hit caps the decision at `allow`
+//! unless a block list or a hard limit (per-transaction or daily tier) fired.
+//!
+//! **Pure core, thin I/O.** [`evaluate`] is a pure function of the configuration, the
+//! payment, the counter records read for it and `now_ms`. The async helpers here only move
+//! records between the [`Repository`] and the pure functions:
+//! * [`assess`]: one `get_many` of at most [`counters::KEYS_PER_ASSESSMENT_MAX`] (4) keys,
+//!   then `evaluate`. No writes, so `POST /v1/risk/assessments` is side-effect free.
+//! * [`record_payment`] after a payment is accepted, [`record_refund`] after a refund: one
+//!   compare-and-swap per counted entity (≤ 4, each in a loop of at most
+//!   [`CAS_ATTEMPTS_MAX`]) plus one per AML report. Idempotent per event id.
+//!
+//! The counter layout and why it uses compare-and-swap records is in [`counters`].
+
+pub mod aml;
+pub mod config;
+pub mod counters;
+pub mod eval;
+pub mod geo;
+
+pub use aml::{AmlDay, AmlKind, AmlReport, aml_day_key, render_csv, report_day};
+pub use config::EngineConfig;
+pub use counters::{CounterRecord, CounterUpdate, Dimension, Key, Window, key};
+pub use eval::{
+    Assessment, Counters, EngineInput, FiredRule, PaymentFacts, RefundFacts, Subject, evaluate,
+    hash_identifier, payment_updates, refund_updates,
+};
+
+use crate::repo::{RepoError, Repository};
+
+/// Compare-and-swap attempts per record before giving up.
+pub const CAS_ATTEMPTS_MAX: u32 = 16;
+
+/// Why an engine operation failed (nothing is half-applied: each record either took the
+/// event or did not, and a retry applies only what is missing).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// A stored record is unreadable or a sum overflowed.
+    #[error(transparent)]
+    Counter(#[from] counters::CounterError),
+    /// A record stayed contended for [`CAS_ATTEMPTS_MAX`] attempts.
+    #[error("risk record {key} stayed contended")]
+    Contention {
+        /// The key.
+        key: String,
+    },
+    /// A day's AML record is full.
+    #[error(transparent)]
+    AmlDayFull(#[from] aml::AmlDayFull),
+    /// A stored AML day is unreadable.
+    #[error("AML record {key} is corrupt")]
+    AmlCorrupt {
+        /// The key.
+        key: String,
+    },
+}
+
+/// Reads the counter records of a payment with one `get_many`.
+pub async fn load_counters<R: Repository>(
+    repo: &R,
+    input: &EngineInput,
+) -> Result<Counters, EngineError> {
+    let keyed = input.counter_keys();
+    let keys: Vec<String> = keyed.iter().map(|(_, k)| k.clone()).collect();
+    let values = repo.get_many(&keys).await?;
+    let mut counters = Counters::default();
+    for ((d, k), v) in keyed.iter().zip(values) {
+        let rec = v.map(|v| CounterRecord::decode(k, &v.value)).transpose()?;
+        counters.set(*d, rec);
+    }
+    Ok(counters)
+}
+
+/// Assesses without writing anything.
+pub async fn assess<R: Repository>(
+    repo: &R,
+    config: &EngineConfig,
+    input: &EngineInput,
+    now_ms: i64,
+) -> Result<Assessment, EngineError> {
+    let counters = load_counters(repo, input).await?;
+    Ok(evaluate(config, input, &counters, now_ms))
+}
+
+/// Counts an accepted payment and files the AML reports it calls for; returns the
+/// reports newly filed. Safe to retry after any error: nothing is counted or filed twice.
+pub async fn record_payment<R: Repository>(
+    repo: &R,
+    config: &EngineConfig,
+    input: &EngineInput,
+    now_ms: i64,
+) -> Result<Vec<AmlReport>, EngineError> {
+    let mut reports = Vec::new();
+    for u in payment_updates(config, input, now_ms) {
+        let after = apply_update(repo, &u).await?;
+        if dimension_of(&u.key) == Some(Dimension::Payer) {
+            reports = aml::payment_reports(config, input, &after, now_ms);
+        }
+    }
+    file_all(repo, reports).await
+}
+
+/// Counts a refund (pay-then-refund cycles) and files the AML report it calls for;
+/// returns the reports newly filed. Safe to retry.
+pub async fn record_refund<R: Repository>(
+    repo: &R,
+    config: &EngineConfig,
+    refund: &RefundFacts,
+    now_ms: i64,
+) -> Result<Vec<AmlReport>, EngineError> {
+    let mut reports = Vec::new();
+    for u in refund_updates(config, refund, now_ms) {
+        let after = apply_update(repo, &u).await?;
+        reports = aml::refund_reports(config, refund, &after, now_ms);
+    }
+    file_all(repo, reports).await
+}
+
+async fn file_all<R: Repository>(
+    repo: &R,
+    reports: Vec<AmlReport>,
+) -> Result<Vec<AmlReport>, EngineError> {
+    let mut filed = Vec::new();
+    for r in reports {
+        if file_report(repo, &r).await? {
+            filed.push(r);
+        }
+    }
+    Ok(filed)
+}
+
+fn dimension_of(key: &str) -> Option<Dimension> {
+    let dim = key.rsplit('/').nth(1)?;
+    Dimension::ALL.into_iter().find(|d| d.as_str() == dim)
+}
+
+/// Applies one update with compare-and-swap and returns the record as stored after it
+/// (also when an earlier attempt had already applied this event).
+pub async fn apply_update<R: Repository>(
+    repo: &R,
+    u: &CounterUpdate,
+) -> Result<CounterRecord, EngineError> {
+    for _ in 0..CAS_ATTEMPTS_MAX {
+        let stored = repo.get(&u.key).await?;
+        let (version, before) = match &stored {
+            Some(v) => (v.version, CounterRecord::decode(&u.key, &v.value)?),
+            None => (0, CounterRecord::new()),
+        };
+        let Some(after) = before.clone().apply(&u.key, &u.delta)? else {
+            return Ok(before);
+        };
+        match repo.put_if_version(&u.key, version, after.encode()).await {
+            Ok(_) => return Ok(after),
+            Err(RepoError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(EngineError::Contention { key: u.key.clone() })
+}
+
+/// Appends a report to its day; `false` when this kind was already filed for this payer
+/// that day.
+pub async fn file_report<R: Repository>(repo: &R, report: &AmlReport) -> Result<bool, EngineError> {
+    let k = aml_day_key(&report.merchant_id, &report.day);
+    for _ in 0..CAS_ATTEMPTS_MAX {
+        let stored = repo.get(&k).await?;
+        let (version, day) = match &stored {
+            Some(v) => {
+                let day: AmlDay = serde_json::from_slice(&v.value)
+                    .map_err(|_| EngineError::AmlCorrupt { key: k.clone() })?;
+                (v.version, day)
+            }
+            None => (0, AmlDay::new(&report.merchant_id, &report.day)),
+        };
+        let Some(next) = day.append(report.clone())? else {
+            return Ok(false);
+        };
+        let bytes = serde_json::to_vec(&next).expect("AML day serializes");
+        match repo.put_if_version(&k, version, bytes).await {
+            Ok(_) => return Ok(true),
+            Err(RepoError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(EngineError::Contention { key: k })
+}
+
+/// The reports of one merchant-day (empty when none), for the JSON and CSV listings.
+pub async fn day_reports<R: Repository>(
+    repo: &R,
+    merchant_id: &str,
+    day: &str,
+) -> Result<Vec<AmlReport>, EngineError> {
+    let k = aml_day_key(merchant_id, day);
+    match repo.get(&k).await? {
+        Some(v) => serde_json::from_slice::<AmlDay>(&v.value)
+            .map(|d| d.reports)
+            .map_err(|_| EngineError::AmlCorrupt { key: k }),
+        None => Ok(Vec::new()),
+    }
+}
