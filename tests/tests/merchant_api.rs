@@ -1,0 +1,986 @@
+//! The merchant API's contract through the real components: onboarding and
+//! authentication, idempotency, order ids, lookups and cursor lists, the event log,
+//! merchant isolation, malformed input, masking of secrets, and risk control.
+
+use serde_json::{Value, json};
+use spinpay_tests::{
+    ADMIN_TOKEN, Merchant, assert_error, assert_error_param, manual_payment_request,
+    payment_request, qr_customer, run, unique, unique_phone, unique_token,
+};
+
+// ---------------------------------------------------------------- onboarding and keys
+
+#[test]
+fn onboarding_returns_the_merchant_with_its_secrets_once() {
+    // Proves POST /v1/admin/merchants with the admin token returns mch_/sk_/whsec_ credentials.
+    run(|app| async move {
+        let body =
+            json!({"name": "Corner Coffee", "notify_url": "https://merchant.example/notify"});
+        let (status, v) = app
+            .post(
+                "/v1/admin/merchants",
+                Some(ADMIN_TOKEN),
+                Some(&unique("onboard")),
+                &body,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["object"], "merchant", "{v}");
+        assert_eq!(v["name"], "Corner Coffee", "{v}");
+        assert!(
+            v["id"].as_str().is_some_and(|s| s.starts_with("mch_")),
+            "{v}"
+        );
+        assert!(
+            v["secret_key"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("sk_")),
+            "{v}"
+        );
+        assert!(
+            v["webhook_secret"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("whsec_")),
+            "{v}"
+        );
+        let key = v["secret_key"].as_str().unwrap();
+        let (status, list) = app.get("/v1/payments", Some(key)).await;
+        assert_eq!(status, 200, "the new key must work at once: {list}");
+        assert_eq!(list["data"], json!([]), "{list}");
+    });
+}
+
+#[test]
+fn onboarding_without_the_admin_token_is_refused_with_401() {
+    // Proves missing, wrong and merchant-key credentials on the admin API all answer 401.
+    run(|app| async move {
+        let body = json!({"name": "Intruder"});
+        let missing = app.post("/v1/admin/merchants", None, None, &body).await;
+        assert_error(&missing, 401, "authentication_required");
+        let wrong = app
+            .post(
+                "/v1/admin/merchants",
+                Some("not-the-admin-token"),
+                None,
+                &body,
+            )
+            .await;
+        assert_error(&wrong, 401, "admin_token_invalid");
+        let m = app.new_merchant().await;
+        let merchant_key = app
+            .post("/v1/admin/merchants", Some(&m.secret_key), None, &body)
+            .await;
+        assert_error(&merchant_key, 401, "admin_token_invalid");
+    });
+}
+
+#[test]
+fn onboarding_with_an_invalid_body_names_the_field() {
+    // Proves a missing name and a bad notify_url are 400s naming their field.
+    run(|app| async move {
+        let missing = app
+            .post("/v1/admin/merchants", Some(ADMIN_TOKEN), None, &json!({}))
+            .await;
+        assert_error_param(&missing, 400, "parameter_missing", "name");
+        let bad_url = json!({"name": "x", "notify_url": "ftp://nope"});
+        let r = app
+            .post("/v1/admin/merchants", Some(ADMIN_TOKEN), None, &bad_url)
+            .await;
+        assert_error_param(&r, 400, "parameter_invalid", "notify_url");
+    });
+}
+
+#[test]
+fn the_merchant_api_requires_a_valid_secret_key() {
+    // Proves no key → authentication_required and an unknown key → api_key_invalid (401).
+    run(|app| async move {
+        let body = payment_request(1000, qr_customer());
+        assert_error(
+            &app.get("/v1/payments", None).await,
+            401,
+            "authentication_required",
+        );
+        assert_error(
+            &app.post("/v1/payments", None, None, &body).await,
+            401,
+            "authentication_required",
+        );
+        let bogus = format!("sk_{}", "a".repeat(52));
+        assert_error(
+            &app.get("/v1/payments", Some(&bogus)).await,
+            401,
+            "api_key_invalid",
+        );
+        assert_error(
+            &app.post("/v1/payments", Some(&bogus), None, &body).await,
+            401,
+            "api_key_invalid",
+        );
+        assert_error(
+            &app.get("/v1/events", Some("garbage")).await,
+            401,
+            "api_key_invalid",
+        );
+    });
+}
+
+// ---------------------------------------------------------------- idempotency and order ids
+
+#[test]
+fn the_same_idempotency_key_and_body_replays_the_response_and_creates_one_payment() {
+    // Proves a replayed POST answers byte-for-byte the same payment and the list holds one.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let key = unique("idem");
+        let body = payment_request(1500, qr_customer());
+        let first = m.post_with_key("/v1/payments", Some(&key), &body).await;
+        assert_eq!(first.0, 200, "{}", first.1);
+        let second = m.post_with_key("/v1/payments", Some(&key), &body).await;
+        assert_eq!(second, first, "the replay differs from the first answer");
+        assert_eq!(m.count_payments().await, 1);
+    });
+}
+
+#[test]
+fn the_same_idempotency_key_with_another_body_is_rejected_with_409() {
+    // Proves key reuse with a different body → 409 idempotency_key_reused, nothing created.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let key = unique("idem");
+        let first = m
+            .post_with_key(
+                "/v1/payments",
+                Some(&key),
+                &payment_request(1500, qr_customer()),
+            )
+            .await;
+        assert_eq!(first.0, 200, "{}", first.1);
+        let other = m
+            .post_with_key(
+                "/v1/payments",
+                Some(&key),
+                &payment_request(1600, qr_customer()),
+            )
+            .await;
+        assert_error_param(&other, 409, "idempotency_key_reused", "Idempotency-Key");
+        assert_eq!(m.count_payments().await, 1);
+    });
+}
+
+#[test]
+fn concurrent_requests_with_one_idempotency_key_create_one_payment() {
+    // Proves 8 racing creates under one key: each answers the one payment or 409
+    // idempotency_key_in_use, and exactly one payment exists.
+    run(|app| async move {
+        let m = std::sync::Arc::new(app.new_merchant().await);
+        let key = unique("idem-race");
+        let body = payment_request(1500, qr_customer());
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (m, key, body) = (m.clone(), key.clone(), body.clone());
+            tasks.push(tokio::spawn(async move {
+                m.post_with_key("/v1/payments", Some(&key), &body).await
+            }));
+        }
+        let mut created: Option<Value> = None;
+        for task in tasks {
+            let reply = task.await.expect("create task panicked");
+            if reply.0 == 200 {
+                match &created {
+                    Some(first) => {
+                        assert_eq!(&reply.1, first, "two different payments for one key")
+                    }
+                    None => created = Some(reply.1),
+                }
+            } else {
+                assert_error(&reply, 409, "idempotency_key_in_use");
+            }
+        }
+        let created = created.expect("no request with the key succeeded");
+        let replay = m.post_with_key("/v1/payments", Some(&key), &body).await;
+        assert_eq!(replay, (200, created), "the stored answer differs");
+        assert_eq!(m.count_payments().await, 1);
+    });
+}
+
+#[test]
+fn a_malformed_idempotency_key_is_rejected() {
+    // Proves an Idempotency-Key over 255 characters → 400 idempotency_key_invalid.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let long = "k".repeat(256);
+        let r = m
+            .post_with_key(
+                "/v1/payments",
+                Some(&long),
+                &payment_request(1500, qr_customer()),
+            )
+            .await;
+        assert_error_param(&r, 400, "idempotency_key_invalid", "Idempotency-Key");
+        assert_eq!(m.count_payments().await, 0);
+    });
+}
+
+#[test]
+fn a_duplicate_merchant_order_id_is_rejected() {
+    // Proves merchant_order_id is unique per merchant: the second create is a 409.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let order = unique("ORD");
+        let mut body = payment_request(1500, qr_customer());
+        body["merchant_order_id"] = json!(order);
+        let first = m.create_payment_ok(&body).await;
+        let dup = m.create_payment(&body).await;
+        assert_error_param(
+            &dup,
+            409,
+            "merchant_order_id_duplicate",
+            "merchant_order_id",
+        );
+        assert_eq!(m.count_payments().await, 1);
+        assert_eq!(
+            m.payment(first["id"].as_str().unwrap()).await["merchant_order_id"],
+            order
+        );
+    });
+}
+
+#[test]
+fn a_payment_can_be_looked_up_by_its_merchant_order_id() {
+    // Proves ?merchant_order_id= returns exactly that payment, and an unknown id an empty list.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let order = unique("ORD");
+        let mut body = payment_request(1500, qr_customer());
+        body["merchant_order_id"] = json!(order);
+        let created = m.create_payment_ok(&body).await;
+        m.create_payment_ok(&payment_request(1700, qr_customer()))
+            .await;
+        let found = m.list_payments(&format!("merchant_order_id={order}")).await;
+        let data = found["data"].as_array().unwrap();
+        assert_eq!(data.len(), 1, "{found}");
+        assert_eq!(data[0]["id"], created["id"], "{found}");
+        let none = m
+            .list_payments(&format!("merchant_order_id={}", unique("ORD")))
+            .await;
+        assert_eq!(none["data"], json!([]), "{none}");
+        assert_eq!(none["has_more"], false, "{none}");
+    });
+}
+
+// ---------------------------------------------------------------- lists and events
+
+#[test]
+fn cursor_pages_walk_every_payment_newest_first_exactly_once() {
+    // Proves limit/starting_after pages over 7 payments: 3+3+1, has_more right, no repeats.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let mut created = Vec::new();
+        for i in 0..7 {
+            let p = m
+                .create_payment_ok(&payment_request(1000 + i, qr_customer()))
+                .await;
+            created.push(p["id"].as_str().unwrap().to_string());
+        }
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        let mut sizes = Vec::new();
+        loop {
+            let query = match &after {
+                Some(id) => format!("limit=3&starting_after={id}"),
+                None => "limit=3".to_string(),
+            };
+            let page = m.list_payments(&query).await;
+            let data = page["data"].as_array().unwrap();
+            sizes.push((data.len(), page["has_more"].as_bool().unwrap()));
+            seen.extend(data.iter().map(|p| p["id"].as_str().unwrap().to_string()));
+            if page["has_more"] == false {
+                break;
+            }
+            assert!(sizes.len() < 10, "paging does not end: {sizes:?}");
+            after = seen.last().cloned();
+        }
+        assert_eq!(sizes, vec![(3, true), (3, true), (1, false)]);
+        created.reverse();
+        assert_eq!(
+            seen, created,
+            "pages must list newest first, each payment once"
+        );
+    });
+}
+
+#[test]
+fn list_limits_outside_one_to_a_hundred_and_unknown_parameters_are_rejected() {
+    // Proves limit=0, limit=101, limit=x → parameter_invalid(limit); ?sort= → unknown_field.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        for bad in ["limit=0", "limit=101", "limit=x"] {
+            let r = m.get(&format!("/v1/payments?{bad}")).await;
+            assert_error_param(&r, 400, "parameter_invalid", "limit");
+            let r = m.get(&format!("/v1/events?{bad}")).await;
+            assert_error_param(&r, 400, "parameter_invalid", "limit");
+        }
+        let r = m.get("/v1/payments?sort=asc").await;
+        assert_error_param(&r, 400, "unknown_field", "sort");
+    });
+}
+
+#[test]
+fn the_event_log_records_each_payment_change_newest_first() {
+    // Proves payment.created and payment.succeeded events appear for a paid QR payment, paged.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let p = m
+            .create_payment_ok(&payment_request(1250, json!({"type": "qr_merchant"})))
+            .await;
+        let id = p["id"].as_str().unwrap();
+        let qr = p["next_action"]["qr_payload"].as_str().unwrap();
+        assert_eq!(app.customer_pay(qr).await.0, 200);
+        m.wait_for_status(id, "succeeded").await;
+        let (status, events) = m.get("/v1/events?limit=100").await;
+        assert_eq!(status, 200, "{events}");
+        assert_eq!(events["object"], "list", "{events}");
+        let data = events["data"].as_array().unwrap();
+        let types: Vec<&str> = data
+            .iter()
+            .filter(|e| e["data"]["id"] == id)
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        assert!(types.contains(&"payment.created"), "{types:?}");
+        assert!(types.contains(&"payment.succeeded"), "{types:?}");
+        assert_eq!(
+            types.first(),
+            Some(&"payment.succeeded"),
+            "newest first: {types:?}"
+        );
+        assert_eq!(
+            types.last(),
+            Some(&"payment.created"),
+            "newest first: {types:?}"
+        );
+        for e in data {
+            assert!(
+                e["id"].as_str().is_some_and(|x| x.starts_with("evt_")),
+                "{e}"
+            );
+            assert_eq!(e["object"], "event", "{e}");
+        }
+        let (status, first) = m.get("/v1/events?limit=1").await;
+        assert_eq!(status, 200, "{first}");
+        assert_eq!(first["data"].as_array().map(Vec::len), Some(1), "{first}");
+        assert_eq!(first["has_more"], true, "{first}");
+        let after = first["data"][0]["id"].as_str().unwrap();
+        let (status, next) = m
+            .get(&format!("/v1/events?limit=100&starting_after={after}"))
+            .await;
+        assert_eq!(status, 200, "{next}");
+        assert_eq!(
+            next["data"].as_array().map(Vec::len),
+            Some(data.len() - 1),
+            "{next}"
+        );
+    });
+}
+
+// ---------------------------------------------------------------- merchant isolation
+
+#[test]
+fn another_merchant_can_neither_see_nor_change_a_payment() {
+    // Proves B gets 404 for A's payment and refund on every endpoint, B's lists stay empty,
+    // and A's payments are unchanged afterwards.
+    run(|app| async move {
+        let a = app.new_merchant().await;
+        let b = app.new_merchant().await;
+        let order = unique("ORD");
+        let mut body = payment_request(2000, qr_customer());
+        body["merchant_order_id"] = json!(order);
+        let paid = a.create_payment_ok(&body).await;
+        let paid_id = paid["id"].as_str().unwrap().to_string();
+        let (status, refund) = a
+            .post(
+                &format!("/v1/payments/{paid_id}/refunds"),
+                &json!({"amount_minor": 100}),
+            )
+            .await;
+        assert_eq!(status, 200, "{refund}");
+        let refund_id = refund["id"].as_str().unwrap().to_string();
+        let held = a
+            .create_payment_ok(&manual_payment_request(3000, qr_customer()))
+            .await;
+        let held_id = held["id"].as_str().unwrap().to_string();
+        let paid_before = a.payment(&paid_id).await;
+        let held_before = a.payment(&held_id).await;
+
+        for id in [&paid_id, &held_id] {
+            assert_error(
+                &b.get(&format!("/v1/payments/{id}")).await,
+                404,
+                "resource_missing",
+            );
+            let r = b
+                .post(
+                    &format!("/v1/payments/{id}/refunds"),
+                    &json!({"amount_minor": 1}),
+                )
+                .await;
+            assert_error(&r, 404, "resource_missing");
+            let r = b
+                .post(&format!("/v1/payments/{id}/capture"), &json!({}))
+                .await;
+            assert_error(&r, 404, "resource_missing");
+            let r = b
+                .post(&format!("/v1/payments/{id}/cancel"), &json!({}))
+                .await;
+            assert_error(&r, 404, "resource_missing");
+            let r = b
+                .post(
+                    &format!("/v1/payments/{id}/confirm"),
+                    &json!({"otp": "123456"}),
+                )
+                .await;
+            assert_error(&r, 404, "resource_missing");
+        }
+        assert_error(
+            &b.get(&format!("/v1/refunds/{refund_id}")).await,
+            404,
+            "resource_missing",
+        );
+        assert_eq!(b.list_payments("limit=100").await["data"], json!([]));
+        let lookup = b.list_payments(&format!("merchant_order_id={order}")).await;
+        assert_eq!(lookup["data"], json!([]), "{lookup}");
+        let (status, events) = b.get("/v1/events?limit=100").await;
+        assert_eq!(status, 200, "{events}");
+        assert_eq!(events["data"], json!([]), "B sees A's events: {events}");
+
+        assert_eq!(
+            a.payment(&paid_id).await,
+            paid_before,
+            "B changed A's payment"
+        );
+        assert_eq!(
+            a.payment(&held_id).await,
+            held_before,
+            "B changed A's payment"
+        );
+    });
+}
+
+// ---------------------------------------------------------------- malformed input
+
+/// A valid create body (qr_merchant) to corrupt one field at a time.
+fn good_body() -> Value {
+    json!({
+        "amount_minor": 1250,
+        "currency": "CNY",
+        "channel": "sandbox",
+        "capture": "automatic",
+        "merchant_order_id": "ORD-MALFORMED-1",
+        "description": "2 coffees",
+        "method": {"type": "qr_merchant"},
+        "payer": {"id": "u-42", "device_id": "d-9", "ip": "203.0.113.7", "country": "CN"},
+        "metadata": {"table": "7"}
+    })
+}
+
+fn with(mut body: Value, pointer: &str, value: Value) -> Value {
+    *body
+        .pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("no {pointer} in the body")) = value;
+    body
+}
+
+fn without(mut body: Value, field: &str) -> Value {
+    body.as_object_mut().unwrap().remove(field);
+    body
+}
+
+#[test]
+fn each_malformed_create_gets_its_precise_4xx_code_and_creates_nothing() {
+    // Proves every malformed-input class → exact status/code/param and no payment, no event,
+    // and no claimed order id (the same order id is usable afterwards).
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let metadata_21: serde_json::Map<String, Value> =
+            (0..21).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let json_cases: Vec<(Value, u16, &str, &str)> = vec![
+            (
+                with(good_body(), "/amount_minor", json!("1250")),
+                400,
+                "amount_invalid",
+                "amount_minor",
+            ),
+            (
+                with(good_body(), "/amount_minor", json!(12.5)),
+                400,
+                "amount_invalid",
+                "amount_minor",
+            ),
+            (
+                with(good_body(), "/amount_minor", json!(-5)),
+                400,
+                "amount_invalid",
+                "amount_minor",
+            ),
+            (
+                with(good_body(), "/amount_minor", json!(0)),
+                400,
+                "amount_invalid",
+                "amount_minor",
+            ),
+            (
+                with(good_body(), "/amount_minor", json!(1_000_000_000_001_i64)),
+                400,
+                "amount_invalid",
+                "amount_minor",
+            ),
+            (
+                with(good_body(), "/currency", json!(5)),
+                400,
+                "parameter_invalid",
+                "currency",
+            ),
+            (
+                with(good_body(), "/currency", json!("XYZ")),
+                400,
+                "currency_unsupported",
+                "currency",
+            ),
+            (
+                with(good_body(), "/method", json!("qr_merchant")),
+                400,
+                "parameter_invalid",
+                "method",
+            ),
+            (
+                with(good_body(), "/method/type", json!("cash")),
+                400,
+                "method_unsupported",
+                "method.type",
+            ),
+            (
+                with(good_body(), "/channel", json!("paypal")),
+                400,
+                "channel_unsupported",
+                "channel",
+            ),
+            (
+                with(good_body(), "/capture", json!("later")),
+                400,
+                "parameter_invalid",
+                "capture",
+            ),
+            (
+                with(good_body(), "/metadata", Value::Object(metadata_21)),
+                400,
+                "parameter_invalid",
+                "metadata",
+            ),
+            (
+                with(good_body(), "/metadata/table", json!(7)),
+                400,
+                "parameter_invalid",
+                "metadata.table",
+            ),
+            (
+                with(good_body(), "/payer/ip", json!("300.1.1.1")),
+                400,
+                "parameter_invalid",
+                "payer.ip",
+            ),
+            (
+                with(good_body(), "/merchant_order_id", json!("ORD 1")),
+                400,
+                "parameter_invalid",
+                "merchant_order_id",
+            ),
+            (
+                with(
+                    good_body(),
+                    "/method",
+                    json!({"type": "qr_merchant", "token": "x"}),
+                ),
+                400,
+                "unknown_field",
+                "method.token",
+            ),
+            (
+                with(good_body(), "/method", json!({"type": "nfc", "token": "t"})),
+                400,
+                "parameter_missing",
+                "method.cryptogram",
+            ),
+            (
+                with(
+                    good_body(),
+                    "/method",
+                    json!({"type": "sms_otp", "phone": "12"}),
+                ),
+                400,
+                "parameter_invalid",
+                "method.phone",
+            ),
+            (
+                with(good_body(), "/payer", json!({"nation": "CN"})),
+                400,
+                "unknown_field",
+                "payer.nation",
+            ),
+            (
+                without(good_body(), "currency"),
+                400,
+                "parameter_missing",
+                "currency",
+            ),
+            (
+                {
+                    let mut b = good_body();
+                    b["colour"] = json!("blue");
+                    b
+                },
+                400,
+                "unknown_field",
+                "colour",
+            ),
+        ];
+        for (body, status, code, param) in &json_cases {
+            let r = m.create_payment(body).await;
+            assert_error_param(&r, *status, code, param);
+        }
+        let raw_cases: Vec<(Vec<u8>, u16, &str)> = vec![
+            (b"{".to_vec(), 400, "json_invalid"),
+            (b"[1]".to_vec(), 400, "json_invalid"),
+            (b"not json at all".to_vec(), 400, "json_invalid"),
+            (
+                good_body()
+                    .to_string()
+                    .replace("1250", "99999999999999999999")
+                    .into_bytes(),
+                400,
+                "amount_invalid",
+            ),
+            (
+                with(good_body(), "/description", json!("x".repeat(17 * 1024)))
+                    .to_string()
+                    .into_bytes(),
+                413,
+                "body_too_large",
+            ),
+        ];
+        for (body, status, code) in raw_cases {
+            let r = m.post_raw("/v1/payments", body).await;
+            assert_error(&r, status, code);
+        }
+        assert_eq!(
+            m.count_payments().await,
+            0,
+            "a rejected request created a payment"
+        );
+        let (_, events) = m.get("/v1/events?limit=100").await;
+        assert_eq!(
+            events["data"],
+            json!([]),
+            "a rejected request left an event: {events}"
+        );
+        let ok = m.create_payment_ok(&good_body()).await;
+        assert_eq!(ok["merchant_order_id"], "ORD-MALFORMED-1", "{ok}");
+    });
+}
+
+#[test]
+fn malformed_capture_refund_and_confirm_bodies_change_nothing() {
+    // Proves bad bodies on the payment sub-resources are exact 4xx and leave the payment as is.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let paid = m
+            .create_payment_ok(&payment_request(1000, qr_customer()))
+            .await;
+        let paid_id = paid["id"].as_str().unwrap();
+        let held = m
+            .create_payment_ok(&manual_payment_request(1000, qr_customer()))
+            .await;
+        let held_id = held["id"].as_str().unwrap();
+        let paid_before = m.payment(paid_id).await;
+        let held_before = m.payment(held_id).await;
+        let refunds = format!("/v1/payments/{paid_id}/refunds");
+        let capture = format!("/v1/payments/{held_id}/capture");
+        let cases: Vec<(&str, Value, &str, &str)> = vec![
+            (
+                &refunds,
+                json!({"amount_minor": 0}),
+                "amount_invalid",
+                "amount_minor",
+            ),
+            (
+                &refunds,
+                json!({"amount_minor": -1}),
+                "amount_invalid",
+                "amount_minor",
+            ),
+            (
+                &refunds,
+                json!({"amount_minor": "100"}),
+                "amount_invalid",
+                "amount_minor",
+            ),
+            (
+                &refunds,
+                json!({"amount_minor": 100, "why": "x"}),
+                "unknown_field",
+                "why",
+            ),
+            (
+                &refunds,
+                json!({"amount_minor": 100, "merchant_refund_id": "a b"}),
+                "parameter_invalid",
+                "merchant_refund_id",
+            ),
+            (
+                &capture,
+                json!({"amount_minor": 0}),
+                "amount_invalid",
+                "amount_minor",
+            ),
+            (
+                &capture,
+                json!({"amount_minor": "all"}),
+                "amount_invalid",
+                "amount_minor",
+            ),
+            (&capture, json!({"amount": 10}), "unknown_field", "amount"),
+        ];
+        for (path, body, code, param) in &cases {
+            let r = m.post(path, body).await;
+            assert_error_param(&r, 400, code, param);
+        }
+        let r = m.post_raw(&refunds, b"{\"amount_minor\":".to_vec()).await;
+        assert_error(&r, 400, "json_invalid");
+        assert_eq!(
+            m.payment(paid_id).await,
+            paid_before,
+            "a rejected refund changed the payment"
+        );
+        assert_eq!(
+            m.payment(held_id).await,
+            held_before,
+            "a rejected capture changed the payment"
+        );
+    });
+}
+
+#[test]
+fn unsupported_http_methods_are_refused_with_405() {
+    // Proves DELETE on the collection and GET on an action answer 405 method_not_allowed.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let auth = format!("Bearer {}", m.secret_key);
+        let headers = [("authorization", auth.as_str())];
+        let r = app
+            .request("DELETE", "/v1/payments", &headers, Vec::new())
+            .await;
+        assert_error(&r, 405, "method_not_allowed");
+        let id = format!("pay_{}", "a".repeat(26));
+        let r = app
+            .request(
+                "GET",
+                &format!("/v1/payments/{id}/capture"),
+                &headers,
+                Vec::new(),
+            )
+            .await;
+        assert_error(&r, 405, "method_not_allowed");
+    });
+}
+
+#[test]
+fn ids_of_the_wrong_format_are_not_found() {
+    // Proves malformed or unknown ids answer 404 resource_missing on reads and writes.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let unknown = format!("pay_{}", "a".repeat(26));
+        for id in [
+            "not-an-id",
+            "pay_",
+            "pay_UPPERCASE0000000000000000",
+            "re_abc",
+            unknown.as_str(),
+        ] {
+            assert_error(
+                &m.get(&format!("/v1/payments/{id}")).await,
+                404,
+                "resource_missing",
+            );
+            let r = m
+                .post(&format!("/v1/payments/{id}/capture"), &json!({}))
+                .await;
+            assert_error(&r, 404, "resource_missing");
+            let r = m
+                .post(
+                    &format!("/v1/payments/{id}/refunds"),
+                    &json!({"amount_minor": 1}),
+                )
+                .await;
+            assert_error(&r, 404, "resource_missing");
+        }
+        assert_error(&m.get("/v1/refunds/pay_x").await, 404, "resource_missing");
+        assert_eq!(m.count_payments().await, 0);
+    });
+}
+
+// ---------------------------------------------------------------- secrets
+
+#[test]
+fn secrets_in_the_method_come_back_masked_everywhere() {
+    // Proves NFC tokens, auth codes and phones are masked in create, GET, list and events.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let token = unique_token();
+        let code = unique_token();
+        let phone = unique_phone();
+        let cryptogram = "CRYPTOGRAM-SECRET-77";
+        let methods = [
+            json!({"type": "nfc", "token": token, "cryptogram": cryptogram}),
+            json!({"type": "qr_customer", "auth_code": code}),
+            json!({"type": "sms_otp", "phone": phone}),
+        ];
+        let mut ids = Vec::new();
+        for method in methods {
+            let p = m.create_payment_ok(&payment_request(1000, method)).await;
+            ids.push(p["id"].as_str().unwrap().to_string());
+        }
+        let nfc = m.payment(&ids[0]).await;
+        let shown = nfc["method"]["token"].as_str().unwrap();
+        assert!(
+            shown.ends_with(&token[token.len() - 4..]) && shown.starts_with('*'),
+            "{nfc}"
+        );
+        assert_ne!(nfc["method"]["cryptogram"], cryptogram, "{nfc}");
+        let qr = m.payment(&ids[1]).await;
+        assert!(
+            qr["method"]["auth_code"].as_str().unwrap().starts_with('*'),
+            "{qr}"
+        );
+        let sms = m.payment(&ids[2]).await;
+        let masked_phone = sms["method"]["phone"].as_str().unwrap();
+        assert!(
+            masked_phone.contains('*') && masked_phone.ends_with(&phone[phone.len() - 4..]),
+            "{sms}"
+        );
+        let (_, events) = m.get("/v1/events?limit=100").await;
+        let everything = format!(
+            "{nfc}{qr}{sms}{}{events}",
+            m.list_payments("limit=100").await
+        );
+        for secret in [token.as_str(), code.as_str(), phone.as_str(), cryptogram] {
+            assert!(
+                !everything.contains(secret),
+                "{secret} appears unmasked in a response"
+            );
+        }
+    });
+}
+
+// ---------------------------------------------------------------- risk
+
+/// Replaces the merchant's risk rules with the current ones changed by `edit`.
+async fn edit_risk_rules(m: &Merchant<'_>, edit: impl FnOnce(&mut Value)) -> Value {
+    let (status, mut rules) = m.get("/v1/risk/rules").await;
+    assert_eq!(status, 200, "{rules}");
+    rules.as_object_mut().unwrap().remove("version");
+    edit(&mut rules);
+    let (status, stored) = m.app.put("/v1/risk/rules", &m.secret_key, &rules).await;
+    assert_eq!(status, 200, "PUT /v1/risk/rules {rules}: {stored}");
+    assert!(
+        stored["version"].as_u64().is_some_and(|v| v >= 2),
+        "{stored}"
+    );
+    stored
+}
+
+#[test]
+fn a_blocklisted_payer_is_denied_by_risk_control() {
+    // Proves a payer id on the merchant's block list fails the payment with risk_denied and the
+    // rule named, while another payer still pays.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        edit_risk_rules(&m, |r| r["blocklists"]["payer_ids"] = json!(["u-blocked"])).await;
+        let mut body = payment_request(1000, qr_customer());
+        body["payer"] = json!({"id": "u-blocked"});
+        let denied = m.create_payment_ok(&body).await;
+        assert_eq!(denied["status"], "failed", "{denied}");
+        assert_eq!(denied["failure"]["code"], "risk_denied", "{denied}");
+        assert_eq!(denied["risk"]["decision"], "deny", "{denied}");
+        let rules: Vec<&str> = denied["risk"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rule"].as_str().unwrap())
+            .collect();
+        assert_eq!(rules, vec!["blocklist.payer_id"], "{denied}");
+        assert_eq!(denied["captured_minor"], 0, "{denied}");
+        body["payer"] = json!({"id": "u-fine"});
+        body["method"] = qr_customer();
+        assert_eq!(m.create_payment_ok(&body).await["status"], "succeeded");
+    });
+}
+
+#[test]
+fn an_amount_over_the_per_method_limit_is_denied() {
+    // Proves the default qr_merchant limit (CNY 5,000.00) denies 500001 and the assessment
+    // endpoint says the same without creating a payment.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let body = payment_request(500_001, json!({"type": "qr_merchant"}));
+        let (status, assessment) = m.post("/v1/risk/assessments", &body).await;
+        assert_eq!(status, 200, "{assessment}");
+        assert_eq!(assessment["decision"], "deny", "{assessment}");
+        assert_eq!(
+            m.count_payments().await,
+            0,
+            "an assessment created a payment"
+        );
+        let denied = m.create_payment_ok(&body).await;
+        assert_eq!(denied["status"], "failed", "{denied}");
+        assert_eq!(denied["failure"]["code"], "risk_denied", "{denied}");
+        assert_eq!(
+            denied["risk"]["rules"][0]["rule"], "amount_limit.qr_merchant",
+            "{denied}"
+        );
+        let allowed = m
+            .create_payment_ok(&payment_request(500_000, json!({"type": "qr_merchant"})))
+            .await;
+        assert_eq!(allowed["status"], "requires_customer_action", "{allowed}");
+    });
+}
+
+#[test]
+fn a_merchant_specific_limit_applies_only_to_that_merchant() {
+    // Proves a lowered nfc limit denies for its merchant and leaves another merchant alone.
+    run(|app| async move {
+        let strict = app.new_merchant().await;
+        let other = app.new_merchant().await;
+        edit_risk_rules(&strict, |r| {
+            for limit in r["amount_limits"].as_array_mut().unwrap() {
+                if limit["method"] == "nfc" && limit["currency"] == "CNY" {
+                    limit["max_minor"] = json!(1000);
+                }
+            }
+        })
+        .await;
+        let body = |amount| {
+            payment_request(
+                amount,
+                json!({"type": "nfc", "token": unique_token(), "cryptogram": "c2FuZGJveA"}),
+            )
+        };
+        let denied = strict.create_payment_ok(&body(1001)).await;
+        assert_eq!(denied["failure"]["code"], "risk_denied", "{denied}");
+        assert_eq!(
+            strict.create_payment_ok(&body(1000)).await["status"],
+            "succeeded"
+        );
+        assert_eq!(
+            other.create_payment_ok(&body(1001)).await["status"],
+            "succeeded"
+        );
+    });
+}

@@ -1,0 +1,620 @@
+//! Every payment method's flow on the sandbox channel, manual capture and cancel, and the
+//! sandbox's magic amounts — through the real components, the way a merchant and a
+//! customer drive them.
+
+use serde_json::{Value, json};
+use spinpay_tests::{
+    Merchant, assert_error, assert_error_param, manual_payment_request, payment_request,
+    qr_customer, run, unique_phone, unique_token,
+};
+
+/// Asserts the fields every fresh payment shares.
+fn assert_new_payment(p: &Value, amount_minor: i64, method_type: &str) {
+    assert!(
+        p["id"].as_str().is_some_and(|id| id.starts_with("pay_")),
+        "{p}"
+    );
+    assert_eq!(p["amount_minor"], amount_minor, "{p}");
+    assert_eq!(p["currency"], "CNY", "{p}");
+    assert_eq!(p["channel"], "sandbox", "{p}");
+    assert_eq!(p["method"]["type"], method_type, "{p}");
+    assert_eq!(p["risk"]["decision"], "allow", "{p}");
+}
+
+/// Asserts a payment captured `amount_minor` in full and is settled.
+fn assert_succeeded(p: &Value, amount_minor: i64) {
+    assert_eq!(p["status"], "succeeded", "{p}");
+    assert_eq!(p["captured_minor"], amount_minor, "{p}");
+    assert_eq!(p["refunded_minor"], 0, "{p}");
+    assert_eq!(p["next_action"], Value::Null, "{p}");
+    assert_eq!(p["failure"], Value::Null, "{p}");
+}
+
+/// Creates a payment that waits for the customer and returns it with the reference the
+/// customer pays with (`next_action.<ref_field>`).
+async fn pending_payment(
+    m: &Merchant<'_>,
+    method: Value,
+    action: &str,
+    ref_field: &str,
+) -> (Value, String) {
+    let p = m
+        .create_payment_ok(&payment_request(1250, method.clone()))
+        .await;
+    assert_new_payment(&p, 1250, method["type"].as_str().unwrap());
+    assert_eq!(p["status"], "requires_customer_action", "{p}");
+    assert_eq!(p["next_action"]["type"], action, "{p}");
+    let payment_ref = p["next_action"][ref_field]
+        .as_str()
+        .unwrap_or_else(|| panic!("next_action without {ref_field}: {p}"))
+        .to_string();
+    (p, payment_ref)
+}
+
+/// The customer pays `payment_ref` in the sandbox; the webhook must settle the payment.
+async fn pay_and_expect_success(m: &Merchant<'_>, id: &str, payment_ref: &str, amount_minor: i64) {
+    let paid = m.app.customer_pay(payment_ref).await;
+    assert_eq!(paid.0, 200, "customer pay: {}", paid.1);
+    assert_eq!(
+        paid.1["notified"], true,
+        "the sandbox could not notify the webhook: {}",
+        paid.1
+    );
+    let p = m.wait_for_status(id, "succeeded").await;
+    assert_succeeded(&p, amount_minor);
+}
+
+#[test]
+fn a_qr_merchant_payment_succeeds_after_the_customer_pays_the_displayed_code() {
+    // Proves display_qr → sandbox customer pay → signed webhook → succeeded, seen by polling.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let (p, qr) = pending_payment(
+            &m,
+            json!({"type": "qr_merchant"}),
+            "display_qr",
+            "qr_payload",
+        )
+        .await;
+        assert_eq!(p["captured_minor"], 0, "{p}");
+        pay_and_expect_success(&m, p["id"].as_str().unwrap(), &qr, 1250).await;
+        let again = app.customer_pay(&qr).await;
+        assert_eq!(
+            again.0, 409,
+            "paying twice must be refused by the sandbox: {}",
+            again.1
+        );
+    });
+}
+
+#[test]
+fn qr_customer_and_sound_wave_payments_succeed_synchronously() {
+    // Proves customer-presented codes are charged in the create call itself.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let methods = [
+            qr_customer(),
+            json!({"type": "sound_wave", "token": unique_token()}),
+        ];
+        for method in methods {
+            let p = m
+                .create_payment_ok(&payment_request(2000, method.clone()))
+                .await;
+            assert_new_payment(&p, 2000, method["type"].as_str().unwrap());
+            assert_succeeded(&p, 2000);
+            let id = p["id"].as_str().unwrap();
+            assert_succeeded(&m.payment(id).await, 2000);
+        }
+    });
+}
+
+#[test]
+fn an_nfc_payment_succeeds_synchronously() {
+    // Proves an NFC token + cryptogram is charged synchronously.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let method =
+            json!({"type": "nfc", "token": unique_token(), "cryptogram": "AAECAwQFBgcICQ"});
+        let p = m.create_payment_ok(&payment_request(3100, method)).await;
+        assert_new_payment(&p, 3100, "nfc");
+        assert_succeeded(&p, 3100);
+    });
+}
+
+#[test]
+fn an_h5_payment_redirects_and_succeeds_once_the_customer_pays() {
+    // Proves h5 → redirect url → the customer pays that url → succeeded.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let method = json!({"type": "h5", "return_url": "https://shop.example/return"});
+        let (p, url) = pending_payment(&m, method, "redirect", "url").await;
+        assert!(url.starts_with("http"), "{url}");
+        pay_and_expect_success(&m, p["id"].as_str().unwrap(), &url, 1250).await;
+    });
+}
+
+#[test]
+fn an_app_payment_returns_an_order_string_and_succeeds_once_paid() {
+    // Proves app → app_order order_string → the wallet pays it → succeeded.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let (p, order) =
+            pending_payment(&m, json!({"type": "app"}), "app_order", "order_string").await;
+        pay_and_expect_success(&m, p["id"].as_str().unwrap(), &order, 1250).await;
+    });
+}
+
+#[test]
+fn an_sms_otp_payment_succeeds_with_the_code_sent_to_the_payer() {
+    // Proves sms_otp → enter_otp → code read from the sandbox SMS inbox → confirm → succeeded.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let phone = unique_phone();
+        let p = m
+            .create_payment_ok(&payment_request(
+                1800,
+                json!({"type": "sms_otp", "phone": phone}),
+            ))
+            .await;
+        assert_new_payment(&p, 1800, "sms_otp");
+        assert_eq!(p["status"], "requires_customer_action", "{p}");
+        assert_eq!(p["next_action"], json!({"type": "enter_otp"}), "{p}");
+        let id = p["id"].as_str().unwrap();
+        let code = app.sms_code(&phone).await;
+        let path = format!("/v1/payments/{id}/confirm");
+        let (status, confirmed) = m.post(&path, &json!({"otp": code})).await;
+        assert_eq!(status, 200, "{confirmed}");
+        assert_succeeded(&confirmed, 1800);
+        assert_succeeded(&m.payment(id).await, 1800);
+        let again = m.post(&path, &json!({"otp": code})).await;
+        assert_error(&again, 409, "payment_not_confirmable");
+    });
+}
+
+#[test]
+fn five_wrong_codes_fail_an_sms_otp_payment_with_otp_attempts_exceeded() {
+    // Proves 4 wrong codes → otp_invalid, the 5th → otp_attempts_exceeded and a failed payment.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let phone = unique_phone();
+        let p = m
+            .create_payment_ok(&payment_request(
+                1800,
+                json!({"type": "sms_otp", "phone": phone}),
+            ))
+            .await;
+        let id = p["id"].as_str().unwrap();
+        let code: u32 = app.sms_code(&phone).await.parse().unwrap();
+        let wrong = format!("{:06}", (code + 1) % 1_000_000);
+        let path = format!("/v1/payments/{id}/confirm");
+        for _ in 0..4 {
+            let r = m.post(&path, &json!({"otp": wrong})).await;
+            assert_error_param(&r, 400, "otp_invalid", "otp");
+        }
+        let fifth = m.post(&path, &json!({"otp": wrong})).await;
+        assert_error_param(&fifth, 400, "otp_attempts_exceeded", "otp");
+        let failed = m.payment(id).await;
+        assert_eq!(failed["status"], "failed", "{failed}");
+        assert_eq!(
+            failed["failure"]["code"], "otp_attempts_exceeded",
+            "{failed}"
+        );
+        assert_eq!(failed["captured_minor"], 0, "{failed}");
+        let right = m.post(&path, &json!({"otp": format!("{code:06}")})).await;
+        assert_error(&right, 409, "payment_not_confirmable");
+    });
+}
+
+/// A qr_customer payment with manual capture, authorized and waiting for capture.
+async fn authorized_payment(m: &Merchant<'_>, amount_minor: i64) -> String {
+    let p = m
+        .create_payment_ok(&manual_payment_request(amount_minor, qr_customer()))
+        .await;
+    assert_eq!(p["status"], "requires_capture", "{p}");
+    assert_eq!(p["capture"], "manual", "{p}");
+    assert_eq!(p["authorized_minor"], amount_minor, "{p}");
+    assert_eq!(p["captured_minor"], 0, "{p}");
+    p["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_manual_payment_is_captured_in_full_when_no_amount_is_given() {
+    // Proves capture {} on requires_capture captures the whole authorization.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let id = authorized_payment(&m, 5000).await;
+        let (status, p) = m
+            .post(&format!("/v1/payments/{id}/capture"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{p}");
+        assert_eq!(
+            (p["status"].clone(), p["captured_minor"].clone()),
+            (json!("succeeded"), json!(5000)),
+            "{p}"
+        );
+        assert_eq!(m.payment(&id).await["captured_minor"], 5000);
+    });
+}
+
+#[test]
+fn a_partial_capture_captures_only_the_amount_asked() {
+    // Proves capture {amount_minor: 3000} of 5000 leaves captured_minor 3000.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let id = authorized_payment(&m, 5000).await;
+        let (status, p) = m
+            .post(
+                &format!("/v1/payments/{id}/capture"),
+                &json!({"amount_minor": 3000}),
+            )
+            .await;
+        assert_eq!(status, 200, "{p}");
+        assert_eq!(p["status"], "succeeded", "{p}");
+        assert_eq!(p["captured_minor"], 3000, "{p}");
+        let refund = m
+            .post(
+                &format!("/v1/payments/{id}/refunds"),
+                &json!({"amount_minor": 3001}),
+            )
+            .await;
+        assert_error_param(&refund, 400, "refund_exceeds_captured", "amount_minor");
+    });
+}
+
+#[test]
+fn capturing_more_than_authorized_is_rejected_and_changes_nothing() {
+    // Proves an over-capture answers capture_exceeds_authorized and the payment is untouched.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let id = authorized_payment(&m, 5000).await;
+        let before = m.payment(&id).await;
+        let r = m
+            .post(
+                &format!("/v1/payments/{id}/capture"),
+                &json!({"amount_minor": 5001}),
+            )
+            .await;
+        assert_error_param(&r, 400, "capture_exceeds_authorized", "amount_minor");
+        let after = m.payment(&id).await;
+        assert_eq!(after, before, "a rejected capture changed the payment");
+    });
+}
+
+#[test]
+fn an_uncaptured_authorization_can_be_canceled_and_then_not_captured() {
+    // Proves cancel voids a requires_capture payment; a later capture is payment_not_capturable.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let id = authorized_payment(&m, 5000).await;
+        let (status, p) = m
+            .post(&format!("/v1/payments/{id}/cancel"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{p}");
+        assert_eq!(p["status"], "canceled", "{p}");
+        assert_eq!(p["authorized_minor"], 0, "{p}");
+        let again = m
+            .post(&format!("/v1/payments/{id}/cancel"), &json!({}))
+            .await;
+        assert_eq!(
+            again.0, 200,
+            "canceling a canceled payment returns it: {}",
+            again.1
+        );
+        assert_eq!(again.1["status"], "canceled");
+        let capture = m
+            .post(&format!("/v1/payments/{id}/capture"), &json!({}))
+            .await;
+        assert_error(&capture, 409, "payment_not_capturable");
+    });
+}
+
+#[test]
+fn cancel_after_capture_is_rejected() {
+    // Proves a captured payment cannot be voided (refund it instead) and stays succeeded.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let id = authorized_payment(&m, 5000).await;
+        let (status, _) = m
+            .post(&format!("/v1/payments/{id}/capture"), &json!({}))
+            .await;
+        assert_eq!(status, 200);
+        let r = m
+            .post(&format!("/v1/payments/{id}/cancel"), &json!({}))
+            .await;
+        assert_error(&r, 409, "payment_not_cancelable");
+        assert_succeeded(&m.payment(&id).await, 5000);
+    });
+}
+
+#[test]
+fn capturing_an_automatic_payment_is_rejected() {
+    // Proves capture on an already captured (automatic) payment is payment_not_capturable.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let p = m
+            .create_payment_ok(&payment_request(1000, qr_customer()))
+            .await;
+        let id = p["id"].as_str().unwrap();
+        let r = m
+            .post(&format!("/v1/payments/{id}/capture"), &json!({}))
+            .await;
+        assert_error(&r, 409, "payment_not_capturable");
+    });
+}
+
+#[test]
+fn a_qr_payment_canceled_before_the_customer_pays_cannot_be_paid() {
+    // Proves cancel closes the QR at the channel: the customer's later pay is refused.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let (p, qr) = pending_payment(
+            &m,
+            json!({"type": "qr_merchant"}),
+            "display_qr",
+            "qr_payload",
+        )
+        .await;
+        let id = p["id"].as_str().unwrap();
+        let (status, c) = m
+            .post(&format!("/v1/payments/{id}/cancel"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{c}");
+        assert_eq!(c["status"], "canceled", "{c}");
+        assert_eq!(c["next_action"], Value::Null, "{c}");
+        let paid = app.customer_pay(&qr).await;
+        assert_eq!(paid.0, 409, "a closed QR was paid: {}", paid.1);
+        assert_eq!(m.payment(id).await["status"], "canceled");
+    });
+}
+
+#[test]
+fn amount_666_is_declined_and_the_payment_fails_with_a_failure_code() {
+    // Proves the sandbox decline is a failed payment (HTTP 200) with failure.code channel_declined.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        for method in [qr_customer(), json!({"type": "qr_merchant"})] {
+            let p = m.create_payment_ok(&payment_request(666, method)).await;
+            assert_eq!(p["status"], "failed", "{p}");
+            assert_eq!(p["failure"]["code"], "channel_declined", "{p}");
+            let message = p["failure"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("insufficient_funds"), "{p}");
+            assert_eq!(p["captured_minor"], 0, "{p}");
+            let id = p["id"].as_str().unwrap();
+            let refund = m
+                .post(&format!("/v1/payments/{id}/refunds"), &json!({}))
+                .await;
+            assert_error(&refund, 409, "payment_not_refundable");
+        }
+    });
+}
+
+#[test]
+fn amount_777_leaves_the_payment_processing_until_a_recheck_resolves_it() {
+    // Proves a channel timeout is not guessed: processing, then GET's re-check finds success.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let p = m
+            .create_payment_ok(&payment_request(777, qr_customer()))
+            .await;
+        assert_eq!(p["status"], "processing", "{p}");
+        assert_eq!(p["captured_minor"], 0, "{p}");
+        let id = p["id"].as_str().unwrap();
+        let settled = m.wait_for_status(id, "succeeded").await;
+        assert_eq!(settled["captured_minor"], 777, "{settled}");
+    });
+}
+
+#[test]
+fn amount_888_stays_pending_until_the_customer_pays() {
+    // Proves 888 keeps a customer-presented payment processing until the customer pays it.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let method = qr_customer();
+        let code = method["auth_code"].as_str().unwrap().to_string();
+        let p = m.create_payment_ok(&payment_request(888, method)).await;
+        assert_eq!(p["status"], "processing", "{p}");
+        let id = p["id"].as_str().unwrap();
+        let still = m.payment(id).await;
+        assert_eq!(
+            still["status"], "processing",
+            "a re-check must not guess: {still}"
+        );
+        pay_and_expect_success(&m, id, &code, 888).await;
+    });
+}
+
+#[test]
+fn amount_999_garbage_leaves_the_payment_processing_until_resolved() {
+    // Proves a garbage channel answer leaves processing; a re-check then shows the QR to pay.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let p = m
+            .create_payment_ok(&payment_request(999, json!({"type": "qr_merchant"})))
+            .await;
+        assert_eq!(p["status"], "processing", "{p}");
+        assert_eq!(p["captured_minor"], 0, "{p}");
+        let id = p["id"].as_str().unwrap();
+        let waiting = m.wait_for_status(id, "requires_customer_action").await;
+        assert_eq!(waiting["next_action"]["type"], "display_qr", "{waiting}");
+        let qr = waiting["next_action"]["qr_payload"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        pay_and_expect_success(&m, id, &qr, 999).await;
+    });
+}
+
+#[test]
+fn a_manual_qr_payment_waits_for_capture_after_the_customer_pays() {
+    // Proves the channel's "authorized" notification moves a manual QR payment to
+    // requires_capture, and the merchant's capture then settles it.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let p = m
+            .create_payment_ok(&manual_payment_request(
+                4200,
+                json!({"type": "qr_merchant"}),
+            ))
+            .await;
+        assert_eq!(p["status"], "requires_customer_action", "{p}");
+        let id = p["id"].as_str().unwrap();
+        let qr = p["next_action"]["qr_payload"].as_str().unwrap();
+        assert_eq!(app.customer_pay(qr).await.0, 200);
+        let held = m.wait_for_status(id, "requires_capture").await;
+        assert_eq!(held["authorized_minor"], 4200, "{held}");
+        assert_eq!(held["captured_minor"], 0, "{held}");
+        let (status, captured) = m
+            .post(
+                &format!("/v1/payments/{id}/capture"),
+                &json!({"amount_minor": 4000}),
+            )
+            .await;
+        assert_eq!(status, 200, "{captured}");
+        assert_eq!(captured["status"], "succeeded", "{captured}");
+        assert_eq!(captured["captured_minor"], 4000, "{captured}");
+    });
+}
+
+/// A sandbox payment notification body saying the payment `id` is `status` for
+/// `amount_minor` CNY (the wire shape of docs/sandbox.md).
+fn notification(id: &str, status: &str, amount_minor: i64) -> Vec<u8> {
+    let captured = if status == "succeeded" {
+        amount_minor
+    } else {
+        0
+    };
+    json!({
+        "notification_id": spinpay_tests::unique("ntf_test"),
+        "kind": "payment",
+        "payment": {
+            "payment_id": id,
+            "channel_txn_id": "sbx_test",
+            "status": status,
+            "amount_minor": amount_minor,
+            "currency": "CNY",
+            "captured_minor": captured,
+            "refunded_minor": 0,
+            "next_action": null,
+            "decline_code": null,
+            "decline_message": null
+        },
+        "refund": null,
+        "sent_at_ms": spinpay_tests::now_unix_s() * 1000
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn a_forged_or_stale_notification_is_refused_and_changes_nothing() {
+    // Proves the webhook refuses unsigned, wrongly signed and replayed-stale notifications
+    // with 401 signature_invalid and the payment stays unpaid until the real customer pays.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let (p, qr) = pending_payment(
+            &m,
+            json!({"type": "qr_merchant"}),
+            "display_qr",
+            "qr_payload",
+        )
+        .await;
+        let id = p["id"].as_str().unwrap();
+        let before = m.payment(id).await;
+        let body = notification(id, "succeeded", 1250);
+        let now = spinpay_tests::now_unix_s();
+        let forged = [
+            None,
+            Some(spinpay_tests::sandbox_signature(
+                "not-the-secret",
+                now,
+                &body,
+            )),
+            Some(spinpay_tests::sandbox_signature(
+                spinpay_tests::SANDBOX_SECRET,
+                now - 3600,
+                &body,
+            )),
+            Some(format!("t={now},v1={}", "0".repeat(64))),
+        ];
+        for signature in &forged {
+            let (status, answer) = app
+                .post_sandbox_notification(&body, signature.as_deref())
+                .await;
+            assert_eq!(status, 401, "{signature:?}: {answer}");
+            assert_eq!(answer["error"]["code"], "signature_invalid", "{answer}");
+        }
+        assert_eq!(
+            m.payment(id).await,
+            before,
+            "a refused notification changed the payment"
+        );
+        pay_and_expect_success(&m, id, &qr, 1250).await;
+    });
+}
+
+#[test]
+fn a_redelivered_notification_is_acknowledged_and_applied_once() {
+    // Proves a correctly signed duplicate of the success notification is acknowledged (200)
+    // and changes nothing: same version, same captured amount.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let (p, qr) = pending_payment(
+            &m,
+            json!({"type": "qr_merchant"}),
+            "display_qr",
+            "qr_payload",
+        )
+        .await;
+        let id = p["id"].as_str().unwrap();
+        pay_and_expect_success(&m, id, &qr, 1250).await;
+        let settled = m.payment(id).await;
+        let body = notification(id, "succeeded", 1250);
+        let sig = spinpay_tests::sandbox_signature(
+            spinpay_tests::SANDBOX_SECRET,
+            spinpay_tests::now_unix_s(),
+            &body,
+        );
+        for _ in 0..2 {
+            let (status, ack) = app.post_sandbox_notification(&body, Some(&sig)).await;
+            assert_eq!(status, 200, "{ack}");
+        }
+        assert_eq!(
+            m.payment(id).await,
+            settled,
+            "a duplicate notification changed the payment"
+        );
+    });
+}
+
+#[test]
+fn a_signed_notification_with_another_amount_flags_the_payment_instead_of_paying_it() {
+    // Proves an amount mismatch is never accepted as payment: the payment keeps its status,
+    // gets a conflict with reason amount_mismatch, and captures nothing.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let (p, _qr) = pending_payment(
+            &m,
+            json!({"type": "qr_merchant"}),
+            "display_qr",
+            "qr_payload",
+        )
+        .await;
+        let id = p["id"].as_str().unwrap();
+        let body = notification(id, "succeeded", 1);
+        let sig = spinpay_tests::sandbox_signature(
+            spinpay_tests::SANDBOX_SECRET,
+            spinpay_tests::now_unix_s(),
+            &body,
+        );
+        let (status, ack) = app.post_sandbox_notification(&body, Some(&sig)).await;
+        assert_eq!(
+            status, 200,
+            "the channel must be answered so it stops retrying: {ack}"
+        );
+        let after = m.payment(id).await;
+        assert_eq!(after["status"], "requires_customer_action", "{after}");
+        assert_eq!(after["captured_minor"], 0, "{after}");
+        assert_eq!(after["conflict"]["reason"], "amount_mismatch", "{after}");
+        assert_eq!(after["conflict"]["channel_amount_minor"], 1, "{after}");
+    });
+}
