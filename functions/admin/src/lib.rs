@@ -5,8 +5,10 @@
 //! | method + path | what |
 //! |---|---|
 //! | POST /v1/admin/merchants | `create_merchant` `{"name", "notify_url"?, "default_capture"?}` |
+//! | GET /v1/account | the calling merchant's settings (secret key auth) |
+//! | POST /v1/account | `update_merchant` `{"name"?, "notify_url"?, "default_capture"?}` |
 //!
-//! Guarded by `Authorization: Bearer <admin token>` (the secret variable `admin_token`),
+//! The merchants route is guarded by `Authorization: Bearer <admin token>` (the secret variable `admin_token`),
 //! compared in constant time; with no token configured the endpoint is disabled (503
 //! `not_configured`). The answer holds the merchant's secret key, shown once: under an
 //! Idempotency-Key the stored replay is sealed with the encryption key, never kept in
@@ -14,7 +16,9 @@
 
 use spin_sdk::http::{Method, Request};
 use spinpay_core::ApiError;
-use spinpay_core::api::{self, BODY_BYTES_MAX, CreateMerchantRequest};
+use spinpay_core::api::{
+    self, BODY_BYTES_MAX, CreateMerchantRequest, MerchantResponse, UpdateMerchantRequest,
+};
 use spinpay_core::service;
 use spinpay_guest::component::{self, Keyed, Services};
 use spinpay_guest::env::{self, OsEntropy};
@@ -23,8 +27,10 @@ use spinpay_guest::respond::{self, RouteMiss};
 
 /// The secret variable holding the admin bearer token.
 const VAR_ADMIN_TOKEN: &str = "admin_token";
-/// The one route.
+/// Merchant onboarding (admin token).
 const MERCHANTS_PATH: &str = "/v1/admin/merchants";
+/// The calling merchant's own settings (secret key).
+const ACCOUNT_PATH: &str = "/v1/account";
 /// Idempotency scope of admin calls (not a merchant id, so never one's keys).
 const ADMIN_SCOPE: &str = "admin";
 
@@ -34,34 +40,84 @@ async fn handle(req: Request) -> HttpResponse {
     respond::handle(
         &parts,
         route,
-        async |(), request_id| -> Result<HttpResponse, ApiError> {
-            let configured = env::secret(VAR_ADMIN_TOKEN).await.ok();
-            let configured = configured.as_ref().map(|s| s.expose().as_str());
-            service::check_admin_token(component::authorization(&parts.headers), configured)?;
-            let services = Services::open().await?;
-            let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
-            // The answer holds the merchant's secret key: its replay is stored sealed.
-            let call = Keyed::new(ADMIN_SCOPE, &parts, &body).sealed();
-            services
-                .idempotent(call, request_id, async || {
-                    let req: CreateMerchantRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
-                    service::create_merchant(&services.ctx(), &mut OsEntropy, req.validate()?).await
-                })
-                .await
+        async |route, request_id| -> Result<HttpResponse, ApiError> {
+            match route {
+                Route::CreateMerchant => create_merchant(&parts, body, request_id).await,
+                Route::Account => {
+                    let (_, merchant) = Services::authenticated(&parts.headers).await?;
+                    Ok(respond::ok_json(&MerchantResponse::new(&merchant)))
+                }
+                Route::UpdateAccount => update_account(&parts, body, request_id).await,
+            }
         },
     )
     .await
 }
 
-/// The one route takes POST.
-fn route(parts: &http::request::Parts) -> Result<(), RouteMiss> {
-    if parts.uri.path() != MERCHANTS_PATH {
-        return Err(RouteMiss::NotFound);
+/// `POST /v1/admin/merchants`: admin token, then create under a sealed idempotent reply.
+async fn create_merchant<B>(
+    parts: &http::request::Parts,
+    body: B,
+    request_id: &str,
+) -> Result<HttpResponse, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let configured = env::secret(VAR_ADMIN_TOKEN).await.ok();
+    let configured = configured.as_ref().map(|s| s.expose().as_str());
+    service::check_admin_token(component::authorization(&parts.headers), configured)?;
+    let services = Services::open().await?;
+    let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+    // The answer holds the merchant's secret key: its replay is stored sealed.
+    let call = Keyed::new(ADMIN_SCOPE, parts, &body).sealed();
+    services
+        .idempotent(call, request_id, async || {
+            let req: CreateMerchantRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
+            service::create_merchant(&services.ctx(), &mut OsEntropy, req.validate()?).await
+        })
+        .await
+}
+
+/// `POST /v1/account`: the calling merchant changes its own settings.
+async fn update_account<B>(
+    parts: &http::request::Parts,
+    body: B,
+    request_id: &str,
+) -> Result<HttpResponse, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (services, merchant) = Services::authenticated(&parts.headers).await?;
+    let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+    let call = Keyed::new(&merchant.id, parts, &body);
+    services
+        .idempotent(call, request_id, async || {
+            let req: UpdateMerchantRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
+            service::update_merchant(&services.ctx(), &merchant.id, req.validate()?).await
+        })
+        .await
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    CreateMerchant,
+    Account,
+    UpdateAccount,
+}
+
+/// POST to the merchants path; GET or POST to the account path.
+fn route(parts: &http::request::Parts) -> Result<Route, RouteMiss> {
+    match parts.uri.path() {
+        MERCHANTS_PATH if parts.method == Method::POST => Ok(Route::CreateMerchant),
+        MERCHANTS_PATH => Err(RouteMiss::MethodNotAllowed { allow: "POST" }),
+        ACCOUNT_PATH if parts.method == Method::GET => Ok(Route::Account),
+        ACCOUNT_PATH if parts.method == Method::POST => Ok(Route::UpdateAccount),
+        ACCOUNT_PATH => Err(RouteMiss::MethodNotAllowed { allow: "GET, POST" }),
+        _ => Err(RouteMiss::NotFound),
     }
-    if parts.method != Method::POST {
-        return Err(RouteMiss::MethodNotAllowed { allow: "POST" });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -75,7 +131,19 @@ mod tests {
             let req = http::Request::builder().method(method).uri(path);
             req.body(()).unwrap().into_parts().0
         };
-        assert_eq!(route(&parts("POST", MERCHANTS_PATH)), Ok(()));
+        assert_eq!(
+            route(&parts("POST", MERCHANTS_PATH)),
+            Ok(Route::CreateMerchant)
+        );
+        assert_eq!(route(&parts("GET", ACCOUNT_PATH)), Ok(Route::Account));
+        assert_eq!(
+            route(&parts("POST", ACCOUNT_PATH)),
+            Ok(Route::UpdateAccount)
+        );
+        assert_eq!(
+            route(&parts("DELETE", ACCOUNT_PATH)),
+            Err(RouteMiss::MethodNotAllowed { allow: "GET, POST" })
+        );
         assert_eq!(
             route(&parts("GET", MERCHANTS_PATH)),
             Err(RouteMiss::MethodNotAllowed { allow: "POST" })
