@@ -524,7 +524,8 @@ fn synthetic_match(component: &str, path: &str) -> RouteMatch {
 }
 
 /// Make the URI absolute and set Spin's `spin-*` headers (client-supplied ones are dropped:
-/// only the host may speak for the route).
+/// only the host may speak for the route). Runs on every request, so fixed header names are
+/// constants and values are built once.
 fn prepare_request(
     req: &mut http::Request<WasiBody>,
     route: &RouteMatch,
@@ -532,59 +533,67 @@ fn prepare_request(
     client_addr: SocketAddr,
 ) {
     let headers = req.headers_mut();
-    let spin_headers: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("spin-"))
-        .cloned()
-        .collect();
-    for name in spin_headers {
-        headers.remove(&name);
+    if headers.keys().any(|k| k.as_str().starts_with("spin-")) {
+        let spin_headers: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("spin-"))
+            .cloned()
+            .collect();
+        for name in spin_headers {
+            headers.remove(&name);
+        }
     }
     if matches!(origin, Origin::Chained { .. }) {
         headers.remove(http::header::HOST);
     }
-    let host = headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| "localhost".to_string());
-    let scheme = req.uri().scheme_str().unwrap_or("http").to_string();
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let full_url = format!("{scheme}://{host}{path_and_query}");
+    let full_url = {
+        let uri = req.uri();
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()))
+            .unwrap_or("localhost");
+        let scheme = uri.scheme_str().unwrap_or("http");
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut url = String::with_capacity(scheme.len() + 3 + host.len() + path_and_query.len());
+        url.push_str(scheme);
+        url.push_str("://");
+        url.push_str(host);
+        url.push_str(path_and_query);
+        url
+    };
     if let Ok(uri) = full_url.parse::<http::Uri>() {
         *req.uri_mut() = uri;
     }
-    let raw_route = route.matched_route.clone();
-    let mut pairs: Vec<(String, String)> = vec![
-        ("spin-full-url".into(), full_url),
-        ("spin-path-info".into(), route.path_info.clone()),
-        ("spin-matched-route".into(), route.matched_route.clone()),
-        ("spin-base-path".into(), "/".into()),
-        ("spin-raw-component-route".into(), raw_route),
-        ("spin-component-route".into(), route.component_route.clone()),
-        ("spin-client-addr".into(), client_addr.to_string()),
-    ];
-    for (name, value) in &route.params {
-        pairs.push((
-            format!("spin-path-match-{}", name.to_ascii_lowercase()),
-            value.clone(),
-        ));
-    }
     let headers = req.headers_mut();
-    for (name, value) in pairs {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
+    let mut set = |name: HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
+        }
+    };
+    set(SPIN_FULL_URL, &full_url);
+    set(SPIN_PATH_INFO, &route.path_info);
+    set(SPIN_MATCHED_ROUTE, &route.matched_route);
+    set(SPIN_RAW_COMPONENT_ROUTE, &route.matched_route);
+    set(SPIN_COMPONENT_ROUTE, &route.component_route);
+    set(SPIN_CLIENT_ADDR, &client_addr.to_string());
+    set(SPIN_BASE_PATH, "/");
+    for (name, value) in &route.params {
+        let name = format!("spin-path-match-{}", name.to_ascii_lowercase());
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            set(name, value);
         }
     }
 }
+
+const SPIN_FULL_URL: HeaderName = HeaderName::from_static("spin-full-url");
+const SPIN_PATH_INFO: HeaderName = HeaderName::from_static("spin-path-info");
+const SPIN_MATCHED_ROUTE: HeaderName = HeaderName::from_static("spin-matched-route");
+const SPIN_BASE_PATH: HeaderName = HeaderName::from_static("spin-base-path");
+const SPIN_RAW_COMPONENT_ROUTE: HeaderName = HeaderName::from_static("spin-raw-component-route");
+const SPIN_COMPONENT_ROUTE: HeaderName = HeaderName::from_static("spin-component-route");
+const SPIN_CLIENT_ADDR: HeaderName = HeaderName::from_static("spin-client-addr");
 
 pub(crate) fn plain(status: StatusCode, text: &'static str) -> http::Response<WasiBody> {
     let mut resp = http::Response::new(full_body(Bytes::from_static(text.as_bytes())));

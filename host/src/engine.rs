@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 /// How often the epoch ticker thread advances the engine's epoch. Every tick a running
 /// guest yields to the executor, which is what lets a request deadline cut off a guest
@@ -24,6 +26,11 @@ const COMPONENT_INSTANCES_MAX: u32 = 512;
 
 /// Async stacks (one per in-flight guest call) alive at once across the process.
 const STACKS_MAX: u32 = 1024;
+
+/// Environment variable that turns on a profiler for guest code: `perfmap` writes
+/// `/tmp/perf-<pid>.map` so `perf record` / `perf report` name the guests' functions
+/// instead of `[JIT]` addresses (what `wasmtime serve --profile=perfmap` does).
+pub const WASM_PROFILE_ENV: &str = "SPINPAY_WASM_PROFILE";
 
 static ENGINE: OnceLock<Engine> = OnceLock::new();
 
@@ -50,6 +57,7 @@ fn new_engine() -> anyhow::Result<Engine> {
     config.wasm_component_model(true);
     config.wasm_component_model_async(true);
     config.epoch_interruption(true);
+    config.profiler(profiling_strategy()?);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(COMPONENT_INSTANCES_MAX);
     pool.total_core_instances(COMPONENT_INSTANCES_MAX * 2);
@@ -68,6 +76,16 @@ fn new_engine() -> anyhow::Result<Engine> {
             config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
             Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasmtime engine: {e:?}"))
         }
+    }
+}
+
+fn profiling_strategy() -> anyhow::Result<ProfilingStrategy> {
+    match std::env::var(WASM_PROFILE_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(ProfilingStrategy::None),
+        Ok(v) if v.is_empty() || v == "none" => Ok(ProfilingStrategy::None),
+        Ok(v) if v == "perfmap" => Ok(ProfilingStrategy::PerfMap),
+        Ok(v) => anyhow::bail!("{WASM_PROFILE_ENV}={v:?}: expected `perfmap` or `none`"),
+        Err(e) => anyhow::bail!("{WASM_PROFILE_ENV}: {e}"),
     }
 }
 
