@@ -58,20 +58,31 @@ fn a_merchant_reads_and_changes_its_own_settings_and_bad_values_change_nothing()
         let (status, before) = m.get("/v1/account").await;
         assert_eq!(status, 200, "{before}");
         assert_eq!(before["object"], "merchant", "{before}");
-        assert!(before.get("secret_key").is_none(), "keys are never shown again: {before}");
-        let update = json!({"notify_url": "https://merchant.example/hook", "default_capture": "manual"});
+        assert!(
+            before.get("secret_key").is_none(),
+            "keys are never shown again: {before}"
+        );
+        let update =
+            json!({"notify_url": "https://merchant.example/hook", "default_capture": "manual"});
         let (status, after) = m.post("/v1/account", &update).await;
         assert_eq!(status, 200, "{after}");
-        assert_eq!(after["notify_url"], "https://merchant.example/hook", "{after}");
+        assert_eq!(
+            after["notify_url"], "https://merchant.example/hook",
+            "{after}"
+        );
         assert_eq!(after["default_capture"], "manual", "{after}");
-        let bad = m.post("/v1/account", &json!({"notify_url": "not a url"})).await;
+        let bad = m
+            .post("/v1/account", &json!({"notify_url": "not a url"}))
+            .await;
         assert_error_param(&bad, 400, "parameter_invalid", "notify_url");
         let unknown = m.post("/v1/account", &json!({"secret_key": "x"})).await;
         assert_eq!(unknown.0, 400, "{}", unknown.1);
         let (_, now) = m.get("/v1/account").await;
         assert_eq!(now, after, "rejected updates changed nothing");
         // The new default applies to payments that do not say how to capture.
-        let p = m.create_payment_ok(&payment_request(1500, qr_customer())).await;
+        let p = m
+            .create_payment_ok(&payment_request(1500, qr_customer()))
+            .await;
         assert_eq!(p["capture"], "manual", "{p}");
         assert_eq!(p["status"], "requires_capture", "{p}");
         let anonymous = app.get("/v1/account", None).await;
