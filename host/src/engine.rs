@@ -58,6 +58,15 @@ fn new_engine() -> anyhow::Result<Engine> {
     config.wasm_component_model_async(true);
     config.epoch_interruption(true);
     config.profiler(profiling_strategy()?);
+    // Compiled code is cached on disk (wasmtime's default cache directory), so a restart or
+    // a new test process skips Cranelift for components that did not change. A cache that
+    // cannot be set up only costs speed.
+    match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
+        Ok(cache) => {
+            config.cache(Some(cache));
+        }
+        Err(e) => tracing::warn!(error = %e, "wasmtime compile cache unavailable"),
+    }
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(COMPONENT_INSTANCES_MAX);
     pool.total_core_instances(COMPONENT_INSTANCES_MAX * 2);
