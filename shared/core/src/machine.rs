@@ -361,22 +361,30 @@ fn capture(
     Ok(())
 }
 
+/// Refunds move money only on a captured (`succeeded`) payment.
+fn refundable_status(
+    status: PaymentStatus,
+    not_allowed: TransitionError,
+) -> Result<(), TransitionError> {
+    use PaymentStatus as S;
+    match status {
+        S::Succeeded => Ok(()),
+        S::RequiresCustomerAction
+        | S::Processing
+        | S::RequiresReview
+        | S::RequiresCapture
+        | S::Canceled
+        | S::Failed => Err(not_allowed),
+    }
+}
+
 fn reserve_refund(
     next: &mut PaymentState,
     refund_id: &str,
     amount_minor: i64,
     not_allowed: TransitionError,
 ) -> Result<(), TransitionError> {
-    use PaymentStatus as S;
-    match next.status {
-        S::Succeeded => {}
-        S::RequiresCustomerAction
-        | S::Processing
-        | S::RequiresReview
-        | S::RequiresCapture
-        | S::Canceled
-        | S::Failed => return Err(not_allowed),
-    }
+    refundable_status(next.status, not_allowed)?;
     if next.refund_ids.iter().any(|id| id == refund_id) {
         return Err(TransitionError::AlreadyApplied);
     }
@@ -404,16 +412,7 @@ fn settle_refund(
     succeeded: bool,
     not_allowed: TransitionError,
 ) -> Result<(), TransitionError> {
-    use PaymentStatus as S;
-    match next.status {
-        S::Succeeded => {}
-        S::RequiresCustomerAction
-        | S::Processing
-        | S::RequiresReview
-        | S::RequiresCapture
-        | S::Canceled
-        | S::Failed => return Err(not_allowed),
-    }
+    refundable_status(next.status, not_allowed)?;
     let Some(index) = next
         .refunds_pending
         .iter()

@@ -48,15 +48,7 @@ fn a_qr_payment_waits_for_the_customer_and_a_notification_completes_it_once() {
         .unwrap();
         assert_eq!(p.status, PaymentStatus::RequiresCustomerAction);
         assert!(matches!(p.next_action, Some(NextAction::DisplayQr { .. })));
-        let n = PaymentNotification {
-            channel: spinpay_core::model::Channel::Sandbox,
-            payment_id: p.id.clone(),
-            report: ChannelReport {
-                outcome: ChannelOutcome::Succeeded { channel_ref: None },
-                amount_minor: Some(1250),
-                currency: Some("CNY".into()),
-            },
-        };
+        let n = paid_notification(&p.id, 1250);
         assert_eq!(
             apply_payment_notification(&c, &mut rng, &n).await,
             Ok(NotificationResult::Applied)
@@ -858,15 +850,7 @@ fn a_notification_with_the_wrong_amount_flags_the_payment_instead_of_paying_it()
         )
         .await
         .unwrap();
-        let n = PaymentNotification {
-            channel: spinpay_core::model::Channel::Sandbox,
-            payment_id: p.id.clone(),
-            report: ChannelReport {
-                outcome: ChannelOutcome::Succeeded { channel_ref: None },
-                amount_minor: Some(1),
-                currency: Some("CNY".into()),
-            },
-        };
+        let n = paid_notification(&p.id, 1);
         assert_eq!(
             apply_payment_notification(&c, &mut rng, &n).await,
             Ok(NotificationResult::Conflicted)
@@ -1078,4 +1062,17 @@ fn a_refund_notification_settles_a_pending_refund_once() {
             (888, RefundStatus::Succeeded)
         );
     });
+}
+
+/// The sandbox telling us `payment_id` was paid `amount_minor` CNY.
+fn paid_notification(payment_id: &str, amount_minor: i64) -> PaymentNotification {
+    PaymentNotification {
+        channel: spinpay_core::model::Channel::Sandbox,
+        payment_id: payment_id.to_string(),
+        report: ChannelReport {
+            outcome: ChannelOutcome::Succeeded { channel_ref: None },
+            amount_minor: Some(amount_minor),
+            currency: Some("CNY".into()),
+        },
+    }
 }
