@@ -4,17 +4,18 @@
 #     time of a trivial component (fresh instance vs reuse), wrk req/s and p50/p99 of the
 #     trivial handler at 32 connections against a native hyper hello-world in the same run,
 #     idle RSS with six components loaded;
-#  2. authorize end to end (issue 3): `spinpay-host up -f spin.toml`, a merchant created
+#  2. authorize end to end (issue 3): `spinpay-host up -f "${BENCH_MANIFEST:-spin.toml}"`, a merchant created
 #     through the admin API, then wrk POSTing qr_customer payments to /v1/payments (the
 #     sandbox answers synchronously) at 32 connections; the host's per-request log lines
 #     give the time spent in authorize itself versus its risk-check and sandbox hops.
 #     Run twice: key-value file on disk (SQLite, synchronous=FULL: every commit is fsync'd)
-#     and on tmpfs (/dev/shm: same code, no fsync cost), to show what the disk costs.
+#     and on tmpfs (/dev/shm: same code, no fsync cost), to show what the disk costs, and on
+#     a local Redis (production's backend; AOF fsync'd every second).
 #
 # Needs wrk (`apt-get install -y wrk`), curl and python3. Env: BENCH_SECONDS (default 10)
 # per measured run, BENCH_PORT (default 3999), BENCH_SKIP_BUILD=1 to use existing builds
 # (the host, the .wasm files and the bench executable cargo built last),
-# BENCH_SKIP_HOST=1 to skip part 1. wrk and the server share this machine's cores; the
+# BENCH_SKIP_HOST=1 to skip part 1, BENCH_MANIFEST (default spin.toml) for another app copy. wrk and the server share this machine's cores; the
 # load average is printed next to the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,15 +87,21 @@ function done(summary, latency, requests)
 end
 LUA
 
-# authorize_run <name> <kv dir>: start the app, create a merchant, warm up, measure.
+# authorize_run <name> <kv dir | redis://url>: start the app, create a merchant, warm up,
+# measure.
 authorize_run() {
   local name=$1 kv_dir=$2
-  mkdir -p "$kv_dir"
-  printf '[key_value_store.default]\ntype = "spin"\npath = "%s/kv.db"\n' "$kv_dir" > "$work/$name-rc.toml"
+  case "$kv_dir" in
+    redis://*)
+      printf '[key_value_store.default]\ntype = "redis"\nurl = "%s"\n' "$kv_dir" > "$work/$name-rc.toml" ;;
+    *)
+      mkdir -p "$kv_dir"
+      printf '[key_value_store.default]\ntype = "spin"\npath = "%s/kv.db"\n' "$kv_dir" > "$work/$name-rc.toml" ;;
+  esac
   SPIN_VARIABLE_ADMIN_TOKEN=admin_bench_token \
   SPIN_VARIABLE_ENCRYPTION_KEY=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n') \
   SPIN_VARIABLE_SANDBOX_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n') \
-  RUST_LOG=info "$root/target/release/spinpay-host" up -f spin.toml \
+  RUST_LOG=info "$root/target/release/spinpay-host" up -f "${BENCH_MANIFEST:-spin.toml}" \
     --listen "127.0.0.1:$port" --runtime-config-file "$work/$name-rc.toml" \
     > "$work/$name-host.log" 2>&1 &
   host_pid=$!
@@ -130,6 +137,23 @@ authorize_run() {
 authorize_run disk "$work/kv"
 if [ -d /dev/shm ]; then
   authorize_run tmpfs "/dev/shm/$(basename "$work")"
+fi
+# Production's backend: a local redis-server with an append-only file fsync'd every second
+# (Redis's own default for AOF), on a port of its own.
+if command -v redis-server >/dev/null; then
+  redis_port=$((port + 1))
+  mkdir -p "$work/redis"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" --save '' \
+    --appendonly yes --appendfsync everysec --daemonize no > "$work/redis.log" 2>&1 &
+  redis_pid=$!
+  for _ in $(seq 1 50); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  authorize_run redis "redis://127.0.0.1:$redis_port/0"
+  kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
+else
+  echo "bench: redis-server not found (apt-get install -y redis-server): skipping the redis run" >&2
 fi
 
 # ---- table --------------------------------------------------------------------------------
@@ -172,7 +196,7 @@ if os.path.exists(host):
     if rss:
         rows.append(("idle RSS, six components", f"{rss.group(1)} MiB", "", "target <= 64 MiB"))
 
-for name in ("disk", "tmpfs"):
+for name in ("disk", "tmpfs", "redis"):
     path = os.path.join(work, f"{name}-wrk.txt")
     if not os.path.exists(path):
         continue
