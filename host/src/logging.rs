@@ -12,14 +12,111 @@ use tokio::io::AsyncWrite;
 const PENDING_LINE_BYTES_MAX: usize = 64 * 1024;
 
 /// Install the global tracing subscriber (`RUST_LOG`, default `info`). Safe to call twice.
+///
+/// Lines go to stderr through [`BackgroundStderr`]: a request's log line costs a channel
+/// send, not a `write` system call on the request path. Call [`flush`] before exiting.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+        .with_writer(BackgroundStderr)
         .try_init();
+}
+
+/// Waits until every log line handed to [`BackgroundStderr`] so far is written.
+pub fn flush() {
+    let (done, wait) = std::sync::mpsc::channel();
+    if log_lines().send(LogMessage::Flush(done)).is_ok() {
+        let _ = wait.recv_timeout(std::time::Duration::from_secs(5));
+    }
+}
+
+/// What the log writer thread receives.
+enum LogMessage {
+    Line(Vec<u8>),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The queue of the log writer thread, started on first use. The thread writes every line
+/// waiting at that moment with one `write_all`, so a burst of requests costs one system call.
+fn log_lines() -> &'static std::sync::mpsc::Sender<LogMessage> {
+    static SENDER: std::sync::OnceLock<std::sync::mpsc::Sender<LogMessage>> =
+        std::sync::OnceLock::new();
+    SENDER.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel::<LogMessage>();
+        let spawned = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || {
+                let mut batch = Vec::with_capacity(64 * 1024);
+                let mut flushes = Vec::new();
+                while let Ok(first) = receiver.recv() {
+                    let mut next = Some(first);
+                    while let Some(message) = next {
+                        match message {
+                            LogMessage::Line(line) => batch.extend_from_slice(&line),
+                            LogMessage::Flush(done) => flushes.push(done),
+                        }
+                        next = if batch.len() < PENDING_LINE_BYTES_MAX {
+                            receiver.try_recv().ok()
+                        } else {
+                            None
+                        };
+                    }
+                    if !batch.is_empty() {
+                        let _ = std::io::stderr().lock().write_all(&batch);
+                        batch.clear();
+                    }
+                    for done in flushes.drain(..) {
+                        let _ = done.send(());
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // No thread: lines written now are lost; say so once, on stderr directly.
+            eprintln!("log writer thread could not start: {e}");
+        }
+        sender
+    })
+}
+
+/// A `tracing` writer whose lines are written to stderr by a background thread.
+#[derive(Debug, Clone, Copy)]
+pub struct BackgroundStderr;
+
+/// One log line being formatted; handed to the writer thread when dropped.
+#[derive(Debug, Default)]
+pub struct PendingLine(Vec<u8>);
+
+impl std::io::Write for PendingLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PendingLine {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let line = std::mem::take(&mut self.0);
+            if let Err(std::sync::mpsc::SendError(LogMessage::Line(line))) =
+                log_lines().send(LogMessage::Line(line))
+            {
+                let _ = std::io::stderr().lock().write_all(&line);
+            }
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BackgroundStderr {
+    type Writer = PendingLine;
+    fn make_writer(&'a self) -> PendingLine {
+        PendingLine(Vec::with_capacity(256))
+    }
 }
 
 /// Which host stream guest output goes to.

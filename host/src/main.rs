@@ -67,9 +67,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
+    let code = match cli.command {
         Command::Up(args) => runtime.block_on(up(args)),
-    }
+    };
+    spinpay_host::logging::flush();
+    code
 }
 
 async fn up(args: UpArgs) -> ExitCode {
