@@ -4,15 +4,21 @@
 
 use spinpay_core::ApiError;
 use spinpay_core::api::RiskInputWire;
-use spinpay_core::crypto::Secret;
+use spinpay_core::crypto::{Keyring, Secret};
 use spinpay_core::model::RiskAssessment;
-use spinpay_core::risk::RiskInput;
+use spinpay_core::riskengine::store::internal_mac;
+use spinpay_core::riskengine::{INTERNAL_MAC_HEADER, RiskInput};
 use spinpay_core::service::RiskClient;
+use spinpay_guest::component::{KEY_VERSION, VAR_ENCRYPTION_KEY};
+use spinpay_guest::env;
 use spinpay_guest::inbound::{self, HttpResponse};
 use spinpay_guest::outbound::{self, OutboundRequest};
 
+/// risk-check's internal assessment path (also what its MAC covers).
+pub const RISK_PATH: &str = "/v1/risk/internal/assess";
 /// risk-check over service chaining.
 pub const RISK_URL: &str = "http://risk-check.spin.internal/v1/risk/internal/assess";
+const _: () = assert!(RISK_URL.len() > RISK_PATH.len());
 /// Deadline for a risk assessment (the payment fails closed after it).
 pub const RISK_TIMEOUT_MS: u64 = 2_000;
 /// Largest risk-check answer.
@@ -25,7 +31,9 @@ pub const QUERY_TIMEOUT_MS: u64 = 10_000;
 pub const QUERY_RESPONSE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
 /// Asks risk-check through `http://risk-check.spin.internal`, forwarding the
-/// merchant's own `Authorization` header.
+/// merchant's own `Authorization` header and proving the call comes from spinpay with
+/// `spinpay-internal-mac` (HMAC under the shared `encryption_key` over path and body;
+/// risk-check answers 404 to a call without it).
 pub struct ChainedRisk {
     authorization: Secret<String>,
 }
@@ -42,8 +50,15 @@ impl ChainedRisk {
 impl RiskClient for ChainedRisk {
     async fn assess(&self, input: &RiskInput) -> Result<RiskAssessment, String> {
         let body = serde_json::to_vec(&RiskInputWire::from(input)).map_err(|e| e.to_string())?;
+        let hex_key = env::secret(VAR_ENCRYPTION_KEY)
+            .await
+            .map_err(|e| format!("{VAR_ENCRYPTION_KEY}: {e}"))?;
+        let keys = Keyring::from_hex(KEY_VERSION, hex_key.expose())
+            .map_err(|e| format!("{VAR_ENCRYPTION_KEY}: {e}"))?;
+        let mac = internal_mac(&keys, RISK_PATH, &body);
         let req = OutboundRequest::post_json(RISK_URL, body)
-            .header("authorization", self.authorization.expose().as_str());
+            .header("authorization", self.authorization.expose().as_str())
+            .header(INTERNAL_MAC_HEADER, &mac);
         let resp = outbound::send(&req, RISK_TIMEOUT_MS, RISK_RESPONSE_BYTES_MAX)
             .await
             .map_err(|e| format!("risk-check: {e}"))?;

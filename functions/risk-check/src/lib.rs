@@ -1,37 +1,62 @@
-//! # risk-check: risk assessments and per-merchant rules
+//! # risk-check: risk assessments, per-merchant rules and AML reports
 //!
-//! A thin Spin component over `spinpay-core`'s risk engine (pure rules in
-//! `spinpay_core::risk`; the merchant's configuration in key-value storage).
+//! A thin Spin component over `spinpay-core`'s risk and AML engine
+//! (`spinpay_core::riskengine`: pure rules, counters and reports; its `store` module does
+//! the storage steps). Every public endpoint is authenticated by the merchant's secret key
+//! and scoped to that merchant.
 //!
 //! | method + path | what |
 //! |---|---|
-//! | POST /v1/risk/assessments | assess a prospective payment without paying |
-//! | GET /v1/risk/rules | the merchant's configuration (defaults until the first PUT) |
-//! | PUT /v1/risk/rules | replace it (validated; `version` grows) |
-//! | POST /v1/risk/internal/assess | authorize's call over service chaining (body: core's `api::RiskInputWire`) |
+//! | POST /v1/risk/assessments | preview: what a payment would get now; reads counters, writes none |
+//! | GET /v1/risk/rules | the merchant's configuration (defaults, version 1, until the first PUT) |
+//! | PUT /v1/risk/rules | replace it (validated, errors name the field; `version` + 1 by CAS) |
+//! | GET /v1/risk/aml-reports?day=yyyy-mm-dd[&format=csv] | one day's AML reports, JSON or CSV |
+//! | POST /v1/risk/internal/assess | authorize's call: assess and count the payment |
 //!
-//! Every endpoint is authenticated by the merchant's secret key (authorize forwards the
-//! merchant's own header), so no caller can reach another merchant's rules.
+//! Assessments answer a `Server-Timing` header splitting the guest's own time
+//! (`engine`) from the time it waited on the key-value store (`kv`).
+//!
+//! **The internal endpoint.** Spin's `{ private = true }` would hide the whole component,
+//! and this one also serves public routes, so authorize proves itself with a MAC instead:
+//! header `spinpay-internal-mac` = HMAC-SHA256 under the app's secret `encryption_key`
+//! over the path and body (`riskengine::store::internal_mac`). A public caller never holds
+//! that key and gets the same 404 as for any unknown path. The merchant is still taken
+//! from the forwarded bearer key, never from the body.
 
+mod timing;
 mod wire;
 
 use spin_sdk::http::{Method, Request};
 use spinpay_core::ApiError;
 use spinpay_core::api::{self, BODY_BYTES_MAX, RiskAssessmentRequest, RiskInputWire};
 use spinpay_core::model::Merchant;
-use spinpay_core::risk::{self, RiskInput};
-use spinpay_core::service::{self, Ctx};
+use spinpay_core::riskengine::store::{self, Mode};
+use spinpay_core::riskengine::{INTERNAL_MAC_HEADER, render_csv};
+use spinpay_core::service::Ctx;
 use spinpay_guest::component::{Keyed, Services};
-use spinpay_guest::inbound::{self, HttpResponse};
+use spinpay_guest::env::OsEntropy;
+use spinpay_guest::inbound::{self, HttpResponse, Query};
 use spinpay_guest::kv::KvRepository;
 use spinpay_guest::respond::{self, RouteMiss, ok_json};
 
-use wire::AssessmentResponse;
+use wire::{AmlListResponse, AssessmentResponse, ListFormat, RulesResponse};
+
+/// Decoded merchant configurations, kept while this instance is reused (keyed by the
+/// stored record's version, so a PUT is seen by the very next request).
+static CONFIGS: store::ConfigCache = store::ConfigCache::new();
+
+/// Largest `PUT /v1/risk/rules` body: room for large block lists (10,000 entries of a
+/// list fit), unlike the 16 KiB of every other request.
+pub const RULES_BODY_BYTES_MAX: u64 = 1024 * 1024;
+
+/// The path of authorize's internal call.
+pub const INTERNAL_ASSESS_PATH: &str = "/v1/risk/internal/assess";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Assessments,
     Rules,
+    AmlReports,
     InternalAssess,
 }
 
@@ -40,7 +65,8 @@ impl Route {
         match path {
             "/v1/risk/assessments" => Some(Route::Assessments),
             "/v1/risk/rules" => Some(Route::Rules),
-            "/v1/risk/internal/assess" => Some(Route::InternalAssess),
+            "/v1/risk/aml-reports" => Some(Route::AmlReports),
+            INTERNAL_ASSESS_PATH => Some(Route::InternalAssess),
             _other => None,
         }
     }
@@ -49,6 +75,7 @@ impl Route {
         match self {
             Route::Assessments | Route::InternalAssess => "POST",
             Route::Rules => "GET, PUT",
+            Route::AmlReports => "GET",
         }
     }
 
@@ -59,13 +86,17 @@ impl Route {
             (route, &parts.method),
             (Route::Assessments | Route::InternalAssess, &Method::POST)
                 | (Route::Rules, &Method::GET | &Method::PUT)
+                | (Route::AmlReports, &Method::GET)
         );
-        if allowed {
-            Ok(route)
-        } else {
-            Err(RouteMiss::MethodNotAllowed {
-                allow: route.allow(),
-            })
+        match (allowed, route) {
+            (true, _) => Ok(route),
+            // The internal path does not exist for anyone who may not call it.
+            (false, Route::InternalAssess) => Err(RouteMiss::NotFound),
+            (false, Route::Assessments | Route::Rules | Route::AmlReports) => {
+                Err(RouteMiss::MethodNotAllowed {
+                    allow: route.allow(),
+                })
+            }
         }
     }
 }
@@ -77,28 +108,42 @@ async fn handle(req: Request) -> HttpResponse {
         &parts,
         Route::of,
         async |route, request_id| -> Result<HttpResponse, ApiError> {
+            if route == Route::InternalAssess {
+                let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+                return internal_assess(&parts, &body).await;
+            }
             let (services, merchant) = Services::authenticated(&parts.headers).await?;
             let ctx = services.ctx();
-            if parts.method == Method::GET {
-                return Ok(ok_json(
-                    &service::get_risk_config(&ctx, &merchant.id).await?,
-                ));
-            }
-            let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
-            match route {
-                Route::Rules => Ok(ok_json(&put_rules(&ctx, &merchant, &body).await?)),
-                Route::InternalAssess => {
-                    Ok(ok_json(&internal_assess(&ctx, &merchant, &body).await?))
+            match (route, &parts.method) {
+                (Route::Rules, &Method::GET) => {
+                    let config = store::get_config(&ctx, &merchant.id).await?;
+                    Ok(ok_json(&RulesResponse::from(config)))
                 }
-                Route::Assessments => {
+                (Route::AmlReports, _) => aml_reports(&ctx, &merchant, &parts).await,
+                (Route::Rules, _) => {
+                    let body =
+                        inbound::read_body(&parts.headers, body, RULES_BODY_BYTES_MAX).await?;
+                    Ok(ok_json(&put_rules(&ctx, &merchant, &body).await?))
+                }
+                (Route::Assessments | Route::InternalAssess, _) => {
+                    let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
                     let call = Keyed::new(&merchant.id, &parts, &body);
-                    services
+                    let server_timing = std::cell::RefCell::new(None);
+                    let resp = services
                         .idempotent(call, request_id, async || {
                             let req: RiskAssessmentRequest =
                                 api::parse_body(&body, BODY_BYTES_MAX)?;
-                            assess(&ctx, req.validate(&merchant.id)?).await
+                            let input = req.validate(&merchant.id)?;
+                            let (a, t) =
+                                timing::assess(&ctx, &input, Mode::Preview, &CONFIGS).await?;
+                            server_timing.replace(Some(t));
+                            Ok(AssessmentResponse::from(a))
                         })
-                        .await
+                        .await?;
+                    Ok(match server_timing.into_inner() {
+                        Some(t) => inbound::with_header(resp, timing::SERVER_TIMING, &t),
+                        None => resp, // a replayed answer: nothing was assessed now
+                    })
                 }
             }
         },
@@ -106,31 +151,69 @@ async fn handle(req: Request) -> HttpResponse {
     .await
 }
 
-/// Runs the merchant's rules on `input`.
-async fn assess(
-    ctx: &Ctx<'_, KvRepository>,
-    input: RiskInput,
-) -> Result<AssessmentResponse, ApiError> {
-    let config = service::get_risk_config(ctx, &input.merchant_id).await?;
-    Ok(risk::assess(&config, &input).into())
-}
-
+/// authorize's call: MAC first (a miss is a plain 404), then the merchant from the
+/// forwarded key, then assess and count the payment.
 async fn internal_assess(
-    ctx: &Ctx<'_, KvRepository>,
-    merchant: &Merchant,
+    parts: &http::request::Parts,
     body: &[u8],
-) -> Result<AssessmentResponse, ApiError> {
+) -> Result<HttpResponse, ApiError> {
+    let services = Services::open().await?;
+    let ctx = services.ctx();
+    let mac = parts
+        .headers
+        .get(INTERNAL_MAC_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if !store::verify_internal_mac(ctx.keys, INTERNAL_ASSESS_PATH, body, mac) {
+        return Err(ApiError::RouteNotFound);
+    }
+    let merchant = services.authenticate(&parts.headers).await?;
     let input: RiskInputWire = inbound::parse_json(body)?;
-    assess(ctx, input.into_input(&merchant.id)?).await
+    let input = input.into_input(&merchant.id)?;
+    let (a, t) = timing::assess(&ctx, &input, Mode::Record, &CONFIGS).await?;
+    let resp = ok_json(&AssessmentResponse::from(a));
+    Ok(inbound::with_header(resp, timing::SERVER_TIMING, &t))
 }
 
 async fn put_rules(
     ctx: &Ctx<'_, KvRepository>,
     merchant: &Merchant,
     body: &[u8],
-) -> Result<risk::RiskConfig, ApiError> {
-    let config = wire::parse_rules(body)?;
-    service::put_risk_config(ctx, &merchant.id, config).await
+) -> Result<RulesResponse, ApiError> {
+    let input = wire::parse_rules(body)?;
+    let m = store::load_merchant(ctx, &mut OsEntropy, &merchant.id, None).await?;
+    let config = input.into_config(m.salt.expose());
+    Ok(store::put_config(ctx, &merchant.id, config).await?.into())
+}
+
+async fn aml_reports(
+    ctx: &Ctx<'_, KvRepository>,
+    merchant: &Merchant,
+    parts: &http::request::Parts,
+) -> Result<HttpResponse, ApiError> {
+    let q = Query::parse(parts.uri.query())?;
+    q.only(&["day", "format"])?;
+    let day = q.get("day").ok_or_else(|| ApiError::ParameterMissing {
+        param: "day".into(),
+    })?;
+    let accept = parts
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = wire::list_format(q.get("format"), accept)?;
+    let reports = store::aml_reports(ctx, &merchant.id, day).await?;
+    match format {
+        ListFormat::Json => Ok(ok_json(&AmlListResponse::new(day.to_string(), reports))),
+        ListFormat::Csv => {
+            let csv = render_csv(&reports).into_bytes();
+            let resp = inbound::bytes_response(200, "text/csv; charset=utf-8", csv);
+            let disposition = format!("attachment; filename=\"aml-reports-{day}.csv\"");
+            Ok(inbound::with_header(
+                resp,
+                "content-disposition",
+                &disposition,
+            ))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -139,12 +222,16 @@ mod tests {
 
     #[test]
     fn risk_paths_map_to_routes_and_others_to_none() {
-        // Proves the three endpoints are routed and anything else under /v1/risk is a 404.
+        // Proves the four endpoints are routed and anything else under /v1/risk is a 404.
         assert_eq!(
             Route::parse("/v1/risk/assessments"),
             Some(Route::Assessments)
         );
         assert_eq!(Route::parse("/v1/risk/rules"), Some(Route::Rules));
+        assert_eq!(
+            Route::parse("/v1/risk/aml-reports"),
+            Some(Route::AmlReports)
+        );
         assert_eq!(
             Route::parse("/v1/risk/internal/assess"),
             Some(Route::InternalAssess)
@@ -155,17 +242,25 @@ mod tests {
     }
 
     #[test]
-    fn a_method_the_path_does_not_take_is_405_naming_the_allowed_ones() {
-        // Proves GET/PUT on rules and POST on the assessment paths are served, and
-        // anything else is refused with the path's Allow.
+    fn a_method_the_path_does_not_take_is_405_and_the_internal_path_stays_hidden() {
+        // Proves served methods route, others get 405 with Allow, and a wrong method on
+        // the internal path is a plain 404 (it does not advertise itself).
         let parts = |method: &str, path: &str| {
             let req = http::Request::builder().method(method).uri(path);
             req.body(()).unwrap().into_parts().0
         };
         assert_eq!(Route::of(&parts("PUT", "/v1/risk/rules")), Ok(Route::Rules));
         assert_eq!(
+            Route::of(&parts("GET", "/v1/risk/aml-reports?day=2026-11-25")),
+            Ok(Route::AmlReports)
+        );
+        assert_eq!(
             Route::of(&parts("POST", "/v1/risk/internal/assess")),
             Ok(Route::InternalAssess)
+        );
+        assert_eq!(
+            Route::of(&parts("GET", "/v1/risk/internal/assess")),
+            Err(RouteMiss::NotFound)
         );
         assert_eq!(
             Route::of(&parts("POST", "/v1/risk/rules")),

@@ -14,6 +14,8 @@
 //! records between the [`Repository`] and the pure functions:
 //! * [`assess`]: one `get_many` of at most [`counters::KEYS_PER_ASSESSMENT_MAX`] (4) keys,
 //!   then `evaluate`. No writes, so `POST /v1/risk/assessments` is side-effect free.
+//! * [`store`]: the same with the merchant's stored configuration and salt, as the
+//!   components call it ([`store::assess`] in [`Mode::Preview`] or [`Mode::Record`]).
 //! * [`record_payment`] after a payment is accepted, [`record_refund`] after a refund: one
 //!   compare-and-swap per counted entity (≤ 4, each in a loop of at most
 //!   [`CAS_ATTEMPTS_MAX`]) plus one per AML report. Idempotent per event id.
@@ -25,6 +27,8 @@ pub mod config;
 pub mod counters;
 pub mod eval;
 pub mod geo;
+pub mod input;
+pub mod store;
 
 pub use aml::{AmlDay, AmlKind, AmlReport, aml_day_key, render_csv, report_day};
 pub use config::EngineConfig;
@@ -33,6 +37,8 @@ pub use eval::{
     Assessment, Counters, EngineInput, FiredRule, PaymentFacts, RefundFacts, Subject, evaluate,
     hash_identifier, payment_updates, refund_updates,
 };
+pub use input::{PREVIEW_EVENT_ID, RiskInput};
+pub use store::{INTERNAL_MAC_HEADER, Loaded, MerchantRisk, Mode};
 
 use crate::repo::{RepoError, Repository};
 
@@ -101,10 +107,24 @@ pub async fn record_payment<R: Repository>(
     input: &EngineInput,
     now_ms: i64,
 ) -> Result<Vec<AmlReport>, EngineError> {
+    record_payment_seeded(repo, config, input, now_ms, None).await
+}
+
+/// [`record_payment`] starting from the records (and versions) an assessment already
+/// read, so an uncontended update is one compare-and-swap with no extra read.
+pub async fn record_payment_seeded<R: Repository>(
+    repo: &R,
+    config: &EngineConfig,
+    input: &EngineInput,
+    now_ms: i64,
+    loaded: Option<&Loaded>,
+) -> Result<Vec<AmlReport>, EngineError> {
     let mut reports = Vec::new();
     for u in payment_updates(config, input, now_ms) {
-        let after = apply_update(repo, &u).await?;
-        if dimension_of(&u.key) == Some(Dimension::Payer) {
+        let dim = dimension_of(&u.key);
+        let seed = loaded.zip(dim).map(|(l, d)| l.seed(d));
+        let after = apply_update_seeded(repo, &u, seed).await?;
+        if dim == Some(Dimension::Payer) {
             reports = aml::payment_reports(config, input, &after, now_ms);
         }
     }
@@ -151,11 +171,24 @@ pub async fn apply_update<R: Repository>(
     repo: &R,
     u: &CounterUpdate,
 ) -> Result<CounterRecord, EngineError> {
+    apply_update_seeded(repo, u, None).await
+}
+
+/// [`apply_update`] whose first attempt uses `seed` (storage version, record) instead of
+/// reading; a conflict re-reads.
+pub async fn apply_update_seeded<R: Repository>(
+    repo: &R,
+    u: &CounterUpdate,
+    seed: Option<(u64, CounterRecord)>,
+) -> Result<CounterRecord, EngineError> {
+    let mut seed = seed;
     for _ in 0..CAS_ATTEMPTS_MAX {
-        let stored = repo.get(&u.key).await?;
-        let (version, before) = match &stored {
-            Some(v) => (v.version, CounterRecord::decode(&u.key, &v.value)?),
-            None => (0, CounterRecord::new()),
+        let (version, before) = match seed.take() {
+            Some(s) => s,
+            None => match repo.get(&u.key).await? {
+                Some(v) => (v.version, CounterRecord::decode(&u.key, &v.value)?),
+                None => (0, CounterRecord::new()),
+            },
         };
         let Some(after) = before.clone().apply(&u.key, &u.delta)? else {
             return Ok(before);

@@ -54,6 +54,10 @@ fn config() -> EngineConfig {
     c.aml.rapid_refund = None;
     c.aml.large_value_daily_minor = LARGE_VALUE_MINOR;
     c.daily_tiers.static_methods.insert(MethodKind::QrMerchant);
+    // One per-transaction maximum for every method keeps the reference model simple.
+    for m in &mut c.per_transaction_max {
+        m.max_minor = 5_000_000;
+    }
     c.blocklist.device_ids.insert("bad-device".into());
     c.blocklist.ips.insert("10.0.0.0/8".into());
     let v = |dimension, window, max_count, max_amount_minor, contribution| VelocityLimit {

@@ -234,7 +234,8 @@ pub struct EngineConfig {
 }
 
 impl Default for EngineConfig {
-    /// PBOC tiers in CNY, five payments a minute per payer before a challenge, CNY 50,000
+    /// CNY 50,000 per transaction (CNY 5,000 for a static `qr_merchant` code), PBOC tiers
+    /// in CNY, five payments a minute per payer before a challenge, CNY 50,000
     /// large-value reporting, structuring under CNY 50,000 (three within 10 %), three
     /// pay-then-refund cycles inside 10 minutes.
     fn default() -> Self {
@@ -242,7 +243,16 @@ impl Default for EngineConfig {
             .into_iter()
             .map(|method| MethodMax {
                 method,
-                max_minor: 5_000_000,
+                // A static merchant QR carries the least authentication.
+                max_minor: match method {
+                    MethodKind::QrMerchant => 500_000,
+                    MethodKind::QrCustomer
+                    | MethodKind::Nfc
+                    | MethodKind::SoundWave
+                    | MethodKind::H5
+                    | MethodKind::App
+                    | MethodKind::SmsOtp => 5_000_000,
+                },
             })
             .collect();
         EngineConfig {

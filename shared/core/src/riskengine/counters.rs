@@ -164,42 +164,79 @@ impl Tier {
     }
 }
 
-fn zero_i(v: &i64) -> bool {
-    *v == 0
-}
-fn zero_u(v: &u64) -> bool {
-    *v == 0
-}
-
-/// One bucket of a ring.
+/// One bucket of a ring. Stored compactly as an array of integers
+/// `[start_ms, count, amount_minor, static_minor, dynamic_low_minor, dynamic_high_minor,
+/// near_count, refund_count, rapid_refund_count]` with trailing zeros left out (a record
+/// holds 42 buckets; field names would triple its size and its decode time).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "Vec<i64>", try_from = "Vec<i64>")]
 pub struct Bucket {
     /// Start of the bucket (a multiple of the window's bucket length).
     pub start_ms: i64,
     /// Payments.
-    #[serde(default, skip_serializing_if = "zero_u")]
     pub count: u64,
     /// Amount of those payments in the configuration currency.
-    #[serde(default, skip_serializing_if = "zero_i")]
     pub amount_minor: i64,
     /// Static-code amount (payer, 24 h ring).
-    #[serde(default, skip_serializing_if = "zero_i")]
     pub static_minor: i64,
     /// Dynamic low-auth amount (payer, 24 h ring).
-    #[serde(default, skip_serializing_if = "zero_i")]
     pub dynamic_low_minor: i64,
     /// Dynamic high-auth amount (payer, 24 h ring).
-    #[serde(default, skip_serializing_if = "zero_i")]
     pub dynamic_high_minor: i64,
     /// Payments just under the structuring threshold (payer, 24 h ring).
-    #[serde(default, skip_serializing_if = "zero_u")]
     pub near_count: u64,
     /// Refunds (payer, 24 h ring).
-    #[serde(default, skip_serializing_if = "zero_u")]
     pub refund_count: u64,
     /// Refunds soon after their payment (payer, 24 h ring).
-    #[serde(default, skip_serializing_if = "zero_u")]
     pub rapid_refund_count: u64,
+}
+
+/// Fields of a stored bucket array.
+const BUCKET_FIELDS: usize = 9;
+
+impl From<Bucket> for Vec<i64> {
+    fn from(b: Bucket) -> Vec<i64> {
+        // Counts are bounded far below i64::MAX by the checked sums that build them.
+        let c = |v: u64| i64::try_from(v).expect("count fits i64");
+        let mut v = vec![
+            b.start_ms,
+            c(b.count),
+            b.amount_minor,
+            b.static_minor,
+            b.dynamic_low_minor,
+            b.dynamic_high_minor,
+            c(b.near_count),
+            c(b.refund_count),
+            c(b.rapid_refund_count),
+        ];
+        while v.len() > 1 && v.last() == Some(&0) {
+            v.pop();
+        }
+        v
+    }
+}
+
+impl TryFrom<Vec<i64>> for Bucket {
+    type Error = String;
+
+    fn try_from(v: Vec<i64>) -> Result<Bucket, String> {
+        if v.is_empty() || v.len() > BUCKET_FIELDS {
+            return Err(format!("a bucket has 1..={BUCKET_FIELDS} numbers"));
+        }
+        let at = |i: usize| v.get(i).copied().unwrap_or(0);
+        let count = |i: usize| u64::try_from(at(i)).map_err(|_| "negative count".to_string());
+        Ok(Bucket {
+            start_ms: at(0),
+            count: count(1)?,
+            amount_minor: at(2),
+            static_minor: at(3),
+            dynamic_low_minor: at(4),
+            dynamic_high_minor: at(5),
+            near_count: count(6)?,
+            refund_count: count(7)?,
+            rapid_refund_count: count(8)?,
+        })
+    }
 }
 
 /// What the engine remembers about a payer beyond the windows.
@@ -512,6 +549,11 @@ pub enum Key<'a> {
         /// The report day.
         day: &'a str,
     },
+    /// The merchant's identifier salt, sealed: `risk/{mid}/salt`.
+    Salt {
+        /// Merchant.
+        merchant_id: &'a str,
+    },
 }
 
 /// The one function that names engine keys.
@@ -523,5 +565,6 @@ pub fn key(k: Key<'_>) -> String {
             hash,
         } => format!("risk/{merchant_id}/c/{}/{hash}", dimension.as_str()),
         Key::AmlDay { merchant_id, day } => format!("risk/{merchant_id}/aml/{day}"),
+        Key::Salt { merchant_id } => format!("risk/{merchant_id}/salt"),
     }
 }

@@ -1,0 +1,274 @@
+//! The engine's storage use cases (what the risk-check component calls): versioned
+//! configuration, the sealed per-merchant salt, preview vs recorded assessments, and
+//! refund recording.
+
+use futures::executor::block_on;
+use spinpay_core::crypto::Keyring;
+use spinpay_core::model::{Payer, PaymentMethod, RiskDecision};
+use spinpay_core::money::Currency;
+use spinpay_core::repo::Repository;
+use spinpay_core::repo::memory::MemoryRepository;
+use spinpay_core::riskengine::store::{assess, get_config, load_merchant, put_config, salt_key};
+use spinpay_core::riskengine::{CounterRecord, EngineConfig, Mode, RiskInput};
+use spinpay_core::rng::SplitMix64;
+use spinpay_core::service::Ctx;
+
+const MID: &str = "mch_store";
+/// 2026-11-25 12:00:00 UTC.
+const T0: i64 = 1_795_608_000_000;
+
+fn keys() -> Keyring {
+    Keyring::new(1, [5; 32])
+}
+
+fn input(n: u32) -> RiskInput {
+    let payer = Payer {
+        id: Some("u-1".into()),
+        device_id: Some("d-1".into()),
+        ..Payer::default()
+    };
+    let mut random = [0_u8; 16];
+    random[..4].copy_from_slice(&n.to_le_bytes());
+    let pay = spinpay_core::ids::make_id(spinpay_core::ids::IdKind::Payment, &random);
+    RiskInput::from_method(
+        MID,
+        Some(pay),
+        1_000,
+        Currency::Cny,
+        &PaymentMethod::App,
+        payer,
+    )
+}
+
+fn count_keys(repo: &MemoryRepository, prefix: &str) -> usize {
+    repo.keys_with_prefix(prefix).len()
+}
+
+#[test]
+fn a_preview_writes_no_counters_and_a_recorded_payment_counts_once_under_retries() {
+    // Proves Mode::Preview leaves the counters untouched, Mode::Record counts, and
+    // recording the same payment id again (a retried call) does not move the velocity.
+    let (repo, keys, mut rng) = (MemoryRepository::new(), keys(), SplitMix64::new(1));
+    let ctx = Ctx {
+        repo: &repo,
+        keys: &keys,
+        now_ms: T0,
+    };
+    block_on(async {
+        let mut preview = input(1);
+        preview.payment_id = None;
+        for _ in 0..10 {
+            let a = assess(&ctx, &mut rng, &preview, Mode::Preview, None)
+                .await
+                .unwrap();
+            assert_eq!(a.decision, RiskDecision::Allow);
+        }
+        assert_eq!(count_keys(&repo, &format!("risk/{MID}/c/")), 0);
+        for n in 0..5 {
+            assess(&ctx, &mut rng, &input(n), Mode::Record, None)
+                .await
+                .unwrap();
+            // The same payment again: a retry must not count twice.
+            assess(&ctx, &mut rng, &input(n), Mode::Record, None)
+                .await
+                .unwrap();
+        }
+        let sixth = assess(&ctx, &mut rng, &input(5), Mode::Record, None)
+            .await
+            .unwrap();
+        assert_eq!(sixth.decision, RiskDecision::Challenge, "{sixth:?}");
+        assert_eq!(sixth.rules[0].rule, "velocity.payer.1m.count");
+        assert!(sixth.rules[0].detail.starts_with("6 payments"));
+    });
+}
+
+#[test]
+fn a_denied_payment_is_not_counted() {
+    // Proves a refused payment does not use up the payer's counters.
+    let (repo, keys, mut rng) = (MemoryRepository::new(), keys(), SplitMix64::new(2));
+    let ctx = Ctx {
+        repo: &repo,
+        keys: &keys,
+        now_ms: T0,
+    };
+    block_on(async {
+        let mut c = EngineConfig::default();
+        c.blocklist.device_ids.insert("d-1".into());
+        put_config(&ctx, MID, c).await.unwrap();
+        let a = assess(&ctx, &mut rng, &input(1), Mode::Record, None)
+            .await
+            .unwrap();
+        assert_eq!(a.decision, RiskDecision::Deny);
+        assert_eq!(count_keys(&repo, &format!("risk/{MID}/c/")), 0);
+    });
+}
+
+#[test]
+fn configuration_versions_grow_and_invalid_input_changes_nothing() {
+    // Proves the default is version 1, each PUT adds one, and a rejected PUT names the
+    // field and leaves the stored version alone.
+    let (repo, keys) = (MemoryRepository::new(), keys());
+    let ctx = Ctx {
+        repo: &repo,
+        keys: &keys,
+        now_ms: T0,
+    };
+    block_on(async {
+        assert_eq!(get_config(&ctx, MID).await.unwrap().version, 1);
+        let v2 = put_config(&ctx, MID, EngineConfig::default())
+            .await
+            .unwrap();
+        let v3 = put_config(&ctx, MID, EngineConfig::default())
+            .await
+            .unwrap();
+        assert_eq!((v2.version, v3.version), (2, 3));
+        let mut bad = EngineConfig::default();
+        bad.thresholds.review_at = 1;
+        let e = put_config(&ctx, MID, bad).await.unwrap_err();
+        assert_eq!(e.param(), Some("thresholds.review_at"));
+        assert_eq!(get_config(&ctx, MID).await.unwrap().version, 3);
+        assert_eq!(get_config(&ctx, "mch_other").await.unwrap().version, 1);
+    });
+}
+
+#[test]
+fn the_salt_is_created_once_sealed_and_stable() {
+    // Proves the first load creates a sealed salt, later loads (any entropy) read the
+    // same one, and the stored bytes do not contain it in clear.
+    let (repo, keys) = (MemoryRepository::new(), keys());
+    let ctx = Ctx {
+        repo: &repo,
+        keys: &keys,
+        now_ms: T0,
+    };
+    block_on(async {
+        let a = load_merchant(&ctx, &mut SplitMix64::new(3), MID, None)
+            .await
+            .unwrap();
+        let b = load_merchant(&ctx, &mut SplitMix64::new(4), MID, None)
+            .await
+            .unwrap();
+        assert_eq!(a.salt.expose(), b.salt.expose());
+        let stored = repo.get(&salt_key(MID)).await.unwrap().unwrap().value;
+        let hex_salt = hex::encode(a.salt.expose());
+        assert!(!String::from_utf8_lossy(&stored).contains(&hex_salt));
+        assert!(
+            !stored
+                .windows(a.salt.expose().len())
+                .any(|w| w == a.salt.expose().as_slice())
+        );
+    });
+}
+
+#[test]
+fn a_cached_configuration_gives_way_to_the_next_put() {
+    // Proves the per-instance cache never serves a stale configuration: a PUT bumps the
+    // stored version, so the very next assessment decides with the new rules.
+    let (repo, keys, mut rng) = (MemoryRepository::new(), keys(), SplitMix64::new(5));
+    let cache = spinpay_core::riskengine::store::ConfigCache::new();
+    let ctx = Ctx {
+        repo: &repo,
+        keys: &keys,
+        now_ms: T0,
+    };
+    block_on(async {
+        let first = assess(&ctx, &mut rng, &input(1), Mode::Preview, Some(&cache))
+            .await
+            .unwrap();
+        assert_eq!(
+            (first.decision, first.rules_version),
+            (RiskDecision::Allow, 1)
+        );
+        let mut c = EngineConfig::default();
+        c.blocklist.payer_ids.insert("u-1".into());
+        put_config(&ctx, MID, c).await.unwrap();
+        let second = assess(&ctx, &mut rng, &input(1), Mode::Preview, Some(&cache))
+            .await
+            .unwrap();
+        assert_eq!(
+            (second.decision, second.rules_version),
+            (RiskDecision::Deny, 2)
+        );
+    });
+}
+
+#[test]
+fn concurrent_recordings_under_injected_faults_count_each_payment_exactly_once() {
+    // Proves counting is exact when 40 assessments of 20 payments (each sent twice) run
+    // interleaved against a store that yields, reports spurious conflicts and fails:
+    // every failed call is retried with the same payment id until it succeeds, and the
+    // payer's 1 h count ends at exactly 20.
+    use spinpay_core::repo::memory::Faults;
+    use spinpay_core::riskengine::store::load_counters_versioned;
+    use spinpay_core::riskengine::{Dimension, Window};
+    let repo = MemoryRepository::with_faults(11, Faults::default());
+    let keys = keys();
+    let ctx = Ctx {
+        repo: &repo,
+        keys: &keys,
+        now_ms: T0,
+    };
+    let mut quiet = EngineConfig::default();
+    quiet.velocity.clear();
+    block_on(async {
+        put_config(&ctx, MID, quiet).await.unwrap();
+        // Create the salt before the faults start.
+        load_merchant(&ctx, &mut SplitMix64::new(1), MID, None)
+            .await
+            .unwrap();
+        repo.set_faults(Faults {
+            conflict_per_mille: 200,
+            unavailable_per_mille: 50,
+            yield_per_mille: 500,
+        });
+        let calls = (0..40_u32).map(|i| {
+            let ctx = &ctx;
+            async move {
+                let mut rng = SplitMix64::new(u64::from(i));
+                for _ in 0..200 {
+                    if assess(ctx, &mut rng, &input(i % 20), Mode::Record, None)
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+                panic!("assessment {i} never succeeded");
+            }
+        });
+        futures::future::join_all(calls).await;
+        repo.set_faults(Faults::default());
+        let m = load_merchant(&ctx, &mut SplitMix64::new(2), MID, None)
+            .await
+            .unwrap();
+        let ei = input(0).engine_input(m.salt.expose()).unwrap();
+        let loaded = load_counters_versioned(&repo, &ei).await.unwrap();
+        let payer = loaded.counters.get(Dimension::Payer).unwrap();
+        assert_eq!(payer.totals(Window::H1, T0).count, 20);
+        assert!(repo.counts().injected_conflicts > 0 && repo.counts().injected_failures > 0);
+    });
+}
+
+#[test]
+fn buckets_are_stored_as_short_integer_arrays_and_bad_ones_are_refused() {
+    // Proves the compact bucket form round-trips, drops trailing zeros, and a stored
+    // record with a malformed bucket decodes as corrupt instead of as zeros.
+    use spinpay_core::riskengine::counters::Bucket;
+    let b = Bucket {
+        start_ms: 1_795_608_000_000,
+        count: 2,
+        amount_minor: 2_500,
+        ..Bucket::default()
+    };
+    let json = serde_json::to_string(&b).unwrap();
+    assert_eq!(json, "[1795608000000,2,2500]");
+    assert_eq!(serde_json::from_str::<Bucket>(&json).unwrap(), b);
+    assert_eq!(serde_json::to_string(&Bucket::default()).unwrap(), "[0]");
+    for bad in ["[]", "[0,-1]", "[0,0,0,0,0,0,0,0,0,0]", "{\"start_ms\":0}"] {
+        assert!(serde_json::from_str::<Bucket>(bad).is_err(), "{bad}");
+    }
+    let mut rec = serde_json::to_value(CounterRecord::new()).unwrap();
+    rec["m1"][0] = serde_json::json!([0, -3]);
+    let bytes = serde_json::to_vec(&rec).unwrap();
+    assert!(CounterRecord::decode("k", &bytes).is_err());
+}
