@@ -3,6 +3,8 @@
 use http::Method;
 use spinpay_channels::sandbox::transformers::NotificationRejected;
 use spinpay_channels::sandbox::wire::{ErrorAnswer, ErrorBody};
+use spinpay_channels::wechatpay::NotificationRejected as ChannelRejected;
+use spinpay_channels::wechatpay::transformers::callback_failure;
 use spinpay_core::ApiError;
 use spinpay_core::model::Channel;
 use spinpay_guest::inbound::{self, HttpResponse};
@@ -13,6 +15,12 @@ use spinpay_guest::respond::{ErrorResponse, RouteMiss};
 pub enum Inbound {
     /// The sandbox provider.
     Sandbox,
+    /// Alipay async notifications (form, RSA2).
+    Alipay,
+    /// WeChat Pay v3 callbacks (signed headers, encrypted resource).
+    Wechatpay,
+    /// UnionPay ACP back-notifications (form, certId + RSA).
+    Unionpay,
 }
 
 /// Routes `/v1/webhooks/{channel}` on the full path (the `spin-path-match-channel`
@@ -25,10 +33,10 @@ pub fn route(method: &Method, path: &str) -> Result<Inbound, RouteMiss> {
     };
     let inbound = match Channel::parse(name) {
         Some(Channel::Sandbox) => Inbound::Sandbox,
-        // Real channels get their notification adapters with the channels issue.
-        Some(Channel::Alipay | Channel::Wechatpay | Channel::Unionpay) | None => {
-            return Err(RouteMiss::NotFound);
-        }
+        Some(Channel::Alipay) => Inbound::Alipay,
+        Some(Channel::Wechatpay) => Inbound::Wechatpay,
+        Some(Channel::Unionpay) => Inbound::Unionpay,
+        None => return Err(RouteMiss::NotFound),
     };
     if *method == Method::POST {
         Ok(inbound)
@@ -42,8 +50,10 @@ pub fn route(method: &Method, path: &str) -> Result<Inbound, RouteMiss> {
 pub enum HookError {
     /// Our side: body too large, not configured, storage (the channel retries).
     Api(ApiError),
-    /// The channel's side: bad signature or malformed (answered in its format).
+    /// The sandbox's side: bad signature or malformed (answered in its format).
     Rejected(NotificationRejected),
+    /// A real channel's side: bad signature, stale, another merchant's, malformed.
+    Channel(Inbound, ChannelRejected),
 }
 
 impl From<ApiError> for HookError {
@@ -58,12 +68,35 @@ impl From<NotificationRejected> for HookError {
     }
 }
 
+/// What Alipay and UnionPay get for a refused notification (anything but their
+/// success answer makes them retry).
+pub const REFUSED_TEXT: &str = "fail";
+
 impl ErrorResponse for HookError {
-    /// 401 `signature_invalid` / 400 `notification_invalid` in the sandbox's error
-    /// format; our own errors in the API's.
+    /// The sandbox: 401 `signature_invalid` / 400 `notification_invalid` in its error
+    /// format. WeChat Pay: 401 / 400 with `{"code":"FAIL","message"}`. Alipay and
+    /// UnionPay: 401 / 400 with the text `fail`. Our own errors (5xx, 413) in the API's
+    /// format, so the channel retries.
     fn response(&self, request_id: &str) -> HttpResponse {
         let (status, code, message) = match self {
+            // Our side (every channel retries a non-2xx): the API's own error format.
             HookError::Api(e) => return inbound::error_response(e, request_id),
+            HookError::Channel(Inbound::Wechatpay, e) => {
+                let (status, body) = callback_failure(e);
+                return inbound::bytes_response(status, "application/json", body.into_bytes());
+            }
+            HookError::Channel(Inbound::Sandbox | Inbound::Alipay | Inbound::Unionpay, e) => {
+                eprintln!("notification refused: {e}");
+                let status = match e {
+                    ChannelRejected::Signature(_) | ChannelRejected::Stale => 401,
+                    ChannelRejected::WrongMerchant(_) | ChannelRejected::Malformed(_) => 400,
+                };
+                return inbound::bytes_response(
+                    status,
+                    "text/plain; charset=utf-8",
+                    REFUSED_TEXT.as_bytes().to_vec(),
+                );
+            }
             HookError::Rejected(e @ NotificationRejected::Signature(_)) => {
                 (401, "signature_invalid", e.to_string())
             }
@@ -87,7 +120,7 @@ mod tests {
 
     #[test]
     fn only_post_to_a_supported_channel_is_served() {
-        // Proves sandbox POST routes, other methods are 405 and unknown channels 404.
+        // Proves every channel's POST routes, other methods are 405 and unknown channels 404.
         assert_eq!(
             route(&Method::POST, "/v1/webhooks/sandbox"),
             Ok(Inbound::Sandbox)
@@ -96,6 +129,13 @@ mod tests {
             route(&Method::GET, "/v1/webhooks/sandbox"),
             Err(RouteMiss::MethodNotAllowed { allow: "POST" })
         );
+        for (path, inbound) in [
+            ("/v1/webhooks/alipay", Inbound::Alipay),
+            ("/v1/webhooks/wechatpay", Inbound::Wechatpay),
+            ("/v1/webhooks/unionpay", Inbound::Unionpay),
+        ] {
+            assert_eq!(route(&Method::POST, path), Ok(inbound), "{path}");
+        }
         for path in [
             "/v1/webhooks/paypal",
             "/v1/webhooks/",
@@ -126,5 +166,24 @@ mod tests {
         assert_eq!(bad.status(), 400);
         let ours = HookError::from(ApiError::StorageUnavailable).response("r");
         assert_eq!(ours.status(), 503);
+    }
+
+    #[test]
+    fn rejected_channel_notifications_answer_in_each_channels_format() {
+        // Proves WeChat Pay gets 4xx/5xx with {"code":"FAIL"} and Alipay / UnionPay a
+        // 4xx `fail` text, so each retries a genuine message we could not take.
+        let stale = ChannelRejected::Stale;
+        let wx = HookError::Channel(Inbound::Wechatpay, stale.clone()).response("r");
+        assert_eq!(wx.status(), 401);
+        let ours = HookError::from(ApiError::StorageUnavailable).response("r");
+        assert_eq!(ours.status(), 503);
+        assert_eq!(ours.headers()["content-type"], "application/json");
+        let malformed = ChannelRejected::Malformed("x".into());
+        for inbound in [Inbound::Alipay, Inbound::Unionpay] {
+            let resp = HookError::Channel(inbound, malformed.clone()).response("r");
+            assert_eq!(resp.status(), 400);
+            let resp = HookError::Channel(inbound, stale.clone()).response("r");
+            assert_eq!(resp.status(), 401);
+        }
     }
 }

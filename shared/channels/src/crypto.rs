@@ -543,6 +543,17 @@ pub(crate) fn test_key(seed: u64) -> SigningKey {
         .clone()
 }
 
+/// The SPKI PEM of [`test_key`]`(seed)`'s public half.
+#[cfg(test)]
+pub(crate) fn test_public_pem(seed: u64) -> String {
+    use rsa::pkcs8::{EncodePublicKey, LineEnding};
+    test_key(seed)
+        .0
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .expect("SPKI encoding")
+}
+
 /// A deterministic RNG for blinding in unit tests.
 #[cfg(test)]
 pub(crate) fn test_rng() -> rand_chacha::ChaCha20Rng {

@@ -1,33 +1,67 @@
 //! One [`ChannelClient`] for a component that serves payments on any channel: it hands
-//! each call to the adapter of the payment's `channel`. A channel this build has no
-//! adapter wired for gives an *unknown* outcome (nothing is decided: the payment stays
-//! `processing`, the refund `pending`), never a success or a failure.
+//! each call to the adapter of the payment's `channel`.
 //!
-//! Only the sandbox is wired today; alipay, wechatpay and unionpay join here when their
-//! adapters get their configuration variables.
+//! The sandbox is always there (its secret is required). Alipay, WeChat Pay and UnionPay
+//! are read from their Spin variables the first time a call needs them ([`Slot`]): a
+//! channel switched off or broken refuses *new* payments up front
+//! ([`Channels::check_new_payment`]), and for an existing payment gives an *unknown*
+//! outcome (nothing is decided: the payment stays `processing`, the refund `pending`),
+//! never a success or a failure.
+
+use std::cell::OnceCell;
 
 use spinpay_core::ApiError;
+use spinpay_core::api::NewPayment;
 use spinpay_core::model::{Channel, Payment, PaymentMethod, Refund};
 use spinpay_core::service::{
     ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, RefundOutcome,
 };
 use spinpay_guest::env::EnvError;
 
+use crate::alipay::{self, AlipayClient};
 use crate::sandbox::{self, SandboxClient};
+use crate::unionpay::{self, UnionpayClient};
+use crate::wechatpay::{self, WechatpayClient};
+use crate::wiring::{Slot, request_error};
 
 /// Every channel adapter this build has, chosen by the payment's channel.
 #[derive(Debug, Clone)]
 pub struct Channels {
     sandbox: SandboxClient,
+    alipay: OnceCell<Slot<AlipayClient>>,
+    wechatpay: OnceCell<Slot<WechatpayClient>>,
+    unionpay: OnceCell<Slot<UnionpayClient>>,
 }
 
 impl Channels {
-    /// The dispatcher over these adapters.
+    /// The dispatcher over the sandbox; the other channels are read from variables when
+    /// first needed.
     pub fn new(sandbox: SandboxClient) -> Channels {
-        Channels { sandbox }
+        Channels {
+            sandbox,
+            alipay: OnceCell::new(),
+            wechatpay: OnceCell::new(),
+            unionpay: OnceCell::new(),
+        }
     }
 
-    /// Every adapter configured from the component's variables (`sandbox_url`,
+    /// The dispatcher with every adapter given (tests, or a host that configures them
+    /// otherwise).
+    pub fn with_slots(
+        sandbox: SandboxClient,
+        alipay: Slot<AlipayClient>,
+        wechatpay: Slot<WechatpayClient>,
+        unionpay: Slot<UnionpayClient>,
+    ) -> Channels {
+        Channels {
+            sandbox,
+            alipay: OnceCell::from(alipay),
+            wechatpay: OnceCell::from(wechatpay),
+            unionpay: OnceCell::from(unionpay),
+        }
+    }
+
+    /// The sandbox configured from the component's variables (`sandbox_url`,
     /// `sandbox_secret`, `sandbox_notify_url`); a missing secret is 503
     /// `not_configured` (fail closed).
     pub async fn from_variables() -> Result<Channels, ApiError> {
@@ -37,24 +71,63 @@ impl Channels {
         Ok(Channels::new(sandbox))
     }
 
-    /// Refuses, up front, a payment on a channel without an adapter in this build
-    /// (400 `channel_unsupported`), so no payment is created that nothing could serve.
+    /// Refuses a channel this build has no adapter for (none today: every
+    /// [`Channel`] has one). Whether it is configured is [`Channels::check_new_payment`].
     pub fn ensure_available(channel: Channel) -> Result<(), ApiError> {
         match channel {
-            Channel::Sandbox => Ok(()),
-            Channel::Alipay | Channel::Wechatpay | Channel::Unionpay => {
-                Err(ApiError::ChannelUnsupported {
-                    value: channel.as_str().to_string(),
-                })
-            }
+            Channel::Sandbox | Channel::Alipay | Channel::Wechatpay | Channel::Unionpay => Ok(()),
         }
     }
 
-    fn adapter(&self, channel: Channel) -> Option<&SandboxClient> {
-        match channel {
-            Channel::Sandbox => Some(&self.sandbox),
-            Channel::Alipay | Channel::Wechatpay | Channel::Unionpay => None,
+    /// Refuses, before anything is stored, a payment its channel cannot take: the
+    /// channel is switched off (400 `channel_unsupported`), misconfigured (503
+    /// `not_configured` naming the variable), or does not offer the method, the capture
+    /// mode or the amount (400 naming the field).
+    pub async fn check_new_payment(&self, new: &NewPayment) -> Result<(), ApiError> {
+        let (m, capture, amount) = (&new.method, new.capture, new.amount_minor);
+        let checked = match new.channel {
+            Channel::Sandbox => return Ok(()),
+            Channel::Alipay => {
+                self.alipay().await.require(Channel::Alipay)?;
+                alipay::client::preflight(m, capture, amount, new.currency)
+            }
+            Channel::Wechatpay => {
+                self.wechatpay().await.require(Channel::Wechatpay)?;
+                wechatpay::client::preflight(m, capture, amount, new.payer.as_ref())
+            }
+            Channel::Unionpay => {
+                self.unionpay().await.require(Channel::Unionpay)?;
+                unionpay::client::preflight(m, capture, amount)
+            }
+        };
+        checked.map_err(|e| request_error(new.channel, &e))
+    }
+
+    /// The Alipay adapter, read from variables on first use.
+    pub async fn alipay(&self) -> &Slot<AlipayClient> {
+        if self.alipay.get().is_none() {
+            let slot = AlipayClient::load().await;
+            let _ = self.alipay.set(slot);
         }
+        self.alipay.get().expect("set above")
+    }
+
+    /// The WeChat Pay adapter, read from variables on first use.
+    pub async fn wechatpay(&self) -> &Slot<WechatpayClient> {
+        if self.wechatpay.get().is_none() {
+            let slot = WechatpayClient::load().await;
+            let _ = self.wechatpay.set(slot);
+        }
+        self.wechatpay.get().expect("set above")
+    }
+
+    /// The UnionPay adapter, read from variables on first use.
+    pub async fn unionpay(&self) -> &Slot<UnionpayClient> {
+        if self.unionpay.get().is_none() {
+            let slot = UnionpayClient::load().await;
+            let _ = self.unionpay.set(slot);
+        }
+        self.unionpay.get().expect("set above")
     }
 }
 
@@ -72,67 +145,88 @@ fn not_configured(e: EnvError) -> ApiError {
     ApiError::NotConfigured { what }
 }
 
-fn no_adapter(channel: Channel) -> String {
-    format!("no adapter for channel {}", channel.as_str())
+/// Runs `$call` with `$a` bound to the payment channel's adapter, or evaluates
+/// `$missing` with `$why` (a log detail) when the channel has none usable.
+macro_rules! on_adapter {
+    ($self:ident, $channel:expr, |$a:ident| $call:expr, |$why:ident| $missing:expr) => {
+        match $channel {
+            Channel::Sandbox => {
+                let $a = &$self.sandbox;
+                $call
+            }
+            Channel::Alipay => match $self.alipay().await.ready(Channel::Alipay) {
+                Ok($a) => $call,
+                Err($why) => $missing,
+            },
+            Channel::Wechatpay => match $self.wechatpay().await.ready(Channel::Wechatpay) {
+                Ok($a) => $call,
+                Err($why) => $missing,
+            },
+            Channel::Unionpay => match $self.unionpay().await.ready(Channel::Unionpay) {
+                Ok($a) => $call,
+                Err($why) => $missing,
+            },
+        }
+    };
 }
 
 impl ChannelClient for Channels {
     async fn authorize(&self, payment: &Payment, method: &PaymentMethod) -> ChannelOutcome {
-        match self.adapter(payment.channel) {
-            Some(a) => a.authorize(payment, method).await,
-            None => ChannelOutcome::Unknown {
-                detail: no_adapter(payment.channel),
-            },
-        }
+        on_adapter!(
+            self,
+            payment.channel,
+            |a| a.authorize(payment, method).await,
+            |detail| ChannelOutcome::Unknown { detail }
+        )
     }
 
     async fn capture(&self, payment: &Payment, amount_minor: i64) -> ActionOutcome {
-        match self.adapter(payment.channel) {
-            Some(a) => a.capture(payment, amount_minor).await,
-            None => ActionOutcome::Unknown {
-                detail: no_adapter(payment.channel),
-            },
-        }
+        on_adapter!(
+            self,
+            payment.channel,
+            |a| a.capture(payment, amount_minor).await,
+            |detail| ActionOutcome::Unknown { detail }
+        )
     }
 
     async fn cancel(&self, payment: &Payment) -> ActionOutcome {
-        match self.adapter(payment.channel) {
-            Some(a) => a.cancel(payment).await,
-            None => ActionOutcome::Unknown {
-                detail: no_adapter(payment.channel),
-            },
-        }
+        on_adapter!(
+            self,
+            payment.channel,
+            |a| a.cancel(payment).await,
+            |detail| ActionOutcome::Unknown { detail }
+        )
     }
 
     async fn query(&self, payment: &Payment) -> ChannelReport {
-        match self.adapter(payment.channel) {
-            Some(a) => a.query(payment).await,
-            None => ChannelReport {
-                outcome: ChannelOutcome::Unknown {
-                    detail: no_adapter(payment.channel),
-                },
+        on_adapter!(
+            self,
+            payment.channel,
+            |a| a.query(payment).await,
+            |detail| ChannelReport {
+                outcome: ChannelOutcome::Unknown { detail },
                 amount_minor: None,
                 currency: None,
-            },
-        }
+            }
+        )
     }
 
     async fn refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome {
-        match self.adapter(payment.channel) {
-            Some(a) => a.refund(payment, refund).await,
-            None => RefundOutcome::Unknown {
-                detail: no_adapter(payment.channel),
-            },
-        }
+        on_adapter!(
+            self,
+            payment.channel,
+            |a| a.refund(payment, refund).await,
+            |detail| RefundOutcome::Unknown { detail }
+        )
     }
 
     async fn query_refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome {
-        match self.adapter(payment.channel) {
-            Some(a) => a.query_refund(payment, refund).await,
-            None => RefundOutcome::Unknown {
-                detail: no_adapter(payment.channel),
-            },
-        }
+        on_adapter!(
+            self,
+            payment.channel,
+            |a| a.query_refund(payment, refund).await,
+            |detail| RefundOutcome::Unknown { detail }
+        )
     }
 
     /// One-time codes go out through the sandbox's SMS endpoint, whatever the channel.
@@ -144,28 +238,103 @@ impl ChannelClient for Channels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::executor::block_on;
     use spinpay_core::crypto::Secret;
+    use spinpay_core::model::CaptureMode;
+    use spinpay_core::money::Currency;
 
-    fn channels() -> Channels {
+    fn sandbox() -> SandboxClient {
         let secret = Secret::new("k".to_string());
-        Channels::new(SandboxClient::new(
-            "http://sandbox.test",
-            secret,
-            sandbox::NOTIFY_URL_DEFAULT,
-        ))
+        SandboxClient::new("http://sandbox.test", secret, sandbox::NOTIFY_URL_DEFAULT)
+    }
+
+    fn new_payment(channel: Channel, method: PaymentMethod, capture: CaptureMode) -> NewPayment {
+        NewPayment {
+            amount_minor: 1250,
+            currency: Currency::Cny,
+            channel,
+            capture,
+            merchant_order_id: None,
+            description: None,
+            method,
+            payer: None,
+            metadata: Default::default(),
+        }
+    }
+
+    fn configured() -> Channels {
+        Channels::with_slots(
+            sandbox(),
+            Slot::Ready(AlipayClient::new(crate::alipay::tests::config())),
+            Slot::Off,
+            Slot::Broken(unionpay::client::VAR_PRIVATE_KEY),
+        )
     }
 
     #[test]
-    fn only_the_sandbox_has_an_adapter_and_others_are_refused_up_front() {
-        // Proves sandbox payments dispatch to its adapter while the real channels have
-        // none and a new payment on them is refused as channel_unsupported.
-        let c = channels();
-        assert!(c.adapter(Channel::Sandbox).is_some());
-        assert!(Channels::ensure_available(Channel::Sandbox).is_ok());
-        for ch in [Channel::Alipay, Channel::Wechatpay, Channel::Unionpay] {
-            assert!(c.adapter(ch).is_none(), "{ch:?}");
-            let e = Channels::ensure_available(ch).unwrap_err();
-            assert_eq!(e.code(), "channel_unsupported");
+    fn every_channel_has_an_adapter_in_this_build() {
+        // Proves no channel is refused for lack of code; configuration decides.
+        for ch in [
+            Channel::Sandbox,
+            Channel::Alipay,
+            Channel::Wechatpay,
+            Channel::Unionpay,
+        ] {
+            assert!(Channels::ensure_available(ch).is_ok(), "{ch:?}");
+        }
+    }
+
+    #[test]
+    fn new_payments_are_refused_up_front_on_off_broken_or_unfit_channels() {
+        // Proves off → channel_unsupported, broken → not_configured naming the variable,
+        // and a method or capture mode the channel lacks → 400 naming the field.
+        let c = configured();
+        let auto = CaptureMode::Automatic;
+        let ok = new_payment(Channel::Alipay, PaymentMethod::QrMerchant, auto);
+        assert!(block_on(c.check_new_payment(&ok)).is_ok());
+        let sandbox_ok = new_payment(Channel::Sandbox, PaymentMethod::App, CaptureMode::Manual);
+        assert!(block_on(c.check_new_payment(&sandbox_ok)).is_ok());
+        let off = new_payment(Channel::Wechatpay, PaymentMethod::QrMerchant, auto);
+        let e = block_on(c.check_new_payment(&off)).unwrap_err();
+        assert_eq!(e.code(), "channel_unsupported");
+        let broken = new_payment(Channel::Unionpay, PaymentMethod::QrMerchant, auto);
+        assert_eq!(
+            block_on(c.check_new_payment(&broken)).unwrap_err(),
+            ApiError::NotConfigured {
+                what: "unionpay_private_key"
+            }
+        );
+        let nfc = PaymentMethod::Nfc {
+            token: "t".into(),
+            cryptogram: "c".into(),
+        };
+        let e = block_on(c.check_new_payment(&new_payment(Channel::Alipay, nfc, auto)));
+        assert_eq!(e.unwrap_err().code(), "method_unsupported");
+        let manual = new_payment(Channel::Alipay, PaymentMethod::App, CaptureMode::Manual);
+        let e = block_on(c.check_new_payment(&manual)).unwrap_err();
+        assert_eq!(
+            (e.code(), e.param()),
+            ("parameter_invalid", Some("capture"))
+        );
+    }
+
+    #[test]
+    fn calls_for_an_unusable_channel_are_unknown_outcomes() {
+        // Proves an existing payment on a switched-off channel is never decided by the
+        // dispatcher: the outcome is unknown and names why.
+        let c = configured();
+        let mut p = crate::alipay::tests::payment(1250, Currency::Cny);
+        p.channel = Channel::Wechatpay;
+        let outcome = block_on(c.authorize(&p, &PaymentMethod::QrMerchant));
+        match outcome {
+            ChannelOutcome::Unknown { detail } => assert!(detail.contains("not enabled")),
+            other => panic!("{other:?}"),
+        }
+        p.channel = Channel::Unionpay;
+        let report = block_on(c.query(&p));
+        match report.outcome {
+            ChannelOutcome::Unknown { detail } => assert!(detail.contains("unionpay_private_key")),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -7,10 +7,11 @@
 //! trusted or understood is an *unknown* outcome: the payment stays `processing` until a
 //! query or a notification decides, never guessed.
 //!
-//! Channels: [`sandbox`] (the simulated provider served by the `sandbox` component, wired
-//! end to end), and the protocol halves of [`alipay`] (RSA2), [`wechatpay`] (API v3) and
-//! [`unionpay`] (ACP 5.1.0), verified against the channels' own SDKs in `tests/interop.rs`;
-//! their HTTP wiring is still to come.
+//! Channels: [`sandbox`] (the simulated provider served by the `sandbox` component),
+//! [`alipay`] (RSA2), [`wechatpay`] (API v3) and [`unionpay`] (ACP 5.1.0), the protocol
+//! halves verified against the channels' own SDKs in `tests/interop.rs`. Each real
+//! channel is configured from Spin variables ([`wiring`]); [`dispatch::Channels`] hands
+//! every call to the adapter of the payment's channel.
 #![deny(missing_docs)]
 
 pub mod alipay;
@@ -19,3 +20,4 @@ pub mod dispatch;
 pub mod sandbox;
 pub mod unionpay;
 pub mod wechatpay;
+pub mod wiring;

@@ -15,7 +15,10 @@
 //!   currency's ISO 4217 exponent ([`amount`]).
 
 pub mod amount;
+pub mod client;
 pub mod transformers;
+
+pub use client::AlipayClient;
 
 #[cfg(test)]
 pub(crate) mod tests;

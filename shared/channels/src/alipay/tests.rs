@@ -17,7 +17,7 @@ fn alipay_side() -> SigningKey {
     test_key(2)
 }
 
-fn config() -> AlipayConfig {
+pub(crate) fn config() -> AlipayConfig {
     AlipayConfig {
         app_id: "2021000000000001".into(),
         app_key: test_key(1),

@@ -18,7 +18,10 @@
 //! * UnionPay `orderId` allows only letters and digits: our ids are sent without their
 //!   underscore (`pay_abc…` → `payabc…`) and mapped back ([`transformers::order_id`]).
 
+pub mod client;
 pub mod transformers;
+
+pub use client::UnionpayClient;
 
 #[cfg(test)]
 mod tests;

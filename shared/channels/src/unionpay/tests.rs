@@ -16,7 +16,7 @@ fn unionpay_side() -> SigningKey {
     test_key(4)
 }
 
-fn config() -> UnionpayConfig {
+pub(crate) fn config() -> UnionpayConfig {
     UnionpayConfig {
         mer_id: "777290058110048".into(),
         cert_id: "68759663125".into(),

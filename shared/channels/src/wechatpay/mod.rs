@@ -14,7 +14,10 @@
 //!   AEAD_AES_256_GCM under the APIv3 key. Answer 204 on success, or 4xx with
 //!   `{"code":"FAIL","message":…}` ([`transformers::callback_failure`]).
 
+pub mod client;
 pub mod transformers;
+
+pub use client::WechatpayClient;
 
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ fn platform() -> SigningKey {
     test_key(3)
 }
 
-fn config() -> WechatpayConfig {
+pub(crate) fn config() -> WechatpayConfig {
     WechatpayConfig {
         mchid: "1900000109".into(),
         appid: "wxd678efh567hg6787".into(),

@@ -1,0 +1,278 @@
+//! The thin HTTP wiring of the Alipay adapter: [`AlipayClient`] implements the core's
+//! [`ChannelClient`] by sending what [`super::transformers`] builds to the gateway and
+//! handing back what they make of the answer. Configuration comes from Spin variables
+//! ([`AlipayClient::load`]).
+
+use spinpay_core::model::{CaptureMode, Channel, Payment, PaymentMethod, Refund};
+use spinpay_core::money::Currency;
+use spinpay_core::service::{
+    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, RefundOutcome,
+};
+use spinpay_guest::env;
+use spinpay_guest::outbound::{
+    self, CHANNEL_TIMEOUT_MS_DEFAULT, OutboundError, OutboundRequest, OutboundResponse,
+    RESPONSE_BYTES_MAX_DEFAULT,
+};
+
+use super::amount::format_major;
+use super::transformers::{self, AlipayAuthorize, AlipayRequest};
+use super::{AlipayConfig, RequestError, SigningKey, VerifyingKey};
+use crate::wiring::{Slot, blinding_rng, required, required_url, var};
+
+/// Variable: the app id; empty switches Alipay off.
+pub const VAR_APP_ID: &str = "alipay_app_id";
+/// Variable (secret): our app private key (PEM, or Alipay's bare base64 form).
+pub const VAR_PRIVATE_KEY: &str = "alipay_private_key";
+/// Variable: Alipay's public key for the app (PEM or bare base64).
+pub const VAR_PUBLIC_KEY: &str = "alipay_public_key";
+/// Variable: the gateway URL (`https://openapi.alipay.com/gateway.do`).
+pub const VAR_GATEWAY_URL: &str = "alipay_gateway_url";
+/// Variable: where Alipay posts notifications (our `/v1/webhooks/alipay`).
+pub const VAR_NOTIFY_URL: &str = "alipay_notify_url";
+
+/// The Alipay adapter.
+#[derive(Debug, Clone)]
+pub struct AlipayClient {
+    config: AlipayConfig,
+    timeout_ms: u64,
+}
+
+impl AlipayClient {
+    /// An adapter for `config`.
+    pub fn new(config: AlipayConfig) -> AlipayClient {
+        AlipayClient {
+            config,
+            timeout_ms: CHANNEL_TIMEOUT_MS_DEFAULT,
+        }
+    }
+
+    /// Its configuration (the webhook verifies notifications with it).
+    pub fn config(&self) -> &AlipayConfig {
+        &self.config
+    }
+
+    /// Reads the Alipay variables: off while `alipay_app_id` is empty; otherwise every
+    /// other variable must be usable.
+    pub async fn load() -> Slot<AlipayClient> {
+        let Some(app_id) = var(VAR_APP_ID).await else {
+            return Slot::Off;
+        };
+        match Self::load_on(app_id).await {
+            Ok(c) => Slot::Ready(c),
+            Err(var) => Slot::Broken(var),
+        }
+    }
+
+    async fn load_on(app_id: String) -> Result<AlipayClient, &'static str> {
+        let app_key = required(VAR_PRIVATE_KEY).await?;
+        let app_key = SigningKey::from_text(&app_key).map_err(|e| bad(VAR_PRIVATE_KEY, &e))?;
+        let alipay_key = required(VAR_PUBLIC_KEY).await?;
+        let alipay_key =
+            VerifyingKey::from_text(&alipay_key).map_err(|e| bad(VAR_PUBLIC_KEY, &e))?;
+        let gateway_url = required_url(VAR_GATEWAY_URL).await?;
+        let notify_url = required_url(VAR_NOTIFY_URL).await?;
+        Ok(AlipayClient::new(AlipayConfig {
+            app_id,
+            app_key,
+            alipay_key,
+            gateway_url,
+            notify_url: Some(notify_url),
+        }))
+    }
+
+    async fn call(&self, req: &AlipayRequest) -> Result<OutboundResponse, OutboundError> {
+        let out = OutboundRequest {
+            method: http::Method::POST,
+            url: self.config.gateway_url.clone(),
+            headers: vec![(
+                "content-type".into(),
+                "application/x-www-form-urlencoded; charset=utf-8".into(),
+            )],
+            body: req.form_body().into_bytes(),
+        };
+        outbound::send(&out, self.timeout_ms, RESPONSE_BYTES_MAX_DEFAULT).await
+    }
+}
+
+fn bad(name: &'static str, e: &dyn std::fmt::Display) -> &'static str {
+    eprintln!("channel configuration: variable {name}: {e}");
+    name
+}
+
+/// What Alipay can take, checked before a payment is created (the same rules
+/// [`transformers::authorize`] applies).
+pub fn preflight(
+    method: &PaymentMethod,
+    capture: CaptureMode,
+    amount_minor: i64,
+    currency: Currency,
+) -> Result<(), RequestError> {
+    if capture == CaptureMode::Manual {
+        return Err(RequestError::ManualCaptureUnsupported);
+    }
+    match format_major(amount_minor, currency) {
+        Some(_) if amount_minor > 0 => {}
+        Some(_) | None => return Err(RequestError::Amount(amount_minor)),
+    }
+    match method {
+        PaymentMethod::Nfc { .. } => Err(RequestError::MethodUnsupported("nfc")),
+        PaymentMethod::SmsOtp { .. } => Err(RequestError::MethodUnsupported("sms_otp")),
+        PaymentMethod::QrMerchant
+        | PaymentMethod::QrCustomer { .. }
+        | PaymentMethod::SoundWave { .. }
+        | PaymentMethod::H5 { .. }
+        | PaymentMethod::App => Ok(()),
+    }
+}
+
+/// A request that could not be built left nothing at Alipay: a final refusal.
+fn not_sent(e: &RequestError) -> ChannelOutcome {
+    ChannelOutcome::Declined {
+        code: "request_invalid".into(),
+        message: e.to_string(),
+    }
+}
+
+fn unknown_report(e: &OutboundError) -> ChannelReport {
+    ChannelReport {
+        outcome: ChannelOutcome::Unknown {
+            detail: e.to_string(),
+        },
+        amount_minor: None,
+        currency: None,
+    }
+}
+
+impl ChannelClient for AlipayClient {
+    async fn authorize(&self, payment: &Payment, method: &PaymentMethod) -> ChannelOutcome {
+        let (cfg, now) = (&self.config, env::now_unix_s());
+        let built = transformers::authorize(cfg, &mut blinding_rng(), payment, method, now);
+        let req = match built {
+            Ok(AlipayAuthorize::Call(req)) => req,
+            Ok(AlipayAuthorize::Ready(outcome)) => return outcome,
+            Err(e) => return not_sent(&e),
+        };
+        match self.call(&req).await {
+            Ok(resp) => transformers::parse_authorize(cfg, &req, &resp, &payment.id),
+            Err(e) => ChannelOutcome::Unknown {
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    async fn capture(&self, _payment: &Payment, _amount_minor: i64) -> ActionOutcome {
+        ActionOutcome::Declined {
+            code: "capture_unsupported".into(),
+            message: "Alipay trades are captured when paid".into(),
+        }
+    }
+
+    async fn cancel(&self, payment: &Payment) -> ActionOutcome {
+        let cfg = &self.config;
+        let req =
+            transformers::close_request(cfg, &mut blinding_rng(), &payment.id, env::now_unix_s());
+        match self.call(&req).await {
+            Ok(resp) => transformers::parse_close(cfg, &resp),
+            Err(e) => ActionOutcome::Unknown {
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    async fn query(&self, payment: &Payment) -> ChannelReport {
+        let cfg = &self.config;
+        let req =
+            transformers::query_request(cfg, &mut blinding_rng(), &payment.id, env::now_unix_s());
+        match self.call(&req).await {
+            Ok(resp) => transformers::parse_query(cfg, &resp, &payment.id),
+            Err(e) => unknown_report(&e),
+        }
+    }
+
+    async fn refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome {
+        let cfg = &self.config;
+        let now = env::now_unix_s();
+        let req = match transformers::refund_request(cfg, &mut blinding_rng(), payment, refund, now)
+        {
+            Ok(req) => req,
+            Err(e) => {
+                return RefundOutcome::Failed {
+                    code: "request_invalid".into(),
+                    message: e.to_string(),
+                };
+            }
+        };
+        match self.call(&req).await {
+            Ok(resp) => transformers::parse_refund(cfg, &resp),
+            Err(e) => RefundOutcome::Unknown {
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    async fn query_refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome {
+        let cfg = &self.config;
+        let now = env::now_unix_s();
+        let mut rng = blinding_rng();
+        let req = transformers::refund_query_request(cfg, &mut rng, &payment.id, &refund.id, now);
+        match self.call(&req).await {
+            Ok(resp) => transformers::parse_refund_query(cfg, &resp, &refund.id),
+            Err(e) => RefundOutcome::Unknown {
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    async fn send_sms(&self, _phone: &str, _text: &str) -> Result<(), String> {
+        Err(format!("{} sends no SMS", Channel::Alipay.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alipay::tests::{config, payment};
+    use crate::crypto::test_rng;
+
+    fn methods() -> Vec<PaymentMethod> {
+        vec![
+            PaymentMethod::QrMerchant,
+            PaymentMethod::QrCustomer {
+                auth_code: "28763443825664394".into(),
+            },
+            PaymentMethod::SoundWave { token: "w1".into() },
+            PaymentMethod::H5 {
+                return_url: "https://shop.example/back".into(),
+            },
+            PaymentMethod::App,
+            PaymentMethod::Nfc {
+                token: "t".into(),
+                cryptogram: "c".into(),
+            },
+            PaymentMethod::SmsOtp {
+                phone: "+8613800000000".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn preflight_agrees_with_the_request_builder_on_every_method_and_capture_mode() {
+        // Proves a payment refused up front is exactly one the transformer could not
+        // build, so no payment is created that Alipay could not be asked about.
+        for method in methods() {
+            for capture in [CaptureMode::Automatic, CaptureMode::Manual] {
+                for (amount, currency) in [(1250, Currency::Cny), (1250, Currency::Jpy)] {
+                    let mut p = payment(amount, currency);
+                    p.capture = capture;
+                    let built = transformers::authorize(&config(), &mut test_rng(), &p, &method, 0);
+                    let pre = preflight(&method, capture, amount, currency);
+                    assert_eq!(
+                        pre.clone().err(),
+                        built.err(),
+                        "{method:?} {capture:?} {amount}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The thin HTTP wiring of the UnionPay ACP 5.1.0 adapter: [`UnionpayClient`]
+//! implements the core's [`ChannelClient`] by posting the signed forms
+//! [`super::transformers`] builds to the gateway and handing the answers back to them.
+//! Configuration comes from Spin variables ([`UnionpayClient::load`]).
+
+use spinpay_core::model::{CaptureMode, Channel, Payment, PaymentMethod, Refund};
+use spinpay_core::service::{
+    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, RefundOutcome,
+};
+use spinpay_guest::outbound::{
+    self, CHANNEL_TIMEOUT_MS_DEFAULT, OutboundError, OutboundRequest, OutboundResponse,
+    RESPONSE_BYTES_MAX_DEFAULT,
+};
+
+use super::transformers::{self, UnionpayRequest};
+use super::{RequestError, SigningKey, UnionpayConfig};
+use crate::wiring::{Slot, blinding_rng, key_list, required, required_url, var};
+
+/// Variable: the merchant id (`merId`); empty switches UnionPay off.
+pub const VAR_MER_ID: &str = "unionpay_mer_id";
+/// Variable: the serial (`certId`) of our signing certificate.
+pub const VAR_CERT_ID: &str = "unionpay_cert_id";
+/// Variable (secret): our signing private key (PEM).
+pub const VAR_PRIVATE_KEY: &str = "unionpay_private_key";
+/// Variable: the `certId` of UnionPay's verification certificate; during a rotation
+/// several, comma-separated, in the order of the keys.
+pub const VAR_VERIFY_CERT_ID: &str = "unionpay_verify_cert_id";
+/// Variable: UnionPay's verification public key (PEM or base64 DER); during a rotation
+/// several (concatenated PEM blocks, or comma-separated base64).
+pub const VAR_PUBLIC_KEY: &str = "unionpay_public_key";
+/// Variable: the gateway (`https://gateway.95516.com`).
+pub const VAR_GATEWAY_URL: &str = "unionpay_gateway_url";
+/// Variable: where UnionPay posts back-notifications (our `/v1/webhooks/unionpay`).
+pub const VAR_BACK_URL: &str = "unionpay_back_url";
+/// Largest `txnAmt` (12 digits).
+pub const TXN_AMT_MAX: i64 = 999_999_999_999;
+
+/// The UnionPay adapter.
+#[derive(Debug, Clone)]
+pub struct UnionpayClient {
+    config: UnionpayConfig,
+    timeout_ms: u64,
+}
+
+impl UnionpayClient {
+    /// An adapter for `config`.
+    pub fn new(config: UnionpayConfig) -> UnionpayClient {
+        UnionpayClient {
+            config,
+            timeout_ms: CHANNEL_TIMEOUT_MS_DEFAULT,
+        }
+    }
+
+    /// Its configuration (the webhook verifies back-notifications with it).
+    pub fn config(&self) -> &UnionpayConfig {
+        &self.config
+    }
+
+    /// Reads the UnionPay variables: off while `unionpay_mer_id` is empty; otherwise
+    /// every other variable must be usable.
+    pub async fn load() -> Slot<UnionpayClient> {
+        let Some(mer_id) = var(VAR_MER_ID).await else {
+            return Slot::Off;
+        };
+        match Self::load_on(mer_id).await {
+            Ok(c) => Slot::Ready(c),
+            Err(var) => Slot::Broken(var),
+        }
+    }
+
+    async fn load_on(mer_id: String) -> Result<UnionpayClient, &'static str> {
+        let cert_id = required(VAR_CERT_ID).await?;
+        let key = required(VAR_PRIVATE_KEY).await?;
+        let merchant_key = SigningKey::from_text(&key).map_err(|e| bad(VAR_PRIVATE_KEY, &e))?;
+        let verify_cert_ids = required(VAR_VERIFY_CERT_ID).await?;
+        let public = required(VAR_PUBLIC_KEY).await?;
+        let unionpay_keys = key_list(
+            &verify_cert_ids,
+            &public,
+            VAR_VERIFY_CERT_ID,
+            VAR_PUBLIC_KEY,
+        )?;
+        let gateway_url = required_url(VAR_GATEWAY_URL).await?;
+        let back_url = required_url(VAR_BACK_URL).await?;
+        Ok(UnionpayClient::new(UnionpayConfig {
+            mer_id,
+            cert_id,
+            merchant_key,
+            unionpay_keys,
+            gateway_url,
+            back_url,
+        }))
+    }
+
+    async fn call(&self, req: &UnionpayRequest) -> Result<OutboundResponse, OutboundError> {
+        let out = OutboundRequest {
+            method: http::Method::POST,
+            url: format!("{}{}", self.config.gateway_url, req.path),
+            headers: vec![(
+                "content-type".into(),
+                "application/x-www-form-urlencoded; charset=UTF-8".into(),
+            )],
+            body: req.form_body().into_bytes(),
+        };
+        outbound::send(&out, self.timeout_ms, RESPONSE_BYTES_MAX_DEFAULT).await
+    }
+}
+
+fn bad(name: &'static str, e: &dyn std::fmt::Display) -> &'static str {
+    eprintln!("channel configuration: variable {name}: {e}");
+    name
+}
+
+/// What UnionPay can take, checked before a payment is created (the same rules
+/// [`transformers::authorize`] applies).
+pub fn preflight(
+    method: &PaymentMethod,
+    capture: CaptureMode,
+    amount_minor: i64,
+) -> Result<(), RequestError> {
+    if capture == CaptureMode::Manual {
+        return Err(RequestError::ManualCaptureUnsupported);
+    }
+    match method {
+        PaymentMethod::QrMerchant | PaymentMethod::QrCustomer { .. } | PaymentMethod::App => {}
+        PaymentMethod::H5 { .. } => return Err(RequestError::MethodUnsupported("h5")),
+        PaymentMethod::Nfc { .. } => return Err(RequestError::MethodUnsupported("nfc")),
+        PaymentMethod::SoundWave { .. } => {
+            return Err(RequestError::MethodUnsupported("sound_wave"));
+        }
+        PaymentMethod::SmsOtp { .. } => return Err(RequestError::MethodUnsupported("sms_otp")),
+    }
+    if amount_minor <= 0 || amount_minor > TXN_AMT_MAX {
+        return Err(RequestError::Amount(amount_minor));
+    }
+    Ok(())
+}
+
+impl ChannelClient for UnionpayClient {
+    async fn authorize(&self, payment: &Payment, method: &PaymentMethod) -> ChannelOutcome {
+        let cfg = &self.config;
+        let (product, req) =
+            match transformers::authorize(cfg, &mut blinding_rng(), payment, method) {
+                Ok(built) => built,
+                Err(e) => {
+                    return ChannelOutcome::Declined {
+                        code: "request_invalid".into(),
+                        message: e.to_string(),
+                    };
+                }
+            };
+        match self.call(&req).await {
+            Ok(resp) => transformers::parse_authorize(cfg, product, &resp, &payment.id),
+            Err(e) => ChannelOutcome::Unknown {
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    async fn capture(&self, _payment: &Payment, _amount_minor: i64) -> ActionOutcome {
+        ActionOutcome::Declined {
+            code: "capture_unsupported".into(),
+            message: "UnionPay consumes are captured when paid".into(),
+        }
+    }
+
+    /// ACP has no "close" for an unpaid order (it expires at UnionPay); a voided
+    /// payment could still be paid, so the cancel is refused rather than assumed.
+    async fn cancel(&self, _payment: &Payment) -> ActionOutcome {
+        ActionOutcome::Declined {
+            code: "cancel_unsupported".into(),
+            message: "UnionPay orders cannot be closed; they expire unpaid at UnionPay".into(),
+        }
+    }
+
+    async fn query(&self, payment: &Payment) -> ChannelReport {
+        let cfg = &self.config;
+        let req = transformers::query_request(
+            cfg,
+            &mut blinding_rng(),
+            &payment.id,
+            payment.created_at_ms,
+        );
+        match self.call(&req).await {
+            Ok(resp) => transformers::parse_query(cfg, &resp, &payment.id),
+            Err(e) => ChannelReport {
+                outcome: ChannelOutcome::Unknown {
+                    detail: e.to_string(),
+                },
+                amount_minor: None,
+                currency: None,
+            },
+        }
+    }
+
+    async fn refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome {
+        let cfg = &self.config;
+        let req = match transformers::refund_request(cfg, &mut blinding_rng(), payment, refund) {
+            Ok(req) => req,
+            Err(e) => {
+                return RefundOutcome::Failed {
+                    code: "request_invalid".into(),
+                    message: e.to_string(),
+                };
+            }
+        };
+        match self.call(&req).await {
+            Ok(resp) => transformers::parse_refund(cfg, &resp, &refund.id),
+            Err(e) => RefundOutcome::Unknown {
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    async fn query_refund(&self, _payment: &Payment, refund: &Refund) -> RefundOutcome {
+        let cfg = &self.config;
+        let mut rng = blinding_rng();
+        let req = transformers::query_request(cfg, &mut rng, &refund.id, refund.created_at_ms);
+        match self.call(&req).await {
+            Ok(resp) => transformers::parse_refund_query(cfg, &resp, &refund.id),
+            Err(e) => RefundOutcome::Unknown {
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    async fn send_sms(&self, _phone: &str, _text: &str) -> Result<(), String> {
+        Err(format!("{} sends no SMS", Channel::Unionpay.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alipay::tests::payment;
+    use crate::crypto::test_rng;
+    use crate::unionpay::tests::config;
+    use spinpay_core::money::Currency;
+
+    #[test]
+    fn preflight_agrees_with_the_request_builder_on_every_method_and_input() {
+        // Proves a payment refused up front is exactly one the transformer could not build.
+        let methods = [
+            PaymentMethod::QrMerchant,
+            PaymentMethod::QrCustomer {
+                auth_code: "6225000000000001".into(),
+            },
+            PaymentMethod::SoundWave { token: "w".into() },
+            PaymentMethod::H5 {
+                return_url: "https://shop.example/back".into(),
+            },
+            PaymentMethod::App,
+            PaymentMethod::Nfc {
+                token: "t".into(),
+                cryptogram: "c".into(),
+            },
+            PaymentMethod::SmsOtp {
+                phone: "+8613800000000".into(),
+            },
+        ];
+        for method in &methods {
+            for capture in [CaptureMode::Automatic, CaptureMode::Manual] {
+                for amount in [1250, TXN_AMT_MAX + 1] {
+                    let mut p = payment(amount, Currency::Cny);
+                    p.capture = capture;
+                    let built = transformers::authorize(&config(), &mut test_rng(), &p, method);
+                    let pre = preflight(method, capture, amount);
+                    assert_eq!(pre.err(), built.err(), "{method:?} {capture:?} {amount}");
+                }
+            }
+        }
+    }
+}

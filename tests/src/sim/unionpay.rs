@@ -1,0 +1,392 @@
+//! The UnionPay ACP 5.1.0 side: form posts signed `signMethod=01` (SHA-256 hex digest of
+//! the sorted `k=v&…`, then SHA256withRSA over that hex, `certId` naming the key),
+//! answered with signed forms; back-notifications posted as signed forms to `backUrl`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    Fault, KeyPair, PUBLIC_BASE_URL, SLOW_ANSWER, SimRequest, SimResponse, Webhook, field,
+    form_decode, form_encode, random_alnum, serve, sorted_string,
+};
+
+/// The merchant id.
+pub const MER_ID: &str = "777290058110048";
+/// Our signing certificate's id.
+pub const CERT_ID: &str = "68759663125";
+/// UnionPay's verification certificate's id.
+pub const VERIFY_CERT_ID: &str = "69042905377";
+
+/// One order (consume or refund) as UnionPay keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    /// `txnType`: `01` consume, `04` refund.
+    pub txn_type: String,
+    /// `txnAmt` in minor units.
+    pub txn_amt: i64,
+    /// `txnTime` as sent.
+    pub txn_time: String,
+    /// UnionPay's id.
+    pub query_id: String,
+    /// `00` paid / refunded, `05` in progress.
+    pub orig_resp_code: String,
+}
+
+/// The simulator.
+#[derive(Debug)]
+pub struct UnionpaySim {
+    ours: KeyPair,
+    theirs: KeyPair,
+    wrong: KeyPair,
+    origin: OnceLock<String>,
+    webhook: Arc<Webhook>,
+    orders: Mutex<BTreeMap<String, Order>>,
+}
+
+fn digest_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Our object id as a UnionPay `orderId`.
+pub fn order_id(our_id: &str) -> String {
+    our_id.replace('_', "")
+}
+
+impl UnionpaySim {
+    /// Starts the simulator; `ours` is the merchant key pair, `theirs` UnionPay's.
+    pub async fn start(ours: KeyPair, theirs: KeyPair, webhook: Arc<Webhook>) -> Arc<UnionpaySim> {
+        let sim = Arc::new(UnionpaySim {
+            ours,
+            theirs,
+            wrong: KeyPair::generate(),
+            origin: OnceLock::new(),
+            webhook,
+            orders: Mutex::new(BTreeMap::new()),
+        });
+        let served = sim.clone();
+        let addr = serve(Arc::new(move |req| {
+            let sim = served.clone();
+            Box::pin(async move { sim.handle(req).await })
+        }))
+        .await;
+        sim.origin.set(format!("http://{addr}")).expect("set once");
+        sim
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn origin(&self) -> &str {
+        self.origin.get().expect("started")
+    }
+
+    /// The app's variables pointing at this simulator.
+    pub fn app_variables(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (
+                "unionpay_origin".into(),
+                self.origin.get().expect("started").clone(),
+            ),
+            ("unionpay_mer_id".into(), MER_ID.into()),
+            ("unionpay_cert_id".into(), CERT_ID.into()),
+            ("unionpay_private_key".into(), self.ours.private_pem()),
+            ("unionpay_verify_cert_id".into(), VERIFY_CERT_ID.into()),
+            ("unionpay_public_key".into(), self.theirs.public_pem()),
+        ])
+    }
+
+    /// The order for our payment or refund id.
+    pub fn order(&self, our_id: &str) -> Option<Order> {
+        self.orders.lock().unwrap().get(&order_id(our_id)).cloned()
+    }
+
+    /// Signs `fields` as UnionPay does (with a wrong key when `forged`).
+    fn sign(&self, mut fields: Vec<(String, String)>, forged: bool) -> Vec<(String, String)> {
+        fields.push(("certId".into(), VERIFY_CERT_ID.into()));
+        fields.push(("signMethod".into(), "01".into()));
+        let hex = digest_hex(&sorted_string(&fields, &["signature"]));
+        let signer = if forged { &self.wrong } else { &self.theirs };
+        fields.push(("signature".into(), signer.sign_b64(hex.as_bytes())));
+        fields
+    }
+
+    fn answer(&self, fields: Vec<(String, String)>, fault: Fault) -> SimResponse {
+        match fault {
+            Fault::ServerError => SimResponse::new(500, "text/html", "<html>500</html>"),
+            Fault::Garbage => SimResponse::new(200, "text/html", "<html>maintenance</html>"),
+            _ => {
+                let signed = self.sign(fields, fault == Fault::BadSignature);
+                SimResponse::new(
+                    200,
+                    "application/x-www-form-urlencoded;charset=UTF-8",
+                    form_encode(&signed),
+                )
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, req: SimRequest) -> SimResponse {
+        let form = form_decode(&req.body);
+        let get = |k: &str| field(&form, k).unwrap_or("").to_string();
+        let hex = digest_hex(&sorted_string(&form, &["signature"]));
+        let verified = get("certId") == CERT_ID
+            && get("signMethod") == "01"
+            && self.ours.verify_b64(hex.as_bytes(), &get("signature"));
+        let base = |code: &str, msg: &str| -> Vec<(String, String)> {
+            [
+                ("version", get("version")),
+                ("encoding", "UTF-8".to_string()),
+                ("txnType", get("txnType")),
+                ("txnSubType", get("txnSubType")),
+                ("bizType", get("bizType")),
+                ("accessType", "0".to_string()),
+                ("merId", get("merId")),
+                ("orderId", get("orderId")),
+                ("txnTime", get("txnTime")),
+                ("respCode", code.to_string()),
+                ("respMsg", msg.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+        };
+        if !verified {
+            return self.answer(base("11", "verify signature failed"), Fault::None);
+        }
+        if get("merId") != MER_ID {
+            return self.answer(base("10", "merId error"), Fault::None);
+        }
+        let expected_back = format!("{PUBLIC_BASE_URL}/v1/webhooks/unionpay");
+        match (req.path.as_str(), get("txnType").as_str()) {
+            ("/gateway/api/backTransReq.do" | "/gateway/api/appTransReq.do", "01") => {
+                assert_eq!(get("backUrl"), expected_back);
+                self.consume(&req.path, &form, base("00", "success")).await
+            }
+            ("/gateway/api/backTransReq.do", "04") => {
+                assert_eq!(get("backUrl"), expected_back);
+                self.refund(&form, base("00", "success")).await
+            }
+            ("/gateway/api/queryTrans.do", "00") => {
+                let order = self.orders.lock().unwrap().get(&get("orderId")).cloned();
+                match order {
+                    Some(o) => {
+                        let mut fields = base("00", "success");
+                        fields.push(("origRespCode".into(), o.orig_resp_code.clone()));
+                        fields.push(("origRespMsg".into(), "success".into()));
+                        fields.push(("queryId".into(), o.query_id.clone()));
+                        fields.push(("txnAmt".into(), o.txn_amt.to_string()));
+                        fields.push(("currencyCode".into(), "156".into()));
+                        self.answer(fields, Fault::None)
+                    }
+                    None => self.answer(base("34", "no such transaction"), Fault::None),
+                }
+            }
+            _ => self.answer(base("12", "unsupported transaction"), Fault::None),
+        }
+    }
+
+    async fn consume(
+        self: &Arc<Self>,
+        path: &str,
+        form: &[(String, String)],
+        mut fields: Vec<(String, String)>,
+    ) -> SimResponse {
+        let get = |k: &str| field(form, k).unwrap_or("").to_string();
+        let amount: i64 = get("txnAmt").parse().unwrap_or(0);
+        let fault = Fault::for_amount(amount);
+        if fault == Fault::ServerError {
+            return self.answer(Vec::new(), fault);
+        }
+        let order = Order {
+            txn_type: "01".into(),
+            txn_amt: amount,
+            txn_time: get("txnTime"),
+            query_id: random_alnum(21),
+            orig_resp_code: "05".into(),
+        };
+        let id = get("orderId");
+        self.orders.lock().unwrap().insert(id.clone(), order);
+        let sub = get("txnSubType");
+        if path.ends_with("appTransReq.do") {
+            fields.push(("tn".into(), format!("7{}", random_alnum(20))));
+        } else if sub == "07" {
+            fields.push((
+                "qrCode".into(),
+                format!("https://qr.95516.com/00010000/{}", random_alnum(20)),
+            ));
+        } else {
+            // Customer-presented code: the result follows by back-notification.
+            let sim = self.clone();
+            let id2 = id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                sim.pay_order_retrying(&id2).await;
+            });
+        }
+        if fault == Fault::NotifyFirst {
+            let (status, _) = self.pay_order(&id).await;
+            assert_eq!(status, 200);
+        }
+        if fault == Fault::Timeout {
+            tokio::time::sleep(SLOW_ANSWER).await;
+        }
+        self.answer(fields, fault)
+    }
+
+    async fn refund(
+        self: &Arc<Self>,
+        form: &[(String, String)],
+        fields: Vec<(String, String)>,
+    ) -> SimResponse {
+        let get = |k: &str| field(form, k).unwrap_or("").to_string();
+        let amount: i64 = get("txnAmt").parse().unwrap_or(0);
+        let fault = Fault::for_amount(amount);
+        if fault == Fault::ServerError {
+            return self.answer(Vec::new(), fault);
+        }
+        let paid = self
+            .orders
+            .lock()
+            .unwrap()
+            .values()
+            .any(|o| o.query_id == get("origQryId") && o.orig_resp_code == "00");
+        if !paid {
+            let mut refused = fields;
+            refused.retain(|(k, _)| k != "respCode" && k != "respMsg");
+            refused.push(("respCode".into(), "31".into()));
+            refused.push(("respMsg".into(), "original transaction not found".into()));
+            return self.answer(refused, Fault::None);
+        }
+        let id = get("orderId");
+        let order = Order {
+            txn_type: "04".into(),
+            txn_amt: amount,
+            txn_time: get("txnTime"),
+            query_id: random_alnum(21),
+            orig_resp_code: "05".into(),
+        };
+        self.orders
+            .lock()
+            .unwrap()
+            .entry(id.clone())
+            .or_insert(order);
+        let sim = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sim.pay_order_retrying(&id).await;
+        });
+        if fault == Fault::Timeout {
+            tokio::time::sleep(SLOW_ANSWER).await;
+        }
+        self.answer(fields, fault)
+    }
+
+    /// The order (by UnionPay orderId) completes and UnionPay notifies.
+    async fn pay_order(&self, order: &str) -> (u16, String) {
+        let (txn_type, amount) = {
+            let mut orders = self.orders.lock().unwrap();
+            let o = orders.get_mut(order).expect("an order");
+            o.orig_resp_code = "00".into();
+            (o.txn_type.clone(), o.txn_amt)
+        };
+        let (status, text, _) = self
+            .notify_order(order, &txn_type, "00", amount, false)
+            .await;
+        (status, text)
+    }
+
+    /// [`UnionpaySim::pay_order`] on UnionPay's own initiative: the notification is
+    /// re-sent while the webhook does not answer 200.
+    async fn pay_order_retrying(&self, order: &str) {
+        let (status, _) = self.pay_order(order).await;
+        if status != 200 {
+            let (txn_type, amount) = {
+                let orders = self.orders.lock().unwrap();
+                let o = orders.get(order).expect("an order");
+                (o.txn_type.clone(), o.txn_amt)
+            };
+            let (_, _, body) = self
+                .notify_order(order, &txn_type, "00", amount, false)
+                .await;
+            let headers = [(
+                "content-type".to_string(),
+                "application/x-www-form-urlencoded;charset=UTF-8".to_string(),
+            )];
+            self.webhook.deliver("unionpay", &headers, body).await;
+        }
+    }
+
+    /// The customer pays but UnionPay's notification never arrives: only a query can
+    /// tell.
+    pub fn pay_silently(&self, our_id: &str) {
+        let mut orders = self.orders.lock().unwrap();
+        let o = orders.get_mut(&order_id(our_id)).expect("an order");
+        o.orig_resp_code = "00".into();
+    }
+
+    /// The customer pays a QR or app order: UnionPay notifies; the webhook's answer.
+    pub async fn customer_pays(&self, our_id: &str) -> (u16, String) {
+        self.pay_order(&order_id(our_id)).await
+    }
+
+    /// A consume back-notification about our payment id saying `resp_code` for
+    /// `txn_amt`; returns the webhook's answer and the exact body sent.
+    pub async fn notify(
+        &self,
+        our_id: &str,
+        resp_code: &str,
+        txn_amt: i64,
+        forged: bool,
+    ) -> (u16, String, Vec<u8>) {
+        self.notify_order(&order_id(our_id), "01", resp_code, txn_amt, forged)
+            .await
+    }
+
+    async fn notify_order(
+        &self,
+        order: &str,
+        txn_type: &str,
+        resp_code: &str,
+        txn_amt: i64,
+        forged: bool,
+    ) -> (u16, String, Vec<u8>) {
+        let known = self.orders.lock().unwrap().get(order).cloned();
+        let (query_id, txn_time) = known
+            .map(|o| (o.query_id, o.txn_time))
+            .unwrap_or_else(|| (random_alnum(21), "20240301003005".into()));
+        let fields: Vec<(String, String)> = [
+            ("version", "5.1.0".to_string()),
+            ("encoding", "UTF-8".to_string()),
+            ("txnType", txn_type.to_string()),
+            ("txnSubType", "00".to_string()),
+            ("bizType", "000000".to_string()),
+            ("accessType", "0".to_string()),
+            ("merId", MER_ID.to_string()),
+            ("orderId", order.to_string()),
+            ("txnTime", txn_time),
+            ("txnAmt", txn_amt.to_string()),
+            ("currencyCode", "156".to_string()),
+            ("queryId", query_id),
+            ("respCode", resp_code.to_string()),
+            ("respMsg", "success".to_string()),
+            ("traceNo", random_alnum(6)),
+            ("settleDate", "0301".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let body = form_encode(&self.sign(fields, forged)).into_bytes();
+        let (status, text) = self.post_raw(body.clone()).await;
+        (status, text, body)
+    }
+
+    /// Posts `body` as a back-notification (a redelivery).
+    pub async fn post_raw(&self, body: Vec<u8>) -> (u16, String) {
+        let headers = [(
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded;charset=UTF-8".to_string(),
+        )];
+        self.webhook.post("unionpay", &headers, body).await
+    }
+}

@@ -1,0 +1,802 @@
+//! The real channels end to end: Alipay, WeChat Pay v3 and UnionPay adapters in the real
+//! `.wasm` components, talking over HTTP to local simulators that verify our signatures,
+//! answer signed and post signed notifications to the webhook (tests/src/sim). Every
+//! method each channel offers, then the faults: timeout, 5xx, garbage, bad signature,
+//! notification before the authorize answer, duplicate and reordered notifications,
+//! wrong amount — with the money state asserted after each.
+
+use serde_json::{Value, json};
+use spinpay_tests::sim::wechatpay::Signing;
+use spinpay_tests::sim::{ChannelWorld, run_world};
+use spinpay_tests::{Merchant, assert_error, assert_error_param, unique_token};
+
+/// A payment request on `channel`.
+fn request(channel: &str, amount_minor: i64, method: Value) -> Value {
+    json!({
+        "amount_minor": amount_minor,
+        "currency": "CNY",
+        "channel": channel,
+        "method": method,
+        "description": "2 coffees",
+    })
+}
+
+/// A customer-presented code.
+fn code(prefix: &str) -> Value {
+    json!({"type": "qr_customer", "auth_code": format!("{prefix}{}", unique_token())})
+}
+
+async fn create(m: &Merchant<'_>, body: &Value) -> Value {
+    m.create_payment_ok(body).await
+}
+
+fn id(p: &Value) -> String {
+    p["id"].as_str().expect("payment id").to_string()
+}
+
+/// Asserts status and money fields of a payment.
+fn assert_money(p: &Value, status: &str, captured: i64, refunded: i64) {
+    assert_eq!(p["status"], status, "{p}");
+    assert_eq!(p["captured_minor"], captured, "{p}");
+    assert_eq!(p["refunded_minor"], refunded, "{p}");
+}
+
+/// The event types about object `id` in the merchant's log, oldest first.
+async fn events(m: &Merchant<'_>, id: &str) -> Vec<String> {
+    let (status, page) = m.get("/v1/events?limit=100").await;
+    assert_eq!(status, 200, "{page}");
+    let mut types: Vec<(i64, String)> = page["data"]
+        .as_array()
+        .expect("event list")
+        .iter()
+        .filter(|e| e["data"]["id"] == id || e["data"]["payment_id"] == id)
+        .map(|e| {
+            let at = e["created_at_ms"].as_i64().unwrap_or(0);
+            (at, e["type"].as_str().unwrap_or("").to_string())
+        })
+        .collect();
+    types.sort();
+    types.into_iter().map(|(_, t)| t).collect()
+}
+
+/// How many events of `event_type` the merchant has about `id`.
+async fn count(m: &Merchant<'_>, id: &str, event_type: &str) -> usize {
+    events(m, id)
+        .await
+        .iter()
+        .filter(|t| *t == event_type)
+        .count()
+}
+
+/// Refunds `amount_minor` of payment `id`; the refund answer.
+async fn refund(m: &Merchant<'_>, id: &str, amount_minor: i64) -> Value {
+    let (status, r) = m
+        .post(
+            &format!("/v1/payments/{id}/refunds"),
+            &json!({"amount_minor": amount_minor}),
+        )
+        .await;
+    assert_eq!(status, 200, "refund {amount_minor}: {r}");
+    r
+}
+
+/// Polls the refund until it is `status`.
+async fn wait_refund(m: &Merchant<'_>, refund_id: &str, status: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..spinpay_tests::POLL_ATTEMPTS_MAX {
+        let (code, r) = m.get(&format!("/v1/refunds/{refund_id}")).await;
+        assert_eq!(code, 200, "{r}");
+        if r["status"] == status {
+            return r;
+        }
+        last = r;
+        tokio::time::sleep(spinpay_tests::POLL_INTERVAL).await;
+    }
+    panic!("refund {refund_id} never reached {status}: {last}");
+}
+
+/// Polls the payment until `refunded_minor` is `amount_minor`. The refund record is
+/// settled a moment before the payment's reservation (two records, two writes), so a
+/// read in between sees the refund succeeded and the payment not yet debited.
+async fn wait_refunded(m: &Merchant<'_>, payment_id: &str, amount_minor: i64) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..spinpay_tests::POLL_ATTEMPTS_MAX {
+        last = m.payment(payment_id).await;
+        if last["refunded_minor"] == amount_minor {
+            return last;
+        }
+        tokio::time::sleep(spinpay_tests::POLL_INTERVAL).await;
+    }
+    panic!("payment {payment_id} never had {amount_minor} refunded: {last}");
+}
+
+async fn merchant(w: &ChannelWorld) -> Merchant<'_> {
+    w.app.new_merchant().await
+}
+
+// ------------------------------------------------------------------------------- alipay
+
+#[test]
+fn alipay_precreate_shows_a_qr_and_the_signed_notification_settles_the_payment() {
+    // Proves qr_merchant → alipay.trade.precreate (signature verified by the simulator)
+    // gives a display_qr, and the customer paying sends a notification the webhook
+    // verifies, acknowledges with `success` and applies once.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(&m, &request("alipay", 1250, json!({"type": "qr_merchant"}))).await;
+        assert_money(&p, "requires_customer_action", 0, 0);
+        assert_eq!(p["next_action"]["type"], "display_qr", "{p}");
+        let qr = p["next_action"]["qr_payload"].as_str().unwrap();
+        assert!(qr.starts_with("https://qr.alipay.com/bax"), "{p}");
+        let pid = id(&p);
+        assert_eq!(w.alipay.trade(&pid).unwrap().total_amount, "12.50");
+        assert_eq!(w.alipay.customer_pays(&pid).await, (200, "success".into()));
+        let paid = m.payment(&pid).await;
+        assert_money(&paid, "succeeded", 1250, 0);
+        assert_eq!(paid["next_action"], Value::Null, "{paid}");
+        assert_eq!(count(&m, &pid, "payment.succeeded").await, 1);
+    });
+}
+
+#[test]
+fn alipay_customer_codes_and_sound_waves_are_paid_synchronously() {
+    // Proves qr_customer (scene bar_code) and sound_wave (wave_code) go through
+    // alipay.trade.pay and a 10000 answer captures the payment at once.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(&m, &request("alipay", 880, code("28"))).await;
+        assert_money(&p, "succeeded", 880, 0);
+        let token = json!({"type": "sound_wave", "token": unique_token()});
+        let s = create(&m, &request("alipay", 990, token)).await;
+        assert_money(&s, "succeeded", 990, 0);
+        assert_eq!(w.alipay.call_count("alipay.trade.pay", &id(&s)), 1);
+    });
+}
+
+#[test]
+fn alipay_wap_and_app_orders_are_signed_and_paid_by_the_customer() {
+    // Proves h5 gives a redirect to the gateway and app an order string, both signed
+    // with our key (checked by the simulator when the customer opens them), and each
+    // settles through the notification.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let h5 = json!({"type": "h5", "return_url": "https://shop.example/back"});
+        let p = create(&m, &request("alipay", 1500, h5)).await;
+        assert_money(&p, "requires_customer_action", 0, 0);
+        assert_eq!(p["next_action"]["type"], "redirect", "{p}");
+        let url = p["next_action"]["url"].as_str().unwrap();
+        assert!(
+            url.contains("/gateway.do?") && url.contains("alipay.trade.wap.pay"),
+            "{url}"
+        );
+        assert_eq!(w.alipay.customer_pays_order(url).await.0, 200);
+        assert_money(&m.payment(&id(&p)).await, "succeeded", 1500, 0);
+
+        let a = create(&m, &request("alipay", 1600, json!({"type": "app"}))).await;
+        assert_eq!(a["next_action"]["type"], "app_order", "{a}");
+        let order = a["next_action"]["order_string"].as_str().unwrap();
+        assert!(order.contains("alipay.trade.app.pay"), "{order}");
+        assert_eq!(w.alipay.customer_pays_order(order).await.0, 200);
+        assert_money(&m.payment(&id(&a)).await, "succeeded", 1600, 0);
+    });
+}
+
+#[test]
+fn alipay_refunds_partially_then_fully_and_never_beyond_the_capture() {
+    // Proves alipay.trade.refund with our refund id as out_request_no: two partial
+    // refunds succeed (fund_change Y), the total equals the capture, a third is refused.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(&m, &request("alipay", 2000, code("28"))).await;
+        let pid = id(&p);
+        let r1 = refund(&m, &pid, 500).await;
+        assert_eq!(r1["status"], "succeeded", "{r1}");
+        let r2 = refund(&m, &pid, 1500).await;
+        assert_eq!(r2["status"], "succeeded", "{r2}");
+        assert_money(&m.payment(&pid).await, "succeeded", 2000, 2000);
+        let trade = w.alipay.trade(&pid).unwrap();
+        assert_eq!(trade.refunds.len(), 2, "{trade:?}");
+        let (status, e) = m
+            .post(
+                &format!("/v1/payments/{pid}/refunds"),
+                &json!({"amount_minor": 1}),
+            )
+            .await;
+        assert_error(&(status, e), 400, "refund_exceeds_captured");
+        let rq = m
+            .post(
+                &format!("/v1/refunds/{}/recheck", r1["id"].as_str().unwrap()),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(rq.0, 200, "{}", rq.1);
+        assert_eq!(rq.1["status"], "succeeded", "{}", rq.1);
+    });
+}
+
+#[test]
+fn alipay_cancel_closes_an_unpaid_trade() {
+    // Proves cancel → alipay.trade.close: the trade is closed at Alipay and the payment
+    // canceled; a late paid notification then contradicts and flags it, never captures.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(&m, &request("alipay", 700, json!({"type": "qr_merchant"}))).await;
+        let pid = id(&p);
+        let (status, c) = m
+            .post(&format!("/v1/payments/{pid}/cancel"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{c}");
+        assert_money(&c, "canceled", 0, 0);
+        assert_eq!(w.alipay.trade(&pid).unwrap().status, "TRADE_CLOSED");
+        let (code, text, _) = w.alipay.notify(&pid, "TRADE_SUCCESS", "7.00", "").await;
+        assert_eq!((code, text.as_str()), (200, "success"));
+        let after = m.payment(&pid).await;
+        assert_money(&after, "canceled", 0, 0);
+        assert!(after["conflict"].is_object(), "{after}");
+    });
+}
+
+#[test]
+fn alipay_new_payments_it_cannot_take_are_refused_before_anything_is_stored() {
+    // Proves nfc and manual capture on Alipay are 400s naming the field, and no payment
+    // is created.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let nfc = json!({"type": "nfc", "token": "t", "cryptogram": "c"});
+        let r = m.create_payment(&request("alipay", 100, nfc)).await;
+        assert_error_param(&r, 400, "method_unsupported", "method.type");
+        let mut manual = request("alipay", 100, json!({"type": "qr_merchant"}));
+        manual["capture"] = json!("manual");
+        let r = m.create_payment(&manual).await;
+        assert_error_param(&r, 400, "parameter_invalid", "capture");
+        assert_eq!(m.count_payments().await, 0);
+    });
+}
+
+#[test]
+fn alipay_channel_timeout_leaves_processing_until_the_query_settles_it_once() {
+    // Proves a pay answer slower than the adapter's deadline is an unknown outcome
+    // (processing, nothing captured), and the re-check's alipay.trade.query then
+    // captures exactly once.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let (status, p) = m.create_payment(&request("alipay", 601, code("28"))).await;
+        assert_eq!(status, 200, "{p}");
+        assert_money(&p, "processing", 0, 0);
+        let pid = id(&p);
+        let settled = m.payment(&pid).await;
+        assert_money(&settled, "succeeded", 601, 0);
+        let again = m.payment(&pid).await;
+        assert_money(&again, "succeeded", 601, 0);
+        assert_eq!(count(&m, &pid, "payment.succeeded").await, 1);
+        assert_eq!(w.alipay.call_count("alipay.trade.pay", &pid), 1);
+    });
+}
+
+#[test]
+fn alipay_server_errors_garbage_and_bad_signatures_are_unknown_outcomes() {
+    // Proves a 5xx (nothing done at Alipay), a garbage body and a validly shaped but
+    // wrongly signed answer each leave the payment processing with nothing captured;
+    // the query then tells the truth (not found stays processing, paid settles).
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let (_, p) = m.create_payment(&request("alipay", 602, code("28"))).await;
+        assert_money(&p, "processing", 0, 0);
+        assert_money(&m.payment(&id(&p)).await, "processing", 0, 0);
+        for amount in [603, 604] {
+            let (_, p) = m
+                .create_payment(&request("alipay", amount, code("28")))
+                .await;
+            assert_money(&p, "processing", 0, 0);
+            assert_money(&m.payment(&id(&p)).await, "succeeded", amount, 0);
+        }
+    });
+}
+
+#[test]
+fn alipay_notification_before_the_precreate_answer_is_applied_once() {
+    // Proves the customer's payment notified while precreate is still in flight
+    // settles the payment, and the late precreate answer does not reopen it.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(&m, &request("alipay", 605, json!({"type": "qr_merchant"}))).await;
+        assert_money(&p, "succeeded", 605, 0);
+        assert_money(&m.payment(&id(&p)).await, "succeeded", 605, 0);
+        assert_eq!(count(&m, &id(&p), "payment.succeeded").await, 1);
+    });
+}
+
+#[test]
+fn alipay_duplicate_reordered_forged_and_unknown_notifications_are_harmless() {
+    // Proves a redelivered notification is acknowledged without effect, an older
+    // WAIT_BUYER_PAY after TRADE_SUCCESS changes nothing, a forged one is refused with
+    // `fail`, and one about an unknown payment is acknowledged.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(&m, &request("alipay", 1250, json!({"type": "qr_merchant"}))).await;
+        let pid = id(&p);
+        let (code, text, body) = w.alipay.notify(&pid, "TRADE_SUCCESS", "12.50", "").await;
+        assert_eq!((code, text.as_str()), (200, "success"));
+        assert_eq!(
+            w.alipay.post_raw(body.clone()).await,
+            (200, "success".into())
+        );
+        assert_eq!(w.alipay.post_raw(body).await, (200, "success".into()));
+        let (code, _, _) = w.alipay.notify(&pid, "WAIT_BUYER_PAY", "12.50", "").await;
+        assert_eq!(code, 200);
+        let (code, text, _) = w
+            .alipay
+            .notify(&pid, "TRADE_SUCCESS", "12.50", "forge")
+            .await;
+        assert_eq!((code, text.as_str()), (401, "fail"));
+        let after = m.payment(&pid).await;
+        assert_money(&after, "succeeded", 1250, 0);
+        assert_eq!(after["conflict"], Value::Null, "{after}");
+        assert_eq!(count(&m, &pid, "payment.succeeded").await, 1);
+        let unknown = "pay_zzzzzzzzzzzzzzzzzzzzzzzzzz";
+        let (code, text, _) = w.alipay.notify(unknown, "TRADE_SUCCESS", "1.00", "").await;
+        assert_eq!((code, text.as_str()), (200, "success"));
+    });
+}
+
+#[test]
+fn alipay_wrong_amount_in_a_notification_flags_the_payment_and_captures_nothing() {
+    // Proves a TRADE_SUCCESS for another amount is never accepted: the payment is
+    // flagged with the channel's amount and a payment.conflicted event is raised.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(&m, &request("alipay", 1250, json!({"type": "qr_merchant"}))).await;
+        let pid = id(&p);
+        let (code, text, _) = w.alipay.notify(&pid, "TRADE_SUCCESS", "0.01", "").await;
+        assert_eq!((code, text.as_str()), (200, "success"));
+        let after = m.payment(&pid).await;
+        assert_money(&after, "requires_customer_action", 0, 0);
+        assert_eq!(after["conflict"]["reason"], "amount_mismatch", "{after}");
+        assert_eq!(after["conflict"]["channel_amount_minor"], 1, "{after}");
+        assert_eq!(count(&m, &pid, "payment.conflicted").await, 1);
+    });
+}
+
+// ---------------------------------------------------------------------------- wechatpay
+
+#[test]
+fn wechatpay_native_h5_and_app_wait_for_the_customer_and_callbacks_settle_them() {
+    // Proves native → code_url QR, h5 → h5_url redirect with our return URL, app → an
+    // order signed for the SDK; each simulator call verified our Authorization header
+    // and each encrypted, signed callback settles its payment.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let n = create(
+            &m,
+            &request("wechatpay", 1250, json!({"type": "qr_merchant"})),
+        )
+        .await;
+        assert_eq!(n["next_action"]["type"], "display_qr", "{n}");
+        assert!(
+            n["next_action"]["qr_payload"]
+                .as_str()
+                .unwrap()
+                .starts_with("weixin://wxpay/")
+        );
+        let mut h5 = request(
+            "wechatpay",
+            1300,
+            json!({"type": "h5", "return_url": "https://shop.example/back"}),
+        );
+        h5["payer"] = json!({"ip": "198.51.100.23"});
+        let h = create(&m, &h5).await;
+        assert_eq!(h["next_action"]["type"], "redirect", "{h}");
+        let url = h["next_action"]["url"].as_str().unwrap();
+        assert!(
+            url.contains("checkmweb") && url.contains("redirect_url=https%3A%2F%2Fshop"),
+            "{url}"
+        );
+        let a = create(&m, &request("wechatpay", 1400, json!({"type": "app"}))).await;
+        let order: Value =
+            serde_json::from_str(a["next_action"]["order_string"].as_str().unwrap()).unwrap();
+        assert_eq!(order["package"], "Sign=WXPay", "{order}");
+        assert_eq!(order["partnerid"], "1900000109", "{order}");
+        for (p, amount) in [(&n, 1250), (&h, 1300), (&a, 1400)] {
+            assert_money(p, "requires_customer_action", 0, 0);
+            assert_eq!(w.wechatpay.customer_pays(&id(p)).await.0, 204);
+            assert_money(&m.payment(&id(p)).await, "succeeded", amount, 0);
+        }
+    });
+}
+
+#[test]
+fn wechatpay_codepay_is_paid_at_once_or_stays_processing_while_the_payer_confirms() {
+    // Proves codepay SUCCESS captures synchronously, and USERPAYING is processing until
+    // the query (GET re-check) sees SUCCESS.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(&m, &request("wechatpay", 500, code("13"))).await;
+        assert_money(&p, "succeeded", 500, 0);
+        let q = create(&m, &request("wechatpay", 510, code("WAIT"))).await;
+        assert_money(&q, "processing", 0, 0);
+        assert_money(&m.payment(&id(&q)).await, "processing", 0, 0);
+        let _ = w.wechatpay.customer_pays(&id(&q)).await;
+        assert_money(&m.payment(&id(&q)).await, "succeeded", 510, 0);
+    });
+}
+
+#[test]
+fn wechatpay_refunds_are_pending_until_the_refund_callback() {
+    // Proves a refund answered PROCESSING stays pending (reserved against the capture)
+    // and the REFUND.SUCCESS callback settles it.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(&m, &request("wechatpay", 3000, code("13"))).await;
+        let pid = id(&p);
+        let r = refund(&m, &pid, 1000).await;
+        assert_eq!(r["status"], "pending", "{r}");
+        let rid = r["id"].as_str().unwrap().to_string();
+        wait_refund(&m, &rid, "succeeded").await;
+        assert_money(
+            &wait_refunded(&m, &pid, 1000).await,
+            "succeeded",
+            3000,
+            1000,
+        );
+        assert_eq!(w.wechatpay.order(&pid).unwrap().refunds.len(), 1);
+    });
+}
+
+#[test]
+fn wechatpay_cancel_closes_an_unpaid_order() {
+    // Proves cancel → close (204 signed) cancels the payment and closes the order.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(
+            &m,
+            &request("wechatpay", 800, json!({"type": "qr_merchant"})),
+        )
+        .await;
+        let pid = id(&p);
+        let (status, c) = m
+            .post(&format!("/v1/payments/{pid}/cancel"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{c}");
+        assert_money(&c, "canceled", 0, 0);
+        assert_eq!(w.wechatpay.order(&pid).unwrap().trade_state, "CLOSED");
+    });
+}
+
+#[test]
+fn wechatpay_h5_without_the_payer_ip_and_unsupported_methods_are_refused_up_front() {
+    // Proves the H5 payer IP requirement and sound_wave are 400s naming the field.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let h5 = json!({"type": "h5", "return_url": "https://shop.example/back"});
+        let r = m.create_payment(&request("wechatpay", 100, h5)).await;
+        assert_error_param(&r, 400, "parameter_invalid", "payer.ip");
+        let wave = json!({"type": "sound_wave", "token": "w"});
+        let r = m.create_payment(&request("wechatpay", 100, wave)).await;
+        assert_error_param(&r, 400, "method_unsupported", "method.type");
+        assert_eq!(m.count_payments().await, 0);
+    });
+}
+
+#[test]
+fn wechatpay_faults_are_unknown_outcomes_resolved_by_the_query() {
+    // Proves timeout, 5xx, garbage, a forged answer signature and an UNSIGNED 2xx
+    // (treated as forged) all leave the payment processing with nothing captured, and
+    // the signed query answer then decides (paid → succeeded once; absent → processing).
+    run_world(async |w| {
+        let m = merchant(w).await;
+        for (amount, done_at_channel) in [
+            (601, true),
+            (602, false),
+            (603, true),
+            (604, true),
+            (606, true),
+        ] {
+            let (status, p) = m
+                .create_payment(&request("wechatpay", amount, code("13")))
+                .await;
+            assert_eq!(status, 200, "{p}");
+            assert_money(&p, "processing", 0, 0);
+            let after = m.payment(&id(&p)).await;
+            if done_at_channel {
+                assert_money(&after, "succeeded", amount, 0);
+                assert_eq!(count(&m, &id(&p), "payment.succeeded").await, 1);
+            } else {
+                assert_money(&after, "processing", 0, 0);
+            }
+        }
+    });
+}
+
+#[test]
+fn wechatpay_callback_before_the_native_answer_duplicates_and_reorders_are_harmless() {
+    // Proves a callback arriving before the native answer settles the payment once, a
+    // byte-identical redelivery is acknowledged without effect, and a later NOTPAY /
+    // CLOSED-free reorder (NOTPAY after SUCCESS) changes nothing.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(
+            &m,
+            &request("wechatpay", 605, json!({"type": "qr_merchant"})),
+        )
+        .await;
+        let pid = id(&p);
+        assert_money(&p, "succeeded", 605, 0);
+        let (code, _, headers, body) = w
+            .wechatpay
+            .callback(&pid, "SUCCESS", 605, Signing::Genuine)
+            .await;
+        assert_eq!(code, 204);
+        assert_eq!(w.wechatpay.post_raw(&headers, body).await.0, 204);
+        let (code, _, _, _) = w
+            .wechatpay
+            .callback(&pid, "NOTPAY", 605, Signing::Genuine)
+            .await;
+        assert_eq!(code, 204);
+        assert_money(&m.payment(&pid).await, "succeeded", 605, 0);
+        assert_eq!(count(&m, &pid, "payment.succeeded").await, 1);
+    });
+}
+
+#[test]
+fn wechatpay_callbacks_signed_with_a_retiring_platform_key_are_accepted_during_rotation() {
+    // Proves both configured platform keys verify (serials and PEM blocks in order): a
+    // callback signed with the retiring key and naming its serial settles the payment.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(
+            &m,
+            &request("wechatpay", 1111, json!({"type": "qr_merchant"})),
+        )
+        .await;
+        let pid = id(&p);
+        let (code, text, _, _) = w
+            .wechatpay
+            .callback(&pid, "SUCCESS", 1111, Signing::Retiring)
+            .await;
+        assert_eq!(code, 204, "{text}");
+        assert_money(&m.payment(&pid).await, "succeeded", 1111, 0);
+    });
+}
+
+#[test]
+fn wechatpay_forged_stale_and_wrong_amount_callbacks_never_capture() {
+    // Proves a forged signature and a stale timestamp are refused 401 with
+    // {"code":"FAIL"}, and a signed callback with another amount flags the payment.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(
+            &m,
+            &request("wechatpay", 1250, json!({"type": "qr_merchant"})),
+        )
+        .await;
+        let pid = id(&p);
+        for signing in [Signing::Forged, Signing::Stale] {
+            let (code, text, _, _) = w.wechatpay.callback(&pid, "SUCCESS", 1250, signing).await;
+            assert_eq!(code, 401, "{text}");
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(body["code"], "FAIL", "{text}");
+        }
+        assert_money(&m.payment(&pid).await, "requires_customer_action", 0, 0);
+        let (code, _, _, _) = w
+            .wechatpay
+            .callback(&pid, "SUCCESS", 1, Signing::Genuine)
+            .await;
+        assert_eq!(code, 204);
+        let after = m.payment(&pid).await;
+        assert_money(&after, "requires_customer_action", 0, 0);
+        assert_eq!(after["conflict"]["reason"], "amount_mismatch", "{after}");
+        assert_eq!(count(&m, &pid, "payment.conflicted").await, 1);
+    });
+}
+
+// ----------------------------------------------------------------------------- unionpay
+
+#[test]
+fn unionpay_qr_apply_app_and_customer_codes_settle_by_back_notification() {
+    // Proves QR apply (txnSubType 07) gives a QR, app consume a tn, and a customer code
+    // (06) is accepted then settled by the back-notification; each notification is
+    // verified by certId and answered 200 `ok`.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let q = create(
+            &m,
+            &request("unionpay", 1250, json!({"type": "qr_merchant"})),
+        )
+        .await;
+        assert_eq!(q["next_action"]["type"], "display_qr", "{q}");
+        let a = create(&m, &request("unionpay", 1350, json!({"type": "app"}))).await;
+        assert_eq!(a["next_action"]["type"], "app_order", "{a}");
+        for (p, amount) in [(&q, 1250), (&a, 1350)] {
+            assert_money(p, "requires_customer_action", 0, 0);
+            assert_eq!(w.unionpay.customer_pays(&id(p)).await, (200, "ok".into()));
+            assert_money(&m.payment(&id(p)).await, "succeeded", amount, 0);
+        }
+        let c = create(&m, &request("unionpay", 1450, code("62"))).await;
+        assert_money(&c, "processing", 0, 0);
+        m.wait_for_status(&id(&c), "succeeded").await;
+        assert_money(&m.payment(&id(&c)).await, "succeeded", 1450, 0);
+    });
+}
+
+#[test]
+fn unionpay_refund_uses_the_consume_query_id_and_settles_by_notification() {
+    // Proves the refund (txnType 04) names the consume's queryId (the simulator refuses
+    // any other), is pending on the 00 answer and succeeds with its back-notification.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(
+            &m,
+            &request("unionpay", 2000, json!({"type": "qr_merchant"})),
+        )
+        .await;
+        let pid = id(&p);
+        w.unionpay.customer_pays(&pid).await;
+        assert_money(&m.payment(&pid).await, "succeeded", 2000, 0);
+        let r = refund(&m, &pid, 700).await;
+        assert_eq!(r["status"], "pending", "{r}");
+        wait_refund(&m, r["id"].as_str().unwrap(), "succeeded").await;
+        assert_money(&wait_refunded(&m, &pid, 700).await, "succeeded", 2000, 700);
+    });
+}
+
+#[test]
+fn unionpay_faults_notifications_first_duplicates_and_wrong_amounts_are_safe() {
+    // Proves timeout / 5xx / garbage / bad signature leave processing, the query then
+    // settles what UnionPay did; a notification before the answer settles once; a
+    // duplicate is acknowledged without effect; a wrong amount flags the payment.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        for amount in [601, 602, 603, 604] {
+            let (status, p) = m
+                .create_payment(&request("unionpay", amount, json!({"type": "qr_merchant"})))
+                .await;
+            assert_eq!(status, 200, "{p}");
+            assert_money(&p, "processing", 0, 0);
+            let pid = id(&p);
+            if amount != 602 {
+                let (code, text) = w.unionpay.customer_pays(&pid).await;
+                assert_eq!((code, text.as_str()), (200, "ok"));
+                assert_money(&m.payment(&pid).await, "succeeded", amount, 0);
+            } else {
+                assert!(w.unionpay.order(&pid).is_none());
+                assert_money(&m.payment(&pid).await, "processing", 0, 0);
+            }
+        }
+        let first = create(
+            &m,
+            &request("unionpay", 605, json!({"type": "qr_merchant"})),
+        )
+        .await;
+        assert_money(&first, "succeeded", 605, 0);
+        let p = create(
+            &m,
+            &request("unionpay", 1250, json!({"type": "qr_merchant"})),
+        )
+        .await;
+        let pid = id(&p);
+        let (code, _, body) = w.unionpay.notify(&pid, "00", 1250, false).await;
+        assert_eq!(code, 200);
+        assert_eq!(w.unionpay.post_raw(body).await, (200, "ok".into()));
+        assert_eq!(count(&m, &pid, "payment.succeeded").await, 1);
+        let (code, text, _) = w.unionpay.notify(&pid, "00", 1250, true).await;
+        assert_eq!((code, text.as_str()), (401, "fail"));
+        let other = create(
+            &m,
+            &request("unionpay", 1250, json!({"type": "qr_merchant"})),
+        )
+        .await;
+        let (code, _, _) = w.unionpay.notify(&id(&other), "00", 99, false).await;
+        assert_eq!(code, 200);
+        let flagged = m.payment(&id(&other)).await;
+        assert_money(&flagged, "requires_customer_action", 0, 0);
+        assert_eq!(
+            flagged["conflict"]["reason"], "amount_mismatch",
+            "{flagged}"
+        );
+    });
+}
+
+// ------------------------------------------------------------------------ not configured
+
+#[test]
+fn without_channel_variables_payments_are_refused_and_notifications_not_configured() {
+    // Proves the default deployment (no channel variables) refuses a payment on each
+    // real channel as channel_unsupported before storing anything, and a notification
+    // to its webhook path the same way (naming the channel).
+    spinpay_tests::run(async |app| {
+        let m = app.new_merchant().await;
+        for channel in ["alipay", "wechatpay", "unionpay"] {
+            let r = m
+                .create_payment(&request(channel, 100, json!({"type": "qr_merchant"})))
+                .await;
+            assert_error_param(&r, 400, "channel_unsupported", "channel");
+        }
+        assert_eq!(m.count_payments().await, 0);
+        for channel in ["alipay", "wechatpay", "unionpay"] {
+            let path = format!("/v1/webhooks/{channel}");
+            let headers = [("content-type", "application/x-www-form-urlencoded")];
+            let r = app.request("POST", &path, &headers, b"a=b".to_vec()).await;
+            assert_error_param(&r, 400, "channel_unsupported", "channel");
+            let message = r.1["error"]["message"].as_str().unwrap_or("");
+            assert!(message.contains(channel), "{message}");
+        }
+    });
+}
+
+// ------------------------------------------------------------------- refunds under faults
+
+#[test]
+fn alipay_refund_timeout_stays_pending_until_the_refund_query_settles_it_once() {
+    // Proves a refund whose answer times out is pending (reserved, not yet refunded),
+    // the re-check's fastpay.refund.query settles it, and re-checking again never
+    // counts it twice.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(&m, &request("alipay", 5000, code("28"))).await;
+        let pid = id(&p);
+        let r = refund(&m, &pid, 601).await;
+        assert_eq!(r["status"], "pending", "{r}");
+        let rid = r["id"].as_str().unwrap().to_string();
+        for _ in 0..2 {
+            let (status, rr) = m
+                .post(&format!("/v1/refunds/{rid}/recheck"), &json!({}))
+                .await;
+            assert_eq!(status, 200, "{rr}");
+            assert_eq!(rr["status"], "succeeded", "{rr}");
+        }
+        assert_money(&m.payment(&pid).await, "succeeded", 5000, 601);
+        assert_eq!(count(&m, &rid, "refund.succeeded").await, 1);
+    });
+}
+
+#[test]
+fn simulators_refuse_requests_not_signed_with_the_apps_key() {
+    // Proves the simulators really check our signatures (so every passing call above
+    // was verified): an Alipay form with a bogus sign and a WeChat Pay call without
+    // Authorization are refused.
+    run_world(async |w| {
+        let url = format!("{}/gateway.do", w.alipay.origin());
+        let form = "app_id=2021000000000001&method=alipay.trade.query&sign_type=RSA2&sign=AAAA&biz_content=%7B%7D";
+        let headers = [("content-type", "application/x-www-form-urlencoded")];
+        let (status, body) = spinpay_tests::sim::post_to(&url, &headers, form.into()).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("isv.invalid-signature"), "{body}");
+        let url = format!("{}/v3/pay/transactions/native", w.wechatpay.origin());
+        let headers = [("content-type", "application/json")];
+        let (status, body) = spinpay_tests::sim::post_to(&url, &headers, b"{}".to_vec()).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("SIGN_ERROR"), "{body}");
+    });
+}
+
+#[test]
+fn unionpay_query_settles_a_timed_out_consume_and_cancel_is_refused() {
+    // Proves a QR apply whose answer timed out is processing until queryTrans.do says
+    // origRespCode 00 (no notification needed), and that cancel is refused as
+    // channel_declined (ACP has no close) with the payment untouched.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let (status, p) = m
+            .create_payment(&request("unionpay", 601, json!({"type": "qr_merchant"})))
+            .await;
+        assert_eq!(status, 200, "{p}");
+        assert_money(&p, "processing", 0, 0);
+        let pid = id(&p);
+        assert_money(&m.payment(&pid).await, "processing", 0, 0);
+        w.unionpay.pay_silently(&pid);
+        assert_money(&m.payment(&pid).await, "succeeded", 601, 0);
+        assert_eq!(count(&m, &pid, "payment.succeeded").await, 1);
+
+        let open = create(
+            &m,
+            &request("unionpay", 900, json!({"type": "qr_merchant"})),
+        )
+        .await;
+        let oid = id(&open);
+        let r = m
+            .post(&format!("/v1/payments/{oid}/cancel"), &json!({}))
+            .await;
+        assert_error(&r, 402, "channel_declined");
+        assert_money(&m.payment(&oid).await, "requires_customer_action", 0, 0);
+    });
+}
