@@ -7,6 +7,7 @@
 //! | POST /v1/admin/merchants | `create_merchant` `{"name", "notify_url"?, "default_capture"?}` |
 //! | GET /v1/account | the calling merchant's settings (secret key auth) |
 //! | POST /v1/account | `update_merchant` `{"name"?, "notify_url"?, "default_capture"?}` |
+//! | POST /v1/account/webhook-secret/rotate | `rotate_webhook_secret` `{"grace_period_s"?}`: a new signing secret, shown once; the old one also signs during the grace period |
 //!
 //! The merchants route is guarded by `Authorization: Bearer <admin token>` (the secret variable `admin_token`),
 //! compared in constant time; with no token configured the endpoint is disabled (503
@@ -31,6 +32,8 @@ const VAR_ADMIN_TOKEN: &str = "admin_token";
 const MERCHANTS_PATH: &str = "/v1/admin/merchants";
 /// The calling merchant's own settings (secret key).
 const ACCOUNT_PATH: &str = "/v1/account";
+/// Webhook signing secret rotation (secret key).
+const ROTATE_PATH: &str = "/v1/account/webhook-secret/rotate";
 /// Idempotency scope of admin calls (not a merchant id, so never one's keys).
 const ADMIN_SCOPE: &str = "admin";
 
@@ -48,6 +51,7 @@ async fn handle(req: Request) -> HttpResponse {
                     Ok(respond::ok_json(&MerchantResponse::new(&merchant)))
                 }
                 Route::UpdateAccount => update_account(&parts, body, request_id).await,
+                Route::RotateSecret => rotate_secret(&parts, body, request_id).await,
             }
         },
     )
@@ -100,12 +104,53 @@ where
         .await
 }
 
+/// `POST /v1/account/webhook-secret/rotate`: the answer holds the new secret, so its
+/// idempotent replay is stored sealed.
+async fn rotate_secret<B>(
+    parts: &http::request::Parts,
+    body: B,
+    request_id: &str,
+) -> Result<HttpResponse, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (services, merchant) = Services::authenticated(&parts.headers).await?;
+    let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+    let call = Keyed::new(&merchant.id, parts, &body).sealed();
+    services
+        .idempotent(call, request_id, async || {
+            let req: RotateSecretRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
+            let ctx = services.ctx();
+            service::rotate_webhook_secret(&ctx, &mut OsEntropy, &merchant.id, req.grace_period_s)
+                .await
+        })
+        .await
+}
+
+/// `{"grace_period_s"?}`: how long the old secret keeps signing (0..=604800, default
+/// 86400).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateSecretRequest {
+    grace_period_s: Option<i64>,
+}
+
+impl api::WireRequest for RotateSecretRequest {
+    const SCHEMA: &'static [api::Field] = &[api::Field {
+        name: "grace_period_s",
+        kind: api::Kind::Integer,
+        required: false,
+    }];
+}
+
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     CreateMerchant,
     Account,
     UpdateAccount,
+    RotateSecret,
 }
 
 /// POST to the merchants path; GET or POST to the account path.
@@ -116,6 +161,8 @@ fn route(parts: &http::request::Parts) -> Result<Route, RouteMiss> {
         ACCOUNT_PATH if parts.method == Method::GET => Ok(Route::Account),
         ACCOUNT_PATH if parts.method == Method::POST => Ok(Route::UpdateAccount),
         ACCOUNT_PATH => Err(RouteMiss::MethodNotAllowed { allow: "GET, POST" }),
+        ROTATE_PATH if parts.method == Method::POST => Ok(Route::RotateSecret),
+        ROTATE_PATH => Err(RouteMiss::MethodNotAllowed { allow: "POST" }),
         _ => Err(RouteMiss::NotFound),
     }
 }
@@ -151,6 +198,11 @@ mod tests {
         assert_eq!(
             route(&parts("POST", "/v1/admin/merchants/x")),
             Err(RouteMiss::NotFound)
+        );
+        assert_eq!(route(&parts("POST", ROTATE_PATH)), Ok(Route::RotateSecret));
+        assert_eq!(
+            route(&parts("GET", ROTATE_PATH)),
+            Err(RouteMiss::MethodNotAllowed { allow: "POST" })
         );
     }
 }

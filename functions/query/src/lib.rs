@@ -2,7 +2,7 @@
 //!
 //! One payment (with its refunds; a `processing` one is re-checked with the channel
 //! first), a lookup by merchant order id, cursor lists of payments and events, one
-//! refund, one event, and explicit re-checks (`POST …/recheck`) of a payment or refund
+//! refund, one event (with the state of its delivery to the merchant's notify URL), and explicit re-checks (`POST …/recheck`) of a payment or refund
 //! whose outcome the channel has not told us yet. Every read is scoped to the merchant of
 //! the bearer key: another merchant's id is 404, never 403.
 //!
@@ -17,9 +17,10 @@ use spinpay_channels::dispatch::Channels;
 use spinpay_core::ApiError;
 use spinpay_core::api::{BODY_BYTES_MAX, PaymentResponse, RefundResponse, parse_body};
 use spinpay_core::ids::IdKind;
-use spinpay_core::model::PaymentStatus;
+use spinpay_core::model::{Event, PaymentStatus};
 use spinpay_core::service::{
-    get_event, get_payment, get_refund, list_events, list_payments, recheck_payment, recheck_refund,
+    DeliveryResponse, event_delivery, get_event, get_payment, get_refund, list_events,
+    list_payments, recheck_payment, recheck_refund,
 };
 use spinpay_guest::component::{Keyed, Services};
 use spinpay_guest::env::OsEntropy;
@@ -55,7 +56,9 @@ async fn handle(req: Request) -> HttpResponse {
             }
             Route::GetEvent { id } => {
                 no_query(query)?;
-                Ok(ok_json(&get_event(&ctx, m, &id).await?))
+                let event = get_event(&ctx, m, &id).await?;
+                let delivery = event_delivery(&ctx, m, &id).await?;
+                Ok(ok_json(&EventWithDelivery { event, delivery }))
             }
             Route::RecheckPayment { id } | Route::RecheckRefund { id } => {
                 let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
@@ -77,6 +80,15 @@ async fn handle(req: Request) -> HttpResponse {
         }
     })
     .await
+}
+
+/// One event with the state of its delivery to the notify URL (`null` when it has
+/// none: no notify URL when it was published).
+#[derive(serde::Serialize)]
+struct EventWithDelivery {
+    #[serde(flatten)]
+    event: Event,
+    delivery: Option<DeliveryResponse>,
 }
 
 /// The answer to a re-check: the object re-checked.

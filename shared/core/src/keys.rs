@@ -15,7 +15,23 @@
 //! | `mch/{merchant_id}/seq/evt` | counter (i64) | increment only |
 //! | `mch/{merchant_id}/evt/{seq:020}` | event id (JSON string) | put_if_version 0 |
 //! | `mch/{merchant_id}/idem/{sha256 hex of Idempotency-Key}` | [`crate::idempotency::IdempotencyRecord`] | put_if_version; deleted on expiry/retryable error |
-//! | `mch/{merchant_id}/risk/config` | [`crate::risk::RiskConfig`] JSON | put_if_version |
+//! | `mch/{merchant_id}/risk/config` | [`crate::riskengine::EngineConfig`] JSON | put_if_version |
+//! | `mch/{merchant_id}/seq/obx` | counter (i64) | increment only |
+//! | `mch/{merchant_id}/obx/{seq:020}` | outbox marker (object kind, id, time), written before a state write that adds events | put_if_version 0; deleted by the sweep |
+//! | `mch/{merchant_id}/obx/head` | outbox marker queue head | put_if_version |
+//! | `dlv/{event_id}` | [`crate::service::Delivery`] JSON | put_if_version (CAS loop) |
+//! | `mch/{merchant_id}/seq/dlv` | counter (i64) | increment only |
+//! | `mch/{merchant_id}/dlv/{seq:020}` | delivery queue slot (event id, time) | put_if_version 0; deleted by the sweep |
+//! | `mch/{merchant_id}/dlv/head` | delivery queue head | put_if_version |
+//! | `mch/{merchant_id}/whsec/prev` | rotated-out webhook secret (sealed) + expiry | put_if_version |
+//! | `mch/{merchant_id}/ntf` | the merchant's notification-registry slot number | put_if_version 0 |
+//! | `ntf/seq` | counter (i64) | increment only |
+//! | `ntf/m/{seq:020}` | merchant id in the notification registry (the sweep walks it) | put_if_version 0 |
+//! | `ntf/cursor` | where the sweep's round-robin continues | put_if_version |
+//!
+//! `pay/` and `re/` records also carry `outbox`: events of their changes not yet
+//! published to the log (written in the same compare-and-swap as the change; see
+//! `service::outbox`). Every writer of those keys goes through the outbox write path.
 //!
 //! Ids are validated ([`crate::ids::is_valid_id`]) and merchant references restricted to
 //! `A-Za-z0-9_.:-` before they become part of a key, so a key can never escape its
@@ -91,6 +107,66 @@ pub fn idempotency(merchant_id: &str, key_hash_hex: &str) -> String {
 /// The merchant's risk configuration.
 pub fn risk_config(merchant_id: &str) -> String {
     format!("mch/{merchant_id}/risk/config")
+}
+
+/// The merchant's outbox marker counter.
+pub fn outbox_seq(merchant_id: &str) -> String {
+    format!("mch/{merchant_id}/seq/obx")
+}
+
+/// The merchant's outbox marker `seq`.
+pub fn outbox_marker(merchant_id: &str, seq: i64) -> String {
+    format!("mch/{merchant_id}/obx/{seq:020}")
+}
+
+/// The head of the merchant's outbox marker queue.
+pub fn outbox_head(merchant_id: &str) -> String {
+    format!("mch/{merchant_id}/obx/head")
+}
+
+/// An event's delivery record.
+pub fn delivery(event_id: &str) -> String {
+    format!("dlv/{event_id}")
+}
+
+/// The merchant's delivery queue counter.
+pub fn delivery_seq(merchant_id: &str) -> String {
+    format!("mch/{merchant_id}/seq/dlv")
+}
+
+/// The merchant's delivery queue slot `seq`.
+pub fn delivery_slot(merchant_id: &str, seq: i64) -> String {
+    format!("mch/{merchant_id}/dlv/{seq:020}")
+}
+
+/// The head of the merchant's delivery queue.
+pub fn delivery_head(merchant_id: &str) -> String {
+    format!("mch/{merchant_id}/dlv/head")
+}
+
+/// The merchant's rotated-out webhook secret.
+pub fn webhook_secret_previous(merchant_id: &str) -> String {
+    format!("mch/{merchant_id}/whsec/prev")
+}
+
+/// The merchant's notification-registry claim.
+pub fn notify_registration(merchant_id: &str) -> String {
+    format!("mch/{merchant_id}/ntf")
+}
+
+/// The notification-registry counter.
+pub fn notify_registry_seq() -> &'static str {
+    "ntf/seq"
+}
+
+/// Notification-registry slot `seq`.
+pub fn notify_registry(seq: i64) -> String {
+    format!("ntf/m/{seq:020}")
+}
+
+/// The sweep's round-robin cursor.
+pub fn notify_cursor() -> &'static str {
+    "ntf/cursor"
 }
 
 #[cfg(test)]

@@ -1,0 +1,126 @@
+//! # notify: delivering events to merchants
+//!
+//! A thin Spin component over `spinpay-core`'s delivery use cases:
+//!
+//! | method + path | auth | what |
+//! |---|---|---|
+//! | POST /v1/admin/notifications/sweep | admin token | publish what crashed writers left, make the due delivery attempts (`{"limit"?, "merchant_id"?, "now_ms"?}`) |
+//! | POST /v1/events/{id}/redeliver | secret key | start a new delivery round for one event and attempt it now |
+//!
+//! A scheduler (cron, a Kubernetes CronJob) calls the sweep every few seconds; each call
+//! is bounded (`limit` attempts, default 20). Deliveries are signed POSTs of the event
+//! JSON with `Spinpay-Signature: t=<unix>,v1=<hex>` (see docs/notifications.md). This is
+//! the only component with outbound HTTP to merchant URLs (`allowed_outbound_hosts`).
+//!
+//! `now_ms` moves the sweep's schedule clock forward (tests and operators replaying a
+//! backlog); signatures always carry the wall clock.
+
+mod routes;
+
+use spin_sdk::http::Request;
+use spinpay_core::ApiError;
+use spinpay_core::api::{BODY_BYTES_MAX, parse_body};
+use spinpay_core::service::{self, Ctx, Notifier};
+use spinpay_guest::component::{self, Keyed, Services};
+use spinpay_guest::env;
+use spinpay_guest::inbound::{self, HttpResponse};
+use spinpay_guest::outbound::{self, OutboundRequest};
+use spinpay_guest::respond;
+
+use routes::{RedeliverBody, Route, SweepBody};
+
+/// The secret variable holding the admin bearer token.
+const VAR_ADMIN_TOKEN: &str = "admin_token";
+/// Idempotency scope of admin calls.
+const ADMIN_SCOPE: &str = "admin";
+/// Deadline of one POST to a merchant (a sweep makes its attempts one after another).
+const NOTIFY_TIMEOUT_MS: u64 = 5_000;
+/// Largest merchant answer read (the body is ignored; only the status counts).
+const NOTIFY_RESPONSE_BYTES_MAX: u64 = 64 * 1024;
+
+#[spin_sdk::http_service]
+async fn handle(req: Request) -> HttpResponse {
+    let (parts, body) = req.into_parts();
+    respond::handle_path(&parts, routes::route, async |route, request_id| {
+        let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+        match route {
+            Route::Sweep => sweep(&parts, &body, request_id).await,
+            Route::Redeliver { id } => redeliver(&parts, &body, &id, request_id).await,
+        }
+    })
+    .await
+}
+
+/// `POST /v1/admin/notifications/sweep`.
+async fn sweep(
+    parts: &http::request::Parts,
+    body: &[u8],
+    request_id: &str,
+) -> Result<HttpResponse, ApiError> {
+    let configured = env::secret(VAR_ADMIN_TOKEN).await.ok();
+    let configured = configured.as_ref().map(|s| s.expose().as_str());
+    service::check_admin_token(component::authorization(&parts.headers), configured)?;
+    let services = Services::open().await?;
+    let call = Keyed::new(ADMIN_SCOPE, parts, body);
+    services
+        .idempotent(call, request_id, async || {
+            let req = parse_body::<SweepBody>(body, BODY_BYTES_MAX)?;
+            let (sweep, now_ms) = req.validate(env::now_ms())?;
+            let base = services.ctx();
+            let ctx = Ctx { now_ms, ..base };
+            service::sweep(&ctx, &HttpNotifier, &sweep).await
+        })
+        .await
+}
+
+/// `POST /v1/events/{id}/redeliver`: a new round, attempted at once; answers the
+/// delivery as it stands after that attempt.
+async fn redeliver(
+    parts: &http::request::Parts,
+    body: &[u8],
+    event_id: &str,
+    request_id: &str,
+) -> Result<HttpResponse, ApiError> {
+    let (services, merchant) = Services::authenticated(&parts.headers).await?;
+    let call = Keyed::new(&merchant.id, parts, body);
+    services
+        .idempotent(call, request_id, async || {
+            parse_body::<RedeliverBody>(body, BODY_BYTES_MAX)?;
+            let ctx = services.ctx();
+            let queued = service::redeliver_event(&ctx, &merchant, event_id).await?;
+            service::attempt(&ctx, &HttpNotifier, &merchant, event_id).await?;
+            let now = service::event_delivery(&ctx, &merchant.id, event_id).await?;
+            Ok(now.unwrap_or(queued))
+        })
+        .await
+}
+
+/// Deliveries over Spin's outbound HTTP (limited by `allowed_outbound_hosts`).
+struct HttpNotifier;
+
+impl Notifier for HttpNotifier {
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<u16, String> {
+        let req = OutboundRequest {
+            method: http::Method::POST,
+            url: url.to_string(),
+            headers: headers.to_vec(),
+            body: body.to_vec(),
+        };
+        match outbound::send(&req, NOTIFY_TIMEOUT_MS, NOTIFY_RESPONSE_BYTES_MAX).await {
+            Ok(resp) => Ok(resp.status),
+            Err(e) => {
+                eprintln!("delivery to {url} failed: {e}");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn now_unix_s(&self) -> i64 {
+        env::now_unix_s()
+    }
+}

@@ -1,0 +1,877 @@
+//! Delivering events to the merchant's notify URL: signed POSTs, a retry schedule, a
+//! due-delivery sweep a scheduler calls, redelivery on request, and webhook-secret
+//! rotation.
+//!
+//! Each delivery is a record `dlv/{event_id}` ([`Delivery`]) plus a slot in the
+//! merchant's delivery queue (`mch/{m}/dlv/{seq}`). The sweep walks the registry of
+//! merchants round-robin and, per merchant, a window of its queue from the head: a slot
+//! whose delivery is due is attempted, a delivered or abandoned one lets the head pass.
+//! An attempt is claimed with a compare-and-swap that already moves `next_attempt_at_ms`
+//! to the following retry time, so a sweep that dies mid-POST is retried on schedule and
+//! two sweeps never send the same attempt. Receivers deduplicate by event id (a POST that
+//! reached the merchant but whose answer was lost is sent again).
+
+use serde::{Deserialize, Serialize};
+
+use super::outbox::{self, Slot, SlotState};
+use super::{CAS_RETRIES_MAX, Ctx, insert, internal, read, to_bytes};
+use crate::crypto::{open, seal, sign_header};
+use crate::error::ApiError;
+use crate::ids::{IdKind, is_valid_id, make_id};
+use crate::keys;
+use crate::model::{Merchant, StoredEvent};
+use crate::repo::{RepoError, Repository};
+use crate::rng::Entropy;
+
+/// Pause before each retry after a failed attempt: 15 s, 1 min, 5 min, 15 min, 1 h,
+/// 6 h, 24 h; after the last one the delivery is abandoned (`failed`).
+pub const RETRY_DELAYS_MS: [i64; 7] = [
+    15_000, 60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000,
+];
+/// Attempts per delivery round: the first plus one per retry delay.
+pub const DELIVERY_ATTEMPTS_MAX: u32 = RETRY_DELAYS_MS.len() as u32 + 1;
+/// How long a claimed final attempt is protected before a sweep may conclude it (the
+/// POST timeout is far shorter).
+pub const DELIVERY_LEASE_MS: i64 = 60_000;
+/// Attempts one sweep makes when the caller does not say.
+pub const SWEEP_LIMIT_DEFAULT: u32 = 20;
+/// Most attempts one sweep makes.
+pub const SWEEP_LIMIT_MAX: u32 = 100;
+/// Most merchants one sweep visits.
+pub const SWEEP_MERCHANTS_MAX: i64 = 100;
+/// Longest grace period of a rotated-out webhook secret (7 days).
+pub const SECRET_GRACE_S_MAX: i64 = 7 * 24 * 3600;
+/// Grace period of a rotated-out secret when the request does not say (24 h).
+pub const SECRET_GRACE_S_DEFAULT: i64 = 24 * 3600;
+/// Longest error text kept on a delivery.
+pub const DELIVERY_ERROR_LEN_MAX: usize = 200;
+
+const _: () = assert!(DELIVERY_LEASE_MS < RETRY_DELAYS_MS[RETRY_DELAYS_MS.len() - 1]);
+const _: () = assert!(SWEEP_LIMIT_DEFAULT <= SWEEP_LIMIT_MAX);
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The merchant answered 2xx.
+    Delivered,
+    /// Every attempt failed; given up (redeliver starts a new round).
+    Failed,
+}
+
+/// One event's delivery to its merchant (`dlv/{event_id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The event.
+    pub event_id: String,
+    /// Owner.
+    pub merchant_id: String,
+    /// Status.
+    pub status: DeliveryStatus,
+    /// Attempts in the current round (a redelivery starts a new round).
+    pub attempts: u32,
+    /// Attempts over every round.
+    pub attempts_total: u32,
+    /// When the next attempt is due (`None` once delivered or failed).
+    pub next_attempt_at_ms: Option<i64>,
+    /// The last attempt's time.
+    pub last_attempt_at_ms: Option<i64>,
+    /// The HTTP status the merchant last answered.
+    pub last_response_status: Option<u16>,
+    /// Why the last attempt failed (transport error or non-2xx).
+    pub last_error: Option<String>,
+    /// When a 2xx came back.
+    pub delivered_at_ms: Option<i64>,
+    /// Creation time.
+    pub created_at_ms: i64,
+}
+
+/// A delivery as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryResponse {
+    /// `"event_delivery"`.
+    pub object: String,
+    /// The event.
+    pub event_id: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: DeliveryStatus,
+    /// Attempts in the current round.
+    pub attempts: u32,
+    /// Attempts a round makes before giving up.
+    pub attempts_max: u32,
+    /// When the next attempt is due.
+    pub next_attempt_at_ms: Option<i64>,
+    /// The last attempt's time.
+    pub last_attempt_at_ms: Option<i64>,
+    /// The HTTP status the merchant last answered.
+    pub last_response_status: Option<u16>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub delivered_at_ms: Option<i64>,
+}
+
+impl DeliveryResponse {
+    /// The wire form of `d`.
+    pub fn new(d: &Delivery) -> DeliveryResponse {
+        DeliveryResponse {
+            object: "event_delivery".into(),
+            event_id: d.event_id.clone(),
+            status: d.status,
+            attempts: d.attempts,
+            attempts_max: DELIVERY_ATTEMPTS_MAX,
+            next_attempt_at_ms: d.next_attempt_at_ms,
+            last_attempt_at_ms: d.last_attempt_at_ms,
+            last_response_status: d.last_response_status,
+            last_error: d.last_error.clone(),
+            delivered_at_ms: d.delivered_at_ms,
+        }
+    }
+}
+
+/// The HTTP side of delivery (the notify component implements it with outbound HTTP).
+#[allow(async_fn_in_trait)]
+pub trait Notifier {
+    /// POSTs `body` to `url` with `headers`; `Ok(status)` when an answer came back,
+    /// `Err(detail)` on timeout or transport failure.
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<u16, String>;
+    /// The wall clock in Unix seconds, for the signature timestamp (the schedule runs on
+    /// `Ctx::now_ms`, which a test may move forward; signatures always carry real time).
+    fn now_unix_s(&self) -> i64;
+}
+
+/// What a sweep call asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepRequest {
+    /// Most attempts ([`SWEEP_LIMIT_DEFAULT`] when `None`).
+    pub limit: Option<u32>,
+    /// Only this merchant (admin tooling and tests).
+    pub merchant_id: Option<String>,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// `"notification_sweep"`.
+    pub object: String,
+    /// Merchants looked at.
+    pub merchants_visited: u32,
+    /// Events a crashed writer left unpublished, published now.
+    pub events_recovered: u32,
+    /// POSTs made.
+    pub attempted: u32,
+    /// POSTs answered 2xx.
+    pub delivered: u32,
+    /// Failed attempts with a retry scheduled.
+    pub retry_scheduled: u32,
+    /// Deliveries abandoned after the last attempt.
+    pub failed: u32,
+    /// True when the attempt limit stopped the sweep (call again).
+    pub has_more: bool,
+}
+
+/// `POST /v1/admin/notifications/sweep`: publishes what crashed writers left behind and
+/// makes the due delivery attempts, at most `limit` of them.
+pub async fn sweep<R: Repository, N: Notifier>(
+    ctx: &Ctx<'_, R>,
+    notifier: &N,
+    req: &SweepRequest,
+) -> Result<SweepReport, ApiError> {
+    let limit = req.limit.unwrap_or(SWEEP_LIMIT_DEFAULT);
+    if limit == 0 || limit > SWEEP_LIMIT_MAX {
+        return Err(ApiError::ParameterInvalid {
+            param: "limit".into(),
+            reason: format!("must be 1..={SWEEP_LIMIT_MAX}"),
+        });
+    }
+    let mut report = SweepReport {
+        object: "notification_sweep".into(),
+        ..SweepReport::default()
+    };
+    if let Some(mid) = &req.merchant_id {
+        let missing = || ApiError::ParameterInvalid {
+            param: "merchant_id".into(),
+            reason: "no such merchant".into(),
+        };
+        if !is_valid_id(IdKind::Merchant, mid) {
+            return Err(missing());
+        }
+        read::<Merchant, R>(ctx.repo, &keys::merchant(mid))
+            .await?
+            .ok_or_else(missing)?;
+        visit_merchant(ctx, notifier, mid, limit, &mut report).await?;
+        return Ok(report);
+    }
+    let round = next_merchants(ctx).await?;
+    if round.merchants.is_empty() {
+        return Ok(report);
+    }
+    let mut next_seq = round.resume_at;
+    for (seq, mid) in &round.merchants {
+        if report.attempted >= limit {
+            report.has_more = true;
+            break;
+        }
+        visit_merchant(ctx, notifier, mid, limit, &mut report).await?;
+        next_seq = seq % round.total + 1;
+    }
+    // The next call starts after the last merchant this one visited (a concurrent sweep
+    // moving the cursor first is fine: claims make visiting twice harmless).
+    match ctx
+        .repo
+        .put_if_version(
+            keys::notify_cursor(),
+            round.cursor_version,
+            to_bytes(&next_seq),
+        )
+        .await
+    {
+        Ok(_) | Err(RepoError::Conflict { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(report)
+}
+
+/// The merchants one sweep may visit, in registry order from the cursor.
+struct Round {
+    /// `(registry slot, merchant id)`, each merchant once.
+    merchants: Vec<(i64, String)>,
+    /// Registry size.
+    total: i64,
+    /// Where the cursor points now.
+    resume_at: i64,
+    /// The cursor record's storage version.
+    cursor_version: u64,
+}
+
+/// Up to [`SWEEP_MERCHANTS_MAX`] merchants of the registry, round-robin from the cursor.
+async fn next_merchants<R: Repository>(ctx: &Ctx<'_, R>) -> Result<Round, ApiError> {
+    let total = ctx.repo.increment(keys::notify_registry_seq(), 0).await?;
+    let (next, cursor_version) = read::<i64, R>(ctx.repo, keys::notify_cursor())
+        .await?
+        .unwrap_or((1, 0));
+    let start = if (1..=total).contains(&next) { next } else { 1 };
+    let count = total.clamp(0, SWEEP_MERCHANTS_MAX);
+    let seqs: Vec<i64> = (0..count).map(|i| (start - 1 + i) % total + 1).collect();
+    let slots: Vec<String> = seqs.iter().map(|s| keys::notify_registry(*s)).collect();
+    let mut merchants: Vec<(i64, String)> = Vec::new();
+    for (seq, v) in seqs.iter().zip(ctx.repo.get_many(&slots).await?) {
+        let Some(v) = v else { continue };
+        let mid: String = serde_json::from_slice(&v.value).map_err(internal)?;
+        if !merchants.iter().any(|(_, m)| *m == mid) {
+            merchants.push((*seq, mid));
+        }
+    }
+    Ok(Round {
+        merchants,
+        total: total.max(1),
+        resume_at: start,
+        cursor_version,
+    })
+}
+
+async fn visit_merchant<R: Repository, N: Notifier>(
+    ctx: &Ctx<'_, R>,
+    notifier: &N,
+    merchant_id: &str,
+    limit: u32,
+    report: &mut SweepReport,
+) -> Result<(), ApiError> {
+    report.merchants_visited = report.merchants_visited.saturating_add(1);
+    let recovered = outbox::recover_merchant(ctx, merchant_id).await?;
+    report.events_recovered = report.events_recovered.saturating_add(recovered);
+    let queue = outbox::Queue::deliveries(merchant_id);
+    let (head, version, slots) = outbox::queue_window(ctx.repo, &queue).await?;
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let window_full = slots.len() as i64 == outbox::QUEUE_WINDOW_MAX;
+    let mut visit = Visit {
+        limit,
+        rotate: window_full,
+    };
+    let attempted_before = report.attempted;
+    let Some((merchant, _)) = read::<Merchant, R>(ctx.repo, &keys::merchant(merchant_id)).await?
+    else {
+        return Ok(());
+    };
+    let ids: Vec<String> = slots
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().map(|s| keys::delivery(&s.id)))
+        .collect();
+    let records = ctx.repo.get_many(&ids).await?;
+    let mut records = records.into_iter();
+    let mut judged = Vec::with_capacity(slots.len());
+    for (seq, slot) in slots {
+        let state = match &slot {
+            None => SlotState::Wait,
+            Some(s) => {
+                let record = records.next().flatten();
+                let d: Option<Delivery> = record
+                    .map(|v| serde_json::from_slice(&v.value).map_err(internal))
+                    .transpose()?;
+                judge(ctx, notifier, &merchant, s, d, &visit, report).await?
+            }
+        };
+        // Rotating is only useful while the head can still pass every slot before it.
+        visit.rotate &= slot.is_some() && state == SlotState::Done;
+        judged.push((seq, slot, state));
+    }
+    let passed = outbox::advance_head(ctx, &queue, head, version, &judged).await?;
+    // More slots wait beyond a full window and this visit made progress: the next call
+    // sees further (a backlog of waiting retries alone does not ask to be called again).
+    report.has_more |= window_full && report.attempted > attempted_before && !passed.is_empty();
+    for seq in passed {
+        let _ = ctx.repo.delete(&queue.slot(seq)).await;
+    }
+    Ok(())
+}
+
+/// What one merchant visit may do.
+struct Visit {
+    /// Most attempts of the whole sweep.
+    limit: u32,
+    /// The queue window is full (more slots wait behind it) and every slot before this
+    /// one is passed: a waiting delivery may be moved to the tail.
+    rotate: bool,
+}
+
+/// Attempts a slot's delivery if it is due (and the budget allows); says whether the
+/// queue head may pass the slot.
+async fn judge<R: Repository, N: Notifier>(
+    ctx: &Ctx<'_, R>,
+    notifier: &N,
+    merchant: &Merchant,
+    slot: &Slot,
+    delivery: Option<Delivery>,
+    visit: &Visit,
+    report: &mut SweepReport,
+) -> Result<SlotState, ApiError> {
+    let Some(d) = delivery else {
+        // Queued by a publisher that has not written the record yet (or died before:
+        // its republish queues the event again); tombstones have no record either.
+        let gone = slot.at_ms.saturating_add(outbox::PUBLISH_GRACE_MS) <= ctx.now_ms;
+        return Ok(if gone || slot.id.is_empty() {
+            SlotState::Done
+        } else {
+            SlotState::Wait
+        });
+    };
+    match d.status {
+        DeliveryStatus::Delivered | DeliveryStatus::Failed => return Ok(SlotState::Done),
+        DeliveryStatus::Pending => {}
+    }
+    let due = d.next_attempt_at_ms.is_some_and(|t| t <= ctx.now_ms);
+    if !due && visit.rotate {
+        // A backlog longer than the window (the endpoint has been failing): move the
+        // waiting delivery to the tail so newer events get their attempts too.
+        enqueue(ctx, &merchant.id, &slot.id).await?;
+        return Ok(SlotState::Done);
+    }
+    if !due {
+        return Ok(SlotState::Wait);
+    }
+    if report.attempted >= visit.limit {
+        report.has_more = true;
+        return Ok(SlotState::Wait);
+    }
+    let outcome = attempt(ctx, notifier, merchant, &slot.id).await?;
+    match outcome {
+        Attempt::Skipped => {}
+        Attempt::Delivered => {
+            report.attempted += 1;
+            report.delivered += 1;
+        }
+        Attempt::RetryScheduled => {
+            report.attempted += 1;
+            report.retry_scheduled += 1;
+        }
+        Attempt::GaveUp { sent } => {
+            report.attempted += u32::from(sent);
+            report.failed += 1;
+        }
+    }
+    Ok(match outcome {
+        Attempt::Delivered | Attempt::GaveUp { .. } => SlotState::Done,
+        Attempt::RetryScheduled => SlotState::Wait,
+        // Another slot of the same event (or another sweep) got there first: the
+        // record says whether anything is left to do.
+        Attempt::Skipped => match read::<Delivery, R>(ctx.repo, &keys::delivery(&slot.id))
+            .await?
+            .map(|(d, _)| d.status)
+        {
+            Some(DeliveryStatus::Delivered | DeliveryStatus::Failed) | None => SlotState::Done,
+            Some(DeliveryStatus::Pending) => SlotState::Wait,
+        },
+    })
+}
+
+/// What one attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Not due, already claimed by another sweep, or already finished.
+    Skipped,
+    /// 2xx.
+    Delivered,
+    /// Failed; the next attempt is scheduled.
+    RetryScheduled,
+    /// Failed for the last time (`sent` = a POST was made by this call).
+    GaveUp {
+        /// A POST was made.
+        sent: bool,
+    },
+}
+
+/// Claims, sends and records one attempt of `event_id`'s delivery if it is due.
+pub async fn attempt<R: Repository, N: Notifier>(
+    ctx: &Ctx<'_, R>,
+    notifier: &N,
+    merchant: &Merchant,
+    event_id: &str,
+) -> Result<Attempt, ApiError> {
+    let now_ms = ctx.now_ms;
+    let claimed = update_delivery(ctx, event_id, |d| {
+        let due = d.next_attempt_at_ms.is_some_and(|t| t <= now_ms);
+        if d.status != DeliveryStatus::Pending || !due {
+            return None;
+        }
+        let mut next = d.clone();
+        if d.attempts >= DELIVERY_ATTEMPTS_MAX {
+            // The last attempt was claimed and its sweep never came back.
+            next.status = DeliveryStatus::Failed;
+            next.next_attempt_at_ms = None;
+            return Some(next);
+        }
+        next.attempts += 1;
+        next.attempts_total = next.attempts_total.saturating_add(1);
+        next.last_attempt_at_ms = Some(now_ms);
+        let wait = RETRY_DELAYS_MS
+            .get(next.attempts as usize - 1)
+            .copied()
+            .unwrap_or(DELIVERY_LEASE_MS);
+        next.next_attempt_at_ms = Some(now_ms.saturating_add(wait));
+        Some(next)
+    })
+    .await?;
+    let Some(d) = claimed else {
+        return Ok(Attempt::Skipped);
+    };
+    if d.status == DeliveryStatus::Failed {
+        return Ok(Attempt::GaveUp { sent: false });
+    }
+    let answer = send(ctx, notifier, merchant, event_id).await?;
+    let claimed_attempts = d.attempts;
+    let recorded = update_delivery(ctx, event_id, |cur| {
+        record_answer(cur, claimed_attempts, &answer, now_ms)
+    })
+    .await?;
+    Ok(match recorded.map(|r| r.status) {
+        Some(DeliveryStatus::Delivered) => Attempt::Delivered,
+        Some(DeliveryStatus::Failed) => Attempt::GaveUp { sent: true },
+        Some(DeliveryStatus::Pending) | None => Attempt::RetryScheduled,
+    })
+}
+
+/// The record after an answer to attempt `claimed_attempts` (a 2xx always counts; a
+/// failure only for the attempt still current).
+fn record_answer(
+    cur: &Delivery,
+    claimed_attempts: u32,
+    answer: &Result<u16, String>,
+    now_ms: i64,
+) -> Option<Delivery> {
+    let mut next = cur.clone();
+    match answer {
+        Ok(status) if (200..300).contains(status) => {
+            if cur.status == DeliveryStatus::Delivered {
+                return None;
+            }
+            next.status = DeliveryStatus::Delivered;
+            next.delivered_at_ms = Some(now_ms);
+            next.next_attempt_at_ms = None;
+            next.last_response_status = Some(*status);
+            next.last_error = None;
+            return Some(next);
+        }
+        Ok(status) => {
+            next.last_response_status = Some(*status);
+            next.last_error = Some(format!("HTTP {status}"));
+        }
+        Err(detail) => {
+            next.last_response_status = None;
+            next.last_error = Some(detail.chars().take(DELIVERY_ERROR_LEN_MAX).collect());
+        }
+    }
+    if cur.status != DeliveryStatus::Pending || cur.attempts != claimed_attempts {
+        return None;
+    }
+    if cur.attempts >= DELIVERY_ATTEMPTS_MAX {
+        next.status = DeliveryStatus::Failed;
+        next.next_attempt_at_ms = None;
+    }
+    Some(next)
+}
+
+/// Builds the signed POST of `event_id` and sends it.
+async fn send<R: Repository, N: Notifier>(
+    ctx: &Ctx<'_, R>,
+    notifier: &N,
+    merchant: &Merchant,
+    event_id: &str,
+) -> Result<Result<u16, String>, ApiError> {
+    let Some(url) = merchant.notify_url.as_deref() else {
+        return Ok(Err("the merchant has no notify_url".into()));
+    };
+    let (event, _) = read::<StoredEvent, R>(ctx.repo, &keys::event(event_id))
+        .await?
+        .ok_or_else(|| internal(format!("event {event_id} missing for its delivery")))?;
+    let body = to_bytes(&event.to_event());
+    let secrets = signing_secrets(ctx, merchant).await?;
+    let header = signature_header(&secrets, notifier.now_unix_s(), &body);
+    let headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("spinpay-signature".to_string(), header),
+        ("spinpay-event-id".to_string(), event.id.clone()),
+        ("user-agent".to_string(), "spinpay-notify/1".to_string()),
+    ];
+    Ok(notifier.post(url, &headers, &body).await)
+}
+
+/// `t=<unix>,v1=<hmac under each secret>`: the current secret first.
+pub fn signature_header(secrets: &[String], t_unix_s: i64, body: &[u8]) -> String {
+    let mut header = format!("t={t_unix_s}");
+    for secret in secrets {
+        let one = sign_header(secret.as_bytes(), t_unix_s, body);
+        let v1 = one.split_once(",v1=").map(|(_, v)| v).unwrap_or_default();
+        if !header.contains(v1) {
+            header.push_str(",v1=");
+            header.push_str(v1);
+        }
+    }
+    header
+}
+
+/// A rotated-out webhook secret that still signs until `expires_at_ms`
+/// (`mch/{m}/whsec/prev`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PreviousSecret {
+    sealed: String,
+    expires_at_ms: i64,
+}
+
+/// The secrets that sign now: the current one, then the previous one within its grace.
+async fn signing_secrets<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant: &Merchant,
+) -> Result<Vec<String>, ApiError> {
+    let current = super::merchants::webhook_secret(ctx, merchant)?;
+    let mut secrets = vec![current.expose().clone()];
+    let key = keys::webhook_secret_previous(&merchant.id);
+    if let Some((prev, _)) = read::<PreviousSecret, R>(ctx.repo, &key).await?
+        && prev.expires_at_ms > ctx.now_ms
+    {
+        let bytes = open(ctx.keys, &prev.sealed, merchant.id.as_bytes()).map_err(internal)?;
+        secrets.push(String::from_utf8(bytes).map_err(internal)?);
+    }
+    Ok(secrets)
+}
+
+/// Creates `event_id`'s delivery (due now) unless it exists, and puts it in the
+/// merchant's queue. Called by publish; a republish after a crash may queue it twice,
+/// which the claim makes harmless.
+pub(crate) async fn schedule<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant: &Merchant,
+    event_id: &str,
+) -> Result<(), ApiError> {
+    let key = keys::delivery(event_id);
+    if ctx.repo.get(&key).await?.is_some() {
+        return Ok(());
+    }
+    // The slot before the record: a record always has its slot, so a republish that
+    // finds the record has nothing to queue. (A slot whose record never came is passed
+    // by the sweep after the grace period.)
+    enqueue(ctx, &merchant.id, event_id).await?;
+    insert(ctx.repo, &key, &new_delivery(ctx, &merchant.id, event_id)).await?;
+    Ok(())
+}
+
+fn new_delivery<R>(ctx: &Ctx<'_, R>, merchant_id: &str, event_id: &str) -> Delivery {
+    Delivery {
+        event_id: event_id.to_string(),
+        merchant_id: merchant_id.to_string(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        attempts_total: 0,
+        next_attempt_at_ms: Some(ctx.now_ms),
+        last_attempt_at_ms: None,
+        last_response_status: None,
+        last_error: None,
+        delivered_at_ms: None,
+        created_at_ms: ctx.now_ms,
+    }
+}
+
+async fn enqueue<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    event_id: &str,
+) -> Result<(), ApiError> {
+    let slot = Slot {
+        kind: None,
+        id: event_id.to_string(),
+        at_ms: ctx.now_ms,
+    };
+    outbox::enqueue(ctx, &outbox::Queue::deliveries(merchant_id), &slot).await
+}
+
+/// CAS update of a delivery; `f` returns `None` for "nothing to do". Returns the
+/// written record, or `None` when nothing was written.
+async fn update_delivery<R, F>(
+    ctx: &Ctx<'_, R>,
+    event_id: &str,
+    mut f: F,
+) -> Result<Option<Delivery>, ApiError>
+where
+    R: Repository,
+    F: FnMut(&Delivery) -> Option<Delivery>,
+{
+    let key = keys::delivery(event_id);
+    for _attempt in 0..CAS_RETRIES_MAX {
+        let Some((cur, version)) = read::<Delivery, R>(ctx.repo, &key).await? else {
+            return Ok(None);
+        };
+        let Some(next) = f(&cur) else {
+            return Ok(None);
+        };
+        assert!(next.attempts <= DELIVERY_ATTEMPTS_MAX, "attempts bound");
+        match ctx
+            .repo
+            .put_if_version(&key, version, to_bytes(&next))
+            .await
+        {
+            Ok(_) => return Ok(Some(next)),
+            Err(RepoError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::ConcurrentModification)
+}
+
+/// The delivery of one of the merchant's events, if it has one.
+pub async fn event_delivery<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    event_id: &str,
+) -> Result<Option<DeliveryResponse>, ApiError> {
+    if !is_valid_id(IdKind::Event, event_id) {
+        return Ok(None);
+    }
+    Ok(read::<Delivery, R>(ctx.repo, &keys::delivery(event_id))
+        .await?
+        .filter(|(d, _)| d.merchant_id == merchant_id)
+        .map(|(d, _)| DeliveryResponse::new(&d)))
+}
+
+/// `POST /v1/events/{id}/redeliver`: starts a new delivery round (due now), whatever
+/// the previous one did. The caller may then [`attempt`] it at once.
+pub async fn redeliver_event<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant: &Merchant,
+    event_id: &str,
+) -> Result<DeliveryResponse, ApiError> {
+    let missing = || ApiError::ResourceMissing {
+        resource: "event",
+        id: event_id.chars().take(crate::ids::ID_LEN_MAX).collect(),
+    };
+    if !is_valid_id(IdKind::Event, event_id) {
+        return Err(missing());
+    }
+    match read::<StoredEvent, R>(ctx.repo, &keys::event(event_id)).await? {
+        Some((e, _)) if e.merchant_id == merchant.id => {}
+        Some(_) | None => return Err(missing()),
+    }
+    if merchant.notify_url.is_none() {
+        return Err(ApiError::NotifyUrlMissing);
+    }
+    // The slot first (see `schedule`): a crash after it leaves a slot the sweep passes.
+    enqueue(ctx, &merchant.id, event_id).await?;
+    let key = keys::delivery(event_id);
+    let fresh = new_delivery(ctx, &merchant.id, event_id);
+    if !insert(ctx.repo, &key, &fresh).await? {
+        let now_ms = ctx.now_ms;
+        update_delivery(ctx, event_id, |cur| {
+            let mut next = cur.clone();
+            next.status = DeliveryStatus::Pending;
+            next.attempts = 0;
+            next.next_attempt_at_ms = Some(now_ms);
+            next.delivered_at_ms = None;
+            Some(next)
+        })
+        .await?;
+    }
+    let (d, _) = read::<Delivery, R>(ctx.repo, &key)
+        .await?
+        .ok_or_else(|| internal(format!("{key} vanished")))?;
+    Ok(DeliveryResponse::new(&d))
+}
+
+/// The answer of a secret rotation: the new secret, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSecretRotated {
+    /// `"webhook_secret"`.
+    pub object: String,
+    /// The new signing secret (`whsec_…`).
+    pub webhook_secret: String,
+    /// Until when the previous secret also signs (`null` with a zero grace period).
+    pub previous_secret_expires_at_ms: Option<i64>,
+}
+
+/// `POST /v1/account/webhook-secret/rotate`: a new signing secret; the old one keeps
+/// signing (a second `v1=`) for `grace_s` seconds so receivers can switch without
+/// dropping events. Only one previous secret is kept.
+pub async fn rotate_webhook_secret<R: Repository, E: Entropy>(
+    ctx: &Ctx<'_, R>,
+    rng: &mut E,
+    merchant_id: &str,
+    grace_s: Option<i64>,
+) -> Result<WebhookSecretRotated, ApiError> {
+    let grace_s = grace_s.unwrap_or(SECRET_GRACE_S_DEFAULT);
+    if !(0..=SECRET_GRACE_S_MAX).contains(&grace_s) {
+        return Err(ApiError::ParameterInvalid {
+            param: "grace_period_s".into(),
+            reason: format!("must be 0..={SECRET_GRACE_S_MAX}"),
+        });
+    }
+    let secret = make_id(IdKind::WebhookSecret, &rng.bytes::<32>());
+    let sealed = seal(
+        ctx.keys,
+        rng.bytes(),
+        secret.as_bytes(),
+        merchant_id.as_bytes(),
+    );
+    let expires_at_ms = ctx.now_ms.saturating_add(grace_s.saturating_mul(1000));
+    let prev_key = keys::webhook_secret_previous(merchant_id);
+    for _attempt in 0..CAS_RETRIES_MAX {
+        let (merchant, version) = read::<Merchant, R>(ctx.repo, &keys::merchant(merchant_id))
+            .await?
+            .ok_or_else(|| internal(format!("merchant {merchant_id} vanished")))?;
+        // The old secret is saved before the merchant record changes: a crash between
+        // leaves the previous secret equal to the current one (harmless).
+        let prev = PreviousSecret {
+            sealed: merchant.webhook_secret_sealed.clone(),
+            expires_at_ms,
+        };
+        put(ctx.repo, &prev_key, &prev).await?;
+        let next = Merchant {
+            webhook_secret_sealed: sealed.clone(),
+            ..merchant
+        };
+        match ctx
+            .repo
+            .put_if_version(&keys::merchant(merchant_id), version, to_bytes(&next))
+            .await
+        {
+            Ok(_) => {
+                return Ok(WebhookSecretRotated {
+                    object: "webhook_secret".into(),
+                    webhook_secret: secret,
+                    previous_secret_expires_at_ms: (grace_s > 0).then_some(expires_at_ms),
+                });
+            }
+            Err(RepoError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::ConcurrentModification)
+}
+
+/// Unconditional write of a small non-money record (read version, CAS, retry).
+async fn put<T: Serialize, R: Repository>(repo: &R, key: &str, value: &T) -> Result<(), ApiError> {
+    for _attempt in 0..CAS_RETRIES_MAX {
+        let version = repo.get(key).await?.map_or(0, |v| v.version);
+        match repo.put_if_version(key, version, to_bytes(value)).await {
+            Ok(_) => return Ok(()),
+            Err(RepoError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::ConcurrentModification)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(attempts: u32) -> Delivery {
+        Delivery {
+            event_id: "evt_x".into(),
+            merchant_id: "mch_x".into(),
+            status: DeliveryStatus::Pending,
+            attempts,
+            attempts_total: attempts,
+            next_attempt_at_ms: Some(0),
+            last_attempt_at_ms: None,
+            last_response_status: None,
+            last_error: None,
+            delivered_at_ms: None,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_failure_on_the_last_attempt_gives_up_and_a_2xx_always_delivers() {
+        // Proves record_answer: non-2xx keeps pending before the last attempt, fails at
+        // the last, ignores a stale attempt's failure, and a 2xx delivers.
+        let fail = Err("connection refused".to_string());
+        let r = record_answer(&delivery(1), 1, &fail, 5).unwrap();
+        assert_eq!(r.status, DeliveryStatus::Pending);
+        assert_eq!(r.last_error.as_deref(), Some("connection refused"));
+        let last = record_answer(
+            &delivery(DELIVERY_ATTEMPTS_MAX),
+            DELIVERY_ATTEMPTS_MAX,
+            &Ok(500),
+            5,
+        )
+        .unwrap();
+        assert_eq!(
+            (last.status, last.last_response_status),
+            (DeliveryStatus::Failed, Some(500))
+        );
+        assert_eq!(record_answer(&delivery(3), 2, &fail, 5), None);
+        let ok = record_answer(&delivery(3), 2, &Ok(204), 9).unwrap();
+        assert_eq!(
+            (ok.status, ok.delivered_at_ms),
+            (DeliveryStatus::Delivered, Some(9))
+        );
+    }
+
+    #[test]
+    fn the_signature_header_carries_one_v1_per_distinct_secret() {
+        // Proves rotation signs twice, a repeated secret once, and each v1 verifies.
+        let secrets = vec!["whsec_new".to_string(), "whsec_old".to_string()];
+        let h = signature_header(&secrets, 1_700_000_000, b"{}");
+        assert_eq!(h.matches("v1=").count(), 2);
+        for s in &secrets {
+            let ok = crate::crypto::verify_header(&h, b"{}", &[s.as_bytes()], 1_700_000_000, 300);
+            assert_eq!(ok, Ok(()));
+        }
+        let same = vec!["whsec_a".to_string(), "whsec_a".to_string()];
+        assert_eq!(signature_header(&same, 1, b"x").matches("v1=").count(), 1);
+    }
+
+    #[test]
+    fn the_retry_schedule_is_fifteen_seconds_to_a_day() {
+        // Proves the documented schedule and the attempt count.
+        assert_eq!(RETRY_DELAYS_MS[0], 15_000);
+        assert_eq!(RETRY_DELAYS_MS[6], 24 * 3600 * 1000);
+        assert_eq!(DELIVERY_ATTEMPTS_MAX, 8);
+    }
+}

@@ -1,0 +1,545 @@
+//! The transactional outbox: no event lost between a state write and the event log, none
+//! duplicated by retries.
+//!
+//! The key-value store only has single-key compare-and-swap, so an event can only be
+//! atomic with the state change if it is written *in the same record*:
+//!
+//! 1. **Marker** (before the write). The writer appends a marker `{object, at_ms}` to the
+//!    merchant's outbox queue (`mch/{m}/obx/{seq}`) and makes sure the merchant is in the
+//!    notification registry the sweep walks. A crash here leaves a marker for an object
+//!    with nothing pending: harmless.
+//! 2. **State + pending events** (one CAS). The payment or refund record is stored as
+//!    [`Stored`]: the record's own fields plus `outbox`, the events its changes produced
+//!    and nobody has published yet. Event ids are deterministic — a hash of the object id,
+//!    the object's state version and the event type — so recomputing or republishing an
+//!    event can never mint a second one.
+//! 3. **Publish** (idempotent): per pending event, the event record (`evt/{id}`, which
+//!    keeps the log sequence it was first given), its log slot, and — when the merchant
+//!    has a notify URL — its delivery record and delivery-queue slot; then a CAS removes
+//!    the published ids from the record's outbox.
+//! 4. **Recovery**: the sweep walks each merchant's marker queue; a marker older than
+//!    [`PUBLISH_GRACE_MS`] (longer than any request lives) whose object still has pending
+//!    events is published by the sweep. No scan of the store: only queue slots.
+//!
+//! A crash at any point therefore ends, after a sweep, with exactly one event per state
+//! change in the log (tested by crashing at every storage operation).
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{CAS_RETRIES_MAX, Ctx, Updated, insert, internal, read, to_bytes};
+use crate::error::ApiError;
+use crate::ids::{IdKind, make_id};
+use crate::keys;
+use crate::model::{EventType, Merchant, StoredEvent};
+use crate::repo::{RepoError, Repository};
+
+/// A marker younger than this may belong to a request still running; the sweep leaves
+/// it alone (request deadlines are far shorter).
+pub const PUBLISH_GRACE_MS: i64 = 60_000;
+/// Most unpublished events one record may carry. A write that would exceed it publishes
+/// the backlog first; if publishing keeps failing, changes stop instead of the record
+/// growing without bound. Sized above a burst of concurrent refunds on one payment.
+pub const OUTBOX_EVENTS_MAX: usize = 128;
+/// Queue slots looked at per merchant and queue in one sweep.
+pub const QUEUE_WINDOW_MAX: i64 = 100;
+
+/// An event produced by a state change and not yet published to the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingEvent {
+    /// Deterministic `evt_…` id ([`event_id`]).
+    pub id: String,
+    /// Type.
+    pub event_type: EventType,
+    /// When the change happened.
+    pub created_at_ms: i64,
+    /// The object after the change, as the API shows it.
+    pub data: serde_json::Value,
+}
+
+/// A payment or refund record as stored: its fields plus the unpublished events.
+/// Readers that only want the record decode it as the plain type (unknown fields are
+/// ignored); every writer of `pay/` and `re/` keys must go through this type so the
+/// outbox is carried forward.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Stored<T> {
+    #[serde(flatten)]
+    pub record: T,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<PendingEvent>,
+}
+
+/// Which record holds pending events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    /// `pay/{id}`.
+    Payment,
+    /// `re/{id}`.
+    Refund,
+}
+
+/// A queue slot: the merchant's outbox markers and delivery queue both hold these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Slot {
+    /// For markers the object kind; for deliveries absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ObjectKind>,
+    /// The object id (markers) or event id (deliveries).
+    pub id: String,
+    /// When the slot was written.
+    pub at_ms: i64,
+}
+
+/// Where a queue's consumer has got to: every slot `≤ done_through` is finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct QueueHead {
+    pub done_through: i64,
+}
+
+/// The deterministic id of the event `event_type` for `object_id` at `version`.
+pub fn event_id(object_id: &str, version: u64, event_type: EventType) -> String {
+    let name = serde_json::to_string(&event_type).expect("event types serialize");
+    let digest = Sha256::digest(format!("{object_id}:{version}:{name}").as_bytes());
+    make_id(IdKind::Event, &digest[..crate::ids::OBJECT_ID_BYTES])
+}
+
+/// A pending event for `object_id` at `version`.
+pub(crate) fn pending(
+    object_id: &str,
+    version: u64,
+    event_type: EventType,
+    now_ms: i64,
+    data: serde_json::Value,
+) -> PendingEvent {
+    PendingEvent {
+        id: event_id(object_id, version, event_type),
+        event_type,
+        created_at_ms: now_ms,
+        data,
+    }
+}
+
+fn object_key(kind: ObjectKind, id: &str) -> String {
+    match kind {
+        ObjectKind::Payment => keys::payment(id),
+        ObjectKind::Refund => keys::refund(id),
+    }
+}
+
+/// Makes sure the sweep will visit `merchant_id`: a registry slot (walked round-robin)
+/// and a claim key that says it is there. A crash between the two only registers the
+/// merchant twice, which costs one extra visit.
+async fn ensure_registered<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+) -> Result<(), ApiError> {
+    let claim = keys::notify_registration(merchant_id);
+    if ctx.repo.get(&claim).await?.is_some() {
+        return Ok(());
+    }
+    let seq = ctx.repo.increment(keys::notify_registry_seq(), 1).await?;
+    insert(ctx.repo, &keys::notify_registry(seq), &merchant_id).await?;
+    insert(ctx.repo, &claim, &seq).await?;
+    Ok(())
+}
+
+/// Step 1: the marker that lets the sweep find an object whose events were not
+/// published (written before the state write that adds them).
+async fn write_marker<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    kind: ObjectKind,
+    id: &str,
+) -> Result<(), ApiError> {
+    ensure_registered(ctx, merchant_id).await?;
+    let slot = Slot {
+        kind: Some(kind),
+        id: id.to_string(),
+        at_ms: ctx.now_ms,
+    };
+    enqueue(ctx, &Queue::markers(merchant_id), &slot).await
+}
+
+/// Creates a record (payment or refund) together with its first events, marker first.
+pub(crate) async fn insert_with_events<T: Serialize, R: Repository>(
+    ctx: &Ctx<'_, R>,
+    kind: ObjectKind,
+    merchant_id: &str,
+    id: &str,
+    record: &T,
+    events: Vec<PendingEvent>,
+) -> Result<bool, ApiError> {
+    assert!(events.len() <= OUTBOX_EVENTS_MAX, "outbox bound: {id}");
+    if !events.is_empty() {
+        write_marker(ctx, merchant_id, kind, id).await?;
+    }
+    let stored = Stored {
+        record,
+        outbox: events,
+    };
+    insert(ctx.repo, &object_key(kind, id), &stored).await
+}
+
+/// What an outboxed record must tell the write path.
+pub(crate) trait Outboxed: Serialize + DeserializeOwned + Clone {
+    const KIND: ObjectKind;
+    fn merchant_id(&self) -> &str;
+}
+
+impl Outboxed for crate::model::Payment {
+    const KIND: ObjectKind = ObjectKind::Payment;
+    fn merchant_id(&self) -> &str {
+        &self.merchant_id
+    }
+}
+
+impl Outboxed for crate::model::Refund {
+    const KIND: ObjectKind = ObjectKind::Refund;
+    fn merchant_id(&self) -> &str {
+        &self.merchant_id
+    }
+}
+
+/// Step 2: read-modify-write with bounded retries, where the change and the events it
+/// produces (`events(before, after)`) are one compare-and-swap. The marker is written
+/// once, before the first write that adds events.
+pub(crate) async fn update_with_events<T, R, F, G>(
+    ctx: &Ctx<'_, R>,
+    id: &str,
+    mut f: F,
+    check: fn(&T),
+    events: G,
+) -> Result<Updated<T>, ApiError>
+where
+    T: Outboxed,
+    R: Repository,
+    F: FnMut(&T) -> Result<Option<T>, ApiError>,
+    G: Fn(&T, &T) -> Vec<PendingEvent>,
+{
+    let key = object_key(T::KIND, id);
+    let mut marked = false;
+    for _attempt in 0..CAS_RETRIES_MAX {
+        let (stored, version) = read::<Stored<T>, R>(ctx.repo, &key)
+            .await?
+            .ok_or_else(|| internal(format!("{key} vanished")))?;
+        check(&stored.record);
+        let Some(next) = f(&stored.record)? else {
+            return Ok(Updated {
+                before: stored.record.clone(),
+                after: stored.record,
+                changed: false,
+            });
+        };
+        check(&next);
+        let mut outbox = stored.outbox.clone();
+        let fresh: Vec<PendingEvent> = events(&stored.record, &next)
+            .into_iter()
+            .filter(|e| !stored.outbox.iter().any(|o| o.id == e.id))
+            .collect();
+        if !fresh.is_empty() && !marked {
+            write_marker(ctx, next.merchant_id(), T::KIND, id).await?;
+            marked = true;
+        }
+        outbox.extend(fresh);
+        if outbox.len() > OUTBOX_EVENTS_MAX {
+            if publish(ctx, T::KIND, id).await? == 0 {
+                return Err(internal(format!("{key}: outbox full, nothing published")));
+            }
+            continue;
+        }
+        let bytes = to_bytes(&Stored {
+            record: &next,
+            outbox,
+        });
+        match ctx.repo.put_if_version(&key, version, bytes).await {
+            Ok(_) => {
+                return Ok(Updated {
+                    before: stored.record,
+                    after: next,
+                    changed: true,
+                });
+            }
+            Err(RepoError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::ConcurrentModification)
+}
+
+/// Step 3: publishes the pending events of one record (idempotent; safe to run
+/// concurrently with writers and with another publisher). Returns how many events were
+/// taken out of the record's outbox.
+pub(crate) async fn publish<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    kind: ObjectKind,
+    id: &str,
+) -> Result<u32, ApiError> {
+    let key = object_key(kind, id);
+    let Some((stored, _)) = read::<Stored<serde_json::Value>, R>(ctx.repo, &key).await? else {
+        return Ok(0);
+    };
+    if stored.outbox.is_empty() {
+        return Ok(0);
+    }
+    let merchant_id = stored.record["merchant_id"]
+        .as_str()
+        .ok_or_else(|| internal(format!("{key}: no merchant_id")))?
+        .to_string();
+    let merchant = read::<Merchant, R>(ctx.repo, &keys::merchant(&merchant_id))
+        .await?
+        .map(|(m, _)| m);
+    for event in &stored.outbox {
+        let seq = ensure_event(ctx, &merchant_id, event).await?;
+        insert(ctx.repo, &keys::event_index(&merchant_id, seq), &event.id).await?;
+        if let Some(m) = merchant.as_ref().filter(|m| m.notify_url.is_some()) {
+            super::delivery::schedule(ctx, m, &event.id).await?;
+        }
+    }
+    let done: Vec<&str> = stored.outbox.iter().map(|e| e.id.as_str()).collect();
+    remove_published(ctx, &key, &done).await?;
+    Ok(done.len() as u32)
+}
+
+/// The event record, created once: its log sequence is drawn before it is written and
+/// kept in it, so a republish reuses it (a draw lost to a crash only leaves a gap, which
+/// the log skips).
+async fn ensure_event<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    event: &PendingEvent,
+) -> Result<i64, ApiError> {
+    let key = keys::event(&event.id);
+    if let Some((existing, _)) = read::<StoredEvent, R>(ctx.repo, &key).await? {
+        return Ok(existing.seq);
+    }
+    let seq = ctx.repo.increment(&keys::event_seq(merchant_id), 1).await?;
+    let record = StoredEvent {
+        id: event.id.clone(),
+        event_type: event.event_type,
+        merchant_id: merchant_id.to_string(),
+        seq,
+        created_at_ms: event.created_at_ms,
+        data: event.data.clone(),
+    };
+    if insert(ctx.repo, &key, &record).await? {
+        return Ok(seq);
+    }
+    // Another publisher wrote it first: use its sequence.
+    let (existing, _) = read::<StoredEvent, R>(ctx.repo, &key)
+        .await?
+        .ok_or_else(|| internal(format!("{key} vanished")))?;
+    Ok(existing.seq)
+}
+
+async fn remove_published<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    key: &str,
+    done: &[&str],
+) -> Result<(), ApiError> {
+    for _attempt in 0..CAS_RETRIES_MAX {
+        let Some((mut stored, version)) =
+            read::<Stored<serde_json::Value>, R>(ctx.repo, key).await?
+        else {
+            return Ok(());
+        };
+        let before = stored.outbox.len();
+        stored.outbox.retain(|e| !done.contains(&e.id.as_str()));
+        if stored.outbox.len() == before {
+            return Ok(());
+        }
+        match ctx
+            .repo
+            .put_if_version(key, version, to_bytes(&stored))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(RepoError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::ConcurrentModification)
+}
+
+/// Publishes after a state write. The change is committed and its marker exists, so a
+/// failure here is not the caller's failure: the sweep publishes what is left.
+pub(crate) async fn publish_after_write<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    kind: ObjectKind,
+    id: &str,
+) {
+    let _ = publish(ctx, kind, id).await;
+}
+
+/// How a queue slot was judged by its consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotState {
+    /// Finished: the head may pass it.
+    Done,
+    /// Not finished: the head stops here.
+    Wait,
+}
+
+/// Reads up to [`QUEUE_WINDOW_MAX`] slots after a queue's head: `(head, head version,
+/// slots)` where each slot is `(seq, value or None)`.
+pub(crate) async fn queue_window<R: Repository>(
+    repo: &R,
+    queue: &Queue,
+) -> Result<(QueueHead, u64, Vec<(i64, Option<Slot>)>), ApiError> {
+    let (head, version) = read::<QueueHead, R>(repo, &queue.head)
+        .await?
+        .unwrap_or_default();
+    let tail = repo.increment(&queue.seq, 0).await?;
+    let last = tail.min(head.done_through.saturating_add(QUEUE_WINDOW_MAX));
+    if last <= head.done_through {
+        return Ok((head, version, Vec::new()));
+    }
+    let seqs: Vec<i64> = (head.done_through + 1..=last).collect();
+    let keys: Vec<String> = seqs.iter().map(|s| queue.slot(*s)).collect();
+    let values = repo.get_many(&keys).await?;
+    let mut slots = Vec::with_capacity(seqs.len());
+    for (seq, value) in seqs.into_iter().zip(values) {
+        let slot = match value {
+            Some(v) => Some(serde_json::from_slice::<Slot>(&v.value).map_err(internal)?),
+            None => None,
+        };
+        slots.push((seq, slot));
+    }
+    Ok((head, version, slots))
+}
+
+/// Advances a queue head past the leading finished slots and returns the processed
+/// slots it passed (for deletion).
+///
+/// An empty slot is a writer that drew the sequence number and has not written it yet
+/// (or died). Once a later slot is older than the grace period it is presumed dead and
+/// the slot is **tombstoned** (created with an empty id) before the head passes it: a
+/// writer that was only slow then finds its slot taken and draws another number, so
+/// passing a slot never loses a write, whatever the clocks say. Tombstones are kept (a
+/// deleted one could be filled behind the head).
+pub(crate) async fn advance_head<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    queue: &Queue,
+    head: QueueHead,
+    version: u64,
+    judged: &[(i64, Option<Slot>, SlotState)],
+) -> Result<Vec<i64>, ApiError> {
+    let mut done_through = head.done_through;
+    let mut passed = Vec::new();
+    for (index, (seq, slot, state)) in judged.iter().enumerate() {
+        match (slot, state) {
+            (Some(_), SlotState::Done) => passed.push(*seq),
+            (Some(_), SlotState::Wait) => break,
+            (None, SlotState::Done | SlotState::Wait) => {
+                let writer_gone = judged[index + 1..].iter().any(|(_, s, _)| {
+                    s.as_ref()
+                        .is_some_and(|s| s.at_ms.saturating_add(PUBLISH_GRACE_MS) <= ctx.now_ms)
+                });
+                let tombstone = Slot {
+                    kind: None,
+                    id: String::new(),
+                    at_ms: ctx.now_ms,
+                };
+                if !writer_gone || !insert(ctx.repo, &queue.slot(*seq), &tombstone).await? {
+                    break;
+                }
+            }
+        }
+        done_through = *seq;
+    }
+    if done_through != head.done_through {
+        let next = QueueHead { done_through };
+        // A concurrent sweep moved it: fine, the next sweep continues from there.
+        match ctx
+            .repo
+            .put_if_version(&queue.head, version, to_bytes(&next))
+            .await
+        {
+            Ok(_) | Err(RepoError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(passed)
+}
+
+/// Appends `slot` to a queue: draws a sequence number and creates the slot; a number
+/// whose slot a sweep has tombstoned (this writer looked dead) is abandoned for a new one.
+pub(crate) async fn enqueue<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    queue: &Queue,
+    slot: &Slot,
+) -> Result<(), ApiError> {
+    for _attempt in 0..CAS_RETRIES_MAX {
+        let seq = ctx.repo.increment(&queue.seq, 1).await?;
+        if insert(ctx.repo, &queue.slot(seq), slot).await? {
+            return Ok(());
+        }
+    }
+    Err(ApiError::ConcurrentModification)
+}
+
+/// A merchant's queue: its head, its sequence counter and its slots.
+#[derive(Debug, Clone)]
+pub(crate) struct Queue {
+    pub head: String,
+    pub seq: String,
+    merchant_id: String,
+    slot_key: fn(&str, i64) -> String,
+}
+
+impl Queue {
+    /// The merchant's outbox marker queue.
+    pub fn markers(merchant_id: &str) -> Queue {
+        Queue {
+            head: keys::outbox_head(merchant_id),
+            seq: keys::outbox_seq(merchant_id),
+            merchant_id: merchant_id.to_string(),
+            slot_key: keys::outbox_marker,
+        }
+    }
+
+    /// The merchant's delivery queue.
+    pub fn deliveries(merchant_id: &str) -> Queue {
+        Queue {
+            head: keys::delivery_head(merchant_id),
+            seq: keys::delivery_seq(merchant_id),
+            merchant_id: merchant_id.to_string(),
+            slot_key: keys::delivery_slot,
+        }
+    }
+
+    /// The key of slot `seq`.
+    pub fn slot(&self, seq: i64) -> String {
+        (self.slot_key)(&self.merchant_id, seq)
+    }
+}
+
+/// Step 4: publishes what crashed writers left for `merchant_id` (markers older than the
+/// grace period). Returns the number of events published.
+pub(crate) async fn recover_merchant<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+) -> Result<u32, ApiError> {
+    let queue = Queue::markers(merchant_id);
+    let (head, version, slots) = queue_window(ctx.repo, &queue).await?;
+    let mut published = 0_u32;
+    let mut judged = Vec::with_capacity(slots.len());
+    for (seq, slot) in slots {
+        let state = match &slot {
+            Some(s) if s.at_ms.saturating_add(PUBLISH_GRACE_MS) <= ctx.now_ms => {
+                if let Some(kind) = s.kind {
+                    published = published.saturating_add(publish(ctx, kind, &s.id).await?);
+                }
+                SlotState::Done
+            }
+            Some(_) | None => SlotState::Wait,
+        };
+        judged.push((seq, slot, state));
+    }
+    for seq in advance_head(ctx, &queue, head, version, &judged).await? {
+        // Best effort: a marker left behind is only re-read, never republished twice.
+        let _ = ctx.repo.delete(&queue.slot(seq)).await;
+    }
+    Ok(published)
+}

@@ -1,0 +1,881 @@
+//! The transactional outbox and merchant-notification delivery over the in-memory
+//! repository: a crash at every storage operation of a state change still ends, after a
+//! sweep, with exactly one event per state change and one delivery per event; the retry
+//! schedule, giving up, redelivery and secret rotation.
+
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use common::*;
+use futures::executor::block_on;
+use spinpay_core::api::NewRefund;
+use spinpay_core::crypto::verify_header;
+use spinpay_core::model::{CaptureMode, Merchant, Payment, Refund, StoredEvent};
+use spinpay_core::repo::memory::MemoryRepository;
+use spinpay_core::repo::{RepoError, Repository, Versioned};
+use spinpay_core::rng::SplitMix64;
+use spinpay_core::service::*;
+
+const QR: &str = r#"{"type":"qr_merchant"}"#;
+const QRC: &str = r#"{"type":"qr_customer","auth_code":"28763443825664"}"#;
+const NOTIFY_URL: &str = "https://merchant.test/hooks/spinpay";
+/// A time after every marker's grace period in these tests.
+const LATER_MS: i64 = 10_000_000;
+
+/// A repository that "crashes" after `budget` operations: every later call fails, as if
+/// the process died there (nothing after the crash point reaches storage).
+struct CrashRepo<'a> {
+    inner: &'a MemoryRepository,
+    budget: Cell<u64>,
+    used: Cell<u64>,
+}
+
+impl<'a> CrashRepo<'a> {
+    fn new(inner: &'a MemoryRepository, budget: u64) -> CrashRepo<'a> {
+        CrashRepo {
+            inner,
+            budget: Cell::new(budget),
+            used: Cell::new(0),
+        }
+    }
+
+    fn step(&self) -> Result<(), RepoError> {
+        self.used.set(self.used.get() + 1);
+        match self.budget.get() {
+            0 => Err(RepoError::Unavailable("crashed".into())),
+            n => {
+                self.budget.set(n - 1);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Repository for CrashRepo<'_> {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
+        self.step()?;
+        self.inner.get(key).await
+    }
+    async fn put_if_version(
+        &self,
+        key: &str,
+        expected: u64,
+        value: Vec<u8>,
+    ) -> Result<u64, RepoError> {
+        self.step()?;
+        self.inner.put_if_version(key, expected, value).await
+    }
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
+        self.step()?;
+        self.inner.increment(key, delta).await
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, RepoError> {
+        self.step()?;
+        self.inner.get_many(keys).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), RepoError> {
+        self.step()?;
+        self.inner.delete(key).await
+    }
+}
+
+/// One POST: URL, headers, body.
+type Post = (String, BTreeMap<String, String>, Vec<u8>);
+
+/// A merchant endpoint: answers `statuses` in turn (then 200) and records every POST.
+#[derive(Default)]
+struct Endpoint {
+    statuses: RefCell<Vec<u16>>,
+    posts: RefCell<Vec<Post>>,
+}
+
+impl Endpoint {
+    fn failing(n: usize) -> Endpoint {
+        Endpoint {
+            statuses: RefCell::new(vec![503; n]),
+            ..Endpoint::default()
+        }
+    }
+
+    fn event_ids(&self) -> Vec<String> {
+        self.posts
+            .borrow()
+            .iter()
+            .map(|(_, h, _)| h["spinpay-event-id"].clone())
+            .collect()
+    }
+}
+
+impl Notifier for Endpoint {
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<u16, String> {
+        let headers = headers.iter().cloned().collect();
+        self.posts
+            .borrow_mut()
+            .push((url.into(), headers, body.to_vec()));
+        let mut statuses = self.statuses.borrow_mut();
+        Ok(if statuses.is_empty() {
+            200
+        } else {
+            statuses.remove(0)
+        })
+    }
+    fn now_unix_s(&self) -> i64 {
+        1_700_000_000
+    }
+}
+
+async fn notified_merchant<R: Repository>(
+    c: &Ctx<'_, R>,
+    rng: &mut SplitMix64,
+) -> (Merchant, String) {
+    let req = spinpay_core::api::NewMerchant {
+        name: "Tea".into(),
+        notify_url: Some(NOTIFY_URL.into()),
+        default_capture: CaptureMode::Automatic,
+    };
+    let created = create_merchant(c, rng, req).await.unwrap();
+    let m = authenticate(c, Some(&format!("Bearer {}", created.secret_key)))
+        .await
+        .unwrap();
+    (m, created.webhook_secret)
+}
+
+fn stored<T: serde::de::DeserializeOwned>(repo: &MemoryRepository, key: &str) -> Option<T> {
+    block_on(repo.get(key))
+        .unwrap()
+        .map(|v| serde_json::from_slice(&v.value).unwrap())
+}
+
+/// The merchant's event log as stored: every index slot's event.
+fn log(repo: &MemoryRepository, merchant_id: &str) -> Vec<StoredEvent> {
+    repo.keys_with_prefix(&format!("mch/{merchant_id}/evt/"))
+        .iter()
+        .map(|k| {
+            let id: String = stored(repo, k).unwrap();
+            stored(repo, &format!("evt/{id}")).unwrap()
+        })
+        .collect()
+}
+
+fn count(events: &[StoredEvent], object_id: &str, event_type: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| e.data["id"] == object_id)
+        .filter(|e| serde_json::to_value(e.event_type).unwrap() == event_type)
+        .count()
+}
+
+/// Exactly one event per state change of every stored payment and refund, nothing
+/// left in any outbox, each event in the log once, each with one delivered delivery.
+fn assert_exactly_once(repo: &MemoryRepository, merchant_id: &str, endpoint: &Endpoint, at: &str) {
+    let events = log(repo, merchant_id);
+    let mut ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    ids.sort_unstable();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "{at}: an event is twice in the log");
+    for key in repo.keys_with_prefix("pay/") {
+        let raw: serde_json::Value = stored(repo, &key).unwrap();
+        assert!(
+            raw.get("outbox").is_none(),
+            "{at}: {key} still has pending events"
+        );
+        let p: Payment = serde_json::from_value(raw).unwrap();
+        if p.merchant_id != merchant_id {
+            continue;
+        }
+        assert_eq!(
+            count(&events, &p.id, "payment.created"),
+            1,
+            "{at}: created of {}",
+            p.id
+        );
+        let created = events
+            .iter()
+            .find(|e| e.data["id"] == p.id.as_str() && e.data["object"] == "payment")
+            .unwrap();
+        let status = format!("payment.{}", p.state.status.as_str());
+        let expected = usize::from(created.data["status"] != p.state.status.as_str());
+        assert_eq!(
+            count(&events, &p.id, &status),
+            expected,
+            "{at}: {status} of {}",
+            p.id
+        );
+        for rid in &p.state.refund_ids {
+            let r: Refund = stored(repo, &format!("re/{rid}")).unwrap();
+            assert_eq!(
+                count(&events, rid, "refund.created"),
+                1,
+                "{at}: refund.created"
+            );
+            let status = format!(
+                "refund.{}",
+                serde_json::to_value(r.state.status)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+            );
+            if status != "refund.pending" {
+                assert_eq!(count(&events, rid, &status), 1, "{at}: {status}");
+            }
+        }
+    }
+    for key in repo.keys_with_prefix("re/") {
+        let raw: serde_json::Value = stored(repo, &key).unwrap();
+        assert!(
+            raw.get("outbox").is_none(),
+            "{at}: {key} still has pending events"
+        );
+    }
+    let mut posted = endpoint.event_ids();
+    posted.sort_unstable();
+    posted.dedup();
+    assert_eq!(
+        posted, ids,
+        "{at}: the endpoint got every event (dedup by id)"
+    );
+    for id in &ids {
+        let d: Delivery = stored(repo, &format!("dlv/{id}")).expect("a delivery per event");
+        assert_eq!(d.status, DeliveryStatus::Delivered, "{at}: {id}");
+    }
+}
+
+/// Runs `$op` with a crash after 0, 1, 2, … storage operations (on a fresh repository
+/// prepared by `$setup` each time) until it completes without one; after each, a sweep
+/// later than the grace period must leave exactly-once. Evaluates to the step count.
+macro_rules! crash_everywhere {
+    ($name:expr, |$c:ident, $rng:ident| $setup:block, |$cc:ident, $rng2:ident, $state:ident| $op:block) => {{
+        let keys = keyring();
+        let mut k = 0_u64;
+        loop {
+            let repo = MemoryRepository::new();
+            let mut $rng = SplitMix64::new(7);
+            let $state = {
+                let $c = ctx(&repo, &keys, 1_000);
+                block_on(async { $setup })
+            };
+            let crash = CrashRepo::new(&repo, k);
+            let finished = {
+                let $cc = Ctx {
+                    repo: &crash,
+                    keys: &keys,
+                    now_ms: 2_000,
+                };
+                let $rng2 = &mut $rng;
+                block_on(async { $op }).is_ok() && crash.used.get() <= k
+            };
+            let endpoint = Endpoint::default();
+            let later = ctx(&repo, &keys, LATER_MS);
+            let report = block_on(sweep(&later, &endpoint, &SweepRequest::default())).unwrap();
+            assert!(!report.has_more, "{}: one sweep suffices", $name);
+            let mid = &$state.0.id;
+            assert_exactly_once(
+                &repo,
+                mid,
+                &endpoint,
+                &format!("{} crash after {k} ops", $name),
+            );
+            if finished {
+                break k;
+            }
+            k += 1;
+        }
+    }};
+}
+
+#[test]
+fn a_crash_at_any_step_of_creating_a_payment_loses_and_duplicates_no_event() {
+    // Proves exactly-once for create_payment (payment.created + payment.succeeded) with
+    // a crash after 0, 1, 2, … storage operations, each followed by a recovery sweep.
+    let ch = SimChannel::default();
+    let steps = crash_everywhere!(
+        "create_payment",
+        |c, rng| { notified_merchant(&c, &mut rng).await },
+        |cc, rng, state| {
+            let req = new_payment(&body(1250, QRC, ""));
+            create_payment(&cc, &ch, &LocalRisk::default(), rng, &state.0, req).await
+        }
+    );
+    assert!(steps > 10, "the flow has many crash points ({steps})");
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_paid_notification_loses_and_duplicates_no_event() {
+    // Proves exactly-once for the notification that moves a QR payment to succeeded.
+    let ch = SimChannel::default();
+    crash_everywhere!(
+        "notification",
+        |c, rng| {
+            let (m, secret) = notified_merchant(&c, &mut rng).await;
+            let req = new_payment(&body(1250, QR, ""));
+            let p = create_payment(&c, &ch, &LocalRisk::default(), &mut rng, &m, req)
+                .await
+                .unwrap();
+            (m, secret, p.id)
+        },
+        |cc, rng, state| {
+            let n = PaymentNotification {
+                channel: spinpay_core::model::Channel::Sandbox,
+                payment_id: state.2.clone(),
+                report: ChannelReport {
+                    outcome: ChannelOutcome::Succeeded { channel_ref: None },
+                    amount_minor: Some(1250),
+                    currency: Some("CNY".into()),
+                },
+            };
+            apply_payment_notification(&cc, rng, &n).await
+        }
+    );
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_refund_loses_and_duplicates_no_event() {
+    // Proves exactly-once for create_refund (refund.created + refund.succeeded).
+    let ch = SimChannel::default();
+    crash_everywhere!(
+        "create_refund",
+        |c, rng| {
+            let (m, secret) = notified_merchant(&c, &mut rng).await;
+            let req = new_payment(&body(1250, QRC, ""));
+            let p = create_payment(&c, &ch, &LocalRisk::default(), &mut rng, &m, req)
+                .await
+                .unwrap();
+            (m, secret, p.id)
+        },
+        |cc, rng, state| {
+            let req = NewRefund {
+                amount_minor: Some(500),
+                reason: None,
+                merchant_refund_id: None,
+            };
+            create_refund(&cc, &ch, rng, &state.0.id, &state.2, req).await
+        }
+    );
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_sweep_is_finished_by_the_next_sweep() {
+    // Proves the sweep itself is crash-safe: a payment whose writer died before
+    // publishing, a sweep crashing after k operations, then a clean sweep → exactly once.
+    let (keys, ch) = (keyring(), SimChannel::default());
+    for k in 0..200_u64 {
+        let repo = MemoryRepository::new();
+        let mut rng = SplitMix64::new(3);
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = block_on(notified_merchant(&c, &mut rng));
+        // The writer stops right after its state write (12 ops: marker, payment, index…).
+        let crash = CrashRepo::new(&repo, 12);
+        let cc = Ctx {
+            repo: &crash,
+            keys: &keys,
+            now_ms: 2_000,
+        };
+        let req = new_payment(&body(1250, QRC, ""));
+        let _ = block_on(create_payment(
+            &cc,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            req,
+        ));
+        let pay_key = &repo.keys_with_prefix("pay/")[0];
+        let raw: serde_json::Value = stored(&repo, pay_key).unwrap();
+        assert!(raw["outbox"].as_array().is_some_and(|o| !o.is_empty()));
+        let endpoint = Endpoint::default();
+        let crash = CrashRepo::new(&repo, k);
+        let cc = Ctx {
+            repo: &crash,
+            keys: &keys,
+            now_ms: LATER_MS,
+        };
+        let first = block_on(sweep(&cc, &endpoint, &SweepRequest::default()));
+        // An attempt the crashed sweep claimed is retried on schedule.
+        let later = ctx(&repo, &keys, LATER_MS + RETRY_DELAYS_MS[0]);
+        block_on(sweep(&later, &endpoint, &SweepRequest::default())).unwrap();
+        assert_exactly_once(
+            &repo,
+            &m.id,
+            &endpoint,
+            &format!("sweep crash after {k} ops"),
+        );
+        if first.is_ok() && crash.used.get() <= k {
+            return;
+        }
+    }
+    panic!("the sweep never completed within 200 operations");
+}
+
+/// Sweeps `merchant_id` at `now_ms` and returns the report.
+fn sweep_at(repo: &MemoryRepository, endpoint: &Endpoint, mid: &str, now_ms: i64) -> SweepReport {
+    let keys = keyring();
+    let c = ctx(repo, &keys, now_ms);
+    let req = SweepRequest {
+        limit: None,
+        merchant_id: Some(mid.to_string()),
+    };
+    block_on(sweep(&c, endpoint, &req)).unwrap()
+}
+
+fn delivery_of(repo: &MemoryRepository, event_id: &str) -> Delivery {
+    stored(repo, &format!("dlv/{event_id}")).unwrap()
+}
+
+#[test]
+fn failed_deliveries_follow_the_retry_schedule_then_give_up() {
+    // Proves attempts at 0, +15 s, +1 min, +5 min, +15 min, +1 h, +6 h, +24 h (none
+    // early), then `failed` with the last status kept; a redelivery starts a new round.
+    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
+    let mut rng = SplitMix64::new(5);
+    let c = ctx(&repo, &keys, 1_000);
+    let (m, _) = block_on(notified_merchant(&c, &mut rng));
+    let req = new_payment(&body(1250, QR, ""));
+    block_on(create_payment(
+        &c,
+        &ch,
+        &LocalRisk::default(),
+        &mut rng,
+        &m,
+        req,
+    ))
+    .unwrap();
+    let created = log(&repo, &m.id)[0].id.clone();
+    let events = log(&repo, &m.id).len() as u32;
+    assert_eq!(
+        events, 2,
+        "payment.created and payment.requires_customer_action"
+    );
+    let endpoint = Endpoint::failing(100);
+    let mut now = 1_000;
+    for (attempt, wait) in std::iter::once(0).chain(RETRY_DELAYS_MS).enumerate() {
+        now += wait;
+        let early = sweep_at(&repo, &endpoint, &m.id, now - 1);
+        assert_eq!(
+            early.attempted,
+            0,
+            "attempt {} not before its time",
+            attempt + 1
+        );
+        let r = sweep_at(&repo, &endpoint, &m.id, now);
+        assert_eq!(r.attempted, events, "attempt {} of each event", attempt + 1);
+        let d = delivery_of(&repo, &created);
+        assert_eq!(d.attempts, attempt as u32 + 1);
+        assert_eq!(d.last_response_status, Some(503));
+    }
+    let d = delivery_of(&repo, &created);
+    assert_eq!(
+        (d.status, d.next_attempt_at_ms),
+        (DeliveryStatus::Failed, None)
+    );
+    assert_eq!(d.attempts, DELIVERY_ATTEMPTS_MAX);
+    assert_eq!(
+        sweep_at(&repo, &endpoint, &m.id, now + 86_400_000 * 7).attempted,
+        0
+    );
+    let c = ctx(&repo, &keys, now + 1);
+    let again = block_on(redeliver_event(&c, &m, &created)).unwrap();
+    assert_eq!((again.status, again.attempts), (DeliveryStatus::Pending, 0));
+    *endpoint.statuses.borrow_mut() = Vec::new();
+    let r = sweep_at(&repo, &endpoint, &m.id, now + 1);
+    assert_eq!((r.attempted, r.delivered), (1, 1));
+    let d = delivery_of(&repo, &created);
+    assert_eq!((d.status, d.attempts_total), (DeliveryStatus::Delivered, 9));
+}
+
+#[test]
+fn deliveries_are_signed_with_every_live_secret_and_verify_as_a_merchant_would() {
+    // Proves the body is the event JSON, the signature verifies with the webhook secret,
+    // rotation adds a second v1 (old and new both verify) until the grace period ends.
+    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
+    let mut rng = SplitMix64::new(9);
+    let c = ctx(&repo, &keys, 1_000);
+    let (m, old_secret) = block_on(notified_merchant(&c, &mut rng));
+    let req = new_payment(&body(1250, QR, ""));
+    block_on(create_payment(
+        &c,
+        &ch,
+        &LocalRisk::default(),
+        &mut rng,
+        &m,
+        req,
+    ))
+    .unwrap();
+    let endpoint = Endpoint::default();
+    sweep_at(&repo, &endpoint, &m.id, 1_000);
+    let (url, headers, body) = endpoint.posts.borrow()[0].clone();
+    assert_eq!(url, NOTIFY_URL);
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (event["object"].as_str(), event["type"].as_str()),
+        (Some("event"), Some("payment.created"))
+    );
+    let sig = &headers["spinpay-signature"];
+    assert_eq!(sig.matches("v1=").count(), 1);
+    assert_eq!(
+        verify_header(sig, &body, &[old_secret.as_bytes()], 1_700_000_000, 300),
+        Ok(())
+    );
+
+    let c = ctx(&repo, &keys, 2_000);
+    let rotated = block_on(rotate_webhook_secret(&c, &mut rng, &m.id, Some(3600))).unwrap();
+    assert_eq!(
+        rotated.previous_secret_expires_at_ms,
+        Some(2_000 + 3_600_000)
+    );
+    let m2 = stored::<Merchant>(&repo, &format!("mch/{}", m.id)).unwrap();
+    let first = log(&repo, &m.id)[0].id.clone();
+    block_on(redeliver_event(&c, &m2, &first)).unwrap();
+    sweep_at(&repo, &endpoint, &m.id, 2_000);
+    let (_, headers, body) = endpoint.posts.borrow().last().unwrap().clone();
+    let sig = &headers["spinpay-signature"];
+    assert_eq!(sig.matches("v1=").count(), 2, "{sig}");
+    for secret in [&old_secret, &rotated.webhook_secret] {
+        assert_eq!(
+            verify_header(sig, &body, &[secret.as_bytes()], 1_700_000_000, 300),
+            Ok(())
+        );
+    }
+    // After the grace period only the new secret signs.
+    let c = ctx(&repo, &keys, 2_000 + 3_600_001);
+    block_on(redeliver_event(&c, &m2, &first)).unwrap();
+    sweep_at(&repo, &endpoint, &m.id, 2_000 + 3_600_001);
+    let (_, headers, body) = endpoint.posts.borrow().last().unwrap().clone();
+    let sig = &headers["spinpay-signature"];
+    assert_eq!(sig.matches("v1=").count(), 1);
+    let old = verify_header(sig, &body, &[old_secret.as_bytes()], 1_700_000_000, 300);
+    assert!(old.is_err());
+    let new = verify_header(
+        sig,
+        &body,
+        &[rotated.webhook_secret.as_bytes()],
+        1_700_000_000,
+        300,
+    );
+    assert_eq!(new, Ok(()));
+}
+
+#[test]
+fn bad_sweep_rotation_and_redelivery_inputs_are_refused_without_a_change() {
+    // Proves limit and grace bounds, an unknown merchant, a foreign event, and a
+    // redelivery without notify_url are refused naming the field.
+    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
+    let mut rng = SplitMix64::new(11);
+    let c = ctx(&repo, &keys, 1_000);
+    let (m, _) = block_on(notified_merchant(&c, &mut rng));
+    let (other, _) = block_on(merchant(&c, &mut rng));
+    let req = new_payment(&body(1250, QR, ""));
+    block_on(create_payment(
+        &c,
+        &ch,
+        &LocalRisk::default(),
+        &mut rng,
+        &m,
+        req,
+    ))
+    .unwrap();
+    let endpoint = Endpoint::default();
+    let bad = SweepRequest {
+        limit: Some(0),
+        merchant_id: None,
+    };
+    let e = block_on(sweep(&c, &endpoint, &bad)).unwrap_err();
+    assert_eq!(e.param(), Some("limit"));
+    let bad = SweepRequest {
+        limit: None,
+        merchant_id: Some("mch_nope".into()),
+    };
+    assert_eq!(
+        block_on(sweep(&c, &endpoint, &bad)).unwrap_err().param(),
+        Some("merchant_id")
+    );
+    let e = block_on(rotate_webhook_secret(&c, &mut rng, &m.id, Some(-1))).unwrap_err();
+    assert_eq!(e.param(), Some("grace_period_s"));
+    let before = stored::<Merchant>(&repo, &format!("mch/{}", m.id)).unwrap();
+    assert_eq!(
+        before.webhook_secret_sealed, m.webhook_secret_sealed,
+        "no rotation happened"
+    );
+    let event = log(&repo, &m.id)[0].id.clone();
+    let e = block_on(redeliver_event(&c, &other, &event)).unwrap_err();
+    assert_eq!(e.code(), "resource_missing");
+    let other_event = {
+        let req = new_payment(&body(1250, QR, ""));
+        block_on(create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &other,
+            req,
+        ))
+        .unwrap();
+        log(&repo, &other.id)[0].id.clone()
+    };
+    let e = block_on(redeliver_event(&c, &other, &other_event)).unwrap_err();
+    assert_eq!(
+        (e.code(), e.param()),
+        ("notify_url_missing", Some("notify_url"))
+    );
+    assert!(
+        repo.keys_with_prefix(&format!("dlv/{other_event}"))
+            .is_empty()
+    );
+    assert!(endpoint.posts.borrow().is_empty(), "nothing was sent");
+}
+
+#[test]
+fn concurrent_refunds_with_injected_conflicts_publish_each_event_exactly_once() {
+    // Proves 32 interleaved refunds (yields between read and write, 10% spurious CAS
+    // conflicts) plus a concurrent sweep leave one refund.created / refund.succeeded per
+    // accepted refund and one delivery per event.
+    use spinpay_core::repo::memory::Faults;
+    for seed in 1..=3_u64 {
+        let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
+        let mut rng = SplitMix64::new(seed);
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = block_on(notified_merchant(&c, &mut rng));
+        let req = new_payment(&body(5000, QRC, ""));
+        let p = block_on(create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            req,
+        ))
+        .unwrap();
+        repo.set_faults(Faults {
+            conflict_per_mille: 100,
+            unavailable_per_mille: 0,
+            yield_per_mille: 700,
+        });
+        let c = ctx(&repo, &keys, 2_000);
+        let mut rngs: Vec<SplitMix64> = (0..32).map(|i| SplitMix64::new(seed * 1000 + i)).collect();
+        let endpoint = Endpoint::default();
+        let refunds = rngs.iter_mut().map(|r| {
+            let req = NewRefund {
+                amount_minor: Some(100),
+                reason: None,
+                merchant_refund_id: None,
+            };
+            create_refund(&c, &ch, r, &m.id, &p.id, req)
+        });
+        let later = ctx(&repo, &keys, LATER_MS);
+        let (results, _) = block_on(futures::future::join(
+            futures::future::join_all(refunds),
+            sweep(&later, &endpoint, &SweepRequest::default()),
+        ));
+        let accepted = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(accepted, 32, "seed {seed}: {results:?}");
+        repo.set_faults(Faults::default());
+        let after = ctx(&repo, &keys, LATER_MS * 2);
+        let mut sweeps = 0;
+        while block_on(sweep(&after, &endpoint, &SweepRequest::default()))
+            .unwrap()
+            .has_more
+        {
+            sweeps += 1;
+            assert!(sweeps < 10, "bounded sweeps drain the backlog");
+        }
+        let events = log(&repo, &m.id);
+        assert_eq!(
+            events.len(),
+            2 + 2 * 32,
+            "seed {seed}: payment 2 + refunds 2 each"
+        );
+        assert_exactly_once(&repo, &m.id, &endpoint, &format!("seed {seed}"));
+    }
+}
+
+#[test]
+fn a_queue_slot_left_empty_is_tombstoned_so_a_slow_writer_cannot_fill_it_behind_the_head() {
+    // Proves the sweep passes a drawn-but-unwritten delivery slot only after taking it
+    // (a tombstone), so the late write fails (its writer draws again), and every event
+    // is still delivered.
+    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
+    let mut rng = SplitMix64::new(13);
+    let c = ctx(&repo, &keys, 1_000);
+    let (m, _) = block_on(notified_merchant(&c, &mut rng));
+    // A "slow writer" draws slot 1 of the delivery queue and stalls.
+    let seq_key = format!("mch/{}/seq/dlv", m.id);
+    let stalled = block_on(repo.increment(&seq_key, 1)).unwrap();
+    let req = new_payment(&body(1250, QRC, ""));
+    block_on(create_payment(
+        &c,
+        &ch,
+        &LocalRisk::default(),
+        &mut rng,
+        &m,
+        req,
+    ))
+    .unwrap();
+    let endpoint = Endpoint::default();
+    let r = block_on(sweep(
+        &ctx(&repo, &keys, LATER_MS),
+        &endpoint,
+        &SweepRequest::default(),
+    ));
+    assert_eq!(r.unwrap().delivered, 2);
+    let slot = format!("mch/{}/dlv/{stalled:020}", m.id);
+    let tomb: serde_json::Value = stored(&repo, &slot).expect("the empty slot was taken");
+    assert_eq!(tomb["id"], "", "a tombstone");
+    let late = block_on(repo.put_if_version(&slot, 0, b"{}".to_vec()));
+    assert!(
+        matches!(late, Err(RepoError::Conflict { .. })),
+        "the late write fails"
+    );
+    assert_exactly_once(&repo, &m.id, &endpoint, "tombstone");
+}
+
+#[test]
+fn a_bounded_global_sweep_reaches_every_merchant_over_successive_calls() {
+    // Proves limit bounds each call (has_more set), and successive calls resume where the
+    // last stopped until all 4 merchants' 8 events are delivered once each.
+    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
+    let mut rng = SplitMix64::new(17);
+    let c = ctx(&repo, &keys, 1_000);
+    let mut merchants = Vec::new();
+    for _ in 0..4 {
+        let (m, _) = block_on(notified_merchant(&c, &mut rng));
+        let req = new_payment(&body(1250, QRC, ""));
+        block_on(create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            req,
+        ))
+        .unwrap();
+        merchants.push(m);
+    }
+    let endpoint = Endpoint::default();
+    let req = SweepRequest {
+        limit: Some(3),
+        merchant_id: None,
+    };
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        let r = block_on(sweep(&ctx(&repo, &keys, 2_000), &endpoint, &req)).unwrap();
+        assert!(r.attempted <= 3, "{r:?}");
+        if !r.has_more {
+            break;
+        }
+        assert!(calls < 10, "the sweep keeps making progress");
+    }
+    assert!(calls >= 3, "8 attempts need at least 3 calls of 3");
+    for m in &merchants {
+        assert_exactly_once(&repo, &m.id, &endpoint_for(&endpoint, &repo, &m.id), &m.id);
+    }
+    assert_eq!(endpoint.posts.borrow().len(), 8);
+}
+
+/// The posts of `endpoint` that belong to `merchant_id`'s events.
+fn endpoint_for(endpoint: &Endpoint, repo: &MemoryRepository, merchant_id: &str) -> Endpoint {
+    let ids: Vec<String> = log(repo, merchant_id).into_iter().map(|e| e.id).collect();
+    let posts = endpoint
+        .posts
+        .borrow()
+        .iter()
+        .filter(|(_, h, _)| ids.contains(&h["spinpay-event-id"]))
+        .cloned()
+        .collect();
+    Endpoint {
+        statuses: RefCell::new(Vec::new()),
+        posts: RefCell::new(posts),
+    }
+}
+
+#[test]
+fn the_outbox_costs_a_bounded_number_of_storage_operations_per_payment() {
+    // Proves an I/O budget: creating and settling a qr_customer payment (2 events, 2
+    // deliveries) stays within a fixed number of reads and writes.
+    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
+    let mut rng = SplitMix64::new(19);
+    let c = ctx(&repo, &keys, 1_000);
+    let (m, _) = block_on(notified_merchant(&c, &mut rng));
+    let req = new_payment(&body(1250, QRC, ""));
+    block_on(create_payment(
+        &c,
+        &ch,
+        &LocalRisk::default(),
+        &mut rng,
+        &m,
+        req,
+    ))
+    .unwrap();
+    let before = repo.counts();
+    let req = new_payment(&body(1250, QRC, ""));
+    block_on(create_payment(
+        &c,
+        &ch,
+        &LocalRisk::default(),
+        &mut rng,
+        &m,
+        req,
+    ))
+    .unwrap();
+    let after = repo.counts();
+    let (gets, puts, incs) = (
+        after.gets - before.gets,
+        after.puts - before.puts,
+        after.increments - before.increments,
+    );
+    eprintln!("one payment: {gets} gets, {puts} puts, {incs} increments");
+    assert!(
+        gets + puts + incs <= 60,
+        "{gets} gets, {puts} puts, {incs} increments"
+    );
+}
+
+#[test]
+fn a_backlog_longer_than_the_queue_window_still_gets_every_first_attempt() {
+    // Proves a failing endpoint with 120 waiting deliveries (window 100) does not starve
+    // the newest: waiting ones move to the tail and the rest get their first attempt.
+    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
+    let mut rng = SplitMix64::new(23);
+    let c = ctx(&repo, &keys, 1_000);
+    let (m, _) = block_on(notified_merchant(&c, &mut rng));
+    for _ in 0..60 {
+        let req = new_payment(&body(1250, QRC, ""));
+        block_on(create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            req,
+        ))
+        .unwrap();
+    }
+    let endpoint = Endpoint::failing(10_000);
+    let req = SweepRequest {
+        limit: Some(SWEEP_LIMIT_MAX),
+        merchant_id: Some(m.id.clone()),
+    };
+    for now in [1_000, 2_000, 3_000, 4_000] {
+        block_on(sweep(&ctx(&repo, &keys, now), &endpoint, &req)).unwrap();
+    }
+    let never: Vec<String> = repo
+        .keys_with_prefix("dlv/")
+        .iter()
+        .filter(|k| stored::<Delivery>(&repo, k).unwrap().attempts == 0)
+        .cloned()
+        .collect();
+    assert_eq!(
+        never,
+        Vec::<String>::new(),
+        "every delivery had its first attempt"
+    );
+    let attempts = endpoint.posts.borrow().len();
+    assert_eq!(attempts, 120, "one attempt each, none early");
+}

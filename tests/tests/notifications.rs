@@ -1,0 +1,375 @@
+//! Merchant notifications through the real components on spinpay-host: events delivered
+//! to a local receiver (127.0.0.1) by the due-delivery sweep, retried on schedule until
+//! it answers 2xx, signed so a merchant's own verifier accepts them, redelivery, secret
+//! rotation, and refusals.
+//!
+//! The harness sets `notify_outbound_hosts = "http://127.0.0.1:*"`, so the notify
+//! component reaches only loopback receivers. The sweep is called per merchant with an
+//! admin-only `now_ms` to move the retry schedule forward without sleeping.
+
+use hmac::Mac as _;
+use serde_json::{Value, json};
+use spinpay_tests::receiver::Receiver;
+use spinpay_tests::{
+    ADMIN_TOKEN, Merchant, TestApp, assert_error, assert_error_param, now_unix_s, payment_request,
+    qr_customer, run,
+};
+
+/// How far a merchant's verifier lets the signature timestamp drift.
+const TOLERANCE_S: i64 = 300;
+/// The first retry delay, in ms (docs/notifications.md).
+const FIRST_RETRY_MS: i64 = 15_000;
+/// The second retry delay, in ms.
+const SECOND_RETRY_MS: i64 = 60_000;
+
+fn now_ms() -> i64 {
+    now_unix_s() * 1000
+}
+
+/// A merchant whose notify URL is `receiver`.
+async fn merchant_notified_at<'a>(app: &'a TestApp, receiver: &Receiver) -> Merchant<'a> {
+    let m = app.new_merchant().await;
+    let (status, v) = m
+        .post("/v1/account", &json!({"notify_url": receiver.url()}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    m
+}
+
+/// `POST /v1/admin/notifications/sweep` for one merchant at schedule time `now_ms`.
+async fn sweep(app: &TestApp, merchant_id: &str, now_ms: i64) -> Value {
+    let body = json!({"merchant_id": merchant_id, "now_ms": now_ms});
+    let (status, v) = app
+        .post(
+            "/v1/admin/notifications/sweep",
+            Some(ADMIN_TOKEN),
+            None,
+            &body,
+        )
+        .await;
+    assert_eq!(status, 200, "sweep: {v}");
+    assert_eq!(v["object"], "notification_sweep", "{v}");
+    v
+}
+
+/// The merchant's event ids, oldest first.
+async fn event_ids(m: &Merchant<'_>) -> Vec<String> {
+    let (status, list) = m.get("/v1/events?limit=100").await;
+    assert_eq!(status, 200, "{list}");
+    let mut ids: Vec<String> = list["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.reverse();
+    ids
+}
+
+/// A merchant's verifier, written from docs/notifications.md: parse `t` and every `v1`,
+/// check the timestamp is recent, recompute HMAC-SHA256(secret, "t.body") and compare
+/// in constant time with each `v1`.
+fn verify(header: &str, body: &[u8], secret: &str) -> Result<(), &'static str> {
+    let mut t = None;
+    let mut sigs = Vec::new();
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some(("v1", v)) => sigs.push(hex::decode(v).map_err(|_| "v1 is not hex")?),
+            _ => {}
+        }
+    }
+    let t = t.ok_or("no timestamp")?;
+    if (now_unix_s() - t).abs() > TOLERANCE_S {
+        return Err("stale");
+    }
+    let mut signed = format!("{t}.").into_bytes();
+    signed.extend_from_slice(body);
+    for sig in sigs {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(&signed);
+        if mac.verify_slice(&sig).is_ok() {
+            return Ok(());
+        }
+    }
+    Err("no matching signature")
+}
+
+#[test]
+fn events_reach_a_failing_receiver_exactly_once_after_retries_with_valid_signatures() {
+    // Proves a receiver failing its first 3 POSTs gets both events of a payment after
+    // sweeps at +0, +15 s and +75 s (none before their time), each verified and, deduped
+    // by id, exactly the merchant's event log; the delivery state is on GET event.
+    run(|app| async move {
+        let receiver = Receiver::start(3).await;
+        let m = merchant_notified_at(app, &receiver).await;
+        let p = m
+            .create_payment_ok(&payment_request(1250, qr_customer()))
+            .await;
+        assert_eq!(p["status"], "succeeded", "{p}");
+        let ids = event_ids(&m).await;
+        assert_eq!(
+            ids.len(),
+            2,
+            "payment.created and payment.succeeded: {ids:?}"
+        );
+
+        let t0 = now_ms();
+        let first = sweep(app, &m.id, t0).await;
+        assert_eq!(
+            (first["attempted"].as_u64(), first["delivered"].as_u64()),
+            (Some(2), Some(0))
+        );
+        let early = sweep(app, &m.id, t0 + FIRST_RETRY_MS - 2_000).await;
+        assert_eq!(early["attempted"], 0, "no retry before 15 s: {early}");
+        let second = sweep(app, &m.id, t0 + FIRST_RETRY_MS + 1_000).await;
+        assert_eq!(
+            (second["attempted"].as_u64(), second["delivered"].as_u64()),
+            (Some(2), Some(1))
+        );
+        let t2 = t0 + FIRST_RETRY_MS + SECOND_RETRY_MS + 2_000;
+        let third = sweep(app, &m.id, t2).await;
+        assert_eq!(
+            (third["attempted"].as_u64(), third["delivered"].as_u64()),
+            (Some(1), Some(1))
+        );
+        let idle = sweep(app, &m.id, t2 + 86_400_000).await;
+        assert_eq!(idle["attempted"], 0, "nothing left: {idle}");
+
+        let received = receiver.received();
+        assert_eq!(received.len(), 5, "3 failures + 2 deliveries");
+        assert_eq!(receiver.delivered_event_ids().len(), 2);
+        let mut delivered = receiver.delivered_event_ids();
+        delivered.sort();
+        let mut expected = ids.clone();
+        expected.sort();
+        assert_eq!(delivered, expected, "exactly the event log, once each");
+        for r in &received {
+            let sig = r.header("spinpay-signature").expect("signed");
+            assert_eq!(verify(sig, &r.body, &m.webhook_secret), Ok(()), "{sig}");
+            assert_eq!(
+                verify(sig, &r.body, "whsec_wrong"),
+                Err("no matching signature")
+            );
+            let event = r.json();
+            assert_eq!(event["object"], "event");
+            assert_eq!(r.header("spinpay-event-id"), event["id"].as_str());
+            assert_eq!(event["data"]["id"], p["id"], "{event}");
+        }
+        let (status, e) = m.get(&format!("/v1/events/{}", ids[0])).await;
+        assert_eq!(status, 200, "{e}");
+        let d = &e["delivery"];
+        assert_eq!(d["status"], "delivered", "{e}");
+        assert!(d["attempts"].as_u64().is_some_and(|a| a >= 2), "{e}");
+        assert!(d["delivered_at_ms"].is_i64(), "{e}");
+        assert_eq!(d["next_attempt_at_ms"], Value::Null);
+    });
+}
+
+#[test]
+fn rotation_signs_with_both_secrets_during_the_grace_period_and_redeliver_sends_again() {
+    // Proves rotate returns a new secret; a redelivery then carries two v1 values (the
+    // old and the new secret each verify it alone); redeliver answers the delivery.
+    run(|app| async move {
+        let receiver = Receiver::start(0).await;
+        let m = merchant_notified_at(app, &receiver).await;
+        m.create_payment_ok(&payment_request(1250, qr_customer()))
+            .await;
+        sweep(app, &m.id, now_ms()).await;
+        let before = receiver.received().len();
+        assert_eq!(before, 2);
+        let (status, rotated) = m
+            .post(
+                "/v1/account/webhook-secret/rotate",
+                &json!({"grace_period_s": 3600}),
+            )
+            .await;
+        assert_eq!(status, 200, "{rotated}");
+        let new_secret = rotated["webhook_secret"].as_str().unwrap().to_string();
+        assert!(new_secret.starts_with("whsec_") && new_secret != m.webhook_secret);
+        assert!(
+            rotated["previous_secret_expires_at_ms"].is_i64(),
+            "{rotated}"
+        );
+
+        let id = &event_ids(&m).await[0];
+        let (status, d) = m
+            .post(&format!("/v1/events/{id}/redeliver"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{d}");
+        assert_eq!(
+            (d["object"].as_str(), d["status"].as_str()),
+            (Some("event_delivery"), Some("delivered"))
+        );
+        let received = receiver.received();
+        assert_eq!(received.len(), before + 1, "redelivered at once");
+        let r = received.last().unwrap();
+        assert_eq!(
+            r.json()["id"].as_str(),
+            Some(id.as_str()),
+            "the same event id (dedup)"
+        );
+        let sig = r.header("spinpay-signature").unwrap();
+        assert_eq!(sig.matches("v1=").count(), 2, "{sig}");
+        assert_eq!(verify(sig, &r.body, &m.webhook_secret), Ok(()));
+        assert_eq!(verify(sig, &r.body, &new_secret), Ok(()));
+        assert_eq!(
+            receiver.delivered_event_ids().len(),
+            2,
+            "dedup by id: still 2 events"
+        );
+    });
+}
+
+#[test]
+fn the_sweep_refuses_callers_without_the_admin_token() {
+    // Proves no token, a wrong token and a merchant's secret key are all refused.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let path = "/v1/admin/notifications/sweep";
+        let none = app.post(path, None, None, &json!({})).await;
+        assert_error(&none, 401, "authentication_required");
+        let wrong = app
+            .post(path, Some("not-the-token"), None, &json!({}))
+            .await;
+        assert_eq!(wrong.0 / 100, 4, "{wrong:?}");
+        assert_eq!(wrong.1["error"]["code"], "admin_token_invalid");
+        let merchant = app.post(path, Some(&m.secret_key), None, &json!({})).await;
+        assert_eq!(
+            merchant.1["error"]["code"], "admin_token_invalid",
+            "{merchant:?}"
+        );
+        let get = app.get(path, Some(ADMIN_TOKEN)).await;
+        assert_error(&get, 405, "method_not_allowed");
+    });
+}
+
+#[test]
+fn bad_inputs_are_refused_naming_the_field_and_change_nothing() {
+    // Proves sweep limit/now_ms/merchant_id/unknown fields, rotation grace, redelivery
+    // without notify_url or of an unknown event are 4xx naming the field, and the
+    // refused rotation left the old secret signing alone.
+    run(|app| async move {
+        let path = "/v1/admin/notifications/sweep";
+        let admin =
+            |body: Value| async move { app.post(path, Some(ADMIN_TOKEN), None, &body).await };
+        assert_error_param(
+            &admin(json!({"limit": 0})).await,
+            400,
+            "parameter_invalid",
+            "limit",
+        );
+        assert_error_param(
+            &admin(json!({"limit": 101})).await,
+            400,
+            "parameter_invalid",
+            "limit",
+        );
+        assert_error_param(
+            &admin(json!({"now_ms": 5})).await,
+            400,
+            "parameter_invalid",
+            "now_ms",
+        );
+        let bad_mid = admin(json!({"merchant_id": "mch_nope"})).await;
+        assert_error_param(&bad_mid, 400, "parameter_invalid", "merchant_id");
+        assert_error_param(
+            &admin(json!({"every": 1})).await,
+            400,
+            "unknown_field",
+            "every",
+        );
+
+        let receiver = Receiver::start(0).await;
+        let m = merchant_notified_at(app, &receiver).await;
+        let rotate = "/v1/account/webhook-secret/rotate";
+        let bad = m.post(rotate, &json!({"grace_period_s": -1})).await;
+        assert_error_param(&bad, 400, "parameter_invalid", "grace_period_s");
+        let bad = m.post(rotate, &json!({"grace_period_s": "1h"})).await;
+        assert_error_param(&bad, 400, "parameter_invalid", "grace_period_s");
+        m.create_payment_ok(&payment_request(1250, qr_customer()))
+            .await;
+        sweep(app, &m.id, now_ms()).await;
+        for r in receiver.received() {
+            let sig = r.header("spinpay-signature").unwrap();
+            assert_eq!(sig.matches("v1=").count(), 1, "no rotation happened: {sig}");
+            assert_eq!(verify(sig, &r.body, &m.webhook_secret), Ok(()));
+        }
+        let unknown = format!("/v1/events/evt_{}/redeliver", "a".repeat(26));
+        let missing = m.post(&unknown, &json!({})).await;
+        assert_error(&missing, 404, "resource_missing");
+        let id = &event_ids(&m).await[0];
+        let extra = m
+            .post(&format!("/v1/events/{id}/redeliver"), &json!({"x": 1}))
+            .await;
+        assert_error_param(&extra, 400, "unknown_field", "x");
+
+        let quiet = app.new_merchant().await;
+        quiet
+            .create_payment_ok(&payment_request(1250, qr_customer()))
+            .await;
+        let id = &event_ids(&quiet).await[0];
+        let none = quiet
+            .post(&format!("/v1/events/{id}/redeliver"), &json!({}))
+            .await;
+        assert_error_param(&none, 400, "notify_url_missing", "notify_url");
+        let (status, e) = quiet.get(&format!("/v1/events/{id}")).await;
+        assert_eq!(
+            (status, &e["delivery"]),
+            (200, &Value::Null),
+            "no delivery created: {e}"
+        );
+        let other = m
+            .post(&format!("/v1/events/{id}/redeliver"), &json!({}))
+            .await;
+        assert_error(&other, 404, "resource_missing");
+    });
+}
+
+#[test]
+fn an_unreachable_notify_url_is_retried_on_schedule_then_given_up_visibly() {
+    // Proves a notify URL the app may not reach (https is not allowed in tests, so
+    // nothing leaves the machine) fails each attempt with its error on GET event, is
+    // retried at +15 s … +24 h, and ends `failed` after 8 attempts; nothing is retried
+    // after that.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let url = json!({"notify_url": "https://merchant.invalid/hook"});
+        assert_eq!(m.post("/v1/account", &url).await.0, 200);
+        m.create_payment_ok(&payment_request(1250, qr_customer()))
+            .await;
+        let ids = event_ids(&m).await;
+        let mut at = now_ms();
+        let delays = [
+            0, 15_000, 60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000,
+        ];
+        for (n, delay) in delays.iter().enumerate() {
+            at += delay + 1_000;
+            let r = sweep(app, &m.id, at).await;
+            assert_eq!(
+                r["attempted"].as_u64(),
+                Some(ids.len() as u64),
+                "attempt {}: {r}",
+                n + 1
+            );
+            let (_, e) = m.get(&format!("/v1/events/{}", ids[0])).await;
+            let d = &e["delivery"];
+            assert_eq!(d["attempts"].as_u64(), Some(n as u64 + 1), "{e}");
+            let error = d["last_error"].as_str().unwrap_or_default();
+            assert!(error.contains("HttpRequestDenied"), "{e}");
+            if n + 1 < delays.len() {
+                assert_eq!(d["status"], "pending", "{e}");
+                let next = d["next_attempt_at_ms"].as_i64().unwrap();
+                assert_eq!(next, at + delays[n + 1], "the next retry time: {e}");
+            } else {
+                assert_eq!(
+                    (&d["status"], &d["next_attempt_at_ms"]),
+                    (&json!("failed"), &Value::Null)
+                );
+                assert_eq!(r["failed"].as_u64(), Some(ids.len() as u64), "{r}");
+            }
+        }
+        let after = sweep(app, &m.id, at + 7 * 86_400_000).await;
+        assert_eq!(after["attempted"], 0, "given up: {after}");
+    });
+}
