@@ -44,8 +44,51 @@ pub struct IdempotencyRecord {
     pub fingerprint: String,
     /// Progress.
     pub state: IdempotencyState,
-    /// When the key was first used (or last taken over).
+    /// When the key was first used (or last taken over): the lock's age.
     pub created_at_ms: i64,
+    /// When the key was first claimed; kept when an abandoned lock is taken over, so the
+    /// retry derives the same [`operation_seed`] and resumes the crashed attempt's work
+    /// instead of starting a second one. Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_claimed_at_ms: Option<i64>,
+}
+
+impl IdempotencyRecord {
+    /// When the key was first claimed.
+    pub fn first_claimed_at_ms(&self) -> i64 {
+        self.first_claimed_at_ms.unwrap_or(self.created_at_ms)
+    }
+}
+
+/// The seed of the ids a keyed operation creates (payment id, refund id): the same for
+/// every attempt under one claim of the key — a retry after a crash (lock taken over)
+/// gets the ids of the attempt it replaces — and different once the key expired and is
+/// claimed afresh. `storage_key` already names the merchant and the key's hash.
+pub fn operation_seed(storage_key: &str, first_claimed_at_ms: i64) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"spinpay idempotent operation\n");
+    h.update(storage_key.as_bytes());
+    h.update(b"\n");
+    h.update(first_claimed_at_ms.to_be_bytes());
+    let digest = h.finalize();
+    let mut seed = [0u8; 16];
+    seed.copy_from_slice(&digest[..16]);
+    seed
+}
+
+/// When a request claiming the key now first claimed it: an abandoned in-progress
+/// record within retention is the same claim (a takeover); anything else starts anew.
+pub fn first_claim_for(existing: Option<&IdempotencyRecord>, now_ms: i64) -> i64 {
+    match existing {
+        Some(r)
+            if r.state == IdempotencyState::InProgress
+                && now_ms.saturating_sub(r.created_at_ms) <= IDEMPOTENCY_RETENTION_MS =>
+        {
+            r.first_claimed_at_ms()
+        }
+        Some(_) | None => now_ms,
+    }
 }
 
 /// What to do with a keyed request.
@@ -128,7 +171,37 @@ mod tests {
             fingerprint: fp.into(),
             state,
             created_at_ms: at,
+            first_claimed_at_ms: None,
         }
+    }
+
+    #[test]
+    fn a_takeover_keeps_the_operation_seed_and_a_fresh_claim_changes_it() {
+        // Proves a retry taking over an abandoned lock derives the crashed attempt's seed
+        // (same ids), while a claim after expiry or a completed record starts a new one.
+        let key = "mch/m/idem/abc";
+        let first = 1_000;
+        let mut locked = rec("a", IdempotencyState::InProgress, first);
+        let takeover_at = first + IDEMPOTENCY_LOCK_TTL_MS + 1;
+        assert_eq!(first_claim_for(Some(&locked), takeover_at), first);
+        // The takeover writes a new lock time but keeps the first claim.
+        locked.created_at_ms = takeover_at;
+        locked.first_claimed_at_ms = Some(first);
+        let again = takeover_at + IDEMPOTENCY_LOCK_TTL_MS + 1;
+        assert_eq!(first_claim_for(Some(&locked), again), first);
+        assert_eq!(
+            operation_seed(key, first_claim_for(Some(&locked), again)),
+            operation_seed(key, first)
+        );
+        let expired = first + IDEMPOTENCY_RETENTION_MS + 10;
+        let stale = rec("a", IdempotencyState::InProgress, first);
+        assert_eq!(first_claim_for(Some(&stale), expired), expired);
+        assert_eq!(first_claim_for(None, 5), 5);
+        assert_ne!(operation_seed(key, first), operation_seed(key, expired));
+        assert_ne!(
+            operation_seed(key, first),
+            operation_seed("mch/n/idem/abc", first)
+        );
     }
 
     #[test]

@@ -86,6 +86,20 @@ impl Services {
         request_id: &str,
         run: impl AsyncFnOnce() -> Result<T, ApiError>,
     ) -> Result<HttpResponse, ApiError> {
+        self.idempotent_seeded(call, request_id, async |_seed| run().await)
+            .await
+    }
+
+    /// [`Services::idempotent`] for an operation that creates objects: `run` gets the
+    /// key's operation seed (`None` without an Idempotency-Key) to derive their ids from,
+    /// so a retry that takes over a crashed attempt's lock finds what that attempt
+    /// created instead of creating it twice.
+    pub async fn idempotent_seeded<T: Serialize>(
+        &self,
+        call: Keyed<'_>,
+        request_id: &str,
+        run: impl AsyncFnOnce(Option<[u8; 16]>) -> Result<T, ApiError>,
+    ) -> Result<HttpResponse, ApiError> {
         let key = idempotency_key(call.headers)?;
         let ctx = self.ctx();
         let (scope, path) = (call.scope, call.path);
@@ -102,7 +116,8 @@ impl Services {
             Started::Run(ticket) => ticket,
             Started::Replay(reply) => return self.replay(&call, reply),
         };
-        let result = run().await;
+        let seed = ticket.as_ref().map(|t| t.operation_seed());
+        let result = run(seed).await;
         let (reply, retryable) = service::reply_for(&result, 200);
         let stored = if call.seal && ticket.is_some() {
             let body = seal(

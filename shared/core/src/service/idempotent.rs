@@ -20,7 +20,8 @@ use super::{Ctx, read, to_bytes};
 use crate::crypto::sha256_hex;
 use crate::error::ApiError;
 use crate::idempotency::{
-    IdempotencyDecision, IdempotencyRecord, IdempotencyState, decide, fingerprint, validate_key,
+    IdempotencyDecision, IdempotencyRecord, IdempotencyState, decide, fingerprint, first_claim_for,
+    operation_seed, validate_key,
 };
 use crate::keys;
 use crate::repo::{RepoError, Repository};
@@ -40,6 +41,16 @@ pub struct IdempotencyTicket {
     key: String,
     version: u64,
     record: IdempotencyRecord,
+    seed: [u8; 16],
+}
+
+impl IdempotencyTicket {
+    /// The seed of the ids this operation creates: the same for a retry that takes over
+    /// a crashed attempt's abandoned lock, so it finds (and resumes) that attempt's
+    /// objects instead of creating second ones. See [`operation_seed`].
+    pub fn operation_seed(&self) -> [u8; 16] {
+        self.seed
+    }
 }
 
 /// The outcome of [`idempotency_begin`].
@@ -76,10 +87,12 @@ pub async fn idempotency_begin<R: Repository>(
         IdempotencyDecision::InProgress => return Err(ApiError::IdempotencyKeyInUse),
         IdempotencyDecision::New => {}
     }
+    let first_claimed = first_claim_for(existing.as_ref().map(|(r, _)| r), ctx.now_ms);
     let record = IdempotencyRecord {
         fingerprint: fp,
         state: IdempotencyState::InProgress,
         created_at_ms: ctx.now_ms,
+        first_claimed_at_ms: Some(first_claimed),
     };
     match ctx
         .repo
@@ -87,6 +100,7 @@ pub async fn idempotency_begin<R: Repository>(
         .await
     {
         Ok(version) => Ok(Started::Run(Some(IdempotencyTicket {
+            seed: operation_seed(&key, first_claimed),
             key,
             version,
             record,

@@ -29,9 +29,16 @@ pub struct SimChannel {
     pub sms_down: RefCell<bool>,
     /// Calls to refund.
     pub refund_calls: RefCell<u32>,
+    /// Calls to authorize (charges asked of the channel).
+    pub authorize_calls: RefCell<u32>,
 }
 
 impl SimChannel {
+    /// How many times the channel was asked to authorize (charge).
+    pub fn authorizations(&self) -> u32 {
+        *self.authorize_calls.borrow()
+    }
+
     pub fn last_otp(&self) -> String {
         let sms = self.sms.borrow();
         let (_, text) = sms.last().expect("an SMS was sent");
@@ -41,6 +48,7 @@ impl SimChannel {
 
 impl ChannelClient for SimChannel {
     async fn authorize(&self, p: &Payment, method: &PaymentMethod) -> ChannelOutcome {
+        *self.authorize_calls.borrow_mut() += 1;
         let channel_ref = Some(format!("ch_{}", p.id));
         match p.state.amount_minor {
             666 => {

@@ -1,0 +1,262 @@
+//! Resuming after a crash: a keyed retry that takes over an abandoned idempotency lock
+//! finds what the crashed attempt stored instead of creating a second payment, and a
+//! merchant order id claimed by a request that died before storing its payment is
+//! freed once the claim is older than any request can run.
+
+mod common;
+
+use common::*;
+use futures::executor::block_on;
+use spinpay_core::error::ApiError;
+use spinpay_core::idempotency::IDEMPOTENCY_LOCK_TTL_MS;
+use spinpay_core::model::PaymentStatus;
+use spinpay_core::repo::Repository;
+use spinpay_core::repo::memory::MemoryRepository;
+use spinpay_core::rng::SplitMix64;
+use spinpay_core::service::*;
+
+const QRC: &str = r#"{"type":"qr_customer","auth_code":"28763443825664"}"#;
+
+fn fingerprint_body(amount_minor: i64) -> Vec<u8> {
+    body(amount_minor, QRC, "").into_bytes()
+}
+
+#[test]
+fn a_retry_taking_over_a_crashed_attempts_lock_answers_with_its_payment() {
+    // Proves the crashed attempt's payment is the retry's answer: same id, one payment,
+    // one charge; and the lock is only taken over after its TTL.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(7),
+    );
+    block_on(async {
+        let t0 = 10_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let path = "/v1/payments";
+        let req_body = fingerprint_body(1250);
+        // The first attempt claims the key, stores and charges its payment, then "dies"
+        // before completing the idempotency record.
+        let Started::Run(Some(first)) =
+            idempotency_begin(&c, &m.id, Some("order-77"), "POST", path, &req_body)
+                .await
+                .unwrap()
+        else {
+            panic!("the first attempt runs");
+        };
+        let seed = first.operation_seed();
+        let paid = create_payment_seeded(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(1250, QRC, "")),
+            Some(seed),
+        )
+        .await
+        .unwrap();
+        assert_eq!(paid.status, PaymentStatus::Succeeded);
+        let charges = ch.authorizations();
+
+        // A retry while the lock is fresh is refused.
+        let early = ctx(&repo, &keys, t0 + 1_000);
+        assert_eq!(
+            idempotency_begin(&early, &m.id, Some("order-77"), "POST", path, &req_body).await,
+            Err(ApiError::IdempotencyKeyInUse)
+        );
+
+        // After the TTL the retry takes over with the same seed and gets that payment.
+        let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
+        let Started::Run(Some(retry)) =
+            idempotency_begin(&late, &m.id, Some("order-77"), "POST", path, &req_body)
+                .await
+                .unwrap()
+        else {
+            panic!("the retry takes over");
+        };
+        assert_eq!(retry.operation_seed(), seed);
+        let again = create_payment_seeded(
+            &late,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(1250, QRC, "")),
+            Some(retry.operation_seed()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again.id, paid.id);
+        assert_eq!(again.status, PaymentStatus::Succeeded);
+        assert_eq!(ch.authorizations(), charges, "the retry charged again");
+        let all = spinpay_core::api::ListParams::parse("limit=100").unwrap();
+        let listed = list_payments(&late, &m.id, &all).await.unwrap();
+        assert_eq!(listed.data.len(), 1, "one payment for one key");
+    });
+}
+
+#[test]
+fn an_order_id_claimed_by_a_request_that_died_is_freed_after_the_lock_ttl() {
+    // Proves a claim naming a payment that never got stored blocks the order id only
+    // while its request could still be running, then a new payment takes it over; a claim
+    // naming a stored payment stays a duplicate forever.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(8),
+    );
+    block_on(async {
+        let t0 = 50_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        // The dead request's claim: written, its payment never stored.
+        let claim = serde_json::json!({"payment_id": "pay_deaddeaddeaddeaddeaddeaddead", "claimed_at_ms": t0});
+        repo.put_if_version(
+            &spinpay_core::keys::merchant_order(&m.id, "ord-1"),
+            0,
+            serde_json::to_vec(&claim).unwrap(),
+        )
+        .await
+        .unwrap();
+        let with_order = || new_payment(&body(900, QRC, r#","merchant_order_id":"ord-1""#));
+        let early = ctx(&repo, &keys, t0 + 5_000);
+        let e = create_payment(
+            &early,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            with_order(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), "merchant_order_id_duplicate");
+
+        let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
+        let p = create_payment(
+            &late,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            with_order(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.status, PaymentStatus::Succeeded);
+        let found = find_payment_by_order_id(&late, &m.id, "ord-1")
+            .await
+            .unwrap();
+        assert_eq!(found.id, p.id);
+
+        // A live holder is never taken over, however old the claim.
+        let much_later = ctx(&repo, &keys, t0 + 10 * IDEMPOTENCY_LOCK_TTL_MS);
+        let e = create_payment(
+            &much_later,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            with_order(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ApiError::MerchantOrderIdDuplicate {
+                id: "ord-1".into(),
+                payment_id: p.id.clone()
+            }
+        );
+    });
+}
+
+#[test]
+fn a_refund_retry_after_a_crash_resumes_and_never_refunds_twice() {
+    // Proves a keyed refund retry that takes over a crashed attempt's lock answers with
+    // the refund that attempt reserved (no second channel refund), and one whose record
+    // was written but never reserved goes on to reserve and refund it exactly once.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(9),
+    );
+    block_on(async {
+        let t0 = 90_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(1000, QRC, "")),
+        )
+        .await
+        .unwrap();
+        let path = format!("/v1/payments/{}/refunds", p.id);
+        let req = || spinpay_core::api::NewRefund {
+            amount_minor: Some(300),
+            reason: None,
+            merchant_refund_id: None,
+        };
+        let claim = async |at: i64, key: &str| {
+            let c = ctx(&repo, &keys, at);
+            match idempotency_begin(&c, &m.id, Some(key), "POST", &path, b"{}")
+                .await
+                .unwrap()
+            {
+                Started::Run(Some(t)) => t.operation_seed(),
+                other => panic!("{other:?}"),
+            }
+        };
+        // (a) The whole refund happened, the idempotency record was never completed.
+        let seed = claim(t0, "refund-a").await;
+        let done = create_refund_seeded(&c, &ch, &mut rng, &m.id, &p.id, req(), Some(seed))
+            .await
+            .unwrap();
+        let calls = *ch.refund_calls.borrow();
+        let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
+        let seed_again = claim(t0 + IDEMPOTENCY_LOCK_TTL_MS + 1, "refund-a").await;
+        assert_eq!(seed_again, seed);
+        let again = create_refund_seeded(&late, &ch, &mut rng, &m.id, &p.id, req(), Some(seed))
+            .await
+            .unwrap();
+        assert_eq!(again.id, done.id);
+        assert_eq!(*ch.refund_calls.borrow(), calls, "refunded twice");
+
+        // (b) The crashed attempt wrote its record (as `create_refund_seeded` does first)
+        //     but died before the reservation: the retry reserves and refunds it once.
+        let seed_b = claim(t0, "refund-b").await;
+        let orphan_id = spinpay_core::ids::make_id(spinpay_core::ids::IdKind::Refund, &seed_b);
+        let record = repo
+            .get(&spinpay_core::keys::refund(&done.id))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut stored: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+        stored["id"] = serde_json::json!(orphan_id);
+        stored["state"] = serde_json::to_value(spinpay_core::machine::RefundState::new()).unwrap();
+        repo.put_if_version(
+            &spinpay_core::keys::refund(&orphan_id),
+            0,
+            serde_json::to_vec(&stored).unwrap(),
+        )
+        .await
+        .unwrap();
+        let resumed = create_refund_seeded(&late, &ch, &mut rng, &m.id, &p.id, req(), Some(seed_b))
+            .await
+            .unwrap();
+        assert_eq!(resumed.id, orphan_id);
+        assert_eq!(*ch.refund_calls.borrow(), calls + 1);
+        let after = get_payment(&late, &m.id, &p.id).await.unwrap();
+        assert_eq!(after.refunded_minor, 600, "{after:?}");
+        assert_eq!(after.refunds.len(), 2);
+    });
+}
