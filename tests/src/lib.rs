@@ -25,6 +25,9 @@
 //! label); `SPINPAY_TEST_MANIFEST` runs the suite against another manifest; `RUST_LOG` turns
 //! on the host's logs.
 
+pub mod receiver;
+pub mod sim;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -125,7 +128,7 @@ pub fn require_components(manifest: &Path) -> Manifest {
 /// (`SPINPAY_TEST_REDIS_URL` for `default`, default `redis://127.0.0.1:6379/0`;
 /// `SPINPAY_TEST_REDIS_<LABEL>_URL` for another label, default database 1, 2, …).
 /// Returns its path.
-fn write_runtime_config(manifest: &Manifest, dir: &Path) -> PathBuf {
+pub fn write_runtime_config(manifest: &Manifest, dir: &Path) -> PathBuf {
     let redis = std::env::var("SPINPAY_TEST_REDIS").as_deref() == Ok("1");
     let mut labels: Vec<&str> = manifest
         .components
@@ -193,6 +196,13 @@ impl TestApp {
         ] {
             opts.variables.insert(name.to_string(), value.to_string());
         }
+        // Merchant notifications may only reach loopback receivers in tests (never the
+        // https hosts a fuzzed notify_url names).
+        if loaded.variables.contains_key("notify_outbound_hosts") {
+            let loopback = "http://127.0.0.1:*".to_string();
+            opts.variables
+                .insert("notify_outbound_hosts".into(), loopback);
+        }
         opts.variables.extend(variables);
         let running = start(opts)
             .await
@@ -205,6 +215,19 @@ impl TestApp {
             client,
             running: Some(running),
             _kv_dir: kv_dir,
+        }
+    }
+
+    /// A client for an app served elsewhere (e.g. a host in a child process) at `base_url`.
+    pub fn connect(base_url: &str) -> TestApp {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build_http();
+        TestApp {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            client,
+            running: None,
+            _kv_dir: tempfile::tempdir().expect("creating a temp dir"),
         }
     }
 
@@ -228,6 +251,20 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Reply {
+        self.try_request(method, path, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`TestApp::request`] that reports a transport failure or a timeout as `Err` instead
+    /// of panicking (for tests that kill the server).
+    pub async fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
         let mut builder = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base_url));
@@ -245,11 +282,11 @@ impl TestApp {
         };
         let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .unwrap_or_else(|_| panic!("{method} {path}: no answer within {REQUEST_TIMEOUT:?}"))
-            .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"));
+            .map_err(|_| format!("{method} {path}: no answer within {REQUEST_TIMEOUT:?}"))?
+            .map_err(|e| format!("{method} {path}: {e:#}"))?;
         let json = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, json)
+        Ok((status, json))
     }
 
     /// `POST path` with a JSON body, an optional bearer key and an optional Idempotency-Key.

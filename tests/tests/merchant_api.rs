@@ -926,6 +926,7 @@ async fn edit_risk_rules(m: &Merchant<'_>, edit: impl FnOnce(&mut Value)) -> Val
     let (status, mut rules) = m.get("/v1/risk/rules").await;
     assert_eq!(status, 200, "{rules}");
     rules.as_object_mut().unwrap().remove("version");
+    rules.as_object_mut().unwrap().remove("object");
     edit(&mut rules);
     let (status, stored) = m.app.put("/v1/risk/rules", &m.secret_key, &rules).await;
     assert_eq!(status, 200, "PUT /v1/risk/rules {rules}: {stored}");
@@ -942,7 +943,7 @@ fn a_blocklisted_payer_is_denied_by_risk_control() {
     // rule named, while another payer still pays.
     run(|app| async move {
         let m = app.new_merchant().await;
-        edit_risk_rules(&m, |r| r["blocklists"]["payer_ids"] = json!(["u-blocked"])).await;
+        edit_risk_rules(&m, |r| r["blocklist"]["payer_ids"] = json!(["u-blocked"])).await;
         let mut body = payment_request(1000, qr_customer());
         body["payer"] = json!({"id": "u-blocked"});
         let denied = m.create_payment_ok(&body).await;
@@ -982,7 +983,7 @@ fn an_amount_over_the_per_method_limit_is_denied() {
         assert_eq!(denied["status"], "failed", "{denied}");
         assert_eq!(denied["failure"]["code"], "risk_denied", "{denied}");
         assert_eq!(
-            denied["risk"]["rules"][0]["rule"], "amount_limit.qr_merchant",
+            denied["risk"]["rules"][0]["rule"], "limit.per_transaction",
             "{denied}"
         );
         let allowed = m
@@ -999,8 +1000,8 @@ fn a_merchant_specific_limit_applies_only_to_that_merchant() {
         let strict = app.new_merchant().await;
         let other = app.new_merchant().await;
         edit_risk_rules(&strict, |r| {
-            for limit in r["amount_limits"].as_array_mut().unwrap() {
-                if limit["method"] == "nfc" && limit["currency"] == "CNY" {
+            for limit in r["per_transaction_max"].as_array_mut().unwrap() {
+                if limit["method"] == "nfc" {
                     limit["max_minor"] = json!(1000);
                 }
             }

@@ -86,9 +86,9 @@ async fn handle(req: Request) -> HttpResponse {
             let authorization = component::authorization(&parts.headers).unwrap_or_default();
             let call = Keyed::new(&merchant.id, &parts, &body);
             services
-                .idempotent(call, request_id, async || {
+                .idempotent_seeded(call, request_id, async |seed| {
                     let command = parse(&route, &body, &merchant)?;
-                    run(&services.ctx(), &merchant, command, authorization).await
+                    run(&services.ctx(), &merchant, command, authorization, seed).await
                 })
                 .await
         },
@@ -169,14 +169,16 @@ async fn run(
     merchant: &Merchant,
     command: Command,
     authorization: &str,
+    seed: Option<[u8; 16]>,
 ) -> Result<PaymentResponse, ApiError> {
     let channel = Channels::from_variables().await?;
     let rng = &mut OsEntropy;
     let m = merchant.id.as_str();
     match command {
         Command::Create(new) => {
+            channel.check_new_payment(&new).await?;
             let risk = wiring::ChainedRisk::new(authorization);
-            service::create_payment(ctx, &channel, &risk, rng, merchant, *new).await
+            service::create_payment_seeded(ctx, &channel, &risk, rng, merchant, *new, seed).await
         }
         Command::Capture(id, amount) => {
             service::capture_payment(ctx, &channel, rng, m, &id, amount).await

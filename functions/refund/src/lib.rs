@@ -6,6 +6,8 @@
 //! so concurrent refunds never exceed the captured amount), the channel adapter does the
 //! HTTP, and the result becomes the response.
 //!
+//! An accepted refund is also counted for the risk engine's pay-then-refund AML rule.
+//!
 //! Routing uses the request's full path, never Spin's route headers, so a request
 //! forwarded by another component through service chaining is served the same way.
 
@@ -14,10 +16,12 @@ mod routes;
 use spin_sdk::http::Request;
 use spinpay_channels::dispatch::Channels;
 use spinpay_core::api::{BODY_BYTES_MAX, ListParams, RefundRequest, parse_body};
-use spinpay_core::service::{create_refund, get_payment};
+use spinpay_core::riskengine::store::record_refund_of;
+use spinpay_core::service::{Ctx, create_refund_seeded, get_payment};
 use spinpay_guest::component::{Keyed, Services};
 use spinpay_guest::env::OsEntropy;
 use spinpay_guest::inbound::{self, HttpResponse};
+use spinpay_guest::kv::KvRepository;
 use spinpay_guest::respond::{self, ok_json};
 
 use routes::Route;
@@ -33,10 +37,15 @@ async fn handle(req: Request) -> HttpResponse {
                 let channels = Channels::from_variables().await?;
                 let call = Keyed::new(&merchant.id, &parts, &body);
                 services
-                    .idempotent(call, request_id, async || {
+                    .idempotent_seeded(call, request_id, async |seed| {
                         let req = parse_body::<RefundRequest>(&body, BODY_BYTES_MAX)?.validate()?;
                         let (ctx, m) = (services.ctx(), merchant.id.as_str());
-                        create_refund(&ctx, &channels, &mut OsEntropy, m, &payment_id, req).await
+                        let rng = &mut OsEntropy;
+                        let refund =
+                            create_refund_seeded(&ctx, &channels, rng, m, &payment_id, req, seed)
+                                .await?;
+                        count_for_aml(&ctx, m, &payment_id, &refund.id, request_id).await;
+                        Ok(refund)
                     })
                     .await
             }
@@ -48,4 +57,28 @@ async fn handle(req: Request) -> HttpResponse {
         }
     })
     .await
+}
+
+/// Counts an accepted refund for the risk engine's pay-then-refund AML rule (the core's
+/// `riskengine::store::record_refund_of`: idempotent per refund id, nothing for a failed
+/// refund). The refund has happened whatever this does, so a failure is logged, not
+/// answered: the merchant must not retry a refund because a risk counter missed.
+async fn count_for_aml(
+    ctx: &Ctx<'_, KvRepository>,
+    merchant_id: &str,
+    payment_id: &str,
+    refund_id: &str,
+    request_id: &str,
+) {
+    match record_refund_of(ctx, &mut OsEntropy, merchant_id, payment_id, refund_id).await {
+        Ok(reports) => {
+            for r in reports {
+                eprintln!(
+                    "request {request_id}: AML report {} filed for refund {refund_id}",
+                    r.kind.as_str()
+                );
+            }
+        }
+        Err(e) => eprintln!("request {request_id}: refund {refund_id} not counted for AML: {e}"),
+    }
 }

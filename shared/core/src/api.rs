@@ -828,34 +828,39 @@ impl WireRequest for RiskAssessmentRequest {
 }
 
 impl RiskAssessmentRequest {
-    /// Validates into the risk engine's input.
-    pub fn validate(self, merchant_id: &str) -> Result<crate::risk::RiskInput, ApiError> {
+    /// Validates into the risk engine's input (a preview: no payment id).
+    pub fn validate(self, merchant_id: &str) -> Result<crate::riskengine::RiskInput, ApiError> {
         let method = validate_method(self.method)?;
         if let Some(c) = &self.channel {
             Channel::parse(c).ok_or(ApiError::ChannelUnsupported { value: c.clone() })?;
         }
-        Ok(crate::risk::RiskInput {
-            merchant_id: merchant_id.to_string(),
-            amount_minor: validate_amount(self.amount_minor, "amount_minor")?,
-            currency: parse_currency(&self.currency)?,
-            method: method.kind(),
-            customer_token: method.customer_token().map(str::to_string),
-            payer: self
-                .payer
-                .map(validate_payer)
-                .transpose()?
-                .unwrap_or_default(),
-        })
+        let amount_minor = validate_amount(self.amount_minor, "amount_minor")?;
+        let currency = parse_currency(&self.currency)?;
+        let payer = self
+            .payer
+            .map(validate_payer)
+            .transpose()?
+            .unwrap_or_default();
+        Ok(crate::riskengine::RiskInput::from_method(
+            merchant_id,
+            None,
+            amount_minor,
+            currency,
+            &method,
+            payer,
+        ))
     }
 }
 
 /// The body of risk-check's internal endpoint (`POST /v1/risk/internal/assess`), sent by
-/// authorize over service chaining: the engine's [`crate::risk::RiskInput`] without the
+/// authorize over service chaining: the engine's [`crate::riskengine::RiskInput`] without the
 /// merchant, which risk-check takes from the forwarded bearer key instead, so a caller can
 /// only ever be assessed against (and read) its own rules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RiskInputWire {
+    /// The payment being created (`pay_…`): the counters' event id.
+    pub payment_id: String,
     /// Amount.
     pub amount_minor: i64,
     /// Currency.
@@ -865,18 +870,23 @@ pub struct RiskInputWire {
     /// Customer-presented token or auth code, if any.
     #[serde(default)]
     pub customer_token: Option<String>,
+    /// The `sms_otp` method's phone, if any.
+    #[serde(default)]
+    pub phone: Option<String>,
     /// Payer.
     #[serde(default)]
     pub payer: Payer,
 }
 
-impl From<&crate::risk::RiskInput> for RiskInputWire {
-    fn from(i: &crate::risk::RiskInput) -> Self {
+impl From<&crate::riskengine::RiskInput> for RiskInputWire {
+    fn from(i: &crate::riskengine::RiskInput) -> Self {
         RiskInputWire {
+            payment_id: i.payment_id.clone().unwrap_or_default(),
             amount_minor: i.amount_minor,
             currency: i.currency,
             method: i.method,
             customer_token: i.customer_token.clone(),
+            phone: i.phone.clone(),
             payer: i.payer.clone(),
         }
     }
@@ -884,13 +894,18 @@ impl From<&crate::risk::RiskInput> for RiskInputWire {
 
 impl RiskInputWire {
     /// The engine's input for `merchant_id`; the amount is checked like everywhere else.
-    pub fn into_input(self, merchant_id: &str) -> Result<crate::risk::RiskInput, ApiError> {
-        Ok(crate::risk::RiskInput {
+    pub fn into_input(self, merchant_id: &str) -> Result<crate::riskengine::RiskInput, ApiError> {
+        if !crate::ids::is_valid_id(crate::ids::IdKind::Payment, &self.payment_id) {
+            return Err(invalid("payment_id", "must be a payment id (pay_…)"));
+        }
+        Ok(crate::riskengine::RiskInput {
             merchant_id: merchant_id.to_string(),
+            payment_id: Some(self.payment_id),
             amount_minor: validate_amount(self.amount_minor, "amount_minor")?,
             currency: self.currency,
             method: self.method,
             customer_token: self.customer_token,
+            phone: self.phone,
             payer: self.payer,
         })
     }
@@ -1336,12 +1351,14 @@ mod tests {
     fn risk_input_round_trips_through_the_internal_wire_shape_without_the_merchant() {
         // Proves the internal risk body carries every RiskInput field but the merchant,
         // which the receiver supplies from the bearer key.
-        let input = crate::risk::RiskInput {
+        let input = crate::riskengine::RiskInput {
             merchant_id: "mch_x".into(),
+            payment_id: Some(crate::ids::make_id(crate::ids::IdKind::Payment, &[7; 16])),
             amount_minor: 1250,
             currency: Currency::Cny,
             method: MethodKind::QrCustomer,
             customer_token: Some("283000000000000001".into()),
+            phone: None,
             payer: Payer {
                 device_id: Some("d-9".into()),
                 ..Payer::default()
@@ -1360,9 +1377,17 @@ mod tests {
     #[test]
     fn an_internal_risk_body_with_a_bad_amount_or_a_merchant_is_refused() {
         // Proves amounts are validated like the public API and unknown fields are refused.
-        let w: RiskInputWire =
-            serde_json::from_str(r#"{"amount_minor":0,"currency":"CNY","method":"nfc"}"#).unwrap();
+        let pay = crate::ids::make_id(crate::ids::IdKind::Payment, &[7; 16]);
+        let body =
+            format!(r#"{{"payment_id":"{pay}","amount_minor":0,"currency":"CNY","method":"nfc"}}"#);
+        let w: RiskInputWire = serde_json::from_str(&body).unwrap();
         assert_eq!(w.into_input("mch_x").unwrap_err().code(), "amount_invalid");
+        let body = r#"{"payment_id":"x","amount_minor":1,"currency":"CNY","method":"nfc"}"#;
+        let w: RiskInputWire = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            w.into_input("mch_x").unwrap_err().param(),
+            Some("payment_id")
+        );
         let extra = r#"{"amount_minor":1,"currency":"CNY","method":"nfc","merchant_id":"m"}"#;
         assert!(serde_json::from_str::<RiskInputWire>(extra).is_err());
     }

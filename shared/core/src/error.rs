@@ -195,6 +195,9 @@ pub enum ApiError {
     /// The channel could not be reached.
     #[error("the channel is unavailable; try again")]
     ChannelUnavailable,
+    /// Redelivery asked while the merchant has no notify URL to deliver to.
+    #[error("the merchant has no notify_url; set one with POST /v1/account")]
+    NotifyUrlMissing,
     /// Too many requests.
     #[error("too many requests")]
     RateLimited,
@@ -437,6 +440,12 @@ pub const ERROR_CODES: &[(&str, u16, &str, &str)] = &[
         "Too many requests.",
     ),
     (
+        "notify_url_missing",
+        400,
+        "invalid_request_error",
+        "Redelivery needs a notify_url on the account (POST /v1/account).",
+    ),
+    (
         "concurrent_modification",
         409,
         "api_error",
@@ -496,6 +505,7 @@ impl ApiError {
             ApiError::RiskUnavailable => "risk_unavailable",
             ApiError::ChannelDeclined { .. } => "channel_declined",
             ApiError::ChannelUnavailable => "channel_unavailable",
+            ApiError::NotifyUrlMissing => "notify_url_missing",
             ApiError::RateLimited => "rate_limited",
             ApiError::ConcurrentModification => "concurrent_modification",
             ApiError::StorageUnavailable => "storage_unavailable",
@@ -551,6 +561,7 @@ impl ApiError {
                 Some("otp")
             }
             ApiError::ResourceMissing { .. } => Some("id"),
+            ApiError::NotifyUrlMissing => Some("notify_url"),
             _no_param => None,
         }
     }
@@ -670,6 +681,7 @@ mod tests {
             ApiError::RiskUnavailable,
             ApiError::ChannelDeclined { message: s() },
             ApiError::ChannelUnavailable,
+            ApiError::NotifyUrlMissing,
             ApiError::RateLimited,
             ApiError::ConcurrentModification,
             ApiError::StorageUnavailable,

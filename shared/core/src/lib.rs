@@ -17,7 +17,8 @@
 //! * [`machine`]: payment and refund state machines as transition tables; the only code
 //!   that changes a status or a money field. Invariants (`refunded + pending ≤ captured ≤
 //!   authorized ≤ amount`) are asserted before every write and after every read.
-//! * [`idempotency`], [`risk`], [`crypto`]: pure helpers.
+//! * [`idempotency`], [`riskengine`], [`crypto`]: pure helpers (the risk and AML engine
+//!   with its storage use cases in [`riskengine::store`]).
 //! * [`service`]: the use cases (create, capture, cancel, confirm, refund, query, lists,
 //!   notifications, merchants), written against the traits above. Every write of money
 //!   state is a compare-and-swap in a bounded retry loop; every change appends an event.
@@ -36,7 +37,6 @@ pub mod machine;
 pub mod model;
 pub mod money;
 pub mod repo;
-pub mod risk;
 pub mod riskengine;
 pub mod rng;
 pub mod service;

@@ -440,10 +440,8 @@ fn risk_denies_over_limit_and_a_challenge_without_phone_goes_to_review() {
             (p.status, p.failure.unwrap().code.as_str()),
             (PaymentStatus::Failed, "risk_denied")
         );
-        let cfg = spinpay_core::risk::RiskConfig {
-            amount_limit_contribution: 50,
-            ..Default::default()
-        };
+        let mut cfg = spinpay_core::riskengine::EngineConfig::default();
+        cfg.weights.per_transaction_max = 50;
         let risky = LocalRisk { config: cfg };
         let r = create_payment(
             &c,
@@ -495,10 +493,8 @@ fn a_challenge_with_a_payer_phone_is_confirmed_by_otp() {
     block_on(async {
         let c = ctx(&repo, &keys, 1_000);
         let (m, _) = merchant(&c, &mut rng).await;
-        let cfg = spinpay_core::risk::RiskConfig {
-            amount_limit_contribution: 50,
-            ..Default::default()
-        };
+        let mut cfg = spinpay_core::riskengine::EngineConfig::default();
+        cfg.weights.per_transaction_max = 50;
         let risky = LocalRisk { config: cfg };
         let extra = r#","payer":{"phone":"+8613900000000"}"#;
         let p = create_payment(
@@ -976,7 +972,7 @@ struct DownRisk;
 impl RiskClient for DownRisk {
     async fn assess(
         &self,
-        _input: &spinpay_core::risk::RiskInput,
+        _input: &spinpay_core::riskengine::RiskInput,
     ) -> Result<spinpay_core::model::RiskAssessment, String> {
         Err("connection refused".into())
     }

@@ -1,15 +1,15 @@
 //! Merchants: creation (secret key returned once, stored as a sha256 hash, indexed by
-//! that hash), bearer authentication, the admin token check, and risk configuration.
+//! that hash), bearer authentication, the admin token check. (Risk configuration lives in
+//! [`crate::riskengine::store`].)
 
-use super::{Ctx, insert, internal, read, to_bytes};
+use super::{Ctx, insert, internal, read};
 use crate::api::{MerchantCreatedResponse, MerchantResponse, MerchantUpdate, NewMerchant};
 use crate::crypto::{Secret, constant_time_eq, open, seal, sha256_hex};
 use crate::error::ApiError;
 use crate::ids::{IdKind, is_valid_id, make_id};
 use crate::keys;
 use crate::model::Merchant;
-use crate::repo::{RepoError, Repository};
-use crate::risk::RiskConfig;
+use crate::repo::Repository;
 use crate::rng::Entropy;
 
 /// `POST /v1/admin/merchants` (after [`check_admin_token`]).
@@ -120,47 +120,6 @@ pub fn webhook_secret<R>(
     )
     .map_err(internal)?;
     Ok(Secret::new(String::from_utf8(bytes).map_err(internal)?))
-}
-
-/// The merchant's risk configuration (the default until one is stored).
-pub async fn get_risk_config<R: Repository>(
-    ctx: &Ctx<'_, R>,
-    merchant_id: &str,
-) -> Result<RiskConfig, ApiError> {
-    Ok(
-        read::<RiskConfig, R>(ctx.repo, &keys::risk_config(merchant_id))
-            .await?
-            .map(|(c, _)| c)
-            .unwrap_or_default(),
-    )
-}
-
-/// Validates and stores a new configuration; its version is the stored one + 1.
-pub async fn put_risk_config<R: Repository>(
-    ctx: &Ctx<'_, R>,
-    merchant_id: &str,
-    mut config: RiskConfig,
-) -> Result<RiskConfig, ApiError> {
-    config.validate()?;
-    let key = keys::risk_config(merchant_id);
-    for _attempt in 0..super::CAS_RETRIES_MAX {
-        let current = read::<RiskConfig, R>(ctx.repo, &key).await?;
-        let (old_version, storage_version) = match &current {
-            Some((c, v)) => (c.version, *v),
-            None => (RiskConfig::default().version, 0),
-        };
-        config.version = old_version + 1;
-        match ctx
-            .repo
-            .put_if_version(&key, storage_version, to_bytes(&config))
-            .await
-        {
-            Ok(_) => return Ok(config),
-            Err(RepoError::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::ConcurrentModification)
 }
 
 /// Changes a merchant's settings (name, notify URL, default capture mode).

@@ -7,7 +7,9 @@
 //!   object is `resource_missing`, never `permission_error`, so ids do not leak);
 //! * every write of money state is a compare-and-swap inside a loop bounded by
 //!   [`CAS_RETRIES_MAX`], re-reading and re-applying the command on conflict;
-//! * every state change appends an event to the merchant's log;
+//! * every state change stores its events in the same compare-and-swap as the change
+//!   (the outbox, `outbox.rs`), then publishes them to the merchant's log and delivery
+//!   queue; the sweep (`delivery.rs`) publishes what a crash left and delivers;
 //! * a channel answer that is a timeout or garbage ([`ChannelOutcome::Unknown`]) changes
 //!   nothing: the payment stays `processing` until a query or a notification decides.
 
@@ -16,42 +18,48 @@ use serde::de::DeserializeOwned;
 
 use crate::crypto::Keyring;
 use crate::error::ApiError;
-use crate::ids::{IdKind, make_id};
+use crate::ids::IdKind;
 use crate::keys;
 use crate::machine::{PaymentState, assert_payment_invariants};
-use crate::model::{
-    EventType, NextAction, Payment, PaymentMethod, Refund, RiskAssessment, StoredEvent,
-};
+use crate::model::{EventType, NextAction, Payment, PaymentMethod, Refund, RiskAssessment};
 use crate::repo::{RepoError, Repository};
-use crate::risk::RiskInput;
+use crate::riskengine::RiskInput;
 use crate::rng::Entropy;
 
+mod delivery;
 mod idempotent;
 mod merchants;
 mod notifications;
+mod outbox;
 mod payments;
 mod queries;
 mod refunds;
 
+pub use delivery::{
+    Attempt, DELIVERY_ATTEMPTS_MAX, DELIVERY_LEASE_MS, Delivery, DeliveryResponse, DeliveryStatus,
+    Notifier, RETRY_DELAYS_MS, SECRET_GRACE_S_DEFAULT, SECRET_GRACE_S_MAX, SWEEP_LIMIT_DEFAULT,
+    SWEEP_LIMIT_MAX, SweepReport, SweepRequest, WebhookSecretRotated, attempt, event_delivery,
+    redeliver_event, rotate_webhook_secret, signature_header, sweep,
+};
 pub use idempotent::{
     IdempotencyTicket, Reply, Started, idempotency_begin, idempotency_finish, reply_for,
 };
 pub use merchants::{
-    authenticate, check_admin_token, create_merchant, get_risk_config, put_risk_config,
-    update_merchant, webhook_secret,
+    authenticate, check_admin_token, create_merchant, update_merchant, webhook_secret,
 };
 pub use notifications::{
     NotificationResult, PaymentNotification, RefundNotification, apply_payment_notification,
     apply_refund_notification,
 };
+pub use outbox::{OUTBOX_EVENTS_MAX, ObjectKind, PUBLISH_GRACE_MS, PendingEvent, event_id};
 pub use payments::{
     OTP_ATTEMPTS_MAX, OTP_TTL_MS, OtpChallenge, cancel_payment, capture_payment, confirm_payment,
-    create_payment, recheck_payment, review_payment,
+    create_payment, create_payment_seeded, recheck_payment, review_payment,
 };
 pub use queries::{
     find_payment_by_order_id, get_event, get_payment, get_refund, list_events, list_payments,
 };
-pub use refunds::{create_refund, recheck_refund};
+pub use refunds::{create_refund, create_refund_seeded, recheck_refund};
 
 /// Most compare-and-swap attempts for one write before giving up with
 /// `concurrent_modification` (sized for 64 requests racing on one payment).
@@ -190,16 +198,23 @@ pub trait RiskClient {
     async fn assess(&self, input: &RiskInput) -> Result<RiskAssessment, String>;
 }
 
-/// A [`RiskClient`] that runs the rules in-process with a given configuration.
+/// A [`RiskClient`] that runs the risk engine in-process with a given configuration and
+/// no history (empty counters): limits, lists and per-payment thresholds apply; velocity
+/// and anomalies need the risk-check component's stored counters.
 #[derive(Debug, Clone, Default)]
 pub struct LocalRisk {
     /// The configuration.
-    pub config: crate::risk::RiskConfig,
+    pub config: crate::riskengine::EngineConfig,
 }
 
 impl RiskClient for LocalRisk {
     async fn assess(&self, input: &RiskInput) -> Result<RiskAssessment, String> {
-        Ok(crate::risk::assess(&self.config, input))
+        let engine_input = input
+            .engine_input(b"local-risk")
+            .map_err(|e| e.to_string())?;
+        let counters = crate::riskengine::Counters::default();
+        let a = crate::riskengine::evaluate(&self.config, &engine_input, &counters, 0);
+        Ok(a.into_model())
     }
 }
 
@@ -305,10 +320,27 @@ fn check_refund(r: &Refund) {
     assert!(r.state.version >= 1, "refund version: {}", r.id);
 }
 
-/// CAS update of a payment; stamps `updated_at_ms` on a change.
+/// CAS update of a payment; stamps `updated_at_ms` on a change. The events the change
+/// implies (see [`payment_change_events`]) are written in the same compare-and-swap
+/// (the outbox); [`payment_events`] publishes them.
 pub(crate) async fn update_payment<R, F>(
     ctx: &Ctx<'_, R>,
     payment_id: &str,
+    f: F,
+) -> Result<Updated<Payment>, ApiError>
+where
+    R: Repository,
+    F: FnMut(&Payment) -> Result<Option<Payment>, ApiError>,
+{
+    update_payment_with(ctx, payment_id, Vec::new(), f).await
+}
+
+/// [`update_payment`] that also records `extra` events with the change (e.g.
+/// `refund.created` with the refund's reservation).
+pub(crate) async fn update_payment_with<R, F>(
+    ctx: &Ctx<'_, R>,
+    payment_id: &str,
+    extra: Vec<outbox::PendingEvent>,
     mut f: F,
 ) -> Result<Updated<Payment>, ApiError>
 where
@@ -322,10 +354,16 @@ where
             next
         }))
     };
-    update(ctx.repo, &keys::payment(payment_id), stamped, check_payment).await
+    let events = |before: &Payment, after: &Payment| {
+        let mut all = payment_change_events(before, after, now_ms);
+        all.extend(extra.iter().cloned());
+        all
+    };
+    outbox::update_with_events(ctx, payment_id, stamped, check_payment, events).await
 }
 
-/// CAS update of a refund; stamps `updated_at_ms` on a change.
+/// CAS update of a refund; stamps `updated_at_ms` on a change and records the status
+/// event in the same write.
 pub(crate) async fn update_refund<R, F>(
     ctx: &Ctx<'_, R>,
     refund_id: &str,
@@ -342,7 +380,8 @@ where
             next
         }))
     };
-    update(ctx.repo, &keys::refund(refund_id), stamped, check_refund).await
+    let events = |before: &Refund, after: &Refund| refund_change_events(before, after, now_ms);
+    outbox::update_with_events(ctx, refund_id, stamped, check_refund, events).await
 }
 
 /// Loads a payment owned by `merchant_id` (bad id, absent or foreign → resource_missing).
@@ -367,30 +406,6 @@ pub(crate) async fn load_payment<R: Repository>(
     }
 }
 
-/// Appends an event to the merchant's log: sequence slot, record, index.
-pub(crate) async fn append_event<R: Repository, E: Entropy>(
-    ctx: &Ctx<'_, R>,
-    rng: &mut E,
-    merchant_id: &str,
-    event_type: EventType,
-    data: serde_json::Value,
-) -> Result<StoredEvent, ApiError> {
-    let seq = ctx.repo.increment(&keys::event_seq(merchant_id), 1).await?;
-    let event = StoredEvent {
-        id: make_id(IdKind::Event, &rng.bytes::<16>()),
-        event_type,
-        merchant_id: merchant_id.to_string(),
-        seq,
-        created_at_ms: ctx.now_ms,
-        data,
-    };
-    if !insert(ctx.repo, &keys::event(&event.id), &event).await? {
-        return Err(internal("event id collision"));
-    }
-    insert(ctx.repo, &keys::event_index(merchant_id, seq), &event.id).await?;
-    Ok(event)
-}
-
 /// The event data for a payment (its API form, without refunds).
 pub(crate) fn payment_data(p: &Payment) -> serde_json::Value {
     serde_json::to_value(crate::api::PaymentResponse::new(p, &[])).expect("serializes")
@@ -401,31 +416,71 @@ pub(crate) fn refund_data(r: &Refund) -> serde_json::Value {
     serde_json::to_value(crate::api::RefundResponse::new(r)).expect("serializes")
 }
 
-/// Emits the events a payment change implies: `payment.conflicted` when the conflict
-/// flag was raised, the status event when the status moved.
+/// The events a payment change implies: `payment.conflicted` when the conflict flag was
+/// raised, the status event when the status moved. Ids derive from the payment id and
+/// its new state version, so the same change always yields the same events.
+pub(crate) fn payment_change_events(
+    before: &Payment,
+    after: &Payment,
+    now_ms: i64,
+) -> Vec<outbox::PendingEvent> {
+    let (b, a): (&PaymentState, &PaymentState) = (&before.state, &after.state);
+    let mut events = Vec::new();
+    if a.conflicted && !b.conflicted {
+        let t = EventType::PaymentConflicted;
+        let data = payment_data(after);
+        events.push(outbox::pending(&after.id, a.version, t, now_ms, data));
+    }
+    if a.status != b.status {
+        let t = EventType::for_payment_status(a.status);
+        let data = payment_data(after);
+        events.push(outbox::pending(&after.id, a.version, t, now_ms, data));
+    }
+    events
+}
+
+/// The event a refund change implies: its status event when the status moved.
+pub(crate) fn refund_change_events(
+    before: &Refund,
+    after: &Refund,
+    now_ms: i64,
+) -> Vec<outbox::PendingEvent> {
+    if before.state.status == after.state.status {
+        return Vec::new();
+    }
+    let t = EventType::for_refund_status(after.state.status);
+    let data = refund_data(after);
+    vec![outbox::pending(
+        &after.id,
+        after.state.version,
+        t,
+        now_ms,
+        data,
+    )]
+}
+
+/// `refund.created`, recorded with the reservation that commits the refund.
+pub(crate) fn refund_created_event(refund: &Refund, now_ms: i64) -> outbox::PendingEvent {
+    let t = EventType::RefundCreated;
+    outbox::pending(&refund.id, 0, t, now_ms, refund_data(refund))
+}
+
+/// Publishes the events a payment write recorded (a failure is left to the sweep: the
+/// change and its events are already stored together).
 pub(crate) async fn payment_events<R: Repository, E: Entropy>(
     ctx: &Ctx<'_, R>,
-    rng: &mut E,
+    _rng: &mut E,
     u: &Updated<Payment>,
 ) -> Result<(), ApiError> {
-    if !u.changed {
-        return Ok(());
-    }
-    let (before, after): (&PaymentState, &PaymentState) = (&u.before.state, &u.after.state);
-    if after.conflicted && !before.conflicted {
-        let data = payment_data(&u.after);
-        append_event(
-            ctx,
-            rng,
-            &u.after.merchant_id,
-            EventType::PaymentConflicted,
-            data,
-        )
-        .await?;
-    }
-    if after.status != before.status {
-        let t = EventType::for_payment_status(after.status);
-        append_event(ctx, rng, &u.after.merchant_id, t, payment_data(&u.after)).await?;
+    if u.changed {
+        outbox::publish_after_write(ctx, outbox::ObjectKind::Payment, &u.after.id).await;
     }
     Ok(())
+}
+
+/// Publishes the events a refund write recorded (see [`payment_events`]).
+pub(crate) async fn refund_events<R: Repository>(ctx: &Ctx<'_, R>, u: &Updated<Refund>) {
+    if u.changed {
+        outbox::publish_after_write(ctx, outbox::ObjectKind::Refund, &u.after.id).await;
+    }
 }

@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::outbox::{ObjectKind, insert_with_events, pending, publish_after_write};
 use super::{
-    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, Ctx, RiskClient, Updated,
-    append_event, insert, internal, load_payment, payment_data, payment_events, read, to_bytes,
-    update_payment,
+    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, Ctx, RiskClient, Updated, insert,
+    internal, load_payment, payment_data, payment_events, read, to_bytes, update_payment,
 };
 use crate::api::{NewPayment, PaymentResponse};
 use crate::crypto::{constant_time_eq, open, seal};
@@ -18,7 +18,7 @@ use crate::model::{
     RiskDecision,
 };
 use crate::repo::{RepoError, Repository};
-use crate::risk::RiskInput;
+use crate::riskengine::RiskInput;
 use crate::rng::Entropy;
 
 /// Wrong codes allowed before the payment fails.
@@ -68,7 +68,36 @@ where
     K: RiskClient,
     E: Entropy,
 {
-    let payment_id = make_id(IdKind::Payment, &rng.bytes::<16>());
+    create_payment_seeded(ctx, channel, risk, rng, merchant, req, None).await
+}
+
+/// [`create_payment`] under an Idempotency-Key: the payment id derives from the key's
+/// operation seed, so a retry that takes over the abandoned lock of a crashed attempt
+/// answers with the payment that attempt stored (whatever state it reached; `processing`
+/// resolves by re-check or notification) instead of creating and charging a second one.
+pub async fn create_payment_seeded<R, C, K, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    risk: &K,
+    rng: &mut E,
+    merchant: &Merchant,
+    req: NewPayment,
+    seed: Option<[u8; 16]>,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    K: RiskClient,
+    E: Entropy,
+{
+    let payment_id = make_id(IdKind::Payment, &seed.unwrap_or_else(|| rng.bytes::<16>()));
+    if seed.is_some()
+        && let Some((earlier, _)) =
+            read::<Payment, R>(ctx.repo, &keys::payment(&payment_id)).await?
+        && earlier.merchant_id == merchant.id
+    {
+        return Ok(PaymentResponse::new(&earlier, &[]));
+    }
     if let Some(order_id) = &req.merchant_order_id {
         claim_order_id(ctx, &merchant.id, order_id, &payment_id).await?;
     }
@@ -98,6 +127,19 @@ where
     Ok(PaymentResponse::new(&payment, &[]))
 }
 
+/// A merchant order id's claim (key `mch/{mid}/order/{oid}`): the payment it names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct OrderClaim {
+    /// `pay_…`.
+    pub payment_id: String,
+    /// When it was claimed.
+    pub claimed_at_ms: i64,
+}
+
+/// Claims the order id for `payment_id`. A claim naming a payment that was never stored
+/// (its request crashed in between) is taken over once it is older than any request
+/// can run ([`crate::idempotency::IDEMPOTENCY_LOCK_TTL_MS`]), with compare-and-swap;
+/// otherwise the order id is a duplicate.
 async fn claim_order_id<R: Repository>(
     ctx: &Ctx<'_, R>,
     merchant_id: &str,
@@ -105,14 +147,42 @@ async fn claim_order_id<R: Repository>(
     payment_id: &str,
 ) -> Result<(), ApiError> {
     let key = keys::merchant_order(merchant_id, order_id);
-    if insert(ctx.repo, &key, &payment_id).await? {
+    let claim = OrderClaim {
+        payment_id: payment_id.to_string(),
+        claimed_at_ms: ctx.now_ms,
+    };
+    if insert(ctx.repo, &key, &claim).await? {
         return Ok(());
     }
-    let holder = read::<String, R>(ctx.repo, &key).await?.map(|(id, _)| id);
-    Err(ApiError::MerchantOrderIdDuplicate {
+    let duplicate = |holder: String| ApiError::MerchantOrderIdDuplicate {
         id: order_id.to_string(),
-        payment_id: holder.unwrap_or_default(),
-    })
+        payment_id: holder,
+    };
+    let Some((held, version)) = read::<OrderClaim, R>(ctx.repo, &key).await? else {
+        return Err(duplicate(String::new()));
+    };
+    if held.payment_id == payment_id {
+        return Ok(());
+    }
+    let abandoned = ctx.now_ms.saturating_sub(held.claimed_at_ms)
+        > crate::idempotency::IDEMPOTENCY_LOCK_TTL_MS
+        && ctx
+            .repo
+            .get(&keys::payment(&held.payment_id))
+            .await?
+            .is_none();
+    if !abandoned {
+        return Err(duplicate(held.payment_id));
+    }
+    match ctx
+        .repo
+        .put_if_version(&key, version, super::to_bytes(&claim))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(crate::repo::RepoError::Conflict { .. }) => Err(duplicate(held.payment_id)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn store_new_payment<R, K, E>(
@@ -128,14 +198,7 @@ where
     K: RiskClient,
     E: Entropy,
 {
-    let input = RiskInput {
-        merchant_id: merchant.id.clone(),
-        amount_minor: req.amount_minor,
-        currency: req.currency,
-        method: req.method.kind(),
-        customer_token: req.method.customer_token().map(str::to_string),
-        payer: req.payer.clone().unwrap_or_default(),
-    };
+    let input = RiskInput::for_payment(&merchant.id, payment_id, req);
     let assessment = risk
         .assess(&input)
         .await
@@ -157,7 +220,16 @@ where
     };
     payment.risk = Some(assessment);
     apply_plan(&mut payment, plan)?;
-    if !insert(ctx.repo, &keys::payment(payment_id), &payment).await? {
+    // `payment.created` is stored with the payment itself (the outbox), then published.
+    let created = pending(
+        payment_id,
+        0,
+        EventType::PaymentCreated,
+        ctx.now_ms,
+        payment_data(&payment),
+    );
+    let (kind, mid) = (ObjectKind::Payment, merchant.id.as_str());
+    if !insert_with_events(ctx, kind, mid, payment_id, &payment, vec![created]).await? {
         return Err(internal("payment id collision"));
     }
     insert(
@@ -166,8 +238,7 @@ where
         &payment.id,
     )
     .await?;
-    let data = payment_data(&payment);
-    append_event(ctx, rng, &merchant.id, EventType::PaymentCreated, data).await?;
+    publish_after_write(ctx, kind, payment_id).await;
     Ok((payment, plan))
 }
 

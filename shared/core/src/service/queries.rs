@@ -21,7 +21,39 @@ pub async fn get_payment<R: Repository>(
 ) -> Result<PaymentResponse, ApiError> {
     let p = load_payment(ctx, merchant_id, payment_id).await?;
     let refunds = load_refunds(ctx, &p).await?;
+    let p = repair_settlements(ctx, p, &refunds).await?;
     Ok(PaymentResponse::new(&p, &refunds))
+}
+
+/// Read repair: a refund the channel settled while its payment still holds the
+/// reservation (a crash between the two writes) is settled on the payment now, so a
+/// payment never reads with `refunded_minor` disagreeing with its refunds.
+async fn repair_settlements<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    p: Payment,
+    refunds: &[Refund],
+) -> Result<Payment, ApiError> {
+    use crate::model::RefundStatus;
+    let mut repaired = false;
+    for r in refunds {
+        let settled = match r.state.status {
+            RefundStatus::Pending => false,
+            RefundStatus::Succeeded | RefundStatus::Failed => true,
+        };
+        let reserved = p
+            .state
+            .refunds_pending
+            .iter()
+            .any(|pending| pending.refund_id == r.id);
+        if settled && reserved {
+            super::refunds::settle_reservation(ctx, r).await?;
+            repaired = true;
+        }
+    }
+    if !repaired {
+        return Ok(p);
+    }
+    load_payment(ctx, &p.merchant_id, &p.id).await
 }
 
 async fn load_refunds<R: Repository>(
@@ -70,10 +102,10 @@ pub async fn find_payment_by_order_id<R: Repository>(
         resource: "payment",
         id: merchant_order_id.to_string(),
     };
-    let (payment_id, _) = read::<String, R>(ctx.repo, &key)
+    let (claim, _) = read::<super::payments::OrderClaim, R>(ctx.repo, &key)
         .await?
         .ok_or_else(missing)?;
-    get_payment(ctx, merchant_id, &payment_id)
+    get_payment(ctx, merchant_id, &claim.payment_id)
         .await
         .map_err(|e| match e {
             ApiError::ResourceMissing { .. } => missing(),
@@ -113,7 +145,8 @@ pub async fn list_payments<R: Repository>(
     let mut data = Vec::with_capacity(payments.len());
     for p in payments.iter().filter(|p| p.merchant_id == merchant_id) {
         let refunds = load_refunds(ctx, p).await?;
-        data.push(PaymentResponse::new(p, &refunds));
+        let p = repair_settlements(ctx, p.clone(), &refunds).await?;
+        data.push(PaymentResponse::new(&p, &refunds));
     }
     Ok(ListResponse::new(data, has_more))
 }

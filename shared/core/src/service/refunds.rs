@@ -6,8 +6,8 @@
 //! Settling is keyed by refund id, so a retried or duplicated settle never counts twice.
 
 use super::{
-    ChannelClient, Ctx, RefundOutcome, Updated, append_event, insert, internal, load_payment,
-    payment_events, read, refund_data, update_payment, update_refund,
+    ChannelClient, Ctx, RefundOutcome, Updated, insert, internal, load_payment, payment_events,
+    read, refund_created_event, refund_events, update_payment, update_payment_with, update_refund,
 };
 use crate::api::{NewRefund, RefundResponse};
 use crate::error::ApiError;
@@ -16,7 +16,7 @@ use crate::keys;
 use crate::machine::{
     PaymentCommand, RefundCommand, RefundState, TransitionError, apply_payment, apply_refund,
 };
-use crate::model::{EventType, Failure, Payment, PaymentStatus, Refund};
+use crate::model::{Failure, Payment, PaymentStatus, Refund};
 use crate::repo::Repository;
 use crate::rng::Entropy;
 
@@ -34,13 +34,46 @@ where
     C: ChannelClient,
     E: Entropy,
 {
+    create_refund_seeded(ctx, channel, rng, merchant_id, payment_id, req, None).await
+}
+
+/// [`create_refund`] under an Idempotency-Key: the refund id derives from the key's
+/// operation seed, so a retry that takes over a crashed attempt's abandoned lock resumes
+/// that attempt — its reserved refund is the answer; a record it wrote but never
+/// reserved goes on to the reservation — and never refunds twice.
+pub async fn create_refund_seeded<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    payment_id: &str,
+    req: NewRefund,
+    seed: Option<[u8; 16]>,
+) -> Result<RefundResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
     let p = load_payment(ctx, merchant_id, payment_id).await?;
+    let refund_id = make_id(IdKind::Refund, &seed.unwrap_or_else(|| rng.bytes::<16>()));
+    let earlier = match seed {
+        Some(_) => read::<Refund, R>(ctx.repo, &keys::refund(&refund_id))
+            .await?
+            .map(|(r, _)| r)
+            .filter(|r| r.merchant_id == merchant_id && r.payment_id == payment_id),
+        None => None,
+    };
+    if let Some(r) = &earlier
+        && p.state.refund_ids.contains(&r.id)
+    {
+        return Ok(RefundResponse::new(r));
+    }
     if p.state.status != PaymentStatus::Succeeded {
         return Err(ApiError::PaymentNotRefundable {
             status: p.state.status.as_str(),
         });
     }
-    let refund_id = make_id(IdKind::Refund, &rng.bytes::<16>());
     if let Some(mref) = &req.merchant_refund_id {
         let key = keys::merchant_refund(merchant_id, mref);
         if !insert(ctx.repo, &key, &refund_id).await? {
@@ -49,7 +82,8 @@ where
     }
     // The record first, then the reservation: a failure in between leaves a record no
     // payment lists (no money effect), never a reservation without a record.
-    let refund = Refund {
+    let resumed = earlier.is_some();
+    let refund = earlier.unwrap_or_else(|| Refund {
         id: refund_id.clone(),
         merchant_id: merchant_id.to_string(),
         payment_id: payment_id.to_string(),
@@ -62,27 +96,21 @@ where
         failure: None,
         created_at_ms: ctx.now_ms,
         updated_at_ms: ctx.now_ms,
-    };
+    });
     let mref = &req.merchant_refund_id;
     if refund.amount_minor <= 0 {
         let e = ApiError::RefundExceedsCaptured { available_minor: 0 };
         return Err(release(ctx, merchant_id, mref, None, e).await);
     }
-    if !insert(ctx.repo, &keys::refund(&refund_id), &refund).await? {
+    if !resumed && !insert(ctx.repo, &keys::refund(&refund_id), &refund).await? {
         return Err(internal("refund id collision"));
     }
-    let payment = match reserve(ctx, payment_id, &refund_id, refund.amount_minor).await {
+    // `refund.created` is recorded with the reservation: the refund exists exactly when
+    // the reservation committed.
+    let payment = match reserve(ctx, rng, &refund).await {
         Ok(p) => p,
         Err(e) => return Err(release(ctx, merchant_id, mref, Some(&refund_id), e).await),
     };
-    append_event(
-        ctx,
-        rng,
-        merchant_id,
-        EventType::RefundCreated,
-        refund_data(&refund),
-    )
-    .await?;
     let outcome = channel.refund(&payment, &refund).await;
     // The refund is reserved and recorded: after a storage error here it stays
     // `pending` (a re-check or notification settles it); a retryable error would
@@ -114,18 +142,18 @@ async fn release<R: Repository>(
     error
 }
 
-/// Reserves `amount_minor` on the payment (CAS loop).
-async fn reserve<R: Repository>(
+/// Reserves the refund's amount on the payment (CAS loop), with `refund.created`.
+async fn reserve<R: Repository, E: Entropy>(
     ctx: &Ctx<'_, R>,
-    payment_id: &str,
-    refund_id: &str,
-    amount_minor: i64,
+    rng: &mut E,
+    refund: &Refund,
 ) -> Result<Payment, ApiError> {
     let command = PaymentCommand::ReserveRefund {
-        refund_id: refund_id.to_string(),
-        amount_minor,
+        refund_id: refund.id.clone(),
+        amount_minor: refund.amount_minor,
     };
-    let u = update_payment(ctx, payment_id, |cur| {
+    let created = vec![refund_created_event(refund, ctx.now_ms)];
+    let u = update_payment_with(ctx, &refund.payment_id, created, |cur| {
         match apply_payment(&cur.state, &command) {
             Ok(state) => Ok(Some(Payment {
                 state,
@@ -137,6 +165,7 @@ async fn reserve<R: Repository>(
         }
     })
     .await?;
+    payment_events(ctx, rng, &u).await?;
     Ok(u.after)
 }
 
@@ -165,10 +194,7 @@ pub(crate) async fn settle<R: Repository, E: Entropy>(
         }
     })
     .await?;
-    if u.changed {
-        let t = EventType::for_refund_status(u.after.state.status);
-        append_event(ctx, rng, &u.after.merchant_id, t, refund_data(&u.after)).await?;
-    }
+    refund_events(ctx, &u).await;
     settle_payment(ctx, rng, &u).await?;
     Ok(u.after)
 }
@@ -218,6 +244,23 @@ async fn settle_payment<R: Repository, E: Entropy>(
     })
     .await?;
     payment_events(ctx, rng, &pu).await
+}
+
+/// Settles on the payment a refund the channel already settled while the payment still
+/// holds its reservation (a crash between the refund's write and the payment's leaves
+/// exactly that). Idempotent: an already settled reservation is left alone.
+pub(crate) async fn settle_reservation<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    refund: &Refund,
+) -> Result<(), ApiError> {
+    let u = Updated {
+        before: refund.clone(),
+        after: refund.clone(),
+        changed: false,
+    };
+    // Event ids are derived from the records, not drawn: no entropy is used here.
+    let mut no_entropy = crate::rng::SplitMix64::new(0);
+    settle_payment(ctx, &mut no_entropy, &u).await
 }
 
 /// Asks the channel about a pending refund and applies the answer.
