@@ -1,16 +1,21 @@
-//! What the HTTP wiring of every real channel shares: reading its Spin variables into a
+//! What the HTTP wiring of every channel shares: reading its Spin variables into a
 //! [`Slot`] (ready, switched off, or broken naming the variable), the randomness the
-//! transformers take (RSA blinding seed, request nonces) and the mapping of a request
-//! that could not be built into the merchant API's errors.
+//! transformers take (RSA blinding seed, request nonces), the outcomes of a call that got
+//! no answer ([`settle`]) or a request that was never sent ([`not_sent`]), and the
+//! mapping of a request that could not be built into the merchant API's errors.
 //!
 //! A channel is *off* while its identifying variable (app id / mch id / mer id) is empty:
 //! payments on it are refused up front as `channel_unsupported`. Once that variable is
 //! set, every other variable it needs must be usable, or payments on it are refused as
 //! 503 `not_configured` naming the variable (fail closed, never a default key).
 
+use std::future::Future;
+
 use spinpay_core::ApiError;
 use spinpay_core::model::Channel;
+use spinpay_core::service::{ActionOutcome, ChannelOutcome, ChannelReport, RefundOutcome};
 use spinpay_guest::env;
+use spinpay_guest::outbound::{OutboundError, OutboundResponse};
 
 use crate::crypto::{BlindingRng, RequestError, VerifyingKey};
 
@@ -51,6 +56,30 @@ impl<C> Slot<C> {
             Slot::Broken(what) => Err(ApiError::NotConfigured { what }),
         }
     }
+}
+
+/// Reads a channel's variables: [`Slot::Off`] while its identifying variable `id_var`
+/// is empty; otherwise what `load_on` makes of that value and the other variables
+/// ([`Slot::Broken`] naming the first unusable one).
+pub async fn load_slot<C, F, Fut>(id_var: &'static str, load_on: F) -> Slot<C>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<C, &'static str>>,
+{
+    let Some(id) = var(id_var).await else {
+        return Slot::Off;
+    };
+    match load_on(id).await {
+        Ok(c) => Slot::Ready(c),
+        Err(var) => Slot::Broken(var),
+    }
+}
+
+/// Logs why variable `name` is unusable (`e`, never its value) and returns `name` for
+/// [`Slot::Broken`].
+pub fn unusable(name: &'static str, e: &dyn std::fmt::Display) -> &'static str {
+    eprintln!("channel configuration: variable {name}: {e}");
+    name
 }
 
 /// A variable's trimmed value; empty, undefined or unreadable is `None`.
@@ -175,6 +204,102 @@ pub fn nonce() -> String {
         .collect()
 }
 
+/// An outcome of a channel call: what it is when no answer came back.
+pub trait Unanswered {
+    /// *Unknown*: the request may have reached the channel, so nothing is assumed; the
+    /// transport error is the detail.
+    fn unanswered(e: &OutboundError) -> Self;
+}
+
+impl Unanswered for ChannelOutcome {
+    fn unanswered(e: &OutboundError) -> Self {
+        ChannelOutcome::Unknown {
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl Unanswered for ChannelReport {
+    fn unanswered(e: &OutboundError) -> Self {
+        ChannelReport {
+            outcome: ChannelOutcome::unanswered(e),
+            amount_minor: None,
+            currency: None,
+        }
+    }
+}
+
+impl Unanswered for ActionOutcome {
+    fn unanswered(e: &OutboundError) -> Self {
+        ActionOutcome::Unknown {
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl Unanswered for RefundOutcome {
+    fn unanswered(e: &OutboundError) -> Self {
+        RefundOutcome::Unknown {
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// What `parse` makes of the channel's answer, or [`Unanswered::unanswered`] when the
+/// call got none.
+pub fn settle<T: Unanswered>(
+    sent: Result<OutboundResponse, OutboundError>,
+    parse: impl FnOnce(&OutboundResponse) -> T,
+) -> T {
+    match sent {
+        Ok(resp) => parse(&resp),
+        Err(e) => T::unanswered(&e),
+    }
+}
+
+/// An outcome of a request that could not be built: it left nothing at the channel, so
+/// the refusal is final (`request_invalid`).
+pub trait NotSent {
+    /// The final refusal, `e` as its message.
+    fn not_sent(e: &RequestError) -> Self;
+}
+
+impl NotSent for ChannelOutcome {
+    fn not_sent(e: &RequestError) -> Self {
+        ChannelOutcome::Declined {
+            code: "request_invalid".into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl NotSent for RefundOutcome {
+    fn not_sent(e: &RequestError) -> Self {
+        RefundOutcome::Failed {
+            code: "request_invalid".into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// [`NotSent::not_sent`] as a function (for `Err(e) => return not_sent(&e)`).
+pub fn not_sent<T: NotSent>(e: &RequestError) -> T {
+    T::not_sent(e)
+}
+
+/// The refusal of a capture by a channel that captures when the customer pays.
+pub fn capture_unsupported(message: &str) -> ActionOutcome {
+    ActionOutcome::Declined {
+        code: "capture_unsupported".into(),
+        message: message.into(),
+    }
+}
+
+/// The refusal of an SMS by a channel that sends none.
+pub fn sends_no_sms(channel: Channel) -> Result<(), String> {
+    Err(format!("{} sends no SMS", channel.as_str()))
+}
+
 /// A request that could not be built, as the merchant API's error (checked before a
 /// payment is created, so nothing is stored).
 pub fn request_error(channel: Channel, e: &RequestError) -> ApiError {
@@ -199,6 +324,36 @@ pub fn request_error(channel: Channel, e: &RequestError) -> ApiError {
             reason: (*reason).to_string(),
         },
     }
+}
+
+/// One payment method of each kind, for the preflight-agrees-with-builder tests;
+/// `auth_code` is the customer-presented code in the channel's format.
+#[cfg(test)]
+pub(crate) fn every_method(
+    auth_code: &str,
+    sound_token: &str,
+) -> Vec<spinpay_core::model::PaymentMethod> {
+    use spinpay_core::model::PaymentMethod;
+    vec![
+        PaymentMethod::QrMerchant,
+        PaymentMethod::QrCustomer {
+            auth_code: auth_code.into(),
+        },
+        PaymentMethod::SoundWave {
+            token: sound_token.into(),
+        },
+        PaymentMethod::H5 {
+            return_url: "https://shop.example/back".into(),
+        },
+        PaymentMethod::App,
+        PaymentMethod::Nfc {
+            token: "t".into(),
+            cryptogram: "c".into(),
+        },
+        PaymentMethod::SmsOtp {
+            phone: "+8613800000000".into(),
+        },
+    ]
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde_json::{Value, json};
 
 use super::{
-    Fault, KeyPair, PUBLIC_BASE_URL, SLOW_ANSWER, SimRequest, SimResponse, Webhook, field,
-    form_decode, form_encode, random_alnum, serve, sorted_string,
+    Fault, KeyPair, PUBLIC_BASE_URL, SimRequest, SimResponse, Simulator, Webhook, field,
+    form_decode, form_encode, listen, random_alnum, sorted_string,
 };
 
 /// The app id the app is configured with.
@@ -59,7 +59,7 @@ pub fn major(amount_minor: i64) -> String {
 impl AlipaySim {
     /// Starts the simulator; `ours` is the app's key pair, `theirs` Alipay's.
     pub async fn start(ours: KeyPair, theirs: KeyPair, webhook: Arc<Webhook>) -> Arc<AlipaySim> {
-        let sim = Arc::new(AlipaySim {
+        listen(AlipaySim {
             ours,
             theirs,
             wrong: KeyPair::generate(),
@@ -67,15 +67,8 @@ impl AlipaySim {
             webhook,
             trades: Mutex::new(BTreeMap::new()),
             calls: Mutex::new(Vec::new()),
-        });
-        let served = sim.clone();
-        let addr = serve(Arc::new(move |req| {
-            let sim = served.clone();
-            Box::pin(async move { sim.handle(req).await })
-        }))
-        .await;
-        sim.origin.set(format!("http://{addr}")).expect("set once");
-        sim
+        })
+        .await
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -86,10 +79,7 @@ impl AlipaySim {
     /// The app's variables pointing at this simulator.
     pub fn app_variables(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
-            (
-                "alipay_origin".into(),
-                self.origin.get().expect("started").clone(),
-            ),
+            ("alipay_origin".into(), self.origin().to_string()),
             ("alipay_app_id".into(), APP_ID.into()),
             ("alipay_private_key".into(), self.ours.private_pem()),
             ("alipay_public_key".into(), self.theirs.public_pem()),
@@ -108,6 +98,12 @@ impl AlipaySim {
             .iter()
             .filter(|(m, o)| m == method && o == out_trade_no)
             .count()
+    }
+}
+
+impl Simulator for AlipaySim {
+    fn origin_cell(&self) -> &OnceLock<String> {
+        &self.origin
     }
 
     async fn handle(self: Arc<Self>, req: SimRequest) -> SimResponse {
@@ -158,7 +154,9 @@ impl AlipaySim {
             ),
         }
     }
+}
 
+impl AlipaySim {
     /// Signs and sends an answer object, or plays the fault.
     fn answer(&self, method: &str, object: &Value, fault: Fault) -> SimResponse {
         let key = format!("{}_response", method.replace('.', "_"));
@@ -210,9 +208,7 @@ impl AlipaySim {
             let (status, body) = self.customer_pays(&out_trade_no).await;
             assert_eq!((status, body.as_str()), (200, "success"));
         }
-        if fault == Fault::Timeout {
-            tokio::time::sleep(SLOW_ANSWER).await;
-        }
+        fault.stall().await;
         let mut obj = json!({
             "msg": "Success", "out_trade_no": out_trade_no, "trade_no": trade.trade_no,
         });
@@ -299,9 +295,7 @@ impl AlipaySim {
                     "sub_code": "ACQ.TRADE_STATUS_ERROR", "sub_msg": "trade is not refundable"}),
             }
         };
-        if fault == Fault::Timeout {
-            tokio::time::sleep(SLOW_ANSWER).await;
-        }
+        fault.stall().await;
         self.answer(method, &obj, fault)
     }
 

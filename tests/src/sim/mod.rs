@@ -27,8 +27,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
@@ -78,6 +78,14 @@ impl Fault {
             605 => Fault::NotifyFirst,
             606 => Fault::Unsigned,
             _ => Fault::None,
+        }
+    }
+
+    /// Sits on the answer for [`SLOW_ANSWER`] under [`Fault::Timeout`] (the work is done
+    /// by then); returns at once otherwise.
+    pub async fn stall(self) {
+        if self == Fault::Timeout {
+            tokio::time::sleep(SLOW_ANSWER).await;
         }
     }
 }
@@ -251,6 +259,29 @@ pub async fn serve(handler: Handler) -> SocketAddr {
     addr
 }
 
+/// A channel simulator as [`listen`] serves it.
+pub trait Simulator: Send + Sync + 'static {
+    /// Answers one request, as the channel would.
+    fn handle(self: Arc<Self>, req: SimRequest) -> impl Future<Output = SimResponse> + Send;
+    /// Where its `http://127.0.0.1:<port>` is recorded once it listens.
+    fn origin_cell(&self) -> &OnceLock<String>;
+}
+
+/// Serves `sim` on `127.0.0.1:0` (see [`serve`]) and records its origin; returns it.
+pub async fn listen<S: Simulator>(sim: S) -> Arc<S> {
+    let sim = Arc::new(sim);
+    let served = sim.clone();
+    let addr = serve(Arc::new(move |req| {
+        let sim = served.clone();
+        Box::pin(async move { sim.handle(req).await })
+    }))
+    .await;
+    sim.origin_cell()
+        .set(format!("http://{addr}"))
+        .expect("set once");
+    sim
+}
+
 /// Where simulators deliver notifications: the app's loopback address, set once the app
 /// has started.
 #[derive(Debug, Default)]
@@ -268,29 +299,14 @@ impl Webhook {
         body: Vec<u8>,
     ) -> (u16, String) {
         let base = self.base.get().expect("the app has started");
-        let mut builder = hyper::Request::builder()
-            .method("POST")
-            .uri(format!("{base}/v1/webhooks/{channel}"));
-        for (n, v) in headers {
-            builder = builder.header(n.as_str(), v.as_str());
-        }
-        let req = builder
-            .body(Full::new(Bytes::from(body)))
-            .expect("webhook request");
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
-        let resp = tokio::time::timeout(crate::REQUEST_TIMEOUT, client.request(req))
+        let url = format!("{base}/v1/webhooks/{channel}");
+        let headers = headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+        let sent = send_post(&url, headers, body);
+        let resp = tokio::time::timeout(crate::REQUEST_TIMEOUT, sent)
             .await
             .expect("the webhook answers in time")
             .expect("the webhook answers");
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .expect("webhook body")
-            .to_bytes();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
+        status_and_text(resp).await
     }
 }
 
@@ -321,14 +337,28 @@ impl Webhook {
 
 /// Posts `body` to any loopback `url` (a simulator, directly): `(status, body text)`.
 pub async fn post_to(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String) {
+    let sent = send_post(url, headers.iter().copied(), body);
+    status_and_text(sent.await.expect("the simulator answers")).await
+}
+
+/// POSTs `body` with `headers` to `url` on a fresh plain-HTTP client.
+fn send_post<'a>(
+    url: &str,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    body: Vec<u8>,
+) -> ResponseFuture {
     let mut builder = hyper::Request::builder().method("POST").uri(url);
     for (n, v) in headers {
-        builder = builder.header(*n, *v);
+        builder = builder.header(n, v);
     }
     let req = builder.body(Full::new(Bytes::from(body))).expect("request");
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    let resp = client.request(req).await.expect("the simulator answers");
+    client.request(req)
+}
+
+/// An answer's status and body text (lossy UTF-8).
+async fn status_and_text(resp: hyper::Response<hyper::body::Incoming>) -> (u16, String) {
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&bytes).into_owned())

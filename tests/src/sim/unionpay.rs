@@ -9,8 +9,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Fault, KeyPair, PUBLIC_BASE_URL, SLOW_ANSWER, SimRequest, SimResponse, Webhook, field,
-    form_decode, form_encode, random_alnum, serve, sorted_string,
+    Fault, KeyPair, PUBLIC_BASE_URL, SimRequest, SimResponse, Simulator, Webhook, field,
+    form_decode, form_encode, listen, random_alnum, sorted_string,
 };
 
 /// The merchant id.
@@ -50,6 +50,20 @@ fn digest_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// The content type of UnionPay's answers and back-notifications.
+const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded;charset=UTF-8";
+
+/// The headers of a back-notification.
+fn notify_headers() -> [(String, String); 1] {
+    [("content-type".to_string(), FORM_CONTENT_TYPE.to_string())]
+}
+
+/// A request's `txnAmt` (0 when unreadable) and the fault it selects.
+fn amount_fault(form: &[(String, String)]) -> (i64, Fault) {
+    let amount: i64 = field(form, "txnAmt").unwrap_or("").parse().unwrap_or(0);
+    (amount, Fault::for_amount(amount))
+}
+
 /// Our object id as a UnionPay `orderId`.
 pub fn order_id(our_id: &str) -> String {
     our_id.replace('_', "")
@@ -58,22 +72,15 @@ pub fn order_id(our_id: &str) -> String {
 impl UnionpaySim {
     /// Starts the simulator; `ours` is the merchant key pair, `theirs` UnionPay's.
     pub async fn start(ours: KeyPair, theirs: KeyPair, webhook: Arc<Webhook>) -> Arc<UnionpaySim> {
-        let sim = Arc::new(UnionpaySim {
+        listen(UnionpaySim {
             ours,
             theirs,
             wrong: KeyPair::generate(),
             origin: OnceLock::new(),
             webhook,
             orders: Mutex::new(BTreeMap::new()),
-        });
-        let served = sim.clone();
-        let addr = serve(Arc::new(move |req| {
-            let sim = served.clone();
-            Box::pin(async move { sim.handle(req).await })
-        }))
-        .await;
-        sim.origin.set(format!("http://{addr}")).expect("set once");
-        sim
+        })
+        .await
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -84,10 +91,7 @@ impl UnionpaySim {
     /// The app's variables pointing at this simulator.
     pub fn app_variables(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
-            (
-                "unionpay_origin".into(),
-                self.origin.get().expect("started").clone(),
-            ),
+            ("unionpay_origin".into(), self.origin().to_string()),
             ("unionpay_mer_id".into(), MER_ID.into()),
             ("unionpay_cert_id".into(), CERT_ID.into()),
             ("unionpay_private_key".into(), self.ours.private_pem()),
@@ -117,13 +121,15 @@ impl UnionpaySim {
             Fault::Garbage => SimResponse::new(200, "text/html", "<html>maintenance</html>"),
             _ => {
                 let signed = self.sign(fields, fault == Fault::BadSignature);
-                SimResponse::new(
-                    200,
-                    "application/x-www-form-urlencoded;charset=UTF-8",
-                    form_encode(&signed),
-                )
+                SimResponse::new(200, FORM_CONTENT_TYPE, form_encode(&signed))
             }
         }
+    }
+}
+
+impl Simulator for UnionpaySim {
+    fn origin_cell(&self) -> &OnceLock<String> {
+        &self.origin
     }
 
     async fn handle(self: Arc<Self>, req: SimRequest) -> SimResponse {
@@ -185,7 +191,9 @@ impl UnionpaySim {
             _ => self.answer(base("12", "unsupported transaction"), Fault::None),
         }
     }
+}
 
+impl UnionpaySim {
     async fn consume(
         self: &Arc<Self>,
         path: &str,
@@ -193,8 +201,7 @@ impl UnionpaySim {
         mut fields: Vec<(String, String)>,
     ) -> SimResponse {
         let get = |k: &str| field(form, k).unwrap_or("").to_string();
-        let amount: i64 = get("txnAmt").parse().unwrap_or(0);
-        let fault = Fault::for_amount(amount);
+        let (amount, fault) = amount_fault(form);
         if fault == Fault::ServerError {
             return self.answer(Vec::new(), fault);
         }
@@ -228,9 +235,7 @@ impl UnionpaySim {
             let (status, _) = self.pay_order(&id).await;
             assert_eq!(status, 200);
         }
-        if fault == Fault::Timeout {
-            tokio::time::sleep(SLOW_ANSWER).await;
-        }
+        fault.stall().await;
         self.answer(fields, fault)
     }
 
@@ -240,8 +245,7 @@ impl UnionpaySim {
         fields: Vec<(String, String)>,
     ) -> SimResponse {
         let get = |k: &str| field(form, k).unwrap_or("").to_string();
-        let amount: i64 = get("txnAmt").parse().unwrap_or(0);
-        let fault = Fault::for_amount(amount);
+        let (amount, fault) = amount_fault(form);
         if fault == Fault::ServerError {
             return self.answer(Vec::new(), fault);
         }
@@ -276,9 +280,7 @@ impl UnionpaySim {
             tokio::time::sleep(Duration::from_millis(300)).await;
             sim.pay_order_retrying(&id).await;
         });
-        if fault == Fault::Timeout {
-            tokio::time::sleep(SLOW_ANSWER).await;
-        }
+        fault.stall().await;
         self.answer(fields, fault)
     }
 
@@ -309,11 +311,9 @@ impl UnionpaySim {
             let (_, _, body) = self
                 .notify_order(order, &txn_type, "00", amount, false)
                 .await;
-            let headers = [(
-                "content-type".to_string(),
-                "application/x-www-form-urlencoded;charset=UTF-8".to_string(),
-            )];
-            self.webhook.deliver("unionpay", &headers, body).await;
+            self.webhook
+                .deliver("unionpay", &notify_headers(), body)
+                .await;
         }
     }
 
@@ -383,10 +383,6 @@ impl UnionpaySim {
 
     /// Posts `body` as a back-notification (a redelivery).
     pub async fn post_raw(&self, body: Vec<u8>) -> (u16, String) {
-        let headers = [(
-            "content-type".to_string(),
-            "application/x-www-form-urlencoded;charset=UTF-8".to_string(),
-        )];
-        self.webhook.post("unionpay", &headers, body).await
+        self.webhook.post("unionpay", &notify_headers(), body).await
     }
 }

@@ -15,8 +15,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
 use super::{
-    Fault, KeyPair, PUBLIC_BASE_URL, SLOW_ANSWER, SimRequest, SimResponse, Webhook, random_alnum,
-    serve,
+    Fault, KeyPair, PUBLIC_BASE_URL, SimRequest, SimResponse, Simulator, Webhook, listen,
+    random_alnum,
 };
 use crate::now_unix_s;
 
@@ -82,7 +82,7 @@ impl WechatpaySim {
         platform: KeyPair,
         webhook: Arc<Webhook>,
     ) -> Arc<WechatpaySim> {
-        let sim = Arc::new(WechatpaySim {
+        listen(WechatpaySim {
             ours,
             platform,
             retiring: KeyPair::generate(),
@@ -91,15 +91,8 @@ impl WechatpaySim {
             webhook,
             orders: Mutex::new(BTreeMap::new()),
             calls: Mutex::new(Vec::new()),
-        });
-        let served = sim.clone();
-        let addr = serve(Arc::new(move |req| {
-            let sim = served.clone();
-            Box::pin(async move { sim.handle(req).await })
-        }))
-        .await;
-        sim.origin.set(format!("http://{addr}")).expect("set once");
-        sim
+        })
+        .await
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -110,10 +103,7 @@ impl WechatpaySim {
     /// The app's variables pointing at this simulator.
     pub fn app_variables(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
-            (
-                "wechatpay_origin".into(),
-                self.origin.get().expect("started").clone(),
-            ),
+            ("wechatpay_origin".into(), self.origin().to_string()),
             ("wechatpay_mchid".into(), MCHID.into()),
             ("wechatpay_appid".into(), APPID.into()),
             ("wechatpay_serial_no".into(), MERCHANT_SERIAL.into()),
@@ -233,6 +223,12 @@ impl WechatpaySim {
             Fault::None,
         )
     }
+}
+
+impl Simulator for WechatpaySim {
+    fn origin_cell(&self) -> &OnceLock<String> {
+        &self.origin
+    }
 
     async fn handle(self: Arc<Self>, req: SimRequest) -> SimResponse {
         if let Err(e) = self.verify_request(&req) {
@@ -268,7 +264,9 @@ impl WechatpaySim {
             _ => self.error(404, "NOT_FOUND", "no such API"),
         }
     }
+}
 
+impl WechatpaySim {
     async fn prepay(self: &Arc<Self>, product: &str, body: &Value) -> SimResponse {
         if body["mchid"] != MCHID || body["appid"] != APPID {
             return self.error(400, "APPID_MCHID_NOT_MATCH", "appid and mchid do not match");
@@ -306,9 +304,7 @@ impl WechatpaySim {
             let (status, text) = self.customer_pays(&id).await;
             assert_eq!(status, 204, "{text}");
         }
-        if fault == Fault::Timeout {
-            tokio::time::sleep(SLOW_ANSWER).await;
-        }
+        fault.stall().await;
         let answer = match product {
             "native" => {
                 json!({"code_url": format!("weixin://wxpay/bizpayurl?pr={}", random_alnum(7))})
@@ -376,9 +372,7 @@ impl WechatpaySim {
             tokio::time::sleep(Duration::from_millis(300)).await;
             sim.refund_succeeds(&id2, &no2).await;
         });
-        if fault == Fault::Timeout {
-            tokio::time::sleep(SLOW_ANSWER).await;
-        }
+        fault.stall().await;
         self.answer(200, &answer, fault)
     }
 

@@ -17,7 +17,10 @@ use spinpay_guest::outbound::{
 use super::amount::format_major;
 use super::transformers::{self, AlipayAuthorize, AlipayRequest};
 use super::{AlipayConfig, RequestError, SigningKey, VerifyingKey};
-use crate::wiring::{Slot, blinding_rng, required, required_url, var};
+use crate::wiring::{
+    Slot, blinding_rng, capture_unsupported, load_slot, not_sent, required, required_url,
+    sends_no_sms, settle, unusable,
+};
 
 /// Variable: the app id; empty switches Alipay off.
 pub const VAR_APP_ID: &str = "alipay_app_id";
@@ -54,21 +57,15 @@ impl AlipayClient {
     /// Reads the Alipay variables: off while `alipay_app_id` is empty; otherwise every
     /// other variable must be usable.
     pub async fn load() -> Slot<AlipayClient> {
-        let Some(app_id) = var(VAR_APP_ID).await else {
-            return Slot::Off;
-        };
-        match Self::load_on(app_id).await {
-            Ok(c) => Slot::Ready(c),
-            Err(var) => Slot::Broken(var),
-        }
+        load_slot(VAR_APP_ID, Self::load_on).await
     }
 
     async fn load_on(app_id: String) -> Result<AlipayClient, &'static str> {
         let app_key = required(VAR_PRIVATE_KEY).await?;
-        let app_key = SigningKey::from_text(&app_key).map_err(|e| bad(VAR_PRIVATE_KEY, &e))?;
+        let app_key = SigningKey::from_text(&app_key).map_err(|e| unusable(VAR_PRIVATE_KEY, &e))?;
         let alipay_key = required(VAR_PUBLIC_KEY).await?;
         let alipay_key =
-            VerifyingKey::from_text(&alipay_key).map_err(|e| bad(VAR_PUBLIC_KEY, &e))?;
+            VerifyingKey::from_text(&alipay_key).map_err(|e| unusable(VAR_PUBLIC_KEY, &e))?;
         let gateway_url = required_url(VAR_GATEWAY_URL).await?;
         let notify_url = required_url(VAR_NOTIFY_URL).await?;
         Ok(AlipayClient::new(AlipayConfig {
@@ -92,11 +89,6 @@ impl AlipayClient {
         };
         outbound::send(&out, self.timeout_ms, RESPONSE_BYTES_MAX_DEFAULT).await
     }
-}
-
-fn bad(name: &'static str, e: &dyn std::fmt::Display) -> &'static str {
-    eprintln!("channel configuration: variable {name}: {e}");
-    name
 }
 
 /// What Alipay can take, checked before a payment is created (the same rules
@@ -125,24 +117,6 @@ pub fn preflight(
     }
 }
 
-/// A request that could not be built left nothing at Alipay: a final refusal.
-fn not_sent(e: &RequestError) -> ChannelOutcome {
-    ChannelOutcome::Declined {
-        code: "request_invalid".into(),
-        message: e.to_string(),
-    }
-}
-
-fn unknown_report(e: &OutboundError) -> ChannelReport {
-    ChannelReport {
-        outcome: ChannelOutcome::Unknown {
-            detail: e.to_string(),
-        },
-        amount_minor: None,
-        currency: None,
-    }
-}
-
 impl ChannelClient for AlipayClient {
     async fn authorize(&self, payment: &Payment, method: &PaymentMethod) -> ChannelOutcome {
         let (cfg, now) = (&self.config, env::now_unix_s());
@@ -152,41 +126,31 @@ impl ChannelClient for AlipayClient {
             Ok(AlipayAuthorize::Ready(outcome)) => return outcome,
             Err(e) => return not_sent(&e),
         };
-        match self.call(&req).await {
-            Ok(resp) => transformers::parse_authorize(cfg, &req, &resp, &payment.id),
-            Err(e) => ChannelOutcome::Unknown {
-                detail: e.to_string(),
-            },
-        }
+        settle(self.call(&req).await, |resp| {
+            transformers::parse_authorize(cfg, &req, resp, &payment.id)
+        })
     }
 
     async fn capture(&self, _payment: &Payment, _amount_minor: i64) -> ActionOutcome {
-        ActionOutcome::Declined {
-            code: "capture_unsupported".into(),
-            message: "Alipay trades are captured when paid".into(),
-        }
+        capture_unsupported("Alipay trades are captured when paid")
     }
 
     async fn cancel(&self, payment: &Payment) -> ActionOutcome {
         let cfg = &self.config;
         let req =
             transformers::close_request(cfg, &mut blinding_rng(), &payment.id, env::now_unix_s());
-        match self.call(&req).await {
-            Ok(resp) => transformers::parse_close(cfg, &resp),
-            Err(e) => ActionOutcome::Unknown {
-                detail: e.to_string(),
-            },
-        }
+        settle(self.call(&req).await, |resp| {
+            transformers::parse_close(cfg, resp)
+        })
     }
 
     async fn query(&self, payment: &Payment) -> ChannelReport {
         let cfg = &self.config;
         let req =
             transformers::query_request(cfg, &mut blinding_rng(), &payment.id, env::now_unix_s());
-        match self.call(&req).await {
-            Ok(resp) => transformers::parse_query(cfg, &resp, &payment.id),
-            Err(e) => unknown_report(&e),
-        }
+        settle(self.call(&req).await, |resp| {
+            transformers::parse_query(cfg, resp, &payment.id)
+        })
     }
 
     async fn refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome {
@@ -195,19 +159,11 @@ impl ChannelClient for AlipayClient {
         let req = match transformers::refund_request(cfg, &mut blinding_rng(), payment, refund, now)
         {
             Ok(req) => req,
-            Err(e) => {
-                return RefundOutcome::Failed {
-                    code: "request_invalid".into(),
-                    message: e.to_string(),
-                };
-            }
+            Err(e) => return not_sent(&e),
         };
-        match self.call(&req).await {
-            Ok(resp) => transformers::parse_refund(cfg, &resp),
-            Err(e) => RefundOutcome::Unknown {
-                detail: e.to_string(),
-            },
-        }
+        settle(self.call(&req).await, |resp| {
+            transformers::parse_refund(cfg, resp)
+        })
     }
 
     async fn query_refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome {
@@ -215,16 +171,13 @@ impl ChannelClient for AlipayClient {
         let now = env::now_unix_s();
         let mut rng = blinding_rng();
         let req = transformers::refund_query_request(cfg, &mut rng, &payment.id, &refund.id, now);
-        match self.call(&req).await {
-            Ok(resp) => transformers::parse_refund_query(cfg, &resp, &refund.id),
-            Err(e) => RefundOutcome::Unknown {
-                detail: e.to_string(),
-            },
-        }
+        settle(self.call(&req).await, |resp| {
+            transformers::parse_refund_query(cfg, resp, &refund.id)
+        })
     }
 
     async fn send_sms(&self, _phone: &str, _text: &str) -> Result<(), String> {
-        Err(format!("{} sends no SMS", Channel::Alipay.as_str()))
+        sends_no_sms(Channel::Alipay)
     }
 }
 
@@ -233,33 +186,13 @@ mod tests {
     use super::*;
     use crate::alipay::tests::{config, payment};
     use crate::crypto::test_rng;
-
-    fn methods() -> Vec<PaymentMethod> {
-        vec![
-            PaymentMethod::QrMerchant,
-            PaymentMethod::QrCustomer {
-                auth_code: "28763443825664394".into(),
-            },
-            PaymentMethod::SoundWave { token: "w1".into() },
-            PaymentMethod::H5 {
-                return_url: "https://shop.example/back".into(),
-            },
-            PaymentMethod::App,
-            PaymentMethod::Nfc {
-                token: "t".into(),
-                cryptogram: "c".into(),
-            },
-            PaymentMethod::SmsOtp {
-                phone: "+8613800000000".into(),
-            },
-        ]
-    }
+    use crate::wiring::every_method;
 
     #[test]
     fn preflight_agrees_with_the_request_builder_on_every_method_and_capture_mode() {
         // Proves a payment refused up front is exactly one the transformer could not
         // build, so no payment is created that Alipay could not be asked about.
-        for method in methods() {
+        for method in every_method("28763443825664394", "w1") {
             for capture in [CaptureMode::Automatic, CaptureMode::Manual] {
                 for (amount, currency) in [(1250, Currency::Cny), (1250, Currency::Jpy)] {
                     let mut p = payment(amount, currency);

@@ -20,6 +20,7 @@ use spinpay_guest::outbound::{
     RESPONSE_BYTES_MAX_DEFAULT,
 };
 
+use crate::wiring::settle;
 use transformers::SignedRequest;
 use wire::Op;
 
@@ -105,14 +106,9 @@ impl ChannelClient for SandboxClient {
     async fn authorize(&self, payment: &Payment, method: &PaymentMethod) -> ChannelOutcome {
         let now = env::now_unix_s();
         let req = transformers::create_request(payment, method, &self.notify_url, self.key(), now);
-        match self.call(req).await {
-            Ok(resp) => {
-                transformers::parse_authorize(&resp, &payment.id, self.key(), env::now_unix_s())
-            }
-            Err(e) => ChannelOutcome::Unknown {
-                detail: e.to_string(),
-            },
-        }
+        settle(self.call(req).await, |resp| {
+            transformers::parse_authorize(resp, &payment.id, self.key(), env::now_unix_s())
+        })
     }
 
     async fn capture(&self, payment: &Payment, amount_minor: i64) -> ActionOutcome {
@@ -128,18 +124,9 @@ impl ChannelClient for SandboxClient {
         let now = env::now_unix_s();
         let req =
             transformers::action_request(Op::PaymentQuery, &payment.id, None, self.key(), now);
-        match self.call(req).await {
-            Ok(resp) => {
-                transformers::parse_query(&resp, &payment.id, self.key(), env::now_unix_s())
-            }
-            Err(e) => ChannelReport {
-                outcome: ChannelOutcome::Unknown {
-                    detail: e.to_string(),
-                },
-                amount_minor: None,
-                currency: None,
-            },
-        }
+        settle(self.call(req).await, |resp| {
+            transformers::parse_query(resp, &payment.id, self.key(), env::now_unix_s())
+        })
     }
 
     async fn refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome {
@@ -164,23 +151,15 @@ impl SandboxClient {
     async fn action(&self, op: Op, payment: &Payment, amount_minor: Option<i64>) -> ActionOutcome {
         let now = env::now_unix_s();
         let req = transformers::action_request(op, &payment.id, amount_minor, self.key(), now);
-        match self.call(req).await {
-            Ok(resp) => {
-                transformers::parse_action(&resp, op, &payment.id, self.key(), env::now_unix_s())
-            }
-            Err(e) => ActionOutcome::Unknown {
-                detail: e.to_string(),
-            },
-        }
+        settle(self.call(req).await, |resp| {
+            transformers::parse_action(resp, op, &payment.id, self.key(), env::now_unix_s())
+        })
     }
 
     async fn refund_call(&self, req: SignedRequest, refund_id: &str) -> RefundOutcome {
-        match self.call(req).await {
-            Ok(resp) => transformers::parse_refund(&resp, refund_id, self.key(), env::now_unix_s()),
-            Err(e) => RefundOutcome::Unknown {
-                detail: e.to_string(),
-            },
-        }
+        settle(self.call(req).await, |resp| {
+            transformers::parse_refund(resp, refund_id, self.key(), env::now_unix_s())
+        })
     }
 }
 

@@ -14,7 +14,10 @@ use spinpay_guest::outbound::{
 
 use super::transformers::{self, UnionpayRequest};
 use super::{RequestError, SigningKey, UnionpayConfig};
-use crate::wiring::{Slot, blinding_rng, key_list, required, required_url, var};
+use crate::wiring::{
+    Slot, blinding_rng, capture_unsupported, key_list, load_slot, not_sent, required, required_url,
+    sends_no_sms, settle, unusable,
+};
 
 /// Variable: the merchant id (`merId`); empty switches UnionPay off.
 pub const VAR_MER_ID: &str = "unionpay_mer_id";
@@ -59,19 +62,14 @@ impl UnionpayClient {
     /// Reads the UnionPay variables: off while `unionpay_mer_id` is empty; otherwise
     /// every other variable must be usable.
     pub async fn load() -> Slot<UnionpayClient> {
-        let Some(mer_id) = var(VAR_MER_ID).await else {
-            return Slot::Off;
-        };
-        match Self::load_on(mer_id).await {
-            Ok(c) => Slot::Ready(c),
-            Err(var) => Slot::Broken(var),
-        }
+        load_slot(VAR_MER_ID, Self::load_on).await
     }
 
     async fn load_on(mer_id: String) -> Result<UnionpayClient, &'static str> {
         let cert_id = required(VAR_CERT_ID).await?;
         let key = required(VAR_PRIVATE_KEY).await?;
-        let merchant_key = SigningKey::from_text(&key).map_err(|e| bad(VAR_PRIVATE_KEY, &e))?;
+        let merchant_key =
+            SigningKey::from_text(&key).map_err(|e| unusable(VAR_PRIVATE_KEY, &e))?;
         let verify_cert_ids = required(VAR_VERIFY_CERT_ID).await?;
         let public = required(VAR_PUBLIC_KEY).await?;
         let unionpay_keys = key_list(
@@ -106,11 +104,6 @@ impl UnionpayClient {
     }
 }
 
-fn bad(name: &'static str, e: &dyn std::fmt::Display) -> &'static str {
-    eprintln!("channel configuration: variable {name}: {e}");
-    name
-}
-
 /// What UnionPay can take, checked before a payment is created (the same rules
 /// [`transformers::authorize`] applies).
 pub fn preflight(
@@ -142,26 +135,15 @@ impl ChannelClient for UnionpayClient {
         let (product, req) =
             match transformers::authorize(cfg, &mut blinding_rng(), payment, method) {
                 Ok(built) => built,
-                Err(e) => {
-                    return ChannelOutcome::Declined {
-                        code: "request_invalid".into(),
-                        message: e.to_string(),
-                    };
-                }
+                Err(e) => return not_sent(&e),
             };
-        match self.call(&req).await {
-            Ok(resp) => transformers::parse_authorize(cfg, product, &resp, &payment.id),
-            Err(e) => ChannelOutcome::Unknown {
-                detail: e.to_string(),
-            },
-        }
+        settle(self.call(&req).await, |resp| {
+            transformers::parse_authorize(cfg, product, resp, &payment.id)
+        })
     }
 
     async fn capture(&self, _payment: &Payment, _amount_minor: i64) -> ActionOutcome {
-        ActionOutcome::Declined {
-            code: "capture_unsupported".into(),
-            message: "UnionPay consumes are captured when paid".into(),
-        }
+        capture_unsupported("UnionPay consumes are captured when paid")
     }
 
     /// ACP has no "close" for an unpaid order (it expires at UnionPay); a voided
@@ -181,51 +163,33 @@ impl ChannelClient for UnionpayClient {
             &payment.id,
             payment.created_at_ms,
         );
-        match self.call(&req).await {
-            Ok(resp) => transformers::parse_query(cfg, &resp, &payment.id),
-            Err(e) => ChannelReport {
-                outcome: ChannelOutcome::Unknown {
-                    detail: e.to_string(),
-                },
-                amount_minor: None,
-                currency: None,
-            },
-        }
+        settle(self.call(&req).await, |resp| {
+            transformers::parse_query(cfg, resp, &payment.id)
+        })
     }
 
     async fn refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome {
         let cfg = &self.config;
         let req = match transformers::refund_request(cfg, &mut blinding_rng(), payment, refund) {
             Ok(req) => req,
-            Err(e) => {
-                return RefundOutcome::Failed {
-                    code: "request_invalid".into(),
-                    message: e.to_string(),
-                };
-            }
+            Err(e) => return not_sent(&e),
         };
-        match self.call(&req).await {
-            Ok(resp) => transformers::parse_refund(cfg, &resp, &refund.id),
-            Err(e) => RefundOutcome::Unknown {
-                detail: e.to_string(),
-            },
-        }
+        settle(self.call(&req).await, |resp| {
+            transformers::parse_refund(cfg, resp, &refund.id)
+        })
     }
 
     async fn query_refund(&self, _payment: &Payment, refund: &Refund) -> RefundOutcome {
         let cfg = &self.config;
         let mut rng = blinding_rng();
         let req = transformers::query_request(cfg, &mut rng, &refund.id, refund.created_at_ms);
-        match self.call(&req).await {
-            Ok(resp) => transformers::parse_refund_query(cfg, &resp, &refund.id),
-            Err(e) => RefundOutcome::Unknown {
-                detail: e.to_string(),
-            },
-        }
+        settle(self.call(&req).await, |resp| {
+            transformers::parse_refund_query(cfg, resp, &refund.id)
+        })
     }
 
     async fn send_sms(&self, _phone: &str, _text: &str) -> Result<(), String> {
-        Err(format!("{} sends no SMS", Channel::Unionpay.as_str()))
+        sends_no_sms(Channel::Unionpay)
     }
 }
 
@@ -235,29 +199,13 @@ mod tests {
     use crate::alipay::tests::payment;
     use crate::crypto::test_rng;
     use crate::unionpay::tests::config;
+    use crate::wiring::every_method;
     use spinpay_core::money::Currency;
 
     #[test]
     fn preflight_agrees_with_the_request_builder_on_every_method_and_input() {
         // Proves a payment refused up front is exactly one the transformer could not build.
-        let methods = [
-            PaymentMethod::QrMerchant,
-            PaymentMethod::QrCustomer {
-                auth_code: "6225000000000001".into(),
-            },
-            PaymentMethod::SoundWave { token: "w".into() },
-            PaymentMethod::H5 {
-                return_url: "https://shop.example/back".into(),
-            },
-            PaymentMethod::App,
-            PaymentMethod::Nfc {
-                token: "t".into(),
-                cryptogram: "c".into(),
-            },
-            PaymentMethod::SmsOtp {
-                phone: "+8613800000000".into(),
-            },
-        ];
+        let methods = every_method("6225000000000001", "w");
         for method in &methods {
             for capture in [CaptureMode::Automatic, CaptureMode::Manual] {
                 for amount in [1250, TXN_AMT_MAX + 1] {

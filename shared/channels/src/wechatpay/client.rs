@@ -16,7 +16,10 @@ use spinpay_guest::outbound::{
 
 use super::transformers::{self, WechatRequest};
 use super::{RequestError, SigningKey, WechatpayConfig, apiv3_key_from_text};
-use crate::wiring::{Slot, blinding_rng, key_list, nonce, required, required_url, var};
+use crate::wiring::{
+    Slot, blinding_rng, capture_unsupported, key_list, load_slot, nonce, not_sent, required,
+    required_url, sends_no_sms, settle, unusable,
+};
 
 /// Variable: the merchant id (`mchid`); empty switches WeChat Pay off.
 pub const VAR_MCHID: &str = "wechatpay_mchid";
@@ -67,20 +70,15 @@ impl WechatpayClient {
     /// Reads the WeChat Pay variables: off while `wechatpay_mchid` is empty; otherwise
     /// every other variable must be usable.
     pub async fn load() -> Slot<WechatpayClient> {
-        let Some(mchid) = var(VAR_MCHID).await else {
-            return Slot::Off;
-        };
-        match Self::load_on(mchid).await {
-            Ok(c) => Slot::Ready(c),
-            Err(var) => Slot::Broken(var),
-        }
+        load_slot(VAR_MCHID, Self::load_on).await
     }
 
     async fn load_on(mchid: String) -> Result<WechatpayClient, &'static str> {
         let appid = required(VAR_APPID).await?;
         let serial_no = required(VAR_SERIAL_NO).await?;
         let key = required(VAR_PRIVATE_KEY).await?;
-        let merchant_key = SigningKey::from_text(&key).map_err(|e| bad(VAR_PRIVATE_KEY, &e))?;
+        let merchant_key =
+            SigningKey::from_text(&key).map_err(|e| unusable(VAR_PRIVATE_KEY, &e))?;
         let platform_serials = required(VAR_PLATFORM_SERIAL).await?;
         let platform = required(VAR_PLATFORM_PUBLIC_KEY).await?;
         let platform_keys = key_list(
@@ -91,7 +89,7 @@ impl WechatpayClient {
         )?;
         let apiv3 = required(VAR_APIV3_KEY).await?;
         let apiv3_key = apiv3_key_from_text(&apiv3)
-            .ok_or_else(|| bad(VAR_APIV3_KEY, &"must be exactly 32 bytes"))?;
+            .ok_or_else(|| unusable(VAR_APIV3_KEY, &"must be exactly 32 bytes"))?;
         let base_url = required_url(VAR_BASE_URL).await?;
         let notify_url = required_url(VAR_NOTIFY_URL).await?;
         Ok(WechatpayClient::new(WechatpayConfig {
@@ -129,11 +127,6 @@ impl WechatpayClient {
     }
 }
 
-fn bad(name: &'static str, e: &dyn std::fmt::Display) -> &'static str {
-    eprintln!("channel configuration: variable {name}: {e}");
-    name
-}
-
 /// What WeChat Pay can take, checked before a payment is created (the same rules
 /// [`transformers::authorize`] applies).
 pub fn preflight(
@@ -163,12 +156,6 @@ pub fn preflight(
     }
 }
 
-fn unknown(e: &OutboundError) -> ChannelOutcome {
-    ChannelOutcome::Unknown {
-        detail: e.to_string(),
-    }
-}
-
 impl ChannelClient for WechatpayClient {
     async fn authorize(&self, payment: &Payment, method: &PaymentMethod) -> ChannelOutcome {
         let (cfg, now, nonce) = (&self.config, env::now_unix_s(), nonce());
@@ -176,52 +163,33 @@ impl ChannelClient for WechatpayClient {
         let (product, req) =
             match transformers::authorize(cfg, &mut rng, payment, method, now, &nonce) {
                 Ok(built) => built,
-                Err(e) => {
-                    return ChannelOutcome::Declined {
-                        code: "request_invalid".into(),
-                        message: e.to_string(),
-                    };
-                }
+                Err(e) => return not_sent(&e),
             };
-        match self.call(&req).await {
-            Ok(resp) => {
-                let (now, nonce) = (env::now_unix_s(), self::nonce());
-                let id = &payment.id;
-                transformers::parse_authorize(cfg, &mut rng, &product, &resp, id, now, &nonce)
-            }
-            Err(e) => unknown(&e),
-        }
+        settle(self.call(&req).await, |resp| {
+            let (now, nonce) = (env::now_unix_s(), self::nonce());
+            let id = &payment.id;
+            transformers::parse_authorize(cfg, &mut rng, &product, resp, id, now, &nonce)
+        })
     }
 
     async fn capture(&self, _payment: &Payment, _amount_minor: i64) -> ActionOutcome {
-        ActionOutcome::Declined {
-            code: "capture_unsupported".into(),
-            message: "WeChat Pay orders are captured when paid".into(),
-        }
+        capture_unsupported("WeChat Pay orders are captured when paid")
     }
 
     async fn cancel(&self, payment: &Payment) -> ActionOutcome {
         let (cfg, now) = (&self.config, env::now_unix_s());
         let req = transformers::close_request(cfg, &mut blinding_rng(), &payment.id, now, &nonce());
-        match self.call(&req).await {
-            Ok(resp) => transformers::parse_close(cfg, &resp, env::now_unix_s()),
-            Err(e) => ActionOutcome::Unknown {
-                detail: e.to_string(),
-            },
-        }
+        settle(self.call(&req).await, |resp| {
+            transformers::parse_close(cfg, resp, env::now_unix_s())
+        })
     }
 
     async fn query(&self, payment: &Payment) -> ChannelReport {
         let (cfg, now) = (&self.config, env::now_unix_s());
         let req = transformers::query_request(cfg, &mut blinding_rng(), &payment.id, now, &nonce());
-        match self.call(&req).await {
-            Ok(resp) => transformers::parse_query(cfg, &resp, &payment.id, env::now_unix_s()),
-            Err(e) => ChannelReport {
-                outcome: unknown(&e),
-                amount_minor: None,
-                currency: None,
-            },
-        }
+        settle(self.call(&req).await, |resp| {
+            transformers::parse_query(cfg, resp, &payment.id, env::now_unix_s())
+        })
     }
 
     async fn refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome {
@@ -230,12 +198,7 @@ impl ChannelClient for WechatpayClient {
         let req = match transformers::refund_request(cfg, &mut rng, payment, refund, now, &nonce())
         {
             Ok(req) => req,
-            Err(e) => {
-                return RefundOutcome::Failed {
-                    code: "request_invalid".into(),
-                    message: e.to_string(),
-                };
-            }
+            Err(e) => return not_sent(&e),
         };
         self.refund_call(&req, &refund.id).await
     }
@@ -248,20 +211,15 @@ impl ChannelClient for WechatpayClient {
     }
 
     async fn send_sms(&self, _phone: &str, _text: &str) -> Result<(), String> {
-        Err(format!("{} sends no SMS", Channel::Wechatpay.as_str()))
+        sends_no_sms(Channel::Wechatpay)
     }
 }
 
 impl WechatpayClient {
     async fn refund_call(&self, req: &WechatRequest, refund_id: &str) -> RefundOutcome {
-        match self.call(req).await {
-            Ok(resp) => {
-                transformers::parse_refund(&self.config, &resp, refund_id, env::now_unix_s())
-            }
-            Err(e) => RefundOutcome::Unknown {
-                detail: e.to_string(),
-            },
-        }
+        settle(self.call(req).await, |resp| {
+            transformers::parse_refund(&self.config, resp, refund_id, env::now_unix_s())
+        })
     }
 }
 
@@ -271,30 +229,14 @@ mod tests {
     use crate::alipay::tests::payment;
     use crate::crypto::test_rng;
     use crate::wechatpay::tests::config;
+    use crate::wiring::every_method;
     use spinpay_core::money::Currency;
 
     #[test]
     fn preflight_agrees_with_the_request_builder_on_every_method_and_input() {
         // Proves a payment refused up front is exactly one the transformer could not
         // build (methods, capture modes, amounts, the H5 payer IP).
-        let methods = [
-            PaymentMethod::QrMerchant,
-            PaymentMethod::QrCustomer {
-                auth_code: "134567890123456789".into(),
-            },
-            PaymentMethod::SoundWave { token: "w".into() },
-            PaymentMethod::H5 {
-                return_url: "https://shop.example/back".into(),
-            },
-            PaymentMethod::App,
-            PaymentMethod::Nfc {
-                token: "t".into(),
-                cryptogram: "c".into(),
-            },
-            PaymentMethod::SmsOtp {
-                phone: "+8613800000000".into(),
-            },
-        ];
+        let methods = every_method("134567890123456789", "w");
         let with_ip = Payer {
             ip: Some("203.0.113.7".into()),
             ..Payer::default()
