@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 use spinpay_tests::sim::wechatpay::Signing;
 use spinpay_tests::sim::{ChannelWorld, run_world};
-use spinpay_tests::{Merchant, assert_error, assert_error_param, unique_token};
+use spinpay_tests::{Merchant, Reply, assert_error, assert_error_param, unique_token};
 
 /// A payment request on `channel`.
 fn request(channel: &str, amount_minor: i64, method: Value) -> Value {
@@ -26,8 +26,38 @@ fn code(prefix: &str) -> Value {
     json!({"type": "qr_customer", "auth_code": format!("{prefix}{}", unique_token())})
 }
 
+/// A qr_merchant method.
+fn qr() -> Value {
+    json!({"type": "qr_merchant"})
+}
+
 async fn create(m: &Merchant<'_>, body: &Value) -> Value {
     m.create_payment_ok(body).await
+}
+
+/// Creates a qr_merchant payment of `amount_minor` on `channel`, asserting 200.
+async fn create_qr(m: &Merchant<'_>, channel: &str, amount_minor: i64) -> Value {
+    create(m, &request(channel, amount_minor, qr())).await
+}
+
+/// Creates a payment whose channel outcome is unknown: 200, processing, nothing captured.
+async fn create_processing(m: &Merchant<'_>, body: &Value) -> Value {
+    let (status, p) = m.create_payment(body).await;
+    assert_eq!(status, 200, "{p}");
+    assert_money(&p, "processing", 0, 0);
+    p
+}
+
+/// `POST /v1/payments/{id}/cancel`.
+async fn cancel(m: &Merchant<'_>, id: &str) -> Reply {
+    m.post(&format!("/v1/payments/{id}/cancel"), &json!({}))
+        .await
+}
+
+/// `POST /v1/refunds/{id}/recheck`.
+async fn recheck_refund(m: &Merchant<'_>, id: &str) -> Reply {
+    m.post(&format!("/v1/refunds/{id}/recheck"), &json!({}))
+        .await
 }
 
 fn id(p: &Value) -> String {
@@ -123,7 +153,7 @@ fn alipay_precreate_shows_a_qr_and_the_signed_notification_settles_the_payment()
     // verifies, acknowledges with `success` and applies once.
     run_world(async |w| {
         let m = merchant(w).await;
-        let p = create(&m, &request("alipay", 1250, json!({"type": "qr_merchant"}))).await;
+        let p = create_qr(&m, "alipay", 1250).await;
         assert_money(&p, "requires_customer_action", 0, 0);
         assert_eq!(p["next_action"]["type"], "display_qr", "{p}");
         let qr = p["next_action"]["qr_payload"].as_str().unwrap();
@@ -203,12 +233,7 @@ fn alipay_refunds_partially_then_fully_and_never_beyond_the_capture() {
             )
             .await;
         assert_error(&(status, e), 400, "refund_exceeds_captured");
-        let rq = m
-            .post(
-                &format!("/v1/refunds/{}/recheck", r1["id"].as_str().unwrap()),
-                &json!({}),
-            )
-            .await;
+        let rq = recheck_refund(&m, r1["id"].as_str().unwrap()).await;
         assert_eq!(rq.0, 200, "{}", rq.1);
         assert_eq!(rq.1["status"], "succeeded", "{}", rq.1);
     });
@@ -220,11 +245,9 @@ fn alipay_cancel_closes_an_unpaid_trade() {
     // canceled; a late paid notification then contradicts and flags it, never captures.
     run_world(async |w| {
         let m = merchant(w).await;
-        let p = create(&m, &request("alipay", 700, json!({"type": "qr_merchant"}))).await;
+        let p = create_qr(&m, "alipay", 700).await;
         let pid = id(&p);
-        let (status, c) = m
-            .post(&format!("/v1/payments/{pid}/cancel"), &json!({}))
-            .await;
+        let (status, c) = cancel(&m, &pid).await;
         assert_eq!(status, 200, "{c}");
         assert_money(&c, "canceled", 0, 0);
         assert_eq!(w.alipay.trade(&pid).unwrap().status, "TRADE_CLOSED");
@@ -245,7 +268,7 @@ fn alipay_new_payments_it_cannot_take_are_refused_before_anything_is_stored() {
         let nfc = json!({"type": "nfc", "token": "t", "cryptogram": "c"});
         let r = m.create_payment(&request("alipay", 100, nfc)).await;
         assert_error_param(&r, 400, "method_unsupported", "method.type");
-        let mut manual = request("alipay", 100, json!({"type": "qr_merchant"}));
+        let mut manual = request("alipay", 100, qr());
         manual["capture"] = json!("manual");
         let r = m.create_payment(&manual).await;
         assert_error_param(&r, 400, "parameter_invalid", "capture");
@@ -260,9 +283,7 @@ fn alipay_channel_timeout_leaves_processing_until_the_query_settles_it_once() {
     // captures exactly once.
     run_world(async |w| {
         let m = merchant(w).await;
-        let (status, p) = m.create_payment(&request("alipay", 601, code("28"))).await;
-        assert_eq!(status, 200, "{p}");
-        assert_money(&p, "processing", 0, 0);
+        let p = create_processing(&m, &request("alipay", 601, code("28"))).await;
         let pid = id(&p);
         let settled = m.payment(&pid).await;
         assert_money(&settled, "succeeded", 601, 0);
@@ -299,7 +320,7 @@ fn alipay_notification_before_the_precreate_answer_is_applied_once() {
     // settles the payment, and the late precreate answer does not reopen it.
     run_world(async |w| {
         let m = merchant(w).await;
-        let p = create(&m, &request("alipay", 605, json!({"type": "qr_merchant"}))).await;
+        let p = create_qr(&m, "alipay", 605).await;
         assert_money(&p, "succeeded", 605, 0);
         assert_money(&m.payment(&id(&p)).await, "succeeded", 605, 0);
         assert_eq!(count(&m, &id(&p), "payment.succeeded").await, 1);
@@ -313,7 +334,7 @@ fn alipay_duplicate_reordered_forged_and_unknown_notifications_are_harmless() {
     // `fail`, and one about an unknown payment is acknowledged.
     run_world(async |w| {
         let m = merchant(w).await;
-        let p = create(&m, &request("alipay", 1250, json!({"type": "qr_merchant"}))).await;
+        let p = create_qr(&m, "alipay", 1250).await;
         let pid = id(&p);
         let (code, text, body) = w.alipay.notify(&pid, "TRADE_SUCCESS", "12.50", "").await;
         assert_eq!((code, text.as_str()), (200, "success"));
@@ -345,7 +366,7 @@ fn alipay_wrong_amount_in_a_notification_flags_the_payment_and_captures_nothing(
     // flagged with the channel's amount and a payment.conflicted event is raised.
     run_world(async |w| {
         let m = merchant(w).await;
-        let p = create(&m, &request("alipay", 1250, json!({"type": "qr_merchant"}))).await;
+        let p = create_qr(&m, "alipay", 1250).await;
         let pid = id(&p);
         let (code, text, _) = w.alipay.notify(&pid, "TRADE_SUCCESS", "0.01", "").await;
         assert_eq!((code, text.as_str()), (200, "success"));
@@ -366,11 +387,7 @@ fn wechatpay_native_h5_and_app_wait_for_the_customer_and_callbacks_settle_them()
     // and each encrypted, signed callback settles its payment.
     run_world(async |w| {
         let m = merchant(w).await;
-        let n = create(
-            &m,
-            &request("wechatpay", 1250, json!({"type": "qr_merchant"})),
-        )
-        .await;
+        let n = create_qr(&m, "wechatpay", 1250).await;
         assert_eq!(n["next_action"]["type"], "display_qr", "{n}");
         assert!(
             n["next_action"]["qr_payload"]
@@ -447,15 +464,9 @@ fn wechatpay_cancel_closes_an_unpaid_order() {
     // Proves cancel → close (204 signed) cancels the payment and closes the order.
     run_world(async |w| {
         let m = merchant(w).await;
-        let p = create(
-            &m,
-            &request("wechatpay", 800, json!({"type": "qr_merchant"})),
-        )
-        .await;
+        let p = create_qr(&m, "wechatpay", 800).await;
         let pid = id(&p);
-        let (status, c) = m
-            .post(&format!("/v1/payments/{pid}/cancel"), &json!({}))
-            .await;
+        let (status, c) = cancel(&m, &pid).await;
         assert_eq!(status, 200, "{c}");
         assert_money(&c, "canceled", 0, 0);
         assert_eq!(w.wechatpay.order(&pid).unwrap().trade_state, "CLOSED");
@@ -491,11 +502,7 @@ fn wechatpay_faults_are_unknown_outcomes_resolved_by_the_query() {
             (604, true),
             (606, true),
         ] {
-            let (status, p) = m
-                .create_payment(&request("wechatpay", amount, code("13")))
-                .await;
-            assert_eq!(status, 200, "{p}");
-            assert_money(&p, "processing", 0, 0);
+            let p = create_processing(&m, &request("wechatpay", amount, code("13"))).await;
             let after = m.payment(&id(&p)).await;
             if done_at_channel {
                 assert_money(&after, "succeeded", amount, 0);
@@ -514,11 +521,7 @@ fn wechatpay_callback_before_the_native_answer_duplicates_and_reorders_are_harml
     // CLOSED-free reorder (NOTPAY after SUCCESS) changes nothing.
     run_world(async |w| {
         let m = merchant(w).await;
-        let p = create(
-            &m,
-            &request("wechatpay", 605, json!({"type": "qr_merchant"})),
-        )
-        .await;
+        let p = create_qr(&m, "wechatpay", 605).await;
         let pid = id(&p);
         assert_money(&p, "succeeded", 605, 0);
         let (code, _, headers, body) = w
@@ -543,11 +546,7 @@ fn wechatpay_callbacks_signed_with_a_retiring_platform_key_are_accepted_during_r
     // callback signed with the retiring key and naming its serial settles the payment.
     run_world(async |w| {
         let m = merchant(w).await;
-        let p = create(
-            &m,
-            &request("wechatpay", 1111, json!({"type": "qr_merchant"})),
-        )
-        .await;
+        let p = create_qr(&m, "wechatpay", 1111).await;
         let pid = id(&p);
         let (code, text, _, _) = w
             .wechatpay
@@ -564,11 +563,7 @@ fn wechatpay_forged_stale_and_wrong_amount_callbacks_never_capture() {
     // {"code":"FAIL"}, and a signed callback with another amount flags the payment.
     run_world(async |w| {
         let m = merchant(w).await;
-        let p = create(
-            &m,
-            &request("wechatpay", 1250, json!({"type": "qr_merchant"})),
-        )
-        .await;
+        let p = create_qr(&m, "wechatpay", 1250).await;
         let pid = id(&p);
         for signing in [Signing::Forged, Signing::Stale] {
             let (code, text, _, _) = w.wechatpay.callback(&pid, "SUCCESS", 1250, signing).await;
@@ -598,11 +593,7 @@ fn unionpay_qr_apply_app_and_customer_codes_settle_by_back_notification() {
     // verified by certId and answered 200 `ok`.
     run_world(async |w| {
         let m = merchant(w).await;
-        let q = create(
-            &m,
-            &request("unionpay", 1250, json!({"type": "qr_merchant"})),
-        )
-        .await;
+        let q = create_qr(&m, "unionpay", 1250).await;
         assert_eq!(q["next_action"]["type"], "display_qr", "{q}");
         let a = create(&m, &request("unionpay", 1350, json!({"type": "app"}))).await;
         assert_eq!(a["next_action"]["type"], "app_order", "{a}");
@@ -624,11 +615,7 @@ fn unionpay_refund_uses_the_consume_query_id_and_settles_by_notification() {
     // any other), is pending on the 00 answer and succeeds with its back-notification.
     run_world(async |w| {
         let m = merchant(w).await;
-        let p = create(
-            &m,
-            &request("unionpay", 2000, json!({"type": "qr_merchant"})),
-        )
-        .await;
+        let p = create_qr(&m, "unionpay", 2000).await;
         let pid = id(&p);
         w.unionpay.customer_pays(&pid).await;
         assert_money(&m.payment(&pid).await, "succeeded", 2000, 0);
@@ -647,11 +634,7 @@ fn unionpay_faults_notifications_first_duplicates_and_wrong_amounts_are_safe() {
     run_world(async |w| {
         let m = merchant(w).await;
         for amount in [601, 602, 603, 604] {
-            let (status, p) = m
-                .create_payment(&request("unionpay", amount, json!({"type": "qr_merchant"})))
-                .await;
-            assert_eq!(status, 200, "{p}");
-            assert_money(&p, "processing", 0, 0);
+            let p = create_processing(&m, &request("unionpay", amount, qr())).await;
             let pid = id(&p);
             if amount != 602 {
                 let (code, text) = w.unionpay.customer_pays(&pid).await;
@@ -662,17 +645,9 @@ fn unionpay_faults_notifications_first_duplicates_and_wrong_amounts_are_safe() {
                 assert_money(&m.payment(&pid).await, "processing", 0, 0);
             }
         }
-        let first = create(
-            &m,
-            &request("unionpay", 605, json!({"type": "qr_merchant"})),
-        )
-        .await;
+        let first = create_qr(&m, "unionpay", 605).await;
         assert_money(&first, "succeeded", 605, 0);
-        let p = create(
-            &m,
-            &request("unionpay", 1250, json!({"type": "qr_merchant"})),
-        )
-        .await;
+        let p = create_qr(&m, "unionpay", 1250).await;
         let pid = id(&p);
         let (code, _, body) = w.unionpay.notify(&pid, "00", 1250, false).await;
         assert_eq!(code, 200);
@@ -680,11 +655,7 @@ fn unionpay_faults_notifications_first_duplicates_and_wrong_amounts_are_safe() {
         assert_eq!(count(&m, &pid, "payment.succeeded").await, 1);
         let (code, text, _) = w.unionpay.notify(&pid, "00", 1250, true).await;
         assert_eq!((code, text.as_str()), (401, "fail"));
-        let other = create(
-            &m,
-            &request("unionpay", 1250, json!({"type": "qr_merchant"})),
-        )
-        .await;
+        let other = create_qr(&m, "unionpay", 1250).await;
         let (code, _, _) = w.unionpay.notify(&id(&other), "00", 99, false).await;
         assert_eq!(code, 200);
         let flagged = m.payment(&id(&other)).await;
@@ -706,9 +677,7 @@ fn without_channel_variables_payments_are_refused_and_notifications_not_configur
     spinpay_tests::run(async |app| {
         let m = app.new_merchant().await;
         for channel in ["alipay", "wechatpay", "unionpay"] {
-            let r = m
-                .create_payment(&request(channel, 100, json!({"type": "qr_merchant"})))
-                .await;
+            let r = m.create_payment(&request(channel, 100, qr())).await;
             assert_error_param(&r, 400, "channel_unsupported", "channel");
         }
         assert_eq!(m.count_payments().await, 0);
@@ -738,9 +707,7 @@ fn alipay_refund_timeout_stays_pending_until_the_refund_query_settles_it_once() 
         assert_eq!(r["status"], "pending", "{r}");
         let rid = r["id"].as_str().unwrap().to_string();
         for _ in 0..2 {
-            let (status, rr) = m
-                .post(&format!("/v1/refunds/{rid}/recheck"), &json!({}))
-                .await;
+            let (status, rr) = recheck_refund(&m, &rid).await;
             assert_eq!(status, 200, "{rr}");
             assert_eq!(rr["status"], "succeeded", "{rr}");
         }
@@ -776,26 +743,16 @@ fn unionpay_query_settles_a_timed_out_consume_and_cancel_is_refused() {
     // channel_declined (ACP has no close) with the payment untouched.
     run_world(async |w| {
         let m = merchant(w).await;
-        let (status, p) = m
-            .create_payment(&request("unionpay", 601, json!({"type": "qr_merchant"})))
-            .await;
-        assert_eq!(status, 200, "{p}");
-        assert_money(&p, "processing", 0, 0);
+        let p = create_processing(&m, &request("unionpay", 601, qr())).await;
         let pid = id(&p);
         assert_money(&m.payment(&pid).await, "processing", 0, 0);
         w.unionpay.pay_silently(&pid);
         assert_money(&m.payment(&pid).await, "succeeded", 601, 0);
         assert_eq!(count(&m, &pid, "payment.succeeded").await, 1);
 
-        let open = create(
-            &m,
-            &request("unionpay", 900, json!({"type": "qr_merchant"})),
-        )
-        .await;
+        let open = create_qr(&m, "unionpay", 900).await;
         let oid = id(&open);
-        let r = m
-            .post(&format!("/v1/payments/{oid}/cancel"), &json!({}))
-            .await;
+        let r = cancel(&m, &oid).await;
         assert_error(&r, 402, "channel_declined");
         assert_money(&m.payment(&oid).await, "requires_customer_action", 0, 0);
     });

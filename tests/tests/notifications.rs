@@ -11,8 +11,8 @@ use hmac::Mac as _;
 use serde_json::{Value, json};
 use spinpay_tests::receiver::Receiver;
 use spinpay_tests::{
-    ADMIN_TOKEN, Merchant, TestApp, assert_error, assert_error_param, now_unix_s, payment_request,
-    qr_customer, run,
+    ADMIN_TOKEN, Merchant, Reply, TestApp, assert_error, assert_error_param, now_unix_s,
+    payment_request, qr_customer, run,
 };
 
 /// How far a merchant's verifier lets the signature timestamp drift.
@@ -50,6 +50,25 @@ async fn sweep(app: &TestApp, merchant_id: &str, now_ms: i64) -> Value {
     assert_eq!(status, 200, "sweep: {v}");
     assert_eq!(v["object"], "notification_sweep", "{v}");
     v
+}
+
+/// Creates a CNY 12.50 qr_customer payment for `m`, asserting 200.
+async fn pay(m: &Merchant<'_>) -> Value {
+    m.create_payment_ok(&payment_request(1250, qr_customer()))
+        .await
+}
+
+/// `POST /v1/events/{id}/redeliver` with `body`.
+async fn redeliver(m: &Merchant<'_>, id: &str, body: &Value) -> Reply {
+    m.post(&format!("/v1/events/{id}/redeliver"), body).await
+}
+
+/// Asserts a sweep report's attempted and delivered counts.
+fn assert_swept(report: &Value, attempted: u64, delivered: u64) {
+    assert_eq!(
+        (report["attempted"].as_u64(), report["delivered"].as_u64()),
+        (Some(attempted), Some(delivered))
+    );
 }
 
 /// The merchant's event ids, oldest first.
@@ -103,9 +122,7 @@ fn events_reach_a_failing_receiver_exactly_once_after_retries_with_valid_signatu
     run(|app| async move {
         let receiver = Receiver::start(3).await;
         let m = merchant_notified_at(app, &receiver).await;
-        let p = m
-            .create_payment_ok(&payment_request(1250, qr_customer()))
-            .await;
+        let p = pay(&m).await;
         assert_eq!(p["status"], "succeeded", "{p}");
         let ids = event_ids(&m).await;
         assert_eq!(
@@ -116,23 +133,14 @@ fn events_reach_a_failing_receiver_exactly_once_after_retries_with_valid_signatu
 
         let t0 = now_ms();
         let first = sweep(app, &m.id, t0).await;
-        assert_eq!(
-            (first["attempted"].as_u64(), first["delivered"].as_u64()),
-            (Some(2), Some(0))
-        );
+        assert_swept(&first, 2, 0);
         let early = sweep(app, &m.id, t0 + FIRST_RETRY_MS - 2_000).await;
         assert_eq!(early["attempted"], 0, "no retry before 15 s: {early}");
         let second = sweep(app, &m.id, t0 + FIRST_RETRY_MS + 1_000).await;
-        assert_eq!(
-            (second["attempted"].as_u64(), second["delivered"].as_u64()),
-            (Some(2), Some(1))
-        );
+        assert_swept(&second, 2, 1);
         let t2 = t0 + FIRST_RETRY_MS + SECOND_RETRY_MS + 2_000;
         let third = sweep(app, &m.id, t2).await;
-        assert_eq!(
-            (third["attempted"].as_u64(), third["delivered"].as_u64()),
-            (Some(1), Some(1))
-        );
+        assert_swept(&third, 1, 1);
         let idle = sweep(app, &m.id, t2 + 86_400_000).await;
         assert_eq!(idle["attempted"], 0, "nothing left: {idle}");
 
@@ -173,8 +181,7 @@ fn rotation_signs_with_both_secrets_during_the_grace_period_and_redeliver_sends_
     run(|app| async move {
         let receiver = Receiver::start(0).await;
         let m = merchant_notified_at(app, &receiver).await;
-        m.create_payment_ok(&payment_request(1250, qr_customer()))
-            .await;
+        pay(&m).await;
         sweep(app, &m.id, now_ms()).await;
         let before = receiver.received().len();
         assert_eq!(before, 2);
@@ -193,9 +200,7 @@ fn rotation_signs_with_both_secrets_during_the_grace_period_and_redeliver_sends_
         );
 
         let id = &event_ids(&m).await[0];
-        let (status, d) = m
-            .post(&format!("/v1/events/{id}/redeliver"), &json!({}))
-            .await;
+        let (status, d) = redeliver(&m, id, &json!({})).await;
         assert_eq!(status, 200, "{d}");
         assert_eq!(
             (d["object"].as_str(), d["status"].as_str()),
@@ -253,32 +258,19 @@ fn bad_inputs_are_refused_naming_the_field_and_change_nothing() {
         let path = "/v1/admin/notifications/sweep";
         let admin =
             |body: Value| async move { app.post(path, Some(ADMIN_TOKEN), None, &body).await };
-        assert_error_param(
-            &admin(json!({"limit": 0})).await,
-            400,
-            "parameter_invalid",
-            "limit",
-        );
-        assert_error_param(
-            &admin(json!({"limit": 101})).await,
-            400,
-            "parameter_invalid",
-            "limit",
-        );
-        assert_error_param(
-            &admin(json!({"now_ms": 5})).await,
-            400,
-            "parameter_invalid",
-            "now_ms",
-        );
-        let bad_mid = admin(json!({"merchant_id": "mch_nope"})).await;
-        assert_error_param(&bad_mid, 400, "parameter_invalid", "merchant_id");
-        assert_error_param(
-            &admin(json!({"every": 1})).await,
-            400,
-            "unknown_field",
-            "every",
-        );
+        for (body, code, param) in [
+            (json!({"limit": 0}), "parameter_invalid", "limit"),
+            (json!({"limit": 101}), "parameter_invalid", "limit"),
+            (json!({"now_ms": 5}), "parameter_invalid", "now_ms"),
+            (
+                json!({"merchant_id": "mch_nope"}),
+                "parameter_invalid",
+                "merchant_id",
+            ),
+            (json!({"every": 1}), "unknown_field", "every"),
+        ] {
+            assert_error_param(&admin(body).await, 400, code, param);
+        }
 
         let receiver = Receiver::start(0).await;
         let m = merchant_notified_at(app, &receiver).await;
@@ -287,8 +279,7 @@ fn bad_inputs_are_refused_naming_the_field_and_change_nothing() {
         assert_error_param(&bad, 400, "parameter_invalid", "grace_period_s");
         let bad = m.post(rotate, &json!({"grace_period_s": "1h"})).await;
         assert_error_param(&bad, 400, "parameter_invalid", "grace_period_s");
-        m.create_payment_ok(&payment_request(1250, qr_customer()))
-            .await;
+        pay(&m).await;
         sweep(app, &m.id, now_ms()).await;
         for r in receiver.received() {
             let sig = r.header("spinpay-signature").unwrap();
@@ -299,19 +290,13 @@ fn bad_inputs_are_refused_naming_the_field_and_change_nothing() {
         let missing = m.post(&unknown, &json!({})).await;
         assert_error(&missing, 404, "resource_missing");
         let id = &event_ids(&m).await[0];
-        let extra = m
-            .post(&format!("/v1/events/{id}/redeliver"), &json!({"x": 1}))
-            .await;
+        let extra = redeliver(&m, id, &json!({"x": 1})).await;
         assert_error_param(&extra, 400, "unknown_field", "x");
 
         let quiet = app.new_merchant().await;
-        quiet
-            .create_payment_ok(&payment_request(1250, qr_customer()))
-            .await;
+        pay(&quiet).await;
         let id = &event_ids(&quiet).await[0];
-        let none = quiet
-            .post(&format!("/v1/events/{id}/redeliver"), &json!({}))
-            .await;
+        let none = redeliver(&quiet, id, &json!({})).await;
         assert_error_param(&none, 400, "notify_url_missing", "notify_url");
         let (status, e) = quiet.get(&format!("/v1/events/{id}")).await;
         assert_eq!(
@@ -319,9 +304,7 @@ fn bad_inputs_are_refused_naming_the_field_and_change_nothing() {
             (200, &Value::Null),
             "no delivery created: {e}"
         );
-        let other = m
-            .post(&format!("/v1/events/{id}/redeliver"), &json!({}))
-            .await;
+        let other = redeliver(&m, id, &json!({})).await;
         assert_error(&other, 404, "resource_missing");
     });
 }
@@ -336,8 +319,7 @@ fn an_unreachable_notify_url_is_retried_on_schedule_then_given_up_visibly() {
         let m = app.new_merchant().await;
         let url = json!({"notify_url": "https://merchant.invalid/hook"});
         assert_eq!(m.post("/v1/account", &url).await.0, 200);
-        m.create_payment_ok(&payment_request(1250, qr_customer()))
-            .await;
+        pay(&m).await;
         let ids = event_ids(&m).await;
         let mut at = now_ms();
         let delays = [

@@ -58,6 +58,31 @@ fn with_payer(mut req: Value, payer: Value) -> Value {
     req
 }
 
+/// The app method.
+fn app_method() -> Value {
+    json!({"type": "app"})
+}
+
+/// Creates a payment of `amount_minor` by `method` for `payer`, asserting 200.
+async fn pay_as(m: &Merchant<'_>, amount_minor: i64, method: Value, payer: Value) -> Value {
+    m.create_payment_ok(&with_payer(payment_request(amount_minor, method), payer))
+        .await
+}
+
+/// A preview assessment (`POST /v1/risk/assessments`) of a CNY 10.00 app payment.
+async fn preview_app_payment(m: &Merchant<'_>, payer: &Value) -> (u16, Value) {
+    let body = json!({"amount_minor": 1000, "currency": "CNY",
+        "method": app_method(), "payer": payer});
+    m.post("/v1/risk/assessments", &body).await
+}
+
+/// The AML reports of `day` as JSON, asserting 200.
+async fn aml_reports(m: &Merchant<'_>, day: &str) -> Value {
+    let (status, list) = m.get(&format!("/v1/risk/aml-reports?day={day}")).await;
+    assert_eq!(status, 200, "{list}");
+    list
+}
+
 #[test]
 fn a_blocked_device_is_denied_and_the_payment_records_the_rules_version() {
     // Proves a device block list hit denies, and the stored payment (read back through
@@ -67,11 +92,8 @@ fn a_blocked_device_is_denied_and_the_payment_records_the_rules_version() {
         assert_eq!(rules(&m).await["version"], 1);
         let v = put_rules(&m, &json!({"blocklist": {"device_ids": ["dev-stolen-1"]}})).await;
         assert_eq!(v["version"], 2, "{v}");
-        let req = with_payer(
-            payment_request(1250, qr_customer()),
-            json!({"id": unique("u"), "device_id": "dev-stolen-1"}),
-        );
-        let p = m.create_payment_ok(&req).await;
+        let payer = json!({"id": unique("u"), "device_id": "dev-stolen-1"});
+        let p = pay_as(&m, 1250, qr_customer(), payer).await;
         assert_eq!(p["status"], "failed", "{p}");
         assert_eq!(p["failure"]["code"], "risk_denied", "{p}");
         let stored = m.payment(p["id"].as_str().unwrap()).await;
@@ -83,11 +105,8 @@ fn a_blocked_device_is_denied_and_the_payment_records_the_rules_version() {
         );
         assert_eq!(risk["rules"][0]["rule"], "blocklist.device_id", "{stored}");
         // Another device of the same merchant still pays.
-        let ok = with_payer(
-            payment_request(1250, qr_customer()),
-            json!({"device_id": "dev-fine-1"}),
-        );
-        assert_eq!(m.create_payment_ok(&ok).await["status"], "succeeded");
+        let ok = pay_as(&m, 1250, qr_customer(), json!({"device_id": "dev-fine-1"})).await;
+        assert_eq!(ok["status"], "succeeded");
     });
 }
 
@@ -100,21 +119,11 @@ fn the_sixth_rapid_payment_is_challenged_and_the_otp_confirm_completes_it() {
         let phone = unique_phone();
         let payer = json!({"id": unique("u"), "phone": phone});
         for n in 1..=5 {
-            let p = m
-                .create_payment_ok(&with_payer(
-                    payment_request(1000 + n, qr_customer()),
-                    payer.clone(),
-                ))
-                .await;
+            let p = pay_as(&m, 1000 + n, qr_customer(), payer.clone()).await;
             assert_eq!(p["status"], "succeeded", "payment {n}: {p}");
             assert_eq!(p["risk"]["decision"], "allow", "payment {n}: {p}");
         }
-        let sixth = m
-            .create_payment_ok(&with_payer(
-                payment_request(1006, qr_customer()),
-                payer.clone(),
-            ))
-            .await;
+        let sixth = pay_as(&m, 1006, qr_customer(), payer.clone()).await;
         assert_eq!(sixth["risk"]["decision"], "challenge", "{sixth}");
         assert_eq!(
             sixth["risk"]["rules"][0]["rule"], "velocity.payer.1m.count",
@@ -141,11 +150,7 @@ fn a_structuring_pattern_raises_an_aml_record_listed_as_json_and_csv() {
         let payer = json!({"id": unique("u")});
         let mut ids = Vec::new();
         for _ in 0..3 {
-            let req = with_payer(
-                payment_request(4_600_000, json!({"type": "app"})),
-                payer.clone(),
-            );
-            ids.push(m.create_payment_ok(&req).await);
+            ids.push(pay_as(&m, 4_600_000, app_method(), payer.clone()).await);
         }
         let third = &ids[2];
         assert_eq!(third["status"], "requires_review", "{third}");
@@ -157,8 +162,7 @@ fn a_structuring_pattern_raises_an_aml_record_listed_as_json_and_csv() {
             .collect();
         assert!(fired.contains(&"aml.structuring"), "{third}");
         let day = report_day_now();
-        let (status, list) = m.get(&format!("/v1/risk/aml-reports?day={day}")).await;
-        assert_eq!(status, 200, "{list}");
+        let list = aml_reports(&m, &day).await;
         assert_eq!(
             (&list["object"], &list["day"]),
             (&json!("list"), &json!(day))
@@ -210,7 +214,7 @@ fn a_review_is_approved_and_the_payment_proceeds() {
         doc["weights"]["per_transaction_max"] = json!(80);
         assert_eq!(put_rules(&m, &doc).await["version"], 2);
         let p = m
-            .create_payment_ok(&payment_request(2000, json!({"type": "app"})))
+            .create_payment_ok(&payment_request(2000, app_method()))
             .await;
         assert_eq!(
             (&p["status"], &p["risk"]["decision"]),
@@ -277,16 +281,11 @@ fn one_merchants_rules_never_reach_another() {
         let rb = rules(&b).await;
         assert_eq!(rb["version"], 1, "{rb}");
         assert_eq!(rb["blocklist"]["payer_ids"], json!([]), "{rb}");
-        let req = with_payer(
-            payment_request(1250, qr_customer()),
-            json!({"id": "u-shared"}),
-        );
-        assert_eq!(b.create_payment_ok(&req).await["status"], "succeeded");
-        let req = with_payer(
-            payment_request(1250, qr_customer()),
-            json!({"id": "u-shared"}),
-        );
-        assert_eq!(a.create_payment_ok(&req).await["status"], "failed");
+        let shared = json!({"id": "u-shared"});
+        let pb = pay_as(&b, 1250, qr_customer(), shared.clone()).await;
+        assert_eq!(pb["status"], "succeeded");
+        let pa = pay_as(&a, 1250, qr_customer(), shared).await;
+        assert_eq!(pa["status"], "failed");
     });
 }
 
@@ -298,9 +297,7 @@ fn a_preview_assessment_counts_nothing() {
         let m = app.new_merchant().await;
         let payer = json!({"id": unique("u")});
         for _ in 0..10 {
-            let body = json!({"amount_minor": 1000, "currency": "CNY",
-                "method": {"type": "app"}, "payer": payer});
-            let (status, a) = m.post("/v1/risk/assessments", &body).await;
+            let (status, a) = preview_app_payment(&m, &payer).await;
             assert_eq!(status, 200, "{a}");
             assert_eq!(
                 (&a["object"], &a["decision"], &a["rules_version"]),
@@ -309,13 +306,10 @@ fn a_preview_assessment_counts_nothing() {
             );
         }
         for n in 0..5 {
-            let req = with_payer(payment_request(1000, json!({"type": "app"})), payer.clone());
-            let p = m.create_payment_ok(&req).await;
+            let p = pay_as(&m, 1000, app_method(), payer.clone()).await;
             assert_eq!(p["risk"]["decision"], "allow", "payment {n}: {p}");
         }
-        let body = json!({"amount_minor": 1000, "currency": "CNY",
-            "method": {"type": "app"}, "payer": payer});
-        let (_, a) = m.post("/v1/risk/assessments", &body).await;
+        let (_, a) = preview_app_payment(&m, &payer).await;
         assert_eq!(
             a["decision"], "challenge",
             "the sixth would be challenged: {a}"
@@ -360,16 +354,14 @@ fn rapid_pay_then_refund_cycles_raise_an_aml_record() {
         let m = app.new_merchant().await;
         let payer = json!({"id": unique("u")});
         for _ in 0..3 {
-            let req = with_payer(payment_request(1500, qr_customer()), payer.clone());
-            let p = m.create_payment_ok(&req).await;
+            let p = pay_as(&m, 1500, qr_customer(), payer.clone()).await;
             assert_eq!(p["status"], "succeeded", "{p}");
             let path = format!("/v1/payments/{}/refunds", p["id"].as_str().unwrap());
             let (status, r) = m.post(&path, &json!({"amount_minor": 1500})).await;
             assert_eq!(status, 200, "{r}");
         }
         let day = report_day_now();
-        let (status, list) = m.get(&format!("/v1/risk/aml-reports?day={day}")).await;
-        assert_eq!(status, 200, "{list}");
+        let list = aml_reports(&m, &day).await;
         let rapid = list["data"]
             .as_array()
             .unwrap()
@@ -392,10 +384,8 @@ fn a_block_list_of_thousands_fits_in_one_put_and_applies() {
             v["blocklist"]["device_ids"].as_array().unwrap().len(),
             5_000
         );
-        let req = with_payer(
-            payment_request(1250, qr_customer()),
-            json!({"device_id": "device-fleet-04999"}),
-        );
-        assert_eq!(m.create_payment_ok(&req).await["status"], "failed");
+        let last = json!({"device_id": "device-fleet-04999"});
+        let p = pay_as(&m, 1250, qr_customer(), last).await;
+        assert_eq!(p["status"], "failed");
     });
 }

@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use futures::executor::block_on;
+use spinpay_core::crypto::Keyring;
 use spinpay_core::error::ApiError;
 use spinpay_core::idempotency::IDEMPOTENCY_LOCK_TTL_MS;
 use spinpay_core::model::PaymentStatus;
@@ -21,16 +22,39 @@ fn fingerprint_body(amount_minor: i64) -> Vec<u8> {
     body(amount_minor, QRC, "").into_bytes()
 }
 
+/// A fresh repository, keyring, simulated channel and seeded rng.
+fn world(seed: u64) -> (MemoryRepository, Keyring, SimChannel, SplitMix64) {
+    (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(seed),
+    )
+}
+
+/// Begins a keyed POST of `body` to `path` that must run (a fresh key or a taken-over
+/// lock) and returns its operation seed; panics naming the key and time otherwise.
+async fn begin_run(
+    c: &Ctx<'_, MemoryRepository>,
+    merchant_id: &str,
+    key: &str,
+    path: &str,
+    body: &[u8],
+) -> [u8; 16] {
+    match idempotency_begin(c, merchant_id, Some(key), "POST", path, body)
+        .await
+        .unwrap()
+    {
+        Started::Run(Some(t)) => t.operation_seed(),
+        other => panic!("{key} at {} ms does not run: {other:?}", c.now_ms),
+    }
+}
+
 #[test]
 fn a_retry_taking_over_a_crashed_attempts_lock_answers_with_its_payment() {
     // Proves the crashed attempt's payment is the retry's answer: same id, one payment,
     // one charge; and the lock is only taken over after its TTL.
-    let (repo, keys, ch, mut rng) = (
-        MemoryRepository::new(),
-        keyring(),
-        SimChannel::default(),
-        SplitMix64::new(7),
-    );
+    let (repo, keys, ch, mut rng) = world(7);
     block_on(async {
         let t0 = 10_000;
         let c = ctx(&repo, &keys, t0);
@@ -39,14 +63,7 @@ fn a_retry_taking_over_a_crashed_attempts_lock_answers_with_its_payment() {
         let req_body = fingerprint_body(1250);
         // The first attempt claims the key, stores and charges its payment, then "dies"
         // before completing the idempotency record.
-        let Started::Run(Some(first)) =
-            idempotency_begin(&c, &m.id, Some("order-77"), "POST", path, &req_body)
-                .await
-                .unwrap()
-        else {
-            panic!("the first attempt runs");
-        };
-        let seed = first.operation_seed();
+        let seed = begin_run(&c, &m.id, "order-77", path, &req_body).await;
         let paid = create_payment_seeded(
             &c,
             &ch,
@@ -70,14 +87,8 @@ fn a_retry_taking_over_a_crashed_attempts_lock_answers_with_its_payment() {
 
         // After the TTL the retry takes over with the same seed and gets that payment.
         let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
-        let Started::Run(Some(retry)) =
-            idempotency_begin(&late, &m.id, Some("order-77"), "POST", path, &req_body)
-                .await
-                .unwrap()
-        else {
-            panic!("the retry takes over");
-        };
-        assert_eq!(retry.operation_seed(), seed);
+        let retry_seed = begin_run(&late, &m.id, "order-77", path, &req_body).await;
+        assert_eq!(retry_seed, seed);
         let again = create_payment_seeded(
             &late,
             &ch,
@@ -85,7 +96,7 @@ fn a_retry_taking_over_a_crashed_attempts_lock_answers_with_its_payment() {
             &mut rng,
             &m,
             new_payment(&body(1250, QRC, "")),
-            Some(retry.operation_seed()),
+            Some(retry_seed),
         )
         .await
         .unwrap();
@@ -103,12 +114,7 @@ fn an_order_id_claimed_by_a_request_that_died_is_freed_after_the_lock_ttl() {
     // Proves a claim naming a payment that never got stored blocks the order id only
     // while its request could still be running, then a new payment takes it over; a claim
     // naming a stored payment stays a duplicate forever.
-    let (repo, keys, ch, mut rng) = (
-        MemoryRepository::new(),
-        keyring(),
-        SimChannel::default(),
-        SplitMix64::new(8),
-    );
+    let (repo, keys, ch, mut rng) = world(8);
     block_on(async {
         let t0 = 50_000;
         let c = ctx(&repo, &keys, t0);
@@ -122,31 +128,17 @@ fn an_order_id_claimed_by_a_request_that_died_is_freed_after_the_lock_ttl() {
         )
         .await
         .unwrap();
-        let with_order = || new_payment(&body(900, QRC, r#","merchant_order_id":"ord-1""#));
+        let with_order = || body(900, QRC, r#","merchant_order_id":"ord-1""#);
         let early = ctx(&repo, &keys, t0 + 5_000);
-        let e = create_payment(
-            &early,
-            &ch,
-            &LocalRisk::default(),
-            &mut rng,
-            &m,
-            with_order(),
-        )
-        .await
-        .unwrap_err();
+        let e = pay_body(&early, &ch, &mut rng, &m, &with_order())
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), "merchant_order_id_duplicate");
 
         let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
-        let p = create_payment(
-            &late,
-            &ch,
-            &LocalRisk::default(),
-            &mut rng,
-            &m,
-            with_order(),
-        )
-        .await
-        .unwrap();
+        let p = pay_body(&late, &ch, &mut rng, &m, &with_order())
+            .await
+            .unwrap();
         assert_eq!(p.status, PaymentStatus::Succeeded);
         let found = find_payment_by_order_id(&late, &m.id, "ord-1")
             .await
@@ -155,16 +147,9 @@ fn an_order_id_claimed_by_a_request_that_died_is_freed_after_the_lock_ttl() {
 
         // A live holder is never taken over, however old the claim.
         let much_later = ctx(&repo, &keys, t0 + 10 * IDEMPOTENCY_LOCK_TTL_MS);
-        let e = create_payment(
-            &much_later,
-            &ch,
-            &LocalRisk::default(),
-            &mut rng,
-            &m,
-            with_order(),
-        )
-        .await
-        .unwrap_err();
+        let e = pay_body(&much_later, &ch, &mut rng, &m, &with_order())
+            .await
+            .unwrap_err();
         assert_eq!(
             e,
             ApiError::MerchantOrderIdDuplicate {
@@ -180,41 +165,17 @@ fn a_refund_retry_after_a_crash_resumes_and_never_refunds_twice() {
     // Proves a keyed refund retry that takes over a crashed attempt's lock answers with
     // the refund that attempt reserved (no second channel refund), and one whose record
     // was written but never reserved goes on to reserve and refund it exactly once.
-    let (repo, keys, ch, mut rng) = (
-        MemoryRepository::new(),
-        keyring(),
-        SimChannel::default(),
-        SplitMix64::new(9),
-    );
+    let (repo, keys, ch, mut rng) = world(9);
     block_on(async {
         let t0 = 90_000;
         let c = ctx(&repo, &keys, t0);
         let (m, _) = merchant(&c, &mut rng).await;
-        let p = create_payment(
-            &c,
-            &ch,
-            &LocalRisk::default(),
-            &mut rng,
-            &m,
-            new_payment(&body(1000, QRC, "")),
-        )
-        .await
-        .unwrap();
+        let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
         let path = format!("/v1/payments/{}/refunds", p.id);
-        let req = || spinpay_core::api::NewRefund {
-            amount_minor: Some(300),
-            reason: None,
-            merchant_refund_id: None,
-        };
+        let req = || refund_of(300);
         let claim = async |at: i64, key: &str| {
             let c = ctx(&repo, &keys, at);
-            match idempotency_begin(&c, &m.id, Some(key), "POST", &path, b"{}")
-                .await
-                .unwrap()
-            {
-                Started::Run(Some(t)) => t.operation_seed(),
-                other => panic!("{other:?}"),
-            }
+            begin_run(&c, &m.id, key, &path, b"{}").await
         };
         // (a) The whole refund happened, the idempotency record was never completed.
         let seed = claim(t0, "refund-a").await;

@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use futures::executor::block_on;
-use spinpay_core::api::NewRefund;
-use spinpay_core::crypto::verify_header;
+use spinpay_core::crypto::{Keyring, verify_header};
 use spinpay_core::model::{CaptureMode, Merchant, Payment, Refund, StoredEvent};
 use spinpay_core::repo::memory::MemoryRepository;
 use spinpay_core::repo::{RepoError, Repository, Versioned};
@@ -147,6 +146,36 @@ async fn notified_merchant<R: Repository>(
     (m, created.webhook_secret)
 }
 
+/// A notified merchant with one 1250 payment by `method`: (merchant, webhook secret,
+/// payment id).
+async fn merchant_with_payment<R: Repository>(
+    c: &Ctx<'_, R>,
+    ch: &SimChannel,
+    rng: &mut SplitMix64,
+    method: &str,
+) -> (Merchant, String, String) {
+    let (m, secret) = notified_merchant(c, rng).await;
+    let p = pay(c, ch, rng, &m, 1250, method).await.unwrap();
+    (m, secret, p.id)
+}
+
+/// A fresh repository, keyring and channel, an rng from `seed`, and one notified
+/// merchant created at 1_000 ms with its webhook secret.
+type World = (
+    MemoryRepository,
+    Keyring,
+    SimChannel,
+    SplitMix64,
+    (Merchant, String),
+);
+
+fn notified_world(seed: u64) -> World {
+    let (repo, keys) = (MemoryRepository::new(), keyring());
+    let mut rng = SplitMix64::new(seed);
+    let notified = block_on(notified_merchant(&ctx(&repo, &keys, 1_000), &mut rng));
+    (repo, keys, SimChannel::default(), rng, notified)
+}
+
 fn stored<T: serde::de::DeserializeOwned>(repo: &MemoryRepository, key: &str) -> Option<T> {
     block_on(repo.get(key))
         .unwrap()
@@ -264,11 +293,7 @@ macro_rules! crash_everywhere {
             };
             let crash = CrashRepo::new(&repo, k);
             let finished = {
-                let $cc = Ctx {
-                    repo: &crash,
-                    keys: &keys,
-                    now_ms: 2_000,
-                };
+                let $cc = ctx(&crash, &keys, 2_000);
                 let $rng2 = &mut $rng;
                 block_on(async { $op }).is_ok() && crash.used.get() <= k
             };
@@ -299,10 +324,7 @@ fn a_crash_at_any_step_of_creating_a_payment_loses_and_duplicates_no_event() {
     let steps = crash_everywhere!(
         "create_payment",
         |c, rng| { notified_merchant(&c, &mut rng).await },
-        |cc, rng, state| {
-            let req = new_payment(&body(1250, QRC, ""));
-            create_payment(&cc, &ch, &LocalRisk::default(), rng, &state.0, req).await
-        }
+        |cc, rng, state| { pay(&cc, &ch, rng, &state.0, 1250, QRC).await }
     );
     assert!(steps > 10, "the flow has many crash points ({steps})");
 }
@@ -313,14 +335,7 @@ fn a_crash_at_any_step_of_a_paid_notification_loses_and_duplicates_no_event() {
     let ch = SimChannel::default();
     crash_everywhere!(
         "notification",
-        |c, rng| {
-            let (m, secret) = notified_merchant(&c, &mut rng).await;
-            let req = new_payment(&body(1250, QR, ""));
-            let p = create_payment(&c, &ch, &LocalRisk::default(), &mut rng, &m, req)
-                .await
-                .unwrap();
-            (m, secret, p.id)
-        },
+        |c, rng| { merchant_with_payment(&c, &ch, &mut rng, QR).await },
         |cc, rng, state| {
             let n = PaymentNotification {
                 channel: spinpay_core::model::Channel::Sandbox,
@@ -342,21 +357,9 @@ fn a_crash_at_any_step_of_a_refund_loses_and_duplicates_no_event() {
     let ch = SimChannel::default();
     crash_everywhere!(
         "create_refund",
-        |c, rng| {
-            let (m, secret) = notified_merchant(&c, &mut rng).await;
-            let req = new_payment(&body(1250, QRC, ""));
-            let p = create_payment(&c, &ch, &LocalRisk::default(), &mut rng, &m, req)
-                .await
-                .unwrap();
-            (m, secret, p.id)
-        },
+        |c, rng| { merchant_with_payment(&c, &ch, &mut rng, QRC).await },
         |cc, rng, state| {
-            let req = NewRefund {
-                amount_minor: Some(500),
-                reason: None,
-                merchant_refund_id: None,
-            };
-            create_refund(&cc, &ch, rng, &state.0.id, &state.2, req).await
+            create_refund(&cc, &ch, rng, &state.0.id, &state.2, refund_of(500)).await
         }
     );
 }
@@ -373,30 +376,14 @@ fn a_crash_at_any_step_of_a_sweep_is_finished_by_the_next_sweep() {
         let (m, _) = block_on(notified_merchant(&c, &mut rng));
         // The writer stops right after its state write (12 ops: marker, payment, index…).
         let crash = CrashRepo::new(&repo, 12);
-        let cc = Ctx {
-            repo: &crash,
-            keys: &keys,
-            now_ms: 2_000,
-        };
-        let req = new_payment(&body(1250, QRC, ""));
-        let _ = block_on(create_payment(
-            &cc,
-            &ch,
-            &LocalRisk::default(),
-            &mut rng,
-            &m,
-            req,
-        ));
+        let cc = ctx(&crash, &keys, 2_000);
+        let _ = block_on(pay(&cc, &ch, &mut rng, &m, 1250, QRC));
         let pay_key = &repo.keys_with_prefix("pay/")[0];
         let raw: serde_json::Value = stored(&repo, pay_key).unwrap();
         assert!(raw["outbox"].as_array().is_some_and(|o| !o.is_empty()));
         let endpoint = Endpoint::default();
         let crash = CrashRepo::new(&repo, k);
-        let cc = Ctx {
-            repo: &crash,
-            keys: &keys,
-            now_ms: LATER_MS,
-        };
+        let cc = ctx(&crash, &keys, LATER_MS);
         let first = block_on(sweep(&cc, &endpoint, &SweepRequest::default()));
         // An attempt the crashed sweep claimed is retried on schedule.
         let later = ctx(&repo, &keys, LATER_MS + RETRY_DELAYS_MS[0]);
@@ -433,20 +420,9 @@ fn delivery_of(repo: &MemoryRepository, event_id: &str) -> Delivery {
 fn failed_deliveries_follow_the_retry_schedule_then_give_up() {
     // Proves attempts at 0, +15 s, +1 min, +5 min, +15 min, +1 h, +6 h, +24 h (none
     // early), then `failed` with the last status kept; a redelivery starts a new round.
-    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
-    let mut rng = SplitMix64::new(5);
+    let (repo, keys, ch, mut rng, (m, _)) = notified_world(5);
     let c = ctx(&repo, &keys, 1_000);
-    let (m, _) = block_on(notified_merchant(&c, &mut rng));
-    let req = new_payment(&body(1250, QR, ""));
-    block_on(create_payment(
-        &c,
-        &ch,
-        &LocalRisk::default(),
-        &mut rng,
-        &m,
-        req,
-    ))
-    .unwrap();
+    block_on(pay(&c, &ch, &mut rng, &m, 1250, QR)).unwrap();
     let created = log(&repo, &m.id)[0].id.clone();
     let events = log(&repo, &m.id).len() as u32;
     assert_eq!(
@@ -494,20 +470,9 @@ fn failed_deliveries_follow_the_retry_schedule_then_give_up() {
 fn deliveries_are_signed_with_every_live_secret_and_verify_as_a_merchant_would() {
     // Proves the body is the event JSON, the signature verifies with the webhook secret,
     // rotation adds a second v1 (old and new both verify) until the grace period ends.
-    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
-    let mut rng = SplitMix64::new(9);
+    let (repo, keys, ch, mut rng, (m, old_secret)) = notified_world(9);
     let c = ctx(&repo, &keys, 1_000);
-    let (m, old_secret) = block_on(notified_merchant(&c, &mut rng));
-    let req = new_payment(&body(1250, QR, ""));
-    block_on(create_payment(
-        &c,
-        &ch,
-        &LocalRisk::default(),
-        &mut rng,
-        &m,
-        req,
-    ))
-    .unwrap();
+    block_on(pay(&c, &ch, &mut rng, &m, 1250, QR)).unwrap();
     let endpoint = Endpoint::default();
     sweep_at(&repo, &endpoint, &m.id, 1_000);
     let (url, headers, body) = endpoint.posts.borrow()[0].clone();
@@ -566,21 +531,10 @@ fn deliveries_are_signed_with_every_live_secret_and_verify_as_a_merchant_would()
 fn bad_sweep_rotation_and_redelivery_inputs_are_refused_without_a_change() {
     // Proves limit and grace bounds, an unknown merchant, a foreign event, and a
     // redelivery without notify_url are refused naming the field.
-    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
-    let mut rng = SplitMix64::new(11);
+    let (repo, keys, ch, mut rng, (m, _)) = notified_world(11);
     let c = ctx(&repo, &keys, 1_000);
-    let (m, _) = block_on(notified_merchant(&c, &mut rng));
     let (other, _) = block_on(merchant(&c, &mut rng));
-    let req = new_payment(&body(1250, QR, ""));
-    block_on(create_payment(
-        &c,
-        &ch,
-        &LocalRisk::default(),
-        &mut rng,
-        &m,
-        req,
-    ))
-    .unwrap();
+    block_on(pay(&c, &ch, &mut rng, &m, 1250, QR)).unwrap();
     let endpoint = Endpoint::default();
     let bad = SweepRequest {
         limit: Some(0),
@@ -607,16 +561,7 @@ fn bad_sweep_rotation_and_redelivery_inputs_are_refused_without_a_change() {
     let e = block_on(redeliver_event(&c, &other, &event)).unwrap_err();
     assert_eq!(e.code(), "resource_missing");
     let other_event = {
-        let req = new_payment(&body(1250, QR, ""));
-        block_on(create_payment(
-            &c,
-            &ch,
-            &LocalRisk::default(),
-            &mut rng,
-            &other,
-            req,
-        ))
-        .unwrap();
+        block_on(pay(&c, &ch, &mut rng, &other, 1250, QR)).unwrap();
         log(&repo, &other.id)[0].id.clone()
     };
     let e = block_on(redeliver_event(&c, &other, &other_event)).unwrap_err();
@@ -638,20 +583,9 @@ fn concurrent_refunds_with_injected_conflicts_publish_each_event_exactly_once() 
     // accepted refund and one delivery per event.
     use spinpay_core::repo::memory::Faults;
     for seed in 1..=3_u64 {
-        let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
-        let mut rng = SplitMix64::new(seed);
+        let (repo, keys, ch, mut rng, (m, _)) = notified_world(seed);
         let c = ctx(&repo, &keys, 1_000);
-        let (m, _) = block_on(notified_merchant(&c, &mut rng));
-        let req = new_payment(&body(5000, QRC, ""));
-        let p = block_on(create_payment(
-            &c,
-            &ch,
-            &LocalRisk::default(),
-            &mut rng,
-            &m,
-            req,
-        ))
-        .unwrap();
+        let p = block_on(pay(&c, &ch, &mut rng, &m, 5000, QRC)).unwrap();
         repo.set_faults(Faults {
             conflict_per_mille: 100,
             unavailable_per_mille: 0,
@@ -660,14 +594,9 @@ fn concurrent_refunds_with_injected_conflicts_publish_each_event_exactly_once() 
         let c = ctx(&repo, &keys, 2_000);
         let mut rngs: Vec<SplitMix64> = (0..32).map(|i| SplitMix64::new(seed * 1000 + i)).collect();
         let endpoint = Endpoint::default();
-        let refunds = rngs.iter_mut().map(|r| {
-            let req = NewRefund {
-                amount_minor: Some(100),
-                reason: None,
-                merchant_refund_id: None,
-            };
-            create_refund(&c, &ch, r, &m.id, &p.id, req)
-        });
+        let refunds = rngs
+            .iter_mut()
+            .map(|r| create_refund(&c, &ch, r, &m.id, &p.id, refund_of(100)));
         let later = ctx(&repo, &keys, LATER_MS);
         let (results, _) = block_on(futures::future::join(
             futures::future::join_all(refunds),
@@ -700,23 +629,12 @@ fn a_queue_slot_left_empty_is_tombstoned_so_a_slow_writer_cannot_fill_it_behind_
     // Proves the sweep passes a drawn-but-unwritten delivery slot only after taking it
     // (a tombstone), so the late write fails (its writer draws again), and every event
     // is still delivered.
-    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
-    let mut rng = SplitMix64::new(13);
+    let (repo, keys, ch, mut rng, (m, _)) = notified_world(13);
     let c = ctx(&repo, &keys, 1_000);
-    let (m, _) = block_on(notified_merchant(&c, &mut rng));
     // A "slow writer" draws slot 1 of the delivery queue and stalls.
     let seq_key = format!("mch/{}/seq/dlv", m.id);
     let stalled = block_on(repo.increment(&seq_key, 1)).unwrap();
-    let req = new_payment(&body(1250, QRC, ""));
-    block_on(create_payment(
-        &c,
-        &ch,
-        &LocalRisk::default(),
-        &mut rng,
-        &m,
-        req,
-    ))
-    .unwrap();
+    block_on(pay(&c, &ch, &mut rng, &m, 1250, QRC)).unwrap();
     let endpoint = Endpoint::default();
     let r = block_on(sweep(
         &ctx(&repo, &keys, LATER_MS),
@@ -745,16 +663,7 @@ fn a_bounded_global_sweep_reaches_every_merchant_over_successive_calls() {
     let mut merchants = Vec::new();
     for _ in 0..4 {
         let (m, _) = block_on(notified_merchant(&c, &mut rng));
-        let req = new_payment(&body(1250, QRC, ""));
-        block_on(create_payment(
-            &c,
-            &ch,
-            &LocalRisk::default(),
-            &mut rng,
-            &m,
-            req,
-        ))
-        .unwrap();
+        block_on(pay(&c, &ch, &mut rng, &m, 1250, QRC)).unwrap();
         merchants.push(m);
     }
     let endpoint = Endpoint::default();
@@ -799,31 +708,11 @@ fn endpoint_for(endpoint: &Endpoint, repo: &MemoryRepository, merchant_id: &str)
 fn the_outbox_costs_a_bounded_number_of_storage_operations_per_payment() {
     // Proves an I/O budget: creating and settling a qr_customer payment (2 events, 2
     // deliveries) stays within a fixed number of reads and writes.
-    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
-    let mut rng = SplitMix64::new(19);
+    let (repo, keys, ch, mut rng, (m, _)) = notified_world(19);
     let c = ctx(&repo, &keys, 1_000);
-    let (m, _) = block_on(notified_merchant(&c, &mut rng));
-    let req = new_payment(&body(1250, QRC, ""));
-    block_on(create_payment(
-        &c,
-        &ch,
-        &LocalRisk::default(),
-        &mut rng,
-        &m,
-        req,
-    ))
-    .unwrap();
+    block_on(pay(&c, &ch, &mut rng, &m, 1250, QRC)).unwrap();
     let before = repo.counts();
-    let req = new_payment(&body(1250, QRC, ""));
-    block_on(create_payment(
-        &c,
-        &ch,
-        &LocalRisk::default(),
-        &mut rng,
-        &m,
-        req,
-    ))
-    .unwrap();
+    block_on(pay(&c, &ch, &mut rng, &m, 1250, QRC)).unwrap();
     let after = repo.counts();
     let (gets, puts, incs) = (
         after.gets - before.gets,
@@ -841,21 +730,10 @@ fn the_outbox_costs_a_bounded_number_of_storage_operations_per_payment() {
 fn a_backlog_longer_than_the_queue_window_still_gets_every_first_attempt() {
     // Proves a failing endpoint with 120 waiting deliveries (window 100) does not starve
     // the newest: waiting ones move to the tail and the rest get their first attempt.
-    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
-    let mut rng = SplitMix64::new(23);
+    let (repo, keys, ch, mut rng, (m, _)) = notified_world(23);
     let c = ctx(&repo, &keys, 1_000);
-    let (m, _) = block_on(notified_merchant(&c, &mut rng));
     for _ in 0..60 {
-        let req = new_payment(&body(1250, QRC, ""));
-        block_on(create_payment(
-            &c,
-            &ch,
-            &LocalRisk::default(),
-            &mut rng,
-            &m,
-            req,
-        ))
-        .unwrap();
+        block_on(pay(&c, &ch, &mut rng, &m, 1250, QRC)).unwrap();
     }
     let endpoint = Endpoint::failing(10_000);
     let req = SweepRequest {

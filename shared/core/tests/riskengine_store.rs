@@ -40,6 +40,15 @@ fn input(n: u32) -> RiskInput {
     )
 }
 
+/// A context over `repo` at `T0`.
+fn at_t0<'a>(repo: &'a MemoryRepository, keys: &'a Keyring) -> Ctx<'a, MemoryRepository> {
+    Ctx {
+        repo,
+        keys,
+        now_ms: T0,
+    }
+}
+
 fn count_keys(repo: &MemoryRepository, prefix: &str) -> usize {
     repo.keys_with_prefix(prefix).len()
 }
@@ -49,11 +58,7 @@ fn a_preview_writes_no_counters_and_a_recorded_payment_counts_once_under_retries
     // Proves Mode::Preview leaves the counters untouched, Mode::Record counts, and
     // recording the same payment id again (a retried call) does not move the velocity.
     let (repo, keys, mut rng) = (MemoryRepository::new(), keys(), SplitMix64::new(1));
-    let ctx = Ctx {
-        repo: &repo,
-        keys: &keys,
-        now_ms: T0,
-    };
+    let ctx = at_t0(&repo, &keys);
     block_on(async {
         let mut preview = input(1);
         preview.payment_id = None;
@@ -86,11 +91,7 @@ fn a_preview_writes_no_counters_and_a_recorded_payment_counts_once_under_retries
 fn a_denied_payment_is_not_counted() {
     // Proves a refused payment does not use up the payer's counters.
     let (repo, keys, mut rng) = (MemoryRepository::new(), keys(), SplitMix64::new(2));
-    let ctx = Ctx {
-        repo: &repo,
-        keys: &keys,
-        now_ms: T0,
-    };
+    let ctx = at_t0(&repo, &keys);
     block_on(async {
         let mut c = EngineConfig::default();
         c.blocklist.device_ids.insert("d-1".into());
@@ -108,11 +109,7 @@ fn configuration_versions_grow_and_invalid_input_changes_nothing() {
     // Proves the default is version 1, each PUT adds one, and a rejected PUT names the
     // field and leaves the stored version alone.
     let (repo, keys) = (MemoryRepository::new(), keys());
-    let ctx = Ctx {
-        repo: &repo,
-        keys: &keys,
-        now_ms: T0,
-    };
+    let ctx = at_t0(&repo, &keys);
     block_on(async {
         assert_eq!(get_config(&ctx, MID).await.unwrap().version, 1);
         let v2 = put_config(&ctx, MID, EngineConfig::default())
@@ -136,11 +133,7 @@ fn the_salt_is_created_once_sealed_and_stable() {
     // Proves the first load creates a sealed salt, later loads (any entropy) read the
     // same one, and the stored bytes do not contain it in clear.
     let (repo, keys) = (MemoryRepository::new(), keys());
-    let ctx = Ctx {
-        repo: &repo,
-        keys: &keys,
-        now_ms: T0,
-    };
+    let ctx = at_t0(&repo, &keys);
     block_on(async {
         let a = load_merchant(&ctx, &mut SplitMix64::new(3), MID, None)
             .await
@@ -166,11 +159,7 @@ fn a_cached_configuration_gives_way_to_the_next_put() {
     // stored version, so the very next assessment decides with the new rules.
     let (repo, keys, mut rng) = (MemoryRepository::new(), keys(), SplitMix64::new(5));
     let cache = spinpay_core::riskengine::store::ConfigCache::new();
-    let ctx = Ctx {
-        repo: &repo,
-        keys: &keys,
-        now_ms: T0,
-    };
+    let ctx = at_t0(&repo, &keys);
     block_on(async {
         let first = assess(&ctx, &mut rng, &input(1), Mode::Preview, Some(&cache))
             .await
@@ -203,11 +192,7 @@ fn concurrent_recordings_under_injected_faults_count_each_payment_exactly_once()
     use spinpay_core::riskengine::{Dimension, Window};
     let repo = MemoryRepository::with_faults(11, Faults::default());
     let keys = keys();
-    let ctx = Ctx {
-        repo: &repo,
-        keys: &keys,
-        now_ms: T0,
-    };
+    let ctx = at_t0(&repo, &keys);
     let mut quiet = EngineConfig::default();
     quiet.velocity.clear();
     block_on(async {

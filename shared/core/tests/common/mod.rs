@@ -4,14 +4,17 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
-use spinpay_core::api::{BODY_BYTES_MAX, CreatePaymentRequest, NewPayment, parse_body};
+use spinpay_core::api::{
+    BODY_BYTES_MAX, CreatePaymentRequest, NewPayment, NewRefund, PaymentResponse, parse_body,
+};
 use spinpay_core::crypto::Keyring;
+use spinpay_core::error::ApiError;
 use spinpay_core::model::{CaptureMode, Merchant, NextAction, Payment, PaymentMethod, Refund};
-use spinpay_core::repo::memory::MemoryRepository;
+use spinpay_core::repo::Repository;
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::{
-    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, Ctx, RefundOutcome, authenticate,
-    create_merchant,
+    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, Ctx, LocalRisk, RefundOutcome,
+    authenticate, create_merchant, create_payment,
 };
 
 /// A channel that behaves like the sandbox: 666 declined, 777 timeout, 888 pending,
@@ -167,16 +170,13 @@ pub fn keyring() -> Keyring {
     Keyring::new(1, [42; 32])
 }
 
-pub fn ctx<'a>(
-    repo: &'a MemoryRepository,
-    keys: &'a Keyring,
-    now_ms: i64,
-) -> Ctx<'a, MemoryRepository> {
+/// A context over `repo` (the memory repository or a wrapper around it) at `now_ms`.
+pub fn ctx<'a, R: Repository>(repo: &'a R, keys: &'a Keyring, now_ms: i64) -> Ctx<'a, R> {
     Ctx { repo, keys, now_ms }
 }
 
 /// Creates a merchant and returns it with its secret key.
-pub async fn merchant(c: &Ctx<'_, MemoryRepository>, rng: &mut SplitMix64) -> (Merchant, String) {
+pub async fn merchant<R: Repository>(c: &Ctx<'_, R>, rng: &mut SplitMix64) -> (Merchant, String) {
     let req = spinpay_core::api::NewMerchant {
         name: "Coffee".into(),
         notify_url: None,
@@ -201,4 +201,36 @@ pub fn body(amount_minor: i64, method: &str, extra: &str) -> String {
     format!(
         r#"{{"amount_minor":{amount_minor},"currency":"CNY","channel":"sandbox","method":{method}{extra}}}"#
     )
+}
+
+/// Creates a payment from a create-payment `body` for `m`, with the local risk engine.
+pub async fn pay_body<R: Repository>(
+    c: &Ctx<'_, R>,
+    ch: &SimChannel,
+    rng: &mut SplitMix64,
+    m: &Merchant,
+    body: &str,
+) -> Result<PaymentResponse, ApiError> {
+    create_payment(c, ch, &LocalRisk::default(), rng, m, new_payment(body)).await
+}
+
+/// Creates a CNY sandbox payment of `amount_minor` by `method` (JSON) for `m`.
+pub async fn pay<R: Repository>(
+    c: &Ctx<'_, R>,
+    ch: &SimChannel,
+    rng: &mut SplitMix64,
+    m: &Merchant,
+    amount_minor: i64,
+    method: &str,
+) -> Result<PaymentResponse, ApiError> {
+    pay_body(c, ch, rng, m, &body(amount_minor, method, "")).await
+}
+
+/// A refund request of `amount_minor` without reason or merchant refund id.
+pub fn refund_of(amount_minor: i64) -> NewRefund {
+    NewRefund {
+        amount_minor: Some(amount_minor),
+        reason: None,
+        merchant_refund_id: None,
+    }
 }
