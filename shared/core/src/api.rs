@@ -414,11 +414,24 @@ pub fn validate_phone(phone: &str, param: &str) -> Result<(), ApiError> {
 pub fn validate_url(url: &str, param: &str) -> Result<(), ApiError> {
     let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+    // A real URI parse: a bracket that opens no IPv6 literal, a bad port or a stray
+    // character is refused, not stored and later sent to.
+    let parsed = http::Uri::try_from(url).ok();
+    let host_ok = parsed
+        .as_ref()
+        .and_then(|u| u.host())
+        .is_some_and(|h| !h.is_empty());
+    let port_ok = parsed
+        .as_ref()
+        .and_then(|u| u.authority())
+        .is_none_or(|a| authority_port_ok(a.as_str()));
     let ok = scheme_ok
         && url.len() <= URL_LEN_MAX
         && !rest.is_empty()
         && !rest.starts_with('/')
-        && url.bytes().all(|b| b.is_ascii_graphic());
+        && url.bytes().all(|b| b.is_ascii_graphic())
+        && host_ok
+        && port_ok;
     if !ok {
         return Err(invalid(
             param,
@@ -426,6 +439,20 @@ pub fn validate_url(url: &str, param: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// A port in `authority`, if any, is a number from 1 to 65535 (`http` leaves an
+/// out-of-range port unparsed rather than refusing it).
+fn authority_port_ok(authority: &str) -> bool {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let tail = match host_port.rfind(']') {
+        Some(i) => &host_port[i + 1..],
+        None => host_port,
+    };
+    match tail.rsplit_once(':') {
+        None => true,
+        Some((_, port)) => port.parse::<u16>().is_ok_and(|p| p > 0),
+    }
 }
 
 /// Validates a method object for its `type`; fields of other types are unknown fields.
@@ -1174,6 +1201,33 @@ pub struct MerchantCreatedResponse {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn urls_must_parse_with_a_host_and_a_real_port() {
+        // Proves well-formed http(s) URLs (names, IPv4, IPv6 literals, ports, paths)
+        // pass and broken authorities are refused naming the field.
+        for ok in [
+            "https://merchant.example/notify",
+            "http://127.0.0.1:8080/hook?x=1",
+            "https://[::1]:8443/a",
+        ] {
+            assert_eq!(validate_url(ok, "notify_url"), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://[",
+            "https://[::1/x",
+            "https://host:0/",
+            "https://host:99999/",
+            "https://:80/",
+            "https://exa mple.com/",
+            "ftp://example.com/",
+            "https://",
+        ] {
+            let e = validate_url(bad, "notify_url").expect_err(bad);
+            assert_eq!(e.param(), Some("notify_url"), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn create(body: &str) -> Result<NewPayment, ApiError> {
