@@ -687,17 +687,7 @@ pub async fn redeliver_event<R: Repository>(
     merchant: &Merchant,
     event_id: &str,
 ) -> Result<DeliveryResponse, ApiError> {
-    let missing = || ApiError::ResourceMissing {
-        resource: "event",
-        id: event_id.chars().take(crate::ids::ID_LEN_MAX).collect(),
-    };
-    if !is_valid_id(IdKind::Event, event_id) {
-        return Err(missing());
-    }
-    match read::<StoredEvent, R>(ctx.repo, &keys::event(event_id)).await? {
-        Some((e, _)) if e.merchant_id == merchant.id => {}
-        Some(_) | None => return Err(missing()),
-    }
+    super::queries::load_event(ctx, &merchant.id, event_id).await?;
     if merchant.notify_url.is_none() {
         return Err(ApiError::NotifyUrlMissing);
     }

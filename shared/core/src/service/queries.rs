@@ -190,7 +190,8 @@ pub async fn get_event<R: Repository>(
     Ok(load_event(ctx, merchant_id, event_id).await?.to_event())
 }
 
-async fn load_event<R: Repository>(
+/// Loads an event owned by `merchant_id` (404 `resource_missing` otherwise).
+pub(crate) async fn load_event<R: Repository>(
     ctx: &Ctx<'_, R>,
     merchant_id: &str,
     event_id: &str,
