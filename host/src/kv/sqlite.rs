@@ -60,13 +60,14 @@ const DELETE_SQL: &str = "DELETE FROM spin_key_value WHERE store = ?1 AND key = 
 /// its group, it answers the waiting caller.
 type Completion = Box<dyn FnOnce(KvResult<()>) + Send>;
 /// A unit of work for the writer thread: given the writer connection inside an open
-/// transaction (or the error that kept the transaction from opening), it does its SQL and
-/// returns its completion.
-type Job = Box<dyn FnOnce(Result<&Connection, KvError>) -> Completion + Send>;
+/// transaction and the file's path for error messages (or the error that kept the
+/// transaction from opening), it does its SQL and returns its completion.
+type Job = Box<dyn FnOnce(Result<(&Connection, &Path), KvError>) -> Completion + Send>;
 
 /// One SQLite file shared by every label stored in it.
 pub struct SqliteDb {
     path: PathBuf,
+    in_memory: bool,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: ReaderPool,
@@ -133,6 +134,7 @@ impl SqliteDb {
             .map_err(|e| KvError::Other(format!("cannot start the sqlite writer: {e}")))?;
         Ok(Arc::new(SqliteDb {
             path: path.to_path_buf(),
+            in_memory,
             jobs: Mutex::new(Some(sender)),
             writer_thread: Mutex::new(Some(handle)),
             readers: ReaderPool {
@@ -147,10 +149,6 @@ impl SqliteDb {
         &self.path
     }
 
-    fn in_memory(&self) -> bool {
-        self.path.as_os_str() == IN_MEMORY_PATH
-    }
-
     /// Run `f` on the writer inside the next group commit; answers once that group's
     /// `COMMIT` returned (an `Ok` is durable).
     async fn write<T: Send + 'static>(
@@ -158,11 +156,10 @@ impl SqliteDb {
         f: impl FnOnce(&Connection) -> rusqlite::Result<KvResult<T>> + Send + 'static,
     ) -> KvResult<T> {
         let (reply, answer) = oneshot::channel::<KvResult<T>>();
-        let path = self.path.clone();
-        let job: Job = Box::new(move |conn| {
-            let result = match conn {
+        let job: Job = Box::new(move |writer| {
+            let result = match writer {
                 Err(e) => Err(e),
-                Ok(conn) => in_savepoint(conn, f).map_err(|e| sql_error(&path, e)),
+                Ok((conn, path)) => in_savepoint(conn, f).map_err(|e| sql_error(path, e)),
             };
             Box::new(move |commit: KvResult<()>| {
                 let outcome = match (result, commit) {
@@ -196,7 +193,7 @@ impl SqliteDb {
         self: &Arc<Self>,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> KvResult<T> {
-        if self.in_memory() {
+        if self.in_memory {
             return self.write(move |conn| f(conn).map(Ok)).await;
         }
         let idle = self
@@ -268,7 +265,7 @@ fn writer_loop(conn: &Connection, path: &Path, jobs: &mpsc::Receiver<Job>) {
         match conn.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {
                 for job in group.drain(..) {
-                    completions.push(job(Ok(conn)));
+                    completions.push(job(Ok((conn, path))));
                 }
                 let commit = conn.execute_batch("COMMIT").map_err(|e| {
                     // A failed COMMIT leaves the transaction open: undo it so the next

@@ -258,7 +258,8 @@ pub(crate) async fn settle_reservation<R: Repository>(
         after: refund.clone(),
         changed: false,
     };
-    // Event ids are derived from the records, not drawn: no entropy is used here.
+    // Event ids are derived from the records (`outbox::event_id`), not drawn, so the
+    // entropy `settle_payment` still takes for its signature is never used here.
     let mut no_entropy = crate::rng::SplitMix64::new(0);
     settle_payment(ctx, &mut no_entropy, &u).await
 }
@@ -280,12 +281,7 @@ where
     if refund.state.status != crate::model::RefundStatus::Pending {
         // Terminal already: make sure the payment's reservation was settled too (a
         // crash or storage failure between the two writes leaves it pending).
-        let u = Updated {
-            before: refund.clone(),
-            after: refund.clone(),
-            changed: false,
-        };
-        settle_payment(ctx, rng, &u).await?;
+        settle_reservation(ctx, &refund).await?;
         return Ok(RefundResponse::new(&refund));
     }
     let payment = load_payment(ctx, merchant_id, &refund.payment_id).await?;
