@@ -184,28 +184,19 @@ impl ChannelClient for AlipayClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alipay::tests::{config, payment};
+    use crate::alipay::tests::{config, for_every_preflight_case};
     use crate::crypto::test_rng;
-    use crate::wiring::every_method;
 
     #[test]
     fn preflight_agrees_with_the_request_builder_on_every_method_and_capture_mode() {
         // Proves a payment refused up front is exactly one the transformer could not
         // build, so no payment is created that Alipay could not be asked about.
-        for method in every_method("28763443825664394", "w1") {
-            for capture in [CaptureMode::Automatic, CaptureMode::Manual] {
-                for (amount, currency) in [(1250, Currency::Cny), (1250, Currency::Jpy)] {
-                    let mut p = payment(amount, currency);
-                    p.capture = capture;
-                    let built = transformers::authorize(&config(), &mut test_rng(), &p, &method, 0);
-                    let pre = preflight(&method, capture, amount, currency);
-                    assert_eq!(
-                        pre.clone().err(),
-                        built.err(),
-                        "{method:?} {capture:?} {amount}"
-                    );
-                }
-            }
-        }
+        let amounts = [(1250, Currency::Cny), (1250, Currency::Jpy)];
+        for_every_preflight_case("28763443825664394", "w1", &amounts, |method, p, amount| {
+            let built = transformers::authorize(&config(), &mut test_rng(), p, method, 0);
+            let capture = p.capture;
+            let pre = preflight(method, capture, amount, p.currency);
+            assert_eq!(pre.err(), built.err(), "{method:?} {capture:?} {amount}");
+        });
     }
 }

@@ -54,6 +54,26 @@ pub(crate) fn payment(amount_minor: i64, currency: Currency) -> Payment {
     }
 }
 
+/// Runs `check` on every payment method (from `every_method(auth_code, sound_token)`)
+/// × capture mode × `(amount, currency)` case, each with a fresh [`payment`] carrying
+/// that amount, currency and capture mode. Shared by the channels' preflight tests.
+pub(crate) fn for_every_preflight_case(
+    auth_code: &str,
+    sound_token: &str,
+    amounts: &[(i64, Currency)],
+    mut check: impl FnMut(&PaymentMethod, &Payment, i64),
+) {
+    for method in crate::wiring::every_method(auth_code, sound_token) {
+        for capture in [CaptureMode::Automatic, CaptureMode::Manual] {
+            for &(amount, currency) in amounts {
+                let mut p = payment(amount, currency);
+                p.capture = capture;
+                check(&method, &p, amount);
+            }
+        }
+    }
+}
+
 /// What Alipay would send: the object as raw text and a signature over exactly it.
 fn answer(key: &str, object: &str) -> OutboundResponse {
     let sign = alipay_side().sign_sha256_b64(&mut test_rng(), object.as_bytes());

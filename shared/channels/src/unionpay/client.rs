@@ -196,26 +196,20 @@ impl ChannelClient for UnionpayClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alipay::tests::payment;
+    use crate::alipay::tests::for_every_preflight_case;
     use crate::crypto::test_rng;
     use crate::unionpay::tests::config;
-    use crate::wiring::every_method;
     use spinpay_core::money::Currency;
 
     #[test]
     fn preflight_agrees_with_the_request_builder_on_every_method_and_input() {
         // Proves a payment refused up front is exactly one the transformer could not build.
-        let methods = every_method("6225000000000001", "w");
-        for method in &methods {
-            for capture in [CaptureMode::Automatic, CaptureMode::Manual] {
-                for amount in [1250, TXN_AMT_MAX + 1] {
-                    let mut p = payment(amount, Currency::Cny);
-                    p.capture = capture;
-                    let built = transformers::authorize(&config(), &mut test_rng(), &p, method);
-                    let pre = preflight(method, capture, amount);
-                    assert_eq!(pre.err(), built.err(), "{method:?} {capture:?} {amount}");
-                }
-            }
-        }
+        let amounts = [(1250, Currency::Cny), (TXN_AMT_MAX + 1, Currency::Cny)];
+        for_every_preflight_case("6225000000000001", "w", &amounts, |method, p, amount| {
+            let built = transformers::authorize(&config(), &mut test_rng(), p, method);
+            let capture = p.capture;
+            let pre = preflight(method, capture, amount);
+            assert_eq!(pre.err(), built.err(), "{method:?} {capture:?} {amount}");
+        });
     }
 }

@@ -873,24 +873,33 @@ pub fn parse_callback(
     })
 }
 
+/// A decrypted callback resource must name this configuration's merchant.
+fn check_callback_mchid(
+    config: &WechatpayConfig,
+    mchid: Option<&str>,
+) -> Result<(), NotificationRejected> {
+    if mchid != Some(config.mchid.as_str()) {
+        return Err(NotificationRejected::WrongMerchant(format!(
+            "mchid {mchid:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// A field a callback resource must carry; its absence is a malformed notification.
+fn required<T>(value: Option<T>, field: &str) -> Result<T, NotificationRejected> {
+    value.ok_or_else(|| NotificationRejected::Malformed(format!("{field} missing")))
+}
+
 fn payment_callback(
     config: &WechatpayConfig,
     plain: &[u8],
 ) -> Result<PaymentNotification, NotificationRejected> {
     let t: Transaction = serde_json::from_slice(plain)
         .map_err(|e| NotificationRejected::Malformed(format!("transaction: {e}")))?;
-    if t.mchid.as_deref() != Some(config.mchid.as_str()) {
-        return Err(NotificationRejected::WrongMerchant(format!(
-            "mchid {:?}",
-            t.mchid
-        )));
-    }
-    let payment_id = t
-        .out_trade_no
-        .ok_or_else(|| NotificationRejected::Malformed("out_trade_no missing".into()))?;
-    let state = t
-        .trade_state
-        .ok_or_else(|| NotificationRejected::Malformed("trade_state missing".into()))?;
+    check_callback_mchid(config, t.mchid.as_deref())?;
+    let payment_id = required(t.out_trade_no, "out_trade_no")?;
+    let state = required(t.trade_state, "trade_state")?;
     let amount = t.amount.unwrap_or_default();
     Ok(PaymentNotification {
         channel: Channel::Wechatpay,
@@ -909,18 +918,9 @@ fn refund_callback(
 ) -> Result<RefundNotification, NotificationRejected> {
     let r: RefundAnswer = serde_json::from_slice(plain)
         .map_err(|e| NotificationRejected::Malformed(format!("refund: {e}")))?;
-    if r.mchid.as_deref() != Some(config.mchid.as_str()) {
-        return Err(NotificationRejected::WrongMerchant(format!(
-            "mchid {:?}",
-            r.mchid
-        )));
-    }
-    let refund_id = r
-        .out_refund_no
-        .ok_or_else(|| NotificationRejected::Malformed("out_refund_no missing".into()))?;
-    let status = r
-        .refund_status
-        .ok_or_else(|| NotificationRejected::Malformed("refund_status missing".into()))?;
+    check_callback_mchid(config, r.mchid.as_deref())?;
+    let refund_id = required(r.out_refund_no, "out_refund_no")?;
+    let status = required(r.refund_status, "refund_status")?;
     Ok(RefundNotification {
         channel: Channel::Wechatpay,
         refund_id,
