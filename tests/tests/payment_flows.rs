@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use spinpay_tests::{
-    Merchant, assert_error, assert_error_param, manual_payment_request, payment_request,
+    Merchant, Reply, assert_error, assert_error_param, manual_payment_request, payment_request,
     qr_customer, run, unique_phone, unique_token,
 };
 
@@ -51,6 +51,31 @@ async fn pending_payment(
     (p, payment_ref)
 }
 
+/// A qr_merchant payment waiting for the customer, with the QR payload to pay.
+async fn pending_qr(m: &Merchant<'_>) -> (Value, String) {
+    pending_payment(
+        m,
+        json!({"type": "qr_merchant"}),
+        "display_qr",
+        "qr_payload",
+    )
+    .await
+}
+
+/// POSTs `body` to the payment's `action` (`capture`, `cancel`, `refunds`, ...).
+async fn act(m: &Merchant<'_>, id: &str, action: &str, body: Value) -> Reply {
+    m.post(&format!("/v1/payments/{id}/{action}"), &body).await
+}
+
+/// A valid sandbox signature of `body` made now.
+fn signed_now(body: &[u8]) -> String {
+    spinpay_tests::sandbox_signature(
+        spinpay_tests::SANDBOX_SECRET,
+        spinpay_tests::now_unix_s(),
+        body,
+    )
+}
+
 /// The customer pays `payment_ref` in the sandbox; the webhook must settle the payment.
 async fn pay_and_expect_success(m: &Merchant<'_>, id: &str, payment_ref: &str, amount_minor: i64) {
     let paid = m.app.customer_pay(payment_ref).await;
@@ -69,13 +94,7 @@ fn a_qr_merchant_payment_succeeds_after_the_customer_pays_the_displayed_code() {
     // Proves display_qr → sandbox customer pay → signed webhook → succeeded, seen by polling.
     run(|app| async move {
         let m = app.new_merchant().await;
-        let (p, qr) = pending_payment(
-            &m,
-            json!({"type": "qr_merchant"}),
-            "display_qr",
-            "qr_payload",
-        )
-        .await;
+        let (p, qr) = pending_qr(&m).await;
         assert_eq!(p["captured_minor"], 0, "{p}");
         pay_and_expect_success(&m, p["id"].as_str().unwrap(), &qr, 1250).await;
         let again = app.customer_pay(&qr).await;
@@ -144,18 +163,22 @@ fn an_app_payment_returns_an_order_string_and_succeeds_once_paid() {
     });
 }
 
+/// Creates a 1800 sms_otp payment whose code the sandbox sends to `phone`.
+async fn sms_payment(m: &Merchant<'_>, phone: &str) -> Value {
+    m.create_payment_ok(&payment_request(
+        1800,
+        json!({"type": "sms_otp", "phone": phone}),
+    ))
+    .await
+}
+
 #[test]
 fn an_sms_otp_payment_succeeds_with_the_code_sent_to_the_payer() {
     // Proves sms_otp → enter_otp → code read from the sandbox SMS inbox → confirm → succeeded.
     run(|app| async move {
         let m = app.new_merchant().await;
         let phone = unique_phone();
-        let p = m
-            .create_payment_ok(&payment_request(
-                1800,
-                json!({"type": "sms_otp", "phone": phone}),
-            ))
-            .await;
+        let p = sms_payment(&m, &phone).await;
         assert_new_payment(&p, 1800, "sms_otp");
         assert_eq!(p["status"], "requires_customer_action", "{p}");
         assert_eq!(p["next_action"], json!({"type": "enter_otp"}), "{p}");
@@ -177,12 +200,7 @@ fn five_wrong_codes_fail_an_sms_otp_payment_with_otp_attempts_exceeded() {
     run(|app| async move {
         let m = app.new_merchant().await;
         let phone = unique_phone();
-        let p = m
-            .create_payment_ok(&payment_request(
-                1800,
-                json!({"type": "sms_otp", "phone": phone}),
-            ))
-            .await;
+        let p = sms_payment(&m, &phone).await;
         let id = p["id"].as_str().unwrap();
         let code: u32 = app.sms_code(&phone).await.parse().unwrap();
         let wrong = format!("{:06}", (code + 1) % 1_000_000);
@@ -223,9 +241,7 @@ fn a_manual_payment_is_captured_in_full_when_no_amount_is_given() {
     run(|app| async move {
         let m = app.new_merchant().await;
         let id = authorized_payment(&m, 5000).await;
-        let (status, p) = m
-            .post(&format!("/v1/payments/{id}/capture"), &json!({}))
-            .await;
+        let (status, p) = act(&m, &id, "capture", json!({})).await;
         assert_eq!(status, 200, "{p}");
         assert_eq!(
             (p["status"].clone(), p["captured_minor"].clone()),
@@ -242,21 +258,11 @@ fn a_partial_capture_captures_only_the_amount_asked() {
     run(|app| async move {
         let m = app.new_merchant().await;
         let id = authorized_payment(&m, 5000).await;
-        let (status, p) = m
-            .post(
-                &format!("/v1/payments/{id}/capture"),
-                &json!({"amount_minor": 3000}),
-            )
-            .await;
+        let (status, p) = act(&m, &id, "capture", json!({"amount_minor": 3000})).await;
         assert_eq!(status, 200, "{p}");
         assert_eq!(p["status"], "succeeded", "{p}");
         assert_eq!(p["captured_minor"], 3000, "{p}");
-        let refund = m
-            .post(
-                &format!("/v1/payments/{id}/refunds"),
-                &json!({"amount_minor": 3001}),
-            )
-            .await;
+        let refund = act(&m, &id, "refunds", json!({"amount_minor": 3001})).await;
         assert_error_param(&refund, 400, "refund_exceeds_captured", "amount_minor");
     });
 }
@@ -268,12 +274,7 @@ fn capturing_more_than_authorized_is_rejected_and_changes_nothing() {
         let m = app.new_merchant().await;
         let id = authorized_payment(&m, 5000).await;
         let before = m.payment(&id).await;
-        let r = m
-            .post(
-                &format!("/v1/payments/{id}/capture"),
-                &json!({"amount_minor": 5001}),
-            )
-            .await;
+        let r = act(&m, &id, "capture", json!({"amount_minor": 5001})).await;
         assert_error_param(&r, 400, "capture_exceeds_authorized", "amount_minor");
         let after = m.payment(&id).await;
         assert_eq!(after, before, "a rejected capture changed the payment");
@@ -286,24 +287,18 @@ fn an_uncaptured_authorization_can_be_canceled_and_then_not_captured() {
     run(|app| async move {
         let m = app.new_merchant().await;
         let id = authorized_payment(&m, 5000).await;
-        let (status, p) = m
-            .post(&format!("/v1/payments/{id}/cancel"), &json!({}))
-            .await;
+        let (status, p) = act(&m, &id, "cancel", json!({})).await;
         assert_eq!(status, 200, "{p}");
         assert_eq!(p["status"], "canceled", "{p}");
         assert_eq!(p["authorized_minor"], 0, "{p}");
-        let again = m
-            .post(&format!("/v1/payments/{id}/cancel"), &json!({}))
-            .await;
+        let again = act(&m, &id, "cancel", json!({})).await;
         assert_eq!(
             again.0, 200,
             "canceling a canceled payment returns it: {}",
             again.1
         );
         assert_eq!(again.1["status"], "canceled");
-        let capture = m
-            .post(&format!("/v1/payments/{id}/capture"), &json!({}))
-            .await;
+        let capture = act(&m, &id, "capture", json!({})).await;
         assert_error(&capture, 409, "payment_not_capturable");
     });
 }
@@ -314,13 +309,9 @@ fn cancel_after_capture_is_rejected() {
     run(|app| async move {
         let m = app.new_merchant().await;
         let id = authorized_payment(&m, 5000).await;
-        let (status, _) = m
-            .post(&format!("/v1/payments/{id}/capture"), &json!({}))
-            .await;
+        let (status, _) = act(&m, &id, "capture", json!({})).await;
         assert_eq!(status, 200);
-        let r = m
-            .post(&format!("/v1/payments/{id}/cancel"), &json!({}))
-            .await;
+        let r = act(&m, &id, "cancel", json!({})).await;
         assert_error(&r, 409, "payment_not_cancelable");
         assert_succeeded(&m.payment(&id).await, 5000);
     });
@@ -335,9 +326,7 @@ fn capturing_an_automatic_payment_is_rejected() {
             .create_payment_ok(&payment_request(1000, qr_customer()))
             .await;
         let id = p["id"].as_str().unwrap();
-        let r = m
-            .post(&format!("/v1/payments/{id}/capture"), &json!({}))
-            .await;
+        let r = act(&m, id, "capture", json!({})).await;
         assert_error(&r, 409, "payment_not_capturable");
     });
 }
@@ -347,17 +336,9 @@ fn a_qr_payment_canceled_before_the_customer_pays_cannot_be_paid() {
     // Proves cancel closes the QR at the channel: the customer's later pay is refused.
     run(|app| async move {
         let m = app.new_merchant().await;
-        let (p, qr) = pending_payment(
-            &m,
-            json!({"type": "qr_merchant"}),
-            "display_qr",
-            "qr_payload",
-        )
-        .await;
+        let (p, qr) = pending_qr(&m).await;
         let id = p["id"].as_str().unwrap();
-        let (status, c) = m
-            .post(&format!("/v1/payments/{id}/cancel"), &json!({}))
-            .await;
+        let (status, c) = act(&m, id, "cancel", json!({})).await;
         assert_eq!(status, 200, "{c}");
         assert_eq!(c["status"], "canceled", "{c}");
         assert_eq!(c["next_action"], Value::Null, "{c}");
@@ -380,9 +361,7 @@ fn amount_666_is_declined_and_the_payment_fails_with_a_failure_code() {
             assert!(message.contains("insufficient_funds"), "{p}");
             assert_eq!(p["captured_minor"], 0, "{p}");
             let id = p["id"].as_str().unwrap();
-            let refund = m
-                .post(&format!("/v1/payments/{id}/refunds"), &json!({}))
-                .await;
+            let refund = act(&m, id, "refunds", json!({})).await;
             assert_error(&refund, 409, "payment_not_refundable");
         }
     });
@@ -463,12 +442,7 @@ fn a_manual_qr_payment_waits_for_capture_after_the_customer_pays() {
         let held = m.wait_for_status(id, "requires_capture").await;
         assert_eq!(held["authorized_minor"], 4200, "{held}");
         assert_eq!(held["captured_minor"], 0, "{held}");
-        let (status, captured) = m
-            .post(
-                &format!("/v1/payments/{id}/capture"),
-                &json!({"amount_minor": 4000}),
-            )
-            .await;
+        let (status, captured) = act(&m, id, "capture", json!({"amount_minor": 4000})).await;
         assert_eq!(status, 200, "{captured}");
         assert_eq!(captured["status"], "succeeded", "{captured}");
         assert_eq!(captured["captured_minor"], 4000, "{captured}");
@@ -511,13 +485,7 @@ fn a_forged_or_stale_notification_is_refused_and_changes_nothing() {
     // with 401 signature_invalid and the payment stays unpaid until the real customer pays.
     run(|app| async move {
         let m = app.new_merchant().await;
-        let (p, qr) = pending_payment(
-            &m,
-            json!({"type": "qr_merchant"}),
-            "display_qr",
-            "qr_payload",
-        )
-        .await;
+        let (p, qr) = pending_qr(&m).await;
         let id = p["id"].as_str().unwrap();
         let before = m.payment(id).await;
         let body = notification(id, "succeeded", 1250);
@@ -558,22 +526,12 @@ fn a_redelivered_notification_is_acknowledged_and_applied_once() {
     // and changes nothing: same version, same captured amount.
     run(|app| async move {
         let m = app.new_merchant().await;
-        let (p, qr) = pending_payment(
-            &m,
-            json!({"type": "qr_merchant"}),
-            "display_qr",
-            "qr_payload",
-        )
-        .await;
+        let (p, qr) = pending_qr(&m).await;
         let id = p["id"].as_str().unwrap();
         pay_and_expect_success(&m, id, &qr, 1250).await;
         let settled = m.payment(id).await;
         let body = notification(id, "succeeded", 1250);
-        let sig = spinpay_tests::sandbox_signature(
-            spinpay_tests::SANDBOX_SECRET,
-            spinpay_tests::now_unix_s(),
-            &body,
-        );
+        let sig = signed_now(&body);
         for _ in 0..2 {
             let (status, ack) = app.post_sandbox_notification(&body, Some(&sig)).await;
             assert_eq!(status, 200, "{ack}");
@@ -592,20 +550,10 @@ fn a_signed_notification_with_another_amount_flags_the_payment_instead_of_paying
     // gets a conflict with reason amount_mismatch, and captures nothing.
     run(|app| async move {
         let m = app.new_merchant().await;
-        let (p, _qr) = pending_payment(
-            &m,
-            json!({"type": "qr_merchant"}),
-            "display_qr",
-            "qr_payload",
-        )
-        .await;
+        let (p, _qr) = pending_qr(&m).await;
         let id = p["id"].as_str().unwrap();
         let body = notification(id, "succeeded", 1);
-        let sig = spinpay_tests::sandbox_signature(
-            spinpay_tests::SANDBOX_SECRET,
-            spinpay_tests::now_unix_s(),
-            &body,
-        );
+        let sig = signed_now(&body);
         let (status, ack) = app.post_sandbox_notification(&body, Some(&sig)).await;
         assert_eq!(
             status, 200,

@@ -72,15 +72,19 @@ where
     let configured = configured.as_ref().map(|s| s.expose().as_str());
     service::check_admin_token(component::authorization(&parts.headers), configured)?;
     let services = Services::open().await?;
-    let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
     // The answer holds the merchant's secret key: its replay is stored sealed.
-    let call = Keyed::new(ADMIN_SCOPE, parts, &body).sealed();
-    services
-        .idempotent(call, request_id, async || {
-            let req: CreateMerchantRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
+    keyed_write(
+        &services,
+        ADMIN_SCOPE,
+        Seal::Yes,
+        parts,
+        body,
+        request_id,
+        async |req: CreateMerchantRequest| {
             service::create_merchant(&services.ctx(), &mut OsEntropy, req.validate()?).await
-        })
-        .await
+        },
+    )
+    .await
 }
 
 /// `POST /v1/account`: the calling merchant changes its own settings.
@@ -94,14 +98,18 @@ where
     B::Error: std::fmt::Display,
 {
     let (services, merchant) = Services::authenticated(&parts.headers).await?;
-    let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
-    let call = Keyed::new(&merchant.id, parts, &body);
-    services
-        .idempotent(call, request_id, async || {
-            let req: UpdateMerchantRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
+    keyed_write(
+        &services,
+        &merchant.id,
+        Seal::No,
+        parts,
+        body,
+        request_id,
+        async |req: UpdateMerchantRequest| {
             service::update_merchant(&services.ctx(), &merchant.id, req.validate()?).await
-        })
-        .await
+        },
+    )
+    .await
 }
 
 /// `POST /v1/account/webhook-secret/rotate`: the answer holds the new secret, so its
@@ -116,14 +124,55 @@ where
     B::Error: std::fmt::Display,
 {
     let (services, merchant) = Services::authenticated(&parts.headers).await?;
-    let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
-    let call = Keyed::new(&merchant.id, parts, &body).sealed();
-    services
-        .idempotent(call, request_id, async || {
-            let req: RotateSecretRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
+    keyed_write(
+        &services,
+        &merchant.id,
+        Seal::Yes,
+        parts,
+        body,
+        request_id,
+        async |req: RotateSecretRequest| {
             let ctx = services.ctx();
             service::rotate_webhook_secret(&ctx, &mut OsEntropy, &merchant.id, req.grace_period_s)
                 .await
+        },
+    )
+    .await
+}
+
+/// Whether a write's idempotent replay is stored sealed (its answer holds a secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seal {
+    Yes,
+    No,
+}
+
+/// The shared tail of every write once the caller is authorized: read the body, then,
+/// under the request's Idempotency-Key in `scope`, parse it as `Req` and run `op`.
+async fn keyed_write<B, Req, T>(
+    services: &Services,
+    scope: &str,
+    seal: Seal,
+    parts: &http::request::Parts,
+    body: B,
+    request_id: &str,
+    op: impl AsyncFnOnce(Req) -> Result<T, ApiError>,
+) -> Result<HttpResponse, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+    Req: api::WireRequest,
+    T: serde::Serialize,
+{
+    let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+    let call = Keyed::new(scope, parts, &body);
+    let call = match seal {
+        Seal::Yes => call.sealed(),
+        Seal::No => call,
+    };
+    services
+        .idempotent(call, request_id, async || {
+            op(api::parse_body(&body, BODY_BYTES_MAX)?).await
         })
         .await
 }
