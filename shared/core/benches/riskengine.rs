@@ -126,6 +126,30 @@ fn history(config: &EngineConfig) -> Vec<(Dimension, String, Vec<u8>)> {
         .collect()
 }
 
+/// Decodes stored counter records the way the guest does after its `get_many`.
+fn decode_records(records: &[(Dimension, String, Vec<u8>)]) -> Counters {
+    let mut counters = Counters::default();
+    for (d, k, b) in records {
+        counters.set(*d, Some(CounterRecord::decode(k, black_box(b)).unwrap()));
+    }
+    counters
+}
+
+/// One assessment as the guest runs it once it has the configuration: hash the input,
+/// decode the records, evaluate, apply the updates and encode the new records.
+fn guest_request(config: &EngineConfig, records: &[(Dimension, String, Vec<u8>)], i: u32) {
+    let ei = EngineInput::new(risk_input(1_000_000 + i).facts().unwrap(), SALT).unwrap();
+    let counters = decode_records(records);
+    let a = evaluate(config, &ei, &counters, T0);
+    for u in payment_updates(config, &ei, T0) {
+        let d = records.iter().find(|(_, k, _)| *k == u.key).unwrap().0;
+        let before = counters.get(d).cloned().unwrap_or_default();
+        let after = before.apply(&u.key, &u.delta).unwrap().unwrap();
+        black_box(after.encode());
+    }
+    black_box(a);
+}
+
 fn stats(name: &str, mut samples: Vec<Duration>) -> f64 {
     samples.sort();
     let n = samples.len();
@@ -170,10 +194,7 @@ fn scenario(entries: u32) {
         records.iter().map(|(_, _, b)| b.len()).sum::<usize>()
     );
     let input = risk_input(1).engine_input(SALT).unwrap();
-    let mut counters = Counters::default();
-    for (d, k, b) in &records {
-        counters.set(*d, Some(CounterRecord::decode(k, b).unwrap()));
-    }
+    let counters = decode_records(&records);
     let a = evaluate(&config, &input, &counters, T0);
     assert_eq!(a.decision, RiskDecision::Allow, "{a:?}");
     let eval = stats(
@@ -191,50 +212,20 @@ fn scenario(entries: u32) {
         "guest cpu",
         bench(|i| {
             let c: EngineConfig = serde_json::from_slice(black_box(&config_json)).unwrap();
-            let ri = risk_input(1_000_000 + i);
-            let ei = EngineInput::new(ri.facts().unwrap(), SALT).unwrap();
-            let mut counters = Counters::default();
-            for (d, k, b) in &records {
-                counters.set(*d, Some(CounterRecord::decode(k, black_box(b)).unwrap()));
-            }
-            let a = evaluate(&c, &ei, &counters, T0);
-            for u in payment_updates(&c, &ei, T0) {
-                let d = records.iter().find(|(_, k, _)| *k == u.key).unwrap().0;
-                let before = counters.get(d).cloned().unwrap_or_default();
-                let after = before.apply(&u.key, &u.delta).unwrap().unwrap();
-                black_box(after.encode());
-            }
-            black_box(a);
+            guest_request(&c, &records, i);
         }),
     );
     let without_config = stats(
         "cached cfg",
         bench(|i| {
-            let ri = risk_input(1_000_000 + i);
-            let ei = EngineInput::new(ri.facts().unwrap(), SALT).unwrap();
-            let mut counters = Counters::default();
-            for (d, k, b) in &records {
-                counters.set(*d, Some(CounterRecord::decode(k, black_box(b)).unwrap()));
-            }
-            let a = evaluate(&config, &ei, &counters, T0);
-            for u in payment_updates(&config, &ei, T0) {
-                let d = records.iter().find(|(_, k, _)| *k == u.key).unwrap().0;
-                let before = counters.get(d).cloned().unwrap_or_default();
-                let after = before.apply(&u.key, &u.delta).unwrap().unwrap();
-                black_box(after.encode());
-            }
-            black_box(a);
+            guest_request(&config, &records, i);
         }),
     );
     stats(
         "preview",
         bench(|i| {
-            let ri = risk_input(1_000_000 + i);
-            let ei = EngineInput::new(ri.facts().unwrap(), SALT).unwrap();
-            let mut counters = Counters::default();
-            for (d, k, b) in &records {
-                counters.set(*d, Some(CounterRecord::decode(k, black_box(b)).unwrap()));
-            }
+            let ei = EngineInput::new(risk_input(1_000_000 + i).facts().unwrap(), SALT).unwrap();
+            let counters = decode_records(&records);
             black_box(evaluate(&config, &ei, &counters, T0));
         }),
     );

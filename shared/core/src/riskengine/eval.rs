@@ -157,25 +157,20 @@ impl EngineInput {
     /// The counter keys this payment reads and writes, with their dimension (at most
     /// [`super::counters::KEYS_PER_ASSESSMENT_MAX`], read with one `get_many`).
     pub fn counter_keys(&self) -> Vec<(Dimension, String)> {
-        counter_keys(&self.facts.merchant_id, &self.subject)
-    }
-}
-
-/// The counter keys of a subject, with their dimension.
-pub fn counter_keys(merchant_id: &str, subject: &Subject) -> Vec<(Dimension, String)> {
-    Dimension::ALL
-        .into_iter()
-        .filter_map(|dimension| {
-            subject.hash(dimension).map(|hash| {
-                let k = key(Key::Counter {
-                    merchant_id,
-                    dimension,
-                    hash,
-                });
-                (dimension, k)
+        Dimension::ALL
+            .into_iter()
+            .filter_map(|dimension| {
+                self.subject.hash(dimension).map(|hash| {
+                    let k = key(Key::Counter {
+                        merchant_id: &self.facts.merchant_id,
+                        dimension,
+                        hash,
+                    });
+                    (dimension, k)
+                })
             })
-        })
-        .collect()
+            .collect()
+    }
 }
 
 /// The records one assessment reads, by dimension (absent = never counted).
@@ -240,14 +235,35 @@ impl Assessment {
     }
 }
 
-struct Eval {
+/// One evaluation: what every rule reads, and what the rules that fired decided.
+struct Eval<'a> {
+    config: &'a EngineConfig,
+    input: &'a EngineInput,
+    counters: &'a Counters,
+    /// The amount that counts toward amount rules ([`counted_amount`]).
+    amt: i64,
+    now_ms: i64,
     fired: Vec<FiredRule>,
+    /// A block-list rule fired (denies whatever the score).
     blocked: bool,
+    /// A hard limit fired (the allow list cannot lift it).
     hard: bool,
+    /// An allow-list rule fired.
     allowlisted: bool,
 }
 
-impl Eval {
+impl Eval<'_> {
+    /// The payer's 24 h sum of one bucket field (0 when never counted).
+    fn payer_sum_24h(&self, field: impl Fn(&super::counters::Bucket) -> i64) -> i64 {
+        self.counters
+            .get(Dimension::Payer)
+            .map_or(0, |r| r.sum_24h(self.now_ms, field))
+    }
+
+    fn money(&self, v: i64) -> String {
+        Money::new(v, self.config.currency).display()
+    }
+
     fn fire(&mut self, rule: &'static str, contribution: i64, detail: String) {
         self.fired.push(FiredRule {
             rule,
@@ -266,17 +282,21 @@ pub fn evaluate(
     now_ms: i64,
 ) -> Assessment {
     let mut ev = Eval {
+        config,
+        input,
+        counters,
+        amt: counted_amount(config, &input.facts),
+        now_ms,
         fired: Vec::new(),
         blocked: false,
         hard: false,
         allowlisted: false,
     };
-    let amt = counted_amount(config, &input.facts);
-    lists(config, input, &mut ev);
-    limits(config, input, counters, amt, now_ms, &mut ev);
-    velocity(config, input, counters, amt, now_ms, &mut ev);
-    anomalies(config, input, counters, amt, now_ms, &mut ev);
-    aml(config, input, counters, amt, now_ms, &mut ev);
+    ev.lists();
+    ev.limits();
+    ev.velocity();
+    ev.anomalies();
+    ev.aml();
     let score = ev
         .fired
         .iter()
@@ -315,66 +335,10 @@ fn counted_amount(config: &EngineConfig, f: &PaymentFacts) -> i64 {
     }
 }
 
-fn money(config: &EngineConfig, v: i64) -> String {
-    Money::new(v, config.currency).display()
-}
-
 fn ip_listed(list: &std::collections::BTreeSet<String>, ip: IpAddr) -> bool {
     list.iter()
         .filter_map(|e| parse_cidr(e))
         .any(|(net, prefix)| cidr_contains(net, prefix, ip))
-}
-
-fn lists(config: &EngineConfig, input: &EngineInput, ev: &mut Eval) {
-    let f = &input.facts;
-    let s = &input.subject;
-    for (block, l) in [(true, &config.blocklist), (false, &config.allowlist)] {
-        let hits: [(&'static str, &'static str, bool); 5] = [
-            (
-                "blocklist.payer_id",
-                "allowlist.payer_id",
-                f.payer_id.as_ref().is_some_and(|v| l.payer_ids.contains(v)),
-            ),
-            (
-                "blocklist.device_id",
-                "allowlist.device_id",
-                f.device_id
-                    .as_ref()
-                    .is_some_and(|v| l.device_ids.contains(v)),
-            ),
-            (
-                "blocklist.ip",
-                "allowlist.ip",
-                f.ip.is_some_and(|ip| ip_listed(&l.ips, ip)),
-            ),
-            (
-                "blocklist.phone",
-                "allowlist.phone",
-                s.phone.as_ref().is_some_and(|v| l.phone_hashes.contains(v)),
-            ),
-            (
-                "blocklist.token",
-                "allowlist.token",
-                s.token.as_ref().is_some_and(|v| l.token_hashes.contains(v)),
-            ),
-        ];
-        for (block_rule, allow_rule, hit) in hits {
-            if !hit {
-                continue;
-            }
-            if block {
-                ev.blocked = true;
-                ev.fire(
-                    block_rule,
-                    config.weights.blocklist,
-                    "on the block list".into(),
-                );
-            } else {
-                ev.allowlisted = true;
-                ev.fire(allow_rule, 0, "on the allow list".into());
-            }
-        }
-    }
 }
 
 /// The PBOC tier of a payment, if its method is tiered.
@@ -391,81 +355,6 @@ pub fn tier_of(config: &EngineConfig, f: &PaymentFacts) -> Option<Tier> {
     } else {
         None
     }
-}
-
-fn limits(
-    config: &EngineConfig,
-    input: &EngineInput,
-    counters: &Counters,
-    amt: i64,
-    now_ms: i64,
-    ev: &mut Eval,
-) {
-    let f = &input.facts;
-    if let Some(m) = config
-        .per_transaction_max
-        .iter()
-        .find(|m| m.method == f.method)
-        && amt > m.max_minor
-    {
-        ev.hard = true;
-        let detail = format!(
-            "{} over the {} per-transaction maximum {}",
-            money(config, amt),
-            f.method.as_str(),
-            money(config, m.max_minor)
-        );
-        ev.fire(
-            "limit.per_transaction",
-            config.weights.per_transaction_max,
-            detail,
-        );
-    }
-    let (Some(tier), Some(_)) = (tier_of(config, f), input.subject.payer.as_ref()) else {
-        return;
-    };
-    if amt == 0 {
-        return;
-    }
-    let t = &config.daily_tiers;
-    let (rule, max, used) = match tier {
-        Tier::Static => (
-            "limit.daily.static",
-            t.static_max_minor,
-            tier_used(counters, now_ms, |b| b.static_minor),
-        ),
-        Tier::DynamicLowAuth => (
-            "limit.daily.dynamic_low_auth",
-            t.dynamic_low_auth_max_minor,
-            tier_used(counters, now_ms, |b| b.dynamic_low_minor),
-        ),
-        Tier::DynamicHighAuth => (
-            "limit.daily.dynamic_high_auth",
-            t.dynamic_high_auth_max_minor,
-            tier_used(counters, now_ms, |b| b.dynamic_high_minor),
-        ),
-    };
-    let projected = used.saturating_add(amt);
-    if projected > max {
-        ev.hard = true;
-        let detail = format!(
-            "{} in 24 h would exceed the {} daily limit {}",
-            money(config, projected),
-            tier.as_str(),
-            money(config, max)
-        );
-        ev.fire(rule, config.weights.daily_limit, detail);
-    }
-}
-
-fn tier_used(
-    counters: &Counters,
-    now_ms: i64,
-    field: impl Fn(&super::counters::Bucket) -> i64,
-) -> i64 {
-    counters
-        .get(Dimension::Payer)
-        .map_or(0, |r| r.sum_24h(now_ms, field))
 }
 
 /// `velocity.{dimension}.{window}.{count|amount}`.
@@ -500,113 +389,6 @@ fn window_index(w: Window) -> usize {
     }
 }
 
-fn velocity(
-    config: &EngineConfig,
-    input: &EngineInput,
-    counters: &Counters,
-    amt: i64,
-    now_ms: i64,
-    ev: &mut Eval,
-) {
-    for v in &config.velocity {
-        if input.subject.hash(v.dimension).is_none() {
-            continue;
-        }
-        let t = counters
-            .get(v.dimension)
-            .map(|r| r.totals(v.window, now_ms))
-            .unwrap_or_default();
-        let names = VELOCITY_RULES[v.dimension.index()][window_index(v.window)];
-        let count = t.count.saturating_add(1);
-        if let Some(max) = v.max_count
-            && count > max
-        {
-            let detail = format!(
-                "{count} payments by this {} in {} (limit {max})",
-                v.dimension.as_str(),
-                v.window.as_str()
-            );
-            ev.fire(names[0], v.contribution, detail);
-        }
-        let amount = t.amount_minor.saturating_add(amt);
-        if let Some(max) = v.max_amount_minor
-            && amt > 0
-            && amount > max
-        {
-            let detail = format!(
-                "{} by this {} in {} (limit {})",
-                money(config, amount),
-                v.dimension.as_str(),
-                v.window.as_str(),
-                money(config, max)
-            );
-            ev.fire(names[1], v.contribution, detail);
-        }
-    }
-}
-
-fn anomalies(
-    config: &EngineConfig,
-    input: &EngineInput,
-    counters: &Counters,
-    amt: i64,
-    now_ms: i64,
-    ev: &mut Eval,
-) {
-    let Some(payer) = counters.get(Dimension::Payer) else {
-        return;
-    };
-    let p = &payer.profile;
-    let a = &config.anomalies;
-    let w = &config.weights;
-    if let (Some(min), Some(dev)) = (a.new_device_amount_minor, input.subject.device.as_ref())
-        && p.last_at_ms.is_some()
-        && amt >= min
-        && !p.devices.iter().any(|d| d == dev)
-    {
-        let detail = format!("a device new to this payer paying {}", money(config, amt));
-        ev.fire("anomaly.new_device", w.new_device, detail);
-    }
-    if let (Some(t), Some(last_at)) = (&a.impossible_travel, p.last_at_ms) {
-        let elapsed_ms = now_ms.saturating_sub(last_at).max(0);
-        let f = &input.facts;
-        if let (Some(here), Some(there)) = (f.location, p.last_location) {
-            let dist_m = here.distance_m(there);
-            let fast = i128::from(dist_m) * 3_600_000
-                > i128::from(t.max_speed_kmh) * 1000 * i128::from(elapsed_ms);
-            if dist_m >= u64::from(t.min_distance_km) * 1000 && fast {
-                let detail = format!(
-                    "{} km from the previous payment {} s earlier",
-                    dist_m / 1000,
-                    elapsed_ms / 1000
-                );
-                ev.fire("anomaly.impossible_travel", w.impossible_travel, detail);
-            }
-        } else if let (Some(c), Some(prev)) = (&f.country, &p.last_country)
-            && c != prev
-            && elapsed_ms < t.country_change_min_ms
-        {
-            let detail = format!("country {prev} → {c} within {} s", elapsed_ms / 1000);
-            ev.fire("anomaly.impossible_travel", w.impossible_travel, detail);
-        }
-    }
-    if let Some(u) = &a.unusual_amount
-        && p.payments >= u.min_history
-        && amt > 0
-        && i128::from(amt) * i128::from(p.payments) * 10_000
-            > i128::from(p.sum_minor) * i128::from(u.multiple_bp)
-    {
-        let mean = p.sum_minor / p.payments.max(1) as i64;
-        let detail = format!(
-            "{} against a usual {} ({} bp limit)",
-            money(config, amt),
-            money(config, mean),
-            u.multiple_bp
-        );
-        ev.fire("anomaly.unusual_amount", w.unusual_amount, detail);
-    }
-}
-
 /// Whether an amount is "just under" the structuring threshold.
 pub fn is_near_threshold(config: &EngineConfig, amt: i64) -> bool {
     config.aml.structuring.as_ref().is_some_and(|s| {
@@ -615,47 +397,259 @@ pub fn is_near_threshold(config: &EngineConfig, amt: i64) -> bool {
     })
 }
 
-fn aml(
-    config: &EngineConfig,
-    input: &EngineInput,
-    counters: &Counters,
-    amt: i64,
-    now_ms: i64,
-    ev: &mut Eval,
-) {
-    if input.subject.payer.is_none() {
-        return;
-    }
-    let payer = counters.get(Dimension::Payer);
-    let sum =
-        |field: fn(&super::counters::Bucket) -> i64| payer.map_or(0, |r| r.sum_24h(now_ms, field));
-    let w = &config.weights;
-    let total = sum(|b| b.amount_minor).saturating_add(amt);
-    if amt > 0 && total >= config.aml.large_value_daily_minor {
-        let detail = format!(
-            "{} by this payer in 24 h (large-value level {})",
-            money(config, total),
-            money(config, config.aml.large_value_daily_minor)
-        );
-        ev.fire("aml.large_value", w.large_value, detail);
-    }
-    if let Some(s) = &config.aml.structuring
-        && is_near_threshold(config, amt)
-    {
-        let near = (sum(|b| b.near_count as i64) as u64).saturating_add(1);
-        if near >= s.min_count {
-            let detail = format!(
-                "{near} payments just under {} in 24 h",
-                money(config, s.threshold_minor)
-            );
-            ev.fire("aml.structuring", w.structuring, detail);
+impl Eval<'_> {
+    fn lists(&mut self) {
+        let (config, input) = (self.config, self.input);
+        let f = &input.facts;
+        let s = &input.subject;
+        for (block, l) in [(true, &config.blocklist), (false, &config.allowlist)] {
+            let hits: [(&'static str, &'static str, bool); 5] = [
+                (
+                    "blocklist.payer_id",
+                    "allowlist.payer_id",
+                    f.payer_id.as_ref().is_some_and(|v| l.payer_ids.contains(v)),
+                ),
+                (
+                    "blocklist.device_id",
+                    "allowlist.device_id",
+                    f.device_id
+                        .as_ref()
+                        .is_some_and(|v| l.device_ids.contains(v)),
+                ),
+                (
+                    "blocklist.ip",
+                    "allowlist.ip",
+                    f.ip.is_some_and(|ip| ip_listed(&l.ips, ip)),
+                ),
+                (
+                    "blocklist.phone",
+                    "allowlist.phone",
+                    s.phone.as_ref().is_some_and(|v| l.phone_hashes.contains(v)),
+                ),
+                (
+                    "blocklist.token",
+                    "allowlist.token",
+                    s.token.as_ref().is_some_and(|v| l.token_hashes.contains(v)),
+                ),
+            ];
+            for (block_rule, allow_rule, hit) in hits {
+                if !hit {
+                    continue;
+                }
+                if block {
+                    self.blocked = true;
+                    self.fire(
+                        block_rule,
+                        config.weights.blocklist,
+                        "on the block list".into(),
+                    );
+                } else {
+                    self.allowlisted = true;
+                    self.fire(allow_rule, 0, "on the allow list".into());
+                }
+            }
         }
     }
-    if let Some(r) = &config.aml.rapid_refund {
-        let rapid = sum(|b| b.rapid_refund_count as i64) as u64;
-        if rapid >= r.min_count {
-            let detail = format!("{rapid} pay-then-refund cycles in 24 h");
-            ev.fire("aml.rapid_refund", w.rapid_refund, detail);
+
+    fn limits(&mut self) {
+        let (config, input, amt) = (self.config, self.input, self.amt);
+        let f = &input.facts;
+        if let Some(m) = config
+            .per_transaction_max
+            .iter()
+            .find(|m| m.method == f.method)
+            && amt > m.max_minor
+        {
+            self.hard = true;
+            let detail = format!(
+                "{} over the {} per-transaction maximum {}",
+                self.money(amt),
+                f.method.as_str(),
+                self.money(m.max_minor)
+            );
+            self.fire(
+                "limit.per_transaction",
+                config.weights.per_transaction_max,
+                detail,
+            );
+        }
+        let (Some(tier), Some(_)) = (tier_of(config, f), input.subject.payer.as_ref()) else {
+            return;
+        };
+        if amt == 0 {
+            return;
+        }
+        let t = &config.daily_tiers;
+        let (rule, max, used) = match tier {
+            Tier::Static => (
+                "limit.daily.static",
+                t.static_max_minor,
+                self.payer_sum_24h(|b| b.static_minor),
+            ),
+            Tier::DynamicLowAuth => (
+                "limit.daily.dynamic_low_auth",
+                t.dynamic_low_auth_max_minor,
+                self.payer_sum_24h(|b| b.dynamic_low_minor),
+            ),
+            Tier::DynamicHighAuth => (
+                "limit.daily.dynamic_high_auth",
+                t.dynamic_high_auth_max_minor,
+                self.payer_sum_24h(|b| b.dynamic_high_minor),
+            ),
+        };
+        let projected = used.saturating_add(amt);
+        if projected > max {
+            self.hard = true;
+            let detail = format!(
+                "{} in 24 h would exceed the {} daily limit {}",
+                self.money(projected),
+                tier.as_str(),
+                self.money(max)
+            );
+            self.fire(rule, config.weights.daily_limit, detail);
+        }
+    }
+
+    fn velocity(&mut self) {
+        let (config, input, counters, amt, now_ms) = (
+            self.config,
+            self.input,
+            self.counters,
+            self.amt,
+            self.now_ms,
+        );
+        for v in &config.velocity {
+            if input.subject.hash(v.dimension).is_none() {
+                continue;
+            }
+            let t = counters
+                .get(v.dimension)
+                .map(|r| r.totals(v.window, now_ms))
+                .unwrap_or_default();
+            let names = VELOCITY_RULES[v.dimension.index()][window_index(v.window)];
+            let count = t.count.saturating_add(1);
+            if let Some(max) = v.max_count
+                && count > max
+            {
+                let detail = format!(
+                    "{count} payments by this {} in {} (limit {max})",
+                    v.dimension.as_str(),
+                    v.window.as_str()
+                );
+                self.fire(names[0], v.contribution, detail);
+            }
+            let amount = t.amount_minor.saturating_add(amt);
+            if let Some(max) = v.max_amount_minor
+                && amt > 0
+                && amount > max
+            {
+                let detail = format!(
+                    "{} by this {} in {} (limit {})",
+                    self.money(amount),
+                    v.dimension.as_str(),
+                    v.window.as_str(),
+                    self.money(max)
+                );
+                self.fire(names[1], v.contribution, detail);
+            }
+        }
+    }
+
+    fn anomalies(&mut self) {
+        let (config, input, counters, amt, now_ms) = (
+            self.config,
+            self.input,
+            self.counters,
+            self.amt,
+            self.now_ms,
+        );
+        let Some(payer) = counters.get(Dimension::Payer) else {
+            return;
+        };
+        let p = &payer.profile;
+        let a = &config.anomalies;
+        let w = &config.weights;
+        if let (Some(min), Some(dev)) = (a.new_device_amount_minor, input.subject.device.as_ref())
+            && p.last_at_ms.is_some()
+            && amt >= min
+            && !p.devices.iter().any(|d| d == dev)
+        {
+            let detail = format!("a device new to this payer paying {}", self.money(amt));
+            self.fire("anomaly.new_device", w.new_device, detail);
+        }
+        if let (Some(t), Some(last_at)) = (&a.impossible_travel, p.last_at_ms) {
+            let elapsed_ms = now_ms.saturating_sub(last_at).max(0);
+            let f = &input.facts;
+            if let (Some(here), Some(there)) = (f.location, p.last_location) {
+                let dist_m = here.distance_m(there);
+                let fast = i128::from(dist_m) * 3_600_000
+                    > i128::from(t.max_speed_kmh) * 1000 * i128::from(elapsed_ms);
+                if dist_m >= u64::from(t.min_distance_km) * 1000 && fast {
+                    let detail = format!(
+                        "{} km from the previous payment {} s earlier",
+                        dist_m / 1000,
+                        elapsed_ms / 1000
+                    );
+                    self.fire("anomaly.impossible_travel", w.impossible_travel, detail);
+                }
+            } else if let (Some(c), Some(prev)) = (&f.country, &p.last_country)
+                && c != prev
+                && elapsed_ms < t.country_change_min_ms
+            {
+                let detail = format!("country {prev} → {c} within {} s", elapsed_ms / 1000);
+                self.fire("anomaly.impossible_travel", w.impossible_travel, detail);
+            }
+        }
+        if let Some(u) = &a.unusual_amount
+            && p.payments >= u.min_history
+            && amt > 0
+            && i128::from(amt) * i128::from(p.payments) * 10_000
+                > i128::from(p.sum_minor) * i128::from(u.multiple_bp)
+        {
+            let mean = p.sum_minor / p.payments.max(1) as i64;
+            let detail = format!(
+                "{} against a usual {} ({} bp limit)",
+                self.money(amt),
+                self.money(mean),
+                u.multiple_bp
+            );
+            self.fire("anomaly.unusual_amount", w.unusual_amount, detail);
+        }
+    }
+
+    fn aml(&mut self) {
+        let (config, input, amt) = (self.config, self.input, self.amt);
+        if input.subject.payer.is_none() {
+            return;
+        }
+        let w = &config.weights;
+        let total = self.payer_sum_24h(|b| b.amount_minor).saturating_add(amt);
+        if amt > 0 && total >= config.aml.large_value_daily_minor {
+            let detail = format!(
+                "{} by this payer in 24 h (large-value level {})",
+                self.money(total),
+                self.money(config.aml.large_value_daily_minor)
+            );
+            self.fire("aml.large_value", w.large_value, detail);
+        }
+        if let Some(s) = &config.aml.structuring
+            && is_near_threshold(config, amt)
+        {
+            let near = (self.payer_sum_24h(|b| b.near_count as i64) as u64).saturating_add(1);
+            if near >= s.min_count {
+                let detail = format!(
+                    "{near} payments just under {} in 24 h",
+                    self.money(s.threshold_minor)
+                );
+                self.fire("aml.structuring", w.structuring, detail);
+            }
+        }
+        if let Some(r) = &config.aml.rapid_refund {
+            let rapid = self.payer_sum_24h(|b| b.rapid_refund_count as i64) as u64;
+            if rapid >= r.min_count {
+                let detail = format!("{rapid} pay-then-refund cycles in 24 h");
+                self.fire("aml.rapid_refund", w.rapid_refund, detail);
+            }
         }
     }
 }
