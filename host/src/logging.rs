@@ -1,20 +1,33 @@
 //! Host logs (tracing, `RUST_LOG`-style filter, default `info`) and guest stdout/stderr,
 //! written line by line with the component id in front: `[authorize] text`.
+//!
+//! Host log lines are written by a background thread in bursts: waking a parked thread is a
+//! futex call and a context switch, too much to pay per request line (see [`BatchedLines`]).
 
 use std::io::Write as _;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWrite;
 
 /// Longest partial line kept while waiting for its newline; longer output is flushed as is.
 const PENDING_LINE_BYTES_MAX: usize = 64 * 1024;
 
+/// How long the log writer thread lets a burst of lines gather after the first one woke
+/// it, so a burst costs one wake-up and one `write`, not one per line.
+const LOG_BATCH_WAIT_MS: u64 = 3;
+/// How long [`flush`] waits for the writer thread before giving up.
+const LOG_FLUSH_WAIT_MAX_S: u64 = 5;
+/// Starting capacity of each of the writer's two buffers (they keep what they grew to).
+const LOG_BATCH_CAPACITY_BYTES: usize = 64 * 1024;
+
 /// Install the global tracing subscriber (`RUST_LOG`, default `info`). Safe to call twice.
 ///
-/// Lines go to stderr through [`BackgroundStderr`]: a request's log line costs a channel
-/// send, not a `write` system call on the request path. Call [`flush`] before exiting.
+/// Lines go to stderr through [`BackgroundStderr`]: a request's log line costs appending to
+/// a buffer, not a `write` system call (nor a thread wake-up) on the request path. Call
+/// [`flush`] before exiting.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -25,60 +38,140 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Waits until every log line handed to [`BackgroundStderr`] so far is written.
+/// Waits until every log line handed to [`BackgroundStderr`] so far is written (at most
+/// 5 s: a stuck stderr must not keep the process from exiting).
 pub fn flush() {
-    let (done, wait) = std::sync::mpsc::channel();
-    if log_lines().send(LogMessage::Flush(done)).is_ok() {
-        let _ = wait.recv_timeout(std::time::Duration::from_secs(5));
+    if let Some(lines) = log_lines() {
+        lines.flush(Duration::from_secs(LOG_FLUSH_WAIT_MAX_S));
     }
 }
 
-/// What the log writer thread receives.
-enum LogMessage {
-    Line(Vec<u8>),
-    Flush(std::sync::mpsc::Sender<()>),
+/// The log writer thread of stderr, started on first use; `None` if it could not start.
+fn log_lines() -> Option<&'static BatchedLines> {
+    static LINES: OnceLock<Option<Arc<BatchedLines>>> = OnceLock::new();
+    LINES
+        .get_or_init(|| {
+            BatchedLines::start(Box::new(std::io::stderr()))
+                .inspect_err(|e| {
+                    // No thread: lines are written directly instead; say so once.
+                    eprintln!("log writer thread could not start: {e}");
+                })
+                .ok()
+        })
+        .as_deref()
 }
 
-/// The queue of the log writer thread, started on first use. The thread writes every line
-/// waiting at that moment with one `write_all`, so a burst of requests costs one system call.
-fn log_lines() -> &'static std::sync::mpsc::Sender<LogMessage> {
-    static SENDER: std::sync::OnceLock<std::sync::mpsc::Sender<LogMessage>> =
-        std::sync::OnceLock::new();
-    SENDER.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel::<LogMessage>();
-        let spawned = std::thread::Builder::new()
+/// Lines handed over by any thread, written to a sink by one background thread.
+///
+/// Only the line that makes the buffer non-empty wakes the thread; the thread then waits
+/// [`LOG_BATCH_WAIT_MS`] for the rest of the burst, swaps the buffer out and writes it
+/// with one `write_all`. Idle, the thread sleeps on a condition variable: no periodic
+/// wake-ups.
+struct BatchedLines {
+    state: Mutex<BatchState>,
+    /// Wakes the writer thread when the buffer stops being empty.
+    line_ready: Condvar,
+    /// Wakes [`BatchedLines::flush`] callers when a batch is written.
+    batch_written: Condvar,
+}
+
+struct BatchState {
+    buffer: Vec<u8>,
+    /// Lines handed over since the start.
+    lines_handed: u64,
+    /// Lines written to the sink since the start (or dropped on a write error).
+    lines_written: u64,
+    /// Callers waiting in `flush` (the writer thread notifies only when there are some).
+    flushers: u32,
+}
+
+impl BatchedLines {
+    /// Start the writer thread for `sink`.
+    fn start(sink: Box<dyn std::io::Write + Send>) -> std::io::Result<Arc<BatchedLines>> {
+        let lines = Arc::new(BatchedLines {
+            state: Mutex::new(BatchState {
+                buffer: Vec::with_capacity(LOG_BATCH_CAPACITY_BYTES),
+                lines_handed: 0,
+                lines_written: 0,
+                flushers: 0,
+            }),
+            line_ready: Condvar::new(),
+            batch_written: Condvar::new(),
+        });
+        let thread_lines = lines.clone();
+        std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || {
-                let mut batch = Vec::with_capacity(64 * 1024);
-                let mut flushes = Vec::new();
-                while let Ok(first) = receiver.recv() {
-                    let mut next = Some(first);
-                    while let Some(message) = next {
-                        match message {
-                            LogMessage::Line(line) => batch.extend_from_slice(&line),
-                            LogMessage::Flush(done) => flushes.push(done),
-                        }
-                        next = if batch.len() < PENDING_LINE_BYTES_MAX {
-                            receiver.try_recv().ok()
-                        } else {
-                            None
-                        };
-                    }
-                    if !batch.is_empty() {
-                        let _ = std::io::stderr().lock().write_all(&batch);
-                        batch.clear();
-                    }
-                    for done in flushes.drain(..) {
-                        let _ = done.send(());
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            // No thread: lines written now are lost; say so once, on stderr directly.
-            eprintln!("log writer thread could not start: {e}");
+            .spawn(move || thread_lines.write_forever(sink))?;
+        Ok(lines)
+    }
+
+    /// A log line never fails the caller, so a poisoned lock (a panic while appending)
+    /// is used as is: at worst one line is half there.
+    fn lock(&self) -> MutexGuard<'_, BatchState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hand `line` over; wakes the writer thread only if the buffer was empty.
+    fn push(&self, line: &[u8]) {
+        let mut state = self.lock();
+        let was_empty = state.buffer.is_empty();
+        state.buffer.extend_from_slice(line);
+        state.lines_handed += 1;
+        drop(state);
+        if was_empty {
+            self.line_ready.notify_one();
         }
-        sender
-    })
+    }
+
+    /// Wait (at most `wait_max`) until every line handed over before the call is written.
+    fn flush(&self, wait_max: Duration) {
+        let deadline = Instant::now() + wait_max;
+        let mut state = self.lock();
+        let target = state.lines_handed;
+        state.flushers += 1;
+        while state.lines_written < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = self
+                .batch_written
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state.flushers -= 1;
+    }
+
+    /// The writer thread: sleep until a line arrives, let the burst gather, write it all.
+    fn write_forever(&self, mut sink: Box<dyn std::io::Write + Send>) {
+        let mut batch = Vec::with_capacity(LOG_BATCH_CAPACITY_BYTES);
+        loop {
+            let mut state = self.lock();
+            while state.buffer.is_empty() {
+                state = self
+                    .line_ready
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(LOG_BATCH_WAIT_MS));
+            let mut state = self.lock();
+            std::mem::swap(&mut state.buffer, &mut batch);
+            let upto = state.lines_handed;
+            drop(state);
+            // A closed stderr loses the lines; nothing better to do with them.
+            let _ = sink.write_all(&batch).and_then(|()| sink.flush());
+            batch.clear();
+            let mut state = self.lock();
+            state.lines_written = upto;
+            let flushers = state.flushers;
+            drop(state);
+            if flushers > 0 {
+                self.batch_written.notify_all();
+            }
+        }
+    }
 }
 
 /// A `tracing` writer whose lines are written to stderr by a background thread.
@@ -101,12 +194,13 @@ impl std::io::Write for PendingLine {
 
 impl Drop for PendingLine {
     fn drop(&mut self) {
-        if !self.0.is_empty() {
-            let line = std::mem::take(&mut self.0);
-            if let Err(std::sync::mpsc::SendError(LogMessage::Line(line))) =
-                log_lines().send(LogMessage::Line(line))
-            {
-                let _ = std::io::stderr().lock().write_all(&line);
+        if self.0.is_empty() {
+            return;
+        }
+        match log_lines() {
+            Some(lines) => lines.push(&self.0),
+            None => {
+                let _ = std::io::stderr().lock().write_all(&self.0);
             }
         }
     }
@@ -229,5 +323,51 @@ mod tests {
         assert_eq!(&*out.pending.lock().unwrap(), b"hel");
         out.write_lines(b"lo\nwor");
         assert_eq!(&*out.pending.lock().unwrap(), b"wor");
+    }
+
+    #[test]
+    fn flush_returns_once_every_line_from_every_thread_is_written() {
+        // Proves flush waits for the batches: 4 threads hand over 100 lines each to a writer
+        // with an in-memory sink, and right after flush the sink holds all 400 lines.
+        let sink = SharedSink::default();
+        let lines = BatchedLines::start(Box::new(sink.clone())).unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let lines = lines.clone();
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        lines.push(format!("thread {t} line {i}\n").as_bytes());
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        lines.flush(Duration::from_secs(LOG_FLUSH_WAIT_MAX_S));
+        let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(written.lines().count(), 400);
+        for t in 0..4 {
+            for i in 0..100 {
+                assert!(
+                    written.contains(&format!("thread {t} line {i}\n")),
+                    "{t}/{i}"
+                );
+            }
+        }
+    }
+
+    /// A sink the test can read back.
+    #[derive(Clone, Default)]
+    struct SharedSink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedSink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }

@@ -5,11 +5,12 @@
 //! `.spin/sqlite_key_value.db`, so `spin up` and this host can take turns on the same data.
 //!
 //! Concurrency design:
-//! - Every write (set, delete, increment, compare-and-swap, batches) is a job for ONE writer
-//!   thread that owns the writer connection, so writers inside this process never fight for
-//!   SQLite's write lock (no busy-wait sleeps under contention).
-//! - **Group commit**: the writer takes every job waiting at that moment (up to
-//!   [`SQLITE_GROUP_COMMIT_MAX`]) and runs them, one after another, inside ONE
+//! - Every write (set, delete, increment, compare-and-swap, batches) is a job in ONE queue
+//!   per file, and at most one **leader** at a time uses the writer connection, so writers
+//!   inside this process never fight for SQLite's write lock (no busy-wait sleeps under
+//!   contention).
+//! - **Group commit**: the leader takes the jobs waiting at that moment (up to
+//!   [`SQLITE_GROUP_COMMIT_MAX`], oldest first) and runs them, one after another, inside ONE
 //!   `BEGIN IMMEDIATE … COMMIT` transaction, each in its own savepoint (a failing job rolls
 //!   back only itself). With `synchronous = FULL` that is one fsync for the whole group. No
 //!   job is answered before the `COMMIT` that contains it returned: an acknowledged write is
@@ -17,15 +18,24 @@
 //!   Jobs of one group see each other's writes in order, so read-modify-writes (increment,
 //!   compare-and-swap) keep their meaning; `BEGIN IMMEDIATE` keeps another process using
 //!   the same file (a concurrent `spin up`) from interleaving.
+//! - **Who leads**: a dedicated writer thread, or the caller itself. Handing a job to a
+//!   thread and waking the caller back costs two context switches, which on tmpfs or in
+//!   memory is more than the commit (tens of µs). So a caller that finds no leader, while
+//!   a group's own cost (`BEGIN` + `COMMIT`, a moving average) is under
+//!   [`SQLITE_INLINE_COMMIT_MAX_US`], commits its write right there on its own thread. On a
+//!   real disk the commit is an fsync (milliseconds): then, or when a leader is already
+//!   busy, the job waits for the writer thread, which keeps async workers free during the
+//!   fsync and batches every writer that arrives meanwhile. A caller leads one group only:
+//!   jobs queued behind it go to the writer thread, never to a loop on the caller's thread.
 //! - Plain reads run on the calling thread with a connection of a small reader pool (WAL
 //!   lets readers run beside the writer and a point read takes microseconds), which avoids
 //!   a thread hand-off per read; when every reader is busy the read waits for one on
 //!   tokio's blocking pool instead of blocking an async worker.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -40,6 +50,16 @@ pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
 pub const COUNTER_BYTES: u32 = 8;
 /// The most write jobs one group commit takes.
 pub const SQLITE_GROUP_COMMIT_MAX: u32 = 256;
+/// A caller commits its own write on its own thread only while a group's own cost
+/// (`BEGIN IMMEDIATE` + `COMMIT` of the groups that wrote, moving average, µs) is below
+/// this; above it (an fsync on a real disk) writes wait for the writer thread, so async
+/// workers never block that long.
+pub const SQLITE_INLINE_COMMIT_MAX_US: u64 = 500;
+/// A new measurement weighs 1/this in the moving average of a group's own cost.
+const COMMIT_COST_EWMA_WEIGHT: u64 = 8;
+
+const _: () = assert!(SQLITE_GROUP_COMMIT_MAX >= 1);
+const _: () = assert!(COMMIT_COST_EWMA_WEIGHT >= 1);
 
 /// The path that selects an in-memory database (Spin's `type = "spin"` without a `path`).
 pub const IN_MEMORY_PATH: &str = ":memory:";
@@ -59,18 +79,69 @@ const DELETE_SQL: &str = "DELETE FROM spin_key_value WHERE store = ?1 AND key = 
 /// What a job hands back after running: called once with the outcome of the `COMMIT` of
 /// its group, it answers the waiting caller.
 type Completion = Box<dyn FnOnce(KvResult<()>) + Send>;
-/// A unit of work for the writer thread: given the writer connection inside an open
-/// transaction and the file's path for error messages (or the error that kept the
-/// transaction from opening), it does its SQL and returns its completion.
+/// A unit of work for the leader: given the writer connection inside an open transaction
+/// and the file's path for error messages (or the error that kept the transaction from
+/// opening), it does its SQL and returns its completion.
 type Job = Box<dyn FnOnce(Result<(&Connection, &Path), KvError>) -> Completion + Send>;
 
 /// One SQLite file shared by every label stored in it.
 pub struct SqliteDb {
     path: PathBuf,
     in_memory: bool,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Arc<Writer>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: ReaderPool,
+}
+
+/// The write side of one file, shared by the callers and the writer thread.
+struct Writer {
+    path: PathBuf,
+    /// Locked only by the current leader, so never contended; the lock is what lets the
+    /// connection move between the callers' threads and the writer thread.
+    conn: Mutex<Connection>,
+    queue: Mutex<WriteQueue>,
+    /// Wakes the writer thread when it is made leader or the database closes.
+    thread_wake: Condvar,
+}
+
+/// The jobs waiting for a leader, and who leads. Invariant (between critical sections):
+/// jobs are waiting only while someone leads, so whoever releases leadership with jobs
+/// left hands them on, and a job pushed after that release finds no leader and takes
+/// care of itself: no job is ever left without someone to run it.
+struct WriteQueue {
+    jobs: VecDeque<Job>,
+    leader: Leader,
+    /// Moving average of a group's own cost (`BEGIN` + `COMMIT`), µs; starts at 0
+    /// (optimistic: the first writes commit inline and measure).
+    commit_cost_us: u64,
+    /// [`SQLITE_INLINE_COMMIT_MAX_US`], or what a test forces.
+    inline_commit_max_us: u64,
+    /// The database is being dropped: the writer thread ends once no job is left.
+    closed: bool,
+    /// The writer thread has ended (closed, or a job panicked on it): writes fail.
+    stopped: bool,
+    /// The most jobs one group has taken, to let tests see that groups do form.
+    #[cfg(test)]
+    largest_group: usize,
+}
+
+/// Who uses the writer connection now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leader {
+    /// Nobody; the queue is empty.
+    Nobody,
+    /// A caller running one group on its own thread.
+    Caller,
+    /// The writer thread (running, or woken to run).
+    Thread,
+}
+
+/// What [`Writer::submit`] decided for a job.
+enum Submitted {
+    /// The caller leads: it runs this job now, as a group of its own.
+    RunInline(Job),
+    /// Queued; a leader will run it.
+    Queued,
 }
 
 /// A fixed set of reader connections handed out one at a time.
@@ -88,11 +159,10 @@ impl std::fmt::Debug for SqliteDb {
 }
 
 impl Drop for SqliteDb {
-    /// Closing: the writer finishes the jobs it has, closes its connection and ends.
+    /// Closing: the writer thread finishes the jobs queued, closes its connection and ends.
     fn drop(&mut self) {
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.take();
-        }
+        self.writer.lock_queue().closed = true;
+        self.writer.thread_wake.notify_all();
         if let Ok(mut thread) = self.writer_thread.lock()
             && let Some(handle) = thread.take()
         {
@@ -115,9 +185,8 @@ impl SqliteDb {
                 ))
             })?;
         }
-        let writer = open_connection(path, in_memory, false)?;
-        writer
-            .execute(CREATE_TABLE_SQL, [])
+        let conn = open_connection(path, in_memory, false)?;
+        conn.execute(CREATE_TABLE_SQL, [])
             .map_err(|e| sql_error(path, e))?;
         // An in-memory database exists only inside its one connection: no readers then.
         let mut readers = Vec::new();
@@ -126,16 +195,30 @@ impl SqliteDb {
                 readers.push(open_connection(path, false, true)?);
             }
         }
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let thread_path = path.to_path_buf();
+        let writer = Arc::new(Writer {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+            queue: Mutex::new(WriteQueue {
+                jobs: VecDeque::new(),
+                leader: Leader::Nobody,
+                commit_cost_us: 0,
+                inline_commit_max_us: SQLITE_INLINE_COMMIT_MAX_US,
+                closed: false,
+                stopped: false,
+                #[cfg(test)]
+                largest_group: 0,
+            }),
+            thread_wake: Condvar::new(),
+        });
+        let thread_writer = writer.clone();
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(&writer, &thread_path, &receiver))
+            .spawn(move || writer_loop(&thread_writer))
             .map_err(|e| KvError::Other(format!("cannot start the sqlite writer: {e}")))?;
         Ok(Arc::new(SqliteDb {
             path: path.to_path_buf(),
             in_memory,
-            jobs: Mutex::new(Some(sender)),
+            writer,
             writer_thread: Mutex::new(Some(handle)),
             readers: ReaderPool {
                 idle: Mutex::new(readers),
@@ -149,8 +232,9 @@ impl SqliteDb {
         &self.path
     }
 
-    /// Run `f` on the writer inside the next group commit; answers once that group's
-    /// `COMMIT` returned (an `Ok` is durable).
+    /// Run `f` on the writer inside a group commit — on this thread when commits are cheap
+    /// and no leader is busy, else in the writer thread's next group; answers once that
+    /// group's `COMMIT` returned (an `Ok` is durable).
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<KvResult<T>> + Send + 'static,
@@ -169,26 +253,26 @@ impl SqliteDb {
                 let _ = reply.send(outcome);
             })
         });
-        {
-            let jobs = self
-                .jobs
-                .lock()
-                .map_err(|_| KvError::Other("sqlite writer queue poisoned".into()))?;
-            let sender = jobs
-                .as_ref()
-                .ok_or_else(|| KvError::Other("sqlite store is closed".into()))?;
-            sender
-                .send(job)
-                .map_err(|_| KvError::Other("sqlite writer has stopped".into()))?;
+        match self.writer.submit(job)? {
+            // Answered before the await below, which then returns at once.
+            Submitted::RunInline(job) => self.writer.run_inline(job),
+            Submitted::Queued => {}
         }
         answer
             .await
             .map_err(|_| KvError::Other("sqlite writer dropped the request".into()))?
     }
 
+    /// Force the inline threshold (0: always the writer thread; `u64::MAX`: inline
+    /// whenever no leader is busy).
+    #[cfg(test)]
+    fn set_inline_commit_max_us(&self, max_us: u64) {
+        self.writer.lock_queue().inline_commit_max_us = max_us;
+    }
+
     /// Run the read `f` on a reader connection: on this thread when one is idle, else on
     /// the blocking pool once one frees up. An in-memory database reads through the writer
-    /// (its only connection), inside the group's transaction.
+    /// (its only connection), inside a group's transaction.
     async fn read<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -248,43 +332,240 @@ impl SqliteDb {
     }
 }
 
-/// The writer thread: take every waiting job, run them in one transaction, commit once,
-/// then answer them all. Ends when the database is dropped (the queue closes).
-fn writer_loop(conn: &Connection, path: &Path, jobs: &mpsc::Receiver<Job>) {
-    let group_max = usize::try_from(SQLITE_GROUP_COMMIT_MAX).unwrap_or(usize::MAX);
-    let mut group: Vec<Job> = Vec::with_capacity(group_max);
-    let mut completions: Vec<Completion> = Vec::with_capacity(group_max);
-    while let Ok(first) = jobs.recv() {
-        group.push(first);
-        while group.len() < group_max {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
+impl Writer {
+    /// The queue, even after a panic elsewhere: every critical section leaves it consistent
+    /// (a push, a take or a change of leader), so a poisoned lock holds nothing half-done.
+    fn lock_queue(&self) -> MutexGuard<'_, WriteQueue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queue `job`, or make the caller the leader of a group of just this job when nobody
+    /// leads and commits are cheap. Nobody leading and commits expensive: the writer thread
+    /// is made leader and woken (only here and on a hand-off, so one wake-up per burst).
+    fn submit(&self, job: Job) -> KvResult<Submitted> {
+        let mut queue = self.lock_queue();
+        if queue.stopped {
+            return Err(KvError::Other("sqlite writer has stopped".into()));
         }
-        match conn.execute_batch("BEGIN IMMEDIATE") {
-            Ok(()) => {
-                for job in group.drain(..) {
-                    completions.push(job(Ok((conn, path))));
-                }
-                let commit = conn.execute_batch("COMMIT").map_err(|e| {
-                    // A failed COMMIT leaves the transaction open: undo it so the next
-                    // group starts clean, and fail every job of this one.
-                    let _ = conn.execute_batch("ROLLBACK");
-                    sql_error(path, e)
-                });
-                for done in completions.drain(..) {
-                    done(commit.clone());
-                }
+        match queue.leader {
+            Leader::Caller | Leader::Thread => {
+                queue.jobs.push_back(job);
+                Ok(Submitted::Queued)
             }
-            Err(e) => {
-                let e = sql_error(path, e);
-                for job in group.drain(..) {
-                    job(Err(e.clone()))(Err(e.clone()));
-                }
+            Leader::Nobody if queue.commit_cost_us < queue.inline_commit_max_us => {
+                // Nobody leads, so the queue is empty: this job is the whole group.
+                assert!(queue.jobs.is_empty(), "sqlite jobs queued without a leader");
+                queue.leader = Leader::Caller;
+                Ok(Submitted::RunInline(job))
+            }
+            Leader::Nobody => {
+                queue.jobs.push_back(job);
+                queue.leader = Leader::Thread;
+                drop(queue);
+                self.thread_wake.notify_one();
+                Ok(Submitted::Queued)
             }
         }
     }
+
+    /// The caller leads one group, `job` alone, then hands any jobs queued meanwhile to
+    /// the writer thread (also if the job panics).
+    fn run_inline(&self, job: Job) {
+        let mut turn = LeaderTurn {
+            writer: self,
+            by: Leader::Caller,
+            cost: None,
+        };
+        turn.cost = self.run_group(std::iter::once(job), &mut Vec::with_capacity(1));
+    }
+
+    /// Run `jobs` as one group commit on the writer connection and answer each of them;
+    /// returns the group's own cost as [`commit_group`] measures it, `None` also when the
+    /// connection is unusable (a job panicked while holding it: every later job fails,
+    /// none hangs).
+    fn run_group(
+        &self,
+        jobs: impl Iterator<Item = Job>,
+        completions: &mut Vec<Completion>,
+    ) -> Option<Duration> {
+        let Ok(conn) = self.conn.lock() else {
+            let e = KvError::Other(format!(
+                "sqlite {}: writer connection unusable after a panic",
+                self.path.display()
+            ));
+            for job in jobs {
+                job(Err(e.clone()))(Err(e.clone()));
+            }
+            return None;
+        };
+        commit_group(&conn, &self.path, jobs, completions)
+    }
+
+    /// End a leader's turn: record the group's cost, then give leadership up — to nobody
+    /// when no job is left, else to the writer thread (woken unless it is the one
+    /// releasing). Under the queue lock, so a job pushed concurrently either was queued
+    /// before (and is handed on here) or comes after (and finds the new leader state).
+    fn release(&self, by: Leader, cost: Option<Duration>) {
+        let mut queue = self.lock_queue();
+        if let Some(cost) = cost {
+            queue.record_cost(cost);
+        }
+        if queue.jobs.is_empty() {
+            queue.leader = Leader::Nobody;
+            return;
+        }
+        queue.leader = Leader::Thread;
+        drop(queue);
+        // The writer thread releasing keeps leading: it checks the queue before it waits.
+        if by != Leader::Thread {
+            self.thread_wake.notify_one();
+        }
+    }
+
+    /// Test knob: lead as a caller without running anything, so writes queue up behind it
+    /// until the returned turn is dropped (deterministic groups and closing with jobs
+    /// queued).
+    #[cfg(test)]
+    fn hold(&self) -> LeaderTurn<'_> {
+        let mut queue = self.lock_queue();
+        assert_eq!(queue.leader, Leader::Nobody, "hold needs an idle writer");
+        queue.leader = Leader::Caller;
+        LeaderTurn {
+            writer: self,
+            by: Leader::Caller,
+            cost: None,
+        }
+    }
+}
+
+impl WriteQueue {
+    /// Move the oldest waiting jobs, at most [`SQLITE_GROUP_COMMIT_MAX`], into `group`.
+    fn take_group(&mut self, group: &mut Vec<Job>) {
+        let group_max = usize::try_from(SQLITE_GROUP_COMMIT_MAX).unwrap_or(usize::MAX);
+        let take = self.jobs.len().min(group_max);
+        group.extend(self.jobs.drain(..take));
+        #[cfg(test)]
+        {
+            self.largest_group = self.largest_group.max(take);
+        }
+    }
+
+    /// Fold one group's cost into the moving average.
+    fn record_cost(&mut self, cost: Duration) {
+        let sample_us = u64::try_from(cost.as_micros()).unwrap_or(u64::MAX);
+        let kept = self.commit_cost_us - self.commit_cost_us / COMMIT_COST_EWMA_WEIGHT;
+        self.commit_cost_us = kept.saturating_add(sample_us / COMMIT_COST_EWMA_WEIGHT);
+    }
+}
+
+/// One leader's turn; dropping it (also while unwinding from a panicking job) releases
+/// leadership, so queued jobs are never stranded behind a leader that is gone.
+struct LeaderTurn<'a> {
+    writer: &'a Writer,
+    by: Leader,
+    cost: Option<Duration>,
+}
+
+impl Drop for LeaderTurn<'_> {
+    fn drop(&mut self) {
+        self.writer.release(self.by, self.cost.take());
+    }
+}
+
+/// Marks the writer stopped when its thread ends (closed, or a job panicked on it) and
+/// fails what is still queued (their callers get an error, not a wait forever).
+struct ThreadExit<'a>(&'a Writer);
+
+impl Drop for ThreadExit<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.0.lock_queue();
+        queue.stopped = true;
+        queue.leader = Leader::Nobody;
+        // Dropping a job drops its reply: its caller gets "dropped the request".
+        queue.jobs.clear();
+    }
+}
+
+/// The writer thread: whenever it is made leader, take the waiting jobs, run them in one
+/// transaction, commit once, answer them all, and lead again while jobs are left. Ends
+/// when the database is dropped and no job is left.
+fn writer_loop(writer: &Writer) {
+    let _exit = ThreadExit(writer);
+    let group_max = usize::try_from(SQLITE_GROUP_COMMIT_MAX).unwrap_or(usize::MAX);
+    let mut group: Vec<Job> = Vec::with_capacity(group_max);
+    let mut completions: Vec<Completion> = Vec::with_capacity(group_max);
+    loop {
+        {
+            let mut queue = writer.lock_queue();
+            loop {
+                match queue.leader {
+                    Leader::Thread => break,
+                    Leader::Nobody if queue.closed => return,
+                    Leader::Nobody | Leader::Caller => {
+                        queue = writer
+                            .thread_wake
+                            .wait(queue)
+                            .unwrap_or_else(PoisonError::into_inner);
+                    }
+                }
+            }
+            queue.take_group(&mut group);
+        }
+        let mut turn = LeaderTurn {
+            writer,
+            by: Leader::Thread,
+            cost: None,
+        };
+        turn.cost = writer.run_group(group.drain(..), &mut completions);
+    }
+}
+
+/// Run `jobs` inside one `BEGIN IMMEDIATE … COMMIT`, then answer each with the commit's
+/// outcome. Returns the group's own cost: the `BEGIN` and `COMMIT` statements, not the
+/// jobs' SQL, so a big group under load does not look like an expensive commit. `None`
+/// when the group changed no row: committing nothing skips the fsync, so its cost would
+/// make a disk look fast (failed compare-and-swaps, in-memory reads through the writer).
+fn commit_group(
+    conn: &Connection,
+    path: &Path,
+    jobs: impl Iterator<Item = Job>,
+    completions: &mut Vec<Completion>,
+) -> Option<Duration> {
+    let changes_before = conn.total_changes();
+    let begin_started = Instant::now();
+    let begin = conn.execute_batch("BEGIN IMMEDIATE");
+    let mut cost = begin_started.elapsed();
+    match begin {
+        Ok(()) => {
+            for job in jobs {
+                completions.push(job(Ok((conn, path))));
+            }
+            let wrote = conn.total_changes() != changes_before;
+            let commit_started = Instant::now();
+            let commit = conn.execute_batch("COMMIT").map_err(|e| {
+                // A failed COMMIT leaves the transaction open: undo it so the next
+                // group starts clean, and fail every job of this one.
+                let _ = conn.execute_batch("ROLLBACK");
+                sql_error(path, e)
+            });
+            cost += commit_started.elapsed();
+            for done in completions.drain(..) {
+                done(commit.clone());
+            }
+            if !wrote {
+                return None;
+            }
+        }
+        Err(e) => {
+            // A busy `BEGIN` (another process holds the lock) counts: it is what a caller
+            // committing inline would wait for.
+            let e = sql_error(path, e);
+            for job in jobs {
+                job(Err(e.clone()))(Err(e.clone()));
+            }
+        }
+    }
+    Some(cost)
 }
 
 /// Run one job's SQL in its own savepoint: an error (or a refusal) undoes only this job.
@@ -538,6 +819,17 @@ impl KvBackend for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt as _;
+
+    /// Concurrent tasks in the counting tests.
+    const TASKS: u32 = 32;
+    /// Compare-and-swap increments per task in the counting tests.
+    const INCREMENTS_PER_TASK: u32 = 100;
+    /// Attempts one increment may take before the test calls it starved (a liveness bound,
+    /// far above what contention between `TASKS` tasks needs).
+    const CAS_ATTEMPTS_MAX: u32 = 100_000;
+    /// Bound of every wait for a condition.
+    const WAIT_MAX: Duration = Duration::from_secs(30);
 
     #[test]
     fn a_counter_must_be_exactly_eight_bytes() {
@@ -549,12 +841,15 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_write_in_a_group_commit_undoes_only_itself() {
-        // Proves jobs committed together stay independent: 64 concurrent writes, half of
-        // them refused (incrementing a value that is not a counter), leave exactly the 32
-        // good increments and the refused key untouched.
+        // Proves jobs committed together stay independent: 64 writes queued behind a held
+        // leader run as ONE group, half of them refused (incrementing a value that is not
+        // a counter); exactly the 32 good increments remain and the refused key is untouched.
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("kv.db"), "default").unwrap();
+        let db = SqliteDb::open(&dir.path().join("kv.db")).unwrap();
+        let writer = db.writer.clone();
+        let store = SqliteStore::new(db, "default");
         store.set("text", b"hello".to_vec()).await.unwrap();
+        let held = writer.hold();
         let mut tasks = Vec::new();
         for i in 0..64 {
             let store = store.clone();
@@ -563,12 +858,19 @@ mod tests {
                 store.increment(key, 1).await
             }));
         }
+        wait_until(|| writer.lock_queue().jobs.len() == 64).await;
+        drop(held);
         let mut refused = 0;
         for task in tasks {
             if task.await.unwrap().is_err() {
                 refused += 1;
             }
         }
+        assert_eq!(
+            writer.lock_queue().largest_group,
+            64,
+            "one group of 64 jobs"
+        );
         assert_eq!(refused, 32);
         assert_eq!(
             store.get("n").await.unwrap(),
@@ -589,6 +891,225 @@ mod tests {
             assert_eq!(store.get("k").await.unwrap(), Some(vec![i]));
             let other = Connection::open(&path).unwrap();
             assert_eq!(select_value(&other, "default", "k").unwrap(), Some(vec![i]));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_write_commits_on_the_callers_thread_only_while_commits_are_cheap() {
+        // Proves the routing: with the threshold forced high, sequential writes never reach
+        // the writer thread (it runs no group); forced to 0, each write is a thread group.
+        let db = SqliteDb::open(Path::new(IN_MEMORY_PATH)).unwrap();
+        let writer = db.writer.clone();
+        let store = SqliteStore::new(db.clone(), "default");
+        db.set_inline_commit_max_us(u64::MAX);
+        for i in 0..10u8 {
+            store.set("k", vec![i]).await.unwrap();
+        }
+        assert_eq!(
+            writer.lock_queue().largest_group,
+            0,
+            "no group ran on the thread"
+        );
+        db.set_inline_commit_max_us(0);
+        store.set("k", vec![10]).await.unwrap();
+        assert_eq!(
+            writer.lock_queue().largest_group,
+            1,
+            "the write went to the thread"
+        );
+        assert_eq!(store.get("k").await.unwrap(), Some(vec![10]));
+    }
+
+    #[test]
+    fn expensive_commits_turn_inline_commits_off_and_cheap_ones_turn_them_back_on() {
+        // Proves the moving average reacts both ways: two fsync-sized samples (3.4 ms) push
+        // it over the threshold, a run of tmpfs-sized ones (20 µs) brings it back under.
+        let db = SqliteDb::open(Path::new(IN_MEMORY_PATH)).unwrap();
+        let mut queue = db.writer.lock_queue();
+        assert!(
+            queue.commit_cost_us < SQLITE_INLINE_COMMIT_MAX_US,
+            "starts optimistic"
+        );
+        for _ in 0..2 {
+            queue.record_cost(Duration::from_micros(3_400));
+        }
+        assert!(queue.commit_cost_us >= SQLITE_INLINE_COMMIT_MAX_US);
+        for _ in 0..30 {
+            queue.record_cost(Duration::from_micros(20));
+        }
+        assert!(queue.commit_cost_us < SQLITE_INLINE_COMMIT_MAX_US);
+    }
+
+    #[tokio::test]
+    async fn a_group_that_changes_nothing_leaves_the_commit_cost_alone() {
+        // Proves a commit without a write (a failed compare-and-swap, an in-memory read)
+        // is not taken as a sign of cheap commits: the moving average stays where it was.
+        let db = SqliteDb::open(Path::new(IN_MEMORY_PATH)).unwrap();
+        let store = SqliteStore::new(db.clone(), "default");
+        let expensive_us = SQLITE_INLINE_COMMIT_MAX_US * 2;
+        db.writer.lock_queue().commit_cost_us = expensive_us;
+        let swapped = store
+            .compare_and_swap("k", Some(b"not there".to_vec()), b"new".to_vec())
+            .await
+            .unwrap();
+        assert!(!swapped);
+        assert_eq!(store.get("k").await.unwrap(), None);
+        let queue = db.writer.lock_queue();
+        assert_eq!(queue.largest_group, 1, "both ran as writer thread groups");
+        assert_eq!(queue.commit_cost_us, expensive_us);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_compare_and_swap_increments_on_a_file_lose_no_update() {
+        // Proves group commit plus inline commits keep compare-and-swap exact: 32 tasks x 100
+        // increments of one key in a file end at exactly 3200.
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDb::open(&dir.path().join("kv.db")).unwrap();
+        assert_eq!(count_by_compare_and_swap(db).await, expected_count());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_compare_and_swap_increments_in_memory_lose_no_update() {
+        // Proves the same exact count for an in-memory database, whose reads go through the
+        // writer too.
+        let db = SqliteDb::open(Path::new(IN_MEMORY_PATH)).unwrap();
+        assert_eq!(count_by_compare_and_swap(db).await, expected_count());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_increments_are_exact_whether_writes_commit_inline_or_on_the_thread() {
+        // Proves both paths alone keep the count exact: the threshold forced to 0 (every
+        // write on the writer thread) and to the maximum (inline whenever nobody leads), on
+        // a file and in memory.
+        let dir = tempfile::tempdir().unwrap();
+        for (i, max_us) in [0, u64::MAX].into_iter().enumerate() {
+            let file = SqliteDb::open(&dir.path().join(format!("kv{i}.db"))).unwrap();
+            let memory = SqliteDb::open(Path::new(IN_MEMORY_PATH)).unwrap();
+            for db in [file, memory] {
+                db.set_inline_commit_max_us(max_us);
+                let path = db.path().to_path_buf();
+                assert_eq!(
+                    count_by_compare_and_swap(db).await,
+                    expected_count(),
+                    "{} with threshold {max_us}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn dropping_the_store_with_writes_queued_commits_them_and_returns() {
+        // Proves closing neither strands nor hangs: 50 writes queued behind a held leader
+        // while the store is being dropped are all committed once it lets go, the drop
+        // returns, and a write after that fails with a clear error.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.db");
+        let db = SqliteDb::open(&path).unwrap();
+        let writer = db.writer.clone();
+        let held = writer.hold();
+        let store = SqliteStore::new(db, "default");
+        for i in 0..50u8 {
+            // One poll queues the job; dropping the future leaves it queued, unanswered.
+            let queued = store.set(&format!("k{i}"), vec![i]).now_or_never();
+            assert!(queued.is_none(), "write {i} waits behind the held leader");
+        }
+        assert_eq!(writer.lock_queue().jobs.len(), 50);
+        let (dropped, wait_dropped) = std::sync::mpsc::channel();
+        let closer = std::thread::spawn(move || {
+            drop(store);
+            let _ = dropped.send(());
+        });
+        wait_until_blocking(|| writer.lock_queue().closed);
+        drop(held);
+        wait_dropped
+            .recv_timeout(WAIT_MAX)
+            .expect("dropping the store returns");
+        closer.join().unwrap();
+        let check = Connection::open(&path).unwrap();
+        for i in 0..50u8 {
+            let key = format!("k{i}");
+            assert_eq!(
+                select_value(&check, "default", &key).unwrap(),
+                Some(vec![i])
+            );
+        }
+        let late: Job = Box::new(|_| Box::new(|_: KvResult<()>| {}) as Completion);
+        let Err(KvError::Other(message)) = writer.submit(late) else {
+            panic!("a write after closing must fail");
+        };
+        assert!(message.contains("stopped"), "{message}");
+    }
+
+    fn expected_count() -> u64 {
+        u64::from(TASKS) * u64::from(INCREMENTS_PER_TASK)
+    }
+
+    /// `TASKS` tasks each add 1 to one counter `INCREMENTS_PER_TASK` times by read +
+    /// compare-and-swap through the public API, retrying on conflict; the final count.
+    async fn count_by_compare_and_swap(db: Arc<SqliteDb>) -> u64 {
+        let store = SqliteStore::new(db, "default");
+        let mut tasks = Vec::new();
+        for _ in 0..TASKS {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..INCREMENTS_PER_TASK {
+                    increment_by_compare_and_swap(&store).await;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        read_count(&store).await
+    }
+
+    async fn increment_by_compare_and_swap(store: &SqliteStore) {
+        for _ in 0..CAS_ATTEMPTS_MAX {
+            let current = store.get("count").await.unwrap();
+            let next = read_count_value(current.as_deref()) + 1;
+            let swapped = store
+                .compare_and_swap("count", current, next.to_le_bytes().to_vec())
+                .await
+                .unwrap();
+            if swapped {
+                return;
+            }
+        }
+        panic!("an increment lost {CAS_ATTEMPTS_MAX} compare-and-swaps in a row");
+    }
+
+    async fn read_count(store: &SqliteStore) -> u64 {
+        read_count_value(store.get("count").await.unwrap().as_deref())
+    }
+
+    fn read_count_value(value: Option<&[u8]>) -> u64 {
+        value.map_or(0, |bytes| {
+            u64::from_le_bytes(bytes.try_into().expect("the count is 8 bytes"))
+        })
+    }
+
+    /// Wait (bounded by [`WAIT_MAX`]) until `done` holds, yielding to other tasks.
+    async fn wait_until(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + WAIT_MAX;
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "condition not met within {WAIT_MAX:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Wait (bounded by [`WAIT_MAX`]) until `done` holds, on a thread without a runtime.
+    fn wait_until_blocking(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + WAIT_MAX;
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "condition not met within {WAIT_MAX:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
