@@ -76,6 +76,7 @@ def call(method, path, body=None, key=None, extra=None, timing=None):
 
 _, m = call("POST", "/v1/admin/merchants", {"name": "risk bench"}, "admin_bench_token")
 sk = m["secret_key"]
+mid = m["id"]
 # 50 active rules: 36 velocity limits (4 dimensions x 3 windows x count / amount / both),
 # per-transaction max, daily tier, 5 block lists, 1 allow list, 3 anomalies, 3 AML rules.
 velocity = []
@@ -119,9 +120,9 @@ for i in range(n):
             "payer": {"id": f"u-{i % 20}", "device_id": f"d-{i % 20}", "ip": "203.0.113.7"}}
     raw = json.dumps(body).encode()
     path = "/v1/risk/internal/assess"
-    mac = hmac.new(enc_key, b"spinpay/internal/v1\n" + path.encode() + b"\n" + raw, hashlib.sha256).hexdigest()
+    mac = hmac.new(enc_key, b"spinpay/internal/v2\n" + path.encode() + b"\n" + mid.encode() + b"\n" + raw, hashlib.sha256).hexdigest()
     req = urllib.request.Request(base + path, data=raw, method="POST")
-    for k, v in (("Content-Type", "application/json"), ("Authorization", f"Bearer {sk}"), ("spinpay-internal-mac", mac)):
+    for k, v in (("Content-Type", "application/json"), ("spinpay-merchant-id", mid), ("spinpay-internal-mac", mac)):
         req.add_header(k, v)
     with urllib.request.urlopen(req, timeout=30) as r:
         d = dict(re.findall(r"(\w+);dur=([\d.]+)", r.headers["server-timing"]))

@@ -332,6 +332,7 @@ fn the_internal_assessment_endpoint_is_refused_to_a_public_caller() {
         let headers = [
             ("authorization", auth.as_str()),
             ("content-type", "application/json"),
+            ("spinpay-merchant-id", m.id.as_str()),
             ("spinpay-internal-mac", forged.as_str()),
         ];
         let r = app

@@ -26,7 +26,7 @@ use spinpay_core::api::{
 };
 use spinpay_core::model::Merchant;
 use spinpay_core::service::{self, Ctx};
-use spinpay_guest::component::{self, Keyed, Services};
+use spinpay_guest::component::{Keyed, Services};
 use spinpay_guest::env::OsEntropy;
 use spinpay_guest::inbound::{self, HttpResponse};
 use spinpay_guest::kv::KvRepository;
@@ -83,12 +83,11 @@ async fn handle(req: Request) -> HttpResponse {
             };
             let (services, merchant) = Services::authenticated(&parts.headers).await?;
             let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
-            let authorization = component::authorization(&parts.headers).unwrap_or_default();
             let call = Keyed::new(&merchant.id, &parts, &body);
             services
                 .idempotent_seeded(call, request_id, async |seed| {
                     let command = parse(&route, &body, &merchant)?;
-                    run(&services.ctx(), &merchant, command, authorization, seed).await
+                    run(&services.ctx(), &merchant, command, seed).await
                 })
                 .await
         },
@@ -168,7 +167,6 @@ async fn run(
     ctx: &Ctx<'_, KvRepository>,
     merchant: &Merchant,
     command: Command,
-    authorization: &str,
     seed: Option<[u8; 16]>,
 ) -> Result<PaymentResponse, ApiError> {
     let channel = Channels::from_variables().await?;
@@ -177,7 +175,7 @@ async fn run(
     match command {
         Command::Create(new) => {
             channel.check_new_payment(&new).await?;
-            let risk = wiring::ChainedRisk::new(authorization);
+            let risk = wiring::ChainedRisk::new(m);
             service::create_payment_seeded(ctx, &channel, &risk, rng, merchant, *new, seed).await
         }
         Command::Capture(id, amount) => {

@@ -4,10 +4,10 @@
 
 use spinpay_core::ApiError;
 use spinpay_core::api::RiskInputWire;
-use spinpay_core::crypto::{Keyring, Secret};
+use spinpay_core::crypto::Keyring;
 use spinpay_core::model::RiskAssessment;
 use spinpay_core::riskengine::store::internal_mac;
-use spinpay_core::riskengine::{INTERNAL_MAC_HEADER, RiskInput};
+use spinpay_core::riskengine::{INTERNAL_MAC_HEADER, INTERNAL_MERCHANT_HEADER, RiskInput};
 use spinpay_core::service::RiskClient;
 use spinpay_guest::component::{KEY_VERSION, VAR_ENCRYPTION_KEY};
 use spinpay_guest::env;
@@ -30,19 +30,20 @@ pub const QUERY_TIMEOUT_MS: u64 = 10_000;
 /// Largest forwarded list answer (100 payments with refunds fit easily).
 pub const QUERY_RESPONSE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
-/// Asks risk-check through `http://risk-check.spin.internal`, forwarding the
-/// merchant's own `Authorization` header and proving the call comes from spinpay with
-/// `spinpay-internal-mac` (HMAC under the shared `encryption_key` over path and body;
-/// risk-check answers 404 to a call without it).
+/// Asks risk-check through `http://risk-check.spin.internal` for the merchant authorize
+/// has authenticated (`spinpay-merchant-id`), proving the call comes from spinpay with
+/// `spinpay-internal-mac` (HMAC under the shared `encryption_key` over path, merchant id
+/// and body; risk-check answers 404 to a call without it and does not authenticate the
+/// merchant a second time).
 pub struct ChainedRisk {
-    authorization: Secret<String>,
+    merchant_id: String,
 }
 
 impl ChainedRisk {
-    /// A client acting with the merchant's `Authorization` header value.
-    pub fn new(authorization: &str) -> ChainedRisk {
+    /// A client acting for the authenticated merchant `merchant_id`.
+    pub fn new(merchant_id: &str) -> ChainedRisk {
         ChainedRisk {
-            authorization: Secret::new(authorization.to_string()),
+            merchant_id: merchant_id.to_string(),
         }
     }
 }
@@ -55,9 +56,9 @@ impl RiskClient for ChainedRisk {
             .map_err(|e| format!("{VAR_ENCRYPTION_KEY}: {e}"))?;
         let keys = Keyring::from_hex(KEY_VERSION, hex_key.expose())
             .map_err(|e| format!("{VAR_ENCRYPTION_KEY}: {e}"))?;
-        let mac = internal_mac(&keys, RISK_PATH, &body);
+        let mac = internal_mac(&keys, RISK_PATH, &self.merchant_id, &body);
         let req = OutboundRequest::post_json(RISK_URL, body)
-            .header("authorization", self.authorization.expose().as_str())
+            .header(INTERNAL_MERCHANT_HEADER, &self.merchant_id)
             .header(INTERNAL_MAC_HEADER, &mac);
         let resp = outbound::send(&req, RISK_TIMEOUT_MS, RISK_RESPONSE_BYTES_MAX)
             .await

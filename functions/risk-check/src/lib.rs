@@ -19,9 +19,10 @@
 //! **The internal endpoint.** Spin's `{ private = true }` would hide the whole component,
 //! and this one also serves public routes, so authorize proves itself with a MAC instead:
 //! header `spinpay-internal-mac` = HMAC-SHA256 under the app's secret `encryption_key`
-//! over the path and body (`riskengine::store::internal_mac`). A public caller never holds
-//! that key and gets the same 404 as for any unknown path. The merchant is still taken
-//! from the forwarded bearer key, never from the body.
+//! over the path, the merchant id authorize authenticated (`spinpay-merchant-id`) and the
+//! body (`riskengine::store::internal_mac`). A public caller never holds that key and gets
+//! the same 404 as for any unknown path. The merchant is the one the MAC covers, never
+//! taken from the body, and its key is not authenticated a second time.
 
 mod timing;
 mod wire;
@@ -31,7 +32,7 @@ use spinpay_core::ApiError;
 use spinpay_core::api::{self, BODY_BYTES_MAX, RiskAssessmentRequest, RiskInputWire};
 use spinpay_core::model::Merchant;
 use spinpay_core::riskengine::store::{self, Mode};
-use spinpay_core::riskengine::{INTERNAL_MAC_HEADER, render_csv};
+use spinpay_core::riskengine::{INTERNAL_MAC_HEADER, INTERNAL_MERCHANT_HEADER, render_csv};
 use spinpay_core::service::Ctx;
 use spinpay_guest::component::{Keyed, Services};
 use spinpay_guest::env::OsEntropy;
@@ -151,24 +152,22 @@ async fn handle(req: Request) -> HttpResponse {
     .await
 }
 
-/// authorize's call: MAC first (a miss is a plain 404), then the merchant from the
-/// forwarded key, then assess and count the payment.
+/// authorize's call: MAC over path, merchant id and body first (a miss is a plain 404),
+/// then assess and count the payment for the merchant the MAC covers.
 async fn internal_assess(
     parts: &http::request::Parts,
     body: &[u8],
 ) -> Result<HttpResponse, ApiError> {
     let services = Services::open().await?;
     let ctx = services.ctx();
-    let mac = parts
-        .headers
-        .get(INTERNAL_MAC_HEADER)
-        .and_then(|v| v.to_str().ok());
-    if !store::verify_internal_mac(ctx.keys, INTERNAL_ASSESS_PATH, body, mac) {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let merchant_id = header(INTERNAL_MERCHANT_HEADER).unwrap_or_default();
+    let mac = header(INTERNAL_MAC_HEADER);
+    if !store::verify_internal_mac(ctx.keys, INTERNAL_ASSESS_PATH, merchant_id, body, mac) {
         return Err(ApiError::RouteNotFound);
     }
-    let merchant = services.authenticate(&parts.headers).await?;
     let input: RiskInputWire = inbound::parse_json(body)?;
-    let input = input.into_input(&merchant.id)?;
+    let input = input.into_input(merchant_id)?;
     let (a, t) = timing::assess(&ctx, &input, Mode::Record, &CONFIGS).await?;
     let resp = ok_json(&AssessmentResponse::from(a));
     Ok(inbound::with_header(resp, timing::SERVER_TIMING, &t))

@@ -38,7 +38,7 @@ pub use eval::{
     hash_identifier, payment_updates, refund_updates,
 };
 pub use input::{PREVIEW_EVENT_ID, RiskInput};
-pub use store::{INTERNAL_MAC_HEADER, Loaded, MerchantRisk, Mode};
+pub use store::{INTERNAL_MAC_HEADER, INTERNAL_MERCHANT_HEADER, Loaded, MerchantRisk, Mode};
 
 use crate::repo::{RepoError, Repository};
 

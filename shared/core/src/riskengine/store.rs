@@ -37,6 +37,9 @@ use super::{EngineError, day_reports, record_payment_seeded, record_refund};
 pub const SALT_BYTES: usize = 32;
 /// The header carrying [`internal_mac`] on calls between spinpay's own components.
 pub const INTERNAL_MAC_HEADER: &str = "spinpay-internal-mac";
+/// The header naming, on an internal call, the merchant the calling component already
+/// authenticated (bound into [`internal_mac`], so it cannot be swapped).
+pub const INTERNAL_MERCHANT_HEADER: &str = "spinpay-merchant-id";
 
 /// What an assessment does with the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -412,13 +415,22 @@ pub async fn aml_reports<R: Repository>(
 }
 
 /// The MAC spinpay's components put on internal calls (`INTERNAL_MAC_HEADER`):
-/// HMAC-SHA256 under the shared encryption key over the path and body, so a public
-/// caller (who never holds the key) cannot reach an internal endpoint, and a MAC made
-/// for one path or body is worth nothing for another.
-pub fn internal_mac(keys: &crate::crypto::Keyring, path: &str, body: &[u8]) -> String {
-    let mut data = Vec::with_capacity(32 + path.len() + body.len());
-    data.extend_from_slice(b"spinpay/internal/v1\n");
+/// HMAC-SHA256 under the shared encryption key over the path, the merchant the caller
+/// authenticated (`INTERNAL_MERCHANT_HEADER`) and the body, so a public caller (who never
+/// holds the key) cannot reach an internal endpoint, and a MAC made for one path,
+/// merchant or body is worth nothing for another. The callee trusts the merchant id it
+/// covers instead of authenticating the merchant's key a second time.
+pub fn internal_mac(
+    keys: &crate::crypto::Keyring,
+    path: &str,
+    merchant_id: &str,
+    body: &[u8],
+) -> String {
+    let mut data = Vec::with_capacity(40 + path.len() + merchant_id.len() + body.len());
+    data.extend_from_slice(b"spinpay/internal/v2\n");
     data.extend_from_slice(path.as_bytes());
+    data.push(b'\n');
+    data.extend_from_slice(merchant_id.as_bytes());
     data.push(b'\n');
     data.extend_from_slice(body);
     keys.keyed_hash_hex(&data)
@@ -428,10 +440,16 @@ pub fn internal_mac(keys: &crate::crypto::Keyring, path: &str, body: &[u8]) -> S
 pub fn verify_internal_mac(
     keys: &crate::crypto::Keyring,
     path: &str,
+    merchant_id: &str,
     body: &[u8],
     given: Option<&str>,
 ) -> bool {
-    given.is_some_and(|g| constant_time_eq(g.as_bytes(), internal_mac(keys, path, body).as_bytes()))
+    given.is_some_and(|g| {
+        constant_time_eq(
+            g.as_bytes(),
+            internal_mac(keys, path, merchant_id, body).as_bytes(),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -457,38 +475,27 @@ mod tests {
     }
 
     #[test]
-    fn an_internal_mac_binds_the_key_path_and_body() {
-        // Proves only the same key, path and body verify.
+    fn an_internal_mac_binds_the_key_path_merchant_and_body() {
+        // Proves only the same key, path, merchant and body verify.
         let k = Keyring::new(1, [7; 32]);
-        let mac = internal_mac(&k, "/v1/risk/internal/assess", b"{}");
-        assert!(verify_internal_mac(
-            &k,
-            "/v1/risk/internal/assess",
-            b"{}",
-            Some(&mac)
-        ));
-        assert!(!verify_internal_mac(
-            &k,
-            "/v1/risk/internal/assess",
-            b"{ }",
-            Some(&mac)
-        ));
+        let path = "/v1/risk/internal/assess";
+        let mac = internal_mac(&k, path, "mch_a", b"{}");
+        assert!(verify_internal_mac(&k, path, "mch_a", b"{}", Some(&mac)));
+        assert!(!verify_internal_mac(&k, path, "mch_a", b"{ }", Some(&mac)));
+        assert!(!verify_internal_mac(&k, path, "mch_b", b"{}", Some(&mac)));
         assert!(!verify_internal_mac(
             &k,
             "/v1/risk/assessments",
+            "mch_a",
             b"{}",
             Some(&mac)
         ));
-        assert!(!verify_internal_mac(
-            &k,
-            "/v1/risk/internal/assess",
-            b"{}",
-            None
-        ));
+        assert!(!verify_internal_mac(&k, path, "mch_a", b"{}", None));
         let other = Keyring::new(1, [8; 32]);
         assert!(!verify_internal_mac(
             &other,
-            "/v1/risk/internal/assess",
+            path,
+            "mch_a",
             b"{}",
             Some(&mac)
         ));

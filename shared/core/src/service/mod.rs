@@ -268,6 +268,9 @@ pub(crate) struct Updated<T> {
     pub before: T,
     pub after: T,
     pub changed: bool,
+    /// For outboxed records: what the write stored (lets the writer publish without
+    /// reading the record back). `None` when nothing was written.
+    pub written: Option<outbox::Written>,
 }
 
 /// Read-modify-write with bounded retries. `f` returns `Ok(None)` for "nothing to do";
@@ -293,6 +296,7 @@ where
                 before: current.clone(),
                 after: current,
                 changed: false,
+                written: None,
             });
         };
         check(&next);
@@ -302,6 +306,7 @@ where
                     before: current,
                     after: next,
                     changed: true,
+                    written: None,
                 });
             }
             Err(RepoError::Conflict { .. }) => continue,
@@ -472,15 +477,28 @@ pub(crate) async fn payment_events<R: Repository, E: Entropy>(
     _rng: &mut E,
     u: &Updated<Payment>,
 ) -> Result<(), ApiError> {
-    if u.changed {
-        outbox::publish_after_write(ctx, outbox::ObjectKind::Payment, &u.after.id).await;
-    }
+    publish_update(ctx, u, None).await;
     Ok(())
 }
 
 /// Publishes the events a refund write recorded (see [`payment_events`]).
 pub(crate) async fn refund_events<R: Repository>(ctx: &Ctx<'_, R>, u: &Updated<Refund>) {
-    if u.changed {
-        outbox::publish_after_write(ctx, outbox::ObjectKind::Refund, &u.after.id).await;
+    publish_update(ctx, u, None).await;
+}
+
+/// Publishes what the write `u` recorded, from what it wrote (no read-back); `merchant`
+/// when the caller already has it. Failures are left to the sweep.
+pub(crate) async fn publish_update<T: outbox::Outboxed, R: Repository>(
+    ctx: &Ctx<'_, R>,
+    u: &Updated<T>,
+    merchant: Option<&crate::model::Merchant>,
+) {
+    if !u.changed {
+        return;
     }
+    let id = outbox::Outboxed::id(&u.after);
+    let _ = match &u.written {
+        Some(w) => outbox::publish_written(ctx, &u.after, id, w, merchant).await,
+        None => outbox::publish(ctx, T::KIND, id).await,
+    };
 }

@@ -42,6 +42,10 @@ pub const PUBLISH_GRACE_MS: i64 = 60_000;
 /// the backlog first; if publishing keeps failing, changes stop instead of the record
 /// growing without bound. Sized above a burst of concurrent refunds on one payment.
 pub const OUTBOX_EVENTS_MAX: usize = 128;
+/// How long after a marker a write of the same object may rely on it instead of writing
+/// its own: half the grace period, so a request that started within it commits long
+/// before the sweep reads the object for that marker.
+pub const MARKER_REUSE_MS: i64 = PUBLISH_GRACE_MS / 2;
 /// Queue slots looked at per merchant and queue in one sweep.
 pub const QUEUE_WINDOW_MAX: i64 = 100;
 
@@ -68,6 +72,24 @@ pub(crate) struct Stored<T> {
     pub record: T,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<PendingEvent>,
+    /// When the newest marker for this object was written (by the write that stored
+    /// it). A later write adding events within [`MARKER_REUSE_MS`] of it relies on that
+    /// marker instead of writing another: the sweep reads the object only once the marker
+    /// is older than [`PUBLISH_GRACE_MS`], by which time such a write has long committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marked_at_ms: Option<i64>,
+}
+
+/// What a write of an outboxed record stored: its new version and the events it left
+/// pending in it. Lets the writer publish without reading the record back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Written {
+    /// The record's version after the write.
+    pub version: u64,
+    /// The pending events the record now holds.
+    pub outbox: Vec<PendingEvent>,
+    /// The record's marker time (see [`Stored::marked_at_ms`]).
+    pub marked_at_ms: Option<i64>,
 }
 
 /// Which record holds pending events.
@@ -172,12 +194,16 @@ pub(crate) async fn insert_with_events<T: Serialize, R: Repository>(
     events: Vec<PendingEvent>,
 ) -> Result<bool, ApiError> {
     assert!(events.len() <= OUTBOX_EVENTS_MAX, "outbox bound: {id}");
-    if !events.is_empty() {
+    let marked_at_ms = if events.is_empty() {
+        None
+    } else {
         write_marker(ctx, merchant_id, kind, id).await?;
-    }
+        Some(ctx.now_ms)
+    };
     let stored = Stored {
         record,
         outbox: events,
+        marked_at_ms,
     };
     insert(ctx.repo, &object_key(kind, id), &stored).await
 }
@@ -185,11 +211,15 @@ pub(crate) async fn insert_with_events<T: Serialize, R: Repository>(
 /// What an outboxed record must tell the write path.
 pub(crate) trait Outboxed: Serialize + DeserializeOwned + Clone {
     const KIND: ObjectKind;
+    fn id(&self) -> &str;
     fn merchant_id(&self) -> &str;
 }
 
 impl Outboxed for crate::model::Payment {
     const KIND: ObjectKind = ObjectKind::Payment;
+    fn id(&self) -> &str {
+        &self.id
+    }
     fn merchant_id(&self) -> &str {
         &self.merchant_id
     }
@@ -197,6 +227,9 @@ impl Outboxed for crate::model::Payment {
 
 impl Outboxed for crate::model::Refund {
     const KIND: ObjectKind = ObjectKind::Refund;
+    fn id(&self) -> &str {
+        &self.id
+    }
     fn merchant_id(&self) -> &str {
         &self.merchant_id
     }
@@ -219,7 +252,7 @@ where
     G: Fn(&T, &T) -> Vec<PendingEvent>,
 {
     let key = object_key(T::KIND, id);
-    let mut marked = false;
+    let mut marked: Option<i64> = None;
     for _attempt in 0..CAS_RETRIES_MAX {
         let (stored, version) = read::<Stored<T>, R>(ctx.repo, &key)
             .await?
@@ -230,6 +263,7 @@ where
                 before: stored.record.clone(),
                 after: stored.record,
                 changed: false,
+                written: None,
             });
         };
         check(&next);
@@ -238,9 +272,15 @@ where
             .into_iter()
             .filter(|e| !stored.outbox.iter().any(|o| o.id == e.id))
             .collect();
-        if !fresh.is_empty() && !marked {
-            write_marker(ctx, next.merchant_id(), T::KIND, id).await?;
-            marked = true;
+        let mut marked_at_ms = stored.marked_at_ms;
+        let recent_marker = marked_at_ms
+            .is_some_and(|at| at <= ctx.now_ms && ctx.now_ms.saturating_sub(at) < MARKER_REUSE_MS);
+        if !fresh.is_empty() && !recent_marker {
+            if marked.is_none() {
+                write_marker(ctx, next.merchant_id(), T::KIND, id).await?;
+                marked = Some(ctx.now_ms);
+            }
+            marked_at_ms = marked;
         }
         outbox.extend(fresh);
         if outbox.len() > OUTBOX_EVENTS_MAX {
@@ -249,16 +289,24 @@ where
             }
             continue;
         }
-        let bytes = to_bytes(&Stored {
+        let stored_next = Stored {
             record: &next,
             outbox,
-        });
+            marked_at_ms,
+        };
+        let bytes = to_bytes(&stored_next);
+        let outbox = stored_next.outbox;
         match ctx.repo.put_if_version(&key, version, bytes).await {
-            Ok(_) => {
+            Ok(new_version) => {
                 return Ok(Updated {
                     before: stored.record,
                     after: next,
                     changed: true,
+                    written: Some(Written {
+                        version: new_version,
+                        outbox,
+                        marked_at_ms,
+                    }),
                 });
             }
             Err(RepoError::Conflict { .. }) => continue,
@@ -287,33 +335,102 @@ pub(crate) async fn publish<R: Repository>(
         .as_str()
         .ok_or_else(|| internal(format!("{key}: no merchant_id")))?
         .to_string();
-    let merchant = read::<Merchant, R>(ctx.repo, &keys::merchant(&merchant_id))
-        .await?
-        .map(|(m, _)| m);
-    for event in &stored.outbox {
-        let seq = ensure_event(ctx, &merchant_id, event).await?;
-        insert(ctx.repo, &keys::event_index(&merchant_id, seq), &event.id).await?;
-        if let Some(m) = merchant.as_ref().filter(|m| m.notify_url.is_some()) {
-            super::delivery::schedule(ctx, m, &event.id).await?;
-        }
-    }
+    publish_events(ctx, &merchant_id, None, &stored.outbox).await?;
     let done: Vec<&str> = stored.outbox.iter().map(|e| e.id.as_str()).collect();
     remove_published(ctx, &key, &done).await?;
     Ok(done.len() as u32)
 }
 
+/// [`publish`] right after this request wrote `record` as `written`: no read of the
+/// record (the events are the ones just stored), the merchant when the caller has it,
+/// and the events taken out with a compare-and-swap on the version just written (a
+/// concurrent writer since then only costs the re-reading path).
+pub(crate) async fn publish_written<T: Outboxed, R: Repository>(
+    ctx: &Ctx<'_, R>,
+    record: &T,
+    id: &str,
+    written: &Written,
+    merchant: Option<&Merchant>,
+) -> Result<u32, ApiError> {
+    if written.outbox.is_empty() {
+        return Ok(0);
+    }
+    publish_events(ctx, record.merchant_id(), merchant, &written.outbox).await?;
+    let key = object_key(T::KIND, id);
+    let done: Vec<&str> = written.outbox.iter().map(|e| e.id.as_str()).collect();
+    let rest = Stored {
+        record,
+        outbox: Vec::new(),
+        marked_at_ms: written.marked_at_ms,
+    };
+    match ctx
+        .repo
+        .put_if_version(&key, written.version, to_bytes(&rest))
+        .await
+    {
+        Ok(_) => {}
+        Err(RepoError::Conflict { .. }) => remove_published(ctx, &key, &done).await?,
+        Err(e) => return Err(e.into()),
+    }
+    Ok(done.len() as u32)
+}
+
+/// Puts `events` in `merchant_id`'s log (and delivery queue when it has a notify URL):
+/// one batched read finds the events already published, the rest get their record, log
+/// slot and delivery.
+async fn publish_events<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    merchant: Option<&Merchant>,
+    events: &[PendingEvent],
+) -> Result<(), ApiError> {
+    let mut keys: Vec<String> = events.iter().map(|e| keys::event(&e.id)).collect();
+    let merchant_key = keys::merchant(merchant_id);
+    if merchant.is_none() {
+        keys.push(merchant_key.clone());
+    }
+    let mut found = ctx.repo.get_many(&keys).await?;
+    let read_merchant: Option<Merchant> = match merchant {
+        Some(_) => None,
+        None => match found.pop().flatten() {
+            Some(v) => Some(
+                serde_json::from_slice(&v.value)
+                    .map_err(|e| internal(format!("{merchant_key}: {e}")))?,
+            ),
+            None => None,
+        },
+    };
+    let merchant = merchant.or(read_merchant.as_ref());
+    for (event, existing) in events.iter().zip(found) {
+        let existing = match existing {
+            Some(v) => Some(
+                serde_json::from_slice::<StoredEvent>(&v.value)
+                    .map_err(|e| internal(format!("{}: {e}", keys::event(&event.id))))?,
+            ),
+            None => None,
+        };
+        let seq = ensure_event(ctx, merchant_id, event, existing).await?;
+        insert(ctx.repo, &keys::event_index(merchant_id, seq), &event.id).await?;
+        if let Some(m) = merchant.filter(|m| m.notify_url.is_some()) {
+            super::delivery::schedule(ctx, m, &event.id).await?;
+        }
+    }
+    Ok(())
+}
+
 /// The event record, created once: its log sequence is drawn before it is written and
 /// kept in it, so a republish reuses it (a draw lost to a crash only leaves a gap, which
-/// the log skips).
+/// the log skips). `existing` is the record as the caller just read it.
 async fn ensure_event<R: Repository>(
     ctx: &Ctx<'_, R>,
     merchant_id: &str,
     event: &PendingEvent,
+    existing: Option<StoredEvent>,
 ) -> Result<i64, ApiError> {
-    let key = keys::event(&event.id);
-    if let Some((existing, _)) = read::<StoredEvent, R>(ctx.repo, &key).await? {
+    if let Some(existing) = existing {
         return Ok(existing.seq);
     }
+    let key = keys::event(&event.id);
     let seq = ctx.repo.increment(&keys::event_seq(merchant_id), 1).await?;
     let record = StoredEvent {
         id: event.id.clone(),
@@ -360,16 +477,6 @@ async fn remove_published<R: Repository>(
         }
     }
     Err(ApiError::ConcurrentModification)
-}
-
-/// Publishes after a state write. The change is committed and its marker exists, so a
-/// failure here is not the caller's failure: the sweep publishes what is left.
-pub(crate) async fn publish_after_write<R: Repository>(
-    ctx: &Ctx<'_, R>,
-    kind: ObjectKind,
-    id: &str,
-) {
-    let _ = publish(ctx, kind, id).await;
 }
 
 /// How a queue slot was judged by its consumer.

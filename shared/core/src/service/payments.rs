@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::outbox::{ObjectKind, insert_with_events, pending, publish_after_write};
+use super::outbox::{ObjectKind, Written, insert_with_events, pending, publish_written};
 use super::{
     ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, Ctx, RiskClient, Updated, insert,
     internal, load_payment, payment_data, payment_events, read, to_bytes, update_payment,
@@ -118,7 +118,7 @@ where
     let after = match plan {
         Plan::Deny | Plan::Review => Ok(payment.clone()),
         Plan::Otp => start_otp(ctx, channel, rng, &payment).await,
-        Plan::Channel => authorize(ctx, channel, rng, &payment, &req.method).await,
+        Plan::Channel => authorize(ctx, channel, Some(merchant), &payment, &req.method).await,
     };
     // The payment exists now: an error here must not reach the client as a retryable
     // failure (a retry would create and charge a second payment). The stored state is
@@ -229,7 +229,8 @@ where
         payment_data(&payment),
     );
     let (kind, mid) = (ObjectKind::Payment, merchant.id.as_str());
-    if !insert_with_events(ctx, kind, mid, payment_id, &payment, vec![created]).await? {
+    let events = vec![created];
+    if !insert_with_events(ctx, kind, mid, payment_id, &payment, events.clone()).await? {
         return Err(internal("payment id collision"));
     }
     insert(
@@ -238,7 +239,18 @@ where
         &payment.id,
     )
     .await?;
-    publish_after_write(ctx, kind, payment_id).await;
+    // What the insert stored: version 1 with `payment.created` pending and the marker
+    // just written. When the channel is asked next, its answer's write carries
+    // `payment.created` forward and both events are published together (one read and
+    // one write fewer); otherwise it is published now. A failure is left to the sweep.
+    if plan != Plan::Channel {
+        let written = Written {
+            version: 1,
+            outbox: events,
+            marked_at_ms: Some(ctx.now_ms),
+        };
+        let _ = publish_written(ctx, &payment, payment_id, &written, Some(merchant)).await;
+    }
     Ok((payment, plan))
 }
 
@@ -330,18 +342,18 @@ fn otp_phone<R>(ctx: &Ctx<'_, R>, p: &Payment) -> Result<Option<String>, ApiErro
     }
 }
 
-/// Sends the channel the payment and applies its answer.
-async fn authorize<R, C, E>(
+/// Sends the channel the payment and applies its answer (`merchant` when the caller
+/// has it, which spares publishing a read).
+async fn authorize<R, C>(
     ctx: &Ctx<'_, R>,
     channel: &C,
-    rng: &mut E,
+    merchant: Option<&Merchant>,
     payment: &Payment,
     method: &PaymentMethod,
 ) -> Result<Payment, ApiError>
 where
     R: Repository,
     C: ChannelClient,
-    E: Entropy,
 {
     let outcome = channel.authorize(payment, method).await;
     let report = ChannelReport {
@@ -349,8 +361,20 @@ where
         amount_minor: None,
         currency: None,
     };
-    let u = apply_report(ctx, &payment.id, &report).await?;
-    payment_events(ctx, rng, &u).await?;
+    let u = match apply_report(ctx, &payment.id, &report).await {
+        Ok(u) => u,
+        Err(e) => {
+            // Events an earlier write left pending (a new payment's `payment.created`)
+            // still go out now rather than at the next sweep.
+            let _ = super::outbox::publish(ctx, ObjectKind::Payment, &payment.id).await;
+            return Err(e);
+        }
+    };
+    if u.changed {
+        super::publish_update(ctx, &u, merchant).await;
+    } else {
+        let _ = super::outbox::publish(ctx, ObjectKind::Payment, &payment.id).await;
+    }
     Ok(u.after)
 }
 
@@ -749,7 +773,7 @@ where
     let _ = ctx.repo.delete(&keys::otp(payment_id)).await;
     payment_events(ctx, rng, &u).await?;
     let method = unseal_method(ctx, &u.after)?;
-    let after = authorize(ctx, channel, rng, &u.after, &method).await?;
+    let after = authorize(ctx, channel, None, &u.after, &method).await?;
     Ok(PaymentResponse::new(&after, &[]))
 }
 
@@ -800,7 +824,7 @@ where
         (true, true) => start_otp(ctx, channel, rng, &u.after).await?,
         (true, false) => {
             let method = unseal_method(ctx, &u.after)?;
-            authorize(ctx, channel, rng, &u.after, &method).await?
+            authorize(ctx, channel, None, &u.after, &method).await?
         }
     };
     Ok(PaymentResponse::new(&after, &[]))

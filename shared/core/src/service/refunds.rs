@@ -257,6 +257,7 @@ pub(crate) async fn settle_reservation<R: Repository>(
         before: refund.clone(),
         after: refund.clone(),
         changed: false,
+        written: None,
     };
     // Event ids are derived from the records (`outbox::event_id`), not drawn, so the
     // entropy `settle_payment` still takes for its signature is never used here.
