@@ -22,6 +22,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use spinpay_host::app::{AppOptions, RunningApp, start};
 
+/// The allocator `spinpay-host` itself uses (host/src/main.rs), so both sides of the
+/// ratio (the native baseline runs in this same process) are measured with it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const REQUESTS_SEQUENTIAL: usize = 2_000;
 const CONNECTIONS: u32 = 32;
 

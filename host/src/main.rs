@@ -9,6 +9,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use spinpay_host::app::{self, AppOptions};
 
+/// mimalloc instead of glibc's allocator: requests allocate on one async worker and free
+/// on another, and glibc's per-thread arenas then contend on their locks (futex wake-ups
+/// in the profile); mimalloc frees cross-thread without a lock (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "spinpay-host",
