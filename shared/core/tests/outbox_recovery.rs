@@ -721,7 +721,7 @@ fn the_outbox_costs_a_bounded_number_of_storage_operations_per_payment() {
     );
     eprintln!("one payment: {gets} gets, {puts} puts, {incs} increments");
     assert!(
-        gets + puts + incs <= 28,
+        gets + puts + incs <= 24,
         "{gets} gets, {puts} puts, {incs} increments"
     );
 }

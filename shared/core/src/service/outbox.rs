@@ -401,15 +401,38 @@ async fn publish_events<R: Repository>(
         },
     };
     let merchant = merchant.or(read_merchant.as_ref());
-    for (event, existing) in events.iter().zip(found) {
-        let existing = match existing {
+    let mut existing = Vec::with_capacity(events.len());
+    for (event, v) in events.iter().zip(found) {
+        existing.push(match v {
             Some(v) => Some(
                 serde_json::from_slice::<StoredEvent>(&v.value)
                     .map_err(|e| internal(format!("{}: {e}", keys::event(&event.id))))?,
             ),
             None => None,
+        });
+    }
+    // One draw of the log sequence for every event not yet recorded (consecutive numbers,
+    // in the events' order).
+    let missing =
+        i64::try_from(existing.iter().filter(|e| e.is_none()).count()).map_err(internal)?;
+    let mut next_seq = if missing > 0 {
+        let last = ctx
+            .repo
+            .increment(&keys::event_seq(merchant_id), missing)
+            .await?;
+        last - missing + 1
+    } else {
+        0
+    };
+    for (event, existing) in events.iter().zip(existing) {
+        let seq = match existing {
+            Some(record) => record.seq,
+            None => {
+                let drawn = next_seq;
+                next_seq += 1;
+                ensure_event(ctx, merchant_id, event, drawn).await?
+            }
         };
-        let seq = ensure_event(ctx, merchant_id, event, existing).await?;
         insert(ctx.repo, &keys::event_index(merchant_id, seq), &event.id).await?;
         if let Some(m) = merchant.filter(|m| m.notify_url.is_some()) {
             super::delivery::schedule(ctx, m, &event.id).await?;
@@ -418,30 +441,26 @@ async fn publish_events<R: Repository>(
     Ok(())
 }
 
-/// The event record, created once: its log sequence is drawn before it is written and
-/// kept in it, so a republish reuses it (a draw lost to a crash only leaves a gap, which
-/// the log skips). `existing` is the record as the caller just read it.
+/// The event record, created once with the log sequence `drawn` for it; the sequence is
+/// kept in the record, so a republish reuses it (a draw lost to a crash, or to another
+/// publisher that recorded the event first, only leaves a gap, which the log skips).
 async fn ensure_event<R: Repository>(
     ctx: &Ctx<'_, R>,
     merchant_id: &str,
     event: &PendingEvent,
-    existing: Option<StoredEvent>,
+    drawn: i64,
 ) -> Result<i64, ApiError> {
-    if let Some(existing) = existing {
-        return Ok(existing.seq);
-    }
     let key = keys::event(&event.id);
-    let seq = ctx.repo.increment(&keys::event_seq(merchant_id), 1).await?;
     let record = StoredEvent {
         id: event.id.clone(),
         event_type: event.event_type,
         merchant_id: merchant_id.to_string(),
-        seq,
+        seq: drawn,
         created_at_ms: event.created_at_ms,
         data: event.data.clone(),
     };
     if insert(ctx.repo, &key, &record).await? {
-        return Ok(seq);
+        return Ok(drawn);
     }
     // Another publisher wrote it first: use its sequence.
     let (existing, _) = read::<StoredEvent, R>(ctx.repo, &key)
