@@ -397,7 +397,7 @@ pub fn is_near_threshold(config: &EngineConfig, amt: i64) -> bool {
     })
 }
 
-impl Eval<'_> {
+impl<'a> Eval<'a> {
     fn lists(&mut self) {
         let (config, input) = (self.config, self.input);
         let f = &input.facts;
@@ -510,14 +510,20 @@ impl Eval<'_> {
         }
     }
 
-    fn velocity(&mut self) {
-        let (config, input, counters, amt, now_ms) = (
+    /// The evaluation's inputs, copied out of `self` so rule code can keep using them
+    /// while it calls [`Eval::fire`].
+    fn inputs(&self) -> (&'a EngineConfig, &'a EngineInput, &'a Counters, i64, i64) {
+        (
             self.config,
             self.input,
             self.counters,
             self.amt,
             self.now_ms,
-        );
+        )
+    }
+
+    fn velocity(&mut self) {
+        let (config, input, counters, amt, now_ms) = self.inputs();
         for v in &config.velocity {
             if input.subject.hash(v.dimension).is_none() {
                 continue;
@@ -556,13 +562,7 @@ impl Eval<'_> {
     }
 
     fn anomalies(&mut self) {
-        let (config, input, counters, amt, now_ms) = (
-            self.config,
-            self.input,
-            self.counters,
-            self.amt,
-            self.now_ms,
-        );
+        let (config, input, counters, amt, now_ms) = self.inputs();
         let Some(payer) = counters.get(Dimension::Payer) else {
             return;
         };

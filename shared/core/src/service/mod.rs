@@ -496,9 +496,8 @@ pub(crate) async fn publish_update<T: outbox::Outboxed, R: Repository>(
     if !u.changed {
         return;
     }
-    let id = outbox::Outboxed::id(&u.after);
     let _ = match &u.written {
-        Some(w) => outbox::publish_written(ctx, &u.after, id, w, merchant).await,
-        None => outbox::publish(ctx, T::KIND, id).await,
+        Some(w) => outbox::publish_written(ctx, &u.after, w, merchant).await,
+        None => outbox::publish(ctx, T::KIND, outbox::Outboxed::id(&u.after)).await,
     };
 }

@@ -348,7 +348,6 @@ pub(crate) async fn publish<R: Repository>(
 pub(crate) async fn publish_written<T: Outboxed, R: Repository>(
     ctx: &Ctx<'_, R>,
     record: &T,
-    id: &str,
     written: &Written,
     merchant: Option<&Merchant>,
 ) -> Result<u32, ApiError> {
@@ -356,7 +355,7 @@ pub(crate) async fn publish_written<T: Outboxed, R: Repository>(
         return Ok(0);
     }
     publish_events(ctx, record.merchant_id(), merchant, &written.outbox).await?;
-    let key = object_key(T::KIND, id);
+    let key = object_key(T::KIND, record.id());
     let done: Vec<&str> = written.outbox.iter().map(|e| e.id.as_str()).collect();
     let rest = Stored {
         record,

@@ -249,7 +249,7 @@ where
             outbox: events,
             marked_at_ms: Some(ctx.now_ms),
         };
-        let _ = publish_written(ctx, &payment, payment_id, &written, Some(merchant)).await;
+        let _ = publish_written(ctx, &payment, &written, Some(merchant)).await;
     }
     Ok((payment, plan))
 }
@@ -361,20 +361,16 @@ where
         amount_minor: None,
         currency: None,
     };
-    let u = match apply_report(ctx, &payment.id, &report).await {
-        Ok(u) => u,
-        Err(e) => {
-            // Events an earlier write left pending (a new payment's `payment.created`)
-            // still go out now rather than at the next sweep.
+    let u = apply_report(ctx, &payment.id, &report).await;
+    match &u {
+        Ok(u) if u.changed => super::publish_update(ctx, u, merchant).await,
+        // Events an earlier write left pending (a new payment's `payment.created`) still
+        // go out now rather than at the next sweep.
+        Ok(_) | Err(_) => {
             let _ = super::outbox::publish(ctx, ObjectKind::Payment, &payment.id).await;
-            return Err(e);
         }
-    };
-    if u.changed {
-        super::publish_update(ctx, &u, merchant).await;
-    } else {
-        let _ = super::outbox::publish(ctx, ObjectKind::Payment, &payment.id).await;
     }
+    let u = u?;
     Ok(u.after)
 }
 
