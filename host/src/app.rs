@@ -80,6 +80,11 @@ pub struct AppOptions {
     pub idle_instance_timeout: Duration,
     /// Deadline for a guest to answer; past it the guest is cut off and the client gets 500.
     pub request_timeout: Duration,
+    /// Threads that accept and serve requests (default: one per available core). Each
+    /// runs its own single-threaded async runtime with its own component instances, so a
+    /// request, the guest answering it and the chained calls it makes all stay on one
+    /// thread instead of waking another core at every hand-off.
+    pub serving_threads: usize,
 }
 
 impl AppOptions {
@@ -97,6 +102,7 @@ impl AppOptions {
             max_concurrent_reuse_count: DEFAULT_MAX_CONCURRENT_REUSE_COUNT,
             idle_instance_timeout: DEFAULT_IDLE_INSTANCE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            serving_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -104,8 +110,19 @@ impl AppOptions {
 /// An app serving on its socket. Drop without [`RunningApp::shutdown`] aborts it.
 pub struct RunningApp {
     addr: SocketAddr,
-    shutdown_tx: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<Stop>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What the serving threads are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Keep serving.
+    No,
+    /// Stop accepting and drain (bounded) in-flight requests.
+    Gracefully,
+    /// Stop now, abandoning in-flight requests.
+    Now,
 }
 
 impl RunningApp {
@@ -121,57 +138,188 @@ impl RunningApp {
 
     /// Stop accepting, let in-flight requests finish (bounded), close the stores.
     pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown_tx.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+        let _ = self.stop.send(Stop::Gracefully);
+        self.join().await;
     }
 
     /// Wait until the server stops on its own (it does not, short of an I/O failure).
     pub async fn wait(mut self) {
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+        self.join().await;
+    }
+
+    /// Wait for every serving thread to end (the last one closes the stores).
+    async fn join(&mut self) {
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
     }
 }
 
 impl Drop for RunningApp {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        // A no-op after shutdown/wait (the threads have ended).
+        let _ = self.stop.send(Stop::Now);
     }
 }
 
 /// Validate, compile and serve the app described by `opts`. Every configuration mistake
 /// is reported (one line, naming the file and field) before the socket is bound.
 pub async fn start(opts: AppOptions) -> anyhow::Result<RunningApp> {
-    let dispatcher = load(&opts).await?;
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
+    let app = Arc::new(load(&opts).await?);
+    let listener = std::net::TcpListener::bind(opts.listen)
+        .with_context(|| format!("binding {}", opts.listen))?;
+    listener
+        .set_nonblocking(true)
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "serving http://{addr}");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(crate::server::serve(
-        listener,
-        dispatcher,
-        async move {
-            let _ = rx.await;
-        },
-        SHUTDOWN_DRAIN_TIMEOUT,
-    ));
+    let (stop, stopping) = tokio::sync::watch::channel(Stop::No);
+    let mut threads = Vec::new();
+    let mut senders = Vec::new();
+    for i in 0..opts.serving_threads.max(1) {
+        let (lane, sender) = crate::server::lane();
+        senders.push(sender);
+        let app = app.clone();
+        let stopping = stopping.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("spinpay-serve-{i}"))
+            .spawn(move || serve_thread(&app, lane, stopping))
+            .context("starting a serving thread")?;
+        threads.push(thread);
+    }
+    let serving = threads.len();
+    let accepting = stopping.clone();
+    let acceptor = std::thread::Builder::new()
+        .name("spinpay-accept".into())
+        .spawn(move || accept_thread(listener, senders, accepting))
+        .context("starting the accepting thread")?;
+    threads.push(acceptor);
+    tracing::info!(%addr, threads = serving, "serving http://{addr}");
     Ok(RunningApp {
         addr,
-        shutdown_tx: Some(tx),
-        task: Some(task),
+        stop,
+        threads,
     })
 }
 
+/// A single-threaded runtime for one of the app's threads.
+fn thread_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a thread's async runtime");
+            None
+        }
+    }
+}
+
+/// The accepting thread: hands each connection to a serving thread until told to stop.
+fn accept_thread(
+    listener: std::net::TcpListener,
+    lanes: Vec<crate::server::LaneSender>,
+    mut stopping: tokio::sync::watch::Receiver<Stop>,
+) {
+    let Some(runtime) = thread_runtime() else {
+        return;
+    };
+    runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register the listening socket");
+                return;
+            }
+        };
+        crate::server::accept(listener, lanes, async move {
+            let _ = stopping.wait_for(|s| *s != Stop::No).await;
+        })
+        .await;
+    });
+}
+
+/// One serving thread: a single-threaded runtime with its own [`Dispatcher`] (its own
+/// instances of every component) serving the connections of its lane until told to stop.
+fn serve_thread(
+    app: &Arc<LoadedApp>,
+    lane: crate::server::Lane,
+    mut stopping: tokio::sync::watch::Receiver<Stop>,
+) {
+    let Some(runtime) = thread_runtime() else {
+        return;
+    };
+    runtime.block_on(async {
+        let mut graceful = stopping.clone();
+        let serve = crate::server::serve(
+            lane,
+            app.dispatcher(),
+            async move {
+                let _ = graceful.wait_for(|s| *s != Stop::No).await;
+            },
+            SHUTDOWN_DRAIN_TIMEOUT,
+        );
+        tokio::select! {
+            () = serve => {}
+            _ = stopping.wait_for(|s| *s == Stop::Now) => {}
+        }
+    });
+    // Dropping the runtime drops whatever is left (abandoned requests, idle instances)
+    // before the thread ends, so a joined thread holds nothing.
+    drop(runtime);
+}
+
+/// A loaded, validated and compiled app, from which each serving thread builds its own
+/// [`Dispatcher`]. Shared by the threads: the stores, the compiled components, the
+/// request-id counter and the inbound request limit.
+pub(crate) struct LoadedApp {
+    router: Router,
+    components: Vec<(String, Arc<ComponentEnv>, ServicePre<HostState>)>,
+    engine: Engine,
+    denials: Arc<DenialLog>,
+    settings: InstanceSettings,
+    shutting_down: Arc<AtomicBool>,
+    next_request_id: Arc<AtomicU64>,
+    inbound_permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl LoadedApp {
+    /// A dispatcher with instance handlers of its own, for one serving thread.
+    pub(crate) fn dispatcher(&self) -> Arc<Dispatcher> {
+        Arc::new_cyclic(|weak: &Weak<Dispatcher>| {
+            let handlers = self
+                .components
+                .iter()
+                .map(|(id, env, pre)| {
+                    let handler = ProxyHandler::new(ComponentHandler {
+                        env: env.clone(),
+                        pre: ProxyPre::P3(pre.clone()),
+                        engine: self.engine.clone(),
+                        dispatcher: weak.clone(),
+                        denials: self.denials.clone(),
+                        settings: self.settings,
+                        shutting_down: self.shutting_down.clone(),
+                    });
+                    (id.clone(), handler)
+                })
+                .collect();
+            Dispatcher {
+                router: self.router.clone(),
+                handlers,
+                next_request_id: self.next_request_id.clone(),
+                shutting_down: self.shutting_down.clone(),
+                inbound_permits: self.inbound_permits.clone(),
+            }
+        })
+    }
+}
+
 /// Load, validate and compile the app; nothing is bound yet.
-pub(crate) async fn load(opts: &AppOptions) -> anyhow::Result<Arc<Dispatcher>> {
+pub(crate) async fn load(opts: &AppOptions) -> anyhow::Result<LoadedApp> {
     let manifest = Manifest::load(&opts.manifest)?;
     if opts.build {
         run_builds(&manifest)?;
@@ -218,30 +366,16 @@ pub(crate) async fn load(opts: &AppOptions) -> anyhow::Result<Arc<Dispatcher>> {
             .expect("allow-list parsed above for every component");
         prepared.push(prepare_component(&shared, id, component, hosts).await?);
     }
-    Ok(Arc::new_cyclic(|weak: &Weak<Dispatcher>| {
-        let handlers = prepared
-            .into_iter()
-            .map(|(id, env, pre)| {
-                let handler = ProxyHandler::new(ComponentHandler {
-                    env,
-                    pre: ProxyPre::P3(pre),
-                    engine: engine.clone(),
-                    dispatcher: weak.clone(),
-                    denials: denials.clone(),
-                    settings,
-                    shutting_down: shutting_down.clone(),
-                });
-                (id, handler)
-            })
-            .collect();
-        Dispatcher {
-            router,
-            handlers,
-            next_request_id: AtomicU64::new(1),
-            shutting_down,
-            inbound_permits: tokio::sync::Semaphore::new(INBOUND_REQUESTS_MAX),
-        }
-    }))
+    Ok(LoadedApp {
+        router,
+        components: prepared,
+        engine,
+        denials,
+        settings,
+        shutting_down,
+        next_request_id: Arc::new(AtomicU64::new(1)),
+        inbound_permits: Arc::new(tokio::sync::Semaphore::new(INBOUND_REQUESTS_MAX)),
+    })
 }
 
 /// wasmtime errors do not implement `std::error::Error`; keep their full chain, on one line.
@@ -397,10 +531,12 @@ pub(crate) enum Origin {
 pub struct Dispatcher {
     router: Router,
     handlers: HashMap<String, ProxyHandler<ComponentHandler>>,
-    next_request_id: AtomicU64,
+    /// Shared by every serving thread's dispatcher: request ids are unique per app.
+    next_request_id: Arc<AtomicU64>,
     shutting_down: Arc<AtomicBool>,
-    /// Inbound requests in flight at once (chained ones ride on their caller's permit).
-    pub(crate) inbound_permits: tokio::sync::Semaphore,
+    /// Inbound requests in flight at once, across all serving threads (chained ones ride
+    /// on their caller's permit).
+    pub(crate) inbound_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Inbound requests the host works on at once; more wait for a permit.

@@ -58,6 +58,9 @@ struct UpArgs {
     /// Seconds a guest may take to answer before it is cut off with a 500.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout: u64,
+    /// Threads that serve requests, each with its own instances (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    serving_threads: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +93,9 @@ async fn up(args: UpArgs) -> ExitCode {
     opts.max_concurrent_reuse_count = args.max_concurrent_reuse_count;
     opts.idle_instance_timeout = Duration::from_secs(args.idle_instance_timeout);
     opts.request_timeout = Duration::from_secs(args.request_timeout);
+    if let Some(threads) = args.serving_threads {
+        opts.serving_threads = threads as usize;
+    }
     let app = match app::start(opts).await {
         Ok(app) => app,
         Err(e) => {

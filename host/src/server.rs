@@ -1,11 +1,13 @@
-//! The HTTP/1.1 front door: accept on the listener, bound inbound bodies, hand requests to
-//! the [`Dispatcher`], and drain in-flight connections on shutdown.
+//! The HTTP/1.1 front door: one acceptor hands each connection to the least busy serving
+//! thread; a serving thread bounds inbound bodies, hands requests to its [`Dispatcher`],
+//! and drains its in-flight connections on shutdown.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -33,15 +35,43 @@ pub const RESPONSE_COALESCE_WAIT: Duration = Duration::from_millis(2);
 /// Largest response body held back that way; bigger bodies stream as they come.
 pub const RESPONSE_COALESCE_BYTES_MAX: usize = 64 * 1024;
 
-/// Serve until `shutdown` resolves, then stop accepting and give open connections up to
-/// `drain` to finish their requests.
-pub(crate) async fn serve(
+/// A connection handed from the acceptor to a serving thread.
+pub(crate) type Accepted = (std::net::TcpStream, SocketAddr);
+
+/// One serving thread's end of the acceptor: where its connections arrive, and how many
+/// of them are open (the acceptor gives each new connection to the least busy thread).
+pub(crate) struct Lane {
+    pub(crate) incoming: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    pub(crate) open: Arc<AtomicUsize>,
+}
+
+/// The acceptor's end of one serving thread's [`Lane`].
+pub(crate) struct LaneSender {
+    pub(crate) send: tokio::sync::mpsc::UnboundedSender<Accepted>,
+    pub(crate) open: Arc<AtomicUsize>,
+}
+
+/// A new lane: the serving thread's end and the acceptor's.
+pub(crate) fn lane() -> (Lane, LaneSender) {
+    let (send, incoming) = tokio::sync::mpsc::unbounded_channel();
+    let open = Arc::new(AtomicUsize::new(0));
+    (
+        Lane {
+            incoming,
+            open: open.clone(),
+        },
+        LaneSender { send, open },
+    )
+}
+
+/// Accept until `shutdown` resolves (or every serving thread is gone), giving each
+/// connection to the serving thread with the fewest open connections: one thread taking
+/// a whole burst of connections would leave the other cores idle.
+pub(crate) async fn accept(
     listener: tokio::net::TcpListener,
-    dispatcher: Arc<Dispatcher>,
+    lanes: Vec<LaneSender>,
     shutdown: impl Future<Output = ()>,
-    drain: Duration,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -57,6 +87,50 @@ pub(crate) async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let Some(lane) = lanes
+            .iter()
+            .filter(|l| !l.send.is_closed())
+            .min_by_key(|l| l.open.load(Ordering::Relaxed))
+        else {
+            break;
+        };
+        // Counted here, not when the thread picks it up: a burst spreads at once.
+        lane.open.fetch_add(1, Ordering::Relaxed);
+        if lane.send.send((stream, peer)).is_err() {
+            lane.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Serve the connections arriving on `lane` until `shutdown` resolves (or the acceptor
+/// is gone), then give open connections up to `drain` to finish their requests.
+pub(crate) async fn serve(
+    mut lane: Lane,
+    dispatcher: Arc<Dispatcher>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            next = lane.incoming.recv() => match next {
+                Some(accepted) => accepted,
+                None => break,
+            },
+        };
+        let open = OpenConnection(lane.open.clone());
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, %peer, "cannot serve an accepted connection");
+                continue;
+            }
+        };
         let dispatcher = dispatcher.clone();
         let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let dispatcher = dispatcher.clone();
@@ -67,12 +141,13 @@ pub(crate) async fn serve(
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _open = open;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
     }
-    drop(listener);
+    drop(lane);
     dispatcher.begin_shutdown();
     tracing::info!("shutting down: draining in-flight requests");
     tokio::select! {
@@ -80,6 +155,15 @@ pub(crate) async fn serve(
         () = tokio::time::sleep(drain) => tracing::warn!("drain timed out; closing remaining connections"),
     }
     drop(dispatcher);
+}
+
+/// Counts one connection of a serving thread as open until dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn handle_inbound(
@@ -230,6 +314,49 @@ mod tests {
 
     fn streamed(rx: mpsc::UnboundedReceiver<Sent>) -> http::Response<WasiBody> {
         http::Response::new(StreamBody::new(rx).boxed_unsync())
+    }
+
+    #[tokio::test]
+    async fn the_acceptor_gives_each_connection_to_the_least_busy_serving_thread() {
+        // Proves connections spread over the serving threads instead of a burst landing on
+        // one: of 8 new connections, lanes holding 2, 0 and 0 get 2, 3 and 3 (least open
+        // first), a lane whose thread is gone gets none, and a lane whose connections
+        // ended gets the next one.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mut lanes, senders): (Vec<_>, Vec<_>) = (0..4).map(|_| lane()).unzip();
+        senders[0].open.store(2, Ordering::Relaxed);
+        drop(lanes.pop()); // the fourth thread is gone
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let acceptor = tokio::spawn(accept(listener, senders, async move {
+            let _ = stop_rx.await;
+        }));
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let mut got = [0usize; 3];
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            while let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(300), lane.incoming.recv()).await
+            {
+                got[i] += 1;
+            }
+        }
+        assert_eq!(got.iter().sum::<usize>(), 8);
+        let open: Vec<usize> = lanes
+            .iter()
+            .map(|l| l.open.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(open, vec![4, 3, 3], "received {got:?}");
+        // A connection of lane 1 ends: the next one goes there.
+        drop(OpenConnection(lanes[1].open.clone()));
+        drop(OpenConnection(lanes[1].open.clone()));
+        clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let next = tokio::time::timeout(Duration::from_secs(5), lanes[1].incoming.recv()).await;
+        assert!(matches!(next, Ok(Some(_))));
+        let _ = stop_tx.send(());
+        acceptor.await.unwrap();
     }
 
     #[tokio::test]

@@ -541,17 +541,72 @@ async fn fresh_instance_mode_serves_every_request() {
     app.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_serving_thread_count_serves_concurrent_clients_over_one_shared_store() {
+    // Proves the serving threads (each with its own instances) share the app's state: 40
+    // concurrent clients, each on its own connection, increment one counter; with 1 and
+    // with 3 serving threads every request succeeds and the 40 answers are exactly 1..=40.
+    for threads in [1usize, 3] {
+        let kv = tempfile::tempdir().unwrap();
+        let mut opts = probe_options(&kv);
+        opts.serving_threads = threads;
+        let app = start_probe(opts).await;
+        let base = app.base_url();
+        let mut tasks = Vec::new();
+        for _ in 0..40 {
+            let url = format!("{base}/?op=incr&key=shared");
+            tasks.push(tokio::spawn(async move {
+                let req = http::Request::get(url)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                // A client of its own: a connection of its own.
+                let resp = client().request(req).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.into_body().collect().await.unwrap().to_bytes()
+            }));
+        }
+        let mut values = Vec::new();
+        for t in tasks {
+            let body: Value = serde_json::from_slice(&t.await.unwrap()).unwrap();
+            values.push(body["value"].as_i64().unwrap());
+        }
+        values.sort_unstable();
+        assert_eq!(values, (1..=40).collect::<Vec<i64>>(), "{threads} threads");
+        app.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn oversized_request_bodies_are_refused() {
-    // Proves the host's inbound body cap answers 413 before the guest runs.
+    // Proves the host's inbound body cap answers 413 from the declared length alone,
+    // before any of the body is read or the guest runs. (Only the head is sent: a client
+    // still writing a body the server has refused may see its connection closed first.)
     let kv = tempfile::tempdir().unwrap();
     let app = start_probe(probe_options(&kv)).await;
-    let body = Bytes::from(vec![b'x'; spinpay_host::server::REQUEST_BODY_BYTES_MAX + 1]);
-    let req = http::Request::post(format!("{}/exact", app.base_url()))
-        .body(Full::new(body))
+    let mut stream = tokio::net::TcpStream::connect(app.local_addr())
+        .await
         .unwrap();
-    let resp = client().request(req).await.unwrap();
-    assert_eq!(resp.status().as_u16(), 413);
+    let head = format!(
+        "POST /exact HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        spinpay_host::server::REQUEST_BODY_BYTES_MAX + 1
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::io::AsyncReadExt::read(&mut stream, &mut buf)
+            .await
+            .unwrap();
+        assert!(n > 0, "connection closed before the answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     let req = http::Request::post(format!("{}/exact", app.base_url()))
         .body(Full::new(Bytes::from_static(b"small")))
         .unwrap();
