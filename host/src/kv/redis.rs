@@ -4,13 +4,16 @@
 //! the same atomic step, so it reports commits truthfully and needs no dedicated
 //! connection (Spin 4.1 opens a connection per CAS and reports every swap as failed).
 //!
-//! Connections: a fixed number of multiplexed connections ([`REDIS_CONNECTIONS_MAX`]),
-//! handed out round-robin. A multiplexed connection pipelines any number of concurrent
-//! requests, so the pool bounds sockets, not concurrency. A connection that fails with an
-//! I/O error is dropped and re-dialled on next use.
+//! Connections: one multiplexed connection per thread that uses the store (the host's
+//! serving threads, plus the thread that opened it). A multiplexed connection pipelines
+//! any number of concurrent requests, so that bounds sockets, not concurrency; and since
+//! a connection is driven by a task on the runtime that dialled it, a serving thread's
+//! commands never wait for another core to wake up. A connection that fails with an I/O
+//! error is dropped and re-dialled on next use.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -18,8 +21,6 @@ use redis::{AsyncConnectionConfig, Client, RedisError, Script};
 
 use super::{KvBackend, KvError, KvResult};
 
-/// Sockets to the Redis server per store.
-pub const REDIS_CONNECTIONS_MAX: u32 = 4;
 /// Time allowed to dial the server.
 pub const REDIS_CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// Time allowed for one command's answer.
@@ -46,8 +47,8 @@ pub struct RedisStore {
     client: Client,
     /// Display form of the server address, without credentials.
     address: String,
-    slots: Vec<Mutex<Option<MultiplexedConnection>>>,
-    next: AtomicUsize,
+    /// The connection of each thread that has used the store.
+    connections: Mutex<HashMap<ThreadId, MultiplexedConnection>>,
     cas: Script,
 }
 
@@ -66,15 +67,10 @@ impl RedisStore {
         let address = redacted_address(url);
         let client = Client::open(url)
             .map_err(|e| KvError::Other(format!("invalid Redis URL {address}: {e}")))?;
-        let mut slots = Vec::new();
-        for _ in 0..REDIS_CONNECTIONS_MAX {
-            slots.push(Mutex::new(None));
-        }
         let store = RedisStore {
             client,
             address,
-            slots,
-            next: AtomicUsize::new(0),
+            connections: Mutex::new(HashMap::new()),
             cas: Script::new(CAS_SCRIPT),
         };
         let pong: String = store.run(&mut redis::cmd("PING")).await?;
@@ -92,11 +88,11 @@ impl RedisStore {
         &self.address
     }
 
-    /// A connection from the round-robin pool, dialling it if needed.
-    async fn connection(&self) -> KvResult<(usize, MultiplexedConnection)> {
-        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        if let Some(conn) = self.lock_slot(slot)?.clone() {
-            return Ok((slot, conn));
+    /// This thread's connection, dialling it if needed.
+    async fn connection(&self) -> KvResult<(ThreadId, MultiplexedConnection)> {
+        let thread = std::thread::current().id();
+        if let Some(conn) = self.lock_connections()?.get(&thread) {
+            return Ok((thread, conn.clone()));
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Duration::from_millis(REDIS_CONNECT_TIMEOUT_MS))
@@ -106,27 +102,26 @@ impl RedisStore {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| self.error(e))?;
-        let mut guard = self.lock_slot(slot)?;
-        // Another task may have dialled the slot meanwhile: keep one, drop the other.
-        let conn = guard.get_or_insert(conn).clone();
-        Ok((slot, conn))
+        let mut connections = self.lock_connections()?;
+        // Another task of this thread may have dialled meanwhile: keep one.
+        let conn = connections.entry(thread).or_insert(conn).clone();
+        Ok((thread, conn))
     }
 
-    fn lock_slot(
+    fn lock_connections(
         &self,
-        slot: usize,
-    ) -> KvResult<std::sync::MutexGuard<'_, Option<MultiplexedConnection>>> {
-        self.slots[slot]
+    ) -> KvResult<std::sync::MutexGuard<'_, HashMap<ThreadId, MultiplexedConnection>>> {
+        self.connections
             .lock()
             .map_err(|_| KvError::Other("redis connection pool poisoned".into()))
     }
 
     /// Forget a connection that failed at the transport level.
-    fn discard_if_broken(&self, slot: usize, e: &RedisError) {
+    fn discard_if_broken(&self, thread: ThreadId, e: &RedisError) {
         if (e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error())
-            && let Ok(mut guard) = self.lock_slot(slot)
+            && let Ok(mut connections) = self.lock_connections()
         {
-            *guard = None;
+            connections.remove(&thread);
         }
     }
 
@@ -136,11 +131,11 @@ impl RedisStore {
 
     /// Run one command.
     async fn run<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> KvResult<T> {
-        let (slot, mut conn) = self.connection().await?;
+        let (thread, mut conn) = self.connection().await?;
         match cmd.query_async::<T>(&mut conn).await {
             Ok(v) => Ok(v),
             Err(e) => {
-                self.discard_if_broken(slot, &e);
+                self.discard_if_broken(thread, &e);
                 Err(self.error(e))
             }
         }
@@ -247,7 +242,7 @@ impl KvBackend for RedisStore {
         expected: Option<Vec<u8>>,
         new: Vec<u8>,
     ) -> KvResult<bool> {
-        let (slot, mut conn) = self.connection().await?;
+        let (thread, mut conn) = self.connection().await?;
         let (flag, expected) = match expected {
             Some(v) => ("1", v),
             None => ("0", Vec::new()),
@@ -268,7 +263,7 @@ impl KvBackend for RedisStore {
                 self.address
             ))),
             Err(e) => {
-                self.discard_if_broken(slot, &e);
+                self.discard_if_broken(thread, &e);
                 Err(self.error(e))
             }
         }
