@@ -5,8 +5,10 @@
 //!
 //! Start with [`app::start`] (library) or `spinpay-host up` (CLI).
 //!
-//! How a request flows: [`server`] accepts it (body capped at
-//! [`server::REQUEST_BODY_BYTES_MAX`]), [`app::Dispatcher`] routes it with
+//! How a request flows: [`server`]'s acceptor thread hands the connection to the least
+//! busy serving thread (one per core, each a single-threaded runtime with its own
+//! [`app::Dispatcher`] and instances), which reads the request (body capped at
+//! [`server::REQUEST_BODY_BYTES_MAX`]); its dispatcher routes it with
 //! [`routes::Router`], sets Spin's `spin-*` headers and hands it to the component's
 //! `wasmtime_wasi_http::handler::ProxyHandler`, which reuses instances the way Spin 4.1
 //! and `wasmtime serve` do. Each instance lives in a store made by [`state::new_store`]
