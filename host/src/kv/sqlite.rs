@@ -13,9 +13,10 @@
 //!   [`SQLITE_GROUP_COMMIT_MAX`], oldest first) and runs them, one after another, inside ONE
 //!   `BEGIN IMMEDIATE … COMMIT` transaction, each in its own savepoint (a failing job rolls
 //!   back only itself; a job alone in its group needs none: if it fails, the transaction
-//!   is rolled back instead of committed). With `synchronous = FULL` that is one fsync for the whole group. No
-//!   job is answered before the `COMMIT` that contains it returned: an acknowledged write is
-//!   durable, and a failed commit fails every job of the group (none of them happened).
+//!   is rolled back instead of committed). With `synchronous = FULL` that is one fsync for
+//!   the whole group. No job is answered before the `COMMIT` that contains it returned: an
+//!   acknowledged write is durable, and a failed commit fails every job of the group (none
+//!   of them happened).
 //!   Jobs of one group see each other's writes in order, so read-modify-writes (increment,
 //!   compare-and-swap) keep their meaning; `BEGIN IMMEDIATE` keeps another process using
 //!   the same file (a concurrent `spin up`) from interleaving.
@@ -404,20 +405,24 @@ impl Writer {
             by: Leader::Caller,
             cost: None,
         };
-        turn.cost = self.run_group(vec![job], &mut Vec::with_capacity(1));
+        turn.cost = self.run_group(&mut vec![job], &mut Vec::with_capacity(1));
     }
 
     /// Run `jobs` as one group commit on the writer connection and answer each of them;
     /// returns the group's own cost as [`commit_group`] measures it, `None` also when the
     /// connection is unusable (a job panicked while holding it: every later job fails,
     /// none hangs).
-    fn run_group(&self, jobs: Vec<Job>, completions: &mut Vec<Completion>) -> Option<Duration> {
+    fn run_group(
+        &self,
+        jobs: &mut Vec<Job>,
+        completions: &mut Vec<Completion>,
+    ) -> Option<Duration> {
         let Ok(conn) = self.conn.lock() else {
             let e = KvError::Other(format!(
                 "sqlite {}: writer connection unusable after a panic",
                 self.path.display()
             ));
-            for job in jobs {
+            for job in jobs.drain(..) {
                 (job(Err(e.clone())).done)(Err(e.clone()));
             }
             return None;
@@ -540,7 +545,7 @@ fn writer_loop(writer: &Writer) {
             by: Leader::Thread,
             cost: None,
         };
-        turn.cost = writer.run_group(std::mem::take(&mut group), &mut completions);
+        turn.cost = writer.run_group(&mut group, &mut completions);
     }
 }
 
@@ -554,7 +559,7 @@ fn writer_loop(writer: &Writer) {
 fn commit_group(
     conn: &Connection,
     path: &Path,
-    jobs: Vec<Job>,
+    jobs: &mut Vec<Job>,
     completions: &mut Vec<Completion>,
 ) -> Option<Duration> {
     if !conn.is_autocommit() {
@@ -569,7 +574,7 @@ fn commit_group(
     match begin {
         Ok(()) => {
             let mut undo = false;
-            for job in jobs {
+            for job in jobs.drain(..) {
                 let ran = job(Ok(Slot { conn, path, alone }));
                 undo |= ran.undo;
                 completions.push(ran.done);
@@ -602,7 +607,7 @@ fn commit_group(
             // A busy `BEGIN` (another process holds the lock) counts: it is what a caller
             // committing inline would wait for.
             let e = sql_error(path, e);
-            for job in jobs {
+            for job in jobs.drain(..) {
                 (job(Err(e.clone())).done)(Err(e.clone()));
             }
         }
