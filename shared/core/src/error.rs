@@ -596,7 +596,8 @@ impl From<crate::repo::RepoError> for ApiError {
     fn from(e: crate::repo::RepoError) -> Self {
         match e {
             crate::repo::RepoError::Conflict { .. } => ApiError::ConcurrentModification,
-            crate::repo::RepoError::Unavailable(_) => ApiError::StorageUnavailable,
+            crate::repo::RepoError::Unavailable(_)
+            | crate::repo::RepoError::OutcomeUnknown { .. } => ApiError::StorageUnavailable,
         }
     }
 }

@@ -28,6 +28,16 @@ pub enum RepoError {
     /// where the implementation says so.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A compare-and-swap whose outcome cannot be known: the write may or may not have
+    /// committed (e.g. the store misreports swaps and more writers landed on the key
+    /// since than its write-id history remembers). Only a caller whose change is
+    /// idempotent (re-applying it to a record that already holds it changes nothing) may
+    /// re-read and retry; any other caller must treat it as [`RepoError::Unavailable`].
+    #[error("outcome of the write to {key} is unknown")]
+    OutcomeUnknown {
+        /// The key.
+        key: String,
+    },
 }
 
 /// Key-value storage with optimistic concurrency.

@@ -590,6 +590,7 @@ fn concurrent_refunds_with_injected_conflicts_publish_each_event_exactly_once() 
             conflict_per_mille: 100,
             unavailable_per_mille: 0,
             yield_per_mille: 700,
+            unknown_outcome_per_mille: 0,
         });
         let c = ctx(&repo, &keys, 2_000);
         let mut rngs: Vec<SplitMix64> = (0..32).map(|i| SplitMix64::new(seed * 1000 + i)).collect();

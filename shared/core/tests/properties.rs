@@ -162,9 +162,23 @@ fn refund_req(amount_minor: i64) -> NewRefund {
 
 #[test]
 fn sixty_four_concurrent_partial_refunds_never_exceed_the_captured_amount() {
+    concurrent_refunds("concurrent refunds", 0);
+}
+
+#[test]
+fn concurrent_refunds_whose_writes_have_unknown_outcomes_still_count_exactly() {
+    // Proves the same race when a tenth of the payment and refund updates report an unknown
+    // outcome (half of them landed): the retry re-applies idempotently, so still exactly 50
+    // accepted and 14 refused, and refunded_minor counts each refund once.
+    concurrent_refunds("concurrent refunds, unknown outcomes", 100);
+}
+
+/// 64 refunds of 100 racing on a 5,000 capture, with `unknown_per_mille` unknown write
+/// outcomes besides conflicts and yields.
+fn concurrent_refunds(name: &str, unknown_per_mille: u32) {
     // Proves 64 interleaved refunds of 100 on a 5,000 capture, with injected CAS conflicts and
     // yields between read and write: exactly 50 accepted, 14 refund_exceeds_captured, sum ≤ captured.
-    run_seeded("concurrent refunds", 5, |seed| {
+    run_seeded(name, 5, |seed| {
         let repo = MemoryRepository::new();
         let (keys, ch) = (keyring(), SimChannel::default());
         let mut rng = SplitMix64::new(seed);
@@ -191,6 +205,7 @@ fn sixty_four_concurrent_partial_refunds_never_exceed_the_captured_amount() {
             conflict_per_mille: 100,
             unavailable_per_mille: 0,
             yield_per_mille: 700,
+            unknown_outcome_per_mille: unknown_per_mille,
         });
         let c = ctx(&repo, &keys, 2_000);
         let mut rngs: Vec<SplitMix64> = (0..64)
@@ -223,6 +238,11 @@ fn sixty_four_concurrent_partial_refunds_never_exceed_the_captured_amount() {
         assert!(
             repo.counts().injected_conflicts > 0,
             "the test really injected conflicts"
+        );
+        assert_eq!(
+            repo.counts().injected_unknown_outcomes > 0,
+            unknown_per_mille > 0,
+            "the test injected unknown outcomes iff asked"
         );
     });
 }
@@ -413,6 +433,25 @@ fn random_service_operations_with_injected_conflicts_keep_money_exact() {
                 conflict_per_mille: 150,
                 unavailable_per_mille: 0,
                 yield_per_mille: 300,
+                unknown_outcome_per_mille: 0,
+            },
+            60,
+        )
+    });
+}
+
+#[test]
+fn random_service_operations_with_unknown_write_outcomes_keep_money_exact() {
+    // Proves with updates whose outcome is unknown (landed or not): invariants hold after
+    // every step and refunded/pending still equal the refund records exactly.
+    run_seeded("service sim with unknown outcomes", 200, |seed| {
+        simulate(
+            seed,
+            Faults {
+                conflict_per_mille: 100,
+                unavailable_per_mille: 0,
+                yield_per_mille: 200,
+                unknown_outcome_per_mille: 100,
             },
             60,
         )
@@ -430,6 +469,7 @@ fn random_service_operations_with_storage_failures_never_double_count() {
                 conflict_per_mille: 100,
                 unavailable_per_mille: 30,
                 yield_per_mille: 200,
+                unknown_outcome_per_mille: 0,
             },
             60,
         )

@@ -213,6 +213,7 @@ fn run(seed: u64) {
         conflict_per_mille: 60,
         unavailable_per_mille: 30,
         yield_per_mille: 0,
+        unknown_outcome_per_mille: 0,
     };
     let repo = MemoryRepository::with_faults(seed, faults);
     let c = config();

@@ -205,6 +205,7 @@ fn concurrent_recordings_under_injected_faults_count_each_payment_exactly_once()
             conflict_per_mille: 200,
             unavailable_per_mille: 50,
             yield_per_mille: 500,
+            unknown_outcome_per_mille: 0,
         });
         let calls = (0..40_u32).map(|i| {
             let ctx = &ctx;

@@ -78,16 +78,26 @@ impl KvRepository {
             SwapVerdict::NotCommitted => Err(RepoError::Conflict {
                 key: key.to_string(),
             }),
-            SwapVerdict::Unknown => Err(self.err(
-                &format!("put {key}"),
-                "write outcome unknown (history exhausted)",
-            )),
+            SwapVerdict::Unknown => {
+                eprintln!(
+                    "storage: key-value store {:?}: put {key}: write outcome unknown \
+                     (more writes landed since than the write-id history keeps)",
+                    self.label
+                );
+                Err(RepoError::OutcomeUnknown {
+                    key: key.to_string(),
+                })
+            }
         }
     }
 }
 
+/// A store failure; logged here (the component's stderr), because the client only ever
+/// sees a generic `storage_unavailable`.
 fn unavailable(label: &str, op: &str, detail: String) -> RepoError {
-    RepoError::Unavailable(format!("key-value store {label:?}: {op}: {detail}"))
+    let message = format!("key-value store {label:?}: {op}: {detail}");
+    eprintln!("storage error: {message}");
+    RepoError::Unavailable(message)
 }
 
 fn fresh_write_id() -> Result<String, RepoError> {

@@ -21,6 +21,10 @@ pub struct Faults {
     pub unavailable_per_mille: u32,
     /// An operation yields to other futures before running.
     pub yield_per_mille: u32,
+    /// `put_if_version` on an existing record (expected version ≥ 1) reports
+    /// [`RepoError::OutcomeUnknown`]; the write committed or not, with even odds. (A real
+    /// store loses track only of a key that many writers keep changing, never of a create.)
+    pub unknown_outcome_per_mille: u32,
 }
 
 /// Operation counts, for assertions on I/O budgets.
@@ -36,6 +40,8 @@ pub struct OpCounts {
     pub injected_conflicts: u64,
     /// Injected failures.
     pub injected_failures: u64,
+    /// Injected unknown outcomes (committed or not).
+    pub injected_unknown_outcomes: u64,
 }
 
 #[derive(Debug)]
@@ -154,9 +160,21 @@ impl Repository for MemoryRepository {
             return Err(RepoError::Conflict { key: key.into() });
         }
         let version = expected + 1;
+        let unknown = faults.unknown_outcome_per_mille > 0
+            && expected > 0
+            && inner.rng.chance(faults.unknown_outcome_per_mille);
+        if unknown {
+            inner.counts.injected_unknown_outcomes += 1;
+            if inner.rng.chance(500) {
+                return Err(RepoError::OutcomeUnknown { key: key.into() });
+            }
+        }
         inner
             .records
             .insert(key.to_string(), Versioned { version, value });
+        if unknown {
+            return Err(RepoError::OutcomeUnknown { key: key.into() });
+        }
         Ok(version)
     }
 
@@ -241,5 +259,36 @@ mod tests {
             assert_eq!(r.get("k").await, Ok(None));
         });
         assert_eq!(r.counts().injected_conflicts, 1);
+    }
+
+    #[test]
+    fn an_injected_unknown_outcome_sometimes_committed() {
+        // Proves an unknown outcome is reported, for updates only, both for writes that
+        // landed and for writes that did not, so callers are tested against both.
+        let r = MemoryRepository::with_faults(
+            3,
+            Faults {
+                unknown_outcome_per_mille: 1000,
+                ..Faults::default()
+            },
+        );
+        let (mut landed, mut lost) = (0, 0);
+        block_on(async {
+            for i in 0..40 {
+                let key = format!("k{i}");
+                assert_eq!(r.put_if_version(&key, 0, b"a".to_vec()).await, Ok(1));
+                let got = r.put_if_version(&key, 1, b"b".to_vec()).await;
+                assert_eq!(got, Err(RepoError::OutcomeUnknown { key: key.clone() }));
+                match r.get(&key).await.unwrap() {
+                    Some(v) if v.version == 2 => {
+                        assert_eq!(v.value, b"b".to_vec());
+                        landed += 1;
+                    }
+                    _ => lost += 1,
+                }
+            }
+        });
+        assert!(landed > 0 && lost > 0, "landed {landed}, lost {lost}");
+        assert_eq!(r.counts().injected_unknown_outcomes, 40);
     }
 }

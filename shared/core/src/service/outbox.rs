@@ -310,6 +310,12 @@ where
                 });
             }
             Err(RepoError::Conflict { .. }) => continue,
+            // Payments and refunds change only through their state machines, whose
+            // commands are idempotent: if the write landed, `f` sees its effect on the
+            // re-read and answers "nothing to do" (`AlreadyApplied`), so a retry can never
+            // apply the change twice. Its events went with the record's outbox, and the
+            // sweep publishes them.
+            Err(RepoError::OutcomeUnknown { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
     }
