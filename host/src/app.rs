@@ -223,7 +223,7 @@ fn thread_runtime() -> Option<tokio::runtime::Runtime> {
 fn accept_thread(
     listener: std::net::TcpListener,
     lanes: Vec<crate::server::LaneSender>,
-    mut stopping: tokio::sync::watch::Receiver<Stop>,
+    stopping: tokio::sync::watch::Receiver<Stop>,
 ) {
     let Some(runtime) = thread_runtime() else {
         return;
@@ -236,11 +236,13 @@ fn accept_thread(
                 return;
             }
         };
-        crate::server::accept(listener, lanes, async move {
-            let _ = stopping.wait_for(|s| *s != Stop::No).await;
-        })
-        .await;
+        crate::server::accept(listener, lanes, stop_requested(stopping)).await;
     });
+}
+
+/// Completes once any stop (graceful or immediate) is requested, or the sender is gone.
+async fn stop_requested(mut stopping: tokio::sync::watch::Receiver<Stop>) {
+    let _ = stopping.wait_for(|s| *s != Stop::No).await;
 }
 
 /// One serving thread: a single-threaded runtime with its own [`Dispatcher`] (its own
@@ -254,13 +256,10 @@ fn serve_thread(
         return;
     };
     runtime.block_on(async {
-        let mut graceful = stopping.clone();
         let serve = crate::server::serve(
             lane,
             app.dispatcher(),
-            async move {
-                let _ = graceful.wait_for(|s| *s != Stop::No).await;
-            },
+            stop_requested(stopping.clone()),
             SHUTDOWN_DRAIN_TIMEOUT,
         );
         tokio::select! {

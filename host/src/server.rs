@@ -87,8 +87,13 @@ pub(crate) async fn accept(
             },
         };
         let _ = stream.set_nodelay(true);
-        let Ok(stream) = stream.into_std() else {
-            continue;
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Dropping it closes the connection; the client sees a reset.
+                tracing::warn!(error = %e, %peer, "cannot hand an accepted connection over");
+                continue;
+            }
         };
         let Some(lane) = lanes
             .iter()
