@@ -167,7 +167,7 @@ fn sixty_four_concurrent_partial_refunds_never_exceed_the_captured_amount() {
 
 #[test]
 fn concurrent_refunds_whose_writes_have_unknown_outcomes_still_count_exactly() {
-    // Proves the same race when a tenth of the payment and refund updates report an unknown
+    // Proves the same race when a tenth of all record updates report an unknown
     // outcome (half of them landed): the retry re-applies idempotently, so still exactly 50
     // accepted and 14 refused, and refunded_minor counts each refund once.
     concurrent_refunds("concurrent refunds, unknown outcomes", 100);
