@@ -174,7 +174,7 @@ pub async fn start(opts: AppOptions) -> anyhow::Result<RunningApp> {
         .with_context(|| format!("binding {}", opts.listen))?;
     listener
         .set_nonblocking(true)
-        .with_context(|| format!("binding {}", opts.listen))?;
+        .with_context(|| format!("making the socket on {} non-blocking", opts.listen))?;
     let addr = listener.local_addr()?;
     let (stop, stopping) = tokio::sync::watch::channel(Stop::No);
     let mut threads = Vec::new();
