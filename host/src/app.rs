@@ -112,6 +112,8 @@ pub struct RunningApp {
     addr: SocketAddr,
     stop: tokio::sync::watch::Sender<Stop>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Weak, so the last serving thread still closes the stores.
+    stores: BTreeMap<String, std::sync::Weak<dyn crate::kv::KvBackend>>,
 }
 
 /// What the serving threads are told.
@@ -134,6 +136,13 @@ impl RunningApp {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The key-value store `label` the components use, while the app runs: for tests and
+    /// tools that inspect (or age) what the app stored. Holding it past
+    /// [`RunningApp::shutdown`] keeps the store open.
+    pub fn key_value_store(&self, label: &str) -> Option<Arc<dyn crate::kv::KvBackend>> {
+        self.stores.get(label).and_then(std::sync::Weak::upgrade)
     }
 
     /// Stop accepting, let in-flight requests finish (bounded), close the stores.
@@ -170,6 +179,11 @@ impl Drop for RunningApp {
 /// is reported (one line, naming the file and field) before the socket is bound.
 pub async fn start(opts: AppOptions) -> anyhow::Result<RunningApp> {
     let app = Arc::new(load(&opts).await?);
+    let stores = app
+        .stores
+        .labels()
+        .filter_map(|label| Some((label.to_string(), Arc::downgrade(&app.stores.get(label)?))))
+        .collect();
     let listener = std::net::TcpListener::bind(opts.listen)
         .with_context(|| format!("binding {}", opts.listen))?;
     listener
@@ -202,6 +216,7 @@ pub async fn start(opts: AppOptions) -> anyhow::Result<RunningApp> {
         addr,
         stop,
         threads,
+        stores,
     })
 }
 
@@ -284,6 +299,7 @@ pub(crate) struct LoadedApp {
     shutting_down: Arc<AtomicBool>,
     next_request_id: Arc<AtomicU64>,
     inbound_permits: Arc<tokio::sync::Semaphore>,
+    stores: crate::kv::KvStores,
 }
 
 impl LoadedApp {
@@ -374,6 +390,7 @@ pub(crate) async fn load(opts: &AppOptions) -> anyhow::Result<LoadedApp> {
         shutting_down,
         next_request_id: Arc::new(AtomicU64::new(1)),
         inbound_permits: Arc::new(tokio::sync::Semaphore::new(INBOUND_REQUESTS_MAX)),
+        stores: kv,
     })
 }
 

@@ -32,8 +32,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -229,6 +229,16 @@ impl TestApp {
             running: None,
             _kv_dir: tempfile::tempdir().expect("creating a temp dir"),
         }
+    }
+
+    /// The app's `default` key-value store, to inspect (or age) what the components
+    /// stored. Only for apps started in this process.
+    pub fn store(&self) -> Arc<dyn spinpay_host::kv::KvBackend> {
+        self.running
+            .as_ref()
+            .expect("an app started in this process")
+            .key_value_store("default")
+            .expect("the app's default store is open")
     }
 
     /// Stops the app (for apps started with [`TestApp::start`], not the shared one).

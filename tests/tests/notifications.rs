@@ -355,3 +355,102 @@ fn an_unreachable_notify_url_is_retried_on_schedule_then_given_up_visibly() {
         assert_eq!(after["attempted"], 0, "given up: {after}");
     });
 }
+
+// ---------------------------------------------------------------- idempotency expiry
+
+/// A day and an hour, in ms: past the 24 h idempotency retention.
+const PAST_RETENTION_MS: i64 = 25 * 3_600_000;
+
+/// Moves the millisecond fields `fields` of the stored record at `key` by `delta_ms`
+/// (records are JSON envelopes `{"version", "write_ids", "json": {...}}`), as if the
+/// record had been written that much earlier.
+async fn shift_record_time(
+    store: &dyn spinpay_host::kv::KvBackend,
+    key: &str,
+    fields: &[&str],
+    delta_ms: i64,
+) {
+    let raw = store
+        .get(key)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{key} is stored"));
+    let mut envelope: Value = serde_json::from_slice(&raw).unwrap();
+    for field in fields {
+        if let Some(t) = envelope["json"][field].as_i64() {
+            envelope["json"][field] = json!(t + delta_ms);
+        }
+    }
+    store
+        .set(key, serde_json::to_vec(&envelope).unwrap())
+        .await
+        .unwrap();
+}
+
+#[test]
+fn the_sweep_deletes_idempotency_records_once_their_retention_has_passed() {
+    // Proves through the real components that the 24 h retention bounds storage: a keyed
+    // payment's record (aged by 25 h in the store, with its expiry-queue slot) is deleted
+    // by the next sweep, the slot too; a younger key still replays; the expired key then
+    // starts a new payment; a forwarded schedule clock expires nothing early.
+    spinpay_tests::runtime().block_on(async {
+        let app = TestApp::start(Default::default()).await;
+        let m = app.new_merchant().await;
+        let store = app.store();
+        let body = payment_request(1500, qr_customer());
+        let (old_key, young_key) = ("expiry-old", "expiry-young");
+        let first = m.post_with_key("/v1/payments", Some(old_key), &body).await;
+        assert_eq!(first.0, 200, "{}", first.1);
+        let young = m
+            .post_with_key("/v1/payments", Some(young_key), &body)
+            .await;
+        assert_eq!(young.0, 200, "{}", young.1);
+
+        // A sweep whose schedule clock runs 30 days ahead deletes nothing.
+        let ahead = sweep(&app, &m.id, now_ms() + 30 * 86_400_000).await;
+        assert_eq!(ahead["idempotency_keys_expired"], 0, "{ahead}");
+
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(old_key.as_bytes()));
+        let record = format!("mch/{}/idem/{hash}", m.id);
+        let slots = store
+            .increment(&format!("mch/{}/seq/exp", m.id), 0)
+            .await
+            .unwrap();
+        let mut slot = None;
+        for seq in 1..=slots {
+            let key = format!("mch/{}/exp/{seq:020}", m.id);
+            if let Some(raw) = store.get(&key).await.unwrap() {
+                let v: Value = serde_json::from_slice(&raw).unwrap();
+                if v["json"]["id"] == hash.as_str() {
+                    slot = Some(key);
+                }
+            }
+        }
+        let slot = slot.expect("the claim queued its expiry slot");
+        let fields = ["created_at_ms", "first_claimed_at_ms"];
+        shift_record_time(&*store, &record, &fields, -PAST_RETENTION_MS).await;
+        shift_record_time(&*store, &slot, &["at_ms"], -PAST_RETENTION_MS).await;
+
+        let report = sweep(&app, &m.id, now_ms()).await;
+        assert_eq!(report["idempotency_keys_expired"], 1, "{report}");
+        assert!(
+            store.get(&record).await.unwrap().is_none(),
+            "the record is deleted"
+        );
+        assert!(
+            store.get(&slot).await.unwrap().is_none(),
+            "the slot is deleted"
+        );
+        let again = m
+            .post_with_key("/v1/payments", Some(young_key), &body)
+            .await;
+        assert_eq!(again, young, "the younger key replays its answer");
+        let renewed = m.post_with_key("/v1/payments", Some(old_key), &body).await;
+        assert_eq!(renewed.0, 200, "{}", renewed.1);
+        assert_ne!(renewed.1["id"], first.1["id"], "an expired key starts anew");
+        let report = sweep(&app, &m.id, now_ms()).await;
+        assert_eq!(report["idempotency_keys_expired"], 0, "{report}");
+        drop(store);
+        app.shutdown().await;
+    });
+}

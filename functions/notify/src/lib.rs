@@ -4,7 +4,7 @@
 //!
 //! | method + path | auth | what |
 //! |---|---|---|
-//! | POST /v1/admin/notifications/sweep | admin token | publish what crashed writers left, make the due delivery attempts (`{"limit"?, "merchant_id"?, "now_ms"?}`) |
+//! | POST /v1/admin/notifications/sweep | admin token | publish what crashed writers left, make the due delivery attempts, delete expired idempotency records (`{"limit"?, "merchant_id"?, "now_ms"?}`) |
 //! | POST /v1/events/{id}/redeliver | secret key | start a new delivery round for one event and attempt it now |
 //!
 //! A scheduler (cron, a Kubernetes CronJob) calls the sweep every few seconds; each call
@@ -12,8 +12,11 @@
 //! JSON with `Spinpay-Signature: t=<unix>,v1=<hex>` (see docs/notifications.md). This is
 //! the only component with outbound HTTP to merchant URLs (`allowed_outbound_hosts`).
 //!
+//! The sweep also deletes idempotency records past their 24 h retention (see
+//! `spinpay_core::service::retention`).
+//!
 //! `now_ms` moves the sweep's schedule clock forward (tests and operators replaying a
-//! backlog); signatures always carry the wall clock.
+//! backlog); signatures and idempotency expiry always use the wall clock.
 
 mod routes;
 

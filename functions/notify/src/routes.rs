@@ -110,6 +110,7 @@ impl SweepBody {
         let req = SweepRequest {
             limit,
             merchant_id: self.merchant_id,
+            wall_clock_ms: Some(wall_ms),
         };
         Ok((req, now_ms))
     }

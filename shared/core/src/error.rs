@@ -130,7 +130,8 @@ pub enum ApiError {
     /// Same Idempotency-Key, different request.
     #[error("Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
-    /// Same Idempotency-Key, first request still running.
+    /// Same Idempotency-Key, first request still running (or its expired record being
+    /// deleted).
     #[error("a request with this Idempotency-Key is still in progress")]
     IdempotencyKeyInUse,
     /// Missing or malformed Idempotency-Key header.
@@ -347,7 +348,7 @@ pub const ERROR_CODES: &[(&str, u16, &str, &str)] = &[
         "idempotency_key_in_use",
         409,
         "idempotency_error",
-        "The first request with this key is still running.",
+        "The first request with this key is still running, or the key's expired record is being deleted: retry shortly.",
     ),
     (
         "idempotency_key_invalid",

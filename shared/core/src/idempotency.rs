@@ -5,7 +5,13 @@
 //! * same key, other fingerprint → 409 `idempotency_key_reused`;
 //! * same key, first request still running → 409 `idempotency_key_in_use` (unless its
 //!   lock is older than [`IDEMPOTENCY_LOCK_TTL_MS`]: the worker died, take over);
-//! * older than [`IDEMPOTENCY_RETENTION_MS`] (24 h) → as if new.
+//! * older than [`IDEMPOTENCY_RETENTION_MS`] (24 h) → as if new;
+//! * being deleted by the sweep ([`IdempotencyState::Expiring`]) → 409
+//!   `idempotency_key_in_use` until the deletion lands (or, if the sweep died, for
+//!   [`IDEMPOTENCY_LOCK_TTL_MS`]), then as if new.
+//!
+//! Expired records are deleted, not only ignored: `service::retention` explains how the
+//! notification sweep finds them without scanning the store.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +41,10 @@ pub enum IdempotencyState {
         /// Response body.
         body: String,
     },
+    /// Expired, and condemned by the sweep, which deletes it next (`created_at_ms` is
+    /// then when it was condemned). Claims wait while the sweep may still delete, so the
+    /// deletion can never remove a newer claim.
+    Expiring,
 }
 
 /// The stored record.
@@ -147,6 +157,14 @@ pub fn decide(
     if age_ms > IDEMPOTENCY_RETENTION_MS {
         return IdempotencyDecision::New;
     }
+    if record.state == IdempotencyState::Expiring {
+        // Whatever the body: the old request is gone, the key is being freed.
+        return if age_ms > IDEMPOTENCY_LOCK_TTL_MS {
+            IdempotencyDecision::New
+        } else {
+            IdempotencyDecision::InProgress
+        };
+    }
     if record.fingerprint != fingerprint {
         return IdempotencyDecision::Reused;
     }
@@ -158,7 +176,9 @@ pub fn decide(
         IdempotencyState::InProgress if age_ms > IDEMPOTENCY_LOCK_TTL_MS => {
             IdempotencyDecision::New
         }
-        IdempotencyState::InProgress => IdempotencyDecision::InProgress,
+        IdempotencyState::InProgress | IdempotencyState::Expiring => {
+            IdempotencyDecision::InProgress
+        }
     }
 }
 
@@ -242,6 +262,27 @@ mod tests {
             decide(Some(&r), "b", IDEMPOTENCY_RETENTION_MS + 1),
             IdempotencyDecision::New
         );
+    }
+
+    #[test]
+    fn a_condemned_record_holds_its_key_for_a_lock_ttl_then_frees_it_for_any_body() {
+        // Proves a claim never overwrites a record the sweep may still delete, and that
+        // a sweep which died after condemning does not block the key for ever.
+        let condemned_at = 5_000;
+        let r = rec("a", IdempotencyState::Expiring, condemned_at);
+        for fp in ["a", "b"] {
+            assert_eq!(
+                decide(Some(&r), fp, condemned_at + IDEMPOTENCY_LOCK_TTL_MS),
+                IdempotencyDecision::InProgress
+            );
+            assert_eq!(
+                decide(Some(&r), fp, condemned_at + IDEMPOTENCY_LOCK_TTL_MS + 1),
+                IdempotencyDecision::New
+            );
+        }
+        // A claim over it starts a new operation (a new seed), never a takeover.
+        let later = condemned_at + IDEMPOTENCY_LOCK_TTL_MS + 1;
+        assert_eq!(first_claim_for(Some(&r), later), later);
     }
 
     #[test]

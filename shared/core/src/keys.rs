@@ -14,7 +14,10 @@
 //! | `mch/{merchant_id}/pay/{seq:020}` | payment id (JSON string) | put_if_version 0 |
 //! | `mch/{merchant_id}/seq/evt` | counter (i64) | increment only |
 //! | `mch/{merchant_id}/evt/{seq:020}` | event id (JSON string) | put_if_version 0 |
-//! | `mch/{merchant_id}/idem/{sha256 hex of Idempotency-Key}` | [`crate::idempotency::IdempotencyRecord`] | put_if_version; deleted on expiry/retryable error |
+//! | `mch/{merchant_id}/idem/{sha256 hex of Idempotency-Key}` | [`crate::idempotency::IdempotencyRecord`] | put_if_version; deleted on a retryable error, and by the sweep once expired |
+//! | `mch/{merchant_id}/seq/exp` | counter (i64) | increment only |
+//! | `mch/{merchant_id}/exp/{seq:020}` | expiry queue slot (idempotency key hash, claim time), written before the claim | put_if_version 0; deleted by the sweep |
+//! | `mch/{merchant_id}/exp/head` | expiry queue head | put_if_version |
 //! | `mch/{merchant_id}/risk/config` | [`crate::riskengine::EngineConfig`] JSON | put_if_version |
 //! | `mch/{merchant_id}/seq/obx` | counter (i64) | increment only |
 //! | `mch/{merchant_id}/obx/{seq:020}` | outbox marker (object kind, id, time), written before a state write that adds events | put_if_version 0; deleted by the sweep |
@@ -102,6 +105,21 @@ pub fn event_index(merchant_id: &str, seq: i64) -> String {
 /// An idempotency record.
 pub fn idempotency(merchant_id: &str, key_hash_hex: &str) -> String {
     format!("mch/{merchant_id}/idem/{key_hash_hex}")
+}
+
+/// The merchant's idempotency-expiry queue counter.
+pub fn expiry_seq(merchant_id: &str) -> String {
+    format!("mch/{merchant_id}/seq/exp")
+}
+
+/// The merchant's idempotency-expiry queue slot `seq`.
+pub fn expiry_slot(merchant_id: &str, seq: i64) -> String {
+    format!("mch/{merchant_id}/exp/{seq:020}")
+}
+
+/// The head of the merchant's idempotency-expiry queue.
+pub fn expiry_head(merchant_id: &str) -> String {
+    format!("mch/{merchant_id}/exp/head")
 }
 
 /// The merchant's risk configuration.

@@ -408,6 +408,7 @@ fn sweep_at(repo: &MemoryRepository, endpoint: &Endpoint, mid: &str, now_ms: i64
     let req = SweepRequest {
         limit: None,
         merchant_id: Some(mid.to_string()),
+        wall_clock_ms: None,
     };
     block_on(sweep(&c, endpoint, &req)).unwrap()
 }
@@ -539,12 +540,14 @@ fn bad_sweep_rotation_and_redelivery_inputs_are_refused_without_a_change() {
     let bad = SweepRequest {
         limit: Some(0),
         merchant_id: None,
+        wall_clock_ms: None,
     };
     let e = block_on(sweep(&c, &endpoint, &bad)).unwrap_err();
     assert_eq!(e.param(), Some("limit"));
     let bad = SweepRequest {
         limit: None,
         merchant_id: Some("mch_nope".into()),
+        wall_clock_ms: None,
     };
     assert_eq!(
         block_on(sweep(&c, &endpoint, &bad)).unwrap_err().param(),
@@ -671,6 +674,7 @@ fn a_bounded_global_sweep_reaches_every_merchant_over_successive_calls() {
     let req = SweepRequest {
         limit: Some(3),
         merchant_id: None,
+        wall_clock_ms: None,
     };
     let mut calls = 0;
     loop {
@@ -740,6 +744,7 @@ fn a_backlog_longer_than_the_queue_window_still_gets_every_first_attempt() {
     let req = SweepRequest {
         limit: Some(SWEEP_LIMIT_MAX),
         merchant_id: Some(m.id.clone()),
+        wall_clock_ms: None,
     };
     for now in [1_000, 2_000, 3_000, 4_000] {
         block_on(sweep(&ctx(&repo, &keys, now), &endpoint, &req)).unwrap();

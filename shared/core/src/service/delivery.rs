@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::outbox::{self, Slot, SlotState};
+use super::retention::{self, EXPIRY_SWEEP_MAX};
 use super::{CAS_RETRIES_MAX, Ctx, insert, internal, read, to_bytes};
 use crate::crypto::{open, seal, sign_header};
 use crate::error::ApiError;
@@ -154,6 +155,9 @@ pub struct SweepRequest {
     pub limit: Option<u32>,
     /// Only this merchant (admin tooling and tests).
     pub merchant_id: Option<String>,
+    /// The wall clock (Unix ms) for deleting expired idempotency records, which never
+    /// follows a forwarded schedule clock (`None`: `Ctx::now_ms` is the wall clock).
+    pub wall_clock_ms: Option<i64>,
 }
 
 /// What a sweep did.
@@ -173,12 +177,15 @@ pub struct SweepReport {
     pub retry_scheduled: u32,
     /// Deliveries abandoned after the last attempt.
     pub failed: u32,
-    /// True when the attempt limit stopped the sweep (call again).
+    /// Idempotency records past their retention, deleted (see `service::retention`).
+    pub idempotency_keys_expired: u32,
+    /// True when the attempt limit (or the expiry budget) stopped the sweep: call again.
     pub has_more: bool,
 }
 
-/// `POST /v1/admin/notifications/sweep`: publishes what crashed writers left behind and
-/// makes the due delivery attempts, at most `limit` of them.
+/// `POST /v1/admin/notifications/sweep`: publishes what crashed writers left behind,
+/// makes the due delivery attempts (at most `limit` of them) and deletes idempotency
+/// records past their retention (at most [`EXPIRY_SWEEP_MAX`]).
 pub async fn sweep<R: Repository, N: Notifier>(
     ctx: &Ctx<'_, R>,
     notifier: &N,
@@ -195,6 +202,11 @@ pub async fn sweep<R: Repository, N: Notifier>(
         object: "notification_sweep".into(),
         ..SweepReport::default()
     };
+    let visit = Visit {
+        limit,
+        rotate: false,
+        wall_clock_ms: req.wall_clock_ms.unwrap_or(ctx.now_ms),
+    };
     if let Some(mid) = &req.merchant_id {
         let missing = || ApiError::ParameterInvalid {
             param: "merchant_id".into(),
@@ -206,7 +218,7 @@ pub async fn sweep<R: Repository, N: Notifier>(
         read::<Merchant, R>(ctx.repo, &keys::merchant(mid))
             .await?
             .ok_or_else(missing)?;
-        visit_merchant(ctx, notifier, mid, limit, &mut report).await?;
+        visit_merchant(ctx, notifier, mid, &visit, &mut report).await?;
         return Ok(report);
     }
     let round = next_merchants(ctx).await?;
@@ -219,7 +231,7 @@ pub async fn sweep<R: Repository, N: Notifier>(
             report.has_more = true;
             break;
         }
-        visit_merchant(ctx, notifier, mid, limit, &mut report).await?;
+        visit_merchant(ctx, notifier, mid, &visit, &mut report).await?;
         next_seq = seq % round.total + 1;
     }
     // The next call starts after the last merchant this one visited (a concurrent sweep
@@ -281,10 +293,22 @@ async fn visit_merchant<R: Repository, N: Notifier>(
     ctx: &Ctx<'_, R>,
     notifier: &N,
     merchant_id: &str,
-    limit: u32,
+    sweep: &Visit,
     report: &mut SweepReport,
 ) -> Result<(), ApiError> {
     report.merchants_visited = report.merchants_visited.saturating_add(1);
+    let budget = EXPIRY_SWEEP_MAX.saturating_sub(report.idempotency_keys_expired);
+    if budget == 0 {
+        report.has_more = true;
+    } else {
+        let wall = Ctx {
+            now_ms: sweep.wall_clock_ms,
+            ..*ctx
+        };
+        let expired = retention::expire_merchant(&wall, merchant_id, budget).await?;
+        report.idempotency_keys_expired += expired.deleted;
+        report.has_more |= expired.budget_reached;
+    }
     let recovered = outbox::recover_merchant(ctx, merchant_id).await?;
     report.events_recovered = report.events_recovered.saturating_add(recovered);
     let queue = outbox::Queue::deliveries(merchant_id);
@@ -294,8 +318,8 @@ async fn visit_merchant<R: Repository, N: Notifier>(
     }
     let window_full = slots.len() as i64 == outbox::QUEUE_WINDOW_MAX;
     let mut visit = Visit {
-        limit,
         rotate: window_full,
+        ..*sweep
     };
     let attempted_before = report.attempted;
     let Some((merchant, _)) = read::<Merchant, R>(ctx.repo, &keys::merchant(merchant_id)).await?
@@ -335,9 +359,12 @@ async fn visit_merchant<R: Repository, N: Notifier>(
 }
 
 /// What one merchant visit may do.
+#[derive(Debug, Clone, Copy)]
 struct Visit {
     /// Most attempts of the whole sweep.
     limit: u32,
+    /// The wall clock, for idempotency expiry.
+    wall_clock_ms: i64,
     /// The queue window is full (more slots wait behind it) and every slot before this
     /// one is passed: a waiting delivery may be moved to the tail.
     rotate: bool,

@@ -13,10 +13,12 @@
 //! The in-progress record is claimed with compare-and-swap, so two concurrent requests
 //! with one key cannot both run: the second gets `idempotency_key_in_use`. Results that
 //! a retry should re-run (5xx, contention, unavailable dependencies) are not stored.
+//! Every claim schedules its record's deletion once the retention has passed
+//! (`super::retention`).
 
 use serde::Serialize;
 
-use super::{Ctx, read, to_bytes};
+use super::{Ctx, read, retention, to_bytes};
 use crate::crypto::sha256_hex;
 use crate::error::ApiError;
 use crate::idempotency::{
@@ -75,7 +77,8 @@ pub async fn idempotency_begin<R: Repository>(
         return Ok(Started::Run(None));
     };
     validate_key(raw_key)?;
-    let key = keys::idempotency(merchant_id, &sha256_hex(raw_key.as_bytes()));
+    let key_hash = sha256_hex(raw_key.as_bytes());
+    let key = keys::idempotency(merchant_id, &key_hash);
     let fp = fingerprint(method, path, body);
     let existing = read::<IdempotencyRecord, R>(ctx.repo, &key).await?;
     let storage_version = existing.as_ref().map_or(0, |(_, v)| *v);
@@ -88,6 +91,7 @@ pub async fn idempotency_begin<R: Repository>(
         IdempotencyDecision::New => {}
     }
     let first_claimed = first_claim_for(existing.as_ref().map(|(r, _)| r), ctx.now_ms);
+    retention::schedule(ctx, merchant_id, &key_hash).await?;
     let record = IdempotencyRecord {
         fingerprint: fp,
         state: IdempotencyState::InProgress,

@@ -34,6 +34,7 @@ mod outbox;
 mod payments;
 mod queries;
 mod refunds;
+mod retention;
 
 pub use delivery::{
     Attempt, DELIVERY_ATTEMPTS_MAX, DELIVERY_LEASE_MS, Delivery, DeliveryResponse, DeliveryStatus,
@@ -60,6 +61,7 @@ pub use queries::{
     find_payment_by_order_id, get_event, get_payment, get_refund, list_events, list_payments,
 };
 pub use refunds::{create_refund, create_refund_seeded, recheck_refund};
+pub use retention::EXPIRY_SWEEP_MAX;
 
 /// Most compare-and-swap attempts for one write before giving up with
 /// `concurrent_modification` (sized for 64 requests racing on one payment).

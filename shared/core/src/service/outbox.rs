@@ -102,13 +102,14 @@ pub enum ObjectKind {
     Refund,
 }
 
-/// A queue slot: the merchant's outbox markers and delivery queue both hold these.
+/// A queue slot: the merchant's outbox markers, delivery queue and expiry queue hold these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Slot {
     /// For markers the object kind; for deliveries absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<ObjectKind>,
-    /// The object id (markers) or event id (deliveries).
+    /// The object id (markers), event id (deliveries) or idempotency key hash (expiries);
+    /// empty in a tombstone.
     pub id: String,
     /// When the slot was written.
     pub at_ms: i64,
@@ -153,7 +154,7 @@ fn object_key(kind: ObjectKind, id: &str) -> String {
 /// Makes sure the sweep will visit `merchant_id`: a registry slot (walked round-robin)
 /// and a claim key that says it is there. A crash between the two only registers the
 /// merchant twice, which costs one extra visit.
-async fn ensure_registered<R: Repository>(
+pub(crate) async fn ensure_registered<R: Repository>(
     ctx: &Ctx<'_, R>,
     merchant_id: &str,
 ) -> Result<(), ApiError> {
@@ -637,6 +638,16 @@ impl Queue {
             seq: keys::delivery_seq(merchant_id),
             merchant_id: merchant_id.to_string(),
             slot_key: keys::delivery_slot,
+        }
+    }
+
+    /// The merchant's idempotency-expiry queue.
+    pub fn expiries(merchant_id: &str) -> Queue {
+        Queue {
+            head: keys::expiry_head(merchant_id),
+            seq: keys::expiry_seq(merchant_id),
+            merchant_id: merchant_id.to_string(),
+            slot_key: keys::expiry_slot,
         }
     }
 

@@ -1,0 +1,163 @@
+//! Deleting expired idempotency records, so the 24 h retention bounds what is stored.
+//!
+//! A record answers replays for [`IDEMPOTENCY_RETENTION_MS`] after its claim; then it is
+//! dead weight (about a response body per keyed request). The store cannot list keys by
+//! age, so:
+//!
+//! - **Schedule.** Every claim first appends a slot `{key hash, claim time}` to the
+//!   merchant's expiry queue (`mch/{m}/exp/…`) and makes sure the sweep visits the
+//!   merchant. The slot is written *before* the claim, so a crash can leave a slot
+//!   without a record (harmless) but never a record that no slot names.
+//! - **Expire.** The notification sweep walks each merchant's queue from its head. A slot
+//!   younger than the retention stops the walk (slots are in claim order). Otherwise:
+//!   - the record is absent, or was claimed again since (a later claim time: that claim
+//!     has its own slot) → the slot is done;
+//!   - else the sweep **condemns** the record with a compare-and-swap (state
+//!     [`IdempotencyState::Expiring`], time now) and then deletes it. Meanwhile a claim
+//!     of the key sees `Expiring` and gets 409 `idempotency_key_in_use`, so the delete
+//!     can never remove a newer claim — provided the sweep's request ends within
+//!     [`IDEMPOTENCY_LOCK_TTL_MS`] (request deadlines are far shorter; abandoned locks
+//!     rest on the same bound). A record whose sweep died after condemning it is
+//!     condemned afresh by the next sweep, or claimed once the lock TTL passed.
+//!
+//! Expiry runs on the wall clock, never on a sweep's forwarded schedule clock: deleting
+//! a record early would let a retry inside the 24 h run a second time.
+
+use super::outbox::{self, Queue, Slot, SlotState};
+use super::{Ctx, read, to_bytes};
+use crate::error::ApiError;
+use crate::idempotency::{
+    IDEMPOTENCY_LOCK_TTL_MS, IDEMPOTENCY_RETENTION_MS, IdempotencyRecord, IdempotencyState,
+};
+use crate::keys;
+use crate::repo::{RepoError, Repository};
+
+/// Most records one sweep call deletes (it answers `has_more` when it stopped there).
+pub const EXPIRY_SWEEP_MAX: u32 = 500;
+
+/// Schedules the deletion of the record a claim of `key_hash` is about to write at
+/// `ctx.now_ms` (call before the claim's compare-and-swap).
+pub(crate) async fn schedule<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    key_hash: &str,
+) -> Result<(), ApiError> {
+    outbox::ensure_registered(ctx, merchant_id).await?;
+    let slot = Slot {
+        kind: None,
+        id: key_hash.to_string(),
+        at_ms: ctx.now_ms,
+    };
+    outbox::enqueue(ctx, &Queue::expiries(merchant_id), &slot).await
+}
+
+/// What one merchant's expiry walk did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Expired {
+    /// Records deleted.
+    pub deleted: u32,
+    /// The budget stopped the walk before a slot that was due.
+    pub budget_reached: bool,
+}
+
+/// Deletes `merchant_id`'s idempotency records whose retention has passed, at most
+/// `budget` of them. `ctx.now_ms` must be the wall clock.
+pub(crate) async fn expire_merchant<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    budget: u32,
+) -> Result<Expired, ApiError> {
+    let queue = Queue::expiries(merchant_id);
+    let mut done = Expired::default();
+    // Window after window while the head passes every slot of a full one.
+    loop {
+        let (head, version, slots) = outbox::queue_window(ctx.repo, &queue).await?;
+        let window = slots.len();
+        let mut judged = Vec::with_capacity(window);
+        // Once the head cannot pass a written slot, the slots behind it wait too.
+        let mut blocked = false;
+        for (seq, slot) in slots {
+            let state = match &slot {
+                None => SlotState::Wait,
+                Some(_) if blocked => SlotState::Wait,
+                // A tombstone (its writer looked dead to a sweep).
+                Some(s) if s.id.is_empty() => SlotState::Done,
+                Some(s) if !expired(s.at_ms, ctx.now_ms) => SlotState::Wait,
+                Some(_) if done.deleted >= budget => {
+                    done.budget_reached = true;
+                    SlotState::Wait
+                }
+                Some(s) => {
+                    let (state, deleted) = expire_record(ctx, merchant_id, &s.id).await?;
+                    done.deleted += u32::from(deleted);
+                    state
+                }
+            };
+            blocked |= slot.is_some() && state == SlotState::Wait;
+            judged.push((seq, slot, state));
+        }
+        let passed = outbox::advance_head(ctx, &queue, head, version, &judged).await?;
+        let whole_window_passed = passed.len() == window;
+        for seq in passed {
+            // Best effort: a slot left behind the head is never read again.
+            let _ = ctx.repo.delete(&queue.slot(seq)).await;
+        }
+        if window < outbox::QUEUE_WINDOW_MAX as usize || !whole_window_passed {
+            return Ok(done);
+        }
+    }
+}
+
+/// True once a record claimed at `claimed_at_ms` is past its retention (the same
+/// comparison as [`crate::idempotency::decide`]).
+fn expired(claimed_at_ms: i64, now_ms: i64) -> bool {
+    now_ms.saturating_sub(claimed_at_ms) > IDEMPOTENCY_RETENTION_MS
+}
+
+/// Condemns and deletes one slot's record if it is still the expired one; says whether
+/// the slot is finished and whether a record was deleted.
+async fn expire_record<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    key_hash: &str,
+) -> Result<(SlotState, bool), ApiError> {
+    let key = keys::idempotency(merchant_id, key_hash);
+    let Some((record, version)) = read::<IdempotencyRecord, R>(ctx.repo, &key).await? else {
+        return Ok((SlotState::Done, false));
+    };
+    let age_ms = ctx.now_ms.saturating_sub(record.created_at_ms);
+    let condemn = match record.state {
+        // Condemned by a sweep that is still deleting it (wait), or died (again).
+        IdempotencyState::Expiring => age_ms > IDEMPOTENCY_LOCK_TTL_MS,
+        IdempotencyState::InProgress | IdempotencyState::Completed { .. } => {
+            expired(record.created_at_ms, ctx.now_ms)
+        }
+    };
+    if !condemn {
+        return Ok(match record.state {
+            IdempotencyState::Expiring => (SlotState::Wait, false),
+            // Claimed again after this slot's claim: the later slot covers it.
+            _ => (SlotState::Done, false),
+        });
+    }
+    let condemned = IdempotencyRecord {
+        state: IdempotencyState::Expiring,
+        created_at_ms: ctx.now_ms,
+        ..record
+    };
+    match ctx
+        .repo
+        .put_if_version(&key, version, to_bytes(&condemned))
+        .await
+    {
+        Ok(_) => {}
+        // Claimed (or condemned) meanwhile, or unknown whether ours landed: look again
+        // at the next sweep.
+        Err(RepoError::Conflict { .. } | RepoError::OutcomeUnknown { .. }) => {
+            return Ok((SlotState::Wait, false));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    ctx.repo.delete(&key).await?;
+    Ok((SlotState::Done, true))
+}
