@@ -227,56 +227,64 @@ fn a_sweep_deletes_at_most_its_budget_and_asks_to_be_called_again() {
     });
 }
 
-#[test]
-fn a_sweep_that_dies_between_condemning_and_deleting_blocks_the_key_only_for_a_lock_ttl() {
-    // Proves the condemned state: while it stands a claim gets 409 idempotency_key_in_use
-    // (the sweep may still delete); after the lock TTL a claim runs, and the next sweep
-    // keeps that claim and finishes the old slot.
+/// A merchant whose key `k` (claimed at `t0`) a sweep at `t1` condemned and then failed
+/// to delete (its store failed): `(repo, merchant id, t1)`.
+fn condemned_by_a_failed_sweep() -> (MemoryRepository, String, i64) {
     let repo = MemoryRepository::new();
-    let (keys, mut rng) = (keyring(), SplitMix64::new(6));
+    let keys = keyring();
     let t0 = 2_000_000;
-    block_on(async {
-        let (m, _) = merchant(&ctx(&repo, &keys, t0), &mut rng).await;
+    let t1 = t0 + DAY + 1;
+    let mid = block_on(async {
+        let (m, _) = merchant(&ctx(&repo, &keys, t0), &mut SplitMix64::new(6)).await;
         keyed(&repo, &m.id, "k", "{}", "old", t0).await.unwrap();
-        // Every operation fails once the sweep has condemned the record: find the
-        // condemning write by failing from the N-th operation on, for growing N.
-        let t1 = t0 + DAY + 1;
-        let mut condemned = false;
-        for fail_from in 1..200u64 {
-            let probe = MemoryRepository::new();
-            let (pm, _) = merchant(&ctx(&probe, &keys, t0), &mut SplitMix64::new(6)).await;
-            keyed(&probe, &pm.id, "k", "{}", "old", t0).await.unwrap();
-            let failing = FailFrom::new(&probe, fail_from);
-            if sweep_at(&failing, t1, t1).await.is_ok() {
-                continue;
-            }
-            let stored = probe
-                .get(&format!("mch/{}/idem/{}", pm.id, sha("k")))
-                .await
-                .unwrap();
-            let Some(stored) = stored else { continue };
-            if !String::from_utf8_lossy(&stored.value).contains("\"expiring\"") {
-                continue;
-            }
-            condemned = true;
-            let in_use = keyed(&probe, &pm.id, "k", "{\"b\":2}", "new", t1 + 10).await;
-            assert_eq!(in_use.unwrap_err(), ApiError::IdempotencyKeyInUse);
-            let t2 = t1 + IDEMPOTENCY_LOCK_TTL_MS + 1;
-            let fresh = keyed(&probe, &pm.id, "k", "{\"b\":2}", "new", t2).await;
-            assert!(fresh.unwrap().is_some());
-            let r = sweep_at(&probe, t2, t2).await.unwrap();
-            assert_eq!(r.idempotency_keys_expired, 0);
-            let kept = replay_of(&probe, &pm.id, "k", "{\"b\":2}", t2).await;
-            assert_eq!(kept.unwrap().body, "{\"tag\":\"new\"}");
-            assert_eq!(
-                expiry_slots(&probe, &pm.id),
-                1,
-                "only the new claim's slot is left"
-            );
-            break;
-        }
-        assert!(condemned, "no failure point left a condemned record");
-        let _ = m;
+        let failing = FailingDeletes { inner: &repo };
+        let e = sweep_at(&failing, t1, t1).await.unwrap_err();
+        assert_eq!(e.code(), "storage_unavailable");
+        let record = format!("mch/{}/idem/{}", m.id, sha("k"));
+        let stored = repo.get(&record).await.unwrap().expect("still stored");
+        assert!(String::from_utf8_lossy(&stored.value).contains("\"expiring\""));
+        m.id
+    });
+    (repo, mid, t1)
+}
+
+#[test]
+fn a_key_condemned_by_a_sweep_that_died_is_refused_for_a_lock_ttl_then_claimable() {
+    // Proves the condemned state: while the sweep may still delete, a claim gets 409
+    // idempotency_key_in_use; after the lock TTL a claim runs (a new request), and the
+    // next sweep keeps that claim and finishes the old slot.
+    let (repo, mid, t1) = condemned_by_a_failed_sweep();
+    block_on(async {
+        let in_use = keyed(&repo, &mid, "k", "{\"b\":2}", "new", t1 + 10).await;
+        assert_eq!(in_use.unwrap_err(), ApiError::IdempotencyKeyInUse);
+        let t2 = t1 + IDEMPOTENCY_LOCK_TTL_MS + 1;
+        let fresh = keyed(&repo, &mid, "k", "{\"b\":2}", "new", t2).await;
+        assert!(fresh.unwrap().is_some());
+        let r = sweep_at(&repo, t2, t2).await.unwrap();
+        assert_eq!(r.idempotency_keys_expired, 0);
+        let kept = replay_of(&repo, &mid, "k", "{\"b\":2}", t2).await;
+        assert_eq!(kept.unwrap().body, "{\"tag\":\"new\"}");
+        assert_eq!(
+            expiry_slots(&repo, &mid),
+            1,
+            "only the new claim's slot is left"
+        );
+    });
+}
+
+#[test]
+fn a_key_condemned_by_a_sweep_that_died_is_deleted_by_a_later_sweep() {
+    // Proves the next sweep within the lock TTL leaves the condemned record to its
+    // condemner (the slot waits), and after it condemns the record afresh and deletes it.
+    let (repo, mid, t1) = condemned_by_a_failed_sweep();
+    block_on(async {
+        let soon = sweep_at(&repo, t1 + 10, t1 + 10).await.unwrap();
+        assert_eq!(soon.idempotency_keys_expired, 0);
+        assert_eq!((idem_keys(&repo, &mid), expiry_slots(&repo, &mid)), (1, 1));
+        let t2 = t1 + IDEMPOTENCY_LOCK_TTL_MS + 1;
+        let later = sweep_at(&repo, t2, t2).await.unwrap();
+        assert_eq!(later.idempotency_keys_expired, 1);
+        assert_eq!((idem_keys(&repo, &mid), expiry_slots(&repo, &mid)), (0, 0));
     });
 }
 
@@ -408,34 +416,13 @@ fn sha(s: &str) -> String {
     spinpay_core::crypto::sha256_hex(s.as_bytes())
 }
 
-/// A repository that fails every operation from the `n`-th on (1-based).
-struct FailFrom<'a> {
+/// The memory repository, except that deleting an idempotency record fails.
+struct FailingDeletes<'a> {
     inner: &'a MemoryRepository,
-    n: u64,
-    seen: std::cell::Cell<u64>,
 }
 
-impl<'a> FailFrom<'a> {
-    fn new(inner: &'a MemoryRepository, n: u64) -> FailFrom<'a> {
-        FailFrom {
-            inner,
-            n,
-            seen: std::cell::Cell::new(0),
-        }
-    }
-
-    fn check(&self) -> Result<(), RepoError> {
-        self.seen.set(self.seen.get() + 1);
-        if self.seen.get() >= self.n {
-            return Err(RepoError::Unavailable("cut".into()));
-        }
-        Ok(())
-    }
-}
-
-impl Repository for FailFrom<'_> {
+impl Repository for FailingDeletes<'_> {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
-        self.check()?;
         self.inner.get(key).await
     }
     async fn put_if_version(
@@ -444,19 +431,18 @@ impl Repository for FailFrom<'_> {
         expected: u64,
         value: Vec<u8>,
     ) -> Result<u64, RepoError> {
-        self.check()?;
         self.inner.put_if_version(key, expected, value).await
     }
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
-        self.check()?;
         self.inner.increment(key, delta).await
     }
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, RepoError> {
-        self.check()?;
         self.inner.get_many(keys).await
     }
     async fn delete(&self, key: &str) -> Result<(), RepoError> {
-        self.check()?;
+        if key.contains("/idem/") {
+            return Err(RepoError::Unavailable("injected: delete failed".into()));
+        }
         self.inner.delete(key).await
     }
 }
