@@ -157,28 +157,20 @@ pub fn decide(
     if age_ms > IDEMPOTENCY_RETENTION_MS {
         return IdempotencyDecision::New;
     }
-    if record.state == IdempotencyState::Expiring {
-        // Whatever the body: the old request is gone, the key is being freed.
-        return if age_ms > IDEMPOTENCY_LOCK_TTL_MS {
-            IdempotencyDecision::New
-        } else {
-            IdempotencyDecision::InProgress
-        };
-    }
-    if record.fingerprint != fingerprint {
-        return IdempotencyDecision::Reused;
-    }
-    match &record.state {
-        IdempotencyState::Completed { status, body } => IdempotencyDecision::Replay {
+    let lock = if age_ms > IDEMPOTENCY_LOCK_TTL_MS {
+        IdempotencyDecision::New
+    } else {
+        IdempotencyDecision::InProgress
+    };
+    match (&record.state, record.fingerprint == fingerprint) {
+        // Being deleted: whatever the body, the old request is gone and the key is
+        // being freed. Running: the same request waits (or takes over a dead lock).
+        (IdempotencyState::Expiring, _) | (IdempotencyState::InProgress, true) => lock,
+        (_, false) => IdempotencyDecision::Reused,
+        (IdempotencyState::Completed { status, body }, true) => IdempotencyDecision::Replay {
             status: *status,
             body: body.clone(),
         },
-        IdempotencyState::InProgress if age_ms > IDEMPOTENCY_LOCK_TTL_MS => {
-            IdempotencyDecision::New
-        }
-        IdempotencyState::InProgress | IdempotencyState::Expiring => {
-            IdempotencyDecision::InProgress
-        }
     }
 }
 

@@ -293,7 +293,7 @@ async fn visit_merchant<R: Repository, N: Notifier>(
     ctx: &Ctx<'_, R>,
     notifier: &N,
     merchant_id: &str,
-    sweep: &Visit,
+    plan: &Visit,
     report: &mut SweepReport,
 ) -> Result<(), ApiError> {
     report.merchants_visited = report.merchants_visited.saturating_add(1);
@@ -302,7 +302,7 @@ async fn visit_merchant<R: Repository, N: Notifier>(
         report.has_more = true;
     } else {
         let wall = Ctx {
-            now_ms: sweep.wall_clock_ms,
+            now_ms: plan.wall_clock_ms,
             ..*ctx
         };
         let expired = retention::expire_merchant(&wall, merchant_id, budget).await?;
@@ -319,7 +319,7 @@ async fn visit_merchant<R: Repository, N: Notifier>(
     let window_full = slots.len() as i64 == outbox::QUEUE_WINDOW_MAX;
     let mut visit = Visit {
         rotate: window_full,
-        ..*sweep
+        ..*plan
     };
     let attempted_before = report.attempted;
     let Some((merchant, _)) = read::<Merchant, R>(ctx.repo, &keys::merchant(merchant_id)).await?
