@@ -237,7 +237,10 @@ fn condemned_by_a_failed_sweep() -> (MemoryRepository, String, i64) {
     let mid = block_on(async {
         let (m, _) = merchant(&ctx(&repo, &keys, t0), &mut SplitMix64::new(6)).await;
         keyed(&repo, &m.id, "k", "{}", "old", t0).await.unwrap();
-        let failing = FailingDeletes { inner: &repo };
+        let failing = Interfering {
+            fail_deletes: true,
+            ..Interfering::new(&repo)
+        };
         let e = sweep_at(&failing, t1, t1).await.unwrap_err();
         assert_eq!(e.code(), "storage_unavailable");
         let record = format!("mch/{}/idem/{}", m.id, sha("k"));
@@ -300,11 +303,9 @@ fn a_claim_landing_between_the_condemnation_and_the_delete_is_refused_not_delete
         let (m, _) = merchant(&ctx(&repo, &keys, t0), &mut rng).await;
         keyed(&repo, &m.id, "k", "{}", "old", t0).await.unwrap();
         let t1 = t0 + DAY + 1;
-        let between = ClaimAfterCondemn {
-            inner: &repo,
-            merchant_id: m.id.clone(),
-            at_ms: t1,
-            claim: std::cell::RefCell::new(None),
+        let between = Interfering {
+            claim_at: Some((m.id.clone(), t1)),
+            ..Interfering::new(&repo)
         };
         let report = sweep_at(&between, t1, t1).await.unwrap();
         assert_eq!(report.idempotency_keys_expired, 1);
@@ -416,47 +417,29 @@ fn sha(s: &str) -> String {
     spinpay_core::crypto::sha256_hex(s.as_bytes())
 }
 
-/// The memory repository, except that deleting an idempotency record fails.
-struct FailingDeletes<'a> {
+/// The memory repository with interference: deleting an idempotency record fails
+/// (`fail_deletes`), and/or one claim of key `k` (another body) is made, at the time in
+/// `claim_at`, right after the first write that condemns a record (its outcome lands in
+/// `claim`).
+struct Interfering<'a> {
     inner: &'a MemoryRepository,
-}
-
-impl Repository for FailingDeletes<'_> {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
-        self.inner.get(key).await
-    }
-    async fn put_if_version(
-        &self,
-        key: &str,
-        expected: u64,
-        value: Vec<u8>,
-    ) -> Result<u64, RepoError> {
-        self.inner.put_if_version(key, expected, value).await
-    }
-    async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
-        self.inner.increment(key, delta).await
-    }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, RepoError> {
-        self.inner.get_many(keys).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), RepoError> {
-        if key.contains("/idem/") {
-            return Err(RepoError::Unavailable("injected: delete failed".into()));
-        }
-        self.inner.delete(key).await
-    }
-}
-
-/// The memory repository, plus one claim of key `k` (another body, at `at_ms`) made
-/// right after the first write that condemns a record.
-struct ClaimAfterCondemn<'a> {
-    inner: &'a MemoryRepository,
-    merchant_id: String,
-    at_ms: i64,
+    fail_deletes: bool,
+    claim_at: Option<(String, i64)>,
     claim: std::cell::RefCell<Option<Result<Option<Reply>, ApiError>>>,
 }
 
-impl Repository for ClaimAfterCondemn<'_> {
+impl<'a> Interfering<'a> {
+    fn new(inner: &'a MemoryRepository) -> Interfering<'a> {
+        Interfering {
+            inner,
+            fail_deletes: false,
+            claim_at: None,
+            claim: std::cell::RefCell::new(None),
+        }
+    }
+}
+
+impl Repository for Interfering<'_> {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
         self.inner.get(key).await
     }
@@ -468,19 +451,12 @@ impl Repository for ClaimAfterCondemn<'_> {
     ) -> Result<u64, RepoError> {
         let condemns = String::from_utf8_lossy(&value).contains("\"state\":\"expiring\"");
         let written = self.inner.put_if_version(key, expected, value).await?;
-        if condemns && self.claim.borrow().is_none() {
-            let now = Some(
-                keyed(
-                    self.inner,
-                    &self.merchant_id,
-                    "k",
-                    "{\"b\":2}",
-                    "mid",
-                    self.at_ms,
-                )
-                .await,
-            );
-            *self.claim.borrow_mut() = now;
+        if let Some((mid, at_ms)) = &self.claim_at
+            && condemns
+            && self.claim.borrow().is_none()
+        {
+            let outcome = keyed(self.inner, mid, "k", "{\"b\":2}", "mid", *at_ms).await;
+            *self.claim.borrow_mut() = Some(outcome);
         }
         Ok(written)
     }
@@ -491,6 +467,9 @@ impl Repository for ClaimAfterCondemn<'_> {
         self.inner.get_many(keys).await
     }
     async fn delete(&self, key: &str) -> Result<(), RepoError> {
+        if self.fail_deletes && key.contains("/idem/") {
+            return Err(RepoError::Unavailable("injected: delete failed".into()));
+        }
         self.inner.delete(key).await
     }
 }
