@@ -10,7 +10,9 @@
 #     give the time spent in authorize itself versus its risk-check and sandbox hops.
 #     Run twice: key-value file on disk (SQLite, synchronous=FULL: every commit is fsync'd)
 #     and on tmpfs (/dev/shm: same code, no fsync cost), to show what the disk costs, and on
-#     a local Redis (production's backend; AOF fsync'd every second).
+#     a local Redis (production's backend; AOF fsync'd every second). On tmpfs, a second
+#     measured run sends a fresh Idempotency-Key with every payment (as Stripe-style clients
+#     do): what the key's record and its expiry slot cost, as a ratio to the unkeyed run.
 #
 # Needs wrk (`apt-get install -y wrk`), curl and python3. Env: BENCH_SECONDS (default 10)
 # per measured run, BENCH_PORT (default 3999), BENCH_SKIP_BUILD=1 to use existing builds
@@ -57,35 +59,6 @@ if [ "${BENCH_SKIP_HOST:-0}" != 1 ]; then
 fi
 
 # ---- 2. authorize end to end ------------------------------------------------------------
-cat > "$work/pay.lua" <<'LUA'
--- POST /v1/payments: a qr_customer payment (the sandbox succeeds synchronously), with an
--- auth code unique per run, thread and request.
-local counter = 0
-local run = os.getenv("BENCH_RUN") or "0"
-local next_tid = 0
-function setup(thread)
-  next_tid = next_tid + 1
-  thread:set("tid", next_tid)
-end
-function init(args)
-  wrk.method = "POST"
-  wrk.headers["Content-Type"] = "application/json"
-  wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_SK")
-end
-function request()
-  counter = counter + 1
-  local code = string.format("28%s%02d%010d", run, tid, counter)
-  local body = '{"amount_minor":1250,"currency":"CNY","channel":"sandbox","method":{"type":"qr_customer","auth_code":"' .. code .. '"}}'
-  return wrk.format(nil, "/v1/payments", nil, body)
-end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("bench-errors: status=%d connect=%d read=%d write=%d timeout=%d\n",
-    e.status, e.connect, e.read, e.write, e.timeout))
-  io.write(string.format("bench-latency-us: p50=%d p99=%d\n",
-    latency:percentile(50), latency:percentile(99)))
-end
-LUA
 
 # authorize_run <name> <kv dir | redis://url>: start the app, create a merchant, warm up,
 # measure.
@@ -114,19 +87,24 @@ authorize_run() {
   sk=$(curl -sf -X POST "http://127.0.0.1:$port/v1/admin/merchants" \
     -H 'Authorization: Bearer admin_bench_token' -H 'Content-Type: application/json' \
     -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])')
-  BENCH_SK=$sk BENCH_RUN=1 wrk -t2 -c"$connections" -d3s -s "$work/pay.lua" \
+  BENCH_SK=$sk BENCH_RUN=1 wrk -t2 -c"$connections" -d3s -s "$root/scripts/bench-pay.lua" \
     "http://127.0.0.1:$port" > "$work/$name-warmup.txt"
   sleep 1
   local mark
   mark=$(wc -l < "$work/$name-host.log")
   uptime | sed 's/.*load average: //' > "$work/$name-load.txt"
-  BENCH_SK=$sk BENCH_RUN=2 wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "$work/pay.lua" \
+  BENCH_SK=$sk BENCH_RUN=2 wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "$root/scripts/bench-pay.lua" \
     "http://127.0.0.1:$port" > "$work/$name-wrk.txt"
   sleep 0.5
   tail -n "+$((mark + 1))" "$work/$name-host.log" > "$work/$name-measured.log"
+  if [ "$name" = tmpfs ]; then
+    BENCH_KEYED=1 BENCH_SK=$sk BENCH_RUN=4 wrk -t2 -c"$connections" -d"${seconds}s" --latency \
+      -s "$root/scripts/bench-pay.lua" "http://127.0.0.1:$port" > "$work/$name-keyed-wrk.txt"
+    sleep 0.5
+  fi
   # One connection: the time each component takes when nothing queues in front of it.
   mark=$(wc -l < "$work/$name-host.log")
-  BENCH_SK=$sk BENCH_RUN=3 wrk -t1 -c1 -d3s -s "$work/pay.lua" \
+  BENCH_SK=$sk BENCH_RUN=3 wrk -t1 -c1 -d3s -s "$root/scripts/bench-pay.lua" \
     "http://127.0.0.1:$port" > "$work/$name-single.txt"
   sleep 0.5
   tail -n "+$((mark + 1))" "$work/$name-host.log" > "$work/$name-single.log"
@@ -225,6 +203,11 @@ for name in ("disk", "tmpfs", "redis"):
     rows.append((f"  per payment ({name})", f"authorize p50 {pct(a,50)/1000:.1f}ms mean {mean(a)/1000:.1f}ms",
                  f"risk-check p50 {pct(r,50)/1000:.1f}ms sandbox p50 {pct(s,50)/1000:.1f}ms",
                  f"authorize itself mean {own/1000:.1f}ms; statuses {statuses}; wrk {errs}"))
+    keyed = os.path.join(work, f"{name}-keyed-wrk.txt")
+    if os.path.exists(keyed):
+        krps, kp50, kp99, kerrs = wrk(keyed)
+        rows.append((f"  with Idempotency-Key ({name})", f"{krps:.0f} req/s", f"p50 {kp50/1000:.1f}ms p99 {kp99/1000:.1f}ms",
+                     f"{krps / rps:.2f} of the unkeyed run; wrk {kerrs}"))
     own1 = mean(a1) - (sum(r1) + sum(s1)) // max(len(a1), 1)
     rows.append((f"  one connection ({name})", f"authorize p50 {pct(a1,50)/1000:.2f}ms mean {mean(a1)/1000:.2f}ms",
                  f"risk-check p50 {pct(r1,50)/1000:.2f}ms sandbox p50 {pct(s1,50)/1000:.2f}ms",
