@@ -18,7 +18,8 @@
 //!   components call it ([`store::assess`] in [`Mode::Preview`] or [`Mode::Record`]).
 //! * [`record_payment`] after a payment is accepted, [`record_refund`] after a refund: one
 //!   compare-and-swap per counted entity (≤ 4, each in a loop of at most
-//!   [`CAS_ATTEMPTS_MAX`]) plus one per AML report. Idempotent per event id.
+//!   [`CAS_ATTEMPTS_MAX`]) plus one per AML report. Idempotent per event id, which also
+//!   settles a write whose outcome the store could not tell (see [`apply_update_seeded`]).
 //!
 //! The counter layout and why it uses compare-and-swap records is in [`counters`].
 
@@ -176,12 +177,21 @@ pub async fn apply_update<R: Repository>(
 
 /// [`apply_update`] whose first attempt uses `seed` (storage version, record) instead of
 /// reading; a conflict re-reads.
+///
+/// A write whose outcome is unknown ([`RepoError::OutcomeUnknown`]) is settled by the
+/// re-read too: every write of a counter record appends exactly one event id, so if ours
+/// (the write of version `v + 1`) landed, its id is still among the last
+/// [`counters::APPLIED_IDS_MAX`] unless more than that many writes have landed on top. Within
+/// that distance an absent id proves it did not land, and the update is applied again;
+/// beyond it the answer stays unknown and the error is returned.
 pub async fn apply_update_seeded<R: Repository>(
     repo: &R,
     u: &CounterUpdate,
     seed: Option<(u64, CounterRecord)>,
 ) -> Result<CounterRecord, EngineError> {
     let mut seed = seed;
+    // The version our last write expected, when its outcome is unknown.
+    let mut unknown_from: Option<u64> = None;
     for _ in 0..CAS_ATTEMPTS_MAX {
         let (version, before) = match seed.take() {
             Some(s) => s,
@@ -193,9 +203,15 @@ pub async fn apply_update_seeded<R: Repository>(
         let Some(after) = before.clone().apply(&u.key, &u.delta)? else {
             return Ok(before);
         };
+        if let Some(expected) = unknown_from.take()
+            && version.saturating_sub(expected) > counters::APPLIED_IDS_MAX as u64
+        {
+            return Err(RepoError::OutcomeUnknown { key: u.key.clone() }.into());
+        }
         match repo.put_if_version(&u.key, version, after.encode()).await {
             Ok(_) => return Ok(after),
             Err(RepoError::Conflict { .. }) => continue,
+            Err(RepoError::OutcomeUnknown { .. }) => unknown_from = Some(version),
             Err(e) => return Err(e.into()),
         }
     }
@@ -222,7 +238,9 @@ pub async fn file_report<R: Repository>(repo: &R, report: &AmlReport) -> Result<
         let bytes = serde_json::to_vec(&next).expect("AML day serializes");
         match repo.put_if_version(&k, version, bytes).await {
             Ok(_) => return Ok(true),
-            Err(RepoError::Conflict { .. }) => continue,
+            // Appending is idempotent (one report per kind, payer and day): after an
+            // unknown outcome the re-read shows whether it is filed.
+            Err(RepoError::Conflict { .. } | RepoError::OutcomeUnknown { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
     }

@@ -6,10 +6,12 @@ use futures::executor::block_on;
 use spinpay_core::crypto::Keyring;
 use spinpay_core::model::{Payer, PaymentMethod, RiskDecision};
 use spinpay_core::money::Currency;
-use spinpay_core::repo::Repository;
 use spinpay_core::repo::memory::MemoryRepository;
+use spinpay_core::repo::{RepoError, Repository, Versioned};
 use spinpay_core::riskengine::store::{assess, get_config, load_merchant, put_config, salt_key};
-use spinpay_core::riskengine::{CounterRecord, EngineConfig, Mode, RiskInput};
+use spinpay_core::riskengine::{
+    CounterRecord, CounterUpdate, EngineConfig, Mode, RiskInput, apply_update,
+};
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::Ctx;
 
@@ -181,12 +183,14 @@ fn a_cached_configuration_gives_way_to_the_next_put() {
     });
 }
 
-#[test]
-fn concurrent_recordings_under_injected_faults_count_each_payment_exactly_once() {
-    // Proves counting is exact when 40 assessments of 20 payments (each sent twice) run
-    // interleaved against a store that yields, reports spurious conflicts and fails:
-    // every failed call is retried with the same payment id until it succeeds, and the
-    // payer's 1 h count ends at exactly 20.
+/// Runs 40 interleaved recorded assessments, call `i` for payment `payment_of(i)`, against
+/// a store with `faults`; a failed call is retried with the same payment up to `attempts`
+/// times in all. Returns the payer's 1 h count and the store's operation counts.
+fn record_concurrently(
+    faults: spinpay_core::repo::memory::Faults,
+    payment_of: impl Fn(u32) -> u32,
+    attempts: u32,
+) -> (u64, spinpay_core::repo::memory::OpCounts) {
     use spinpay_core::repo::memory::Faults;
     use spinpay_core::riskengine::store::load_counters_versioned;
     use spinpay_core::riskengine::{Dimension, Window};
@@ -201,25 +205,19 @@ fn concurrent_recordings_under_injected_faults_count_each_payment_exactly_once()
         load_merchant(&ctx, &mut SplitMix64::new(1), MID, None)
             .await
             .unwrap();
-        repo.set_faults(Faults {
-            conflict_per_mille: 200,
-            unavailable_per_mille: 50,
-            yield_per_mille: 500,
-            unknown_outcome_per_mille: 0,
-        });
+        repo.set_faults(faults);
         let calls = (0..40_u32).map(|i| {
-            let ctx = &ctx;
+            let (ctx, payment) = (&ctx, payment_of(i));
             async move {
                 let mut rng = SplitMix64::new(u64::from(i));
-                for _ in 0..200 {
-                    if assess(ctx, &mut rng, &input(i % 20), Mode::Record, None)
-                        .await
-                        .is_ok()
-                    {
-                        return;
+                let mut last = None;
+                for _ in 0..attempts {
+                    match assess(ctx, &mut rng, &input(payment), Mode::Record, None).await {
+                        Ok(_) => return,
+                        Err(e) => last = Some(e),
                     }
                 }
-                panic!("assessment {i} never succeeded");
+                panic!("assessment {i} never succeeded: {last:?}");
             }
         });
         futures::future::join_all(calls).await;
@@ -230,9 +228,25 @@ fn concurrent_recordings_under_injected_faults_count_each_payment_exactly_once()
         let ei = input(0).engine_input(m.salt.expose()).unwrap();
         let loaded = load_counters_versioned(&repo, &ei).await.unwrap();
         let payer = loaded.counters.get(Dimension::Payer).unwrap();
-        assert_eq!(payer.totals(Window::H1, T0).count, 20);
-        assert!(repo.counts().injected_conflicts > 0 && repo.counts().injected_failures > 0);
-    });
+        (payer.totals(Window::H1, T0).count, repo.counts())
+    })
+}
+
+#[test]
+fn concurrent_recordings_under_injected_faults_count_each_payment_exactly_once() {
+    // Proves counting is exact when 40 assessments of 20 payments (each sent twice) run
+    // interleaved against a store that yields, reports spurious conflicts and fails:
+    // every failed call is retried with the same payment id until it succeeds, and the
+    // payer's 1 h count ends at exactly 20.
+    let faults = spinpay_core::repo::memory::Faults {
+        conflict_per_mille: 200,
+        unavailable_per_mille: 50,
+        yield_per_mille: 500,
+        unknown_outcome_per_mille: 0,
+    };
+    let (count, ops) = record_concurrently(faults, |i| i % 20, 200);
+    assert_eq!(count, 20);
+    assert!(ops.injected_conflicts > 0 && ops.injected_failures > 0);
 }
 
 #[test]
@@ -257,4 +271,118 @@ fn buckets_are_stored_as_short_integer_arrays_and_bad_ones_are_refused() {
     rec["m1"][0] = serde_json::json!([0, -3]);
     let bytes = serde_json::to_vec(&rec).unwrap();
     assert!(CounterRecord::decode("k", &bytes).is_err());
+}
+
+#[test]
+fn concurrent_recordings_whose_writes_have_unknown_outcomes_all_succeed_and_count_once() {
+    // Proves a counter write whose outcome is unknown (a tenth of all updates; half of
+    // them landed) is settled by the re-read instead of failing the assessment: 40
+    // interleaved assessments of 40 payments each succeed on their first call, and the
+    // payer's 1 h count is exactly 40.
+    let faults = spinpay_core::repo::memory::Faults {
+        conflict_per_mille: 100,
+        unavailable_per_mille: 0,
+        yield_per_mille: 500,
+        unknown_outcome_per_mille: 100,
+    };
+    let (count, ops) = record_concurrently(faults, |i| i, 1);
+    assert_eq!(count, 40);
+    assert!(ops.injected_unknown_outcomes > 0);
+}
+
+#[test]
+fn an_unknown_write_outcome_is_settled_while_its_event_id_is_remembered_and_refused_after() {
+    // Proves the window of the settling re-read: the write landed and then `others` more
+    // writes did before the re-read. With 31 others the record still remembers our event
+    // id: the update succeeds, counted once. With 32 others the id has been forgotten:
+    // the update reports the unknown outcome instead of counting a second time.
+    use spinpay_core::riskengine::Window;
+    use spinpay_core::riskengine::counters::{APPLIED_IDS_MAX, CounterDelta};
+    let update = |id: String| CounterUpdate {
+        key: "risk/mch_x/c/payer/abc".into(),
+        delta: CounterDelta {
+            event_id: id,
+            at_ms: T0,
+            count: 1,
+            amount_minor: 100,
+            tier: None,
+            near: false,
+            refund: false,
+            rapid_refund: false,
+            profile: None,
+        },
+    };
+    let prior = APPLIED_IDS_MAX + 8;
+    for others in [APPLIED_IDS_MAX - 1, APPLIED_IDS_MAX] {
+        let repo = MemoryRepository::new();
+        block_on(async {
+            for i in 0..prior {
+                apply_update(&repo, &update(format!("prior-{i}")))
+                    .await
+                    .unwrap();
+            }
+            let racing = LandsThenLosesTrack {
+                inner: &repo,
+                others,
+                fired: std::cell::Cell::new(false),
+                update: &update,
+            };
+            let result = apply_update(&racing, &update("ours".into())).await;
+            let stored = repo.get("risk/mch_x/c/payer/abc").await.unwrap().unwrap();
+            let record = CounterRecord::decode("k", &stored.value).unwrap();
+            // Ours landed exactly once either way.
+            let expected = (prior + 1 + others) as u64;
+            assert_eq!(
+                record.totals(Window::H1, T0).count,
+                expected,
+                "others = {others}"
+            );
+            if others < APPLIED_IDS_MAX {
+                assert!(result.is_ok(), "{result:?}");
+            } else {
+                assert!(result.is_err(), "an unsettled outcome must not count again");
+            }
+        });
+    }
+}
+
+/// The memory repository, except that the first update of an existing record lands, then
+/// `others` more updates land on top, and only then is the outcome reported unknown.
+struct LandsThenLosesTrack<'a, F: Fn(String) -> CounterUpdate> {
+    inner: &'a MemoryRepository,
+    others: usize,
+    fired: std::cell::Cell<bool>,
+    update: &'a F,
+}
+
+impl<F: Fn(String) -> CounterUpdate> Repository for LandsThenLosesTrack<'_, F> {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
+        self.inner.get(key).await
+    }
+    async fn put_if_version(
+        &self,
+        key: &str,
+        expected: u64,
+        value: Vec<u8>,
+    ) -> Result<u64, RepoError> {
+        let written = self.inner.put_if_version(key, expected, value).await?;
+        if expected == 0 || self.fired.replace(true) {
+            return Ok(written);
+        }
+        for i in 0..self.others {
+            apply_update(self.inner, &(self.update)(format!("other-{i}")))
+                .await
+                .unwrap();
+        }
+        Err(RepoError::OutcomeUnknown { key: key.into() })
+    }
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
+        self.inner.increment(key, delta).await
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, RepoError> {
+        self.inner.get_many(keys).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), RepoError> {
+        self.inner.delete(key).await
+    }
 }
