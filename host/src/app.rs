@@ -181,8 +181,8 @@ pub async fn start(opts: AppOptions) -> anyhow::Result<RunningApp> {
     let app = Arc::new(load(&opts).await?);
     let stores = app
         .stores
-        .labels()
-        .filter_map(|label| Some((label.to_string(), Arc::downgrade(&app.stores.get(label)?))))
+        .iter()
+        .map(|(label, store)| (label.to_string(), Arc::downgrade(store)))
         .collect();
     let listener = std::net::TcpListener::bind(opts.listen)
         .with_context(|| format!("binding {}", opts.listen))?;

@@ -79,6 +79,12 @@ impl KvStores {
     pub fn get(&self, label: &str) -> Option<Arc<dyn KvBackend>> {
         self.stores.get(label).cloned()
     }
+    /// Every store with its label.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<dyn KvBackend>)> {
+        self.stores
+            .iter()
+            .map(|(label, store)| (label.as_str(), store))
+    }
     /// Labels configured.
     pub fn labels(&self) -> impl Iterator<Item = &str> {
         self.stores.keys().map(String::as_str)

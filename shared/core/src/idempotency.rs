@@ -93,7 +93,7 @@ pub fn first_claim_for(existing: Option<&IdempotencyRecord>, now_ms: i64) -> i64
     match existing {
         Some(r)
             if r.state == IdempotencyState::InProgress
-                && now_ms.saturating_sub(r.created_at_ms) <= IDEMPOTENCY_RETENTION_MS =>
+                && !past_retention(r.created_at_ms, now_ms) =>
         {
             r.first_claimed_at_ms()
         }
@@ -144,6 +144,12 @@ pub fn validate_key(key: &str) -> Result<(), ApiError> {
     }
 }
 
+/// True once a record written at `created_at_ms` is past its retention: it is no longer
+/// replayed, and the sweep may delete it.
+pub fn past_retention(created_at_ms: i64, now_ms: i64) -> bool {
+    now_ms.saturating_sub(created_at_ms) > IDEMPOTENCY_RETENTION_MS
+}
+
 /// Decides what to do given the stored record (if any).
 pub fn decide(
     existing: Option<&IdempotencyRecord>,
@@ -153,10 +159,10 @@ pub fn decide(
     let Some(record) = existing else {
         return IdempotencyDecision::New;
     };
-    let age_ms = now_ms.saturating_sub(record.created_at_ms);
-    if age_ms > IDEMPOTENCY_RETENTION_MS {
+    if past_retention(record.created_at_ms, now_ms) {
         return IdempotencyDecision::New;
     }
+    let age_ms = now_ms.saturating_sub(record.created_at_ms);
     let lock = if age_ms > IDEMPOTENCY_LOCK_TTL_MS {
         IdempotencyDecision::New
     } else {

@@ -5,13 +5,14 @@
 
 mod common;
 
+use common::hooked::{Hooked, Hooks, Op};
 use common::*;
 use futures::executor::block_on;
 use futures::future::join_all;
 use spinpay_core::error::ApiError;
 use spinpay_core::idempotency::{IDEMPOTENCY_LOCK_TTL_MS, IDEMPOTENCY_RETENTION_MS};
 use spinpay_core::repo::memory::{Faults, MemoryRepository};
-use spinpay_core::repo::{RepoError, Repository, Versioned};
+use spinpay_core::repo::{RepoError, Repository};
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::*;
 
@@ -237,9 +238,12 @@ fn condemned_by_a_failed_sweep() -> (MemoryRepository, String, i64) {
     let mid = block_on(async {
         let (m, _) = merchant(&ctx(&repo, &keys, t0), &mut SplitMix64::new(6)).await;
         keyed(&repo, &m.id, "k", "{}", "old", t0).await.unwrap();
-        let failing = Interfering {
-            fail_deletes: true,
-            ..Interfering::new(&repo)
+        let failing = Hooked {
+            inner: &repo,
+            hooks: Interference {
+                fail_deletes: true,
+                ..Interference::default()
+            },
         };
         let e = sweep_at(&failing, t1, t1).await.unwrap_err();
         assert_eq!(e.code(), "storage_unavailable");
@@ -303,13 +307,21 @@ fn a_claim_landing_between_the_condemnation_and_the_delete_is_refused_not_delete
         let (m, _) = merchant(&ctx(&repo, &keys, t0), &mut rng).await;
         keyed(&repo, &m.id, "k", "{}", "old", t0).await.unwrap();
         let t1 = t0 + DAY + 1;
-        let between = Interfering {
-            claim_at: Some((m.id.clone(), t1)),
-            ..Interfering::new(&repo)
+        let between = Hooked {
+            inner: &repo,
+            hooks: Interference {
+                claim_at: Some((m.id.clone(), t1)),
+                ..Interference::default()
+            },
         };
         let report = sweep_at(&between, t1, t1).await.unwrap();
         assert_eq!(report.idempotency_keys_expired, 1);
-        let claim = between.claim.borrow_mut().take().expect("the claim ran");
+        let claim = between
+            .hooks
+            .claim
+            .borrow_mut()
+            .take()
+            .expect("the claim ran");
         assert_eq!(claim, Err(ApiError::IdempotencyKeyInUse));
         // The retry after the delete runs as a new request, and stays.
         let retry = keyed(&repo, &m.id, "k", "{\"b\":2}", "new", t1 + 5).await;
@@ -417,59 +429,39 @@ fn sha(s: &str) -> String {
     spinpay_core::crypto::sha256_hex(s.as_bytes())
 }
 
-/// The memory repository with interference: deleting an idempotency record fails
-/// (`fail_deletes`), and/or one claim of key `k` (another body) is made, at the time in
-/// `claim_at`, right after the first write that condemns a record (its outcome lands in
-/// `claim`).
-struct Interfering<'a> {
-    inner: &'a MemoryRepository,
+/// Interference: deleting an idempotency record fails (`fail_deletes`), and/or one claim
+/// of key `k` (another body) is made, at the time in `claim_at`, right after the first
+/// write that condemns a record (its outcome lands in `claim`).
+#[derive(Default)]
+struct Interference {
     fail_deletes: bool,
     claim_at: Option<(String, i64)>,
     claim: std::cell::RefCell<Option<Result<Option<Reply>, ApiError>>>,
 }
 
-impl<'a> Interfering<'a> {
-    fn new(inner: &'a MemoryRepository) -> Interfering<'a> {
-        Interfering {
-            inner,
-            fail_deletes: false,
-            claim_at: None,
-            claim: std::cell::RefCell::new(None),
-        }
-    }
-}
-
-impl Repository for Interfering<'_> {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
-        self.inner.get(key).await
-    }
-    async fn put_if_version(
-        &self,
-        key: &str,
-        expected: u64,
-        value: Vec<u8>,
-    ) -> Result<u64, RepoError> {
-        let condemns = String::from_utf8_lossy(&value).contains("\"state\":\"expiring\"");
-        let written = self.inner.put_if_version(key, expected, value).await?;
-        if let Some((mid, at_ms)) = &self.claim_at
-            && condemns
-            && self.claim.borrow().is_none()
-        {
-            let outcome = keyed(self.inner, mid, "k", "{\"b\":2}", "mid", *at_ms).await;
-            *self.claim.borrow_mut() = Some(outcome);
-        }
-        Ok(written)
-    }
-    async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
-        self.inner.increment(key, delta).await
-    }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, RepoError> {
-        self.inner.get_many(keys).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), RepoError> {
-        if self.fail_deletes && key.contains("/idem/") {
+impl Hooks for Interference {
+    fn before(&self, op: Op, key: &str) -> Result<(), RepoError> {
+        if self.fail_deletes && op == Op::Delete && key.contains("/idem/") {
             return Err(RepoError::Unavailable("injected: delete failed".into()));
         }
-        self.inner.delete(key).await
+        Ok(())
+    }
+
+    async fn after_put(
+        &self,
+        store: &MemoryRepository,
+        _key: &str,
+        _expected: u64,
+        value: &[u8],
+        written: Result<u64, RepoError>,
+    ) -> Result<u64, RepoError> {
+        let condemns = String::from_utf8_lossy(value).contains("\"state\":\"expiring\"");
+        if let (Ok(_), true, Some((mid, at_ms))) = (&written, condemns, &self.claim_at)
+            && self.claim.borrow().is_none()
+        {
+            let outcome = keyed(store, mid, "k", "{\"b\":2}", "mid", *at_ms).await;
+            *self.claim.borrow_mut() = Some(outcome);
+        }
+        written
     }
 }

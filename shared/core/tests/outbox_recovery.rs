@@ -8,12 +8,13 @@ mod common;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
+use common::hooked::{Hooked, Hooks, Op};
 use common::*;
 use futures::executor::block_on;
 use spinpay_core::crypto::{Keyring, verify_header};
 use spinpay_core::model::{CaptureMode, Merchant, Payment, Refund, StoredEvent};
 use spinpay_core::repo::memory::MemoryRepository;
-use spinpay_core::repo::{RepoError, Repository, Versioned};
+use spinpay_core::repo::{RepoError, Repository};
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::*;
 
@@ -25,22 +26,13 @@ const LATER_MS: i64 = 10_000_000;
 
 /// A repository that "crashes" after `budget` operations: every later call fails, as if
 /// the process died there (nothing after the crash point reaches storage).
-struct CrashRepo<'a> {
-    inner: &'a MemoryRepository,
+struct Crash {
     budget: Cell<u64>,
     used: Cell<u64>,
 }
 
-impl<'a> CrashRepo<'a> {
-    fn new(inner: &'a MemoryRepository, budget: u64) -> CrashRepo<'a> {
-        CrashRepo {
-            inner,
-            budget: Cell::new(budget),
-            used: Cell::new(0),
-        }
-    }
-
-    fn step(&self) -> Result<(), RepoError> {
+impl Hooks for Crash {
+    fn before(&self, _op: Op, _key: &str) -> Result<(), RepoError> {
         self.used.set(self.used.get() + 1);
         match self.budget.get() {
             0 => Err(RepoError::Unavailable("crashed".into())),
@@ -52,31 +44,14 @@ impl<'a> CrashRepo<'a> {
     }
 }
 
-impl Repository for CrashRepo<'_> {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
-        self.step()?;
-        self.inner.get(key).await
-    }
-    async fn put_if_version(
-        &self,
-        key: &str,
-        expected: u64,
-        value: Vec<u8>,
-    ) -> Result<u64, RepoError> {
-        self.step()?;
-        self.inner.put_if_version(key, expected, value).await
-    }
-    async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
-        self.step()?;
-        self.inner.increment(key, delta).await
-    }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, RepoError> {
-        self.step()?;
-        self.inner.get_many(keys).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), RepoError> {
-        self.step()?;
-        self.inner.delete(key).await
+/// `inner`, crashing after `budget` operations.
+fn crash_repo(inner: &MemoryRepository, budget: u64) -> Hooked<'_, Crash> {
+    Hooked {
+        inner,
+        hooks: Crash {
+            budget: Cell::new(budget),
+            used: Cell::new(0),
+        },
     }
 }
 
@@ -291,11 +266,11 @@ macro_rules! crash_everywhere {
                 let $c = ctx(&repo, &keys, 1_000);
                 block_on(async { $setup })
             };
-            let crash = CrashRepo::new(&repo, k);
+            let crash = crash_repo(&repo, k);
             let finished = {
                 let $cc = ctx(&crash, &keys, 2_000);
                 let $rng2 = &mut $rng;
-                block_on(async { $op }).is_ok() && crash.used.get() <= k
+                block_on(async { $op }).is_ok() && crash.hooks.used.get() <= k
             };
             let endpoint = Endpoint::default();
             let later = ctx(&repo, &keys, LATER_MS);
@@ -375,14 +350,14 @@ fn a_crash_at_any_step_of_a_sweep_is_finished_by_the_next_sweep() {
         let c = ctx(&repo, &keys, 1_000);
         let (m, _) = block_on(notified_merchant(&c, &mut rng));
         // The writer stops right after its state write (12 ops: marker, payment, index…).
-        let crash = CrashRepo::new(&repo, 12);
+        let crash = crash_repo(&repo, 12);
         let cc = ctx(&crash, &keys, 2_000);
         let _ = block_on(pay(&cc, &ch, &mut rng, &m, 1250, QRC));
         let pay_key = &repo.keys_with_prefix("pay/")[0];
         let raw: serde_json::Value = stored(&repo, pay_key).unwrap();
         assert!(raw["outbox"].as_array().is_some_and(|o| !o.is_empty()));
         let endpoint = Endpoint::default();
-        let crash = CrashRepo::new(&repo, k);
+        let crash = crash_repo(&repo, k);
         let cc = ctx(&crash, &keys, LATER_MS);
         let first = block_on(sweep(&cc, &endpoint, &SweepRequest::default()));
         // An attempt the crashed sweep claimed is retried on schedule.
@@ -394,7 +369,7 @@ fn a_crash_at_any_step_of_a_sweep_is_finished_by_the_next_sweep() {
             &endpoint,
             &format!("sweep crash after {k} ops"),
         );
-        if first.is_ok() && crash.used.get() <= k {
+        if first.is_ok() && crash.hooks.used.get() <= k {
             return;
         }
     }

@@ -2,12 +2,15 @@
 //! configuration, the sealed per-merchant salt, preview vs recorded assessments, and
 //! refund recording.
 
+mod common;
+
+use common::hooked::{Hooked, Hooks};
 use futures::executor::block_on;
 use spinpay_core::crypto::Keyring;
 use spinpay_core::model::{Payer, PaymentMethod, RiskDecision};
 use spinpay_core::money::Currency;
 use spinpay_core::repo::memory::MemoryRepository;
-use spinpay_core::repo::{RepoError, Repository, Versioned};
+use spinpay_core::repo::{RepoError, Repository};
 use spinpay_core::riskengine::store::{assess, get_config, load_merchant, put_config, salt_key};
 use spinpay_core::riskengine::{
     CounterRecord, CounterUpdate, EngineConfig, Mode, RiskInput, apply_update,
@@ -321,11 +324,13 @@ fn an_unknown_write_outcome_is_settled_while_its_event_id_is_remembered_and_refu
                     .await
                     .unwrap();
             }
-            let racing = LandsThenLosesTrack {
+            let racing = Hooked {
                 inner: &repo,
-                others,
-                fired: std::cell::Cell::new(false),
-                update: &update,
+                hooks: LandsThenLosesTrack {
+                    others,
+                    fired: std::cell::Cell::new(false),
+                    update: &update,
+                },
             };
             let result = apply_update(&racing, &update("ours".into())).await;
             let stored = repo.get("risk/mch_x/c/payer/abc").await.unwrap().unwrap();
@@ -346,43 +351,32 @@ fn an_unknown_write_outcome_is_settled_while_its_event_id_is_remembered_and_refu
     }
 }
 
-/// The memory repository, except that the first update of an existing record lands, then
-/// `others` more updates land on top, and only then is the outcome reported unknown.
+/// The first update of an existing record lands, then `others` more updates land on top,
+/// and only then is its outcome reported unknown.
 struct LandsThenLosesTrack<'a, F: Fn(String) -> CounterUpdate> {
-    inner: &'a MemoryRepository,
     others: usize,
     fired: std::cell::Cell<bool>,
     update: &'a F,
 }
 
-impl<F: Fn(String) -> CounterUpdate> Repository for LandsThenLosesTrack<'_, F> {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
-        self.inner.get(key).await
-    }
-    async fn put_if_version(
+impl<F: Fn(String) -> CounterUpdate> Hooks for LandsThenLosesTrack<'_, F> {
+    async fn after_put(
         &self,
+        store: &MemoryRepository,
         key: &str,
         expected: u64,
-        value: Vec<u8>,
+        _value: &[u8],
+        written: Result<u64, RepoError>,
     ) -> Result<u64, RepoError> {
-        let written = self.inner.put_if_version(key, expected, value).await?;
+        let written = written?;
         if expected == 0 || self.fired.replace(true) {
             return Ok(written);
         }
         for i in 0..self.others {
-            apply_update(self.inner, &(self.update)(format!("other-{i}")))
+            apply_update(store, &(self.update)(format!("other-{i}")))
                 .await
                 .unwrap();
         }
         Err(RepoError::OutcomeUnknown { key: key.into() })
-    }
-    async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
-        self.inner.increment(key, delta).await
-    }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, RepoError> {
-        self.inner.get_many(keys).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), RepoError> {
-        self.inner.delete(key).await
     }
 }

@@ -1,6 +1,6 @@
 //! Deleting expired idempotency records, so the 24 h retention bounds what is stored.
 //!
-//! A record answers replays for [`IDEMPOTENCY_RETENTION_MS`] after its claim; then it is
+//! A record answers replays for [`crate::idempotency::IDEMPOTENCY_RETENTION_MS`] after its claim; then it is
 //! dead weight (about a response body per keyed request). The store cannot list keys by
 //! age, so:
 //!
@@ -27,7 +27,7 @@ use super::outbox::{self, Queue, Slot, SlotState};
 use super::{Ctx, read, to_bytes};
 use crate::error::ApiError;
 use crate::idempotency::{
-    IDEMPOTENCY_LOCK_TTL_MS, IDEMPOTENCY_RETENTION_MS, IdempotencyRecord, IdempotencyState,
+    IDEMPOTENCY_LOCK_TTL_MS, IdempotencyRecord, IdempotencyState, past_retention,
 };
 use crate::keys;
 use crate::repo::{RepoError, Repository};
@@ -82,7 +82,7 @@ pub(crate) async fn expire_merchant<R: Repository>(
                 Some(_) if blocked => SlotState::Wait,
                 // A tombstone (its writer looked dead to a sweep).
                 Some(s) if s.id.is_empty() => SlotState::Done,
-                Some(s) if !expired(s.at_ms, ctx.now_ms) => SlotState::Wait,
+                Some(s) if !past_retention(s.at_ms, ctx.now_ms) => SlotState::Wait,
                 Some(_) if done.deleted >= budget => {
                     done.budget_reached = true;
                     SlotState::Wait
@@ -108,12 +108,6 @@ pub(crate) async fn expire_merchant<R: Repository>(
     }
 }
 
-/// True once a record claimed at `claimed_at_ms` is past its retention (the same
-/// comparison as [`crate::idempotency::decide`]).
-fn expired(claimed_at_ms: i64, now_ms: i64) -> bool {
-    now_ms.saturating_sub(claimed_at_ms) > IDEMPOTENCY_RETENTION_MS
-}
-
 /// Condemns and deletes one slot's record if it is still the expired one; says whether
 /// the slot is finished and whether a record was deleted.
 async fn expire_record<R: Repository>(
@@ -126,19 +120,18 @@ async fn expire_record<R: Repository>(
         return Ok((SlotState::Done, false));
     };
     let age_ms = ctx.now_ms.saturating_sub(record.created_at_ms);
-    let condemn = match record.state {
-        // Condemned by a sweep that is still deleting it (wait), or died (again).
-        IdempotencyState::Expiring => age_ms > IDEMPOTENCY_LOCK_TTL_MS,
-        IdempotencyState::InProgress | IdempotencyState::Completed { .. } => {
-            expired(record.created_at_ms, ctx.now_ms)
+    match record.state {
+        // Condemned by a sweep that may still be deleting it: leave it to that sweep.
+        IdempotencyState::Expiring if age_ms <= IDEMPOTENCY_LOCK_TTL_MS => {
+            return Ok((SlotState::Wait, false));
         }
-    };
-    if !condemn {
-        return Ok(match record.state {
-            IdempotencyState::Expiring => (SlotState::Wait, false),
-            // Claimed again after this slot's claim: the later slot covers it.
-            _ => (SlotState::Done, false),
-        });
+        // Condemned by a sweep that died: condemn it again.
+        IdempotencyState::Expiring => {}
+        // Claimed again after this slot's claim: the later slot covers it.
+        _ if !past_retention(record.created_at_ms, ctx.now_ms) => {
+            return Ok((SlotState::Done, false));
+        }
+        _ => {}
     }
     let condemned = IdempotencyRecord {
         state: IdempotencyState::Expiring,

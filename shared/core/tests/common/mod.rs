@@ -1,6 +1,8 @@
 //! Test harness: a simulated channel with the sandbox's magic amounts, and helpers.
 #![allow(dead_code)]
 
+pub mod hooked;
+
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 

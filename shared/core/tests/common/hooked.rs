@@ -1,0 +1,80 @@
+//! A [`MemoryRepository`] seen through hooks, for tests that interfere with chosen
+//! operations (fail them, or act on the store right after a write) and pass every other
+//! call straight through.
+
+use spinpay_core::repo::memory::MemoryRepository;
+use spinpay_core::repo::{RepoError, Repository, Versioned};
+
+/// Which operation a hook sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Get,
+    Put,
+    Increment,
+    GetMany,
+    Delete,
+}
+
+/// What a test changes; every method defaults to passing the call through.
+#[allow(async_fn_in_trait)]
+pub trait Hooks {
+    /// Before any operation (`key`: the key, or the first of a `get_many`): an error is
+    /// the operation's answer and it never reaches the store.
+    fn before(&self, _op: Op, _key: &str) -> Result<(), RepoError> {
+        Ok(())
+    }
+
+    /// After a compare-and-swap reached the store with `value` (`written` is what the
+    /// store answered): may act on the store and change the answer.
+    async fn after_put(
+        &self,
+        _store: &MemoryRepository,
+        _key: &str,
+        _expected: u64,
+        _value: &[u8],
+        written: Result<u64, RepoError>,
+    ) -> Result<u64, RepoError> {
+        written
+    }
+}
+
+/// The memory repository with `hooks`.
+pub struct Hooked<'a, H> {
+    pub inner: &'a MemoryRepository,
+    pub hooks: H,
+}
+
+impl<H: Hooks> Repository for Hooked<'_, H> {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
+        self.hooks.before(Op::Get, key)?;
+        self.inner.get(key).await
+    }
+    async fn put_if_version(
+        &self,
+        key: &str,
+        expected: u64,
+        value: Vec<u8>,
+    ) -> Result<u64, RepoError> {
+        self.hooks.before(Op::Put, key)?;
+        let written = self
+            .inner
+            .put_if_version(key, expected, value.clone())
+            .await;
+        self.hooks
+            .after_put(self.inner, key, expected, &value, written)
+            .await
+    }
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
+        self.hooks.before(Op::Increment, key)?;
+        self.inner.increment(key, delta).await
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, RepoError> {
+        let first = keys.first().map_or("", String::as_str);
+        self.hooks.before(Op::GetMany, first)?;
+        self.inner.get_many(keys).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), RepoError> {
+        self.hooks.before(Op::Delete, key)?;
+        self.inner.delete(key).await
+    }
+}
