@@ -29,9 +29,11 @@
 //!   busy, the job waits for the writer thread, which keeps async workers free during the
 //!   fsync and batches every writer that arrives meanwhile. A caller leads one group only:
 //!   jobs queued behind it go to the writer thread, never to a loop on the caller's thread.
-//! - Plain reads run on the calling thread with a connection of a small reader pool (WAL
-//!   lets readers run beside the writer and a point read takes microseconds), which avoids
-//!   a thread hand-off per read; when every reader is busy the read waits for one on
+//! - Plain reads run on the calling thread, which avoids a thread hand-off per read: on
+//!   the writer connection when nobody leads it (its page cache survives its own commits,
+//!   while a reader connection drops its cache after every commit by another), else with
+//!   a connection of a small reader pool (WAL lets readers run beside the writer and a
+//!   point read takes microseconds); when every reader is busy the read waits for one on
 //!   tokio's blocking pool instead of blocking an async worker.
 
 use std::collections::VecDeque;
@@ -299,15 +301,30 @@ impl SqliteDb {
         self.writer.lock_queue().inline_commit_max_us = max_us;
     }
 
-    /// Run the read `f` on a reader connection: on this thread when one is idle, else on
-    /// the blocking pool once one frees up. An in-memory database reads through the writer
+    /// Run the read `f`: on the writer connection, on this thread, when no leader is using
+    /// it; else on a reader connection, on this thread when one is idle, else on the
+    /// blocking pool once one frees up. An in-memory database reads through the writer
     /// (its only connection), inside a group's transaction.
+    ///
+    /// Why the writer first: a reader connection drops its whole page cache whenever
+    /// another connection has committed since its last read (SQLite's WAL change check),
+    /// and a payment commits between almost every two reads, so every reader read went
+    /// back to the file for each page of its B-tree path. The writer's cache survives
+    /// its own commits.
     async fn read<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> KvResult<T> {
         if self.in_memory {
             return self.write(move |conn| f(conn).map(Ok)).await;
+        }
+        if let Some(turn) = self.writer.lead_a_read() {
+            let result = match self.writer.conn.lock() {
+                Ok(conn) => f(&conn).map_err(|e| sql_error(&self.path, e)),
+                Err(_) => Err(self.writer.unusable()),
+            };
+            drop(turn);
+            return result;
         }
         let idle = self
             .readers
@@ -418,16 +435,37 @@ impl Writer {
         completions: &mut Vec<Completion>,
     ) -> Option<Duration> {
         let Ok(conn) = self.conn.lock() else {
-            let e = KvError::Other(format!(
-                "sqlite {}: writer connection unusable after a panic",
-                self.path.display()
-            ));
+            let e = self.unusable();
             for job in jobs.drain(..) {
                 (job(Err(e.clone())).done)(Err(e.clone()));
             }
             return None;
         };
         commit_group(&conn, &self.path, jobs, completions)
+    }
+
+    /// Lead the writer connection for one read, when nobody leads: the turn's end hands
+    /// any write queued meanwhile to the writer thread, as after an inline write. `None`
+    /// while a leader is busy (or the writer has stopped): read elsewhere then.
+    fn lead_a_read(&self) -> Option<LeaderTurn<'_>> {
+        let mut queue = self.lock_queue();
+        if queue.stopped || queue.leader != Leader::Nobody {
+            return None;
+        }
+        queue.leader = Leader::Caller;
+        Some(LeaderTurn {
+            writer: self,
+            by: Leader::Caller,
+            cost: None,
+        })
+    }
+
+    /// The error for every use of a connection that a panicking job left poisoned.
+    fn unusable(&self) -> KvError {
+        KvError::Other(format!(
+            "sqlite {}: writer connection unusable after a panic",
+            self.path.display()
+        ))
     }
 
     /// End a leader's turn: record the group's cost, then give leadership up — to nobody
@@ -749,9 +787,19 @@ fn snapshot<T>(
     if !conn.is_autocommit() {
         return f(conn);
     }
-    let tx = conn.unchecked_transaction()?;
-    let out = f(&tx)?;
-    tx.commit()?;
+    // Cached statements: `Connection::transaction` parses BEGIN and COMMIT on every call.
+    run_cached(conn, "BEGIN")?;
+    let out = f(conn);
+    let ended = match out {
+        Ok(_) => run_cached(conn, "COMMIT"),
+        Err(_) => Err(rusqlite::Error::InvalidQuery),
+    };
+    if ended.is_err() && !conn.is_autocommit() {
+        // Never leave a snapshot open: it would pin the WAL and hide later writes.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    let out = out?;
+    ended?;
     Ok(out)
 }
 
@@ -980,17 +1028,96 @@ mod tests {
 
     #[tokio::test]
     async fn an_acknowledged_write_is_visible_to_the_next_read_and_to_a_new_opener() {
-        // Proves a write is answered only after its commit: the reader pool and a fresh
-        // connection both see it as soon as the call returned.
+        // Proves a write is answered only after its commit: a read through the idle
+        // writer, a read from the reader pool (while a leader holds the writer) and a
+        // fresh connection all see it as soon as the call returned.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.db");
-        let store = SqliteStore::open(&path, "default").unwrap();
+        let db = SqliteDb::open(&path).unwrap();
+        let store = SqliteStore::new(db.clone(), "default");
         for i in 0..20u8 {
             store.set("k", vec![i]).await.unwrap();
             assert_eq!(store.get("k").await.unwrap(), Some(vec![i]));
+            // The writer thread may still be ending the group that answered the write.
+            wait_until(|| db.writer.lock_queue().leader == Leader::Nobody).await;
+            let held = db.writer.hold();
+            assert_eq!(store.get("k").await.unwrap(), Some(vec![i]));
+            drop(held);
             let other = Connection::open(&path).unwrap();
             assert_eq!(select_value(&other, "default", "k").unwrap(), Some(vec![i]));
         }
+    }
+
+    #[tokio::test]
+    async fn a_read_uses_the_idle_writer_and_never_waits_for_a_busy_one() {
+        // Proves the read routing: with every reader connection taken away, reads still
+        // answer at once while nobody leads (they run on the writer connection); while a
+        // leader holds the writer (a group commit, an fsync on disk), a read answers from
+        // a reader connection instead of waiting for it.
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDb::open(&dir.path().join("kv.db")).unwrap();
+        let store = SqliteStore::new(db.clone(), "default");
+        store.set("k", b"v".to_vec()).await.unwrap();
+        wait_until(|| db.writer.lock_queue().leader == Leader::Nobody).await;
+        let taken: Vec<Connection> = std::mem::take(&mut *db.readers.idle.lock().unwrap());
+        assert_eq!(taken.len(), SQLITE_READERS_MAX as usize);
+        let read = tokio::time::timeout(Duration::from_secs(5), store.get("k")).await;
+        let many = store.get_many(vec!["k".into(), "absent".into()]);
+        let many = tokio::time::timeout(Duration::from_secs(5), many).await;
+        // Back before asserting, so a read stuck waiting for a reader ends with the test.
+        db.readers.idle.lock().unwrap().extend(taken);
+        db.readers.available.notify_all();
+        assert_eq!(
+            read.expect("read through the idle writer").unwrap(),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(
+            many.expect("batch read through the idle writer").unwrap(),
+            vec![
+                ("k".to_string(), Some(b"v".to_vec())),
+                ("absent".to_string(), None)
+            ]
+        );
+        assert!(
+            db.writer.conn.lock().unwrap().is_autocommit(),
+            "no snapshot left open"
+        );
+        wait_until(|| db.writer.lock_queue().leader == Leader::Nobody).await;
+        let held = db.writer.hold();
+        let read = tokio::time::timeout(Duration::from_secs(5), store.get("k")).await;
+        assert_eq!(
+            read.expect("read beside a busy writer").unwrap(),
+            Some(b"v".to_vec())
+        );
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn writes_queued_behind_a_read_on_the_writer_are_handed_on() {
+        // Proves a read leading the writer strands no write: writes arriving during it
+        // queue, and its end hands them to the writer thread, which commits them all.
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDb::open(&dir.path().join("kv.db")).unwrap();
+        let store = SqliteStore::new(db.clone(), "default");
+        let turn = db
+            .writer
+            .lead_a_read()
+            .expect("nobody leads a fresh database");
+        assert!(db.writer.lead_a_read().is_none(), "one leader at a time");
+        let mut tasks = Vec::new();
+        for i in 0..8i64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move { store.increment("n", i).await }));
+        }
+        wait_until(|| db.writer.lock_queue().jobs.len() == 8).await;
+        drop(turn);
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            store.get("n").await.unwrap(),
+            Some(28i64.to_le_bytes().to_vec())
+        );
     }
 
     #[tokio::test]
