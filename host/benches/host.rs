@@ -3,7 +3,10 @@
 //!   cargo bench -p spinpay-host --bench host
 //!
 //! (a) instantiate-and-handle time of a trivial component, fresh instance per request vs
-//!     instance reuse, in µs (sequential requests over one keep-alive connection);
+//!     instance reuse, in µs: in process (the request handed straight to the host's
+//!     dispatcher on a single-threaded runtime, as a serving thread does once hyper has
+//!     parsed it; no socket) and over loopback (sequential requests over one keep-alive
+//!     connection, against a native hyper hello-world: the added round-trip time);
 //! (b) requests/s and p50/p99 of the same handler at 32 connections with `wrk`
 //!     (Debian package `wrk`), and
 //! (c) a native hyper hello-world measured in the same run, as the baseline;
@@ -20,7 +23,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use spinpay_host::app::{AppOptions, RunningApp, start};
+use spinpay_host::app::{AppOptions, InProcessApp, RunningApp, start};
 
 /// The allocator `spinpay-host` itself uses (host/src/main.rs), so both sides of the
 /// ratio (the native baseline runs in this same process) are measured with it.
@@ -56,6 +59,16 @@ async fn run() {
     let fresh = start_app(&manifest, &dir, 1).await;
     let native = start_native().await;
 
+    println!("\n(a) in process, no socket ({REQUESTS_SEQUENTIAL} sequential requests each)");
+    let in_reuse = in_process(&manifest, &dir, 128);
+    let in_fresh = in_process(&manifest, &dir, 1);
+    print_seq("wasm, instance reuse", &in_reuse);
+    print_seq("wasm, fresh instance", &in_fresh);
+    println!(
+        "  in-process handle time p50: reuse {} µs, fresh {} µs (target <= 100 µs)",
+        in_reuse.p50, in_fresh.p50
+    );
+
     println!("\n(a) sequential requests over one connection ({REQUESTS_SEQUENTIAL} each)");
     let native_seq = sequential(&format!("http://{native}/")).await;
     let reuse_seq = sequential(&format!("{}/", reuse.base_url())).await;
@@ -64,7 +77,7 @@ async fn run() {
     print_seq("wasm, instance reuse", &reuse_seq);
     print_seq("wasm, fresh instance", &fresh_seq);
     println!(
-        "  in-process overhead p50 (reuse - native): {} µs; instantiate cost p50 (fresh - reuse): {} µs",
+        "  added round trip p50 (reuse - native): {} µs; instantiate cost p50 (fresh - reuse): {} µs",
         reuse_seq.p50.saturating_sub(native_seq.p50),
         fresh_seq.p50.saturating_sub(reuse_seq.p50)
     );
@@ -151,6 +164,43 @@ struct Seq {
     mean: u64,
 }
 
+/// Time [`REQUESTS_SEQUENTIAL`] requests handed one after another straight to the app's
+/// dispatcher, on a thread with a single-threaded runtime of its own (a serving thread's
+/// setup), after 100 unmeasured ones.
+fn in_process(manifest: &std::path::Path, dir: &tempfile::TempDir, reuse: u32) -> Seq {
+    let mut opts = AppOptions::new(manifest);
+    opts.kv_default_path = Some(dir.path().join(format!("kv-in-process-{reuse}.db")));
+    opts.max_instance_reuse_count = reuse;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                rt.block_on(async move {
+                    let app = InProcessApp::load(&opts).await.expect("bench app loads");
+                    let mut times = Vec::with_capacity(REQUESTS_SEQUENTIAL);
+                    for i in 0..REQUESTS_SEQUENTIAL + 100 {
+                        let req = http::Request::get("/")
+                            .header(http::header::HOST, "bench.local")
+                            .body(Bytes::new())
+                            .expect("request");
+                        let started = Instant::now();
+                        let resp = app.handle(req).await.expect("response");
+                        assert_eq!(resp.status(), 200);
+                        if i >= 100 {
+                            times.push(started.elapsed().as_micros() as u64);
+                        }
+                    }
+                    summarize(times)
+                })
+            })
+            .join()
+            .expect("in-process bench thread")
+    })
+}
+
 async fn sequential(url: &str) -> Seq {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut times = Vec::with_capacity(REQUESTS_SEQUENTIAL);
@@ -166,6 +216,10 @@ async fn sequential(url: &str) -> Seq {
             times.push(started.elapsed().as_micros() as u64);
         }
     }
+    summarize(times)
+}
+
+fn summarize(mut times: Vec<u64>) -> Seq {
     times.sort_unstable();
     Seq {
         p50: times[times.len() / 2],

@@ -220,6 +220,60 @@ pub async fn start(opts: AppOptions) -> anyhow::Result<RunningApp> {
     })
 }
 
+/// An app loaded and compiled but bound to no socket: each request goes straight to one
+/// [`Dispatcher`] on the caller's runtime, the way a serving thread hands it on after
+/// hyper parsed it. The host benchmark times the host's own work per request with it
+/// (routing, Spin's headers, instance reuse or instantiation, the guest, collecting the
+/// body), without the client, TCP and the wake-ups around them.
+pub struct InProcessApp {
+    dispatcher: Arc<Dispatcher>,
+    /// Keeps the stores open while the dispatcher is used.
+    _app: LoadedApp,
+}
+
+/// The client address an [`InProcessApp`] reports for every request.
+pub const IN_PROCESS_CLIENT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
+
+impl InProcessApp {
+    /// Load, validate and compile the app as [`start`] does, without binding.
+    pub async fn load(opts: &AppOptions) -> anyhow::Result<InProcessApp> {
+        let app = load(opts).await?;
+        Ok(InProcessApp {
+            dispatcher: app.dispatcher(),
+            _app: app,
+        })
+    }
+
+    /// Handle `req` as an inbound request from [`IN_PROCESS_CLIENT_ADDR`] and collect the
+    /// whole response body. Call it on a single-threaded runtime to match a serving thread:
+    /// instances run on the runtime that handles their requests.
+    pub async fn handle(&self, req: http::Request<Bytes>) -> anyhow::Result<http::Response<Bytes>> {
+        let req = req.map(full_body);
+        let resp = self
+            .dispatcher
+            .dispatch(
+                req,
+                Origin::Inbound {
+                    client_addr: IN_PROCESS_CLIENT_ADDR,
+                },
+            )
+            .await;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the response body: {e:?}"))?
+            .to_bytes();
+        Ok(http::Response::from_parts(parts, body))
+    }
+}
+
+impl Drop for InProcessApp {
+    fn drop(&mut self) {
+        self.dispatcher.begin_shutdown();
+    }
+}
+
 /// A single-threaded runtime for one of the app's threads.
 fn thread_runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_current_thread()

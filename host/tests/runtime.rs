@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use spinpay_host::app::{AppOptions, RunningApp, start};
+use spinpay_host::app::{AppOptions, IN_PROCESS_CLIENT_ADDR, InProcessApp, RunningApp, start};
 
 const GUEST_BUILD: &str = "cargo build --target wasm32-wasip2 --release -p guest-probe";
 
@@ -155,6 +155,40 @@ async fn routes_follow_spin_precedence_and_set_spin_headers() {
         "a private route is never matched from outside"
     );
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_in_process_app_routes_and_answers_like_the_served_one() {
+    // Proves the benchmark's socket-less path runs the same routing, Spin headers and
+    // guest as a served request (reusing its instance), reports its fixed client address,
+    // and never reaches a private route: `/hidden` falls to the catch-all.
+    let kv = tempfile::tempdir().unwrap();
+    let app = InProcessApp::load(&probe_options(&kv)).await.unwrap();
+    let get = |path: &str| {
+        http::Request::get(path)
+            .header(http::header::HOST, "app.test")
+            .body(Bytes::new())
+            .unwrap()
+    };
+    for _ in 0..3 {
+        // Instance reuse: the same answer every time.
+        let resp = app.handle(get("/items/42/detail?x=1")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let echo: Value = serde_json::from_slice(resp.body()).unwrap();
+        assert_eq!(echo["component"], "param");
+        assert_eq!(header(&echo, "spin-path-match-id"), "42");
+        assert_eq!(
+            header(&echo, "spin-full-url"),
+            "http://app.test/items/42/detail?x=1"
+        );
+        assert_eq!(
+            header(&echo, "spin-client-addr"),
+            IN_PROCESS_CLIENT_ADDR.to_string()
+        );
+    }
+    let resp = app.handle(get("/hidden")).await.unwrap();
+    let echo: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(echo["component"], "root");
 }
 
 #[tokio::test]
