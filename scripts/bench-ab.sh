@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # A/B benchmark of two builds of the app's components (not a test): payments/s and host CPU
 # per payment on tmpfs at 32 connections, the two alternating round by round so that the
-# machine's drift hits both alike. Both run on this checkout's release host binary.
+# machine's drift hits both alike. Both run on this checkout's release host binary, unless
+# BENCH_AB_HOSTS names two host binaries (A's, then B's) to compare the host itself.
 #
 #   scripts/bench-ab.sh <manifest A> <manifest B> [rounds (4)] [seconds (10)]
+#   BENCH_AB_HOSTS="/tmp/spinpay-host-a target/release/spinpay-host" \
+#     scripts/bench-ab.sh spin.toml spin.toml
 #
 # e.g. the previous commit's components against this checkout's:
 #   git worktree add /tmp/spinpay-a HEAD~1
@@ -11,16 +14,25 @@
 #   ./scripts/build-wasm.sh && cargo build --release -p spinpay-host
 #   ./scripts/bench-ab.sh /tmp/spinpay-a/spin.toml spin.toml
 #
+# (for the host: `cp target/release/spinpay-host /tmp/spinpay-host-a` before the change).
+#
 # Needs wrk, curl, python3 and /dev/shm. Env: BENCH_PORT (default 3998), BENCH_KEYED=1 to
 # send an Idempotency-Key with every payment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-[ $# -ge 2 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,18p' "$0" >&2; exit 2; }
 manifests=("$1" "$2"); rounds=${3:-4}; seconds=${4:-10}
 port=${BENCH_PORT:-3998}
-host="$root/target/release/spinpay-host"
-[ -x "$host" ] || { echo "bench-ab: build the host first: cargo build --release -p spinpay-host" >&2; exit 1; }
+if [ -n "${BENCH_AB_HOSTS:-}" ]; then
+  read -r -a hosts <<< "$BENCH_AB_HOSTS"
+  [ ${#hosts[@]} -eq 2 ] || { echo "bench-ab: BENCH_AB_HOSTS needs two host binaries" >&2; exit 2; }
+else
+  hosts=("$root/target/release/spinpay-host" "$root/target/release/spinpay-host")
+fi
+for h in "${hosts[@]}"; do
+  [ -x "$h" ] || { echo "bench-ab: no host binary $h (cargo build --release -p spinpay-host)" >&2; exit 1; }
+done
 work=$(mktemp -d /dev/shm/spinpay-ab.XXXXXX)
 host_pid=""
 cleanup() {
@@ -29,7 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# one_run <manifest>: writes "<payments/s> <host CPU µs per payment> <non-2xx>" to
+# one_run <manifest> <host binary>: writes "<payments/s> <host CPU µs per payment> <non-2xx>" to
 # $work/result (not in a subshell, so the exit trap can stop its host).
 one_run() {
   rm -rf "$work/kv"; mkdir -p "$work/kv"
@@ -37,7 +49,7 @@ one_run() {
   SPIN_VARIABLE_ADMIN_TOKEN=admin_bench_token \
   SPIN_VARIABLE_ENCRYPTION_KEY=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n') \
   SPIN_VARIABLE_SANDBOX_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n') \
-  RUST_LOG=warn "$host" up -f "$1" --listen "127.0.0.1:$port" \
+  RUST_LOG=warn "$2" up -f "$1" --listen "127.0.0.1:$port" \
     --runtime-config-file "$work/rc.toml" > "$work/host.log" 2>&1 &
   host_pid=$!
   local sk=""
@@ -66,11 +78,12 @@ one_run() {
   echo "$rps $(( (t1 - t0) * 1000000 / hz / n )) ${bad:-0}" > "$work/result"
 }
 
-printf '%-5s %-40s %12s %18s %8s\n' round manifest payments/s "cpu µs/payment" non-2xx
+printf '%-5s %-4s %-40s %12s %18s %8s\n' round side manifest payments/s "cpu µs/payment" non-2xx
 for r in $(seq 1 "$rounds"); do
-  for m in "${manifests[@]}"; do
-    one_run "$m"
+  for side in 0 1; do
+    one_run "${manifests[$side]}" "${hosts[$side]}"
     read -r rps cpu bad < "$work/result"
-    printf '%-5s %-40s %12s %18s %8s\n' "$r" "$m" "$rps" "$cpu" "$bad"
+    printf '%-5s %-4s %-40s %12s %18s %8s\n' "$r" "$([ $side = 0 ] && echo A || echo B)" \
+      "${manifests[$side]}" "$rps" "$cpu" "$bad"
   done
 done
