@@ -621,3 +621,51 @@ pub fn unique_phone() -> String {
 pub fn unique_token() -> String {
     format!("28{:012}2876", random_u64() % 1_000_000_000_000)
 }
+
+/// Moves the millisecond fields `fields` of the stored record at `key` by `delta_ms`
+/// (records are JSON envelopes `{"version", "write_ids", "json": {...}}`), as if the
+/// record had been written that much earlier.
+pub async fn shift_record_time(
+    store: &dyn spinpay_host::kv::KvBackend,
+    key: &str,
+    fields: &[&str],
+    delta_ms: i64,
+) {
+    let raw = store
+        .get(key)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{key} is stored"));
+    let mut envelope: Value = serde_json::from_slice(&raw).unwrap();
+    for field in fields {
+        if let Some(t) = envelope["json"][field].as_i64() {
+            envelope["json"][field] = json!(t + delta_ms);
+        }
+    }
+    store
+        .set(key, serde_json::to_vec(&envelope).unwrap())
+        .await
+        .unwrap();
+}
+
+/// The key of the slot naming `id` in a queue whose counter is at `seq_key` and whose
+/// slot `n` is at `slot_key(n)` (slots are JSON envelopes with `json.id`); panics when no
+/// slot names it.
+pub async fn queue_slot_naming(
+    store: &dyn spinpay_host::kv::KvBackend,
+    seq_key: &str,
+    slot_key: impl Fn(i64) -> String,
+    id: &str,
+) -> String {
+    let last = store.increment(seq_key, 0).await.unwrap();
+    for seq in 1..=last {
+        let key = slot_key(seq);
+        if let Some(raw) = store.get(&key).await.unwrap() {
+            let v: Value = serde_json::from_slice(&raw).unwrap();
+            if v["json"]["id"] == id {
+                return key;
+            }
+        }
+    }
+    panic!("no slot of {seq_key} names {id}")
+}

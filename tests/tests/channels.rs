@@ -8,7 +8,10 @@
 use serde_json::{Value, json};
 use spinpay_tests::sim::wechatpay::Signing;
 use spinpay_tests::sim::{ChannelWorld, run_world};
-use spinpay_tests::{Merchant, Reply, assert_error, assert_error_param, unique_token};
+use spinpay_tests::{
+    ADMIN_TOKEN, Merchant, Reply, assert_error, assert_error_param, queue_slot_naming,
+    shift_record_time, unique_token,
+};
 
 /// A payment request on `channel`.
 fn request(channel: &str, amount_minor: i64, method: Value) -> Value {
@@ -357,6 +360,70 @@ fn alipay_duplicate_reordered_forged_and_unknown_notifications_are_harmless() {
         let unknown = "pay_zzzzzzzzzzzzzzzzzzzzzzzzzz";
         let (code, text, _) = w.alipay.notify(unknown, "TRADE_SUCCESS", "1.00", "").await;
         assert_eq!((code, text.as_str()), (200, "success"));
+    });
+}
+
+/// A week and an hour, in ms: past the replay keys' retention.
+const PAST_REPLAY_RETENTION_MS: i64 = (7 * 24 + 1) * 3_600_000;
+
+#[test]
+fn a_replay_key_is_deleted_by_the_sweep_after_a_week_and_a_late_duplicate_changes_nothing() {
+    // Proves through the real components that replay keys do not pile up: the key an
+    // applied Alipay notification claimed (aged by a week in the store, with its expiry
+    // slot) is deleted by the next sweep of every merchant, the slot too; the same
+    // notification arriving afterwards is applied again, harmlessly (still one
+    // `payment.succeeded`), and claims its key anew.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let pid = id(&create_qr(&m, "alipay", 1250).await);
+        let (code, text, body) = w.alipay.notify(&pid, "TRADE_SUCCESS", "12.50", "").await;
+        assert_eq!((code, text.as_str()), (200, "success"));
+        let form = String::from_utf8(body.clone()).unwrap();
+        let notify_id = form
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("notify_id="))
+            .expect("the notification carries a notify_id");
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(notify_id.as_bytes()));
+        let key = format!("replay/alipay/{hash}");
+        let store = w.app.store();
+        assert!(
+            store.get(&key).await.unwrap().is_some(),
+            "the key is claimed"
+        );
+        let slot = queue_slot_naming(
+            &*store,
+            "replay/alipay/seq",
+            |seq| format!("replay/alipay/exp/{seq:020}"),
+            &key,
+        )
+        .await;
+        shift_record_time(&*store, &key, &["claimed_at_ms"], -PAST_REPLAY_RETENTION_MS).await;
+        shift_record_time(&*store, &slot, &["at_ms"], -PAST_REPLAY_RETENTION_MS).await;
+
+        let (status, report) = w
+            .app
+            .post(
+                "/v1/admin/notifications/sweep",
+                Some(ADMIN_TOKEN),
+                None,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["replay_keys_expired"], 1, "{report}");
+        assert!(
+            store.get(&key).await.unwrap().is_none(),
+            "the key is deleted"
+        );
+        assert!(
+            store.get(&slot).await.unwrap().is_none(),
+            "the slot is deleted"
+        );
+
+        assert_eq!(w.alipay.post_raw(body).await, (200, "success".into()));
+        assert_money(&m.payment(&pid).await, "succeeded", 1250, 0);
+        assert_eq!(count(&m, &pid, "payment.succeeded").await, 1);
+        assert!(store.get(&key).await.unwrap().is_some(), "claimed anew");
     });
 }
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use spinpay_tests::receiver::Receiver;
 use spinpay_tests::{
     ADMIN_TOKEN, Merchant, Reply, TestApp, assert_error, assert_error_param, now_unix_s,
-    payment_request, qr_customer, run,
+    payment_request, qr_customer, queue_slot_naming, run, shift_record_time,
 };
 
 /// How far a merchant's verifier lets the signature timestamp drift.
@@ -361,32 +361,6 @@ fn an_unreachable_notify_url_is_retried_on_schedule_then_given_up_visibly() {
 /// A day and an hour, in ms: past the 24 h idempotency retention.
 const PAST_RETENTION_MS: i64 = 25 * 3_600_000;
 
-/// Moves the millisecond fields `fields` of the stored record at `key` by `delta_ms`
-/// (records are JSON envelopes `{"version", "write_ids", "json": {...}}`), as if the
-/// record had been written that much earlier.
-async fn shift_record_time(
-    store: &dyn spinpay_host::kv::KvBackend,
-    key: &str,
-    fields: &[&str],
-    delta_ms: i64,
-) {
-    let raw = store
-        .get(key)
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("{key} is stored"));
-    let mut envelope: Value = serde_json::from_slice(&raw).unwrap();
-    for field in fields {
-        if let Some(t) = envelope["json"][field].as_i64() {
-            envelope["json"][field] = json!(t + delta_ms);
-        }
-    }
-    store
-        .set(key, serde_json::to_vec(&envelope).unwrap())
-        .await
-        .unwrap();
-}
-
 #[test]
 fn the_sweep_deletes_idempotency_records_once_their_retention_has_passed() {
     // Proves through the real components that the 24 h retention bounds storage: a keyed
@@ -412,21 +386,13 @@ fn the_sweep_deletes_idempotency_records_once_their_retention_has_passed() {
 
         let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(old_key.as_bytes()));
         let record = format!("mch/{}/idem/{hash}", m.id);
-        let slots = store
-            .increment(&format!("mch/{}/seq/exp", m.id), 0)
-            .await
-            .unwrap();
-        let mut slot = None;
-        for seq in 1..=slots {
-            let key = format!("mch/{}/exp/{seq:020}", m.id);
-            if let Some(raw) = store.get(&key).await.unwrap() {
-                let v: Value = serde_json::from_slice(&raw).unwrap();
-                if v["json"]["id"] == hash.as_str() {
-                    slot = Some(key);
-                }
-            }
-        }
-        let slot = slot.expect("the claim queued its expiry slot");
+        let slot = queue_slot_naming(
+            &*store,
+            &format!("mch/{}/seq/exp", m.id),
+            |seq| format!("mch/{}/exp/{seq:020}", m.id),
+            &hash,
+        )
+        .await;
         let fields = ["created_at_ms", "first_claimed_at_ms"];
         shift_record_time(&*store, &record, &fields, -PAST_RETENTION_MS).await;
         shift_record_time(&*store, &slot, &["at_ms"], -PAST_RETENTION_MS).await;

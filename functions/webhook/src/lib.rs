@@ -29,7 +29,8 @@ use spinpay_core::ApiError;
 use spinpay_core::api::NOTIFICATION_BODY_BYTES_MAX;
 use spinpay_core::model::Channel;
 use spinpay_core::service::{
-    NotificationResult, apply_payment_notification, apply_refund_notification,
+    NotificationResult, apply_payment_notification, apply_refund_notification, claim_replay_key,
+    replay_key_claimed,
 };
 use spinpay_guest::component::Services;
 use spinpay_guest::env::{self, OsEntropy};
@@ -156,7 +157,7 @@ async fn keep_and_apply(
     let ctx = services.ctx();
     raw::keep(&ctx, channel, body, parsed).await?;
     if let Some(key) = replay_key
-        && raw::replayed(&ctx, key).await?
+        && replay_key_claimed(&ctx, key).await?
     {
         return Ok(NotificationResult::Duplicate);
     }
@@ -165,7 +166,7 @@ async fn keep_and_apply(
         ParsedNotification::Refund(n) => apply_refund_notification(&ctx, &mut OsEntropy, n).await,
     }?;
     if let Some(key) = replay_key {
-        raw::claim_replay_key(&ctx, key).await?;
+        claim_replay_key(&ctx, channel, key).await?;
     }
     match result {
         NotificationResult::Applied | NotificationResult::Duplicate => {}

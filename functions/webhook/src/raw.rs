@@ -53,33 +53,6 @@ pub async fn keep(
     }
 }
 
-/// A claimed replay key.
-#[derive(Debug, Serialize)]
-struct ReplayClaim {
-    claimed_at_ms: i64,
-}
-
-/// True if a message with this replay key was applied before.
-pub async fn replayed(ctx: &Ctx<'_, KvRepository>, replay_key: &str) -> Result<bool, ApiError> {
-    Ok(ctx.repo.get(replay_key).await?.is_some())
-}
-
-/// Claims a replay key after the message was applied (create-if-absent; a concurrent
-/// duplicate that claimed it first is fine: both applications were idempotent).
-pub async fn claim_replay_key(
-    ctx: &Ctx<'_, KvRepository>,
-    replay_key: &str,
-) -> Result<(), ApiError> {
-    let claim = ReplayClaim {
-        claimed_at_ms: ctx.now_ms,
-    };
-    let bytes = serde_json::to_vec(&claim).expect("the claim serializes");
-    match ctx.repo.put_if_version(replay_key, 0, bytes).await {
-        Ok(_) | Err(RepoError::Conflict { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Where a notification body is archived.
 pub fn key(channel: Channel, body: &[u8]) -> String {
     format!("ntf/{}/{}", channel.as_str(), sha256_hex(body))

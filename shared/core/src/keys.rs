@@ -18,6 +18,10 @@
 //! | `mch/{merchant_id}/seq/exp` | counter (i64) | increment only |
 //! | `mch/{merchant_id}/exp/{seq:020}` | expiry queue slot (idempotency key hash, claim time), written before the claim | put_if_version 0; deleted by the sweep |
 //! | `mch/{merchant_id}/exp/head` | expiry queue head | put_if_version |
+//! | `replay/{channel}/{sha256 hex}` | a channel notification's claimed replay key (claim time) | put_if_version 0; deleted by the sweep after [`crate::service::REPLAY_KEY_RETENTION_MS`] |
+//! | `replay/{channel}/seq` | counter (i64) | increment only |
+//! | `replay/{channel}/exp/{seq:020}` | replay-expiry queue slot (replay key, claim time), written before the claim | put_if_version 0; deleted by the sweep |
+//! | `replay/{channel}/exp/head` | replay-expiry queue head | put_if_version |
 //! | `mch/{merchant_id}/risk/config` | [`crate::riskengine::EngineConfig`] JSON | put_if_version |
 //! | `mch/{merchant_id}/seq/obx` | counter (i64) | increment only |
 //! | `mch/{merchant_id}/obx/{seq:020}` | outbox marker (object kind, id, time), written before a state write that adds events | put_if_version 0; deleted by the sweep |
@@ -120,6 +124,21 @@ pub fn expiry_slot(merchant_id: &str, seq: i64) -> String {
 /// The head of the merchant's idempotency-expiry queue.
 pub fn expiry_head(merchant_id: &str) -> String {
     format!("mch/{merchant_id}/exp/head")
+}
+
+/// The channel's replay-expiry queue counter.
+pub fn replay_expiry_seq(channel: &str) -> String {
+    format!("replay/{channel}/seq")
+}
+
+/// The channel's replay-expiry queue slot `seq`.
+pub fn replay_expiry_slot(channel: &str, seq: i64) -> String {
+    format!("replay/{channel}/exp/{seq:020}")
+}
+
+/// The head of the channel's replay-expiry queue.
+pub fn replay_expiry_head(channel: &str) -> String {
+    format!("replay/{channel}/exp/head")
 }
 
 /// The merchant's risk configuration.

@@ -20,18 +20,6 @@ const DAY: i64 = IDEMPOTENCY_RETENTION_MS;
 const HOUR: i64 = 3_600_000;
 const PATH: &str = "/v1/payments";
 
-/// Never called: the merchants here have no notify URL.
-struct NoEndpoint;
-
-impl Notifier for NoEndpoint {
-    async fn post(&self, url: &str, _: &[(String, String)], _: &[u8]) -> Result<u16, String> {
-        panic!("unexpected notification to {url}")
-    }
-    fn now_unix_s(&self) -> i64 {
-        0
-    }
-}
-
 fn seeds(count: u64) -> Vec<u64> {
     match std::env::var("SPINPAY_SEED") {
         Ok(s) => vec![s.parse().expect("SPINPAY_SEED is a u64")],
@@ -82,21 +70,6 @@ async fn replay_of<R: Repository>(
         Ok(Started::Replay(r)) => Some(r),
         _ => None,
     }
-}
-
-/// One sweep call whose schedule clock is `schedule_ms` and wall clock `wall_ms`.
-async fn sweep_at<R: Repository>(
-    repo: &R,
-    schedule_ms: i64,
-    wall_ms: i64,
-) -> Result<SweepReport, ApiError> {
-    let keys = keyring();
-    let c = ctx(repo, &keys, schedule_ms);
-    let req = SweepRequest {
-        wall_clock_ms: Some(wall_ms),
-        ..SweepRequest::default()
-    };
-    sweep(&c, &NoEndpoint, &req).await
 }
 
 fn idem_keys(repo: &MemoryRepository, mid: &str) -> usize {

@@ -14,13 +14,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::outbox::{self, Slot, SlotState};
+use super::replay;
 use super::retention::{self, EXPIRY_SWEEP_MAX};
 use super::{CAS_RETRIES_MAX, Ctx, insert, internal, read, to_bytes};
 use crate::crypto::{open, seal, sign_header};
 use crate::error::ApiError;
 use crate::ids::{IdKind, is_valid_id, make_id};
 use crate::keys;
-use crate::model::{Merchant, StoredEvent};
+use crate::model::{Channel, Merchant, StoredEvent};
 use crate::repo::{RepoError, Repository};
 use crate::rng::Entropy;
 
@@ -179,13 +180,18 @@ pub struct SweepReport {
     pub failed: u32,
     /// Idempotency records past their retention, deleted (see `service::retention`).
     pub idempotency_keys_expired: u32,
+    /// Channel notification replay keys past their retention, deleted (see
+    /// `service::replay`); only a sweep of every merchant (no `merchant_id`) does this.
+    #[serde(default)]
+    pub replay_keys_expired: u32,
     /// True when the attempt limit (or the expiry budget) stopped the sweep: call again.
     pub has_more: bool,
 }
 
 /// `POST /v1/admin/notifications/sweep`: publishes what crashed writers left behind,
 /// makes the due delivery attempts (at most `limit` of them) and deletes idempotency
-/// records past their retention (at most [`EXPIRY_SWEEP_MAX`]).
+/// records past their retention and, when it sweeps every merchant, channel replay keys
+/// past theirs (at most [`EXPIRY_SWEEP_MAX`] deletions in all).
 pub async fn sweep<R: Repository, N: Notifier>(
     ctx: &Ctx<'_, R>,
     notifier: &N,
@@ -222,16 +228,29 @@ pub async fn sweep<R: Repository, N: Notifier>(
         return Ok(report);
     }
     let round = next_merchants(ctx).await?;
-    if round.merchants.is_empty() {
-        return Ok(report);
+    if !round.merchants.is_empty() {
+        visit_round(ctx, notifier, &round, &visit, &mut report).await?;
     }
+    expire_replay_keys(ctx, &visit, &mut report).await?;
+    Ok(report)
+}
+
+/// Visits the merchants of `round` (until the attempt limit), then moves the cursor past
+/// the last one visited.
+async fn visit_round<R: Repository, N: Notifier>(
+    ctx: &Ctx<'_, R>,
+    notifier: &N,
+    round: &Round,
+    visit: &Visit,
+    report: &mut SweepReport,
+) -> Result<(), ApiError> {
     let mut next_seq = round.resume_at;
     for (seq, mid) in &round.merchants {
-        if report.attempted >= limit {
+        if report.attempted >= visit.limit {
             report.has_more = true;
             break;
         }
-        visit_merchant(ctx, notifier, mid, &visit, &mut report).await?;
+        visit_merchant(ctx, notifier, mid, visit, report).await?;
         next_seq = seq % round.total + 1;
     }
     // The next call starts after the last merchant this one visited (a concurrent sweep
@@ -245,10 +264,36 @@ pub async fn sweep<R: Repository, N: Notifier>(
         )
         .await
     {
-        Ok(_) | Err(RepoError::Conflict { .. }) => {}
-        Err(e) => return Err(e.into()),
+        Ok(_) | Err(RepoError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(report)
+}
+
+/// Deletes every channel's replay keys past their retention, within what is left of the
+/// sweep's expiry budget (on the wall clock).
+async fn expire_replay_keys<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    plan: &Visit,
+    report: &mut SweepReport,
+) -> Result<(), ApiError> {
+    let wall = Ctx {
+        now_ms: plan.wall_clock_ms,
+        ..*ctx
+    };
+    for channel in Channel::ALL {
+        let spent = report
+            .idempotency_keys_expired
+            .saturating_add(report.replay_keys_expired);
+        let budget = EXPIRY_SWEEP_MAX.saturating_sub(spent);
+        if budget == 0 {
+            report.has_more = true;
+            return Ok(());
+        }
+        let expired = replay::expire_channel(&wall, channel, budget).await?;
+        report.replay_keys_expired += expired.deleted;
+        report.has_more |= expired.budget_reached;
+    }
+    Ok(())
 }
 
 /// The merchants one sweep may visit, in registry order from the cursor.

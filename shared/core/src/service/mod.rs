@@ -34,6 +34,7 @@ mod outbox;
 mod payments;
 mod queries;
 mod refunds;
+mod replay;
 mod retention;
 
 pub use delivery::{
@@ -61,6 +62,7 @@ pub use queries::{
     find_payment_by_order_id, get_event, get_payment, get_refund, list_events, list_payments,
 };
 pub use refunds::{create_refund, create_refund_seeded, recheck_refund};
+pub use replay::{REPLAY_KEY_RETENTION_MS, claim_replay_key, replay_key_claimed};
 pub use retention::EXPIRY_SWEEP_MAX;
 
 /// Most compare-and-swap attempts for one write before giving up with

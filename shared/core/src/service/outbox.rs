@@ -108,8 +108,8 @@ pub(crate) struct Slot {
     /// For markers the object kind; for deliveries absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<ObjectKind>,
-    /// The object id (markers), event id (deliveries) or idempotency key hash (expiries);
-    /// empty in a tombstone.
+    /// The object id (markers), event id (deliveries), idempotency key hash (expiries)
+    /// or replay key (replay expiries); empty in a tombstone.
     pub id: String,
     /// When the slot was written.
     pub at_ms: i64,
@@ -611,12 +611,14 @@ pub(crate) async fn enqueue<R: Repository>(
     Err(ApiError::ConcurrentModification)
 }
 
-/// A merchant's queue: its head, its sequence counter and its slots.
+/// A queue of a merchant (or, for replay expiries, of a channel): its head, its sequence
+/// counter and its slots.
 #[derive(Debug, Clone)]
 pub(crate) struct Queue {
     pub head: String,
     pub seq: String,
-    merchant_id: String,
+    /// The merchant id or channel name the slot keys are built from.
+    scope: String,
     slot_key: fn(&str, i64) -> String,
 }
 
@@ -626,7 +628,7 @@ impl Queue {
         Queue {
             head: keys::outbox_head(merchant_id),
             seq: keys::outbox_seq(merchant_id),
-            merchant_id: merchant_id.to_string(),
+            scope: merchant_id.to_string(),
             slot_key: keys::outbox_marker,
         }
     }
@@ -636,7 +638,7 @@ impl Queue {
         Queue {
             head: keys::delivery_head(merchant_id),
             seq: keys::delivery_seq(merchant_id),
-            merchant_id: merchant_id.to_string(),
+            scope: merchant_id.to_string(),
             slot_key: keys::delivery_slot,
         }
     }
@@ -646,14 +648,24 @@ impl Queue {
         Queue {
             head: keys::expiry_head(merchant_id),
             seq: keys::expiry_seq(merchant_id),
-            merchant_id: merchant_id.to_string(),
+            scope: merchant_id.to_string(),
             slot_key: keys::expiry_slot,
+        }
+    }
+
+    /// The channel's replay-key expiry queue.
+    pub fn replay_expiries(channel: &str) -> Queue {
+        Queue {
+            head: keys::replay_expiry_head(channel),
+            seq: keys::replay_expiry_seq(channel),
+            scope: channel.to_string(),
+            slot_key: keys::replay_expiry_slot,
         }
     }
 
     /// The key of slot `seq`.
     pub fn slot(&self, seq: i64) -> String {
-        (self.slot_key)(&self.merchant_id, seq)
+        (self.slot_key)(&self.scope, seq)
     }
 }
 

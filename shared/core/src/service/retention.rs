@@ -67,11 +67,32 @@ pub(crate) async fn expire_merchant<R: Repository>(
     merchant_id: &str,
     budget: u32,
 ) -> Result<Expired, ApiError> {
-    let queue = Queue::expiries(merchant_id);
+    walk_expiry_queue(
+        ctx,
+        &Queue::expiries(merchant_id),
+        budget,
+        |at_ms| past_retention(at_ms, ctx.now_ms),
+        async |slot: &Slot| expire_record(ctx, merchant_id, &slot.id).await,
+    )
+    .await
+}
+
+/// Walks an expiry queue from its head, window after window: a slot not `due` yet (by
+/// its time) stops the walk, since slots are in claim order; each due slot is handed to
+/// `expire`, which deletes what it names if that is still the expired thing and says
+/// whether the slot is finished and whether it deleted something. At most `budget`
+/// deletions; the head passes the finished slots, which are then deleted.
+pub(crate) async fn walk_expiry_queue<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    queue: &Queue,
+    budget: u32,
+    due: impl Fn(i64) -> bool,
+    mut expire: impl AsyncFnMut(&Slot) -> Result<(SlotState, bool), ApiError>,
+) -> Result<Expired, ApiError> {
     let mut done = Expired::default();
     // Window after window while the head passes every slot of a full one.
     loop {
-        let (head, version, slots) = outbox::queue_window(ctx.repo, &queue).await?;
+        let (head, version, slots) = outbox::queue_window(ctx.repo, queue).await?;
         let window = slots.len();
         let mut judged = Vec::with_capacity(window);
         // Once the head cannot pass a written slot, the slots behind it wait too.
@@ -82,13 +103,13 @@ pub(crate) async fn expire_merchant<R: Repository>(
                 Some(_) if blocked => SlotState::Wait,
                 // A tombstone (its writer looked dead to a sweep).
                 Some(s) if s.id.is_empty() => SlotState::Done,
-                Some(s) if !past_retention(s.at_ms, ctx.now_ms) => SlotState::Wait,
+                Some(s) if !due(s.at_ms) => SlotState::Wait,
                 Some(_) if done.deleted >= budget => {
                     done.budget_reached = true;
                     SlotState::Wait
                 }
                 Some(s) => {
-                    let (state, deleted) = expire_record(ctx, merchant_id, &s.id).await?;
+                    let (state, deleted) = expire(s).await?;
                     done.deleted += u32::from(deleted);
                     state
                 }
@@ -96,7 +117,7 @@ pub(crate) async fn expire_merchant<R: Repository>(
             blocked |= slot.is_some() && state == SlotState::Wait;
             judged.push((seq, slot, state));
         }
-        let passed = outbox::advance_head(ctx, &queue, head, version, &judged).await?;
+        let passed = outbox::advance_head(ctx, queue, head, version, &judged).await?;
         let whole_window_passed = passed.len() == window;
         for seq in passed {
             // Best effort: a slot left behind the head is never read again.

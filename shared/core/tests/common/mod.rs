@@ -15,8 +15,8 @@ use spinpay_core::model::{CaptureMode, Merchant, NextAction, Payment, PaymentMet
 use spinpay_core::repo::Repository;
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::{
-    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, Ctx, LocalRisk, RefundOutcome,
-    authenticate, create_merchant, create_payment,
+    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, Ctx, LocalRisk, Notifier,
+    RefundOutcome, SweepReport, SweepRequest, authenticate, create_merchant, create_payment, sweep,
 };
 
 /// A channel that behaves like the sandbox: 666 declined, 777 timeout, 888 pending,
@@ -235,4 +235,32 @@ pub fn refund_of(amount_minor: i64) -> NewRefund {
         reason: None,
         merchant_refund_id: None,
     }
+}
+
+/// A notifier that is never called: for sweeps of merchants without a notify URL.
+pub struct NoEndpoint;
+
+impl Notifier for NoEndpoint {
+    async fn post(&self, url: &str, _: &[(String, String)], _: &[u8]) -> Result<u16, String> {
+        panic!("unexpected notification to {url}")
+    }
+    fn now_unix_s(&self) -> i64 {
+        0
+    }
+}
+
+/// One sweep of every merchant whose schedule clock is `schedule_ms` and wall clock
+/// `wall_ms`, with no notify URL anywhere.
+pub async fn sweep_at<R: Repository>(
+    repo: &R,
+    schedule_ms: i64,
+    wall_ms: i64,
+) -> Result<SweepReport, ApiError> {
+    let keys = keyring();
+    let c = ctx(repo, &keys, schedule_ms);
+    let req = SweepRequest {
+        wall_clock_ms: Some(wall_ms),
+        ..SweepRequest::default()
+    };
+    sweep(&c, &NoEndpoint, &req).await
 }
