@@ -790,11 +790,12 @@ fn snapshot<T>(
     // Cached statements: `Connection::transaction` parses BEGIN and COMMIT on every call.
     run_cached(conn, "BEGIN")?;
     let out = f(conn);
-    let ended = match out {
-        Ok(_) => run_cached(conn, "COMMIT"),
-        Err(_) => Err(rusqlite::Error::InvalidQuery),
+    let ended = if out.is_ok() {
+        run_cached(conn, "COMMIT")
+    } else {
+        Ok(())
     };
-    if ended.is_err() && !conn.is_autocommit() {
+    if (out.is_err() || ended.is_err()) && !conn.is_autocommit() {
         // Never leave a snapshot open: it would pin the WAL and hide later writes.
         let _ = conn.execute_batch("ROLLBACK");
     }
@@ -1090,6 +1091,23 @@ mod tests {
             Some(b"v".to_vec())
         );
         drop(held);
+    }
+
+    #[test]
+    fn a_batch_read_never_leaves_its_snapshot_open() {
+        // Proves snapshot() ends its read transaction whether its reads succeed or fail:
+        // one left open would pin the WAL and hide later commits from that connection.
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute(CREATE_TABLE_SQL, []).unwrap();
+        let found = snapshot(&conn, |c| select_value(c, "default", "k")).unwrap();
+        assert_eq!(found, None);
+        assert!(conn.is_autocommit(), "committed after a read");
+        let failed = snapshot(&conn, |c| {
+            select_value(c, "default", "k")?;
+            c.prepare("SELECT value FROM no_such_table").map(drop)
+        });
+        assert!(failed.is_err());
+        assert!(conn.is_autocommit(), "rolled back after a failed read");
     }
 
     #[tokio::test]
