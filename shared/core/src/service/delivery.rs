@@ -188,6 +188,17 @@ pub struct SweepReport {
     pub has_more: bool,
 }
 
+impl SweepReport {
+    /// Deletions this sweep may still make: [`EXPIRY_SWEEP_MAX`] shared by idempotency
+    /// records and replay keys.
+    fn expiry_budget_left(&self) -> u32 {
+        let spent = self
+            .idempotency_keys_expired
+            .saturating_add(self.replay_keys_expired);
+        EXPIRY_SWEEP_MAX.saturating_sub(spent)
+    }
+}
+
 /// `POST /v1/admin/notifications/sweep`: publishes what crashed writers left behind,
 /// makes the due delivery attempts (at most `limit` of them) and deletes idempotency
 /// records past their retention and, when it sweeps every merchant, channel replay keys
@@ -281,10 +292,7 @@ async fn expire_replay_keys<R: Repository>(
         ..*ctx
     };
     for channel in Channel::ALL {
-        let spent = report
-            .idempotency_keys_expired
-            .saturating_add(report.replay_keys_expired);
-        let budget = EXPIRY_SWEEP_MAX.saturating_sub(spent);
+        let budget = report.expiry_budget_left();
         if budget == 0 {
             report.has_more = true;
             return Ok(());
@@ -342,7 +350,7 @@ async fn visit_merchant<R: Repository, N: Notifier>(
     report: &mut SweepReport,
 ) -> Result<(), ApiError> {
     report.merchants_visited = report.merchants_visited.saturating_add(1);
-    let budget = EXPIRY_SWEEP_MAX.saturating_sub(report.idempotency_keys_expired);
+    let budget = report.expiry_budget_left();
     if budget == 0 {
         report.has_more = true;
     } else {
@@ -696,12 +704,7 @@ async fn enqueue<R: Repository>(
     merchant_id: &str,
     event_id: &str,
 ) -> Result<(), ApiError> {
-    let slot = Slot {
-        kind: None,
-        id: event_id.to_string(),
-        at_ms: ctx.now_ms,
-    };
-    outbox::enqueue(ctx, &outbox::Queue::deliveries(merchant_id), &slot).await
+    outbox::enqueue_id(ctx, &outbox::Queue::deliveries(merchant_id), event_id).await
 }
 
 /// CAS update of a delivery; `f` returns `None` for "nothing to do". Returns the

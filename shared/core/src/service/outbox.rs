@@ -611,6 +611,20 @@ pub(crate) async fn enqueue<R: Repository>(
     Err(ApiError::ConcurrentModification)
 }
 
+/// Appends a slot naming `id` (no object kind), written now, to `queue`.
+pub(crate) async fn enqueue_id<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    queue: &Queue,
+    id: &str,
+) -> Result<(), ApiError> {
+    let slot = Slot {
+        kind: None,
+        id: id.to_string(),
+        at_ms: ctx.now_ms,
+    };
+    enqueue(ctx, queue, &slot).await
+}
+
 /// A queue of a merchant (or, for replay expiries, of a channel): its head, its sequence
 /// counter and its slots.
 #[derive(Debug, Clone)]

@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use super::outbox::{self, Queue, Slot, SlotState};
 use super::retention::{Expired, walk_expiry_queue};
-use super::{Ctx, read, to_bytes};
+use super::{Ctx, insert, read};
 use crate::error::ApiError;
 use crate::model::Channel;
-use crate::repo::{RepoError, Repository};
+use crate::repo::Repository;
 
 /// How long a claimed replay key is kept: a week, far beyond the channels' redelivery
 /// schedules (Alipay's last retry comes about 25 h after the first notification).
@@ -53,23 +53,13 @@ pub async fn claim_replay_key<R: Repository>(
     channel: Channel,
     replay_key: &str,
 ) -> Result<(), ApiError> {
-    let slot = Slot {
-        kind: None,
-        id: replay_key.to_string(),
-        at_ms: ctx.now_ms,
-    };
-    outbox::enqueue(ctx, &Queue::replay_expiries(channel.as_str()), &slot).await?;
+    outbox::enqueue_id(ctx, &Queue::replay_expiries(channel.as_str()), replay_key).await?;
     let claim = ReplayClaim {
         claimed_at_ms: ctx.now_ms,
     };
-    match ctx
-        .repo
-        .put_if_version(replay_key, 0, to_bytes(&claim))
-        .await
-    {
-        Ok(_) | Err(RepoError::Conflict { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    // Held by another claim already (`false`): fine.
+    insert(ctx.repo, replay_key, &claim).await?;
+    Ok(())
 }
 
 /// Deletes `channel`'s replay keys whose retention has passed, at most `budget` of them.

@@ -43,12 +43,7 @@ pub(crate) async fn schedule<R: Repository>(
     key_hash: &str,
 ) -> Result<(), ApiError> {
     outbox::ensure_registered(ctx, merchant_id).await?;
-    let slot = Slot {
-        kind: None,
-        id: key_hash.to_string(),
-        at_ms: ctx.now_ms,
-    };
-    outbox::enqueue(ctx, &Queue::expiries(merchant_id), &slot).await
+    outbox::enqueue_id(ctx, &Queue::expiries(merchant_id), key_hash).await
 }
 
 /// What one merchant's expiry walk did.
