@@ -38,7 +38,7 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use crate::manifest::Manifest;
 use crate::outbound::AllowedHosts;
-use crate::outbound_http::{DenialLog, OutboundHooks};
+use crate::outbound_http::{OutboundHooks, OutboundPolicy};
 use crate::routes::{RouteMatch, Router};
 use crate::runtime_config::{KvStoreConfig, RuntimeConfig};
 use crate::state::{ComponentEnv, HostState, new_store};
@@ -348,7 +348,7 @@ pub(crate) struct LoadedApp {
     router: Router,
     components: Vec<(String, Arc<ComponentEnv>, ServicePre<HostState>)>,
     engine: Engine,
-    denials: Arc<DenialLog>,
+    policy: Arc<OutboundPolicy>,
     settings: InstanceSettings,
     shutting_down: Arc<AtomicBool>,
     next_request_id: Arc<AtomicU64>,
@@ -369,7 +369,7 @@ impl LoadedApp {
                         pre: ProxyPre::P3(pre.clone()),
                         engine: self.engine.clone(),
                         dispatcher: weak.clone(),
-                        denials: self.denials.clone(),
+                        policy: self.policy.clone(),
                         settings: self.settings,
                         shutting_down: self.shutting_down.clone(),
                     });
@@ -419,7 +419,7 @@ pub(crate) async fn load(opts: &AppOptions) -> anyhow::Result<LoadedApp> {
     let engine = crate::engine::engine()?;
     let linker = new_linker(&engine).map_err(wasm_err)?;
     let settings = InstanceSettings::from(opts);
-    let denials = Arc::new(DenialLog::default());
+    let policy = Arc::new(OutboundPolicy::new(runtime.blocked_networks.clone()));
     let shutting_down = Arc::new(AtomicBool::new(false));
     let shared = Shared {
         manifest_file: &manifest_file,
@@ -439,7 +439,7 @@ pub(crate) async fn load(opts: &AppOptions) -> anyhow::Result<LoadedApp> {
         router,
         components: prepared,
         engine,
-        denials,
+        policy,
         settings,
         shutting_down,
         next_request_id: Arc::new(AtomicU64::new(1)),
@@ -835,7 +835,7 @@ pub struct ComponentHandler {
     pre: ProxyPre<HostState>,
     engine: Engine,
     dispatcher: Weak<Dispatcher>,
-    denials: Arc<DenialLog>,
+    policy: Arc<OutboundPolicy>,
     settings: InstanceSettings,
     shutting_down: Arc<AtomicBool>,
 }
@@ -849,7 +849,7 @@ impl HandlerState for ComponentHandler {
         let hooks = OutboundHooks {
             env: self.env.clone(),
             dispatcher: self.dispatcher.clone(),
-            denials: self.denials.clone(),
+            policy: self.policy.clone(),
         };
         let mut store = new_store(&self.engine, self.env.clone(), hooks);
         let proxy = match tokio::time::timeout(

@@ -21,6 +21,7 @@
 //! Tests: build the guests (`cargo build --target wasm32-wasip2 --release -p guest-probe`),
 //! then `cargo test -p spinpay-host --test runtime`.
 
+pub mod blocked_networks;
 pub mod kv;
 pub mod manifest;
 pub mod outbound;
@@ -34,5 +35,6 @@ pub mod engine;
 pub mod kv_host;
 pub mod logging;
 pub mod outbound_http;
+pub mod outbound_network;
 pub mod server;
 pub mod state;

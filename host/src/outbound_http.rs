@@ -1,16 +1,17 @@
 //! Outbound HTTP from guests ([`WasiHttpHooks::send_request`]): the
 //! `allowed_outbound_hosts` check, service chaining (`http://<id>.spin.internal`) and self
 //! requests (`http://self`, `http://self.alt`, relative URLs) served in-process, and
-//! everything else over the network with connect and response timeouts.
+//! everything else over the network ([`crate::outbound_network`]) with connect and
+//! response timeouts and the runtime config's `block_networks`.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::app::{Dispatcher, Origin};
+use crate::blocked_networks::BlockedNetworks;
 use crate::state::ComponentEnv;
 
 /// Time allowed to open a TCP (and TLS) connection to an outside host.
@@ -26,14 +27,27 @@ type SendResult = wasmtime_wasi_http::Result<(
     Box<dyn Future<Output = Result<(), HttpError>> + Send>,
 )>;
 
-/// Remembers which denials were already logged, so each (component, origin) is explained
-/// once rather than on every request.
+/// The app-wide rules of outbound HTTP beyond each component's allow-list.
 #[derive(Default)]
-pub struct DenialLog(Mutex<BTreeSet<(String, String)>>);
+pub struct OutboundPolicy {
+    /// The runtime config's `block_networks`.
+    pub(crate) blocked: BlockedNetworks,
+    /// Which denials were already logged, so each (component, origin) is explained once
+    /// rather than on every request.
+    denials: Mutex<BTreeSet<(String, String)>>,
+}
 
-impl DenialLog {
-    fn first_time(&self, component: &str, origin: &str) -> bool {
-        self.0
+impl OutboundPolicy {
+    /// A policy that refuses connections to `blocked`.
+    pub(crate) fn new(blocked: BlockedNetworks) -> Self {
+        OutboundPolicy {
+            blocked,
+            denials: Mutex::default(),
+        }
+    }
+
+    fn first_denial(&self, component: &str, origin: &str) -> bool {
+        self.denials
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert((component.to_string(), origin.to_string()))
@@ -44,7 +58,7 @@ impl DenialLog {
 pub struct OutboundHooks {
     pub(crate) env: Arc<ComponentEnv>,
     pub(crate) dispatcher: Weak<Dispatcher>,
-    pub(crate) denials: Arc<DenialLog>,
+    pub(crate) policy: Arc<OutboundPolicy>,
 }
 
 /// Where an outbound request goes.
@@ -90,7 +104,7 @@ impl OutboundHooks {
             Ok(()) => Ok(()),
             Err(denied) => {
                 let origin = url.origin().ascii_serialization();
-                if self.denials.first_time(&self.env.id, &origin) {
+                if self.policy.first_denial(&self.env.id, &origin) {
                     tracing::warn!(component = %self.env.id, url = %origin, "outbound request denied: {}", denied.message);
                 }
                 Err(HttpError::HttpRequestDenied)
@@ -136,17 +150,13 @@ impl WasiHttpHooks for OutboundHooks {
         }
         let caller = self.env.id.clone();
         match dest {
-            Destination::Network => Box::new(async move {
-                let (resp, io) = wasmtime_wasi_http::default_send_request(
-                    request,
-                    Some(with_default_timeouts(options)),
-                )
-                .await?;
-                Ok((
-                    resp.map(BodyExt::boxed_unsync),
-                    Box::new(io) as Box<dyn Future<Output = _> + Send>,
-                ))
-            }),
+            Destination::Network => {
+                let policy = self.policy.clone();
+                Box::new(async move {
+                    let options = with_default_timeouts(options);
+                    crate::outbound_network::send(request, options, &policy.blocked).await
+                })
+            }
             Destination::Chained(_) | Destination::SelfApp => {
                 let Some(dispatcher) = self.dispatcher.upgrade() else {
                     return Box::new(async { Err(HttpError::DestinationUnavailable) });

@@ -1,6 +1,7 @@
 //! runtime-config.toml in Spin's own format:
 //! `[key_value_store.<label>] type = "spin" (path = ...) | "redis" (url = ...)` and
-//! `[[variables_provider]] type = "env" (prefix, dotenv_path)`.
+//! `[[variables_provider]] type = "env" (prefix, dotenv_path)` and
+//! `[outbound_networking] block_networks = ["private", "<cidr>", ...]`.
 //!
 //! Spin's rules kept here so the same file works under `spin up --runtime-config-file`:
 //! a relative `path` resolves against the runtime-config file's directory; `type = "spin"`
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use toml::{Table, Value};
 
+use crate::blocked_networks::BlockedNetworks;
 use crate::kv::redis::RedisStore;
 use crate::kv::sqlite::{IN_MEMORY_PATH, SqliteDb, SqliteStore};
 use crate::kv::{KvBackend, KvStores};
@@ -37,6 +39,8 @@ pub struct RuntimeConfig {
     pub key_value_stores: Vec<(String, KvStoreConfig)>,
     /// Variable providers, in order.
     pub variables_providers: Vec<VariablesProvider>,
+    /// `[outbound_networking] block_networks`: where outbound HTTP may not connect.
+    pub blocked_networks: BlockedNetworks,
 }
 
 /// One `[key_value_store.<label>]`. `Debug` hides a Redis URL's password.
@@ -82,16 +86,23 @@ pub enum VariablesProvider {
     },
 }
 
-const TOP_LEVEL_FIELDS: &[&str] = &["key_value_store", "variables_provider", "config_provider"];
+const TOP_LEVEL_FIELDS: &[&str] = &[
+    "key_value_store",
+    "variables_provider",
+    "config_provider",
+    "outbound_networking",
+];
 const UNSUPPORTED_TOP_LEVEL: &[&str] = &[
     "state_dir",
     "log_dir",
     "sqlite_database",
     "llm_compute",
-    "outbound_networking",
     "client_tls",
     "otel",
 ];
+/// Spin's `[outbound_networking]` connection limits, which this host does not enforce.
+const UNSUPPORTED_OUTBOUND_NETWORKING: &[&str] =
+    &["max_socket_connections", "max_total_connections"];
 
 impl RuntimeConfig {
     /// Parse `file` (or defaults when `None`), resolving paths against `app_dir`.
@@ -100,6 +111,7 @@ impl RuntimeConfig {
             None => RuntimeConfig {
                 key_value_stores: Vec::new(),
                 variables_providers: Vec::new(),
+                blocked_networks: BlockedNetworks::default(),
             },
             Some(path) => {
                 let name = path.display().to_string();
@@ -167,9 +179,14 @@ impl RuntimeConfig {
                 variables_providers.push(provider);
             }
         }
+        let blocked_networks = match doc.get("outbound_networking") {
+            Some(def) => parse_outbound_networking(&w, w.table(def, "outbound_networking")?)?,
+            None => BlockedNetworks::default(),
+        };
         Ok(RuntimeConfig {
             key_value_stores,
             variables_providers,
+            blocked_networks,
         })
     }
 
@@ -326,6 +343,29 @@ fn parse_store(
             format!("unknown key-value store type {other:?}; expected \"spin\" or \"redis\""),
         )),
     }
+}
+
+fn parse_outbound_networking(w: &Walker<'_>, def: &Table) -> Result<BlockedNetworks, ConfigError> {
+    let field = "outbound_networking";
+    w.check_fields(
+        def,
+        field,
+        &["block_networks"],
+        UNSUPPORTED_OUTBOUND_NETWORKING,
+    )?;
+    let Some(list) = def.get("block_networks") else {
+        return Ok(BlockedNetworks::default());
+    };
+    let field = "outbound_networking.block_networks";
+    let Value::Array(list) = list else {
+        return Err(w.err(field, "expected an array of strings"));
+    };
+    let entries = list
+        .iter()
+        .enumerate()
+        .map(|(i, v)| w.string(v, &format!("{field}[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    BlockedNetworks::parse(entries).map_err(|m| w.err(field, m))
 }
 
 fn parse_provider(

@@ -347,7 +347,8 @@ fn component_ids_and_versions_are_validated() {
 
 #[test]
 fn runtime_config_mistakes_name_their_field() {
-    // Proves unknown store types, unknown fields, bad Redis URLs and providers are rejected.
+    // Proves unknown store types, unknown fields, bad Redis URLs, providers and blocked
+    // networks are rejected, and Spin fields this host does not enforce are refused.
     let app = App::new(BASE);
     let file = app
         .dir
@@ -392,6 +393,27 @@ fn runtime_config_mistakes_name_their_field() {
             "[[variables_provider]]\ntype = \"env\"\ndotenv_path = \"missing.env\"\n",
             "variables_provider[0].dotenv_path",
         ),
+        (
+            "[outbound_networking]\nblock_networks = [\"10.0.0.1\"]\n",
+            "outbound_networking.block_networks",
+        ),
+        (
+            "[outbound_networking]\nblock_networks = \"private\"\n",
+            "outbound_networking.block_networks",
+        ),
+        (
+            "[outbound_networking]\nblock_networks = [\"private\", 10]\n",
+            "outbound_networking.block_networks[1]",
+        ),
+        (
+            "[outbound_networking]\nblock_network = [\"private\"]\n",
+            "outbound_networking.block_network",
+        ),
+        (
+            "[outbound_networking]\nmax_total_connections = 100\n",
+            "outbound_networking.max_total_connections",
+        ),
+        ("[[client_tls]]\ncomponent_ids = [\"c\"]\n", "client_tls"),
     ];
     for (text, field) in cases {
         let err = app.runtime(text).expect_err(text);
@@ -434,6 +456,14 @@ fn the_projects_own_spin_toml_and_runtime_configs_are_valid() {
         }
         let rc = RuntimeConfig::load(Some(&path), &m.app_dir).unwrap_or_else(|e| panic!("{e}"));
         rc.validate_against(&m).unwrap_or_else(|e| panic!("{e}"));
+        // The production configuration keeps outbound HTTP out of the cluster's network.
+        let metadata_service = "169.254.169.254".parse().unwrap();
+        let production = name == "runtime-config.redis.toml";
+        assert_eq!(
+            rc.blocked_networks.is_blocked(metadata_service),
+            production,
+            "{name}"
+        );
     }
     let router = m.router().unwrap();
     let component = |p: &str| router.route(p).map(|r| r.component);

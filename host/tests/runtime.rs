@@ -7,6 +7,8 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -87,13 +89,21 @@ async fn start_target() -> SocketAddr {
 
 /// Like [`start_target`], answering only after `delay`.
 async fn start_slow_target(delay: Duration) -> SocketAddr {
+    start_counted_target(delay).await.0
+}
+
+/// Like [`start_slow_target`], with the number of connections it accepted so far.
+async fn start_counted_target(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
                     move |req: http::Request<hyper::body::Incoming>| async move {
@@ -110,7 +120,7 @@ async fn start_slow_target(delay: Duration) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 fn header<'a>(echo: &'a Value, name: &str) -> &'a str {
@@ -279,6 +289,88 @@ async fn outbound_requests_obey_allowed_outbound_hosts() {
             .contains("HttpRequestDenied"),
         "{body}"
     );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn outbound_requests_never_connect_to_the_runtime_configs_blocked_networks() {
+    // Proves `[outbound_networking] block_networks` is checked on the resolved addresses:
+    // an IP literal or a name (localhost) in a blocked network is refused with
+    // DestinationIpProhibited before any connection, "private" covers loopback, and a list
+    // that does not cover the address lets the request through.
+    let (target, accepted) = start_counted_target(Duration::ZERO).await;
+    let port = target.port();
+    let fetch = |base: String, url: String| async move {
+        get(&format!("{base}/?op=fetch&url={}", enc(&url))).await
+    };
+    for block in [
+        r#"["127.0.0.0/8"]"#,
+        r#"["private"]"#,
+        r#"["::1/128", "127.0.0.1/32"]"#,
+    ] {
+        let kv = tempfile::tempdir().unwrap();
+        let rc = kv.path().join("runtime-config.toml");
+        std::fs::write(
+            &rc,
+            format!("[outbound_networking]\nblock_networks = {block}\n"),
+        )
+        .unwrap();
+        let mut opts = probe_options(&kv);
+        opts.runtime_config_file = Some(rc);
+        opts.variables
+            .insert("target_port".into(), port.to_string());
+        let app = start_probe(opts).await;
+        for url in [
+            format!("http://127.0.0.1:{port}/in"),
+            format!("http://localhost:{port}/in"),
+        ] {
+            let (status, body) = fetch(app.base_url().to_string(), url.clone()).await;
+            assert_eq!(status, 502, "{block} {url}: {body}");
+            let error = body["error"].as_str().unwrap();
+            assert!(
+                error.contains("DestinationIpProhibited"),
+                "{block} {url}: {body}"
+            );
+        }
+        app.shutdown().await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "a blocked request connected"
+    );
+
+    // Blocking another network leaves loopback reachable, by address and by name.
+    let kv = tempfile::tempdir().unwrap();
+    let rc = kv.path().join("runtime-config.toml");
+    std::fs::write(
+        &rc,
+        "[outbound_networking]\nblock_networks = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let mut opts = probe_options(&kv);
+    opts.runtime_config_file = Some(rc);
+    opts.variables
+        .insert("target_port".into(), port.to_string());
+    let app = start_probe(opts).await;
+    for url in [
+        format!("http://127.0.0.1:{port}/open"),
+        format!("http://localhost:{port}/open"),
+    ] {
+        let (status, body) = fetch(app.base_url().to_string(), url).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["body"], "target says /open");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+    // https to a server that speaks plain HTTP fails its TLS handshake, as an error.
+    let (status, body) = fetch(
+        app.base_url().to_string(),
+        format!("https://127.0.0.1:{port}/tls"),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("Tls"), "{body}");
     app.shutdown().await;
 }
 

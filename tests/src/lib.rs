@@ -182,13 +182,29 @@ impl TestApp {
 
     /// [`TestApp::start`] for another manifest (e.g. a reduced one).
     pub async fn start_manifest(manifest: &Path, variables: BTreeMap<String, String>) -> TestApp {
+        TestApp::start_configured(manifest, variables, "").await
+    }
+
+    /// [`TestApp::start_manifest`] with `runtime_config` (TOML tables other than the
+    /// key-value stores, e.g. `[outbound_networking]`) added to the runtime config.
+    pub async fn start_configured(
+        manifest: &Path,
+        variables: BTreeMap<String, String>,
+        runtime_config: &str,
+    ) -> TestApp {
         let loaded = require_components(manifest);
         if std::env::var_os("RUST_LOG").is_some() {
             spinpay_host::logging::init_tracing();
         }
         let kv_dir = tempfile::tempdir().expect("creating the key-value temp dir");
         let mut opts = AppOptions::new(manifest);
-        opts.runtime_config_file = Some(write_runtime_config(&loaded, kv_dir.path()));
+        let rc = write_runtime_config(&loaded, kv_dir.path());
+        if !runtime_config.is_empty() {
+            let mut text = std::fs::read_to_string(&rc).expect("reading the runtime config");
+            text.push_str(runtime_config);
+            std::fs::write(&rc, text).expect("extending the runtime config");
+        }
+        opts.runtime_config_file = Some(rc);
         for (name, value) in [
             ("admin_token", ADMIN_TOKEN),
             ("encryption_key", ENCRYPTION_KEY),

@@ -11,9 +11,10 @@ use hmac::Mac as _;
 use serde_json::{Value, json};
 use spinpay_tests::receiver::Receiver;
 use spinpay_tests::{
-    ADMIN_TOKEN, Merchant, Reply, TestApp, assert_error, assert_error_param, now_unix_s,
-    payment_request, qr_customer, queue_slot_naming, run, shift_record_time,
+    ADMIN_TOKEN, Merchant, Reply, TestApp, assert_error, assert_error_param, manifest_path,
+    now_unix_s, payment_request, qr_customer, queue_slot_naming, run, runtime, shift_record_time,
 };
+use std::collections::BTreeMap;
 
 /// How far a merchant's verifier lets the signature timestamp drift.
 const TOLERANCE_S: i64 = 300;
@@ -353,6 +354,63 @@ fn an_unreachable_notify_url_is_retried_on_schedule_then_given_up_visibly() {
         }
         let after = sweep(app, &m.id, at + 7 * 86_400_000).await;
         assert_eq!(after["attempted"], 0, "given up: {after}");
+    });
+}
+
+#[test]
+fn a_notify_url_in_a_blocked_network_is_refused_at_connect_time_and_retried_visibly() {
+    // Proves the production posture (`block_networks = ["private"]`): a notify URL the
+    // allow-list accepts but whose address is loopback, by IP or by name, is never
+    // connected to; each attempt fails with DestinationIpProhibited on GET event and is
+    // scheduled again, while the same receiver without the block gets the events.
+    runtime().block_on(async {
+        let receiver = Receiver::start(0).await;
+        let blocked = "[outbound_networking]\nblock_networks = [\"private\"]\n";
+        // Any http host: only the block stands between a notify URL and loopback.
+        let hosts = "http://*:*".to_string();
+        let variables = BTreeMap::from([("notify_outbound_hosts".to_string(), hosts)]);
+        let app = TestApp::start_configured(&manifest_path(), variables, blocked).await;
+        let by_name = receiver.url().replace("127.0.0.1", "localhost");
+        for url in [receiver.url(), by_name] {
+            let m = app.new_merchant().await;
+            let (status, v) = m.post("/v1/account", &json!({"notify_url": url})).await;
+            assert_eq!(status, 200, "{v}");
+            pay(&m).await;
+            let ids = event_ids(&m).await;
+            let at = now_ms();
+            let r = sweep(&app, &m.id, at).await;
+            assert_swept(&r, ids.len() as u64, 0);
+            for id in &ids {
+                let (_, e) = m.get(&format!("/v1/events/{id}")).await;
+                let d = &e["delivery"];
+                assert_eq!(d["status"], "pending", "{e}");
+                assert_eq!(d["attempts"], 1, "{e}");
+                let last = d["last_attempt_at_ms"].as_i64().unwrap();
+                assert!(last >= at, "{e}");
+                assert_eq!(
+                    d["next_attempt_at_ms"].as_i64(),
+                    Some(last + FIRST_RETRY_MS),
+                    "{e}"
+                );
+                let error = d["last_error"].as_str().unwrap_or_default();
+                assert!(error.contains("DestinationIpProhibited"), "{url}: {e}");
+            }
+        }
+        assert!(
+            receiver.received().is_empty(),
+            "a blocked delivery connected"
+        );
+        app.shutdown().await;
+
+        // Control: the same receiver, allowed the same way, is reached without the block.
+        let app = TestApp::start(BTreeMap::new()).await;
+        let m = merchant_notified_at(&app, &receiver).await;
+        pay(&m).await;
+        let ids = event_ids(&m).await;
+        let r = sweep(&app, &m.id, now_ms()).await;
+        assert_swept(&r, ids.len() as u64, ids.len() as u64);
+        assert_eq!(receiver.delivered_event_ids(), ids);
+        app.shutdown().await;
     });
 }
 
