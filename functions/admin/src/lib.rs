@@ -20,6 +20,7 @@ use spinpay_core::ApiError;
 use spinpay_core::api::{
     self, BODY_BYTES_MAX, CreateMerchantRequest, MerchantResponse, UpdateMerchantRequest,
 };
+use spinpay_core::idempotency::ADMIN_SCOPE;
 use spinpay_core::service;
 use spinpay_guest::component::{self, Keyed, Services};
 use spinpay_guest::env::{self, OsEntropy};
@@ -34,8 +35,6 @@ const MERCHANTS_PATH: &str = "/v1/admin/merchants";
 const ACCOUNT_PATH: &str = "/v1/account";
 /// Webhook signing secret rotation (secret key).
 const ROTATE_PATH: &str = "/v1/account/webhook-secret/rotate";
-/// Idempotency scope of admin calls (not a merchant id, so never one's keys).
-const ADMIN_SCOPE: &str = "admin";
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> HttpResponse {

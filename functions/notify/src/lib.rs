@@ -23,6 +23,7 @@ mod routes;
 use spin_sdk::http::Request;
 use spinpay_core::ApiError;
 use spinpay_core::api::{BODY_BYTES_MAX, parse_body};
+use spinpay_core::idempotency::ADMIN_SCOPE;
 use spinpay_core::service::{self, Ctx, Notifier};
 use spinpay_guest::component::{self, Keyed, Services};
 use spinpay_guest::env;
@@ -34,8 +35,6 @@ use routes::{RedeliverBody, Route, SweepBody};
 
 /// The secret variable holding the admin bearer token.
 const VAR_ADMIN_TOKEN: &str = "admin_token";
-/// Idempotency scope of admin calls.
-const ADMIN_SCOPE: &str = "admin";
 /// Deadline of one POST to a merchant (a sweep makes its attempts one after another).
 const NOTIFY_TIMEOUT_MS: u64 = 5_000;
 /// Largest merchant answer read (the body is ignored; only the status counts).

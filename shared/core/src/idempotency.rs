@@ -23,6 +23,10 @@ pub const IDEMPOTENCY_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 /// After this, an in-progress record is considered abandoned (a crashed worker).
 /// Longer than any request's deadline, so a live request is never taken over.
 pub const IDEMPOTENCY_LOCK_TTL_MS: i64 = 60 * 1000;
+/// Idempotency scope of admin calls (merchant onboarding, the notification sweep): not a
+/// merchant id (those start with `mch_`), so never one merchant's keys. The sweep expires
+/// its records like a merchant's but does not count it among the merchants it visited.
+pub const ADMIN_SCOPE: &str = "admin";
 /// Longest Idempotency-Key, in bytes.
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
 

@@ -10,7 +10,7 @@ use common::*;
 use futures::executor::block_on;
 use futures::future::join_all;
 use spinpay_core::error::ApiError;
-use spinpay_core::idempotency::{IDEMPOTENCY_LOCK_TTL_MS, IDEMPOTENCY_RETENTION_MS};
+use spinpay_core::idempotency::{ADMIN_SCOPE, IDEMPOTENCY_LOCK_TTL_MS, IDEMPOTENCY_RETENTION_MS};
 use spinpay_core::repo::memory::{Faults, MemoryRepository};
 use spinpay_core::repo::{RepoError, Repository};
 use spinpay_core::rng::SplitMix64;
@@ -145,6 +145,39 @@ fn the_sweep_deletes_records_past_their_retention_and_keeps_younger_ones() {
             (idem_keys(&repo, &m.id), expiry_slots(&repo, &m.id)),
             (0, 0)
         );
+    });
+}
+
+#[test]
+fn the_admin_scope_expires_like_a_merchant_but_is_not_counted_as_one() {
+    // Proves keyed admin calls (scope "admin") have their records deleted after the
+    // retention like a merchant's, while `merchants_visited` counts only real merchants.
+    let repo = MemoryRepository::new();
+    let (keys, mut rng) = (keyring(), SplitMix64::new(5));
+    let t0 = 1_000_000;
+    block_on(async {
+        let (m, _) = merchant(&ctx(&repo, &keys, t0), &mut rng).await;
+        for scope in [ADMIN_SCOPE, m.id.as_str()] {
+            let made = keyed(&repo, scope, "k-1", "{}", "old", t0).await;
+            assert!(made.unwrap().is_some(), "{scope}");
+        }
+        let before = sweep_at(&repo, t0 + HOUR, t0 + HOUR).await.unwrap();
+        assert_eq!(
+            (before.merchants_visited, before.idempotency_keys_expired),
+            (1, 0)
+        );
+        let after = sweep_at(&repo, t0 + DAY + 1, t0 + DAY + 1).await.unwrap();
+        assert_eq!(
+            (after.merchants_visited, after.idempotency_keys_expired),
+            (1, 2)
+        );
+        for scope in [ADMIN_SCOPE, m.id.as_str()] {
+            assert_eq!(
+                (idem_keys(&repo, scope), expiry_slots(&repo, scope)),
+                (0, 0),
+                "{scope}"
+            );
+        }
     });
 }
 
