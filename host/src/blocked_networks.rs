@@ -27,16 +27,22 @@ impl BlockedNetworks {
     pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
         let mut blocked = BlockedNetworks::default();
         for entry in entries {
-            if entry == "private" {
-                blocked.private = true;
-                continue;
-            }
-            let net: IpNet = entry.parse().map_err(|_| {
-                format!("{entry:?} is neither an IP network in CIDR notation (like \"10.0.0.0/8\") nor \"private\"")
-            })?;
-            blocked.networks.push(net.trunc());
+            blocked.add(entry)?;
         }
         Ok(blocked)
+    }
+
+    /// Adds one `block_networks` entry; the error names the entry and what was expected.
+    pub fn add(&mut self, entry: &str) -> Result<(), String> {
+        if entry == "private" {
+            self.private = true;
+            return Ok(());
+        }
+        let net: IpNet = entry.parse().map_err(|_| {
+            format!("{entry:?} is neither an IP network in CIDR notation (like \"10.0.0.0/8\") nor \"private\"")
+        })?;
+        self.networks.push(net.trunc());
+        Ok(())
     }
 
     /// True when nothing is blocked.

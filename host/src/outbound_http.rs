@@ -28,7 +28,6 @@ type SendResult = wasmtime_wasi_http::Result<(
 )>;
 
 /// The app-wide rules of outbound HTTP beyond each component's allow-list.
-#[derive(Default)]
 pub struct OutboundPolicy {
     /// The runtime config's `block_networks`.
     pub(crate) blocked: BlockedNetworks,

@@ -94,14 +94,7 @@ pub(crate) async fn send(
         .await
         .map_err(|_| HttpError::ConnectionReadTimeout)??;
     drop(sender);
-    let resp = resp.map(|body| {
-        TimedBody {
-            body,
-            gap: between_bytes_timeout,
-            timer: Box::pin(tokio::time::sleep_until(later(between_bytes_timeout))),
-        }
-        .boxed_unsync()
-    });
+    let resp = resp.map(|body| TimedBody::new(body, between_bytes_timeout).boxed_unsync());
     let ended = async move {
         match ended_rx.await {
             Ok(Err(e)) if e.is_timeout() => Err(HttpError::HttpResponseTimeout),
@@ -221,13 +214,23 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
 
 /// A response body that fails with `ConnectionReadTimeout` when no frame arrives within
 /// `gap` of the previous one (or of the response head).
-struct TimedBody {
-    body: Incoming,
+struct TimedBody<B = Incoming> {
+    body: B,
     gap: Duration,
     timer: Pin<Box<Sleep>>,
 }
 
-impl Body for TimedBody {
+impl<B> TimedBody<B> {
+    fn new(body: B, gap: Duration) -> Self {
+        TimedBody {
+            body,
+            gap,
+            timer: Box::pin(tokio::time::sleep_until(later(gap))),
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes, Error = hyper::Error> + Unpin> Body for TimedBody<B> {
     type Data = Bytes;
     type Error = HttpError;
 
@@ -287,6 +290,59 @@ mod tests {
         ));
         let open = BlockedNetworks::default();
         assert_eq!(allowed_addrs(private.clone(), &open, "h").unwrap(), private);
+    }
+
+    /// A body whose frames arrive when the test sends them.
+    struct Fed(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+    impl Body for Fed {
+        type Data = Bytes;
+        type Error = hyper::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_body_that_stalls_longer_than_the_gap_fails_with_a_read_timeout() {
+        // Proves frames spaced within the gap all arrive (each one restarts the clock) and
+        // a stall longer than the gap ends the body with ConnectionReadTimeout.
+        let gap = Duration::from_millis(300);
+        let (feed, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut body = TimedBody::new(Fed(rx), gap);
+        // Four frames, a third of the gap apart: longer than the gap in all, while the
+        // body waits for each one.
+        let feeder = tokio::spawn(async move {
+            for i in 0..4u8 {
+                tokio::time::sleep(gap / 3).await;
+                feed.send(Bytes::from(vec![i])).unwrap();
+            }
+            feed
+        });
+        let started = std::time::Instant::now();
+        for i in 0..4u8 {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), Bytes::from(vec![i]));
+        }
+        assert!(
+            started.elapsed() > gap,
+            "the frames came faster than planned"
+        );
+        let _feed = feeder.await.unwrap();
+        let stalled = std::time::Instant::now();
+        let end = body.frame().await.unwrap();
+        assert!(
+            matches!(end, Err(HttpError::ConnectionReadTimeout)),
+            "{end:?}"
+        );
+        assert!(
+            stalled.elapsed() >= gap - gap / 3,
+            "ended well before the gap"
+        );
     }
 
     #[test]

@@ -360,12 +360,13 @@ fn parse_outbound_networking(w: &Walker<'_>, def: &Table) -> Result<BlockedNetwo
     let Value::Array(list) = list else {
         return Err(w.err(field, "expected an array of strings"));
     };
-    let entries = list
-        .iter()
-        .enumerate()
-        .map(|(i, v)| w.string(v, &format!("{field}[{i}]")))
-        .collect::<Result<Vec<_>, _>>()?;
-    BlockedNetworks::parse(entries).map_err(|m| w.err(field, m))
+    let mut blocked = BlockedNetworks::default();
+    for (i, entry) in list.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        let entry = w.string(entry, &field)?;
+        blocked.add(entry).map_err(|m| w.err(&field, m))?;
+    }
+    Ok(blocked)
 }
 
 fn parse_provider(

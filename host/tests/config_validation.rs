@@ -394,8 +394,8 @@ fn runtime_config_mistakes_name_their_field() {
             "variables_provider[0].dotenv_path",
         ),
         (
-            "[outbound_networking]\nblock_networks = [\"10.0.0.1\"]\n",
-            "outbound_networking.block_networks",
+            "[outbound_networking]\nblock_networks = [\"private\", \"10.0.0.1\"]\n",
+            "outbound_networking.block_networks[1]",
         ),
         (
             "[outbound_networking]\nblock_networks = \"private\"\n",
