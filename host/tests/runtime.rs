@@ -51,6 +51,19 @@ async fn start_probe(opts: AppOptions) -> RunningApp {
     start(opts).await.expect("probe app starts")
 }
 
+/// The probe app with `target_port` = `port` and a runtime config whose
+/// `[outbound_networking] block_networks` is `block` (a TOML array).
+async fn start_probe_blocking(kv_dir: &tempfile::TempDir, block: &str, port: u16) -> RunningApp {
+    let rc = kv_dir.path().join("runtime-config.toml");
+    let text = format!("[outbound_networking]\nblock_networks = {block}\n");
+    std::fs::write(&rc, text).unwrap();
+    let mut opts = probe_options(kv_dir);
+    opts.runtime_config_file = Some(rc);
+    opts.variables
+        .insert("target_port".into(), port.to_string());
+    start_probe(opts).await
+}
+
 fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
@@ -309,17 +322,7 @@ async fn outbound_requests_never_connect_to_the_runtime_configs_blocked_networks
         r#"["::1/128", "127.0.0.1/32"]"#,
     ] {
         let kv = tempfile::tempdir().unwrap();
-        let rc = kv.path().join("runtime-config.toml");
-        std::fs::write(
-            &rc,
-            format!("[outbound_networking]\nblock_networks = {block}\n"),
-        )
-        .unwrap();
-        let mut opts = probe_options(&kv);
-        opts.runtime_config_file = Some(rc);
-        opts.variables
-            .insert("target_port".into(), port.to_string());
-        let app = start_probe(opts).await;
+        let app = start_probe_blocking(&kv, block, port).await;
         for url in [
             format!("http://127.0.0.1:{port}/in"),
             format!("http://localhost:{port}/in"),
@@ -342,17 +345,7 @@ async fn outbound_requests_never_connect_to_the_runtime_configs_blocked_networks
 
     // Blocking another network leaves loopback reachable, by address and by name.
     let kv = tempfile::tempdir().unwrap();
-    let rc = kv.path().join("runtime-config.toml");
-    std::fs::write(
-        &rc,
-        "[outbound_networking]\nblock_networks = [\"10.0.0.0/8\"]\n",
-    )
-    .unwrap();
-    let mut opts = probe_options(&kv);
-    opts.runtime_config_file = Some(rc);
-    opts.variables
-        .insert("target_port".into(), port.to_string());
-    let app = start_probe(opts).await;
+    let app = start_probe_blocking(&kv, r#"["10.0.0.0/8"]"#, port).await;
     for url in [
         format!("http://127.0.0.1:{port}/open"),
         format!("http://localhost:{port}/open"),
