@@ -18,7 +18,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::{Instant, Sleep, timeout_at};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
 
 use crate::blocked_networks::BlockedNetworks;
@@ -54,31 +54,32 @@ pub(crate) async fn send(
         .to_string();
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
 
-    let deadline = Instant::now().checked_add(connect_timeout);
-    let addrs = within(deadline, resolve(&host, port))
+    // One deadline for the whole connection set-up: lookup, connect, TLS, handshake.
+    let deadline = later(connect_timeout);
+    let addrs = timeout_at(deadline, resolve(&host, port))
         .await
-        .ok_or(HttpError::DnsTimeout)??;
+        .map_err(|_| HttpError::DnsTimeout)??;
     let addrs = allowed_addrs(addrs, blocked, &host)?;
-    let stream = within(deadline, connect(&addrs))
+    let stream = timeout_at(deadline, connect(&addrs))
         .await
-        .ok_or(HttpError::ConnectionTimeout)??;
+        .map_err(|_| HttpError::ConnectionTimeout)??;
     let _ = stream.set_nodelay(true);
     let io: Box<dyn Io> = if tls {
         let name = server_name(&host)?;
-        let stream = within(deadline, tls_connector().connect(name, stream))
+        let stream = timeout_at(deadline, tls_connector().connect(name, stream))
             .await
-            .ok_or(HttpError::ConnectionTimeout)?
+            .map_err(|_| HttpError::ConnectionTimeout)?
             .map_err(HttpError::Tls)?;
         Box::new(stream)
     } else {
         Box::new(stream)
     };
-    let (mut sender, conn) = within(
+    let (mut sender, conn) = timeout_at(
         deadline,
         hyper::client::conn::http1::handshake::<_, WasiBody>(TokioIo::new(io)),
     )
     .await
-    .ok_or(HttpError::ConnectionTimeout)??;
+    .map_err(|_| HttpError::ConnectionTimeout)??;
 
     // The request line names the path only; the host is in the `host` header.
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -109,14 +110,6 @@ pub(crate) async fn send(
 /// A connection hyper can run on: plain TCP or TLS.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-/// `fut`'s output, or `None` once `deadline` (none: no limit) has passed.
-async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, fut).await.ok(),
-        None => Some(fut.await),
-    }
-}
 
 /// `now + after`, or far in the future when that does not fit.
 fn later(after: Duration) -> Instant {

@@ -129,6 +129,12 @@ pub fn require_components(manifest: &Path) -> Manifest {
 /// `SPINPAY_TEST_REDIS_<LABEL>_URL` for another label, default database 1, 2, …).
 /// Returns its path.
 pub fn write_runtime_config(manifest: &Manifest, dir: &Path) -> PathBuf {
+    write_runtime_config_with(manifest, dir, "")
+}
+
+/// [`write_runtime_config`] with `extra` (TOML tables other than the key-value stores,
+/// e.g. `[outbound_networking]`) at the end of the file.
+pub fn write_runtime_config_with(manifest: &Manifest, dir: &Path, extra: &str) -> PathBuf {
     let redis = std::env::var("SPINPAY_TEST_REDIS").as_deref() == Ok("1");
     let mut labels: Vec<&str> = manifest
         .components
@@ -159,6 +165,7 @@ pub fn write_runtime_config(manifest: &Manifest, dir: &Path) -> PathBuf {
         };
         text.push_str(&table);
     }
+    text.push_str(extra);
     let path = dir.join("runtime-config.toml");
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     path
@@ -198,12 +205,7 @@ impl TestApp {
         }
         let kv_dir = tempfile::tempdir().expect("creating the key-value temp dir");
         let mut opts = AppOptions::new(manifest);
-        let rc = write_runtime_config(&loaded, kv_dir.path());
-        if !runtime_config.is_empty() {
-            let mut text = std::fs::read_to_string(&rc).expect("reading the runtime config");
-            text.push_str(runtime_config);
-            std::fs::write(&rc, text).expect("extending the runtime config");
-        }
+        let rc = write_runtime_config_with(&loaded, kv_dir.path(), runtime_config);
         opts.runtime_config_file = Some(rc);
         for (name, value) in [
             ("admin_token", ADMIN_TOKEN),
