@@ -50,6 +50,13 @@ impl Repository for Timed<'_> {
         r
     }
 
+    async fn put_fresh(&self, key: &str, value: Vec<u8>) -> Result<(), RepoError> {
+        let t = Instant::now();
+        let r = self.inner.put_fresh(key, value).await;
+        self.add(t);
+        r
+    }
+
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
         let t = Instant::now();
         let r = self.inner.increment(key, delta).await;

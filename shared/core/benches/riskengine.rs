@@ -312,6 +312,10 @@ impl Repository for Counting {
         self.puts.set(self.puts.get() + 1);
         self.inner.put_if_version(key, expected, value).await
     }
+    async fn put_fresh(&self, key: &str, value: Vec<u8>) -> Result<(), RepoError> {
+        self.puts.set(self.puts.get() + 1);
+        self.inner.put_fresh(key, value).await
+    }
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
         self.inner.increment(key, delta).await
     }

@@ -2,7 +2,8 @@
 //!
 //! Records are stored as versioned envelopes; every write of money state goes through
 //! [`Repository::put_if_version`] (compare-and-swap on the whole record) inside a bounded
-//! retry loop. Implementations: the guest's key-value repository (Spin `spin:key-value` +
+//! retry loop; only write-once index entries take the unconditional
+//! [`Repository::put_fresh`]. Implementations: the guest's key-value repository (Spin `spin:key-value` +
 //! `wasi:keyvalue/atomics`) and [`crate::repo::memory::MemoryRepository`] for tests, which
 //! can inject conflicts and failures.
 
@@ -58,6 +59,13 @@ pub trait Repository {
         expected: u64,
         value: Vec<u8>,
     ) -> Result<u64, RepoError>;
+    /// Write `value` as version 1 of a key no other write names with another value: an
+    /// index slot named by a counter draw (only the request that drew it writes it), or
+    /// one every writer writes with the same value. No compare-and-swap, so one store
+    /// call instead of a read and a swap (on Spin's Redis store each swap also opens a
+    /// connection of its own). Never for money state, nor for a key that another write
+    /// may hold with a different value: that write would be lost.
+    async fn put_fresh(&self, key: &str, value: Vec<u8>) -> Result<(), RepoError>;
     /// Atomically add `delta` to a counter (absent = 0), returning the new value. Counter
     /// keys are touched only through this method.
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError>;

@@ -1,6 +1,6 @@
 //! [`KvRepository`]: the core's [`Repository`] over Spin key-value.
 //!
-//! Plain reads and deletes go through `spin:key-value@3.0.0`; compare-and-swap,
+//! Plain reads, fresh writes and deletes go through `spin:key-value@3.0.0`; compare-and-swap,
 //! increment and batch reads through `wasi:keyvalue@0.2.0-draft2` (Spin serves both
 //! over the same data for a label). Versioned records are [`crate::envelope`]s; counters
 //! are touched only through `increment`, never `set`, because their stored form differs
@@ -146,6 +146,18 @@ impl Repository for KvRepository {
                 self.settle_failed_swap(key, expected, &write_id)
             }
         }
+    }
+
+    async fn put_fresh(&self, key: &str, value: Vec<u8>) -> Result<(), RepoError> {
+        let envelope = envelope::Envelope {
+            version: 1,
+            write_ids: vec![fresh_write_id()?],
+            value,
+        };
+        self.store
+            .set(key, &envelope::encode(&envelope))
+            .await
+            .map_err(|e| self.err(&format!("set {key}"), e))
     }
 
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {

@@ -32,8 +32,10 @@ pub struct Faults {
 pub struct OpCounts {
     /// `get` calls (each key of `get_many` counts one).
     pub gets: u64,
-    /// `put_if_version` calls.
+    /// `put_if_version` calls (compare-and-swaps).
     pub puts: u64,
+    /// `put_fresh` calls (unconditional writes).
+    pub fresh_puts: u64,
     /// `increment` calls.
     pub increments: u64,
     /// Injected conflicts.
@@ -178,6 +180,27 @@ impl Repository for MemoryRepository {
         Ok(version)
     }
 
+    /// Panics when the key holds another value: that is a caller breaking the contract
+    /// (the write would be lost in a real store), which the tests must see.
+    async fn put_fresh(&self, key: &str, value: Vec<u8>) -> Result<(), RepoError> {
+        self.before_op().await?;
+        let mut inner = self.lock();
+        inner.counts.fresh_puts += 1;
+        match inner.records.get(key) {
+            Some(held) => assert!(
+                held.value == value,
+                "put_fresh over another value at {key}: {:?} -> {:?}",
+                String::from_utf8_lossy(&held.value),
+                String::from_utf8_lossy(&value)
+            ),
+            None => {
+                let record = Versioned { version: 1, value };
+                inner.records.insert(key.to_string(), record);
+            }
+        }
+        Ok(())
+    }
+
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
         self.before_op().await?;
         let mut inner = self.lock();
@@ -290,5 +313,29 @@ mod tests {
         });
         assert!(landed > 0 && lost > 0, "landed {landed}, lost {lost}");
         assert_eq!(r.counts().injected_unknown_outcomes, 40);
+    }
+
+    #[test]
+    fn a_fresh_write_creates_version_one_and_a_same_value_rewrite_changes_nothing() {
+        // Proves put_fresh's contract on the memory store: absent → version 1; the same
+        // value again (a republish) leaves the record, version included, as it was.
+        let r = MemoryRepository::new();
+        block_on(r.put_fresh("k", b"\"evt_1\"".to_vec())).unwrap();
+        let stored = block_on(r.get("k")).unwrap().unwrap();
+        assert_eq!(stored.version, 1);
+        block_on(r.put_if_version("k", 1, b"\"evt_1\"".to_vec())).unwrap();
+        block_on(r.put_fresh("k", b"\"evt_1\"".to_vec())).unwrap();
+        assert_eq!(block_on(r.get("k")).unwrap().unwrap().version, 2);
+        assert_eq!(r.counts().fresh_puts, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "put_fresh over another value at k")]
+    fn a_fresh_write_over_another_value_is_a_caller_bug_the_tests_see() {
+        // Proves a caller that breaks the contract (the key was not fresh) fails loudly
+        // here, where a real store would silently lose the earlier value.
+        let r = MemoryRepository::new();
+        block_on(r.put_fresh("k", b"1".to_vec())).unwrap();
+        let _ = block_on(r.put_fresh("k", b"2".to_vec()));
     }
 }

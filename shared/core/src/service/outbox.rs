@@ -439,7 +439,9 @@ async fn publish_events<R: Repository>(
                 ensure_event(ctx, merchant_id, event, drawn).await?
             }
         };
-        insert(ctx.repo, &keys::event_index(merchant_id, seq), &event.id).await?;
+        // The slot is the event's own sequence: every publisher writes the same id there.
+        let index = keys::event_index(merchant_id, seq);
+        ctx.repo.put_fresh(&index, to_bytes(&event.id)).await?;
         if let Some(m) = merchant.filter(|m| m.notify_url.is_some()) {
             super::delivery::schedule(ctx, m, &event.id).await?;
         }

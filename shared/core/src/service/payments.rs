@@ -233,12 +233,9 @@ where
     if !insert_with_events(ctx, kind, mid, payment_id, &payment, events.clone()).await? {
         return Err(internal("payment id collision"));
     }
-    insert(
-        ctx.repo,
-        &keys::payment_index(&merchant.id, seq),
-        &payment.id,
-    )
-    .await?;
+    // The index slot is this request's own counter draw: no swap needed.
+    let index = keys::payment_index(&merchant.id, seq);
+    ctx.repo.put_fresh(&index, to_bytes(&payment.id)).await?;
     // What the insert stored: version 1 with `payment.created` pending and the marker
     // just written. When the channel is asked next, its answer's write carries
     // `payment.created` forward and both events are published together (one read and

@@ -64,6 +64,11 @@ impl<H: Hooks> Repository for Hooked<'_, H> {
             .after_put(self.inner, key, expected, &value, written)
             .await
     }
+    /// Hooked as a put (`before` only: there is no swap to report on).
+    async fn put_fresh(&self, key: &str, value: Vec<u8>) -> Result<(), RepoError> {
+        self.hooks.before(Op::Put, key)?;
+        self.inner.put_fresh(key, value).await
+    }
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
         self.hooks.before(Op::Increment, key)?;
         self.inner.increment(key, delta).await
