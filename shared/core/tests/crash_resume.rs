@@ -110,6 +110,65 @@ fn a_retry_taking_over_a_crashed_attempts_lock_answers_with_its_payment() {
 }
 
 #[test]
+fn a_keyed_retry_after_a_crash_at_any_step_lists_the_payment_once_and_charges_once() {
+    // Proves that whichever storage operation a keyed create dies at (after 0, 1, 2, …
+    // of them), the retry that takes over its lock ends with exactly one payment, named
+    // once in the merchant's list, answered as the list shows it, and charged at most once.
+    let keys = keyring();
+    let path = "/v1/payments";
+    let req_body = fingerprint_body(1250);
+    let all = spinpay_core::api::ListParams::parse("limit=100").unwrap();
+    let t0 = 10_000;
+    let mut steps = 0;
+    loop {
+        let (repo, _, ch, mut rng) = world(11);
+        let finished = block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let seed = begin_run(&c, &m.id, "order-9", path, &req_body).await;
+            let crash = common::hooked::crash_repo(&repo, steps);
+            let first = create_payment_seeded(
+                &ctx(&crash, &keys, t0),
+                &ch,
+                &LocalRisk::default(),
+                &mut rng,
+                &m,
+                new_payment(&body(1250, QRC, "")),
+                Some(seed),
+            )
+            .await;
+            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+
+            let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
+            let retry_seed = begin_run(&late, &m.id, "order-9", path, &req_body).await;
+            let again = create_payment_seeded(
+                &late,
+                &ch,
+                &LocalRisk::default(),
+                &mut rng,
+                &m,
+                new_payment(&body(1250, QRC, "")),
+                Some(retry_seed),
+            )
+            .await
+            .unwrap();
+            let at = format!("crash after {steps} storage operations");
+            let listed = list_payments(&late, &m.id, &all).await.unwrap();
+            let ids: Vec<&str> = listed.data.iter().map(|p| p.id.as_str()).collect();
+            assert_eq!(ids, [again.id.as_str()], "{at}: listed once");
+            assert_eq!(listed.data[0].status, again.status, "{at}");
+            assert!(ch.authorizations() <= 1, "{at}: charged twice");
+            finished
+        });
+        if finished {
+            break;
+        }
+        steps += 1;
+    }
+    assert!(steps > 5, "the create has many crash points ({steps})");
+}
+
+#[test]
 fn an_order_id_claimed_by_a_request_that_died_is_freed_after_the_lock_ttl() {
     // Proves a claim naming a payment that never got stored blocks the order id only
     // while its request could still be running, then a new payment takes it over; a claim

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use common::hooked::{Hooked, Hooks, Op};
+use common::hooked::crash_repo;
 use common::*;
 use futures::executor::block_on;
 use spinpay_core::crypto::{Keyring, verify_header};
@@ -23,37 +23,6 @@ const QRC: &str = r#"{"type":"qr_customer","auth_code":"28763443825664"}"#;
 const NOTIFY_URL: &str = "https://merchant.test/hooks/spinpay";
 /// A time after every marker's grace period in these tests.
 const LATER_MS: i64 = 10_000_000;
-
-/// A repository that "crashes" after `budget` operations: every later call fails, as if
-/// the process died there (nothing after the crash point reaches storage).
-struct Crash {
-    budget: Cell<u64>,
-    used: Cell<u64>,
-}
-
-impl Hooks for Crash {
-    fn before(&self, _op: Op, _key: &str) -> Result<(), RepoError> {
-        self.used.set(self.used.get() + 1);
-        match self.budget.get() {
-            0 => Err(RepoError::Unavailable("crashed".into())),
-            n => {
-                self.budget.set(n - 1);
-                Ok(())
-            }
-        }
-    }
-}
-
-/// `inner`, crashing after `budget` operations.
-fn crash_repo(inner: &MemoryRepository, budget: u64) -> Hooked<'_, Crash> {
-    Hooked {
-        inner,
-        hooks: Crash {
-            budget: Cell::new(budget),
-            used: Cell::new(0),
-        },
-    }
-}
 
 /// One POST: URL, headers, body.
 type Post = (String, BTreeMap<String, String>, Vec<u8>);
@@ -195,6 +164,13 @@ fn assert_exactly_once(repo: &MemoryRepository, merchant_id: &str, endpoint: &En
         if p.merchant_id != merchant_id {
             continue;
         }
+        let slot = spinpay_core::keys::payment_index(merchant_id, p.seq);
+        assert_eq!(
+            stored::<String>(repo, &slot).as_deref(),
+            Some(p.id.as_str()),
+            "{at}: {} is not in the merchant's list",
+            p.id
+        );
         assert_eq!(
             count(&events, &p.id, "payment.created"),
             1,

@@ -96,6 +96,10 @@ where
             read::<Payment, R>(ctx.repo, &keys::payment(&payment_id)).await?
         && earlier.merchant_id == merchant.id
     {
+        // The crashed attempt may have died before naming the payment in the merchant's
+        // list; naming it again is harmless (its own slot, the same value).
+        let index = keys::payment_index(&merchant.id, earlier.seq);
+        ctx.repo.put_fresh(&index, to_bytes(&earlier.id)).await?;
         return Ok(PaymentResponse::new(&earlier, &[]));
     }
     if let Some(order_id) = &req.merchant_order_id {

@@ -2,6 +2,8 @@
 //! operations (fail them, or act on the store right after a write) and pass every other
 //! call straight through.
 
+use std::cell::Cell;
+
 use spinpay_core::repo::memory::MemoryRepository;
 use spinpay_core::repo::{RepoError, Repository, Versioned};
 
@@ -81,5 +83,37 @@ impl<H: Hooks> Repository for Hooked<'_, H> {
     async fn delete(&self, key: &str) -> Result<(), RepoError> {
         self.hooks.before(Op::Delete, key)?;
         self.inner.delete(key).await
+    }
+}
+
+/// A repository that "crashes" after `budget` operations: every later call fails, as if
+/// the process died there (nothing after the crash point reaches storage).
+pub struct Crash {
+    pub budget: Cell<u64>,
+    /// Operations attempted, the failed ones included.
+    pub used: Cell<u64>,
+}
+
+impl Hooks for Crash {
+    fn before(&self, _op: Op, _key: &str) -> Result<(), RepoError> {
+        self.used.set(self.used.get() + 1);
+        match self.budget.get() {
+            0 => Err(RepoError::Unavailable("crashed".into())),
+            n => {
+                self.budget.set(n - 1);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `inner`, crashing after `budget` operations.
+pub fn crash_repo(inner: &MemoryRepository, budget: u64) -> Hooked<'_, Crash> {
+    Hooked {
+        inner,
+        hooks: Crash {
+            budget: Cell::new(budget),
+            used: Cell::new(0),
+        },
     }
 }
