@@ -7,10 +7,11 @@ mod common;
 
 use common::*;
 use futures::executor::block_on;
+use spinpay_core::api::PaymentResponse;
 use spinpay_core::crypto::Keyring;
 use spinpay_core::error::ApiError;
 use spinpay_core::idempotency::IDEMPOTENCY_LOCK_TTL_MS;
-use spinpay_core::model::PaymentStatus;
+use spinpay_core::model::{Merchant, PaymentStatus};
 use spinpay_core::repo::Repository;
 use spinpay_core::repo::memory::MemoryRepository;
 use spinpay_core::rng::SplitMix64;
@@ -50,6 +51,18 @@ async fn begin_run(
     }
 }
 
+/// The keyed create of a 12.50 CNY qr_customer payment with the key's seed.
+async fn create_seeded<R: Repository>(
+    c: &Ctx<'_, R>,
+    ch: &SimChannel,
+    rng: &mut SplitMix64,
+    m: &Merchant,
+    seed: [u8; 16],
+) -> Result<PaymentResponse, ApiError> {
+    let new = new_payment(&body(1250, QRC, ""));
+    create_payment_seeded(c, ch, &LocalRisk::default(), rng, m, new, Some(seed)).await
+}
+
 #[test]
 fn a_retry_taking_over_a_crashed_attempts_lock_answers_with_its_payment() {
     // Proves the crashed attempt's payment is the retry's answer: same id, one payment,
@@ -64,17 +77,7 @@ fn a_retry_taking_over_a_crashed_attempts_lock_answers_with_its_payment() {
         // The first attempt claims the key, stores and charges its payment, then "dies"
         // before completing the idempotency record.
         let seed = begin_run(&c, &m.id, "order-77", path, &req_body).await;
-        let paid = create_payment_seeded(
-            &c,
-            &ch,
-            &LocalRisk::default(),
-            &mut rng,
-            &m,
-            new_payment(&body(1250, QRC, "")),
-            Some(seed),
-        )
-        .await
-        .unwrap();
+        let paid = create_seeded(&c, &ch, &mut rng, &m, seed).await.unwrap();
         assert_eq!(paid.status, PaymentStatus::Succeeded);
         let charges = ch.authorizations();
 
@@ -89,17 +92,9 @@ fn a_retry_taking_over_a_crashed_attempts_lock_answers_with_its_payment() {
         let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
         let retry_seed = begin_run(&late, &m.id, "order-77", path, &req_body).await;
         assert_eq!(retry_seed, seed);
-        let again = create_payment_seeded(
-            &late,
-            &ch,
-            &LocalRisk::default(),
-            &mut rng,
-            &m,
-            new_payment(&body(1250, QRC, "")),
-            Some(retry_seed),
-        )
-        .await
-        .unwrap();
+        let again = create_seeded(&late, &ch, &mut rng, &m, retry_seed)
+            .await
+            .unwrap();
         assert_eq!(again.id, paid.id);
         assert_eq!(again.status, PaymentStatus::Succeeded);
         assert_eq!(ch.authorizations(), charges, "the retry charged again");
@@ -127,31 +122,14 @@ fn a_keyed_retry_after_a_crash_at_any_step_lists_the_payment_once_and_charges_on
             let (m, _) = merchant(&c, &mut rng).await;
             let seed = begin_run(&c, &m.id, "order-9", path, &req_body).await;
             let crash = common::hooked::crash_repo(&repo, steps);
-            let first = create_payment_seeded(
-                &ctx(&crash, &keys, t0),
-                &ch,
-                &LocalRisk::default(),
-                &mut rng,
-                &m,
-                new_payment(&body(1250, QRC, "")),
-                Some(seed),
-            )
-            .await;
+            let first = create_seeded(&ctx(&crash, &keys, t0), &ch, &mut rng, &m, seed).await;
             let finished = first.is_ok() && crash.hooks.used.get() <= steps;
 
             let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
             let retry_seed = begin_run(&late, &m.id, "order-9", path, &req_body).await;
-            let again = create_payment_seeded(
-                &late,
-                &ch,
-                &LocalRisk::default(),
-                &mut rng,
-                &m,
-                new_payment(&body(1250, QRC, "")),
-                Some(retry_seed),
-            )
-            .await
-            .unwrap();
+            let again = create_seeded(&late, &ch, &mut rng, &m, retry_seed)
+                .await
+                .unwrap();
             let at = format!("crash after {steps} storage operations");
             let listed = list_payments(&late, &m.id, &all).await.unwrap();
             let ids: Vec<&str> = listed.data.iter().map(|p| p.id.as_str()).collect();
