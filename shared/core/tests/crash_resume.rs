@@ -11,7 +11,7 @@ use spinpay_core::api::PaymentResponse;
 use spinpay_core::crypto::Keyring;
 use spinpay_core::error::ApiError;
 use spinpay_core::idempotency::IDEMPOTENCY_LOCK_TTL_MS;
-use spinpay_core::model::{Merchant, PaymentStatus};
+use spinpay_core::model::{Merchant, PaymentStatus, RefundStatus};
 use spinpay_core::repo::Repository;
 use spinpay_core::repo::memory::MemoryRepository;
 use spinpay_core::rng::SplitMix64;
@@ -61,6 +61,17 @@ async fn create_seeded<R: Repository>(
 ) -> Result<PaymentResponse, ApiError> {
     let new = new_payment(&body(1250, QRC, ""));
     create_payment_seeded(c, ch, &LocalRisk::default(), rng, m, new, Some(seed)).await
+}
+
+/// Runs `attempt(steps)` for steps = 0, 1, 2, … (the storage operations allowed before
+/// the crash) until it reports that the operation finished before its crash point;
+/// returns that step count.
+fn at_every_crash_point(mut attempt: impl FnMut(u64) -> bool) -> u64 {
+    let mut steps = 0;
+    while !attempt(steps) {
+        steps += 1;
+    }
+    steps
 }
 
 #[test]
@@ -114,10 +125,9 @@ fn a_keyed_retry_after_a_crash_at_any_step_lists_the_payment_once_and_charges_on
     let req_body = fingerprint_body(1250);
     let all = spinpay_core::api::ListParams::parse("limit=100").unwrap();
     let t0 = 10_000;
-    let mut steps = 0;
-    loop {
+    let steps = at_every_crash_point(|steps| {
         let (repo, _, ch, mut rng) = world(11);
-        let finished = block_on(async {
+        block_on(async {
             let c = ctx(&repo, &keys, t0);
             let (m, _) = merchant(&c, &mut rng).await;
             let seed = begin_run(&c, &m.id, "order-9", path, &req_body).await;
@@ -137,13 +147,67 @@ fn a_keyed_retry_after_a_crash_at_any_step_lists_the_payment_once_and_charges_on
             assert_eq!(listed.data[0].status, again.status, "{at}");
             assert!(ch.authorizations() <= 1, "{at}: charged twice");
             finished
-        });
-        if finished {
-            break;
-        }
-        steps += 1;
-    }
+        })
+    });
     assert!(steps > 5, "the create has many crash points ({steps})");
+}
+
+#[test]
+fn a_keyed_refund_retry_after_a_crash_at_any_step_refunds_once() {
+    // Proves that whichever storage operation a keyed refund dies at (after 0, 1, 2, …
+    // of them), the retry that takes over its lock ends with one refund of the key's
+    // id: the channel asked once at most, the payment listing it once, its refunded
+    // total equal to what the answer says was refunded.
+    let keys = keyring();
+    let t0 = 90_000;
+    let steps = at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(12);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+            let path = format!("/v1/payments/{}/refunds", p.id);
+            let seed = begin_run(&c, &m.id, "refund-9", &path, b"{}").await;
+            let crash = common::hooked::crash_repo(&repo, steps);
+            let cc = ctx(&crash, &keys, t0);
+            let first =
+                create_refund_seeded(&cc, &ch, &mut rng, &m.id, &p.id, refund_of(300), Some(seed))
+                    .await;
+            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+
+            let at = t0 + IDEMPOTENCY_LOCK_TTL_MS + 1;
+            let late = ctx(&repo, &keys, at);
+            let retry_seed = begin_run(&late, &m.id, "refund-9", &path, b"{}").await;
+            let again = create_refund_seeded(
+                &late,
+                &ch,
+                &mut rng,
+                &m.id,
+                &p.id,
+                refund_of(300),
+                Some(retry_seed),
+            )
+            .await
+            .unwrap();
+            let at = format!("crash after {steps} storage operations");
+            let asked = ch.refunded_ids.borrow().clone();
+            // One call at most: a crash after the call leaves the refund reserved, and
+            // the retry answers with it (a pending one is settled by recheck).
+            assert!(asked.len() <= 1, "{at}: refunded twice: {asked:?}");
+            assert!(asked.iter().all(|id| *id == again.id), "{at}: {asked:?}");
+            let after = get_payment(&late, &m.id, &p.id).await.unwrap();
+            let listed: Vec<&str> = after.refunds.iter().map(|r| r.id.as_str()).collect();
+            assert_eq!(listed, [again.id.as_str()], "{at}");
+            let refunded = if again.status == RefundStatus::Succeeded {
+                300
+            } else {
+                0
+            };
+            assert_eq!(after.refunded_minor, refunded, "{at}: {again:?}");
+            finished
+        })
+    });
+    assert!(steps > 5, "the refund has many crash points ({steps})");
 }
 
 #[test]

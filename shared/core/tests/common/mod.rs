@@ -34,6 +34,8 @@ pub struct SimChannel {
     pub sms_down: RefCell<bool>,
     /// Calls to refund.
     pub refund_calls: RefCell<u32>,
+    /// The refund id of every refund call, in order.
+    pub refunded_ids: RefCell<Vec<String>>,
     /// Calls to authorize (charges asked of the channel).
     pub authorize_calls: RefCell<u32>,
 }
@@ -136,6 +138,7 @@ impl ChannelClient for SimChannel {
 
     async fn refund(&self, _p: &Payment, r: &Refund) -> RefundOutcome {
         *self.refund_calls.borrow_mut() += 1;
+        self.refunded_ids.borrow_mut().push(r.id.clone());
         match r.amount_minor {
             666 => RefundOutcome::Failed {
                 code: "refund_refused".into(),
