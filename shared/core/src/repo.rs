@@ -3,9 +3,10 @@
 //! Records are stored as versioned envelopes; every write of money state goes through
 //! [`Repository::put_if_version`] (compare-and-swap on the whole record) inside a bounded
 //! retry loop; only write-once index entries take the unconditional
-//! [`Repository::put_fresh`]. Implementations: the guest's key-value repository (Spin `spin:key-value` +
-//! `wasi:keyvalue/atomics`) and [`crate::repo::memory::MemoryRepository`] for tests, which
-//! can inject conflicts and failures.
+//! [`Repository::put_fresh`]. Implementations: the guest's key-value repository (Spin
+//! `spin:key-value` + `wasi:keyvalue/atomics`) and
+//! [`crate::repo::memory::MemoryRepository`] for tests, which can inject conflicts and
+//! failures.
 
 /// A stored record with its version (0 = absent).
 #[derive(Debug, Clone, PartialEq, Eq)]
