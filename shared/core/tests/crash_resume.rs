@@ -283,7 +283,7 @@ fn a_refund_retry_after_a_crash_resumes_and_never_refunds_twice() {
         let done = create_refund_seeded(&c, &ch, &mut rng, &m.id, &p.id, req(), Some(seed))
             .await
             .unwrap();
-        let calls = *ch.refund_calls.borrow();
+        let calls = ch.refunded_ids.borrow().len();
         let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
         let seed_again = claim(t0 + IDEMPOTENCY_LOCK_TTL_MS + 1, "refund-a").await;
         assert_eq!(seed_again, seed);
@@ -291,7 +291,7 @@ fn a_refund_retry_after_a_crash_resumes_and_never_refunds_twice() {
             .await
             .unwrap();
         assert_eq!(again.id, done.id);
-        assert_eq!(*ch.refund_calls.borrow(), calls, "refunded twice");
+        assert_eq!(ch.refunded_ids.borrow().len(), calls, "refunded twice");
 
         // (b) The crashed attempt wrote its record (as `create_refund_seeded` does first)
         //     but died before the reservation: the retry reserves and refunds it once.
@@ -316,7 +316,7 @@ fn a_refund_retry_after_a_crash_resumes_and_never_refunds_twice() {
             .await
             .unwrap();
         assert_eq!(resumed.id, orphan_id);
-        assert_eq!(*ch.refund_calls.borrow(), calls + 1);
+        assert_eq!(ch.refunded_ids.borrow().len(), calls + 1);
         let after = get_payment(&late, &m.id, &p.id).await.unwrap();
         assert_eq!(after.refunded_minor, 600, "{after:?}");
         assert_eq!(after.refunds.len(), 2);

@@ -32,9 +32,7 @@ pub struct SimChannel {
     pub sms: RefCell<Vec<(String, String)>>,
     /// When set, SMS sending fails.
     pub sms_down: RefCell<bool>,
-    /// Calls to refund.
-    pub refund_calls: RefCell<u32>,
-    /// The refund id of every refund call, in order.
+    /// The refund id of every call to refund, in order.
     pub refunded_ids: RefCell<Vec<String>>,
     /// Calls to authorize (charges asked of the channel).
     pub authorize_calls: RefCell<u32>,
@@ -137,7 +135,6 @@ impl ChannelClient for SimChannel {
     }
 
     async fn refund(&self, _p: &Payment, r: &Refund) -> RefundOutcome {
-        *self.refund_calls.borrow_mut() += 1;
         self.refunded_ids.borrow_mut().push(r.id.clone());
         match r.amount_minor {
             666 => RefundOutcome::Failed {
