@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::hooked::crash_repo;
 use common::*;
 use futures::executor::block_on;
 use spinpay_core::api::PaymentResponse;
@@ -131,7 +132,7 @@ fn a_keyed_retry_after_a_crash_at_any_step_lists_the_payment_once_and_charges_on
             let c = ctx(&repo, &keys, t0);
             let (m, _) = merchant(&c, &mut rng).await;
             let seed = begin_run(&c, &m.id, "order-9", path, &req_body).await;
-            let crash = common::hooked::crash_repo(&repo, steps);
+            let crash = crash_repo(&repo, steps);
             let first = create_seeded(&ctx(&crash, &keys, t0), &ch, &mut rng, &m, seed).await;
             let finished = first.is_ok() && crash.hooks.used.get() <= steps;
 
@@ -168,15 +169,14 @@ fn a_keyed_refund_retry_after_a_crash_at_any_step_refunds_once() {
             let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
             let path = format!("/v1/payments/{}/refunds", p.id);
             let seed = begin_run(&c, &m.id, "refund-9", &path, b"{}").await;
-            let crash = common::hooked::crash_repo(&repo, steps);
+            let crash = crash_repo(&repo, steps);
             let cc = ctx(&crash, &keys, t0);
             let first =
                 create_refund_seeded(&cc, &ch, &mut rng, &m.id, &p.id, refund_of(300), Some(seed))
                     .await;
             let finished = first.is_ok() && crash.hooks.used.get() <= steps;
 
-            let at = t0 + IDEMPOTENCY_LOCK_TTL_MS + 1;
-            let late = ctx(&repo, &keys, at);
+            let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
             let retry_seed = begin_run(&late, &m.id, "refund-9", &path, b"{}").await;
             let again = create_refund_seeded(
                 &late,

@@ -2,9 +2,10 @@
 //!
 //! Plain reads, fresh writes ([`Repository::put_fresh`]) and deletes go through
 //! `spin:key-value@3.0.0`; compare-and-swap, increment and batch reads through
-//! `wasi:keyvalue@0.2.0-draft2` (Spin serves both over the same data for a label). Versioned records are [`crate::envelope`]s; counters
-//! are touched only through `increment`, never `set`, because their stored form differs
-//! per backend (little-endian i64 in SQLite, decimal text in Redis).
+//! `wasi:keyvalue@0.2.0-draft2` (Spin serves both over the same data for a label).
+//! Versioned records are [`crate::envelope`]s; counters are touched only through
+//! `increment`, never `set`, because their stored form differs per backend
+//! (little-endian i64 in SQLite, decimal text in Redis).
 
 use crate::envelope::{self, PlanRefused, SwapVerdict, WRITE_ID_BYTES};
 use spin_sdk::experimental::wasi::keyvalue::{atomics, batch, store};

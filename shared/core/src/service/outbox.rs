@@ -346,12 +346,11 @@ pub(crate) async fn publish<R: Repository>(
     let created = |e: &PendingEvent| e.event_type == EventType::PaymentCreated;
     if kind == ObjectKind::Payment && stored.outbox.iter().any(created) {
         // Its creation never published: the request may have died before naming the
-        // payment in the merchant's list. Its own slot, the same value: harmless again.
+        // payment in the merchant's list.
         let seq = stored.record["seq"]
             .as_i64()
             .ok_or_else(|| internal(format!("{key}: no seq")))?;
-        let index = keys::payment_index(&merchant_id, seq);
-        ctx.repo.put_fresh(&index, to_bytes(&id)).await?;
+        super::payments::list_payment(ctx, &merchant_id, seq, id).await?;
     }
     publish_events(ctx, &merchant_id, None, &stored.outbox).await?;
     let done: Vec<&str> = stored.outbox.iter().map(|e| e.id.as_str()).collect();

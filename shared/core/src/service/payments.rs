@@ -97,9 +97,8 @@ where
         && earlier.merchant_id == merchant.id
     {
         // The crashed attempt may have died before naming the payment in the merchant's
-        // list; naming it again is harmless (its own slot, the same value).
-        let index = keys::payment_index(&merchant.id, earlier.seq);
-        ctx.repo.put_fresh(&index, to_bytes(&earlier.id)).await?;
+        // list.
+        list_payment(ctx, &merchant.id, earlier.seq, &earlier.id).await?;
         return Ok(PaymentResponse::new(&earlier, &[]));
     }
     if let Some(order_id) = &req.merchant_order_id {
@@ -129,6 +128,19 @@ where
     // the truth (`processing` resolves by query or notification), so answer with it.
     let payment = after.unwrap_or(payment);
     Ok(PaymentResponse::new(&payment, &[]))
+}
+
+/// Names payment `id` in its merchant's list (`GET /v1/payments`) at its sequence number
+/// `seq`: a slot only this payment's requests write, always with its id, so a plain
+/// write (no swap), and writing it again is harmless.
+pub(crate) async fn list_payment<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    seq: i64,
+    id: &str,
+) -> Result<(), ApiError> {
+    let slot = keys::payment_index(merchant_id, seq);
+    Ok(ctx.repo.put_fresh(&slot, to_bytes(&id)).await?)
 }
 
 /// A merchant order id's claim (key `mch/{mid}/order/{oid}`): the payment it names.
@@ -237,9 +249,7 @@ where
     if !insert_with_events(ctx, kind, mid, payment_id, &payment, events.clone()).await? {
         return Err(internal("payment id collision"));
     }
-    // The index slot is this request's own counter draw: no swap needed.
-    let index = keys::payment_index(&merchant.id, seq);
-    ctx.repo.put_fresh(&index, to_bytes(&payment.id)).await?;
+    list_payment(ctx, &merchant.id, seq, &payment.id).await?;
     // What the insert stored: version 1 with `payment.created` pending and the marker
     // just written. When the channel is asked next, its answer's write carries
     // `payment.created` forward and both events are published together (one read and
