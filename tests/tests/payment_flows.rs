@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use spinpay_tests::{
     Merchant, Reply, assert_error, assert_error_param, manual_payment_request, payment_request,
-    qr_customer, run, unique_phone, unique_token,
+    qr_customer, run, shift_record_time, unique, unique_phone, unique_token,
 };
 
 /// Asserts the fields every fresh payment shares.
@@ -264,6 +264,55 @@ fn a_partial_capture_captures_only_the_amount_asked() {
         assert_eq!(p["captured_minor"], 3000, "{p}");
         let refund = act(&m, &id, "refunds", json!({"amount_minor": 3001})).await;
         assert_error_param(&refund, 400, "refund_exceeds_captured", "amount_minor");
+    });
+}
+
+/// Older than the idempotency lock's TTL (60 s), so a retry takes the lock over.
+const PAST_LOCK_TTL_MS: i64 = 61_000;
+
+#[test]
+fn a_keyed_capture_retried_after_its_first_attempt_died_answers_with_the_capture() {
+    // Proves a keyed retry that takes over a dead attempt's lock resumes it through the
+    // real components: the capture's idempotency record is put back in progress and aged
+    // past the lock TTL (what an attempt that captured and died before storing its
+    // answer leaves), and the retry with the same key answers 200 with the capture, not
+    // 409 payment_not_capturable. A new key on the captured payment still gets the 409.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let id = authorized_payment(&m, 5000).await;
+        let path = format!("/v1/payments/{id}/capture");
+        let body = json!({"amount_minor": 3000});
+        let key = unique("capture");
+        let first = m.post_with_key(&path, Some(&key), &body).await;
+        assert_eq!(first.0, 200, "{}", first.1);
+
+        let store = app.store();
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
+        let record = format!("mch/{}/idem/{hash}", m.id);
+        let raw = store.get(&record).await.unwrap().expect("the key's record");
+        let mut envelope: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(
+            envelope["json"]["state"]["state"], "completed",
+            "{envelope}"
+        );
+        envelope["json"]["state"] = json!({"state": "in_progress"});
+        store
+            .set(&record, serde_json::to_vec(&envelope).unwrap())
+            .await
+            .unwrap();
+        let fields = ["created_at_ms", "first_claimed_at_ms"];
+        shift_record_time(&*store, &record, &fields, -PAST_LOCK_TTL_MS).await;
+
+        let (status, p) = m.post_with_key(&path, Some(&key), &body).await;
+        assert_eq!(status, 200, "the resumed capture answers: {p}");
+        assert_eq!(p["status"], "succeeded", "{p}");
+        assert_eq!(p["captured_minor"], 3000, "{p}");
+        assert_eq!(m.payment(&id).await["captured_minor"], 3000);
+
+        let other = m
+            .post_with_key(&path, Some(&unique("capture")), &body)
+            .await;
+        assert_error(&other, 409, "payment_not_capturable");
     });
 }
 

@@ -25,7 +25,7 @@ use spinpay_core::api::{
     NewPayment, PaymentResponse, ReviewRequest,
 };
 use spinpay_core::model::Merchant;
-use spinpay_core::service::{self, Ctx};
+use spinpay_core::service::{self, Ctx, KeyedRun};
 use spinpay_guest::component::{Keyed, Services};
 use spinpay_guest::env::OsEntropy;
 use spinpay_guest::inbound::{self, HttpResponse};
@@ -85,9 +85,9 @@ async fn handle(req: Request) -> HttpResponse {
             let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
             let call = Keyed::new(&merchant.id, &parts, &body);
             services
-                .idempotent_seeded(call, request_id, async |seed| {
+                .idempotent_seeded(call, request_id, async |keyed| {
                     let command = parse(&route, &body, &merchant)?;
-                    run(&services.ctx(), &merchant, command, seed).await
+                    run(&services.ctx(), &merchant, command, keyed).await
                 })
                 .await
         },
@@ -162,16 +162,18 @@ fn parse(route: &Route, body: &[u8], merchant: &Merchant) -> Result<Command, Api
     Ok(command)
 }
 
-/// Runs a command against the core with the channel adapters and chained risk-check.
+/// Runs a command against the core with the channel adapters and chained risk-check;
+/// `keyed` tells a keyed request's seed and whether it resumes a crashed attempt.
 async fn run(
     ctx: &Ctx<'_, KvRepository>,
     merchant: &Merchant,
     command: Command,
-    seed: Option<[u8; 16]>,
+    keyed: Option<KeyedRun>,
 ) -> Result<PaymentResponse, ApiError> {
     let channel = Channels::from_variables().await?;
     let rng = &mut OsEntropy;
     let m = merchant.id.as_str();
+    let (seed, resumes) = (keyed.map(|k| k.seed), keyed.is_some_and(|k| k.resumes));
     match command {
         Command::Create(new) => {
             channel.check_new_payment(&new).await?;
@@ -179,14 +181,14 @@ async fn run(
             service::create_payment_seeded(ctx, &channel, &risk, rng, merchant, *new, seed).await
         }
         Command::Capture(id, amount) => {
-            service::capture_payment(ctx, &channel, rng, m, &id, amount).await
+            service::capture_payment_keyed(ctx, &channel, rng, m, &id, amount, resumes).await
         }
         Command::Cancel(id) => service::cancel_payment(ctx, &channel, rng, m, &id).await,
         Command::Confirm(id, otp) => {
-            service::confirm_payment(ctx, &channel, rng, m, &id, &otp).await
+            service::confirm_payment_keyed(ctx, &channel, rng, m, &id, &otp, resumes).await
         }
         Command::Review(id, approve) => {
-            service::review_payment(ctx, &channel, rng, m, &id, approve).await
+            service::review_payment_keyed(ctx, &channel, rng, m, &id, approve, resumes).await
         }
     }
 }

@@ -37,10 +37,10 @@ async fn handle(req: Request) -> HttpResponse {
                 let channels = Channels::from_variables().await?;
                 let call = Keyed::new(&merchant.id, &parts, &body);
                 services
-                    .idempotent_seeded(call, request_id, async |seed| {
+                    .idempotent_seeded(call, request_id, async |keyed| {
                         let req = parse_body::<RefundRequest>(&body, BODY_BYTES_MAX)?.validate()?;
                         let (ctx, m) = (services.ctx(), merchant.id.as_str());
-                        let rng = &mut OsEntropy;
+                        let (rng, seed) = (&mut OsEntropy, keyed.map(|k| k.seed));
                         let refund =
                             create_refund_seeded(&ctx, &channels, rng, m, &payment_id, req, seed)
                                 .await?;

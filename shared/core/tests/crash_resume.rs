@@ -1,7 +1,10 @@
 //! Resuming after a crash: a keyed retry that takes over an abandoned idempotency lock
-//! finds what the crashed attempt stored instead of creating a second payment, and a
-//! merchant order id claimed by a request that died before storing its payment is
-//! freed once the claim is older than any request can run.
+//! finds what the crashed attempt stored instead of creating a second payment or refund,
+//! and carries on from there (a payment left `processing` goes to the channel again; a
+//! capture, an accepted code or a review decision already stored is the answer, not a
+//! 409), whichever storage operation the attempt died at; and a merchant order id
+//! claimed by a request that died before storing its payment is freed once the claim is
+//! older than any request can run.
 
 mod common;
 
@@ -12,13 +15,15 @@ use spinpay_core::api::PaymentResponse;
 use spinpay_core::crypto::Keyring;
 use spinpay_core::error::ApiError;
 use spinpay_core::idempotency::IDEMPOTENCY_LOCK_TTL_MS;
-use spinpay_core::model::{Merchant, PaymentStatus, RefundStatus};
+use spinpay_core::model::{Merchant, NextAction, PaymentStatus, RefundStatus};
 use spinpay_core::repo::Repository;
 use spinpay_core::repo::memory::MemoryRepository;
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::*;
 
 const QRC: &str = r#"{"type":"qr_customer","auth_code":"28763443825664"}"#;
+const QR: &str = r#"{"type":"qr_merchant"}"#;
+const SMS: &str = r#"{"type":"sms_otp","phone":"+8613812345678"}"#;
 
 fn fingerprint_body(amount_minor: i64) -> Vec<u8> {
     body(amount_minor, QRC, "").into_bytes()
@@ -35,7 +40,25 @@ fn world(seed: u64) -> (MemoryRepository, Keyring, SimChannel, SplitMix64) {
 }
 
 /// Begins a keyed POST of `body` to `path` that must run (a fresh key or a taken-over
-/// lock) and returns its operation seed; panics naming the key and time otherwise.
+/// lock) and returns what the operation is told of its key; panics naming the key and
+/// time otherwise.
+async fn begin_keyed(
+    c: &Ctx<'_, MemoryRepository>,
+    merchant_id: &str,
+    key: &str,
+    path: &str,
+    body: &[u8],
+) -> KeyedRun {
+    match idempotency_begin(c, merchant_id, Some(key), "POST", path, body)
+        .await
+        .unwrap()
+    {
+        Started::Run(Some(t)) => t.keyed_run(),
+        other => panic!("{key} at {} ms does not run: {other:?}", c.now_ms),
+    }
+}
+
+/// [`begin_keyed`]'s operation seed.
 async fn begin_run(
     c: &Ctx<'_, MemoryRepository>,
     merchant_id: &str,
@@ -43,13 +66,7 @@ async fn begin_run(
     path: &str,
     body: &[u8],
 ) -> [u8; 16] {
-    match idempotency_begin(c, merchant_id, Some(key), "POST", path, body)
-        .await
-        .unwrap()
-    {
-        Started::Run(Some(t)) => t.operation_seed(),
-        other => panic!("{key} at {} ms does not run: {other:?}", c.now_ms),
-    }
+    begin_keyed(c, merchant_id, key, path, body).await.seed
 }
 
 /// The keyed create of a 12.50 CNY qr_customer payment with the key's seed.
@@ -146,7 +163,10 @@ fn a_keyed_retry_after_a_crash_at_any_step_lists_the_payment_once_and_charges_on
             let ids: Vec<&str> = listed.data.iter().map(|p| p.id.as_str()).collect();
             assert_eq!(ids, [again.id.as_str()], "{at}: listed once");
             assert_eq!(listed.data[0].status, again.status, "{at}");
-            assert!(ch.authorizations() <= 1, "{at}: charged twice");
+            // A payment the crash left `processing` is sent to the channel again, which
+            // charges one payment id once.
+            assert_eq!(again.status, PaymentStatus::Succeeded, "{at}: {again:?}");
+            assert_eq!(ch.charged(), [again.id.clone()].into(), "{at}");
             finished
         })
     });
@@ -208,6 +228,178 @@ fn a_keyed_refund_retry_after_a_crash_at_any_step_refunds_once() {
         })
     });
     assert!(steps > 5, "the refund has many crash points ({steps})");
+}
+
+/// The retry of a keyed request after `IDEMPOTENCY_LOCK_TTL_MS`: at `t0` + TTL + 1.
+fn after_the_lock_ttl(t0: i64) -> i64 {
+    t0 + IDEMPOTENCY_LOCK_TTL_MS + 1
+}
+
+#[test]
+fn a_keyed_capture_retry_after_a_crash_at_any_step_answers_with_the_capture() {
+    // Proves that whichever storage operation a keyed partial capture dies at, the retry
+    // that takes over its lock answers with the payment captured by the amount asked
+    // (not `payment_not_capturable`), captured once; a new key is still refused.
+    let keys = keyring();
+    let t0 = 50_000;
+    let steps = at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(13);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let manual = body(1000, QRC, r#","capture":"manual""#);
+            let p = pay_body(&c, &ch, &mut rng, &m, &manual).await.unwrap();
+            let path = format!("/v1/payments/{}/capture", p.id);
+            let req = br#"{"amount_minor":600}"#;
+            let first_run = begin_keyed(&c, &m.id, "cap-1", &path, req).await;
+            assert!(!first_run.resumes, "a fresh key resumes nothing");
+            let crash = crash_repo(&repo, steps);
+            let cc = ctx(&crash, &keys, t0);
+            let first =
+                capture_payment_keyed(&cc, &ch, &mut rng, &m.id, &p.id, Some(600), false).await;
+            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+
+            let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
+            let retry = begin_keyed(&late, &m.id, "cap-1", &path, req).await;
+            assert!(retry.resumes, "a takeover resumes");
+            let at = format!("crash after {steps} storage operations");
+            let again = capture_payment_keyed(&late, &ch, &mut rng, &m.id, &p.id, Some(600), true)
+                .await
+                .unwrap_or_else(|e| panic!("{at}: {e:?}"));
+            assert_eq!(
+                (again.status, again.captured_minor),
+                (PaymentStatus::Succeeded, 600)
+            );
+            let stored = get_payment(&late, &m.id, &p.id).await.unwrap();
+            assert_eq!(stored.captured_minor, 600, "{at}");
+
+            let other = begin_keyed(&late, &m.id, "cap-2", &path, req).await;
+            let e =
+                capture_payment_keyed(&late, &ch, &mut rng, &m.id, &p.id, Some(600), other.resumes)
+                    .await
+                    .unwrap_err();
+            assert_eq!(e.code(), "payment_not_capturable", "{at}");
+            finished
+        })
+    });
+    assert!(steps > 2, "the capture has several crash points ({steps})");
+}
+
+#[test]
+fn a_keyed_confirm_retry_after_a_crash_at_any_step_completes_the_payment_once() {
+    // Proves that whichever storage operation a keyed OTP confirmation dies at (the code
+    // accepted, the channel not yet asked, or asked and not yet stored), the retry that
+    // takes over its lock ends with the payment succeeded and one payment id charged.
+    let keys = keyring();
+    let t0 = 70_000;
+    let steps = at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(14);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let p = pay(&c, &ch, &mut rng, &m, 1000, SMS).await.unwrap();
+            assert_eq!(p.next_action, Some(NextAction::EnterOtp));
+            let code = ch.last_otp();
+            let path = format!("/v1/payments/{}/confirm", p.id);
+            let req = format!(r#"{{"otp":"{code}"}}"#);
+            begin_keyed(&c, &m.id, "otp-1", &path, req.as_bytes()).await;
+            let crash = crash_repo(&repo, steps);
+            let cc = ctx(&crash, &keys, t0);
+            let first = confirm_payment_keyed(&cc, &ch, &mut rng, &m.id, &p.id, &code, false).await;
+            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+
+            let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
+            let retry = begin_keyed(&late, &m.id, "otp-1", &path, req.as_bytes()).await;
+            let at = format!("crash after {steps} storage operations");
+            let again =
+                confirm_payment_keyed(&late, &ch, &mut rng, &m.id, &p.id, &code, retry.resumes)
+                    .await
+                    .unwrap_or_else(|e| panic!("{at}: {e:?}"));
+            assert_eq!(again.status, PaymentStatus::Succeeded, "{at}");
+            let stored = get_payment(&late, &m.id, &p.id).await.unwrap();
+            assert_eq!(stored.status, PaymentStatus::Succeeded, "{at}");
+            assert_eq!(ch.charged(), [p.id.clone()].into(), "{at}");
+            finished
+        })
+    });
+    assert!(
+        steps > 2,
+        "the confirmation has several crash points ({steps})"
+    );
+}
+
+#[test]
+fn a_keyed_review_retry_after_a_crash_at_any_step_carries_out_the_decision() {
+    // Proves that whichever storage operation a keyed review dies at, the retry that
+    // takes over its lock carries the decision out instead of `payment_not_in_review`:
+    // an approved qr_merchant payment reaches the channel (its QR shown, one payment id
+    // asked), an approved sms_otp payment has its code sent (and it confirms), a
+    // declined one answers failed with `review_declined`.
+    let keys = keyring();
+    let t0 = 80_000;
+    for (approve, method) in [(true, QR), (true, SMS), (false, QR)] {
+        let steps = at_every_crash_point(|steps| {
+            let (repo, _, ch, mut rng) = world(15);
+            block_on(async {
+                let c = ctx(&repo, &keys, t0);
+                let (m, _) = merchant(&c, &mut rng).await;
+                let mut cfg = spinpay_core::riskengine::EngineConfig::default();
+                cfg.weights.per_transaction_max = cfg.thresholds.review_at;
+                let risky = LocalRisk { config: cfg };
+                let new = new_payment(&body(6_000_000, method, ""));
+                let p = create_payment(&c, &ch, &risky, &mut rng, &m, new)
+                    .await
+                    .unwrap();
+                assert_eq!(p.status, PaymentStatus::RequiresReview);
+                let path = format!("/v1/payments/{}/review", p.id);
+                let req = format!(r#"{{"approve":{approve}}}"#);
+                begin_keyed(&c, &m.id, "rev-1", &path, req.as_bytes()).await;
+                let crash = crash_repo(&repo, steps);
+                let cc = ctx(&crash, &keys, t0);
+                let first =
+                    review_payment_keyed(&cc, &ch, &mut rng, &m.id, &p.id, approve, false).await;
+                let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+
+                let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
+                let retry = begin_keyed(&late, &m.id, "rev-1", &path, req.as_bytes()).await;
+                let at = format!("approve {approve} {method}, crash after {steps} operations");
+                let again = review_payment_keyed(
+                    &late,
+                    &ch,
+                    &mut rng,
+                    &m.id,
+                    &p.id,
+                    approve,
+                    retry.resumes,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{at}: {e:?}"));
+                let stored = get_payment(&late, &m.id, &p.id).await.unwrap();
+                assert_eq!(stored.status, again.status, "{at}");
+                if approve && method == SMS {
+                    assert_eq!(again.next_action, Some(NextAction::EnterOtp), "{at}");
+                    let code = ch.last_otp();
+                    let ok = confirm_payment(&late, &ch, &mut rng, &m.id, &p.id, &code)
+                        .await
+                        .unwrap_or_else(|e| panic!("{at}: the code sent confirms: {e:?}"));
+                    assert_eq!(ok.status, PaymentStatus::Succeeded, "{at}");
+                } else if approve {
+                    assert_eq!(again.status, PaymentStatus::RequiresCustomerAction, "{at}");
+                    assert!(
+                        matches!(again.next_action, Some(NextAction::DisplayQr { .. })),
+                        "{at}: {again:?}"
+                    );
+                    assert_eq!(ch.charged(), [p.id.clone()].into(), "{at}");
+                } else {
+                    assert_eq!(again.status, PaymentStatus::Failed, "{at}");
+                    assert_eq!(again.failure.unwrap().code, "review_declined", "{at}");
+                    assert_eq!(ch.authorizations(), 0, "{at}");
+                }
+                finished
+            })
+        });
+        assert!(steps > 1, "the review has crash points ({steps})");
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use serde::Serialize;
 use spinpay_core::ApiError;
 use spinpay_core::crypto::{Keyring, open, seal};
 use spinpay_core::model::Merchant;
-use spinpay_core::service::{self, Ctx, Reply, Started};
+use spinpay_core::service::{self, Ctx, KeyedRun, Reply, Started};
 
 use crate::env;
 use crate::inbound::{self, HttpResponse};
@@ -86,19 +86,20 @@ impl Services {
         request_id: &str,
         run: impl AsyncFnOnce() -> Result<T, ApiError>,
     ) -> Result<HttpResponse, ApiError> {
-        self.idempotent_seeded(call, request_id, async |_seed| run().await)
+        self.idempotent_seeded(call, request_id, async |_keyed| run().await)
             .await
     }
 
-    /// [`Services::idempotent`] for an operation that creates objects: `run` gets the
-    /// key's operation seed (`None` without an Idempotency-Key) to derive their ids from,
-    /// so a retry that takes over a crashed attempt's lock finds what that attempt
-    /// created instead of creating it twice.
+    /// [`Services::idempotent`] for an operation that creates objects or acts on them:
+    /// `run` gets the key's operation seed to derive ids from and whether the request
+    /// takes over a crashed attempt's lock (`None` without an Idempotency-Key), so a
+    /// retry finds what that attempt did and goes on from there instead of doing it
+    /// twice.
     pub async fn idempotent_seeded<T: Serialize>(
         &self,
         call: Keyed<'_>,
         request_id: &str,
-        run: impl AsyncFnOnce(Option<[u8; 16]>) -> Result<T, ApiError>,
+        run: impl AsyncFnOnce(Option<KeyedRun>) -> Result<T, ApiError>,
     ) -> Result<HttpResponse, ApiError> {
         let key = idempotency_key(call.headers)?;
         let ctx = self.ctx();
@@ -116,8 +117,7 @@ impl Services {
             Started::Run(ticket) => ticket,
             Started::Replay(reply) => return self.replay(&call, reply),
         };
-        let seed = ticket.as_ref().map(|t| t.operation_seed());
-        let result = run(seed).await;
+        let result = run(ticket.as_ref().map(|t| t.keyed_run())).await;
         let (reply, retryable) = service::reply_for(&result, 200);
         let stored = if call.seal && ticket.is_some() {
             let body = seal(

@@ -53,6 +53,34 @@ impl IdempotencyTicket {
     pub fn operation_seed(&self) -> [u8; 16] {
         self.seed
     }
+
+    /// Whether this request took over the lock of an earlier attempt that never
+    /// finished (it crashed, or was cut off, after the lock TTL): that attempt may have
+    /// done part or all of the work, so the operation resumes it rather than starting
+    /// from scratch.
+    pub fn resumes(&self) -> bool {
+        self.record.first_claimed_at_ms() != self.record.created_at_ms
+    }
+}
+
+/// What a keyed operation is told about its key: [`IdempotencyTicket::operation_seed`]
+/// and [`IdempotencyTicket::resumes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyedRun {
+    /// The seed of the ids the operation creates.
+    pub seed: [u8; 16],
+    /// Whether it takes over a crashed attempt.
+    pub resumes: bool,
+}
+
+impl IdempotencyTicket {
+    /// The seed and the takeover flag together.
+    pub fn keyed_run(&self) -> KeyedRun {
+        KeyedRun {
+            seed: self.operation_seed(),
+            resumes: self.resumes(),
+        }
+    }
 }
 
 /// The outcome of [`idempotency_begin`].

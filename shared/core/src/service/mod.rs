@@ -44,7 +44,7 @@ pub use delivery::{
     redeliver_event, rotate_webhook_secret, signature_header, sweep,
 };
 pub use idempotent::{
-    IdempotencyTicket, Reply, Started, idempotency_begin, idempotency_finish, reply_for,
+    IdempotencyTicket, KeyedRun, Reply, Started, idempotency_begin, idempotency_finish, reply_for,
 };
 pub use merchants::{
     authenticate, check_admin_token, create_merchant, update_merchant, webhook_secret,
@@ -55,8 +55,9 @@ pub use notifications::{
 };
 pub use outbox::{OUTBOX_EVENTS_MAX, ObjectKind, PUBLISH_GRACE_MS, PendingEvent, event_id};
 pub use payments::{
-    OTP_ATTEMPTS_MAX, OTP_TTL_MS, OtpChallenge, cancel_payment, capture_payment, confirm_payment,
-    create_payment, create_payment_seeded, recheck_payment, review_payment,
+    OTP_ATTEMPTS_MAX, OTP_TTL_MS, OtpChallenge, cancel_payment, capture_payment,
+    capture_payment_keyed, confirm_payment, confirm_payment_keyed, create_payment,
+    create_payment_seeded, recheck_payment, review_payment, review_payment_keyed,
 };
 pub use queries::{
     find_payment_by_order_id, get_event, get_payment, get_refund, list_events, list_payments,

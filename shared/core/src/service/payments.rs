@@ -73,8 +73,9 @@ where
 
 /// [`create_payment`] under an Idempotency-Key: the payment id derives from the key's
 /// operation seed, so a retry that takes over the abandoned lock of a crashed attempt
-/// answers with the payment that attempt stored (whatever state it reached; `processing`
-/// resolves by re-check or notification) instead of creating and charging a second one.
+/// finds the payment that attempt stored instead of creating and charging a second one,
+/// and goes on from where it stopped: a payment still `processing` is sent to the
+/// channel again ([`resume_with_channel`]), any other is the answer.
 pub async fn create_payment_seeded<R, C, K, E>(
     ctx: &Ctx<'_, R>,
     channel: &C,
@@ -97,8 +98,11 @@ where
         && earlier.merchant_id == merchant.id
     {
         // The crashed attempt may have died before naming the payment in the merchant's
-        // list.
+        // list, or before (or while) asking the channel.
         list_payment(ctx, &merchant.id, earlier.seq, &earlier.id).await?;
+        if earlier.channel_engaged {
+            return resume_with_channel(ctx, channel, &earlier).await;
+        }
         return Ok(PaymentResponse::new(&earlier, &[]));
     }
     if let Some(order_id) = &req.merchant_order_id {
@@ -519,13 +523,51 @@ where
     C: ChannelClient,
     E: Entropy,
 {
+    capture_payment_keyed(
+        ctx,
+        channel,
+        rng,
+        merchant_id,
+        payment_id,
+        amount_minor,
+        false,
+    )
+    .await
+}
+
+/// [`capture_payment`] under an Idempotency-Key; `resumes` when the request took over a
+/// crashed attempt's lock ([`super::IdempotencyTicket::resumes`]). That attempt may have
+/// captured and died before storing its answer: a payment captured by exactly the
+/// amount asked for is then the answer, not `payment_not_capturable`.
+pub async fn capture_payment_keyed<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    payment_id: &str,
+    amount_minor: Option<i64>,
+    resumes: bool,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
     let p = load_payment(ctx, merchant_id, payment_id).await?;
+    let amount_minor = amount_minor.unwrap_or(p.state.authorized_minor);
     if p.state.status != PaymentStatus::RequiresCapture {
+        let captured = p.state.status == PaymentStatus::Succeeded
+            && p.capture == CaptureMode::Manual
+            && p.state.captured_minor == amount_minor;
+        if resumes && captured {
+            // Its `payment.succeeded` may still be pending in the record.
+            let _ = super::outbox::publish(ctx, ObjectKind::Payment, &p.id).await;
+            return Ok(PaymentResponse::new(&p, &[]));
+        }
         return Err(status_error(p.state.status, |status| {
             ApiError::PaymentNotCapturable { status }
         }));
     }
-    let amount_minor = amount_minor.unwrap_or(p.state.authorized_minor);
     let command = PaymentCommand::Capture { amount_minor };
     apply_payment(&p.state, &command).map_err(|e| transition_error(e, &p))?;
     match channel.capture(&p, amount_minor).await {
@@ -746,7 +788,31 @@ where
     C: ChannelClient,
     E: Entropy,
 {
+    confirm_payment_keyed(ctx, channel, rng, merchant_id, payment_id, otp, false).await
+}
+
+/// [`confirm_payment`] under an Idempotency-Key; `resumes` when the request took over a
+/// crashed attempt's lock. That attempt may have accepted the code and died before or
+/// while asking the channel: the payment then goes on from where it stopped
+/// ([`resume_with_channel`]) instead of answering `payment_not_confirmable`.
+pub async fn confirm_payment_keyed<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    payment_id: &str,
+    otp: &str,
+    resumes: bool,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
     let p = load_payment(ctx, merchant_id, payment_id).await?;
+    if resumes && p.channel_engaged {
+        return resume_with_channel(ctx, channel, &p).await;
+    }
     let open_challenge = p.state.status == PaymentStatus::RequiresCustomerAction
         && p.next_action == Some(NextAction::EnterOtp);
     if !open_challenge {
@@ -799,8 +865,54 @@ where
     C: ChannelClient,
     E: Entropy,
 {
+    review_payment_keyed(ctx, channel, rng, merchant_id, payment_id, approve, false).await
+}
+
+/// [`review_payment`] under an Idempotency-Key; `resumes` when the request took over a
+/// crashed attempt's lock. That attempt may have stored the decision and died before
+/// acting on it: an approval then goes on from where it stopped (the channel asked
+/// again, see [`resume_with_channel`], or the code sent if none is waiting), and a
+/// decline answers with the declined payment, instead of `payment_not_in_review`.
+pub async fn review_payment_keyed<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    payment_id: &str,
+    approve: bool,
+    resumes: bool,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
     let p = load_payment(ctx, merchant_id, payment_id).await?;
     let sms = matches!(p.method, PaymentMethod::SmsOtp { .. });
+    if resumes && p.state.status != PaymentStatus::RequiresReview {
+        let awaits_code = p.state.status == PaymentStatus::RequiresCustomerAction
+            && p.next_action == Some(NextAction::EnterOtp);
+        let declined = p
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.code == "review_declined");
+        match (approve, sms) {
+            (true, false) if p.channel_engaged => {
+                return resume_with_channel(ctx, channel, &p).await;
+            }
+            (true, true) if awaits_code => {
+                let sent = ctx.repo.get(&keys::otp(&p.id)).await?.is_some();
+                let p = if sent {
+                    p
+                } else {
+                    start_otp(ctx, channel, rng, &p).await?
+                };
+                return Ok(PaymentResponse::new(&p, &[]));
+            }
+            (false, _) if declined => return Ok(PaymentResponse::new(&p, &[])),
+            _ => {}
+        }
+    }
     let command = if approve {
         PaymentCommand::ReviewApproved
     } else {
@@ -834,6 +946,31 @@ where
             authorize(ctx, channel, None, &u.after, &method).await?
         }
     };
+    Ok(PaymentResponse::new(&after, &[]))
+}
+
+/// A resumed request's payment that the channel was to be asked about: one still
+/// `processing` is sent to the channel again, from the stored (sealed) method; any
+/// other is answered as stored. The crashed attempt may or may not have reached the
+/// channel, and asking twice charges once: the channel knows the payment by its id and
+/// deduplicates (the sandbox by `payment_id`, Alipay and WeChat Pay by `out_trade_no`,
+/// UnionPay by `orderId` with the payment's creation time as `txnTime`).
+async fn resume_with_channel<R, C>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    p: &Payment,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+{
+    if p.state.status != PaymentStatus::Processing {
+        // Events the crashed attempt left pending in the record go out now.
+        let _ = super::outbox::publish(ctx, ObjectKind::Payment, &p.id).await;
+        return Ok(PaymentResponse::new(p, &[]));
+    }
+    let method = unseal_method(ctx, p)?;
+    let after = authorize(ctx, channel, None, p, &method).await?;
     Ok(PaymentResponse::new(&after, &[]))
 }
 

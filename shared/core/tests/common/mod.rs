@@ -34,14 +34,21 @@ pub struct SimChannel {
     pub sms_down: RefCell<bool>,
     /// The refund id of every call to refund, in order.
     pub refunded_ids: RefCell<Vec<String>>,
-    /// Calls to authorize (charges asked of the channel).
-    pub authorize_calls: RefCell<u32>,
+    /// The payment id of every call to authorize, in order. A real channel charges a
+    /// payment id once however often it is asked (it deduplicates by it), and so does
+    /// this one: its answer depends on the payment alone.
+    pub authorized_ids: RefCell<Vec<String>>,
 }
 
 impl SimChannel {
     /// How many times the channel was asked to authorize (charge).
-    pub fn authorizations(&self) -> u32 {
-        *self.authorize_calls.borrow()
+    pub fn authorizations(&self) -> usize {
+        self.authorized_ids.borrow().len()
+    }
+
+    /// The distinct payment ids the channel was asked to authorize: the charges made.
+    pub fn charged(&self) -> BTreeSet<String> {
+        self.authorized_ids.borrow().iter().cloned().collect()
     }
 
     pub fn last_otp(&self) -> String {
@@ -53,7 +60,7 @@ impl SimChannel {
 
 impl ChannelClient for SimChannel {
     async fn authorize(&self, p: &Payment, method: &PaymentMethod) -> ChannelOutcome {
-        *self.authorize_calls.borrow_mut() += 1;
+        self.authorized_ids.borrow_mut().push(p.id.clone());
         let channel_ref = Some(format!("ch_{}", p.id));
         match p.state.amount_minor {
             666 => {
