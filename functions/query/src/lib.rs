@@ -100,8 +100,9 @@ enum Rechecked {
 }
 
 /// The payment; a `processing` one is first re-checked with its channel (an unknown
-/// answer keeps it `processing`; a missing channel configuration or contention just
-/// serves what is stored).
+/// answer keeps it `processing`, or sends it to the channel again once it has not
+/// changed for 60 s: see `recheck_payment`; a missing channel configuration or
+/// contention just serves what is stored).
 async fn payment_rechecked(
     services: &Services,
     merchant_id: &str,

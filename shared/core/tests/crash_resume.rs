@@ -403,6 +403,58 @@ fn a_keyed_review_retry_after_a_crash_at_any_step_carries_out_the_decision() {
 }
 
 #[test]
+fn a_payment_an_unkeyed_create_left_processing_is_sent_to_the_channel_again_by_a_recheck() {
+    // Proves that whichever storage operation an unkeyed create dies at, a payment it
+    // stored `processing` ends succeeded after a re-check, one payment id charged: if the
+    // channel was asked, its query settles it; if not (it answers "not found"), a
+    // re-check while the request could still be running leaves it alone and one after
+    // the lock TTL sends it to the channel again. Otherwise nothing would ever settle it.
+    let keys = keyring();
+    let t0 = 60_000;
+    let mut stuck = 0;
+    let steps = at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(16);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let crash = crash_repo(&repo, steps);
+            let new = new_payment(&body(1250, QRC, ""));
+            let cc = ctx(&crash, &keys, t0);
+            let first = create_payment(&cc, &ch, &LocalRisk::default(), &mut rng, &m, new).await;
+            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+            let at = format!("crash after {steps} storage operations");
+            let stored = repo.keys_with_prefix("pay/");
+            let Some(key) = stored.first() else {
+                assert!(ch.charged().is_empty(), "{at}: charged without a payment");
+                return finished;
+            };
+            let id = key.trim_start_matches("pay/").to_string();
+            let before = get_payment(&c, &m.id, &id).await.unwrap();
+            if before.status == PaymentStatus::Processing && ch.charged().is_empty() {
+                stuck += 1;
+                let early = ctx(&repo, &keys, t0 + 1_000);
+                let young = recheck_payment(&early, &ch, &mut rng, &m.id, &id)
+                    .await
+                    .unwrap();
+                assert_eq!(young.status, PaymentStatus::Processing, "{at}: too early");
+            }
+            let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
+            let after = recheck_payment(&late, &ch, &mut rng, &m.id, &id)
+                .await
+                .unwrap();
+            assert_eq!(after.status, PaymentStatus::Succeeded, "{at}: {after:?}");
+            assert_eq!(ch.charged(), [id].into(), "{at}");
+            finished
+        })
+    });
+    assert!(steps > 5, "the create has many crash points ({steps})");
+    assert!(
+        stuck > 0,
+        "some crash points leave it processing, the channel never asked"
+    );
+}
+
+#[test]
 fn an_order_id_claimed_by_a_request_that_died_is_freed_after_the_lock_ttl() {
     // Proves a claim naming a payment that never got stored blocks the order id only
     // while its request could still be running, then a new payment takes it over; a claim

@@ -977,6 +977,13 @@ where
 /// Asks the channel about a payment the channel knows but that is not settled yet
 /// (`processing` or `requires_customer_action`) and applies the answer. Other payments
 /// are returned as they are.
+///
+/// A `processing` payment whose channel cannot say what became of it (no such payment,
+/// or no usable answer) and that has not changed for longer than any request runs
+/// ([`crate::idempotency::IDEMPOTENCY_LOCK_TTL_MS`]) is sent to the channel again
+/// ([`resume_with_channel`]): the request that was to ask the channel may have died
+/// before it did, and asking again charges once at most. Without this, such a payment
+/// would stay `processing` for good, since no notification ever comes for it.
 pub async fn recheck_payment<R, C, E>(
     ctx: &Ctx<'_, R>,
     channel: &C,
@@ -1002,7 +1009,16 @@ where
         return super::get_payment(ctx, merchant_id, payment_id).await;
     }
     let report = channel.query(&p).await;
-    let u = apply_report(ctx, payment_id, &report).await?;
-    payment_events(ctx, rng, &u).await?;
+    let unknown = matches!(report.outcome, ChannelOutcome::Unknown { .. });
+    let quiet_ms = ctx.now_ms.saturating_sub(p.updated_at_ms);
+    if unknown
+        && p.state.status == PaymentStatus::Processing
+        && quiet_ms > crate::idempotency::IDEMPOTENCY_LOCK_TTL_MS
+    {
+        resume_with_channel(ctx, channel, &p).await?;
+    } else {
+        let u = apply_report(ctx, payment_id, &report).await?;
+        payment_events(ctx, rng, &u).await?;
+    }
     super::get_payment(ctx, merchant_id, payment_id).await
 }

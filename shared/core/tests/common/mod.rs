@@ -51,16 +51,8 @@ impl SimChannel {
         self.authorized_ids.borrow().iter().cloned().collect()
     }
 
-    pub fn last_otp(&self) -> String {
-        let sms = self.sms.borrow();
-        let (_, text) = sms.last().expect("an SMS was sent");
-        text.rsplit(' ').next().unwrap().to_string()
-    }
-}
-
-impl ChannelClient for SimChannel {
-    async fn authorize(&self, p: &Payment, method: &PaymentMethod) -> ChannelOutcome {
-        self.authorized_ids.borrow_mut().push(p.id.clone());
+    /// The answer to a payment: by its amount (the magic ones), else by its method.
+    fn decide(p: &Payment, method: &PaymentMethod) -> ChannelOutcome {
         let channel_ref = Some(format!("ch_{}", p.id));
         match p.state.amount_minor {
             666 => {
@@ -111,6 +103,19 @@ impl ChannelClient for SimChannel {
         }
     }
 
+    pub fn last_otp(&self) -> String {
+        let sms = self.sms.borrow();
+        let (_, text) = sms.last().expect("an SMS was sent");
+        text.rsplit(' ').next().unwrap().to_string()
+    }
+}
+
+impl ChannelClient for SimChannel {
+    async fn authorize(&self, p: &Payment, method: &PaymentMethod) -> ChannelOutcome {
+        self.authorized_ids.borrow_mut().push(p.id.clone());
+        Self::decide(p, method)
+    }
+
     async fn capture(&self, _p: &Payment, _amount_minor: i64) -> ActionOutcome {
         ActionOutcome::Done
     }
@@ -126,12 +131,23 @@ impl ChannelClient for SimChannel {
     }
 
     async fn query(&self, p: &Payment) -> ChannelReport {
-        let outcome = if self.paid.borrow().contains(&p.id) {
+        let seen = self.authorized_ids.borrow().contains(&p.id);
+        let outcome = if !seen {
+            // As the sandbox: `payment_not_found` may mean a create still in flight.
+            ChannelOutcome::Unknown {
+                detail: "payment_not_found".into(),
+            }
+        } else if self.paid.borrow().contains(&p.id) {
             ChannelOutcome::Succeeded { channel_ref: None }
         } else {
-            ChannelOutcome::Pending {
-                channel_ref: None,
-                next_action: None,
+            // What it answered when asked (the masked method has the kind), except that
+            // an answer lost on the way (timeout, garbage) is a payment still pending.
+            match Self::decide(p, &p.method) {
+                ChannelOutcome::Unknown { .. } => ChannelOutcome::Pending {
+                    channel_ref: None,
+                    next_action: None,
+                },
+                known => known,
             }
         };
         ChannelReport {
