@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::hooked::crash_repo;
+use common::hooked::{CrashChannel, crash_repo};
 use common::*;
 use futures::executor::block_on;
 use spinpay_core::api::PaymentResponse;
@@ -70,14 +70,26 @@ async fn begin_run(
 }
 
 /// The keyed create of a 12.50 CNY qr_customer payment with the key's seed.
-async fn create_seeded<R: Repository>(
+async fn create_seeded<R: Repository, C: ChannelClient>(
     c: &Ctx<'_, R>,
-    ch: &SimChannel,
+    ch: &C,
     rng: &mut SplitMix64,
     m: &Merchant,
     seed: [u8; 16],
 ) -> Result<PaymentResponse, ApiError> {
-    let new = new_payment(&body(1250, QRC, ""));
+    create_keyed(c, ch, rng, m, &body(1250, QRC, ""), seed).await
+}
+
+/// The keyed create of the payment `body` asks for, with the key's seed.
+async fn create_keyed<R: Repository, C: ChannelClient>(
+    c: &Ctx<'_, R>,
+    ch: &C,
+    rng: &mut SplitMix64,
+    m: &Merchant,
+    body: &str,
+    seed: [u8; 16],
+) -> Result<PaymentResponse, ApiError> {
+    let new = new_payment(body);
     create_payment_seeded(c, ch, &LocalRisk::default(), rng, m, new, Some(seed)).await
 }
 
@@ -150,7 +162,11 @@ fn a_keyed_retry_after_a_crash_at_any_step_lists_the_payment_once_and_charges_on
             let (m, _) = merchant(&c, &mut rng).await;
             let seed = begin_run(&c, &m.id, "order-9", path, &req_body).await;
             let crash = crash_repo(&repo, steps);
-            let first = create_seeded(&ctx(&crash, &keys, t0), &ch, &mut rng, &m, seed).await;
+            let dying = CrashChannel {
+                inner: &ch,
+                crash: &crash.hooks,
+            };
+            let first = create_seeded(&ctx(&crash, &keys, t0), &dying, &mut rng, &m, seed).await;
             let finished = first.is_ok() && crash.hooks.used.get() <= steps;
 
             let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
@@ -174,11 +190,55 @@ fn a_keyed_retry_after_a_crash_at_any_step_lists_the_payment_once_and_charges_on
 }
 
 #[test]
+fn a_keyed_sms_create_retry_after_a_crash_at_any_step_gets_the_payer_a_code_that_works() {
+    // Proves that whichever storage operation a keyed sms_otp create dies at (its code
+    // perhaps stored but never sent), the retry that takes over its lock leaves the
+    // payment waiting for a code that was sent and confirms it: one payment, succeeded.
+    let keys = keyring();
+    let path = "/v1/payments";
+    let sms = body(1000, SMS, "");
+    let all = spinpay_core::api::ListParams::parse("limit=100").unwrap();
+    let t0 = 20_000;
+    let steps = at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(18);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let seed = begin_run(&c, &m.id, "sms-1", path, sms.as_bytes()).await;
+            let crash = crash_repo(&repo, steps);
+            let dying = CrashChannel {
+                inner: &ch,
+                crash: &crash.hooks,
+            };
+            let first =
+                create_keyed(&ctx(&crash, &keys, t0), &dying, &mut rng, &m, &sms, seed).await;
+            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+
+            let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
+            let retry_seed = begin_run(&late, &m.id, "sms-1", path, sms.as_bytes()).await;
+            let at = format!("crash after {steps} storage operations");
+            let again = create_keyed(&late, &ch, &mut rng, &m, &sms, retry_seed)
+                .await
+                .unwrap_or_else(|e| panic!("{at}: {e:?}"));
+            assert_eq!(again.next_action, Some(NextAction::EnterOtp), "{at}");
+            let ok = confirm_payment(&late, &ch, &mut rng, &m.id, &again.id, &ch.last_otp())
+                .await
+                .unwrap_or_else(|e| panic!("{at}: the code sent confirms: {e:?}"));
+            assert_eq!(ok.status, PaymentStatus::Succeeded, "{at}");
+            let listed = list_payments(&late, &m.id, &all).await.unwrap();
+            assert_eq!(listed.data.len(), 1, "{at}: one payment");
+            finished
+        })
+    });
+    assert!(steps > 5, "the create has many crash points ({steps})");
+}
+
+#[test]
 fn a_keyed_refund_retry_after_a_crash_at_any_step_refunds_once() {
     // Proves that whichever storage operation a keyed refund dies at (after 0, 1, 2, …
     // of them), the retry that takes over its lock ends with one refund of the key's
-    // id: the channel asked once at most, the payment listing it once, its refunded
-    // total equal to what the answer says was refunded.
+    // id, succeeded: the channel asked about no other refund, the payment listing it
+    // once, its refunded total 300.
     let keys = keyring();
     let t0 = 90_000;
     let steps = at_every_crash_point(|steps| {
@@ -191,9 +251,20 @@ fn a_keyed_refund_retry_after_a_crash_at_any_step_refunds_once() {
             let seed = begin_run(&c, &m.id, "refund-9", &path, b"{}").await;
             let crash = crash_repo(&repo, steps);
             let cc = ctx(&crash, &keys, t0);
-            let first =
-                create_refund_seeded(&cc, &ch, &mut rng, &m.id, &p.id, refund_of(300), Some(seed))
-                    .await;
+            let dying = CrashChannel {
+                inner: &ch,
+                crash: &crash.hooks,
+            };
+            let first = create_refund_seeded(
+                &cc,
+                &dying,
+                &mut rng,
+                &m.id,
+                &p.id,
+                refund_of(300),
+                Some(seed),
+            )
+            .await;
             let finished = first.is_ok() && crash.hooks.used.get() <= steps;
 
             let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
@@ -211,19 +282,15 @@ fn a_keyed_refund_retry_after_a_crash_at_any_step_refunds_once() {
             .unwrap();
             let at = format!("crash after {steps} storage operations");
             let asked = ch.refunded_ids.borrow().clone();
-            // One call at most: a crash after the call leaves the refund reserved, and
-            // the retry answers with it (a pending one is settled by recheck).
-            assert!(asked.len() <= 1, "{at}: refunded twice: {asked:?}");
+            // Only the key's refund: a crash before or after the channel call leaves it
+            // reserved and `pending`, and the retry asks the channel (again: it refunds
+            // one refund id once) instead of leaving it pending for good.
             assert!(asked.iter().all(|id| *id == again.id), "{at}: {asked:?}");
+            assert_eq!(again.status, RefundStatus::Succeeded, "{at}: {again:?}");
             let after = get_payment(&late, &m.id, &p.id).await.unwrap();
             let listed: Vec<&str> = after.refunds.iter().map(|r| r.id.as_str()).collect();
             assert_eq!(listed, [again.id.as_str()], "{at}");
-            let refunded = if again.status == RefundStatus::Succeeded {
-                300
-            } else {
-                0
-            };
-            assert_eq!(after.refunded_minor, refunded, "{at}: {again:?}");
+            assert_eq!(after.refunded_minor, 300, "{at}: {again:?}");
             finished
         })
     });
@@ -255,8 +322,12 @@ fn a_keyed_capture_retry_after_a_crash_at_any_step_answers_with_the_capture() {
             assert!(!first_run.resumes, "a fresh key resumes nothing");
             let crash = crash_repo(&repo, steps);
             let cc = ctx(&crash, &keys, t0);
+            let dying = CrashChannel {
+                inner: &ch,
+                crash: &crash.hooks,
+            };
             let first =
-                capture_payment_keyed(&cc, &ch, &mut rng, &m.id, &p.id, Some(600), false).await;
+                capture_payment_keyed(&cc, &dying, &mut rng, &m.id, &p.id, Some(600), false).await;
             let finished = first.is_ok() && crash.hooks.used.get() <= steps;
 
             let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
@@ -305,7 +376,12 @@ fn a_keyed_confirm_retry_after_a_crash_at_any_step_completes_the_payment_once() 
             begin_keyed(&c, &m.id, "otp-1", &path, req.as_bytes()).await;
             let crash = crash_repo(&repo, steps);
             let cc = ctx(&crash, &keys, t0);
-            let first = confirm_payment_keyed(&cc, &ch, &mut rng, &m.id, &p.id, &code, false).await;
+            let dying = CrashChannel {
+                inner: &ch,
+                crash: &crash.hooks,
+            };
+            let first =
+                confirm_payment_keyed(&cc, &dying, &mut rng, &m.id, &p.id, &code, false).await;
             let finished = first.is_ok() && crash.hooks.used.get() <= steps;
 
             let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
@@ -356,8 +432,12 @@ fn a_keyed_review_retry_after_a_crash_at_any_step_carries_out_the_decision() {
                 begin_keyed(&c, &m.id, "rev-1", &path, req.as_bytes()).await;
                 let crash = crash_repo(&repo, steps);
                 let cc = ctx(&crash, &keys, t0);
+                let dying = CrashChannel {
+                    inner: &ch,
+                    crash: &crash.hooks,
+                };
                 let first =
-                    review_payment_keyed(&cc, &ch, &mut rng, &m.id, &p.id, approve, false).await;
+                    review_payment_keyed(&cc, &dying, &mut rng, &m.id, &p.id, approve, false).await;
                 let finished = first.is_ok() && crash.hooks.used.get() <= steps;
 
                 let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
@@ -420,7 +500,11 @@ fn a_payment_an_unkeyed_create_left_processing_is_sent_to_the_channel_again_by_a
             let crash = crash_repo(&repo, steps);
             let new = new_payment(&body(1250, QRC, ""));
             let cc = ctx(&crash, &keys, t0);
-            let first = create_payment(&cc, &ch, &LocalRisk::default(), &mut rng, &m, new).await;
+            let dying = CrashChannel {
+                inner: &ch,
+                crash: &crash.hooks,
+            };
+            let first = create_payment(&cc, &dying, &LocalRisk::default(), &mut rng, &m, new).await;
             let finished = first.is_ok() && crash.hooks.used.get() <= steps;
             let at = format!("crash after {steps} storage operations");
             let stored = repo.keys_with_prefix("pay/");
@@ -451,6 +535,67 @@ fn a_payment_an_unkeyed_create_left_processing_is_sent_to_the_channel_again_by_a
     assert!(
         stuck > 0,
         "some crash points leave it processing, the channel never asked"
+    );
+}
+
+#[test]
+fn a_refund_an_unkeyed_request_left_pending_is_sent_to_the_channel_again_by_a_recheck() {
+    // Proves that whichever storage operation an unkeyed refund dies at, a refund it
+    // reserved ends succeeded after a re-check, refunded once: if the channel was asked,
+    // its query settles it; if not (it answers "not found"), a re-check while the
+    // request could still be running leaves it pending and one after the lock TTL sends
+    // it to the channel again. Otherwise its reservation would hold 300 for good.
+    let keys = keyring();
+    let t0 = 95_000;
+    let mut unasked = 0;
+    let steps = at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(17);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+            let crash = crash_repo(&repo, steps);
+            let cc = ctx(&crash, &keys, t0);
+            let dying = CrashChannel {
+                inner: &ch,
+                crash: &crash.hooks,
+            };
+            let first = create_refund(&cc, &dying, &mut rng, &m.id, &p.id, refund_of(300)).await;
+            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+            let at = format!("crash after {steps} storage operations");
+            let before = get_payment(&c, &m.id, &p.id).await.unwrap();
+            let Some(r) = before.refunds.first() else {
+                assert!(
+                    ch.refunded_ids.borrow().is_empty(),
+                    "{at}: refunded, none reserved"
+                );
+                assert_eq!(before.refunded_minor, 0, "{at}");
+                return finished;
+            };
+            if r.status == RefundStatus::Pending && ch.refunded_ids.borrow().is_empty() {
+                unasked += 1;
+                let early = ctx(&repo, &keys, t0 + 1_000);
+                let young = recheck_refund(&early, &ch, &mut rng, &m.id, &r.id)
+                    .await
+                    .unwrap();
+                assert_eq!(young.status, RefundStatus::Pending, "{at}: too early");
+            }
+            let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
+            let after = recheck_refund(&late, &ch, &mut rng, &m.id, &r.id)
+                .await
+                .unwrap();
+            assert_eq!(after.status, RefundStatus::Succeeded, "{at}: {after:?}");
+            let asked = ch.refunded_ids.borrow().clone();
+            assert!(asked.iter().all(|id| *id == r.id), "{at}: {asked:?}");
+            let paid = get_payment(&late, &m.id, &p.id).await.unwrap();
+            assert_eq!(paid.refunded_minor, 300, "{at}");
+            finished
+        })
+    });
+    assert!(steps > 3, "the refund has several crash points ({steps})");
+    assert!(
+        unasked > 0,
+        "some crash points leave it reserved, the channel never asked"
     );
 }
 

@@ -75,7 +75,8 @@ where
 /// operation seed, so a retry that takes over the abandoned lock of a crashed attempt
 /// finds the payment that attempt stored instead of creating and charging a second one,
 /// and goes on from where it stopped: a payment still `processing` is sent to the
-/// channel again ([`resume_with_channel`]), any other is the answer.
+/// channel again ([`resume_with_channel`]), one waiting for its one-time code gets a new
+/// code, any other is the answer.
 pub async fn create_payment_seeded<R, C, K, E>(
     ctx: &Ctx<'_, R>,
     channel: &C,
@@ -102,6 +103,11 @@ where
         list_payment(ctx, &merchant.id, earlier.seq, &earlier.id).await?;
         if earlier.channel_engaged {
             return resume_with_channel(ctx, channel, &earlier).await;
+        }
+        if awaits_code(&earlier) {
+            // Whether its code went out is unknown: a new one replaces it.
+            let p = start_otp(ctx, channel, rng, &earlier).await?;
+            return Ok(PaymentResponse::new(&p, &[]));
         }
         return Ok(PaymentResponse::new(&earlier, &[]));
     }
@@ -813,9 +819,7 @@ where
     if resumes && p.channel_engaged {
         return resume_with_channel(ctx, channel, &p).await;
     }
-    let open_challenge = p.state.status == PaymentStatus::RequiresCustomerAction
-        && p.next_action == Some(NextAction::EnterOtp);
-    if !open_challenge {
+    if !awaits_code(&p) {
         return Err(ApiError::PaymentNotConfirmable {
             status: p.state.status.as_str(),
         });
@@ -871,8 +875,8 @@ where
 /// [`review_payment`] under an Idempotency-Key; `resumes` when the request took over a
 /// crashed attempt's lock. That attempt may have stored the decision and died before
 /// acting on it: an approval then goes on from where it stopped (the channel asked
-/// again, see [`resume_with_channel`], or the code sent if none is waiting), and a
-/// decline answers with the declined payment, instead of `payment_not_in_review`.
+/// again, see [`resume_with_channel`], or a new code sent), and a decline answers with
+/// the declined payment, instead of `payment_not_in_review`.
 pub async fn review_payment_keyed<R, C, E>(
     ctx: &Ctx<'_, R>,
     channel: &C,
@@ -890,8 +894,6 @@ where
     let p = load_payment(ctx, merchant_id, payment_id).await?;
     let sms = matches!(p.method, PaymentMethod::SmsOtp { .. });
     if resumes && p.state.status != PaymentStatus::RequiresReview {
-        let awaits_code = p.state.status == PaymentStatus::RequiresCustomerAction
-            && p.next_action == Some(NextAction::EnterOtp);
         let declined = p
             .failure
             .as_ref()
@@ -900,13 +902,10 @@ where
             (true, false) if p.channel_engaged => {
                 return resume_with_channel(ctx, channel, &p).await;
             }
-            (true, true) if awaits_code => {
-                let sent = ctx.repo.get(&keys::otp(&p.id)).await?.is_some();
-                let p = if sent {
-                    p
-                } else {
-                    start_otp(ctx, channel, rng, &p).await?
-                };
+            (true, true) if awaits_code(&p) => {
+                // Whether its code went out is unknown (a stored challenge does not
+                // say): a new code replaces it, so the payer surely gets one.
+                let p = start_otp(ctx, channel, rng, &p).await?;
                 return Ok(PaymentResponse::new(&p, &[]));
             }
             (false, _) if declined => return Ok(PaymentResponse::new(&p, &[])),
@@ -947,6 +946,12 @@ where
         }
     };
     Ok(PaymentResponse::new(&after, &[]))
+}
+
+/// Whether `p` waits for the payer's one-time code.
+fn awaits_code(p: &Payment) -> bool {
+    p.state.status == PaymentStatus::RequiresCustomerAction
+        && p.next_action == Some(NextAction::EnterOtp)
 }
 
 /// A resumed request's payment that the channel was to be asked about: one still

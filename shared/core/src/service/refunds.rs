@@ -39,8 +39,9 @@ where
 
 /// [`create_refund`] under an Idempotency-Key: the refund id derives from the key's
 /// operation seed, so a retry that takes over a crashed attempt's abandoned lock resumes
-/// that attempt — its reserved refund is the answer; a record it wrote but never
-/// reserved goes on to the reservation — and never refunds twice.
+/// that attempt — its reserved refund is the answer, sent to the channel again while
+/// still `pending` ([`ask_channel`]); a record it wrote but never reserved goes on to
+/// the reservation — and never refunds twice.
 pub async fn create_refund_seeded<R, C, E>(
     ctx: &Ctx<'_, R>,
     channel: &C,
@@ -67,7 +68,13 @@ where
     if let Some(r) = &earlier
         && p.state.refund_ids.contains(&r.id)
     {
-        return Ok(RefundResponse::new(r));
+        if r.state.status != crate::model::RefundStatus::Pending {
+            return Ok(RefundResponse::new(r));
+        }
+        // The crashed attempt may have died before (or while) asking the channel.
+        return Ok(RefundResponse::new(
+            &ask_channel(ctx, channel, rng, &p, r).await,
+        ));
     }
     if p.state.status != PaymentStatus::Succeeded {
         return Err(ApiError::PaymentNotRefundable {
@@ -111,14 +118,33 @@ where
         Ok(p) => p,
         Err(e) => return Err(release(ctx, merchant_id, mref, Some(&refund_id), e).await),
     };
-    let outcome = channel.refund(&payment, &refund).await;
-    // The refund is reserved and recorded: after a storage error here it stays
-    // `pending` (a re-check or notification settles it); a retryable error would
-    // invite a second refund.
-    let settled = settle(ctx, rng, &refund_id, &outcome)
+    Ok(RefundResponse::new(
+        &ask_channel(ctx, channel, rng, &payment, &refund).await,
+    ))
+}
+
+/// Asks the channel to make a reserved refund and settles its answer; asking again for
+/// the same refund (a resumed request, a re-check) refunds once: the channel knows it by
+/// its id (the sandbox's `refund_id`, Alipay's `out_request_no`, WeChat Pay's
+/// `out_refund_no`, UnionPay's `orderId`). After a storage error the refund stays
+/// `pending` (a re-check or notification settles it): it is reserved and recorded, so
+/// a retryable error would invite a second refund.
+async fn ask_channel<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    payment: &Payment,
+    refund: &Refund,
+) -> Refund
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let outcome = channel.refund(payment, refund).await;
+    settle(ctx, rng, &refund.id, &outcome)
         .await
-        .unwrap_or(refund);
-    Ok(RefundResponse::new(&settled))
+        .unwrap_or_else(|_| refund.clone())
 }
 
 /// Undoes the claims of a refund refused before its reservation (the merchant refund
@@ -265,7 +291,12 @@ pub(crate) async fn settle_reservation<R: Repository>(
     settle_payment(ctx, &mut no_entropy, &u).await
 }
 
-/// Asks the channel about a pending refund and applies the answer.
+/// Asks the channel about a pending refund and applies the answer. When the channel
+/// cannot say (it does not know the refund, or answers nothing usable) and the refund is
+/// older than any request runs ([`crate::idempotency::IDEMPOTENCY_LOCK_TTL_MS`]), the
+/// refund is sent to the channel again ([`ask_channel`]): the request that was to ask
+/// may have died after reserving it, which would otherwise hold the reserved amount for
+/// good.
 pub async fn recheck_refund<R, C, E>(
     ctx: &Ctx<'_, R>,
     channel: &C,
@@ -287,6 +318,14 @@ where
     }
     let payment = load_payment(ctx, merchant_id, &refund.payment_id).await?;
     let outcome = channel.query_refund(&payment, &refund).await;
+    let quiet_ms = ctx.now_ms.saturating_sub(refund.updated_at_ms);
+    if matches!(outcome, RefundOutcome::Unknown { .. })
+        && quiet_ms > crate::idempotency::IDEMPOTENCY_LOCK_TTL_MS
+    {
+        return Ok(RefundResponse::new(
+            &ask_channel(ctx, channel, rng, &payment, &refund).await,
+        ));
+    }
     let settled = settle(ctx, rng, refund_id, &outcome).await?;
     Ok(RefundResponse::new(&settled))
 }

@@ -4,8 +4,14 @@
 
 use std::cell::Cell;
 
+use spinpay_core::model::{Payment, PaymentMethod, Refund};
 use spinpay_core::repo::memory::MemoryRepository;
 use spinpay_core::repo::{RepoError, Repository, Versioned};
+use spinpay_core::service::{
+    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, RefundOutcome,
+};
+
+use super::SimChannel;
 
 /// Which operation a hook sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,5 +121,72 @@ pub fn crash_repo(inner: &MemoryRepository, budget: u64) -> Hooked<'_, Crash> {
             budget: Cell::new(budget),
             used: Cell::new(0),
         },
+    }
+}
+
+/// A channel seen from a process that crashes with `crash`: once the repository's
+/// budget is spent (the process "died" after its last storage operation), no call
+/// reaches `inner` any more, as none would leave a dead process.
+pub struct CrashChannel<'a> {
+    pub inner: &'a SimChannel,
+    pub crash: &'a Crash,
+}
+
+impl CrashChannel<'_> {
+    fn dead(&self) -> bool {
+        self.crash.budget.get() == 0
+    }
+}
+
+fn lost() -> String {
+    "the process died before the call".to_string()
+}
+
+impl ChannelClient for CrashChannel<'_> {
+    async fn authorize(&self, p: &Payment, method: &PaymentMethod) -> ChannelOutcome {
+        if self.dead() {
+            return ChannelOutcome::Unknown { detail: lost() };
+        }
+        self.inner.authorize(p, method).await
+    }
+    async fn capture(&self, p: &Payment, amount_minor: i64) -> ActionOutcome {
+        if self.dead() {
+            return ActionOutcome::Unknown { detail: lost() };
+        }
+        self.inner.capture(p, amount_minor).await
+    }
+    async fn cancel(&self, p: &Payment) -> ActionOutcome {
+        if self.dead() {
+            return ActionOutcome::Unknown { detail: lost() };
+        }
+        self.inner.cancel(p).await
+    }
+    async fn query(&self, p: &Payment) -> ChannelReport {
+        if self.dead() {
+            return ChannelReport {
+                outcome: ChannelOutcome::Unknown { detail: lost() },
+                amount_minor: None,
+                currency: None,
+            };
+        }
+        self.inner.query(p).await
+    }
+    async fn refund(&self, p: &Payment, r: &Refund) -> RefundOutcome {
+        if self.dead() {
+            return RefundOutcome::Unknown { detail: lost() };
+        }
+        self.inner.refund(p, r).await
+    }
+    async fn query_refund(&self, p: &Payment, r: &Refund) -> RefundOutcome {
+        if self.dead() {
+            return RefundOutcome::Unknown { detail: lost() };
+        }
+        self.inner.query_refund(p, r).await
+    }
+    async fn send_sms(&self, phone: &str, text: &str) -> Result<(), String> {
+        if self.dead() {
+            return Err(lost());
+        }
+        self.inner.send_sms(phone, text).await
     }
 }

@@ -103,6 +103,23 @@ impl SimChannel {
         }
     }
 
+    /// The answer to a refund: by its amount (the magic ones), else succeeded.
+    fn refund_answer(r: &Refund) -> RefundOutcome {
+        match r.amount_minor {
+            666 => RefundOutcome::Failed {
+                code: "refund_refused".into(),
+                message: "no".into(),
+            },
+            888 => RefundOutcome::Pending { channel_ref: None },
+            777 => RefundOutcome::Unknown {
+                detail: "timeout".into(),
+            },
+            _ => RefundOutcome::Succeeded {
+                channel_ref: Some(format!("rf_{}", r.id)),
+            },
+        }
+    }
+
     pub fn last_otp(&self) -> String {
         let sms = self.sms.borrow();
         let (_, text) = sms.last().expect("an SMS was sent");
@@ -159,26 +176,23 @@ impl ChannelClient for SimChannel {
 
     async fn refund(&self, _p: &Payment, r: &Refund) -> RefundOutcome {
         self.refunded_ids.borrow_mut().push(r.id.clone());
-        match r.amount_minor {
-            666 => RefundOutcome::Failed {
-                code: "refund_refused".into(),
-                message: "no".into(),
-            },
-            888 => RefundOutcome::Pending { channel_ref: None },
-            777 => RefundOutcome::Unknown {
-                detail: "timeout".into(),
-            },
-            _ => RefundOutcome::Succeeded {
-                channel_ref: Some(format!("rf_{}", r.id)),
-            },
-        }
+        Self::refund_answer(r)
     }
 
     async fn query_refund(&self, _p: &Payment, r: &Refund) -> RefundOutcome {
+        if !self.refunded_ids.borrow().contains(&r.id) {
+            // As the sandbox: `refund_not_found`.
+            return RefundOutcome::Unknown {
+                detail: "refund_not_found".into(),
+            };
+        }
         if self.refunds_done.borrow().contains(&r.id) {
-            RefundOutcome::Succeeded { channel_ref: None }
-        } else {
-            RefundOutcome::Pending { channel_ref: None }
+            return RefundOutcome::Succeeded { channel_ref: None };
+        }
+        // What it answered when asked, an answer lost on the way being still pending.
+        match Self::refund_answer(r) {
+            RefundOutcome::Unknown { .. } => RefundOutcome::Pending { channel_ref: None },
+            known => known,
         }
     }
 
