@@ -318,6 +318,37 @@ fn alipay_server_errors_garbage_and_bad_signatures_are_unknown_outcomes() {
 }
 
 #[test]
+fn an_alipay_payment_alipay_never_got_is_sent_again_by_a_recheck_once_quiet_for_60_s() {
+    // Proves the re-check's second ask through the real components and the Alipay
+    // adapter: a trade.pay answered 500 with nothing done leaves the payment processing,
+    // and a GET's re-check (trade.query: not found) keeps it so while the request could
+    // still be running; once the payment has been quiet for 60 s (its record aged in the
+    // store) a GET re-checks, still hears nothing and sends trade.pay again: the payment
+    // succeeds through one trade, `payment.succeeded` published once.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let (_, p) = m.create_payment(&request("alipay", 602, code("28"))).await;
+        let pid = id(&p);
+        assert_money(&p, "processing", 0, 0);
+        assert_money(&m.payment(&pid).await, "processing", 0, 0);
+        assert_eq!(w.alipay.call_count("alipay.trade.pay", &pid), 1);
+
+        let store = w.app.store();
+        let fields = ["created_at_ms", "updated_at_ms"];
+        shift_record_time(&*store, &format!("pay/{pid}"), &fields, -61_000).await;
+        assert_money(&m.payment(&pid).await, "succeeded", 602, 0);
+        assert_eq!(w.alipay.call_count("alipay.trade.pay", &pid), 2);
+        assert_eq!(count(&m, &pid, "payment.succeeded").await, 1);
+        assert_money(&m.payment(&pid).await, "succeeded", 602, 0);
+        assert_eq!(
+            w.alipay.call_count("alipay.trade.pay", &pid),
+            2,
+            "asked twice only"
+        );
+    });
+}
+
+#[test]
 fn alipay_notification_before_the_precreate_answer_is_applied_once() {
     // Proves the customer's payment notified while precreate is still in flight
     // settles the payment, and the late precreate answer does not reopen it.

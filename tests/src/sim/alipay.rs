@@ -180,10 +180,15 @@ impl AlipaySim {
     async fn create(&self, method: &str, biz: &Value) -> SimResponse {
         let out_trade_no = biz["out_trade_no"].as_str().unwrap_or("").to_string();
         let total = biz["total_amount"].as_str().unwrap_or("0").to_string();
-        let fault = Fault::for_amount(minor(&total));
-        if fault == Fault::ServerError {
-            return self.answer(method, &json!({}), fault);
-        }
+        let fault = match Fault::for_amount(minor(&total)) {
+            // A server error is passing: the first call about a trade fails with nothing
+            // done, a later one (spinpay asking again) is served.
+            Fault::ServerError if self.call_count(method, &out_trade_no) == 1 => {
+                return self.answer(method, &json!({}), Fault::ServerError);
+            }
+            Fault::ServerError => Fault::None,
+            other => other,
+        };
         let waiting = biz["auth_code"]
             .as_str()
             .is_some_and(|c| c.starts_with("WAIT"));

@@ -53,7 +53,8 @@ pub enum Fault {
     None,
     /// Do the work, then answer only after [`SLOW_ANSWER`] (the adapter times out).
     Timeout,
-    /// HTTP 500 without doing anything.
+    /// HTTP 500 without doing anything (the Alipay simulator's create: on the first
+    /// call about a trade only).
     ServerError,
     /// HTTP 200 with a body that is not the protocol's.
     Garbage,
