@@ -600,6 +600,41 @@ fn a_refund_an_unkeyed_request_left_pending_is_sent_to_the_channel_again_by_a_re
 }
 
 #[test]
+fn a_cancel_retried_after_a_crash_at_any_step_cancels_although_the_channel_will_not_close_twice() {
+    // Proves that whichever storage operation a cancel of a waiting QR payment dies at
+    // (the channel perhaps already closed it), the retry answers canceled: the channel
+    // refuses a second close, and its query, closed, says the first one went through.
+    let keys = keyring();
+    let t0 = 40_000;
+    let steps = at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(19);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let p = pay(&c, &ch, &mut rng, &m, 1000, QR).await.unwrap();
+            assert_eq!(p.status, PaymentStatus::RequiresCustomerAction);
+            let crash = crash_repo(&repo, steps);
+            let cc = ctx(&crash, &keys, t0);
+            let dying = CrashChannel {
+                inner: &ch,
+                crash: &crash.hooks,
+            };
+            let first = cancel_payment(&cc, &dying, &mut rng, &m.id, &p.id).await;
+            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+            let at = format!("crash after {steps} storage operations");
+            let again = cancel_payment(&c, &ch, &mut rng, &m.id, &p.id)
+                .await
+                .unwrap_or_else(|e| panic!("{at}: {e:?}"));
+            assert_eq!(again.status, PaymentStatus::Canceled, "{at}");
+            let stored = get_payment(&c, &m.id, &p.id).await.unwrap();
+            assert_eq!(stored.status, PaymentStatus::Canceled, "{at}");
+            finished
+        })
+    });
+    assert!(steps > 1, "the cancel has crash points ({steps})");
+}
+
+#[test]
 fn an_order_id_claimed_by_a_request_that_died_is_freed_after_the_lock_ttl() {
     // Proves a claim naming a payment that never got stored blocks the order id only
     // while its request could still be running, then a new payment takes it over; a claim

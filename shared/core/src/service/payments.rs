@@ -654,6 +654,10 @@ where
     if p.channel_engaged {
         match channel.cancel(&p).await {
             ActionOutcome::Done => {}
+            // A repeat of a cancel that went through but whose answer or write was lost
+            // (a retry after a crash) is refused by a channel that does not close twice
+            // (Alipay): the channel's own status, closed, says it went through.
+            ActionOutcome::Declined { .. } if closed_at_channel(channel, &p).await => {}
             ActionOutcome::Declined { code, message } => {
                 return Err(ApiError::ChannelDeclined {
                     message: format!("{code}: {message}"),
@@ -677,6 +681,14 @@ where
     let _ = ctx.repo.delete(&keys::otp(payment_id)).await;
     payment_events(ctx, rng, &u).await?;
     Ok(PaymentResponse::new(&u.after, &[]))
+}
+
+/// Whether the channel's query says `p` is closed there (or declined: no money moved).
+async fn closed_at_channel<C: ChannelClient>(channel: &C, p: &Payment) -> bool {
+    matches!(
+        channel.query(p).await.outcome,
+        ChannelOutcome::Declined { .. }
+    )
 }
 
 /// Generates a code, stores its hash, sends it by SMS. A failed send fails the payment

@@ -30,6 +30,8 @@ pub struct SimChannel {
     pub refunds_done: RefCell<BTreeSet<String>>,
     /// SMS sent: (phone, text).
     pub sms: RefCell<Vec<(String, String)>>,
+    /// Payments the channel has closed (a second close is refused, as Alipay does).
+    pub closed: RefCell<BTreeSet<String>>,
     /// When set, SMS sending fails.
     pub sms_down: RefCell<bool>,
     /// The refund id of every call to refund, in order.
@@ -144,6 +146,12 @@ impl ChannelClient for SimChannel {
                 message: "paid".into(),
             };
         }
+        if !self.closed.borrow_mut().insert(p.id.clone()) {
+            return ActionOutcome::Declined {
+                code: "trade_status_error".into(),
+                message: "the trade cannot be closed".into(),
+            };
+        }
         ActionOutcome::Done
     }
 
@@ -156,6 +164,11 @@ impl ChannelClient for SimChannel {
             }
         } else if self.paid.borrow().contains(&p.id) {
             ChannelOutcome::Succeeded { channel_ref: None }
+        } else if self.closed.borrow().contains(&p.id) {
+            ChannelOutcome::Declined {
+                code: "payment_closed".into(),
+                message: "closed".into(),
+            }
         } else {
             // What it answered when asked (the masked method has the kind), except that
             // an answer lost on the way (timeout, garbage) is a payment still pending.
