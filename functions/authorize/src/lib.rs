@@ -181,14 +181,14 @@ async fn run(
             service::create_payment_seeded(ctx, &channel, &risk, rng, merchant, *new, seed).await
         }
         Command::Capture(id, amount) => {
-            service::capture_payment_keyed(ctx, &channel, rng, m, &id, amount, resumes).await
+            service::capture_payment(ctx, &channel, rng, m, &id, amount, resumes).await
         }
         Command::Cancel(id) => service::cancel_payment(ctx, &channel, rng, m, &id).await,
         Command::Confirm(id, otp) => {
-            service::confirm_payment_keyed(ctx, &channel, rng, m, &id, &otp, resumes).await
+            service::confirm_payment(ctx, &channel, rng, m, &id, &otp, resumes).await
         }
         Command::Review(id, approve) => {
-            service::review_payment_keyed(ctx, &channel, rng, m, &id, approve, resumes).await
+            service::review_payment(ctx, &channel, rng, m, &id, approve, resumes).await
         }
     }
 }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::hooked::{CrashChannel, crash_repo};
+use common::hooked::dies_after;
 use common::*;
 use futures::executor::block_on;
 use spinpay_core::api::PaymentResponse;
@@ -161,13 +161,10 @@ fn a_keyed_retry_after_a_crash_at_any_step_lists_the_payment_once_and_charges_on
             let c = ctx(&repo, &keys, t0);
             let (m, _) = merchant(&c, &mut rng).await;
             let seed = begin_run(&c, &m.id, "order-9", path, &req_body).await;
-            let crash = crash_repo(&repo, steps);
-            let dying = CrashChannel {
-                inner: &ch,
-                crash: &crash.hooks,
-            };
-            let first = create_seeded(&ctx(&crash, &keys, t0), &dying, &mut rng, &m, seed).await;
-            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                create_seeded(&ctx(crash, &keys, t0), dying, &mut rng, &m, seed).await
+            })
+            .await;
 
             let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
             let retry_seed = begin_run(&late, &m.id, "order-9", path, &req_body).await;
@@ -205,14 +202,10 @@ fn a_keyed_sms_create_retry_after_a_crash_at_any_step_gets_the_payer_a_code_that
             let c = ctx(&repo, &keys, t0);
             let (m, _) = merchant(&c, &mut rng).await;
             let seed = begin_run(&c, &m.id, "sms-1", path, sms.as_bytes()).await;
-            let crash = crash_repo(&repo, steps);
-            let dying = CrashChannel {
-                inner: &ch,
-                crash: &crash.hooks,
-            };
-            let first =
-                create_keyed(&ctx(&crash, &keys, t0), &dying, &mut rng, &m, &sms, seed).await;
-            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                create_keyed(&ctx(crash, &keys, t0), dying, &mut rng, &m, &sms, seed).await
+            })
+            .await;
 
             let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
             let retry_seed = begin_run(&late, &m.id, "sms-1", path, sms.as_bytes()).await;
@@ -221,9 +214,17 @@ fn a_keyed_sms_create_retry_after_a_crash_at_any_step_gets_the_payer_a_code_that
                 .await
                 .unwrap_or_else(|e| panic!("{at}: {e:?}"));
             assert_eq!(again.next_action, Some(NextAction::EnterOtp), "{at}");
-            let ok = confirm_payment(&late, &ch, &mut rng, &m.id, &again.id, &ch.last_otp())
-                .await
-                .unwrap_or_else(|e| panic!("{at}: the code sent confirms: {e:?}"));
+            let ok = confirm_payment(
+                &late,
+                &ch,
+                &mut rng,
+                &m.id,
+                &again.id,
+                &ch.last_otp(),
+                false,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{at}: the code sent confirms: {e:?}"));
             assert_eq!(ok.status, PaymentStatus::Succeeded, "{at}");
             let listed = list_payments(&late, &m.id, &all).await.unwrap();
             assert_eq!(listed.data.len(), 1, "{at}: one payment");
@@ -249,23 +250,20 @@ fn a_keyed_refund_retry_after_a_crash_at_any_step_refunds_once() {
             let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
             let path = format!("/v1/payments/{}/refunds", p.id);
             let seed = begin_run(&c, &m.id, "refund-9", &path, b"{}").await;
-            let crash = crash_repo(&repo, steps);
-            let cc = ctx(&crash, &keys, t0);
-            let dying = CrashChannel {
-                inner: &ch,
-                crash: &crash.hooks,
-            };
-            let first = create_refund_seeded(
-                &cc,
-                &dying,
-                &mut rng,
-                &m.id,
-                &p.id,
-                refund_of(300),
-                Some(seed),
-            )
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                let cc = ctx(crash, &keys, t0);
+                create_refund_seeded(
+                    &cc,
+                    dying,
+                    &mut rng,
+                    &m.id,
+                    &p.id,
+                    refund_of(300),
+                    Some(seed),
+                )
+                .await
+            })
             .await;
-            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
 
             let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
             let retry_seed = begin_run(&late, &m.id, "refund-9", &path, b"{}").await;
@@ -320,21 +318,17 @@ fn a_keyed_capture_retry_after_a_crash_at_any_step_answers_with_the_capture() {
             let req = br#"{"amount_minor":600}"#;
             let first_run = begin_keyed(&c, &m.id, "cap-1", &path, req).await;
             assert!(!first_run.resumes, "a fresh key resumes nothing");
-            let crash = crash_repo(&repo, steps);
-            let cc = ctx(&crash, &keys, t0);
-            let dying = CrashChannel {
-                inner: &ch,
-                crash: &crash.hooks,
-            };
-            let first =
-                capture_payment_keyed(&cc, &dying, &mut rng, &m.id, &p.id, Some(600), false).await;
-            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                let cc = ctx(crash, &keys, t0);
+                capture_payment(&cc, dying, &mut rng, &m.id, &p.id, Some(600), false).await
+            })
+            .await;
 
             let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
             let retry = begin_keyed(&late, &m.id, "cap-1", &path, req).await;
             assert!(retry.resumes, "a takeover resumes");
             let at = format!("crash after {steps} storage operations");
-            let again = capture_payment_keyed(&late, &ch, &mut rng, &m.id, &p.id, Some(600), true)
+            let again = capture_payment(&late, &ch, &mut rng, &m.id, &p.id, Some(600), true)
                 .await
                 .unwrap_or_else(|e| panic!("{at}: {e:?}"));
             assert_eq!(
@@ -345,10 +339,9 @@ fn a_keyed_capture_retry_after_a_crash_at_any_step_answers_with_the_capture() {
             assert_eq!(stored.captured_minor, 600, "{at}");
 
             let other = begin_keyed(&late, &m.id, "cap-2", &path, req).await;
-            let e =
-                capture_payment_keyed(&late, &ch, &mut rng, &m.id, &p.id, Some(600), other.resumes)
-                    .await
-                    .unwrap_err();
+            let e = capture_payment(&late, &ch, &mut rng, &m.id, &p.id, Some(600), other.resumes)
+                .await
+                .unwrap_err();
             assert_eq!(e.code(), "payment_not_capturable", "{at}");
             finished
         })
@@ -374,23 +367,18 @@ fn a_keyed_confirm_retry_after_a_crash_at_any_step_completes_the_payment_once() 
             let path = format!("/v1/payments/{}/confirm", p.id);
             let req = format!(r#"{{"otp":"{code}"}}"#);
             begin_keyed(&c, &m.id, "otp-1", &path, req.as_bytes()).await;
-            let crash = crash_repo(&repo, steps);
-            let cc = ctx(&crash, &keys, t0);
-            let dying = CrashChannel {
-                inner: &ch,
-                crash: &crash.hooks,
-            };
-            let first =
-                confirm_payment_keyed(&cc, &dying, &mut rng, &m.id, &p.id, &code, false).await;
-            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                let cc = ctx(crash, &keys, t0);
+                confirm_payment(&cc, dying, &mut rng, &m.id, &p.id, &code, false).await
+            })
+            .await;
 
             let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
             let retry = begin_keyed(&late, &m.id, "otp-1", &path, req.as_bytes()).await;
             let at = format!("crash after {steps} storage operations");
-            let again =
-                confirm_payment_keyed(&late, &ch, &mut rng, &m.id, &p.id, &code, retry.resumes)
-                    .await
-                    .unwrap_or_else(|e| panic!("{at}: {e:?}"));
+            let again = confirm_payment(&late, &ch, &mut rng, &m.id, &p.id, &code, retry.resumes)
+                .await
+                .unwrap_or_else(|e| panic!("{at}: {e:?}"));
             assert_eq!(again.status, PaymentStatus::Succeeded, "{at}");
             let stored = get_payment(&late, &m.id, &p.id).await.unwrap();
             assert_eq!(stored.status, PaymentStatus::Succeeded, "{at}");
@@ -430,36 +418,25 @@ fn a_keyed_review_retry_after_a_crash_at_any_step_carries_out_the_decision() {
                 let path = format!("/v1/payments/{}/review", p.id);
                 let req = format!(r#"{{"approve":{approve}}}"#);
                 begin_keyed(&c, &m.id, "rev-1", &path, req.as_bytes()).await;
-                let crash = crash_repo(&repo, steps);
-                let cc = ctx(&crash, &keys, t0);
-                let dying = CrashChannel {
-                    inner: &ch,
-                    crash: &crash.hooks,
-                };
-                let first =
-                    review_payment_keyed(&cc, &dying, &mut rng, &m.id, &p.id, approve, false).await;
-                let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+                let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                    let cc = ctx(crash, &keys, t0);
+                    review_payment(&cc, dying, &mut rng, &m.id, &p.id, approve, false).await
+                })
+                .await;
 
                 let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
                 let retry = begin_keyed(&late, &m.id, "rev-1", &path, req.as_bytes()).await;
                 let at = format!("approve {approve} {method}, crash after {steps} operations");
-                let again = review_payment_keyed(
-                    &late,
-                    &ch,
-                    &mut rng,
-                    &m.id,
-                    &p.id,
-                    approve,
-                    retry.resumes,
-                )
-                .await
-                .unwrap_or_else(|e| panic!("{at}: {e:?}"));
+                let again =
+                    review_payment(&late, &ch, &mut rng, &m.id, &p.id, approve, retry.resumes)
+                        .await
+                        .unwrap_or_else(|e| panic!("{at}: {e:?}"));
                 let stored = get_payment(&late, &m.id, &p.id).await.unwrap();
                 assert_eq!(stored.status, again.status, "{at}");
                 if approve && method == SMS {
                     assert_eq!(again.next_action, Some(NextAction::EnterOtp), "{at}");
                     let code = ch.last_otp();
-                    let ok = confirm_payment(&late, &ch, &mut rng, &m.id, &p.id, &code)
+                    let ok = confirm_payment(&late, &ch, &mut rng, &m.id, &p.id, &code, false)
                         .await
                         .unwrap_or_else(|e| panic!("{at}: the code sent confirms: {e:?}"));
                     assert_eq!(ok.status, PaymentStatus::Succeeded, "{at}");
@@ -497,15 +474,12 @@ fn a_payment_an_unkeyed_create_left_processing_is_sent_to_the_channel_again_by_a
         block_on(async {
             let c = ctx(&repo, &keys, t0);
             let (m, _) = merchant(&c, &mut rng).await;
-            let crash = crash_repo(&repo, steps);
-            let new = new_payment(&body(1250, QRC, ""));
-            let cc = ctx(&crash, &keys, t0);
-            let dying = CrashChannel {
-                inner: &ch,
-                crash: &crash.hooks,
-            };
-            let first = create_payment(&cc, &dying, &LocalRisk::default(), &mut rng, &m, new).await;
-            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                let new = new_payment(&body(1250, QRC, ""));
+                let cc = ctx(crash, &keys, t0);
+                create_payment(&cc, dying, &LocalRisk::default(), &mut rng, &m, new).await
+            })
+            .await;
             let at = format!("crash after {steps} storage operations");
             let stored = repo.keys_with_prefix("pay/");
             let Some(key) = stored.first() else {
@@ -554,14 +528,11 @@ fn a_refund_an_unkeyed_request_left_pending_is_sent_to_the_channel_again_by_a_re
             let c = ctx(&repo, &keys, t0);
             let (m, _) = merchant(&c, &mut rng).await;
             let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
-            let crash = crash_repo(&repo, steps);
-            let cc = ctx(&crash, &keys, t0);
-            let dying = CrashChannel {
-                inner: &ch,
-                crash: &crash.hooks,
-            };
-            let first = create_refund(&cc, &dying, &mut rng, &m.id, &p.id, refund_of(300)).await;
-            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                let cc = ctx(crash, &keys, t0);
+                create_refund(&cc, dying, &mut rng, &m.id, &p.id, refund_of(300)).await
+            })
+            .await;
             let at = format!("crash after {steps} storage operations");
             let before = get_payment(&c, &m.id, &p.id).await.unwrap();
             let Some(r) = before.refunds.first() else {
@@ -613,14 +584,11 @@ fn a_cancel_retried_after_a_crash_at_any_step_cancels_although_the_channel_will_
             let (m, _) = merchant(&c, &mut rng).await;
             let p = pay(&c, &ch, &mut rng, &m, 1000, QR).await.unwrap();
             assert_eq!(p.status, PaymentStatus::RequiresCustomerAction);
-            let crash = crash_repo(&repo, steps);
-            let cc = ctx(&crash, &keys, t0);
-            let dying = CrashChannel {
-                inner: &ch,
-                crash: &crash.hooks,
-            };
-            let first = cancel_payment(&cc, &dying, &mut rng, &m.id, &p.id).await;
-            let finished = first.is_ok() && crash.hooks.used.get() <= steps;
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                let cc = ctx(crash, &keys, t0);
+                cancel_payment(&cc, dying, &mut rng, &m.id, &p.id).await
+            })
+            .await;
             let at = format!("crash after {steps} storage operations");
             let again = cancel_payment(&c, &ch, &mut rng, &m.id, &p.id)
                 .await

@@ -284,7 +284,7 @@ async fn random_op(
         1 => {
             let id = pick(rng, pays);
             let a = 1 + rng.below(2600) as i64;
-            capture_payment(c, ch, rng, mid, &id, Some(a))
+            capture_payment(c, ch, rng, mid, &id, Some(a), false)
                 .await
                 .map(|_| ())
         }

@@ -231,18 +231,18 @@ fn manual_capture_can_be_partial_and_only_once() {
             (p.status, p.authorized_minor),
             (PaymentStatus::RequiresCapture, 1000)
         );
-        let e = capture_payment(&c, &ch, &mut rng, &m.id, &p.id, Some(1001))
+        let e = capture_payment(&c, &ch, &mut rng, &m.id, &p.id, Some(1001), false)
             .await
             .unwrap_err();
         assert_eq!(e.code(), "capture_exceeds_authorized");
-        let cap = capture_payment(&c, &ch, &mut rng, &m.id, &p.id, Some(600))
+        let cap = capture_payment(&c, &ch, &mut rng, &m.id, &p.id, Some(600), false)
             .await
             .unwrap();
         assert_eq!(
             (cap.status, cap.captured_minor),
             (PaymentStatus::Succeeded, 600)
         );
-        let e = capture_payment(&c, &ch, &mut rng, &m.id, &p.id, None)
+        let e = capture_payment(&c, &ch, &mut rng, &m.id, &p.id, None, false)
             .await
             .unwrap_err();
         assert_eq!(e.code(), "payment_not_capturable");
@@ -335,11 +335,11 @@ fn sms_otp_confirms_with_the_right_code_and_fails_after_five_wrong_ones() {
         let code = ch.last_otp();
         assert!(ch.sms.borrow()[0].1.starts_with("Your spinpay code is "));
         let wrong = if code == "000000" { "111111" } else { "000000" };
-        let e = confirm_payment(&c, &ch, &mut rng, &m.id, &p.id, wrong)
+        let e = confirm_payment(&c, &ch, &mut rng, &m.id, &p.id, wrong, false)
             .await
             .unwrap_err();
         assert_eq!(e, ApiError::OtpInvalid { attempts_left: 4 });
-        let ok = confirm_payment(&c, &ch, &mut rng, &m.id, &p.id, &code)
+        let ok = confirm_payment(&c, &ch, &mut rng, &m.id, &p.id, &code, false)
             .await
             .unwrap();
         assert_eq!(ok.status, PaymentStatus::Succeeded);
@@ -357,7 +357,7 @@ fn sms_otp_confirms_with_the_right_code_and_fails_after_five_wrong_ones() {
         let code = ch.last_otp();
         let wrong = if code == "000000" { "111111" } else { "000000" };
         for left in (1..5).rev() {
-            let e = confirm_payment(&c, &ch, &mut rng, &m.id, &q.id, wrong)
+            let e = confirm_payment(&c, &ch, &mut rng, &m.id, &q.id, wrong, false)
                 .await
                 .unwrap_err();
             assert_eq!(
@@ -367,13 +367,13 @@ fn sms_otp_confirms_with_the_right_code_and_fails_after_five_wrong_ones() {
                 }
             );
         }
-        let e = confirm_payment(&c, &ch, &mut rng, &m.id, &q.id, wrong)
+        let e = confirm_payment(&c, &ch, &mut rng, &m.id, &q.id, wrong, false)
             .await
             .unwrap_err();
         assert_eq!(e, ApiError::OtpAttemptsExceeded);
         let after = get_payment(&c, &m.id, &q.id).await.unwrap();
         assert_eq!(after.status, PaymentStatus::Failed);
-        let e = confirm_payment(&c, &ch, &mut rng, &m.id, &q.id, &code)
+        let e = confirm_payment(&c, &ch, &mut rng, &m.id, &q.id, &code, false)
             .await
             .unwrap_err();
         assert_eq!(e.code(), "payment_not_confirmable");
@@ -407,7 +407,7 @@ fn an_otp_expires_after_five_minutes() {
         .await
         .unwrap();
         let late = ctx(&repo, &keys, 1_000 + OTP_TTL_MS + 1);
-        let e = confirm_payment(&late, &ch, &mut rng, &m.id, &p.id, &ch.last_otp())
+        let e = confirm_payment(&late, &ch, &mut rng, &m.id, &p.id, &ch.last_otp(), false)
             .await
             .unwrap_err();
         assert_eq!(e, ApiError::OtpExpired);
@@ -470,11 +470,11 @@ fn risk_denies_over_limit_and_a_challenge_without_phone_goes_to_review() {
         .unwrap();
         assert_eq!(q.risk.as_ref().unwrap().decision, RiskDecision::Challenge);
         assert_eq!(q.status, PaymentStatus::RequiresReview);
-        let a = review_payment(&c, &ch, &mut rng, &m.id, &q.id, true)
+        let a = review_payment(&c, &ch, &mut rng, &m.id, &q.id, true, false)
             .await
             .unwrap();
         assert_eq!(a.status, PaymentStatus::RequiresCustomerAction);
-        let e = review_payment(&c, &ch, &mut rng, &m.id, &q.id, true)
+        let e = review_payment(&c, &ch, &mut rng, &m.id, &q.id, true, false)
             .await
             .unwrap_err();
         assert_eq!(e.code(), "payment_not_in_review");
@@ -509,7 +509,7 @@ fn a_challenge_with_a_payer_phone_is_confirmed_by_otp() {
         .unwrap();
         assert_eq!(p.next_action, Some(NextAction::EnterOtp));
         assert_eq!(ch.sms.borrow()[0].0, "+8613900000000");
-        let ok = confirm_payment(&c, &ch, &mut rng, &m.id, &p.id, &ch.last_otp())
+        let ok = confirm_payment(&c, &ch, &mut rng, &m.id, &p.id, &ch.last_otp(), false)
             .await
             .unwrap();
         assert_eq!(ok.status, PaymentStatus::Succeeded);
@@ -740,7 +740,7 @@ fn merchants_never_see_or_change_each_others_objects() {
                 .await
                 .unwrap_err()
                 .code(),
-            capture_payment(&c, &ch, &mut rng, &b.id, &p.id, None)
+            capture_payment(&c, &ch, &mut rng, &b.id, &p.id, None, false)
                 .await
                 .unwrap_err()
                 .code(),

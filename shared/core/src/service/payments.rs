@@ -516,36 +516,12 @@ fn status_error(status: PaymentStatus, f: fn(&'static str) -> ApiError) -> ApiEr
 
 /// `POST /v1/payments/{id}/capture`: capture all (amount absent) or part of an
 /// authorization. The channel is asked first; the payment changes only if it agrees.
+///
+/// `resumes`: the request took over a crashed attempt's Idempotency-Key lock
+/// ([`super::IdempotencyTicket::resumes`]). That attempt may have captured and died
+/// before storing its answer: a payment captured by exactly the amount asked for is
+/// then the answer, not `payment_not_capturable`.
 pub async fn capture_payment<R, C, E>(
-    ctx: &Ctx<'_, R>,
-    channel: &C,
-    rng: &mut E,
-    merchant_id: &str,
-    payment_id: &str,
-    amount_minor: Option<i64>,
-) -> Result<PaymentResponse, ApiError>
-where
-    R: Repository,
-    C: ChannelClient,
-    E: Entropy,
-{
-    capture_payment_keyed(
-        ctx,
-        channel,
-        rng,
-        merchant_id,
-        payment_id,
-        amount_minor,
-        false,
-    )
-    .await
-}
-
-/// [`capture_payment`] under an Idempotency-Key; `resumes` when the request took over a
-/// crashed attempt's lock ([`super::IdempotencyTicket::resumes`]). That attempt may have
-/// captured and died before storing its answer: a payment captured by exactly the
-/// amount asked for is then the answer, not `payment_not_capturable`.
-pub async fn capture_payment_keyed<R, C, E>(
     ctx: &Ctx<'_, R>,
     channel: &C,
     rng: &mut E,
@@ -793,27 +769,12 @@ async fn check_otp<R: Repository>(
 /// `POST /v1/payments/{id}/confirm`: the payer's OTP. Right → the payment proceeds to
 /// the channel; wrong → `otp_invalid` with attempts left; the fifth wrong code fails the
 /// payment; after 5 minutes → `otp_expired`.
+///
+/// `resumes`: the request took over a crashed attempt's Idempotency-Key lock. That
+/// attempt may have accepted the code and died before or while asking the channel: the
+/// payment then goes on from where it stopped ([`resume_with_channel`]) instead of
+/// answering `payment_not_confirmable`.
 pub async fn confirm_payment<R, C, E>(
-    ctx: &Ctx<'_, R>,
-    channel: &C,
-    rng: &mut E,
-    merchant_id: &str,
-    payment_id: &str,
-    otp: &str,
-) -> Result<PaymentResponse, ApiError>
-where
-    R: Repository,
-    C: ChannelClient,
-    E: Entropy,
-{
-    confirm_payment_keyed(ctx, channel, rng, merchant_id, payment_id, otp, false).await
-}
-
-/// [`confirm_payment`] under an Idempotency-Key; `resumes` when the request took over a
-/// crashed attempt's lock. That attempt may have accepted the code and died before or
-/// while asking the channel: the payment then goes on from where it stopped
-/// ([`resume_with_channel`]) instead of answering `payment_not_confirmable`.
-pub async fn confirm_payment_keyed<R, C, E>(
     ctx: &Ctx<'_, R>,
     channel: &C,
     rng: &mut E,
@@ -868,28 +829,13 @@ where
 
 /// Approve or decline a payment held in `requires_review`. Approved payments continue
 /// their flow (OTP for `sms_otp`, else the channel).
+///
+/// `resumes`: the request took over a crashed attempt's Idempotency-Key lock. That
+/// attempt may have stored the decision and died before acting on it: an approval then
+/// goes on from where it stopped (the channel asked again, see [`resume_with_channel`],
+/// or a new code sent), and a decline answers with the declined payment, instead of
+/// `payment_not_in_review`.
 pub async fn review_payment<R, C, E>(
-    ctx: &Ctx<'_, R>,
-    channel: &C,
-    rng: &mut E,
-    merchant_id: &str,
-    payment_id: &str,
-    approve: bool,
-) -> Result<PaymentResponse, ApiError>
-where
-    R: Repository,
-    C: ChannelClient,
-    E: Entropy,
-{
-    review_payment_keyed(ctx, channel, rng, merchant_id, payment_id, approve, false).await
-}
-
-/// [`review_payment`] under an Idempotency-Key; `resumes` when the request took over a
-/// crashed attempt's lock. That attempt may have stored the decision and died before
-/// acting on it: an approval then goes on from where it stopped (the channel asked
-/// again, see [`resume_with_channel`], or a new code sent), and a decline answers with
-/// the declined payment, instead of `payment_not_in_review`.
-pub async fn review_payment_keyed<R, C, E>(
     ctx: &Ctx<'_, R>,
     channel: &C,
     rng: &mut E,

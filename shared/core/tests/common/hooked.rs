@@ -190,3 +190,21 @@ impl ChannelClient for CrashChannel<'_> {
         self.inner.send_sms(phone, text).await
     }
 }
+
+/// Runs `op` as a process that dies after `steps` storage operations: its storage is
+/// `repo` behind [`crash_repo`], its channel `ch` behind a [`CrashChannel`]. Returns
+/// whether `op` finished before its crash point.
+pub async fn dies_after<T, E>(
+    steps: u64,
+    repo: &MemoryRepository,
+    ch: &SimChannel,
+    op: impl AsyncFnOnce(&Hooked<'_, Crash>, &CrashChannel<'_>) -> Result<T, E>,
+) -> bool {
+    let crash = crash_repo(repo, steps);
+    let dying = CrashChannel {
+        inner: ch,
+        crash: &crash.hooks,
+    };
+    let first = op(&crash, &dying).await;
+    first.is_ok() && crash.hooks.used.get() <= steps
+}
