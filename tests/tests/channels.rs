@@ -815,6 +815,43 @@ fn alipay_refund_timeout_stays_pending_until_the_refund_query_settles_it_once() 
 }
 
 #[test]
+fn an_alipay_refund_alipay_never_got_is_sent_again_by_a_recheck_once_60_s_old() {
+    // Proves the refund re-check's second ask through the real components: a refund
+    // answered 500 with nothing done stays pending (reserved), a re-check while its
+    // request could still be running (refund query: no such refund) keeps it so, and
+    // once the refund is 60 s old (its record aged in the store) a re-check sends it
+    // again: succeeded, refunded once, `refund.succeeded` published once.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let p = create(&m, &request("alipay", 5000, code("28"))).await;
+        let pid = id(&p);
+        let r = refund(&m, &pid, 602).await;
+        assert_eq!(r["status"], "pending", "{r}");
+        let rid = r["id"].as_str().unwrap().to_string();
+        let (status, young) = recheck_refund(&m, &rid).await;
+        assert_eq!(
+            (status, young["status"].as_str()),
+            (200, Some("pending")),
+            "{young}"
+        );
+        assert_money(&m.payment(&pid).await, "succeeded", 5000, 0);
+
+        let store = w.app.store();
+        let fields = ["created_at_ms", "updated_at_ms"];
+        shift_record_time(&*store, &format!("re/{rid}"), &fields, -61_000).await;
+        let (status, done) = recheck_refund(&m, &rid).await;
+        assert_eq!(
+            (status, done["status"].as_str()),
+            (200, Some("succeeded")),
+            "{done}"
+        );
+        assert_money(&m.payment(&pid).await, "succeeded", 5000, 602);
+        assert_eq!(w.alipay.call_count("alipay.trade.refund", &pid), 2);
+        assert_eq!(count(&m, &rid, "refund.succeeded").await, 1);
+    });
+}
+
+#[test]
 fn simulators_refuse_requests_not_signed_with_the_apps_key() {
     // Proves the simulators really check our signatures (so every passing call above
     // was verified): an Alipay form with a bogus sign and a WeChat Pay call without

@@ -53,8 +53,8 @@ pub enum Fault {
     None,
     /// Do the work, then answer only after [`SLOW_ANSWER`] (the adapter times out).
     Timeout,
-    /// HTTP 500 without doing anything (the Alipay simulator's create: on the first
-    /// call about a trade only).
+    /// HTTP 500 without doing anything (the Alipay simulator's create and refund: on
+    /// the first such call about a trade only).
     ServerError,
     /// HTTP 200 with a body that is not the protocol's.
     Garbage,
