@@ -61,6 +61,14 @@ impl IdempotencyTicket {
     pub fn resumes(&self) -> bool {
         self.record.first_claimed_at_ms() != self.record.created_at_ms
     }
+
+    /// The seed and the takeover flag together.
+    pub fn keyed_run(&self) -> KeyedRun {
+        KeyedRun {
+            seed: self.operation_seed(),
+            resumes: self.resumes(),
+        }
+    }
 }
 
 /// What a keyed operation is told about its key: [`IdempotencyTicket::operation_seed`]
@@ -71,16 +79,6 @@ pub struct KeyedRun {
     pub seed: [u8; 16],
     /// Whether it takes over a crashed attempt.
     pub resumes: bool,
-}
-
-impl IdempotencyTicket {
-    /// The seed and the takeover flag together.
-    pub fn keyed_run(&self) -> KeyedRun {
-        KeyedRun {
-            seed: self.operation_seed(),
-            resumes: self.resumes(),
-        }
-    }
 }
 
 /// The outcome of [`idempotency_begin`].
