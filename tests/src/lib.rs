@@ -640,6 +640,12 @@ pub fn unique_token() -> String {
     format!("28{:012}2876", random_u64() % 1_000_000_000_000)
 }
 
+/// The lower-case hex SHA-256 of `text`: how the store names an Idempotency-Key
+/// (`mch/{mid}/idem/{hash}`) or a channel notification's replay key.
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
+}
+
 /// Moves the millisecond fields `fields` of the stored record at `key` by `delta_ms`
 /// (records are JSON envelopes `{"version", "write_ids", "json": {...}}`), as if the
 /// record had been written that much earlier.

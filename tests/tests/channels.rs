@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use spinpay_tests::sim::wechatpay::Signing;
 use spinpay_tests::sim::{ChannelWorld, run_world};
 use spinpay_tests::{
-    ADMIN_TOKEN, Merchant, Reply, assert_error, assert_error_param, queue_slot_naming,
+    ADMIN_TOKEN, Merchant, Reply, assert_error, assert_error_param, queue_slot_naming, sha256_hex,
     shift_record_time, unique_token,
 };
 
@@ -414,7 +414,7 @@ fn a_replay_key_is_deleted_by_the_sweep_after_a_week_and_a_late_duplicate_change
             .split('&')
             .find_map(|pair| pair.strip_prefix("notify_id="))
             .expect("the notification carries a notify_id");
-        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(notify_id.as_bytes()));
+        let hash = sha256_hex(notify_id);
         let key = format!("replay/alipay/{hash}");
         let store = w.app.store();
         assert!(

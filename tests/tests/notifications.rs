@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use spinpay_tests::receiver::Receiver;
 use spinpay_tests::{
     ADMIN_TOKEN, Merchant, Reply, TestApp, assert_error, assert_error_param, manifest_path,
-    now_unix_s, payment_request, qr_customer, queue_slot_naming, run, runtime, shift_record_time,
+    now_unix_s, payment_request, qr_customer, queue_slot_naming, run, runtime, sha256_hex,
+    shift_record_time,
 };
 use std::collections::BTreeMap;
 
@@ -442,7 +443,7 @@ fn the_sweep_deletes_idempotency_records_once_their_retention_has_passed() {
         let ahead = sweep(&app, &m.id, now_ms() + 30 * 86_400_000).await;
         assert_eq!(ahead["idempotency_keys_expired"], 0, "{ahead}");
 
-        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(old_key.as_bytes()));
+        let hash = sha256_hex(old_key);
         let record = format!("mch/{}/idem/{hash}", m.id);
         let slot = queue_slot_naming(
             &*store,

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use spinpay_tests::{
     Merchant, Reply, assert_error, assert_error_param, manual_payment_request, payment_request,
-    qr_customer, run, shift_record_time, unique, unique_phone, unique_token,
+    qr_customer, run, sha256_hex, shift_record_time, unique, unique_phone, unique_token,
 };
 
 /// Asserts the fields every fresh payment shares.
@@ -287,8 +287,7 @@ fn a_keyed_capture_retried_after_its_first_attempt_died_answers_with_the_capture
         assert_eq!(first.0, 200, "{}", first.1);
 
         let store = app.store();
-        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
-        let record = format!("mch/{}/idem/{hash}", m.id);
+        let record = format!("mch/{}/idem/{}", m.id, sha256_hex(&key));
         let raw = store.get(&record).await.unwrap().expect("the key's record");
         let mut envelope: Value = serde_json::from_slice(&raw).unwrap();
         assert_eq!(

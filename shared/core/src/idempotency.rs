@@ -32,6 +32,13 @@ pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
 
 const _: () = assert!(IDEMPOTENCY_LOCK_TTL_MS < IDEMPOTENCY_RETENTION_MS);
 
+/// Whether something last touched at `since_ms` is older, at `now_ms`, than any request
+/// can run ([`IDEMPOTENCY_LOCK_TTL_MS`]): the request that was working on it has ended,
+/// finished or dead, so what it left is what it will ever leave.
+pub fn outlived_any_request(since_ms: i64, now_ms: i64) -> bool {
+    now_ms.saturating_sub(since_ms) > IDEMPOTENCY_LOCK_TTL_MS
+}
+
 /// Where a keyed request stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -166,8 +173,7 @@ pub fn decide(
     if past_retention(record.created_at_ms, now_ms) {
         return IdempotencyDecision::New;
     }
-    let age_ms = now_ms.saturating_sub(record.created_at_ms);
-    let lock = if age_ms > IDEMPOTENCY_LOCK_TTL_MS {
+    let lock = if outlived_any_request(record.created_at_ms, now_ms) {
         IdempotencyDecision::New
     } else {
         IdempotencyDecision::InProgress

@@ -10,6 +10,7 @@ use super::{
 use crate::api::{NewPayment, PaymentResponse};
 use crate::crypto::{constant_time_eq, open, seal};
 use crate::error::ApiError;
+use crate::idempotency::outlived_any_request;
 use crate::ids::{IdKind, make_id};
 use crate::keys;
 use crate::machine::{PaymentCommand, PaymentState, TransitionError, apply_payment};
@@ -164,7 +165,7 @@ pub(crate) struct OrderClaim {
 
 /// Claims the order id for `payment_id`. A claim naming a payment that was never stored
 /// (its request crashed in between) is taken over once it is older than any request
-/// can run ([`crate::idempotency::IDEMPOTENCY_LOCK_TTL_MS`]), with compare-and-swap;
+/// can run ([`outlived_any_request`]), with compare-and-swap;
 /// otherwise the order id is a duplicate.
 async fn claim_order_id<R: Repository>(
     ctx: &Ctx<'_, R>,
@@ -190,8 +191,7 @@ async fn claim_order_id<R: Repository>(
     if held.payment_id == payment_id {
         return Ok(());
     }
-    let abandoned = ctx.now_ms.saturating_sub(held.claimed_at_ms)
-        > crate::idempotency::IDEMPOTENCY_LOCK_TTL_MS
+    let abandoned = outlived_any_request(held.claimed_at_ms, ctx.now_ms)
         && ctx
             .repo
             .get(&keys::payment(&held.payment_id))
@@ -542,9 +542,7 @@ where
             && p.capture == CaptureMode::Manual
             && p.state.captured_minor == amount_minor;
         if resumes && captured {
-            // Its `payment.succeeded` may still be pending in the record.
-            let _ = super::outbox::publish(ctx, ObjectKind::Payment, &p.id).await;
-            return Ok(PaymentResponse::new(&p, &[]));
+            return resume_with_channel(ctx, channel, &p).await;
         }
         return Err(status_error(p.state.status, |status| {
             ApiError::PaymentNotCapturable { status }
@@ -914,7 +912,8 @@ fn awaits_code(p: &Payment) -> bool {
 
 /// A resumed request's payment that the channel was to be asked about: one still
 /// `processing` is sent to the channel again, from the stored (sealed) method; any
-/// other is answered as stored. The crashed attempt may or may not have reached the
+/// other is answered as stored, with the events its crashed attempt may have left
+/// pending in the record published. The crashed attempt may or may not have reached the
 /// channel, and asking twice charges once: the channel knows the payment by its id and
 /// deduplicates (the sandbox by `payment_id`, Alipay and WeChat Pay by `out_trade_no`,
 /// UnionPay by `orderId` with the payment's creation time as `txnTime`).
@@ -943,7 +942,7 @@ where
 ///
 /// A `processing` payment whose channel cannot say what became of it (no such payment,
 /// or no usable answer) and that has not changed for longer than any request runs
-/// ([`crate::idempotency::IDEMPOTENCY_LOCK_TTL_MS`]) is sent to the channel again
+/// ([`outlived_any_request`]) is sent to the channel again
 /// ([`resume_with_channel`]): the request that was to ask the channel may have died
 /// before it did, and asking again charges once at most. Without this, such a payment
 /// would stay `processing` for good, since no notification ever comes for it.
@@ -973,10 +972,9 @@ where
     }
     let report = channel.query(&p).await;
     let unknown = matches!(report.outcome, ChannelOutcome::Unknown { .. });
-    let quiet_ms = ctx.now_ms.saturating_sub(p.updated_at_ms);
     if unknown
         && p.state.status == PaymentStatus::Processing
-        && quiet_ms > crate::idempotency::IDEMPOTENCY_LOCK_TTL_MS
+        && outlived_any_request(p.updated_at_ms, ctx.now_ms)
     {
         resume_with_channel(ctx, channel, &p).await?;
     } else {

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::api::{NewRefund, RefundResponse};
 use crate::error::ApiError;
+use crate::idempotency::outlived_any_request;
 use crate::ids::{IdKind, is_valid_id, make_id};
 use crate::keys;
 use crate::machine::{
@@ -293,7 +294,7 @@ pub(crate) async fn settle_reservation<R: Repository>(
 
 /// Asks the channel about a pending refund and applies the answer. When the channel
 /// cannot say (it does not know the refund, or answers nothing usable) and the refund is
-/// older than any request runs ([`crate::idempotency::IDEMPOTENCY_LOCK_TTL_MS`]), the
+/// older than any request runs ([`outlived_any_request`]), the
 /// refund is sent to the channel again ([`ask_channel`]): the request that was to ask
 /// may have died after reserving it, which would otherwise hold the reserved amount for
 /// good.
@@ -318,9 +319,8 @@ where
     }
     let payment = load_payment(ctx, merchant_id, &refund.payment_id).await?;
     let outcome = channel.query_refund(&payment, &refund).await;
-    let quiet_ms = ctx.now_ms.saturating_sub(refund.updated_at_ms);
     if matches!(outcome, RefundOutcome::Unknown { .. })
-        && quiet_ms > crate::idempotency::IDEMPOTENCY_LOCK_TTL_MS
+        && outlived_any_request(refund.updated_at_ms, ctx.now_ms)
     {
         return Ok(RefundResponse::new(
             &ask_channel(ctx, channel, rng, &payment, &refund).await,
