@@ -35,6 +35,10 @@
 //! | `ntf/seq` | counter (i64) | increment only |
 //! | `ntf/m/{seq:020}` | merchant id in the notification registry (the sweep walks it) | put_if_version 0 |
 //! | `ntf/cursor` | where the sweep's round-robin continues | put_if_version |
+//! | `mch/{merchant_id}/seq/rcn` | counter (i64) | increment only |
+//! | `mch/{merchant_id}/rcn/{seq:020}` | reconciliation queue slot (object kind, id, time): a payment or refund still waiting on its channel | put_if_version 0; deleted by reconciliation |
+//! | `mch/{merchant_id}/rcn/head` | reconciliation queue head | put_if_version |
+//! | `rcn/cursor` | where reconciliation's round-robin over the registry continues | put_if_version |
 //!
 //! `pay/` and `re/` records also carry `outbox`: events of their changes not yet
 //! published to the log (written in the same compare-and-swap as the change; see
@@ -204,6 +208,26 @@ pub fn notify_registry(seq: i64) -> String {
 /// The sweep's round-robin cursor.
 pub fn notify_cursor() -> &'static str {
     "ntf/cursor"
+}
+
+/// The merchant's reconciliation queue counter.
+pub fn reconcile_seq(merchant_id: &str) -> String {
+    format!("mch/{merchant_id}/seq/rcn")
+}
+
+/// The merchant's reconciliation queue slot `seq`.
+pub fn reconcile_slot(merchant_id: &str, seq: i64) -> String {
+    format!("mch/{merchant_id}/rcn/{seq:020}")
+}
+
+/// The head of the merchant's reconciliation queue.
+pub fn reconcile_head(merchant_id: &str) -> String {
+    format!("mch/{merchant_id}/rcn/head")
+}
+
+/// Reconciliation's round-robin cursor over the notification registry.
+pub fn reconcile_cursor() -> &'static str {
+    "rcn/cursor"
 }
 
 #[cfg(test)]

@@ -238,7 +238,7 @@ pub async fn sweep<R: Repository, N: Notifier>(
         visit_merchant(ctx, notifier, mid, &visit, &mut report).await?;
         return Ok(report);
     }
-    let round = next_merchants(ctx).await?;
+    let round = next_merchants(ctx, keys::notify_cursor()).await?;
     if !round.merchants.is_empty() {
         visit_round(ctx, notifier, &round, &visit, &mut report).await?;
     }
@@ -264,20 +264,7 @@ async fn visit_round<R: Repository, N: Notifier>(
         visit_merchant(ctx, notifier, mid, visit, report).await?;
         next_seq = seq % round.total + 1;
     }
-    // The next call starts after the last merchant this one visited (a concurrent sweep
-    // moving the cursor first is fine: claims make visiting twice harmless).
-    match ctx
-        .repo
-        .put_if_version(
-            keys::notify_cursor(),
-            round.cursor_version,
-            to_bytes(&next_seq),
-        )
-        .await
-    {
-        Ok(_) | Err(RepoError::Conflict { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    round.move_cursor(ctx, next_seq).await
 }
 
 /// Deletes every channel's replay keys past their retention, within what is left of the
@@ -304,24 +291,49 @@ async fn expire_replay_keys<R: Repository>(
     Ok(())
 }
 
-/// The merchants one sweep may visit, in registry order from the cursor.
-struct Round {
+/// The merchants one sweep may visit, in registry order from its cursor.
+pub(crate) struct Round {
     /// `(registry slot, merchant id)`, each merchant once.
-    merchants: Vec<(i64, String)>,
+    pub merchants: Vec<(i64, String)>,
     /// Registry size.
-    total: i64,
+    pub total: i64,
     /// Where the cursor points now.
-    resume_at: i64,
+    pub resume_at: i64,
+    /// The cursor's key.
+    cursor: &'static str,
     /// The cursor record's storage version.
     cursor_version: u64,
 }
 
-/// Up to [`SWEEP_MERCHANTS_MAX`] merchants of the registry, round-robin from the cursor.
-async fn next_merchants<R: Repository>(ctx: &Ctx<'_, R>) -> Result<Round, ApiError> {
+impl Round {
+    /// Points the cursor at registry slot `next_seq`, where the next call starts (a
+    /// concurrent sweep moving it first is fine: visiting a merchant twice is harmless).
+    pub async fn move_cursor<R: Repository>(
+        &self,
+        ctx: &Ctx<'_, R>,
+        next_seq: i64,
+    ) -> Result<(), ApiError> {
+        let bytes = to_bytes(&next_seq);
+        match ctx
+            .repo
+            .put_if_version(self.cursor, self.cursor_version, bytes)
+            .await
+        {
+            Ok(_) | Err(RepoError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Up to [`SWEEP_MERCHANTS_MAX`] merchants of the registry (every merchant that ever
+/// wrote a payment or refund), round-robin from the cursor at key `cursor` (each sweep
+/// kind has its own).
+pub(crate) async fn next_merchants<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    cursor: &'static str,
+) -> Result<Round, ApiError> {
     let total = ctx.repo.increment(keys::notify_registry_seq(), 0).await?;
-    let (next, cursor_version) = read::<i64, R>(ctx.repo, keys::notify_cursor())
-        .await?
-        .unwrap_or((1, 0));
+    let (next, cursor_version) = read::<i64, R>(ctx.repo, cursor).await?.unwrap_or((1, 0));
     let start = if (1..=total).contains(&next) { next } else { 1 };
     let count = total.clamp(0, SWEEP_MERCHANTS_MAX);
     let seqs: Vec<i64> = (0..count).map(|i| (start - 1 + i) % total + 1).collect();
@@ -338,6 +350,7 @@ async fn next_merchants<R: Repository>(ctx: &Ctx<'_, R>) -> Result<Round, ApiErr
         merchants,
         total: total.max(1),
         resume_at: start,
+        cursor,
         cursor_version,
     })
 }

@@ -33,6 +33,7 @@ mod notifications;
 mod outbox;
 mod payments;
 mod queries;
+mod reconcile;
 mod refunds;
 mod replay;
 mod retention;
@@ -60,6 +61,10 @@ pub use payments::{
 };
 pub use queries::{
     find_payment_by_order_id, get_event, get_payment, get_refund, list_events, list_payments,
+};
+pub use reconcile::{
+    RECONCILE_HORIZON_MS, RECONCILE_INTERVAL_MS, RECONCILE_LIMIT_DEFAULT, RECONCILE_LIMIT_MAX,
+    ReconcileReport, ReconcileRequest, reconcile,
 };
 pub use refunds::{create_refund, create_refund_seeded, recheck_refund};
 pub use replay::{REPLAY_KEY_RETENTION_MS, claim_replay_key, replay_key_claimed};

@@ -19,7 +19,9 @@
 //!    the published ids from the record's outbox.
 //! 4. **Recovery**: the sweep walks each merchant's marker queue; a marker older than
 //!    [`PUBLISH_GRACE_MS`] (longer than any request lives) whose object still has pending
-//!    events is published by the sweep. No scan of the store: only queue slots.
+//!    events is published by the sweep. No scan of the store: only queue slots. An
+//!    object that still waits on its channel then is handed to reconciliation
+//!    (`service::reconcile`).
 //!
 //! A crash at any point therefore ends, after a sweep, with exactly one event per state
 //! change in the log and every created payment in its merchant's list (tested by
@@ -669,6 +671,16 @@ impl Queue {
         }
     }
 
+    /// The merchant's reconciliation queue (see `service::reconcile`).
+    pub fn reconciles(merchant_id: &str) -> Queue {
+        Queue {
+            head: keys::reconcile_head(merchant_id),
+            seq: keys::reconcile_seq(merchant_id),
+            scope: merchant_id.to_string(),
+            slot_key: keys::reconcile_slot,
+        }
+    }
+
     /// The merchant's idempotency-expiry queue.
     pub fn expiries(merchant_id: &str) -> Queue {
         Queue {
@@ -710,6 +722,9 @@ pub(crate) async fn recover_merchant<R: Repository>(
             Some(s) if s.at_ms.saturating_add(PUBLISH_GRACE_MS) <= ctx.now_ms => {
                 if let Some(kind) = s.kind {
                     published = published.saturating_add(publish(ctx, kind, &s.id).await?);
+                    // Long enough for any request: what still waits on the channel now
+                    // is handed to reconciliation.
+                    super::reconcile::track(ctx, merchant_id, kind, &s.id).await?;
                 }
                 SlotState::Done
             }

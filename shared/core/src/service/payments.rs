@@ -936,6 +936,19 @@ where
     Ok(PaymentResponse::new(&after, &[]))
 }
 
+/// Whether the channel knows `p` but has not settled it yet (`processing` or
+/// `requires_customer_action` once the channel was or is being asked).
+pub(crate) fn waits_on_channel(p: &Payment) -> bool {
+    match p.state.status {
+        PaymentStatus::Processing | PaymentStatus::RequiresCustomerAction => p.channel_engaged,
+        PaymentStatus::RequiresReview
+        | PaymentStatus::RequiresCapture
+        | PaymentStatus::Succeeded
+        | PaymentStatus::Canceled
+        | PaymentStatus::Failed => false,
+    }
+}
+
 /// Asks the channel about a payment the channel knows but that is not settled yet
 /// (`processing` or `requires_customer_action`) and applies the answer. Other payments
 /// are returned as they are.
@@ -959,15 +972,7 @@ where
     E: Entropy,
 {
     let p = load_payment(ctx, merchant_id, payment_id).await?;
-    let open = match p.state.status {
-        PaymentStatus::Processing | PaymentStatus::RequiresCustomerAction => p.channel_engaged,
-        PaymentStatus::RequiresReview
-        | PaymentStatus::RequiresCapture
-        | PaymentStatus::Succeeded
-        | PaymentStatus::Canceled
-        | PaymentStatus::Failed => false,
-    };
-    if !open {
+    if !waits_on_channel(&p) {
         return super::get_payment(ctx, merchant_id, payment_id).await;
     }
     let report = channel.query(&p).await;

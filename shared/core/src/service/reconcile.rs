@@ -1,0 +1,300 @@
+//! Reconciliation: payments and refunds still waiting on their channel are re-checked
+//! even when nobody reads them.
+//!
+//! A `GET` of a `processing` payment and `POST …/recheck` ask the channel, but only when
+//! somebody calls them. A payment whose notification was lost, or whose request died
+//! before it asked the channel, would otherwise stay `processing` (and a refund
+//! `pending`, holding its reservation) until a merchant happened to look.
+//!
+//! How such objects are found without scanning the store:
+//!
+//! 1. **Hand-over from the outbox.** Every payment or refund change that adds events
+//!    writes an outbox marker, which the notification sweep takes up once it is older
+//!    than [`super::PUBLISH_GRACE_MS`]. At that point the sweep looks at the object
+//!    ([`track`]): one still waiting on its channel gets a slot in the merchant's
+//!    reconciliation queue (`mch/{m}/rcn/{seq}`). Nothing is added to the request path.
+//! 2. **Re-check.** [`reconcile`] (`POST /v1/admin/reconcile`, called by a scheduler)
+//!    walks the merchants round-robin and each one's queue from its head: a slot at least
+//!    [`RECONCILE_INTERVAL_MS`] old has its object re-checked with the channel exactly as
+//!    a merchant's `recheck` would (which sends a payment or refund the channel never got
+//!    again, charging or refunding once at most). An object still open afterwards gets a
+//!    new slot at the tail, so one waiting long never blocks the others behind it; one
+//!    still open [`RECONCILE_HORIZON_MS`] after its creation is left to a person
+//!    (`given_up` in the report; its merchant can still re-check it).
+//!
+//! A slot may name an object twice (two markers, or a crash between queuing again and
+//! passing the old slot): a second re-check of a settled object changes nothing.
+
+use serde::{Deserialize, Serialize};
+
+use super::delivery::next_merchants;
+use super::outbox::{ObjectKind, Queue, Slot, SlotState, advance_head, enqueue, queue_window};
+use super::payments::waits_on_channel;
+use super::refunds::load_refund;
+use super::{ChannelClient, Ctx, load_payment, read};
+use crate::error::ApiError;
+use crate::ids::{IdKind, is_valid_id};
+use crate::keys;
+use crate::model::{Merchant, Payment, Refund, RefundStatus};
+use crate::repo::Repository;
+use crate::rng::Entropy;
+
+/// How long a queued object waits before (each) re-check.
+pub const RECONCILE_INTERVAL_MS: i64 = 5 * 60_000;
+/// How long after its creation an object is re-checked at all (channels close unpaid
+/// orders well within a day).
+pub const RECONCILE_HORIZON_MS: i64 = 24 * 3_600_000;
+/// Re-checks one call makes unless asked otherwise.
+pub const RECONCILE_LIMIT_DEFAULT: u32 = 20;
+/// Most re-checks one call may make.
+pub const RECONCILE_LIMIT_MAX: u32 = 100;
+
+/// What a reconciliation call asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileRequest {
+    /// Most objects re-checked ([`RECONCILE_LIMIT_DEFAULT`] when `None`).
+    pub limit: Option<u32>,
+    /// Only this merchant.
+    pub merchant_id: Option<String>,
+}
+
+/// What a reconciliation call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    /// `"reconciliation"`.
+    pub object: String,
+    /// Merchants whose queue was looked at.
+    pub merchants_visited: u32,
+    /// Payments and refunds re-checked with their channel.
+    pub rechecked: u32,
+    /// Of those, settled now (nothing left waiting on the channel).
+    pub settled: u32,
+    /// Of those, still waiting: queued again.
+    pub still_open: u32,
+    /// Of those, still waiting past [`RECONCILE_HORIZON_MS`]: no longer queued.
+    pub given_up: u32,
+    /// True when the limit stopped the call: call again.
+    pub has_more: bool,
+}
+
+/// Whether a payment or refund still waits on its channel: a payment the channel knows
+/// that has not settled, or one with refunds the channel has not settled; a pending
+/// refund.
+enum Open {
+    Payment(Payment),
+    Refund(Refund),
+}
+
+impl Open {
+    fn created_at_ms(&self) -> i64 {
+        match self {
+            Open::Payment(p) => p.created_at_ms,
+            Open::Refund(r) => r.created_at_ms,
+        }
+    }
+}
+
+/// The object `kind`/`id` of `merchant_id` if it still waits on its channel; `None` when
+/// it is settled or does not exist (a marker written by a request that died before
+/// storing its object).
+async fn open<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    kind: ObjectKind,
+    id: &str,
+) -> Result<Option<Open>, ApiError> {
+    let found = match kind {
+        ObjectKind::Payment => load_payment(ctx, merchant_id, id).await.map(|p| {
+            (waits_on_channel(&p) || !p.state.refunds_pending.is_empty())
+                .then_some(Open::Payment(p))
+        }),
+        ObjectKind::Refund => load_refund(ctx, merchant_id, id)
+            .await
+            .map(|r| (r.state.status == RefundStatus::Pending).then_some(Open::Refund(r))),
+    };
+    match found {
+        Err(ApiError::ResourceMissing { .. }) => Ok(None),
+        other => other,
+    }
+}
+
+/// Queues `kind`/`id` for reconciliation if it still waits on its channel (the
+/// notification sweep calls this for each outbox marker it takes up).
+pub(crate) async fn track<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    kind: ObjectKind,
+    id: &str,
+) -> Result<(), ApiError> {
+    if open(ctx, merchant_id, kind, id).await?.is_some() {
+        queue_again(ctx, merchant_id, kind, id).await?;
+    }
+    Ok(())
+}
+
+async fn queue_again<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    kind: ObjectKind,
+    id: &str,
+) -> Result<(), ApiError> {
+    let slot = Slot {
+        kind: Some(kind),
+        id: id.to_string(),
+        at_ms: ctx.now_ms,
+    };
+    enqueue(ctx, &Queue::reconciles(merchant_id), &slot).await
+}
+
+/// `POST /v1/admin/reconcile`: re-checks with their channels up to `limit` queued
+/// payments and refunds that are due, merchant by merchant (round-robin across calls).
+pub async fn reconcile<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    req: &ReconcileRequest,
+) -> Result<ReconcileReport, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let limit = req.limit.unwrap_or(RECONCILE_LIMIT_DEFAULT);
+    if limit == 0 || limit > RECONCILE_LIMIT_MAX {
+        return Err(ApiError::ParameterInvalid {
+            param: "limit".into(),
+            reason: format!("must be 1..={RECONCILE_LIMIT_MAX}"),
+        });
+    }
+    let mut report = ReconcileReport {
+        object: "reconciliation".into(),
+        ..ReconcileReport::default()
+    };
+    let mut run = Run {
+        channel,
+        rng,
+        limit,
+        report: &mut report,
+    };
+    if let Some(mid) = &req.merchant_id {
+        let missing = || ApiError::ParameterInvalid {
+            param: "merchant_id".into(),
+            reason: "no such merchant".into(),
+        };
+        if !is_valid_id(IdKind::Merchant, mid) {
+            return Err(missing());
+        }
+        read::<Merchant, R>(ctx.repo, &keys::merchant(mid))
+            .await?
+            .ok_or_else(missing)?;
+        run.merchant(ctx, mid).await?;
+        return Ok(report);
+    }
+    let round = next_merchants(ctx, keys::reconcile_cursor()).await?;
+    let mut next_seq = round.resume_at;
+    for (seq, mid) in &round.merchants {
+        if run.report.rechecked >= limit {
+            run.report.has_more = true;
+            break;
+        }
+        if mid != crate::idempotency::ADMIN_SCOPE {
+            run.merchant(ctx, mid).await?;
+        }
+        next_seq = seq % round.total + 1;
+    }
+    round.move_cursor(ctx, next_seq).await?;
+    Ok(report)
+}
+
+/// One call's channel, entropy, limit and report.
+struct Run<'a, C, E> {
+    channel: &'a C,
+    rng: &'a mut E,
+    limit: u32,
+    report: &'a mut ReconcileReport,
+}
+
+impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
+    /// Re-checks the due slots at the head of `merchant_id`'s queue.
+    async fn merchant<R: Repository>(
+        &mut self,
+        ctx: &Ctx<'_, R>,
+        merchant_id: &str,
+    ) -> Result<(), ApiError> {
+        self.report.merchants_visited = self.report.merchants_visited.saturating_add(1);
+        let queue = Queue::reconciles(merchant_id);
+        let (head, version, slots) = queue_window(ctx.repo, &queue).await?;
+        let mut judged = Vec::with_capacity(slots.len());
+        for (seq, slot) in slots {
+            let state = match &slot {
+                None => SlotState::Wait,
+                // A tombstone (see `advance_head`).
+                Some(Slot { kind: None, .. }) => SlotState::Done,
+                Some(s) if s.at_ms.saturating_add(RECONCILE_INTERVAL_MS) > ctx.now_ms => {
+                    // Slots are queued in time order: the rest are not due either.
+                    judged.push((seq, slot, SlotState::Wait));
+                    break;
+                }
+                Some(_) if self.report.rechecked >= self.limit => {
+                    self.report.has_more = true;
+                    judged.push((seq, slot, SlotState::Wait));
+                    break;
+                }
+                Some(
+                    s @ Slot {
+                        kind: Some(kind), ..
+                    },
+                ) => {
+                    self.slot(ctx, merchant_id, *kind, &s.id).await?;
+                    SlotState::Done
+                }
+            };
+            judged.push((seq, slot, state));
+        }
+        for seq in advance_head(ctx, &queue, head, version, &judged).await? {
+            // Best effort: a slot left behind is only re-read, and re-checking a settled
+            // object changes nothing.
+            let _ = ctx.repo.delete(&queue.slot(seq)).await;
+        }
+        Ok(())
+    }
+
+    /// Re-checks one queued object (and a payment's pending refunds), then queues it
+    /// again if it still waits.
+    async fn slot<R: Repository>(
+        &mut self,
+        ctx: &Ctx<'_, R>,
+        merchant_id: &str,
+        kind: ObjectKind,
+        id: &str,
+    ) -> Result<(), ApiError> {
+        let Some(found) = open(ctx, merchant_id, kind, id).await? else {
+            return Ok(());
+        };
+        self.report.rechecked = self.report.rechecked.saturating_add(1);
+        match &found {
+            Open::Payment(p) => {
+                if waits_on_channel(p) {
+                    super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id).await?;
+                }
+                for pending in &p.state.refunds_pending {
+                    let refund_id = pending.refund_id.as_str();
+                    super::recheck_refund(ctx, self.channel, self.rng, merchant_id, refund_id)
+                        .await?;
+                }
+            }
+            Open::Refund(_) => {
+                super::recheck_refund(ctx, self.channel, self.rng, merchant_id, id).await?;
+            }
+        }
+        if open(ctx, merchant_id, kind, id).await?.is_none() {
+            self.report.settled = self.report.settled.saturating_add(1);
+        } else if ctx.now_ms.saturating_sub(found.created_at_ms()) < RECONCILE_HORIZON_MS {
+            queue_again(ctx, merchant_id, kind, id).await?;
+            self.report.still_open = self.report.still_open.saturating_add(1);
+        } else {
+            self.report.given_up = self.report.given_up.saturating_add(1);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,299 @@
+//! Reconciliation: payments and refunds still waiting on their channel are settled by
+//! the scheduled sweeps alone, with nobody reading them (`service::reconcile`).
+
+mod common;
+
+use common::hooked::dies_after;
+use common::*;
+use futures::executor::block_on;
+use spinpay_core::crypto::Keyring;
+use spinpay_core::error::ApiError;
+use spinpay_core::model::{PaymentStatus, RefundStatus};
+use spinpay_core::repo::memory::MemoryRepository;
+use spinpay_core::rng::SplitMix64;
+use spinpay_core::service::*;
+
+const QRC: &str = r#"{"type":"qr_customer","auth_code":"28763443825664"}"#;
+const QR: &str = r#"{"type":"qr_merchant"}"#;
+
+fn world(seed: u64) -> (MemoryRepository, Keyring, SimChannel, SplitMix64) {
+    (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(seed),
+    )
+}
+
+fn at_every_crash_point(mut attempt: impl FnMut(u64) -> bool) -> u64 {
+    let mut steps = 0;
+    while !attempt(steps) {
+        steps += 1;
+    }
+    steps
+}
+
+/// When the notification sweep first takes up markers written at `t0`.
+fn sweep_time(t0: i64) -> i64 {
+    t0 + PUBLISH_GRACE_MS + 1
+}
+
+/// When what that sweep handed over is first due for reconciliation.
+fn reconcile_time(t0: i64) -> i64 {
+    sweep_time(t0) + RECONCILE_INTERVAL_MS
+}
+
+/// One reconciliation of every merchant at `now_ms`.
+async fn reconcile_at(
+    repo: &MemoryRepository,
+    ch: &SimChannel,
+    rng: &mut SplitMix64,
+    now_ms: i64,
+    limit: Option<u32>,
+) -> Result<ReconcileReport, ApiError> {
+    let keys = keyring();
+    let c = ctx(repo, &keys, now_ms);
+    let req = ReconcileRequest {
+        limit,
+        merchant_id: None,
+    };
+    reconcile(&c, ch, rng, &req).await
+}
+
+#[test]
+fn a_payment_an_unkeyed_create_left_processing_is_settled_by_the_sweeps_alone() {
+    // Proves that whichever storage operation an unkeyed create dies at, a payment it
+    // stored `processing` ends succeeded, charged once, with nobody reading it: the
+    // notification sweep hands it to reconciliation, which asks the channel (or sends it
+    // again if the channel never got it). Without reconciliation nothing would: no
+    // notification comes for a payment the channel never saw.
+    let keys = keyring();
+    let t0 = 1_000_000;
+    let mut stuck = 0;
+    let steps = at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(31);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                let new = new_payment(&body(1250, QRC, ""));
+                let cc = ctx(crash, &keys, t0);
+                create_payment(&cc, dying, &LocalRisk::default(), &mut rng, &m, new).await
+            })
+            .await;
+            let at = format!("crash after {steps} storage operations");
+            sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+                .await
+                .unwrap();
+            let report = reconcile_at(&repo, &ch, &mut rng, reconcile_time(t0), None)
+                .await
+                .unwrap();
+            let stored = repo.keys_with_prefix("pay/");
+            let Some(key) = stored.first() else {
+                assert!(ch.charged().is_empty(), "{at}: charged without a payment");
+                assert_eq!(report.rechecked, 0, "{at}: {report:?}");
+                return finished;
+            };
+            let id = key.trim_start_matches("pay/").to_string();
+            if report.rechecked > 0 {
+                stuck += 1;
+                assert_eq!((report.rechecked, report.settled), (1, 1), "{at}");
+            }
+            let after = get_payment(&c, &m.id, &id).await.unwrap();
+            assert_eq!(after.status, PaymentStatus::Succeeded, "{at}: {after:?}");
+            assert_eq!(ch.charged(), [id].into(), "{at}");
+            // Settled: nothing is queued any more.
+            let later = reconcile_time(t0) + RECONCILE_INTERVAL_MS;
+            let again = reconcile_at(&repo, &ch, &mut rng, later, None)
+                .await
+                .unwrap();
+            assert_eq!(again.rechecked, 0, "{at}: {again:?}");
+            finished
+        })
+    });
+    assert!(steps > 5, "the create has many crash points ({steps})");
+    assert!(stuck > 0, "some crash points leave it to reconciliation");
+}
+
+#[test]
+fn a_refund_an_unkeyed_request_left_pending_is_settled_by_the_sweeps_alone() {
+    // Proves that whichever storage operation an unkeyed refund dies at, a refund it
+    // reserved ends succeeded, refunded once, with nobody reading it; otherwise its
+    // reservation would hold 300 of the payment for good.
+    let keys = keyring();
+    let t0 = 2_000_000;
+    let mut stuck = 0;
+    let steps = at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(32);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                let cc = ctx(crash, &keys, t0);
+                create_refund(&cc, dying, &mut rng, &m.id, &p.id, refund_of(300)).await
+            })
+            .await;
+            let at = format!("crash after {steps} storage operations");
+            sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+                .await
+                .unwrap();
+            let report = reconcile_at(&repo, &ch, &mut rng, reconcile_time(t0), None)
+                .await
+                .unwrap();
+            let paid = get_payment(&c, &m.id, &p.id).await.unwrap();
+            let Some(r) = paid.refunds.first() else {
+                assert!(
+                    ch.refunded_ids.borrow().is_empty(),
+                    "{at}: refunded, none reserved"
+                );
+                assert_eq!(paid.refunded_minor, 0, "{at}");
+                return finished;
+            };
+            if report.rechecked > 0 {
+                stuck += 1;
+                assert_eq!(report.settled, report.rechecked, "{at}: {report:?}");
+            }
+            assert_eq!(r.status, RefundStatus::Succeeded, "{at}: {r:?}");
+            assert_eq!(paid.refunded_minor, 300, "{at}");
+            let asked = ch.refunded_ids.borrow().clone();
+            assert!(asked.iter().all(|id| *id == r.id), "{at}: {asked:?}");
+            finished
+        })
+    });
+    assert!(steps > 3, "the refund has several crash points ({steps})");
+    assert!(stuck > 0, "some crash points leave it to reconciliation");
+}
+
+#[test]
+fn a_payment_waiting_on_the_customer_is_rechecked_until_paid_and_left_to_a_person_after_the_horizon()
+ {
+    // Proves that a QR payment the customer has not paid stays queued (re-checked once
+    // per interval, never more often), settles once the channel says it is paid (a lost
+    // notification), and that one nobody ever pays stops being re-checked a day after
+    // its creation instead of querying the channel for ever.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(33);
+        let t0 = 3_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let paid_later = pay(&c, &ch, &mut rng, &m, 1200, QR).await.unwrap();
+        let never_paid = pay(&c, &ch, &mut rng, &m, 1300, QR).await.unwrap();
+        assert_eq!(paid_later.status, PaymentStatus::RequiresCustomerAction);
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+
+        // Not due yet: nothing asked.
+        let early = reconcile_at(&repo, &ch, &mut rng, reconcile_time(t0) - 1, None).await;
+        assert_eq!(early.unwrap().rechecked, 0);
+        let first = reconcile_at(&repo, &ch, &mut rng, reconcile_time(t0), None).await;
+        let first = first.unwrap();
+        assert_eq!((first.rechecked, first.still_open), (2, 2), "{first:?}");
+        // Queued again behind: not due again within the interval.
+        let soon = reconcile_time(t0) + RECONCILE_INTERVAL_MS - 1;
+        let soon = reconcile_at(&repo, &ch, &mut rng, soon, None)
+            .await
+            .unwrap();
+        assert_eq!(soon.rechecked, 0, "{soon:?}");
+
+        // The customer pays; the channel's notification is lost.
+        ch.paid.borrow_mut().insert(paid_later.id.clone());
+        let next = reconcile_time(t0) + RECONCILE_INTERVAL_MS;
+        let second = reconcile_at(&repo, &ch, &mut rng, next, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (second.rechecked, second.settled, second.still_open),
+            (2, 1, 1)
+        );
+        let now = get_payment(&c, &m.id, &paid_later.id).await.unwrap();
+        assert_eq!(now.status, PaymentStatus::Succeeded);
+
+        // A day after its creation the unpaid one is left to a person.
+        let late = t0 + RECONCILE_HORIZON_MS;
+        let last = reconcile_at(&repo, &ch, &mut rng, late, None)
+            .await
+            .unwrap();
+        assert_eq!((last.rechecked, last.given_up), (1, 1), "{last:?}");
+        let after = reconcile_at(&repo, &ch, &mut rng, late + RECONCILE_HORIZON_MS, None);
+        assert_eq!(after.await.unwrap().rechecked, 0);
+        let unpaid = get_payment(&c, &m.id, &never_paid.id).await.unwrap();
+        assert_eq!(unpaid.status, PaymentStatus::RequiresCustomerAction);
+    });
+}
+
+#[test]
+fn a_limit_bounds_the_rechecks_of_one_call_and_the_next_call_goes_on() {
+    // Proves `limit` bounds the channel queries of one call, `has_more` says so, and the
+    // next call re-checks the rest; settled payments are never queued.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(34);
+        let t0 = 4_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        for _ in 0..3 {
+            pay(&c, &ch, &mut rng, &m, 1000, QR).await.unwrap();
+        }
+        let done = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+        assert_eq!(done.status, PaymentStatus::Succeeded);
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+        let at = reconcile_time(t0);
+        let first = reconcile_at(&repo, &ch, &mut rng, at, Some(2))
+            .await
+            .unwrap();
+        assert_eq!((first.rechecked, first.has_more), (2, true), "{first:?}");
+        let second = reconcile_at(&repo, &ch, &mut rng, at, Some(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            (second.rechecked, second.has_more),
+            (1, false),
+            "{second:?}"
+        );
+    });
+}
+
+#[test]
+fn bad_requests_are_refused_naming_the_field_and_change_nothing() {
+    // Proves a limit outside 1..=100 and an unknown merchant are 400s naming the field,
+    // and that the refused calls leave the queue as it was (the next call re-checks).
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(35);
+        let t0 = 5_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        pay(&c, &ch, &mut rng, &m, 1000, QR).await.unwrap();
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+        let at = reconcile_time(t0);
+        let before = repo.keys_with_prefix("");
+        for limit in [0, RECONCILE_LIMIT_MAX + 1] {
+            let e = reconcile_at(&repo, &ch, &mut rng, at, Some(limit)).await;
+            let e = e.unwrap_err();
+            assert!(matches!(&e, ApiError::ParameterInvalid { param, .. } if param == "limit"));
+        }
+        let c = ctx(&repo, &keys, at);
+        for mid in ["mch_nope", "not an id"] {
+            let req = ReconcileRequest {
+                limit: None,
+                merchant_id: Some(mid.into()),
+            };
+            let e = reconcile(&c, &ch, &mut rng, &req).await.unwrap_err();
+            assert!(
+                matches!(&e, ApiError::ParameterInvalid { param, .. } if param == "merchant_id"),
+                "{e:?}"
+            );
+        }
+        assert_eq!(repo.keys_with_prefix(""), before, "nothing written");
+        let req = ReconcileRequest {
+            limit: None,
+            merchant_id: Some(m.id.clone()),
+        };
+        let ok = reconcile(&c, &ch, &mut rng, &req).await.unwrap();
+        assert_eq!((ok.merchants_visited, ok.rechecked), (1, 1), "{ok:?}");
+    });
+}
