@@ -22,7 +22,7 @@ mod routes;
 
 use spin_sdk::http::Request;
 use spinpay_core::ApiError;
-use spinpay_core::api::{BODY_BYTES_MAX, parse_body};
+use spinpay_core::api::{AdminSweepBody, BODY_BYTES_MAX, parse_body};
 use spinpay_core::idempotency::ADMIN_SCOPE;
 use spinpay_core::service::{self, Ctx, Notifier};
 use spinpay_guest::component::{self, Keyed, Services};
@@ -31,7 +31,7 @@ use spinpay_guest::inbound::{self, HttpResponse};
 use spinpay_guest::outbound::{self, OutboundRequest};
 use spinpay_guest::respond;
 
-use routes::{RedeliverBody, Route, SweepBody};
+use routes::{RedeliverBody, Route};
 
 /// The secret variable holding the admin bearer token.
 const VAR_ADMIN_TOKEN: &str = "admin_token";
@@ -66,10 +66,18 @@ async fn sweep(
     let call = Keyed::new(ADMIN_SCOPE, parts, body);
     services
         .idempotent(call, request_id, async || {
-            let req = parse_body::<SweepBody>(body, BODY_BYTES_MAX)?;
-            let (sweep, now_ms) = req.validate(env::now_ms())?;
-            let base = services.ctx();
-            let ctx = Ctx { now_ms, ..base };
+            let req = parse_body::<AdminSweepBody>(body, BODY_BYTES_MAX)?;
+            let wall_ms = env::now_ms();
+            let call = req.validate(wall_ms, service::SWEEP_LIMIT_MAX)?;
+            let sweep = service::SweepRequest {
+                limit: call.limit,
+                merchant_id: call.merchant_id,
+                wall_clock_ms: Some(wall_ms),
+            };
+            let ctx = Ctx {
+                now_ms: call.now_ms,
+                ..services.ctx()
+            };
             service::sweep(&ctx, &HttpNotifier, &sweep).await
         })
         .await
