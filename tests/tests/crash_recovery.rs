@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use spinpay_host::app::{AppOptions, start};
 use spinpay_tests::{
-    ADMIN_TOKEN, ENCRYPTION_KEY, Merchant, SANDBOX_SECRET, TestApp, manifest_path, payment_request,
-    qr_customer, require_components, runtime, unique, write_runtime_config,
+    ADMIN_TOKEN, ENCRYPTION_KEY, Merchant, SANDBOX_SECRET, TestApp, manifest_path, now_unix_s,
+    payment_request, qr_customer, require_components, runtime, unique, write_runtime_config,
 };
 
 /// The directory of the child's key-value files; set only in the child.
@@ -152,9 +152,10 @@ async fn try_post(app: &TestApp, secret_key: &str, sent: &Sent) -> Option<(u16, 
 #[test]
 fn a_host_killed_mid_load_loses_nothing_acknowledged_and_counts_nothing_twice() {
     // Proves SIGKILL during concurrent payments and over-subscribed refunds leaves every
-    // acknowledged payment and refund in place after a restart, refunded ≤ captured on
-    // every payment with the refunds' sum equal to it, list and objects agreeing, and
-    // replays of every request creating nothing new.
+    // acknowledged payment and refund in place after a restart, replays of every request
+    // creating nothing new, the scheduled sweeps settling whatever was left waiting on
+    // the channel (no payment processing, no refund pending), refunded ≤ captured on
+    // every payment with the refunds' sum equal to it, and list and objects agreeing.
     runtime().block_on(async {
         let kv_dir = tempfile::tempdir().expect("temp dir");
         let host = HostProcess::spawn(kv_dir.path());
@@ -301,8 +302,36 @@ fn a_host_killed_mid_load_loses_nothing_acknowledged_and_counts_nothing_twice() 
             CAPTURED_PAYMENTS + NEW_PAYMENTS
         );
 
-        // 3. Money: on every captured payment, refunded = sum of its succeeded refunds,
-        //    and succeeded + pending ≤ captured.
+        // 3. The scheduled sweeps settle what the kill left waiting on the channel (a
+        //    payment or refund stored, the channel perhaps never asked; a replay still
+        //    refused by the dead attempt's key lock), with nobody reading it: the
+        //    notification sweep hands it over once its marker is past the grace period,
+        //    reconciliation re-checks it once due (both with `now_ms` moved forward).
+        let handed_over_ms = now_unix_s() * 1000 + 2 * 60_000;
+        for _ in 0..5 {
+            let sweep = json!({"merchant_id": m.id, "now_ms": handed_over_ms});
+            let path = "/v1/admin/notifications/sweep";
+            let (status, v) = app.post(path, Some(ADMIN_TOKEN), None, &sweep).await;
+            assert_eq!(status, 200, "sweep: {v}");
+        }
+        let due_ms = handed_over_ms + 10 * 60_000;
+        let mut rechecked = 0;
+        loop {
+            let body = json!({"merchant_id": m.id, "now_ms": due_ms, "limit": 100});
+            let path = "/v1/admin/reconcile";
+            let (status, v) = app.post(path, Some(ADMIN_TOKEN), None, &body).await;
+            assert_eq!(status, 200, "reconcile: {v}");
+            assert_eq!(v["object"], "reconciliation", "{v}");
+            assert_eq!(v["still_open"], 0, "left waiting after a re-check: {v}");
+            rechecked += v["rechecked"].as_u64().expect("rechecked");
+            if v["has_more"] != json!(true) {
+                break;
+            }
+        }
+        eprintln!("crash test: reconciliation re-checked {rechecked} objects");
+
+        // 4. Money: on every captured payment, refunded = sum of its succeeded refunds,
+        //    none left pending, and succeeded ≤ captured.
         for id in &captured {
             let p = m.payment(id).await;
             let refunds = p["refunds"].as_array().expect("refunds").clone();
@@ -322,13 +351,15 @@ fn a_host_killed_mid_load_loses_nothing_acknowledged_and_counts_nothing_twice() 
                 p["refunded_minor"], succeeded,
                 "refunded ≠ Σ succeeded: {p}"
             );
+            assert_eq!(pending, 0, "a refund left pending: {by_status:?} on {p}");
             assert!(
-                succeeded + pending <= CAPTURED_AMOUNT,
+                succeeded <= CAPTURED_AMOUNT,
                 "refunds exceed captured: {by_status:?} on {p}"
             );
         }
 
-        // 4. The list and the objects agree: no duplicate, no dangling entry.
+        // 5. The list and the objects agree: no duplicate, no dangling entry, and no
+        //    payment left `processing`.
         let mut listed = BTreeSet::new();
         let mut after_id: Option<String> = None;
         loop {
@@ -340,7 +371,8 @@ fn a_host_killed_mid_load_loses_nothing_acknowledged_and_counts_nothing_twice() 
             let data = page["data"].as_array().expect("data").clone();
             for p in &data {
                 let id = p["id"].as_str().expect("id").to_string();
-                m.payment(&id).await;
+                let stored = m.payment(&id).await;
+                assert_ne!(stored["status"], "processing", "left processing: {stored}");
                 assert!(listed.insert(id), "payment listed twice: {p}");
             }
             if page["has_more"] != json!(true) || data.is_empty() {

@@ -228,50 +228,61 @@ fn rotation_signs_with_both_secrets_during_the_grace_period_and_redeliver_sends_
     });
 }
 
+/// The scheduled admin calls: the notification sweep and reconciliation (served by the
+/// query component), which take the same body.
+const SCHEDULED: [&str; 2] = ["/v1/admin/notifications/sweep", "/v1/admin/reconcile"];
+
 #[test]
-fn the_sweep_refuses_callers_without_the_admin_token() {
-    // Proves no token, a wrong token and a merchant's secret key are all refused.
+fn the_scheduled_calls_refuse_callers_without_the_admin_token() {
+    // Proves no token, a wrong token and a merchant's secret key are all refused by the
+    // sweep and by reconciliation, and that both take POST only.
     run(|app| async move {
         let m = app.new_merchant().await;
-        let path = "/v1/admin/notifications/sweep";
-        let none = app.post(path, None, None, &json!({})).await;
-        assert_error(&none, 401, "authentication_required");
-        let wrong = app
-            .post(path, Some("not-the-token"), None, &json!({}))
+        for path in SCHEDULED {
+            let none = app.post(path, None, None, &json!({})).await;
+            assert_error(&none, 401, "authentication_required");
+            let wrong = app
+                .post(path, Some("not-the-token"), None, &json!({}))
+                .await;
+            assert_eq!(wrong.0 / 100, 4, "{path}: {wrong:?}");
+            assert_eq!(wrong.1["error"]["code"], "admin_token_invalid", "{path}");
+            let merchant = app.post(path, Some(&m.secret_key), None, &json!({})).await;
+            assert_eq!(
+                merchant.1["error"]["code"], "admin_token_invalid",
+                "{path}: {merchant:?}"
+            );
+            let get = app.get(path, Some(ADMIN_TOKEN)).await;
+            assert_error(&get, 405, "method_not_allowed");
+        }
+        let (status, v) = app
+            .post(SCHEDULED[1], Some(ADMIN_TOKEN), None, &json!({}))
             .await;
-        assert_eq!(wrong.0 / 100, 4, "{wrong:?}");
-        assert_eq!(wrong.1["error"]["code"], "admin_token_invalid");
-        let merchant = app.post(path, Some(&m.secret_key), None, &json!({})).await;
-        assert_eq!(
-            merchant.1["error"]["code"], "admin_token_invalid",
-            "{merchant:?}"
-        );
-        let get = app.get(path, Some(ADMIN_TOKEN)).await;
-        assert_error(&get, 405, "method_not_allowed");
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["object"], "reconciliation", "{v}");
     });
 }
 
 #[test]
 fn bad_inputs_are_refused_naming_the_field_and_change_nothing() {
-    // Proves sweep limit/now_ms/merchant_id/unknown fields, rotation grace, redelivery
-    // without notify_url or of an unknown event are 4xx naming the field, and the
-    // refused rotation left the old secret signing alone.
+    // Proves sweep and reconciliation limit/now_ms/merchant_id/unknown fields, rotation
+    // grace, redelivery without notify_url or of an unknown event are 4xx naming the
+    // field, and the refused rotation left the old secret signing alone.
     run(|app| async move {
-        let path = "/v1/admin/notifications/sweep";
-        let admin =
-            |body: Value| async move { app.post(path, Some(ADMIN_TOKEN), None, &body).await };
-        for (body, code, param) in [
-            (json!({"limit": 0}), "parameter_invalid", "limit"),
-            (json!({"limit": 101}), "parameter_invalid", "limit"),
-            (json!({"now_ms": 5}), "parameter_invalid", "now_ms"),
-            (
-                json!({"merchant_id": "mch_nope"}),
-                "parameter_invalid",
-                "merchant_id",
-            ),
-            (json!({"every": 1}), "unknown_field", "every"),
-        ] {
-            assert_error_param(&admin(body).await, 400, code, param);
+        for path in SCHEDULED {
+            for (body, code, param) in [
+                (json!({"limit": 0}), "parameter_invalid", "limit"),
+                (json!({"limit": 101}), "parameter_invalid", "limit"),
+                (json!({"now_ms": 5}), "parameter_invalid", "now_ms"),
+                (
+                    json!({"merchant_id": "mch_nope"}),
+                    "parameter_invalid",
+                    "merchant_id",
+                ),
+                (json!({"every": 1}), "unknown_field", "every"),
+            ] {
+                let refused = app.post(path, Some(ADMIN_TOKEN), None, &body).await;
+                assert_error_param(&refused, 400, code, param);
+            }
         }
 
         let receiver = Receiver::start(0).await;

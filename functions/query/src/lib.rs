@@ -6,6 +6,11 @@
 //! whose outcome the channel has not told us yet. Every read is scoped to the merchant of
 //! the bearer key: another merchant's id is 404, never 403.
 //!
+//! `POST /v1/admin/reconcile` (admin token; `{"limit"?, "merchant_id"?, "now_ms"?}`) is
+//! the scheduled counterpart of those re-checks: it re-checks the payments and refunds
+//! still waiting on their channel that nobody reads (see
+//! `spinpay_core::service::reconcile`). A scheduler calls it every minute.
+//!
 //! Routing uses the request's full path, never Spin's route headers: `GET /v1/payments`
 //! arrives here forwarded by `authorize` through service chaining, where those headers
 //! describe a different route.
@@ -15,24 +20,34 @@ mod routes;
 use spin_sdk::http::Request;
 use spinpay_channels::dispatch::Channels;
 use spinpay_core::ApiError;
-use spinpay_core::api::{BODY_BYTES_MAX, PaymentResponse, RefundResponse, parse_body};
+use spinpay_core::api::{
+    AdminSweepBody, BODY_BYTES_MAX, PaymentResponse, RefundResponse, parse_body,
+};
+use spinpay_core::idempotency::ADMIN_SCOPE;
 use spinpay_core::ids::IdKind;
 use spinpay_core::model::{Event, PaymentStatus};
 use spinpay_core::service::{
-    DeliveryResponse, event_delivery, get_event, get_payment, get_refund, list_events,
+    self, Ctx, DeliveryResponse, event_delivery, get_event, get_payment, get_refund, list_events,
     list_payments, recheck_payment, recheck_refund,
 };
-use spinpay_guest::component::{Keyed, Services};
-use spinpay_guest::env::OsEntropy;
+use spinpay_guest::component::{self, Keyed, Services};
+use spinpay_guest::env::{self, OsEntropy};
 use spinpay_guest::inbound::{self, HttpResponse};
 use spinpay_guest::respond::{self, ok_json};
 
 use routes::{EmptyBody, Route, list_params, no_query};
 
+/// The secret variable holding the admin bearer token.
+const VAR_ADMIN_TOKEN: &str = "admin_token";
+
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> HttpResponse {
     let (parts, body) = req.into_parts();
     respond::handle_path(&parts, routes::route, async |route, request_id| {
+        if route == Route::Reconcile {
+            let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+            return reconcile(&parts, &body, request_id).await;
+        }
         let (services, merchant) = Services::authenticated(&parts.headers).await?;
         let (ctx, m) = (services.ctx(), merchant.id.as_str());
         let query = parts.uri.query();
@@ -60,6 +75,7 @@ async fn handle(req: Request) -> HttpResponse {
                 let delivery = event_delivery(&ctx, m, &id).await?;
                 Ok(ok_json(&EventWithDelivery { event, delivery }))
             }
+            Route::Reconcile => unreachable!("answered above"),
             Route::RecheckPayment { id } | Route::RecheckRefund { id } => {
                 let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
                 let channels = Channels::from_variables().await?;
@@ -80,6 +96,36 @@ async fn handle(req: Request) -> HttpResponse {
         }
     })
     .await
+}
+
+/// `POST /v1/admin/reconcile`: the admin token, then one bounded reconciliation call
+/// (idempotent under an `Idempotency-Key` in the admin scope).
+async fn reconcile(
+    parts: &http::request::Parts,
+    body: &[u8],
+    request_id: &str,
+) -> Result<HttpResponse, ApiError> {
+    let configured = env::secret(VAR_ADMIN_TOKEN).await.ok();
+    let configured = configured.as_ref().map(|s| s.expose().as_str());
+    service::check_admin_token(component::authorization(&parts.headers), configured)?;
+    let services = Services::open().await?;
+    let channels = Channels::from_variables().await?;
+    let call = Keyed::new(ADMIN_SCOPE, parts, body);
+    services
+        .idempotent(call, request_id, async || {
+            let req = parse_body::<AdminSweepBody>(body, BODY_BYTES_MAX)?;
+            let call = req.validate(env::now_ms(), service::RECONCILE_LIMIT_MAX)?;
+            let ctx = Ctx {
+                now_ms: call.now_ms,
+                ..services.ctx()
+            };
+            let req = service::ReconcileRequest {
+                limit: call.limit,
+                merchant_id: call.merchant_id,
+            };
+            service::reconcile(&ctx, &channels, &mut OsEntropy, &req).await
+        })
+        .await
 }
 
 /// One event with the state of its delivery to the notify URL (`null` when it has

@@ -40,6 +40,8 @@ pub enum Route {
         /// Event id.
         id: String,
     },
+    /// `POST /v1/admin/reconcile` (admin token).
+    Reconcile,
 }
 
 /// Routes on the full request path.
@@ -58,6 +60,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, RouteMiss> {
         ["", "v1", "refunds", r, "recheck"] if !r.is_empty() => {
             ("POST", Route::RecheckRefund { id: id(r) })
         }
+        ["", "v1", "admin", "reconcile"] => ("POST", Route::Reconcile),
         _ => return Err(RouteMiss::NotFound),
     };
     if method.as_str() == allow {
@@ -132,6 +135,7 @@ mod tests {
                 "/v1/refunds/re_1/recheck",
                 Route::RecheckRefund { id: "re_1".into() },
             ),
+            (Method::POST, "/v1/admin/reconcile", Route::Reconcile),
         ];
         for (method, path, want) in cases {
             assert_eq!(route(&method, path), Ok(want), "{method} {path}");
@@ -148,6 +152,10 @@ mod tests {
         assert_eq!(
             route(&Method::DELETE, "/v1/refunds/re_1"),
             Err(RouteMiss::MethodNotAllowed { allow: "GET" })
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/admin/reconcile"),
+            Err(RouteMiss::MethodNotAllowed { allow: "POST" })
         );
         let miss = route(&Method::GET, "/v1/payments/pay_1/recheck").unwrap_err();
         assert_eq!(miss, RouteMiss::MethodNotAllowed { allow: "POST" });

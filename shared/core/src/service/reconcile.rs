@@ -35,7 +35,7 @@ use super::{ChannelClient, Ctx, load_payment, read};
 use crate::error::ApiError;
 use crate::ids::{IdKind, is_valid_id};
 use crate::keys;
-use crate::model::{Merchant, Payment, Refund, RefundStatus};
+use crate::model::{Merchant, RefundStatus};
 use crate::repo::Repository;
 use crate::rng::Entropy;
 
@@ -77,21 +77,14 @@ pub struct ReconcileReport {
     pub has_more: bool,
 }
 
-/// Whether a payment or refund still waits on its channel: a payment the channel knows
-/// that has not settled, or one with refunds the channel has not settled; a pending
-/// refund.
-enum Open {
-    Payment(Payment),
-    Refund(Refund),
-}
-
-impl Open {
-    fn created_at_ms(&self) -> i64 {
-        match self {
-            Open::Payment(p) => p.created_at_ms,
-            Open::Refund(r) => r.created_at_ms,
-        }
-    }
+/// What of a queued payment or refund still waits on its channel.
+struct Open {
+    /// When the queued object was created.
+    created_at_ms: i64,
+    /// The payment itself: the channel knows it and has not settled it.
+    payment: bool,
+    /// Refunds the channel has not settled: the queued refund, or a payment's pending ones.
+    refund_ids: Vec<String>,
 }
 
 /// The object `kind`/`id` of `merchant_id` if it still waits on its channel; `None` when
@@ -104,17 +97,29 @@ async fn open<R: Repository>(
     id: &str,
 ) -> Result<Option<Open>, ApiError> {
     let found = match kind {
-        ObjectKind::Payment => load_payment(ctx, merchant_id, id).await.map(|p| {
-            (waits_on_channel(&p) || !p.state.refunds_pending.is_empty())
-                .then_some(Open::Payment(p))
+        ObjectKind::Payment => load_payment(ctx, merchant_id, id).await.map(|p| Open {
+            created_at_ms: p.created_at_ms,
+            payment: waits_on_channel(&p),
+            refund_ids: p
+                .state
+                .refunds_pending
+                .into_iter()
+                .map(|r| r.refund_id)
+                .collect(),
         }),
-        ObjectKind::Refund => load_refund(ctx, merchant_id, id)
-            .await
-            .map(|r| (r.state.status == RefundStatus::Pending).then_some(Open::Refund(r))),
+        ObjectKind::Refund => load_refund(ctx, merchant_id, id).await.map(|r| Open {
+            created_at_ms: r.created_at_ms,
+            payment: false,
+            refund_ids: match r.state.status {
+                RefundStatus::Pending => vec![r.id],
+                RefundStatus::Succeeded | RefundStatus::Failed => Vec::new(),
+            },
+        }),
     };
     match found {
-        Err(ApiError::ResourceMissing { .. }) => Ok(None),
-        other => other,
+        Ok(open) if open.payment || !open.refund_ids.is_empty() => Ok(Some(open)),
+        Ok(_) | Err(ApiError::ResourceMissing { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -272,24 +277,15 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
             return Ok(());
         };
         self.report.rechecked = self.report.rechecked.saturating_add(1);
-        match &found {
-            Open::Payment(p) => {
-                if waits_on_channel(p) {
-                    super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id).await?;
-                }
-                for pending in &p.state.refunds_pending {
-                    let refund_id = pending.refund_id.as_str();
-                    super::recheck_refund(ctx, self.channel, self.rng, merchant_id, refund_id)
-                        .await?;
-                }
-            }
-            Open::Refund(_) => {
-                super::recheck_refund(ctx, self.channel, self.rng, merchant_id, id).await?;
-            }
+        if found.payment {
+            super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id).await?;
+        }
+        for refund_id in &found.refund_ids {
+            super::recheck_refund(ctx, self.channel, self.rng, merchant_id, refund_id).await?;
         }
         if open(ctx, merchant_id, kind, id).await?.is_none() {
             self.report.settled = self.report.settled.saturating_add(1);
-        } else if ctx.now_ms.saturating_sub(found.created_at_ms()) < RECONCILE_HORIZON_MS {
+        } else if ctx.now_ms.saturating_sub(found.created_at_ms) < RECONCILE_HORIZON_MS {
             queue_again(ctx, merchant_id, kind, id).await?;
             self.report.still_open = self.report.still_open.saturating_add(1);
         } else {
