@@ -23,12 +23,10 @@ use spinpay_core::api::{
 use spinpay_core::idempotency::ADMIN_SCOPE;
 use spinpay_core::service;
 use spinpay_guest::component::{self, Keyed, Services};
-use spinpay_guest::env::{self, OsEntropy};
+use spinpay_guest::env::OsEntropy;
 use spinpay_guest::inbound::{self, HttpResponse};
 use spinpay_guest::respond::{self, RouteMiss};
 
-/// The secret variable holding the admin bearer token.
-const VAR_ADMIN_TOKEN: &str = "admin_token";
 /// Merchant onboarding (admin token).
 const MERCHANTS_PATH: &str = "/v1/admin/merchants";
 /// The calling merchant's own settings (secret key).
@@ -67,9 +65,7 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let configured = env::secret(VAR_ADMIN_TOKEN).await.ok();
-    let configured = configured.as_ref().map(|s| s.expose().as_str());
-    service::check_admin_token(component::authorization(&parts.headers), configured)?;
+    component::require_admin(&parts.headers).await?;
     let services = Services::open().await?;
     // The answer holds the merchant's secret key: its replay is stored sealed.
     keyed_write(

@@ -33,8 +33,6 @@ use spinpay_guest::respond;
 
 use routes::{RedeliverBody, Route};
 
-/// The secret variable holding the admin bearer token.
-const VAR_ADMIN_TOKEN: &str = "admin_token";
 /// Deadline of one POST to a merchant (a sweep makes its attempts one after another).
 const NOTIFY_TIMEOUT_MS: u64 = 5_000;
 /// Largest merchant answer read (the body is ignored; only the status counts).
@@ -59,9 +57,7 @@ async fn sweep(
     body: &[u8],
     request_id: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let configured = env::secret(VAR_ADMIN_TOKEN).await.ok();
-    let configured = configured.as_ref().map(|s| s.expose().as_str());
-    service::check_admin_token(component::authorization(&parts.headers), configured)?;
+    component::require_admin(&parts.headers).await?;
     let services = Services::open().await?;
     let call = Keyed::new(ADMIN_SCOPE, parts, body);
     services

@@ -37,9 +37,6 @@ use spinpay_guest::respond::{self, ok_json};
 
 use routes::{EmptyBody, Route, list_params, no_query};
 
-/// The secret variable holding the admin bearer token.
-const VAR_ADMIN_TOKEN: &str = "admin_token";
-
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> HttpResponse {
     let (parts, body) = req.into_parts();
@@ -105,9 +102,7 @@ async fn reconcile(
     body: &[u8],
     request_id: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let configured = env::secret(VAR_ADMIN_TOKEN).await.ok();
-    let configured = configured.as_ref().map(|s| s.expose().as_str());
-    service::check_admin_token(component::authorization(&parts.headers), configured)?;
+    component::require_admin(&parts.headers).await?;
     let services = Services::open().await?;
     let channels = Channels::from_variables().await?;
     let call = Keyed::new(ADMIN_SCOPE, parts, body);

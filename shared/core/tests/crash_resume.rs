@@ -8,11 +8,10 @@
 
 mod common;
 
-use common::hooked::dies_after;
+use common::hooked::{at_every_crash_point, dies_after, world};
 use common::*;
 use futures::executor::block_on;
 use spinpay_core::api::PaymentResponse;
-use spinpay_core::crypto::Keyring;
 use spinpay_core::error::ApiError;
 use spinpay_core::idempotency::IDEMPOTENCY_LOCK_TTL_MS;
 use spinpay_core::model::{Merchant, NextAction, PaymentStatus, RefundStatus};
@@ -27,16 +26,6 @@ const SMS: &str = r#"{"type":"sms_otp","phone":"+8613812345678"}"#;
 
 fn fingerprint_body(amount_minor: i64) -> Vec<u8> {
     body(amount_minor, QRC, "").into_bytes()
-}
-
-/// A fresh repository, keyring, simulated channel and seeded rng.
-fn world(seed: u64) -> (MemoryRepository, Keyring, SimChannel, SplitMix64) {
-    (
-        MemoryRepository::new(),
-        keyring(),
-        SimChannel::default(),
-        SplitMix64::new(seed),
-    )
 }
 
 /// Begins a keyed POST of `body` to `path` that must run (a fresh key or a taken-over
@@ -91,17 +80,6 @@ async fn create_keyed<R: Repository, C: ChannelClient>(
 ) -> Result<PaymentResponse, ApiError> {
     let new = new_payment(body);
     create_payment_seeded(c, ch, &LocalRisk::default(), rng, m, new, Some(seed)).await
-}
-
-/// Runs `attempt(steps)` for steps = 0, 1, 2, … (the storage operations allowed before
-/// the crash) until it reports that the operation finished before its crash point;
-/// returns that step count.
-fn at_every_crash_point(mut attempt: impl FnMut(u64) -> bool) -> u64 {
-    let mut steps = 0;
-    while !attempt(steps) {
-        steps += 1;
-    }
-    steps
 }
 
 #[test]

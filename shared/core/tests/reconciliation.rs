@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::hooked::dies_after;
+use common::hooked::{at_every_crash_point, dies_after, world};
 use common::*;
 use futures::executor::block_on;
-use spinpay_core::crypto::Keyring;
 use spinpay_core::error::ApiError;
 use spinpay_core::model::{PaymentStatus, RefundStatus};
 use spinpay_core::repo::memory::MemoryRepository;
@@ -15,23 +14,6 @@ use spinpay_core::service::*;
 
 const QRC: &str = r#"{"type":"qr_customer","auth_code":"28763443825664"}"#;
 const QR: &str = r#"{"type":"qr_merchant"}"#;
-
-fn world(seed: u64) -> (MemoryRepository, Keyring, SimChannel, SplitMix64) {
-    (
-        MemoryRepository::new(),
-        keyring(),
-        SimChannel::default(),
-        SplitMix64::new(seed),
-    )
-}
-
-fn at_every_crash_point(mut attempt: impl FnMut(u64) -> bool) -> u64 {
-    let mut steps = 0;
-    while !attempt(steps) {
-        steps += 1;
-    }
-    steps
-}
 
 /// When the notification sweep first takes up markers written at `t0`.
 fn sweep_time(t0: i64) -> i64 {

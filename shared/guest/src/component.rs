@@ -158,6 +158,18 @@ impl Services {
     }
 }
 
+/// The secret variable holding the admin bearer token.
+pub const VAR_ADMIN_TOKEN: &str = "admin_token";
+
+/// Checks the admin bearer token of an admin call against the secret variable
+/// `admin_token` (constant time; with no token configured every admin call is refused
+/// with 503 `not_configured`).
+pub async fn require_admin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let configured = env::secret(VAR_ADMIN_TOKEN).await.ok();
+    let configured = configured.as_ref().map(|s| s.expose().as_str());
+    service::check_admin_token(authorization(headers), configured)
+}
+
 /// The raw `Authorization` header value, if any (the core parses it).
 pub fn authorization(headers: &HeaderMap) -> Option<&str> {
     headers

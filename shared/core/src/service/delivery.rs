@@ -225,16 +225,7 @@ pub async fn sweep<R: Repository, N: Notifier>(
         wall_clock_ms: req.wall_clock_ms.unwrap_or(ctx.now_ms),
     };
     if let Some(mid) = &req.merchant_id {
-        let missing = || ApiError::ParameterInvalid {
-            param: "merchant_id".into(),
-            reason: "no such merchant".into(),
-        };
-        if !is_valid_id(IdKind::Merchant, mid) {
-            return Err(missing());
-        }
-        read::<Merchant, R>(ctx.repo, &keys::merchant(mid))
-            .await?
-            .ok_or_else(missing)?;
+        require_merchant_param(ctx, mid).await?;
         visit_merchant(ctx, notifier, mid, &visit, &mut report).await?;
         return Ok(report);
     }
@@ -244,6 +235,25 @@ pub async fn sweep<R: Repository, N: Notifier>(
     }
     expire_replay_keys(ctx, &visit, &mut report).await?;
     Ok(report)
+}
+
+/// Checks the `merchant_id` of a scheduled admin call: an existing merchant, else 400
+/// `parameter_invalid` naming the field.
+pub(crate) async fn require_merchant_param<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+) -> Result<(), ApiError> {
+    let missing = || ApiError::ParameterInvalid {
+        param: "merchant_id".into(),
+        reason: "no such merchant".into(),
+    };
+    if !is_valid_id(IdKind::Merchant, merchant_id) {
+        return Err(missing());
+    }
+    read::<Merchant, R>(ctx.repo, &keys::merchant(merchant_id))
+        .await?
+        .ok_or_else(missing)?;
+    Ok(())
 }
 
 /// Visits the merchants of `round` (until the attempt limit), then moves the cursor past

@@ -27,15 +27,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::delivery::next_merchants;
+use super::delivery::{next_merchants, require_merchant_param};
 use super::outbox::{ObjectKind, Queue, Slot, SlotState, advance_head, enqueue, queue_window};
 use super::payments::waits_on_channel;
 use super::refunds::load_refund;
-use super::{ChannelClient, Ctx, load_payment, read};
+use super::{ChannelClient, Ctx, load_payment};
 use crate::error::ApiError;
-use crate::ids::{IdKind, is_valid_id};
 use crate::keys;
-use crate::model::{Merchant, RefundStatus};
+use crate::model::RefundStatus;
 use crate::repo::Repository;
 use crate::rng::Entropy;
 
@@ -182,16 +181,7 @@ where
         report: &mut report,
     };
     if let Some(mid) = &req.merchant_id {
-        let missing = || ApiError::ParameterInvalid {
-            param: "merchant_id".into(),
-            reason: "no such merchant".into(),
-        };
-        if !is_valid_id(IdKind::Merchant, mid) {
-            return Err(missing());
-        }
-        read::<Merchant, R>(ctx.repo, &keys::merchant(mid))
-            .await?
-            .ok_or_else(missing)?;
+        require_merchant_param(ctx, mid).await?;
         run.merchant(ctx, mid).await?;
         return Ok(report);
     }

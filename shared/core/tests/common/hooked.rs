@@ -208,3 +208,31 @@ pub async fn dies_after<T, E>(
     let first = op(&crash, &dying).await;
     first.is_ok() && crash.hooks.used.get() <= steps
 }
+
+/// A fresh repository, keyring, simulated channel and seeded rng.
+pub fn world(
+    seed: u64,
+) -> (
+    MemoryRepository,
+    spinpay_core::crypto::Keyring,
+    SimChannel,
+    spinpay_core::rng::SplitMix64,
+) {
+    (
+        MemoryRepository::new(),
+        super::keyring(),
+        SimChannel::default(),
+        spinpay_core::rng::SplitMix64::new(seed),
+    )
+}
+
+/// Runs `attempt(steps)` for steps = 0, 1, 2, … (the storage operations allowed before
+/// the crash) until it reports that the operation finished before its crash point;
+/// returns that step count.
+pub fn at_every_crash_point(mut attempt: impl FnMut(u64) -> bool) -> u64 {
+    let mut steps = 0;
+    while !attempt(steps) {
+        steps += 1;
+    }
+    steps
+}
