@@ -47,6 +47,8 @@ pub const RECONCILE_HORIZON_MS: i64 = 24 * 3_600_000;
 pub const RECONCILE_LIMIT_DEFAULT: u32 = 20;
 /// Most re-checks one call may make.
 pub const RECONCILE_LIMIT_MAX: u32 = 100;
+const _: () = assert!(RECONCILE_LIMIT_DEFAULT <= RECONCILE_LIMIT_MAX);
+const _: () = assert!(RECONCILE_INTERVAL_MS < RECONCILE_HORIZON_MS);
 
 /// What a reconciliation call asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
