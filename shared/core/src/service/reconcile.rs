@@ -34,7 +34,7 @@ use super::refunds::load_refund;
 use super::{ChannelClient, Ctx, load_payment};
 use crate::error::ApiError;
 use crate::keys;
-use crate::model::RefundStatus;
+use crate::model::{PaymentStatus, RefundStatus};
 use crate::repo::Repository;
 use crate::rng::Entropy;
 
@@ -269,13 +269,21 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
             return Ok(());
         };
         self.report.rechecked = self.report.rechecked.saturating_add(1);
+        // Still waiting is read off the re-checks' answers (the payment was engaged with
+        // its channel, so only its status can end the wait), not read from storage again.
+        let mut waiting = false;
         if found.payment {
-            super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id).await?;
+            let p = super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id).await?;
+            waiting |= matches!(
+                p.status,
+                PaymentStatus::Processing | PaymentStatus::RequiresCustomerAction
+            );
         }
         for refund_id in &found.refund_ids {
-            super::recheck_refund(ctx, self.channel, self.rng, merchant_id, refund_id).await?;
+            let r = super::recheck_refund(ctx, self.channel, self.rng, merchant_id, refund_id);
+            waiting |= r.await?.status == RefundStatus::Pending;
         }
-        if open(ctx, merchant_id, kind, id).await?.is_none() {
+        if !waiting {
             self.report.settled = self.report.settled.saturating_add(1);
         } else if ctx.now_ms.saturating_sub(found.created_at_ms) < RECONCILE_HORIZON_MS {
             queue_again(ctx, merchant_id, kind, id).await?;
