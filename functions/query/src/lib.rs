@@ -35,45 +35,47 @@ use spinpay_guest::env::{self, OsEntropy};
 use spinpay_guest::inbound::{self, HttpResponse};
 use spinpay_guest::respond::{self, ok_json};
 
-use routes::{EmptyBody, Route, list_params, no_query};
+use routes::{EmptyBody, Read, Route, list_params, no_query};
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> HttpResponse {
     let (parts, body) = req.into_parts();
     respond::handle_path(&parts, routes::route, async |route, request_id| {
-        if route == Route::Reconcile {
-            let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
-            return reconcile(&parts, &body, request_id).await;
-        }
+        let read = match route {
+            Route::Reconcile => {
+                let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+                return reconcile(&parts, &body, request_id).await;
+            }
+            Route::Merchant(read) => read,
+        };
         let (services, merchant) = Services::authenticated(&parts.headers).await?;
         let (ctx, m) = (services.ctx(), merchant.id.as_str());
         let query = parts.uri.query();
-        let is_payment = matches!(route, Route::RecheckPayment { .. });
-        match route {
-            Route::ListPayments => {
+        let is_payment = matches!(read, Read::RecheckPayment { .. });
+        match read {
+            Read::ListPayments => {
                 let params = list_params(query, IdKind::Payment)?;
                 Ok(ok_json(&list_payments(&ctx, m, &params).await?))
             }
-            Route::ListEvents => {
+            Read::ListEvents => {
                 let params = list_params(query, IdKind::Event)?;
                 Ok(ok_json(&list_events(&ctx, m, &params).await?))
             }
-            Route::GetPayment { id } => {
+            Read::GetPayment { id } => {
                 no_query(query)?;
                 Ok(ok_json(&payment_rechecked(&services, m, &id).await?))
             }
-            Route::GetRefund { id } => {
+            Read::GetRefund { id } => {
                 no_query(query)?;
                 Ok(ok_json(&get_refund(&ctx, m, &id).await?))
             }
-            Route::GetEvent { id } => {
+            Read::GetEvent { id } => {
                 no_query(query)?;
                 let event = get_event(&ctx, m, &id).await?;
                 let delivery = event_delivery(&ctx, m, &id).await?;
                 Ok(ok_json(&EventWithDelivery { event, delivery }))
             }
-            Route::Reconcile => unreachable!("answered above"),
-            Route::RecheckPayment { id } | Route::RecheckRefund { id } => {
+            Read::RecheckPayment { id } | Read::RecheckRefund { id } => {
                 let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
                 let channels = Channels::from_variables().await?;
                 let run = async || {

@@ -11,6 +11,15 @@ use spinpay_guest::respond::RouteMiss;
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// A read or re-check by a merchant (secret key).
+    Merchant(Read),
+    /// `POST /v1/admin/reconcile` (admin token).
+    Reconcile,
+}
+
+/// A merchant's read or re-check, scoped to the merchant of the bearer key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
     /// `GET /v1/payments` (`?merchant_order_id=` or `?limit=&starting_after=`).
     ListPayments,
     /// `GET /v1/payments/{id}`.
@@ -40,25 +49,24 @@ pub enum Route {
         /// Event id.
         id: String,
     },
-    /// `POST /v1/admin/reconcile` (admin token).
-    Reconcile,
 }
 
 /// Routes on the full request path.
 pub fn route(method: &Method, path: &str) -> Result<Route, RouteMiss> {
     let segments: Vec<&str> = path.split('/').collect();
     let id = |s: &str| s.to_string();
+    let read = Route::Merchant;
     let (allow, route) = match segments.as_slice() {
-        ["", "v1", "payments"] => ("GET", Route::ListPayments),
-        ["", "v1", "events"] => ("GET", Route::ListEvents),
-        ["", "v1", "payments", p] if !p.is_empty() => ("GET", Route::GetPayment { id: id(p) }),
-        ["", "v1", "refunds", r] if !r.is_empty() => ("GET", Route::GetRefund { id: id(r) }),
-        ["", "v1", "events", e] if !e.is_empty() => ("GET", Route::GetEvent { id: id(e) }),
+        ["", "v1", "payments"] => ("GET", read(Read::ListPayments)),
+        ["", "v1", "events"] => ("GET", read(Read::ListEvents)),
+        ["", "v1", "payments", p] if !p.is_empty() => ("GET", read(Read::GetPayment { id: id(p) })),
+        ["", "v1", "refunds", r] if !r.is_empty() => ("GET", read(Read::GetRefund { id: id(r) })),
+        ["", "v1", "events", e] if !e.is_empty() => ("GET", read(Read::GetEvent { id: id(e) })),
         ["", "v1", "payments", p, "recheck"] if !p.is_empty() => {
-            ("POST", Route::RecheckPayment { id: id(p) })
+            ("POST", read(Read::RecheckPayment { id: id(p) }))
         }
         ["", "v1", "refunds", r, "recheck"] if !r.is_empty() => {
-            ("POST", Route::RecheckRefund { id: id(r) })
+            ("POST", read(Read::RecheckRefund { id: id(r) }))
         }
         ["", "v1", "admin", "reconcile"] => ("POST", Route::Reconcile),
         _ => return Err(RouteMiss::NotFound),
@@ -108,32 +116,36 @@ mod tests {
     fn every_read_routes_from_the_full_path() {
         // Proves each documented path and method maps to its route, ids taken from the path.
         let cases = [
-            (Method::GET, "/v1/payments", Route::ListPayments),
-            (Method::GET, "/v1/events", Route::ListEvents),
+            (
+                Method::GET,
+                "/v1/payments",
+                Route::Merchant(Read::ListPayments),
+            ),
+            (Method::GET, "/v1/events", Route::Merchant(Read::ListEvents)),
             (
                 Method::GET,
                 "/v1/payments/pay_1",
-                Route::GetPayment { id: "pay_1".into() },
+                Route::Merchant(Read::GetPayment { id: "pay_1".into() }),
             ),
             (
                 Method::GET,
                 "/v1/refunds/re_1",
-                Route::GetRefund { id: "re_1".into() },
+                Route::Merchant(Read::GetRefund { id: "re_1".into() }),
             ),
             (
                 Method::GET,
                 "/v1/events/evt_1",
-                Route::GetEvent { id: "evt_1".into() },
+                Route::Merchant(Read::GetEvent { id: "evt_1".into() }),
             ),
             (
                 Method::POST,
                 "/v1/payments/pay_1/recheck",
-                Route::RecheckPayment { id: "pay_1".into() },
+                Route::Merchant(Read::RecheckPayment { id: "pay_1".into() }),
             ),
             (
                 Method::POST,
                 "/v1/refunds/re_1/recheck",
-                Route::RecheckRefund { id: "re_1".into() },
+                Route::Merchant(Read::RecheckRefund { id: "re_1".into() }),
             ),
             (Method::POST, "/v1/admin/reconcile", Route::Reconcile),
         ];
