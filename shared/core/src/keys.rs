@@ -120,9 +120,9 @@ pub fn expiry_seq(merchant_id: &str) -> String {
     format!("mch/{merchant_id}/seq/exp")
 }
 
-/// The merchant's idempotency-expiry queue slot `seq`.
-pub fn expiry_slot(merchant_id: &str, seq: i64) -> String {
-    format!("mch/{merchant_id}/exp/{seq:020}")
+/// Where the merchant's idempotency-expiry queue keeps its slots.
+pub fn expiry_slots(merchant_id: &str) -> String {
+    format!("mch/{merchant_id}/exp")
 }
 
 /// The head of the merchant's idempotency-expiry queue.
@@ -135,9 +135,9 @@ pub fn replay_expiry_seq(channel: &str) -> String {
     format!("replay/{channel}/seq")
 }
 
-/// The channel's replay-expiry queue slot `seq`.
-pub fn replay_expiry_slot(channel: &str, seq: i64) -> String {
-    format!("replay/{channel}/exp/{seq:020}")
+/// Where the channel's replay-expiry queue keeps its slots.
+pub fn replay_expiry_slots(channel: &str) -> String {
+    format!("replay/{channel}/exp")
 }
 
 /// The head of the channel's replay-expiry queue.
@@ -155,9 +155,9 @@ pub fn outbox_seq(merchant_id: &str) -> String {
     format!("mch/{merchant_id}/seq/obx")
 }
 
-/// The merchant's outbox marker `seq`.
-pub fn outbox_marker(merchant_id: &str, seq: i64) -> String {
-    format!("mch/{merchant_id}/obx/{seq:020}")
+/// Where the merchant's outbox markers are kept.
+pub fn outbox_markers(merchant_id: &str) -> String {
+    format!("mch/{merchant_id}/obx")
 }
 
 /// The head of the merchant's outbox marker queue.
@@ -175,9 +175,9 @@ pub fn delivery_seq(merchant_id: &str) -> String {
     format!("mch/{merchant_id}/seq/dlv")
 }
 
-/// The merchant's delivery queue slot `seq`.
-pub fn delivery_slot(merchant_id: &str, seq: i64) -> String {
-    format!("mch/{merchant_id}/dlv/{seq:020}")
+/// Where the merchant's delivery queue keeps its slots.
+pub fn delivery_slots(merchant_id: &str) -> String {
+    format!("mch/{merchant_id}/dlv")
 }
 
 /// The head of the merchant's delivery queue.
@@ -210,24 +210,39 @@ pub fn notify_cursor() -> &'static str {
     "ntf/cursor"
 }
 
-/// The merchant's reconciliation queue counter.
-pub fn reconcile_seq(merchant_id: &str) -> String {
-    format!("mch/{merchant_id}/seq/rcn")
+/// The name of the merchant's reconciliation queue of tier `tier` (tier 0 kept its
+/// original name, `rcn`).
+fn reconcile_queue(tier: usize) -> String {
+    match tier {
+        0 => "rcn".to_string(),
+        t => format!("rcn{t}"),
+    }
 }
 
-/// The merchant's reconciliation queue slot `seq`.
-pub fn reconcile_slot(merchant_id: &str, seq: i64) -> String {
-    format!("mch/{merchant_id}/rcn/{seq:020}")
+/// The counter of the merchant's reconciliation queue of tier `tier`.
+pub fn reconcile_seq(merchant_id: &str, tier: usize) -> String {
+    format!("mch/{merchant_id}/seq/{}", reconcile_queue(tier))
 }
 
-/// The head of the merchant's reconciliation queue.
-pub fn reconcile_head(merchant_id: &str) -> String {
-    format!("mch/{merchant_id}/rcn/head")
+/// Where the merchant's reconciliation queue of tier `tier` keeps its slots.
+pub fn reconcile_slots(merchant_id: &str, tier: usize) -> String {
+    format!("mch/{merchant_id}/{}", reconcile_queue(tier))
+}
+
+/// The head of the merchant's reconciliation queue of tier `tier`.
+pub fn reconcile_head(merchant_id: &str, tier: usize) -> String {
+    format!("{}/head", reconcile_slots(merchant_id, tier))
 }
 
 /// Reconciliation's round-robin cursor over the notification registry.
 pub fn reconcile_cursor() -> &'static str {
     "rcn/cursor"
+}
+
+/// Slot `seq` of the queue keeping its slots under `slots` (zero-padded: key order is
+/// queue order).
+pub fn queue_slot(slots: &str, seq: i64) -> String {
+    format!("{slots}/{seq:020}")
 }
 
 #[cfg(test)]

@@ -279,3 +279,61 @@ fn bad_requests_are_refused_naming_the_field_and_change_nothing() {
         assert_eq!((ok.merchants_visited, ok.rechecked), (1, 1), "{ok:?}");
     });
 }
+
+#[test]
+fn an_unpaid_payment_is_rechecked_less_and_less_often_then_given_up_after_a_day() {
+    // Proves the backoff: with a scheduler calling every minute, a QR code nobody scans
+    // is asked about every 5 minutes in its first hour, every 30 minutes up to 6 hours
+    // and every 2 hours up to a day (each gap is the interval of the tier its age was in
+    // when it was last asked), then given up: about 30 channel queries in all, not 288.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(36);
+        let t0 = 6_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let unpaid = pay(&c, &ch, &mut rng, &m, 1400, QR).await.unwrap();
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+        let mut asked = Vec::new();
+        let mut given_up = Vec::new();
+        let end = t0 + RECONCILE_HORIZON_MS + 3 * 3_600_000;
+        let mut now = sweep_time(t0);
+        while now < end {
+            let report = reconcile_at(&repo, &ch, &mut rng, now, None).await.unwrap();
+            assert!(report.rechecked <= 1, "{report:?}");
+            if report.rechecked == 1 {
+                asked.push(now);
+            }
+            if report.given_up == 1 {
+                given_up.push(now);
+            }
+            now += 60_000;
+        }
+        assert_eq!(asked[0], reconcile_time(t0), "first asked one interval in");
+        for pair in asked.windows(2) {
+            let age = pair[0] - t0;
+            let (_, interval) = RECONCILE_TIERS
+                .iter()
+                .find(|(age_below, _)| age < *age_below)
+                .unwrap();
+            assert_eq!(pair[1] - pair[0], *interval, "asked at age {age} ms");
+        }
+        let last = *asked.last().unwrap();
+        assert_eq!(given_up, [last], "given up once, at the last query");
+        assert!(last - t0 >= RECONCILE_HORIZON_MS, "not before a day");
+        assert!(last - t0 < RECONCILE_HORIZON_MS + RECONCILE_TIERS[2].1);
+        let every_5_min = (RECONCILE_HORIZON_MS / RECONCILE_INTERVAL_MS) as usize;
+        assert!((25..=32).contains(&asked.len()), "{} queries", asked.len());
+        assert!(asked.len() * 9 < every_5_min, "a ninth of {every_5_min}");
+        let after = get_payment(&c, &m.id, &unpaid.id).await.unwrap();
+        assert_eq!(after.status, PaymentStatus::RequiresCustomerAction);
+        // The merchant can still re-check it; the queues are empty.
+        assert!(
+            repo.keys_with_prefix(&format!("mch/{}/rcn", m.id))
+                .iter()
+                .all(|k| k.ends_with("/head")),
+            "no slot left queued"
+        );
+    });
+}

@@ -64,7 +64,7 @@ pub use queries::{
 };
 pub use reconcile::{
     RECONCILE_HORIZON_MS, RECONCILE_INTERVAL_MS, RECONCILE_LIMIT_DEFAULT, RECONCILE_LIMIT_MAX,
-    ReconcileReport, ReconcileRequest, reconcile,
+    RECONCILE_TIERS, ReconcileReport, ReconcileRequest, reconcile,
 };
 pub use refunds::{create_refund, create_refund_seeded, recheck_refund};
 pub use replay::{REPLAY_KEY_RETENTION_MS, claim_replay_key, replay_key_claimed};

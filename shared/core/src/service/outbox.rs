@@ -645,9 +645,8 @@ pub(crate) async fn enqueue_id<R: Repository>(
 pub(crate) struct Queue {
     pub head: String,
     pub seq: String,
-    /// The merchant id or channel name the slot keys are built from.
-    scope: String,
-    slot_key: fn(&str, i64) -> String,
+    /// Where the slots are kept (see [`keys::queue_slot`]).
+    slots: String,
 }
 
 impl Queue {
@@ -656,8 +655,7 @@ impl Queue {
         Queue {
             head: keys::outbox_head(merchant_id),
             seq: keys::outbox_seq(merchant_id),
-            scope: merchant_id.to_string(),
-            slot_key: keys::outbox_marker,
+            slots: keys::outbox_markers(merchant_id),
         }
     }
 
@@ -666,18 +664,16 @@ impl Queue {
         Queue {
             head: keys::delivery_head(merchant_id),
             seq: keys::delivery_seq(merchant_id),
-            scope: merchant_id.to_string(),
-            slot_key: keys::delivery_slot,
+            slots: keys::delivery_slots(merchant_id),
         }
     }
 
-    /// The merchant's reconciliation queue (see `service::reconcile`).
-    pub fn reconciles(merchant_id: &str) -> Queue {
+    /// The merchant's reconciliation queue of tier `tier` (see `service::reconcile`).
+    pub fn reconciles(merchant_id: &str, tier: usize) -> Queue {
         Queue {
-            head: keys::reconcile_head(merchant_id),
-            seq: keys::reconcile_seq(merchant_id),
-            scope: merchant_id.to_string(),
-            slot_key: keys::reconcile_slot,
+            head: keys::reconcile_head(merchant_id, tier),
+            seq: keys::reconcile_seq(merchant_id, tier),
+            slots: keys::reconcile_slots(merchant_id, tier),
         }
     }
 
@@ -686,8 +682,7 @@ impl Queue {
         Queue {
             head: keys::expiry_head(merchant_id),
             seq: keys::expiry_seq(merchant_id),
-            scope: merchant_id.to_string(),
-            slot_key: keys::expiry_slot,
+            slots: keys::expiry_slots(merchant_id),
         }
     }
 
@@ -696,14 +691,13 @@ impl Queue {
         Queue {
             head: keys::replay_expiry_head(channel),
             seq: keys::replay_expiry_seq(channel),
-            scope: channel.to_string(),
-            slot_key: keys::replay_expiry_slot,
+            slots: keys::replay_expiry_slots(channel),
         }
     }
 
     /// The key of slot `seq`.
     pub fn slot(&self, seq: i64) -> String {
-        (self.slot_key)(&self.scope, seq)
+        keys::queue_slot(&self.slots, seq)
     }
 }
 

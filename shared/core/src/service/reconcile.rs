@@ -14,13 +14,20 @@
 //!    ([`track`]): one still waiting on its channel gets a slot in the merchant's
 //!    reconciliation queue (`mch/{m}/rcn/{seq}`). Nothing is added to the request path.
 //! 2. **Re-check.** [`reconcile`] (`POST /v1/admin/reconcile`, called by a scheduler)
-//!    walks the merchants round-robin and each one's queue from its head: a slot at least
-//!    [`RECONCILE_INTERVAL_MS`] old has its object re-checked with the channel exactly as
-//!    a merchant's `recheck` would (which sends a payment or refund the channel never got
-//!    again, charging or refunding once at most). An object still open afterwards gets a
-//!    new slot at the tail, so one waiting long never blocks the others behind it; one
-//!    still open [`RECONCILE_HORIZON_MS`] after its creation is left to a person
-//!    (`given_up` in the report; its merchant can still re-check it).
+//!    walks the merchants round-robin and each one's queues from their heads: a due slot
+//!    has its object re-checked with the channel exactly as a merchant's `recheck` would
+//!    (which sends a payment or refund the channel never got again, charging or refunding
+//!    once at most). An object still open afterwards gets a new slot at a tail, so one
+//!    waiting long never blocks the others behind it; one still open
+//!    [`RECONCILE_HORIZON_MS`] after its creation is left to a person (`given_up` in the
+//!    report; its merchant can still re-check it).
+//! 3. **Backing off.** Most objects that stay open are QR codes nobody scans. Channels
+//!    rate-limit order queries, so the longer an object has been open the less often it
+//!    is asked about: a merchant has one queue per tier of [`RECONCILE_TIERS`] (every
+//!    5 minutes in its first hour, every 30 minutes up to 6 hours, every 2 hours up to a
+//!    day: about 30 queries instead of 288), and an object is queued in the tier its
+//!    age falls in. Within one queue every slot waits the same interval, so slots fall
+//!    due in the order they were queued and a call stops at the first one not due.
 //!
 //! A slot may name an object twice (two markers, or a crash between queuing again and
 //! passing the old slot): a second re-check of a settled object changes nothing.
@@ -38,17 +45,47 @@ use crate::model::{PaymentStatus, RefundStatus};
 use crate::repo::Repository;
 use crate::rng::Entropy;
 
-/// How long a queued object waits before (each) re-check.
-pub const RECONCILE_INTERVAL_MS: i64 = 5 * 60_000;
 /// How long after its creation an object is re-checked at all (channels close unpaid
 /// orders well within a day).
 pub const RECONCILE_HORIZON_MS: i64 = 24 * 3_600_000;
+/// The re-check schedule: an object queued while younger than `.0` (since its creation)
+/// is re-checked `.1` later. One queue per tier.
+pub const RECONCILE_TIERS: [(i64, i64); 3] = [
+    (3_600_000, 5 * 60_000),
+    (6 * 3_600_000, 30 * 60_000),
+    (RECONCILE_HORIZON_MS, 2 * 3_600_000),
+];
+/// How long a new object waits before its first re-check (the first tier's interval).
+pub const RECONCILE_INTERVAL_MS: i64 = RECONCILE_TIERS[0].1;
 /// Re-checks one call makes unless asked otherwise.
 pub const RECONCILE_LIMIT_DEFAULT: u32 = 20;
 /// Most re-checks one call may make.
 pub const RECONCILE_LIMIT_MAX: u32 = 100;
 const _: () = assert!(RECONCILE_LIMIT_DEFAULT <= RECONCILE_LIMIT_MAX);
-const _: () = assert!(RECONCILE_INTERVAL_MS < RECONCILE_HORIZON_MS);
+const _: () = {
+    let mut t = 0;
+    while t < RECONCILE_TIERS.len() {
+        let (age_below, interval) = RECONCILE_TIERS[t];
+        assert!(interval > 0 && interval < age_below);
+        if t > 0 {
+            // Ages ascend and intervals only grow: a backoff, never a speed-up.
+            assert!(age_below > RECONCILE_TIERS[t - 1].0);
+            assert!(interval >= RECONCILE_TIERS[t - 1].1);
+        }
+        t += 1;
+    }
+    assert!(RECONCILE_TIERS[RECONCILE_TIERS.len() - 1].0 == RECONCILE_HORIZON_MS);
+};
+
+/// The tier of [`RECONCILE_TIERS`] an object created at `created_at_ms` is queued in now
+/// (the last one past the horizon: such an object is re-checked once more, then given up).
+fn tier(now_ms: i64, created_at_ms: i64) -> usize {
+    let age = now_ms.saturating_sub(created_at_ms);
+    RECONCILE_TIERS
+        .iter()
+        .position(|(age_below, _)| age < *age_below)
+        .unwrap_or(RECONCILE_TIERS.len() - 1)
+}
 
 /// What a reconciliation call asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -132,24 +169,27 @@ pub(crate) async fn track<R: Repository>(
     kind: ObjectKind,
     id: &str,
 ) -> Result<(), ApiError> {
-    if open(ctx, merchant_id, kind, id).await?.is_some() {
-        queue_again(ctx, merchant_id, kind, id).await?;
+    if let Some(found) = open(ctx, merchant_id, kind, id).await? {
+        queue_again(ctx, merchant_id, kind, id, found.created_at_ms).await?;
     }
     Ok(())
 }
 
+/// Queues `kind`/`id` (created at `created_at_ms`) at the tail of its age's tier.
 async fn queue_again<R: Repository>(
     ctx: &Ctx<'_, R>,
     merchant_id: &str,
     kind: ObjectKind,
     id: &str,
+    created_at_ms: i64,
 ) -> Result<(), ApiError> {
     let slot = Slot {
         kind: Some(kind),
         id: id.to_string(),
         at_ms: ctx.now_ms,
     };
-    enqueue(ctx, &Queue::reconciles(merchant_id), &slot).await
+    let queue = Queue::reconciles(merchant_id, tier(ctx.now_ms, created_at_ms));
+    enqueue(ctx, &queue, &slot).await
 }
 
 /// `POST /v1/admin/reconcile`: re-checks with their channels up to `limit` queued
@@ -212,14 +252,34 @@ struct Run<'a, C, E> {
 }
 
 impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
-    /// Re-checks the due slots at the head of `merchant_id`'s queue.
+    /// Re-checks the due slots at the heads of `merchant_id`'s queues, youngest tier
+    /// first.
     async fn merchant<R: Repository>(
         &mut self,
         ctx: &Ctx<'_, R>,
         merchant_id: &str,
     ) -> Result<(), ApiError> {
         self.report.merchants_visited = self.report.merchants_visited.saturating_add(1);
-        let queue = Queue::reconciles(merchant_id);
+        for (tier, (_, interval)) in RECONCILE_TIERS.iter().enumerate() {
+            if self.report.rechecked >= self.limit {
+                self.report.has_more = true;
+                break;
+            }
+            self.queue(ctx, merchant_id, tier, *interval).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-checks the due slots (queued at least `interval` ago) at the head of
+    /// `merchant_id`'s queue of tier `tier`.
+    async fn queue<R: Repository>(
+        &mut self,
+        ctx: &Ctx<'_, R>,
+        merchant_id: &str,
+        tier: usize,
+        interval: i64,
+    ) -> Result<(), ApiError> {
+        let queue = Queue::reconciles(merchant_id, tier);
         let (head, version, slots) = queue_window(ctx.repo, &queue).await?;
         let mut judged = Vec::with_capacity(slots.len());
         for (seq, slot) in slots {
@@ -227,7 +287,7 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
                 None => SlotState::Wait,
                 // A tombstone (see `advance_head`).
                 Some(Slot { kind: None, .. }) => SlotState::Done,
-                Some(s) if s.at_ms.saturating_add(RECONCILE_INTERVAL_MS) > ctx.now_ms => {
+                Some(s) if s.at_ms.saturating_add(interval) > ctx.now_ms => {
                     // Slots are queued in time order: the rest are not due either.
                     judged.push((seq, slot, SlotState::Wait));
                     break;
@@ -286,7 +346,7 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         if !waiting {
             self.report.settled = self.report.settled.saturating_add(1);
         } else if ctx.now_ms.saturating_sub(found.created_at_ms) < RECONCILE_HORIZON_MS {
-            queue_again(ctx, merchant_id, kind, id).await?;
+            queue_again(ctx, merchant_id, kind, id, found.created_at_ms).await?;
             self.report.still_open = self.report.still_open.saturating_add(1);
         } else {
             self.report.given_up = self.report.given_up.saturating_add(1);
