@@ -6,8 +6,9 @@ mod common;
 use common::hooked::{at_every_crash_point, dies_after, world};
 use common::*;
 use futures::executor::block_on;
+use spinpay_core::api::ListParams;
 use spinpay_core::error::ApiError;
-use spinpay_core::model::{PaymentStatus, RefundStatus};
+use spinpay_core::model::{EventType, PaymentStatus, RefundStatus};
 use spinpay_core::repo::memory::MemoryRepository;
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::*;
@@ -148,12 +149,12 @@ fn a_refund_an_unkeyed_request_left_pending_is_settled_by_the_sweeps_alone() {
 }
 
 #[test]
-fn a_payment_waiting_on_the_customer_is_rechecked_until_paid_and_left_to_a_person_after_the_horizon()
- {
+fn a_payment_waiting_on_the_customer_is_rechecked_until_paid_and_closed_after_the_horizon() {
     // Proves that a QR payment the customer has not paid stays queued (re-checked once
     // per interval, never more often), settles once the channel says it is paid (a lost
     // notification), and that one nobody ever pays stops being re-checked a day after
-    // its creation instead of querying the channel for ever.
+    // its creation instead of querying the channel for ever: it is closed at the channel
+    // (nobody can pay it any more) and canceled, and the merchant is told.
     block_on(async {
         let (repo, keys, ch, mut rng) = world(33);
         let t0 = 3_000_000;
@@ -192,16 +193,35 @@ fn a_payment_waiting_on_the_customer_is_rechecked_until_paid_and_left_to_a_perso
         let now = get_payment(&c, &m.id, &paid_later.id).await.unwrap();
         assert_eq!(now.status, PaymentStatus::Succeeded);
 
-        // A day after its creation the unpaid one is left to a person.
+        // A day after its creation the unpaid one is closed and canceled.
         let late = t0 + RECONCILE_HORIZON_MS;
         let last = reconcile_at(&repo, &ch, &mut rng, late, None)
             .await
             .unwrap();
-        assert_eq!((last.rechecked, last.given_up), (1, 1), "{last:?}");
+        assert_eq!(
+            (last.rechecked, last.closed, last.given_up, last.still_open),
+            (1, 1, 0, 0),
+            "{last:?}"
+        );
         let after = reconcile_at(&repo, &ch, &mut rng, late + RECONCILE_HORIZON_MS, None);
         assert_eq!(after.await.unwrap().rechecked, 0);
         let unpaid = get_payment(&c, &m.id, &never_paid.id).await.unwrap();
-        assert_eq!(unpaid.status, PaymentStatus::RequiresCustomerAction);
+        assert_eq!(unpaid.status, PaymentStatus::Canceled);
+        assert!(
+            ch.closed.borrow().contains(&never_paid.id),
+            "closed at the channel"
+        );
+        assert!(!ch.closed.borrow().contains(&paid_later.id));
+        let all = ListParams {
+            limit: 100,
+            ..Default::default()
+        };
+        let events = list_events(&c, &m.id, &all).await.unwrap().data;
+        let canceled: Vec<_> = events
+            .iter()
+            .filter(|e| e.event_type == EventType::PaymentCanceled)
+            .collect();
+        assert_eq!(canceled.len(), 1, "one payment.canceled: {canceled:?}");
     });
 }
 
@@ -281,11 +301,11 @@ fn bad_requests_are_refused_naming_the_field_and_change_nothing() {
 }
 
 #[test]
-fn an_unpaid_payment_is_rechecked_less_and_less_often_then_given_up_after_a_day() {
+fn an_unpaid_payment_is_rechecked_less_and_less_often_then_closed_after_a_day() {
     // Proves the backoff: with a scheduler calling every minute, a QR code nobody scans
     // is asked about every 5 minutes in its first hour, every 30 minutes up to 6 hours
     // and every 2 hours up to a day (each gap is the interval of the tier its age was in
-    // when it was last asked), then given up: about 30 channel queries in all, not 288.
+    // when it was last asked), then closed: about 30 channel queries in all, not 288.
     block_on(async {
         let (repo, keys, ch, mut rng) = world(36);
         let t0 = 6_000_000;
@@ -296,7 +316,7 @@ fn an_unpaid_payment_is_rechecked_less_and_less_often_then_given_up_after_a_day(
             .await
             .unwrap();
         let mut asked = Vec::new();
-        let mut given_up = Vec::new();
+        let mut closed = Vec::new();
         let end = t0 + RECONCILE_HORIZON_MS + 3 * 3_600_000;
         let mut now = sweep_time(t0);
         while now < end {
@@ -305,8 +325,9 @@ fn an_unpaid_payment_is_rechecked_less_and_less_often_then_given_up_after_a_day(
             if report.rechecked == 1 {
                 asked.push(now);
             }
-            if report.given_up == 1 {
-                given_up.push(now);
+            assert_eq!(report.given_up, 0, "{report:?}");
+            if report.closed == 1 {
+                closed.push(now);
             }
             now += 60_000;
         }
@@ -320,20 +341,58 @@ fn an_unpaid_payment_is_rechecked_less_and_less_often_then_given_up_after_a_day(
             assert_eq!(pair[1] - pair[0], *interval, "asked at age {age} ms");
         }
         let last = *asked.last().unwrap();
-        assert_eq!(given_up, [last], "given up once, at the last query");
+        assert_eq!(closed, [last], "closed once, at the last query");
         assert!(last - t0 >= RECONCILE_HORIZON_MS, "not before a day");
         assert!(last - t0 < RECONCILE_HORIZON_MS + RECONCILE_TIERS[2].1);
         let every_5_min = (RECONCILE_HORIZON_MS / RECONCILE_INTERVAL_MS) as usize;
         assert!((25..=32).contains(&asked.len()), "{} queries", asked.len());
         assert!(asked.len() * 9 < every_5_min, "a ninth of {every_5_min}");
         let after = get_payment(&c, &m.id, &unpaid.id).await.unwrap();
-        assert_eq!(after.status, PaymentStatus::RequiresCustomerAction);
-        // The merchant can still re-check it; the queues are empty.
+        assert_eq!(after.status, PaymentStatus::Canceled);
         assert!(
             repo.keys_with_prefix(&format!("mch/{}/rcn", m.id))
                 .iter()
                 .all(|k| k.ends_with("/head")),
             "no slot left queued"
         );
+    });
+}
+
+#[test]
+fn what_the_channel_has_not_decided_after_a_day_is_left_to_a_person_never_closed() {
+    // Proves only a payment waiting for its customer is closed at the horizon: a payment
+    // the channel still calls pending (`processing`: the customer may have paid) and a
+    // refund still pending are given up as they are, nothing canceled or closed.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(37);
+        let t0 = 7_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let undecided = pay(&c, &ch, &mut rng, &m, 888, QRC).await.unwrap();
+        assert_eq!(undecided.status, PaymentStatus::Processing);
+        let paid = pay(&c, &ch, &mut rng, &m, 2000, QRC).await.unwrap();
+        let refund = create_refund(&c, &ch, &mut rng, &m.id, &paid.id, refund_of(888));
+        assert_eq!(refund.await.unwrap().status, RefundStatus::Pending);
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+        let first = reconcile_at(&repo, &ch, &mut rng, reconcile_time(t0), None)
+            .await
+            .unwrap();
+        assert_eq!((first.rechecked, first.still_open), (2, 2), "{first:?}");
+        let late = t0 + RECONCILE_HORIZON_MS;
+        let last = reconcile_at(&repo, &ch, &mut rng, late, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (last.rechecked, last.given_up, last.closed),
+            (2, 2, 0),
+            "{last:?}"
+        );
+        assert!(ch.closed.borrow().is_empty(), "nothing closed");
+        let p = get_payment(&c, &m.id, &undecided.id).await.unwrap();
+        assert_eq!(p.status, PaymentStatus::Processing);
+        let p = get_payment(&c, &m.id, &paid.id).await.unwrap();
+        assert_eq!(p.refunds[0].status, RefundStatus::Pending);
     });
 }

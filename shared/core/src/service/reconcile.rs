@@ -18,9 +18,13 @@
 //!    has its object re-checked with the channel exactly as a merchant's `recheck` would
 //!    (which sends a payment or refund the channel never got again, charging or refunding
 //!    once at most). An object still open afterwards gets a new slot at a tail, so one
-//!    waiting long never blocks the others behind it; one still open
-//!    [`RECONCILE_HORIZON_MS`] after its creation is left to a person (`given_up` in the
-//!    report; its merchant can still re-check it).
+//!    waiting long never blocks the others behind it. One still open
+//!    [`RECONCILE_HORIZON_MS`] after its creation is no longer queued: a payment still
+//!    waiting for its customer (a QR code nobody scanned) is closed at its channel and
+//!    canceled, as Alipay and WeChat Pay advise for orders past their timeout, so nobody
+//!    can pay an order its merchant has long given up on and the merchant hears of it
+//!    (`payment.canceled`); anything else is left to a person (`given_up` in the report;
+//!    its merchant can still re-check it).
 //! 3. **Backing off.** Most objects that stay open are QR codes nobody scans. Channels
 //!    rate-limit order queries, so the longer an object has been open the less often it
 //!    is asked about: a merchant has one queue per tier of [`RECONCILE_TIERS`] (every
@@ -109,7 +113,12 @@ pub struct ReconcileReport {
     pub settled: u32,
     /// Of those, still waiting: queued again.
     pub still_open: u32,
-    /// Of those, still waiting past [`RECONCILE_HORIZON_MS`]: no longer queued.
+    /// Of those, payments nobody paid within [`RECONCILE_HORIZON_MS`]: closed at their
+    /// channel and canceled (`payment.canceled` tells the merchant).
+    pub closed: u32,
+    /// Of those, still waiting past [`RECONCILE_HORIZON_MS`] and not closed (a payment
+    /// the channel has not decided, a refund, or a close the channel refused): no longer
+    /// queued, left to a person.
     pub given_up: u32,
     /// True when the limit stopped the call: call again.
     pub has_more: bool,
@@ -332,12 +341,11 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         // Still waiting is read off the re-checks' answers (the payment was engaged with
         // its channel, so only its status can end the wait), not read from storage again.
         let mut waiting = false;
+        let mut unpaid = false;
         if found.payment {
             let p = super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id).await?;
-            waiting |= matches!(
-                p.status,
-                PaymentStatus::Processing | PaymentStatus::RequiresCustomerAction
-            );
+            unpaid = p.status == PaymentStatus::RequiresCustomerAction;
+            waiting |= unpaid || p.status == PaymentStatus::Processing;
         }
         for refund_id in &found.refund_ids {
             let r = super::recheck_refund(ctx, self.channel, self.rng, merchant_id, refund_id);
@@ -348,9 +356,43 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         } else if ctx.now_ms.saturating_sub(found.created_at_ms) < RECONCILE_HORIZON_MS {
             queue_again(ctx, merchant_id, kind, id, found.created_at_ms).await?;
             self.report.still_open = self.report.still_open.saturating_add(1);
+        } else if unpaid && found.refund_ids.is_empty() {
+            self.close(ctx, merchant_id, id).await?;
         } else {
             self.report.given_up = self.report.given_up.saturating_add(1);
         }
+        Ok(())
+    }
+
+    /// Closes payment `id`, which nobody paid within the horizon, at its channel and
+    /// cancels it. A close the channel refuses because the customer paid meanwhile, or a
+    /// cancel refused because a notification settled it meanwhile, is re-checked: then
+    /// it counts as settled. Any other refusal leaves it to a person.
+    async fn close<R: Repository>(
+        &mut self,
+        ctx: &Ctx<'_, R>,
+        merchant_id: &str,
+        id: &str,
+    ) -> Result<(), ApiError> {
+        match super::cancel_payment(ctx, self.channel, self.rng, merchant_id, id).await {
+            Ok(_) => {
+                self.report.closed = self.report.closed.saturating_add(1);
+                return Ok(());
+            }
+            Err(ApiError::ChannelDeclined { .. } | ApiError::PaymentNotCancelable { .. }) => {
+                let p = super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id);
+                if !matches!(
+                    p.await?.status,
+                    PaymentStatus::Processing | PaymentStatus::RequiresCustomerAction
+                ) {
+                    self.report.settled = self.report.settled.saturating_add(1);
+                    return Ok(());
+                }
+            }
+            Err(ApiError::ChannelUnavailable) => {}
+            Err(e) => return Err(e),
+        }
+        self.report.given_up = self.report.given_up.saturating_add(1);
         Ok(())
     }
 }
