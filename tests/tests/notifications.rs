@@ -490,3 +490,80 @@ fn the_sweep_deletes_idempotency_records_once_their_retention_has_passed() {
         app.shutdown().await;
     });
 }
+
+#[test]
+fn reconciliation_closes_a_qr_code_nobody_paid_at_the_sandbox_a_day_later() {
+    // Proves, through the real components, that a merchant-presented QR code nobody pays
+    // is handed to reconciliation by the sweep and, once a day old, closed at the sandbox
+    // (the customer can no longer pay it) and canceled, with `payment.canceled` in the
+    // merchant's events; one paid beside it (the sandbox's notification settled it) is
+    // not even re-checked again.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let qr = json!({"type": "qr_merchant"});
+        let unpaid = m
+            .create_payment_ok(&payment_request(1250, qr.clone()))
+            .await;
+        let paid = m.create_payment_ok(&payment_request(1300, qr)).await;
+        for p in [&unpaid, &paid] {
+            assert_eq!(p["status"], "requires_customer_action", "{p}");
+        }
+        let code = |p: &Value| p["next_action"]["qr_payload"].as_str().unwrap().to_string();
+        let handed_over_ms = now_ms() + 2 * 60_000;
+        let body = json!({"merchant_id": m.id, "now_ms": handed_over_ms});
+        let path = "/v1/admin/notifications/sweep";
+        let (status, v) = app.post(path, Some(ADMIN_TOKEN), None, &body).await;
+        assert_eq!(status, 200, "sweep: {v}");
+        let reconcile = |now_ms: i64| {
+            let body = json!({"merchant_id": m.id, "now_ms": now_ms});
+            async move {
+                let path = "/v1/admin/reconcile";
+                let (status, v) = app.post(path, Some(ADMIN_TOKEN), None, &body).await;
+                assert_eq!(status, 200, "reconcile: {v}");
+                v
+            }
+        };
+        let first = reconcile(handed_over_ms + 5 * 60_000).await;
+        assert_eq!(
+            (&first["rechecked"], &first["still_open"]),
+            (&json!(2), &json!(2))
+        );
+        let paid_now = app.customer_pay(&code(&paid)).await;
+        assert_eq!(paid_now.0, 200, "customer pay: {}", paid_now.1);
+
+        let day_later = now_ms() + 25 * 3_600_000;
+        let last = reconcile(day_later).await;
+        assert_eq!(
+            (
+                &last["rechecked"],
+                &last["settled"],
+                &last["closed"],
+                &last["given_up"]
+            ),
+            (&json!(1), &json!(0), &json!(1), &json!(0)),
+            "{last}"
+        );
+        assert_eq!(
+            m.payment(unpaid["id"].as_str().unwrap()).await["status"],
+            "canceled"
+        );
+        assert_eq!(
+            m.payment(paid["id"].as_str().unwrap()).await["status"],
+            "succeeded"
+        );
+        let late = app.customer_pay(&code(&unpaid)).await;
+        assert_ne!(late.0, 200, "a closed code cannot be paid: {}", late.1);
+        let (status, list) = m.get("/v1/events?limit=100").await;
+        assert_eq!(status, 200, "{list}");
+        let canceled: Vec<&Value> = list["data"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter(|e| e["type"] == "payment.canceled")
+            .collect();
+        assert_eq!(canceled.len(), 1, "{list}");
+        assert_eq!(canceled[0]["data"]["id"], unpaid["id"]);
+        let again = reconcile(day_later + 3 * 3_600_000).await;
+        assert_eq!(again["rechecked"], 0, "nothing queued any more: {again}");
+    });
+}
