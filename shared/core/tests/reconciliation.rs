@@ -255,6 +255,12 @@ fn a_limit_bounds_the_rechecks_of_one_call_and_the_next_call_goes_on() {
             (1, false),
             "{second:?}"
         );
+        // A call whose limit is exactly what is due does not ask to be called again.
+        let again = at + RECONCILE_INTERVAL_MS;
+        let exact = reconcile_at(&repo, &ch, &mut rng, again, Some(3))
+            .await
+            .unwrap();
+        assert_eq!((exact.rechecked, exact.has_more), (3, false), "{exact:?}");
     });
 }
 

@@ -82,7 +82,8 @@ const _: () = {
 };
 
 /// The tier of [`RECONCILE_TIERS`] an object created at `created_at_ms` is queued in now
-/// (the last one past the horizon: such an object is re-checked once more, then given up).
+/// (the last one past the horizon: such an object is re-checked once more, then closed or
+/// given up).
 fn tier(now_ms: i64, created_at_ms: i64) -> usize {
     let age = now_ms.saturating_sub(created_at_ms);
     RECONCILE_TIERS
@@ -117,8 +118,8 @@ pub struct ReconcileReport {
     /// channel and canceled (`payment.canceled` tells the merchant).
     pub closed: u32,
     /// Of those, still waiting past [`RECONCILE_HORIZON_MS`] and not closed (a payment
-    /// the channel has not decided, a refund, or a close the channel refused): no longer
-    /// queued, left to a person.
+    /// the channel has not decided, a refund, or a close the channel refused or did not
+    /// answer): no longer queued, left to a person.
     pub given_up: u32,
     /// True when the limit stopped the call: call again.
     pub has_more: bool,
@@ -269,11 +270,9 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         merchant_id: &str,
     ) -> Result<(), ApiError> {
         self.report.merchants_visited = self.report.merchants_visited.saturating_add(1);
+        // Past the limit a queue is still looked at: `has_more` only when one has a due
+        // slot left.
         for (tier, (_, interval)) in RECONCILE_TIERS.iter().enumerate() {
-            if self.report.rechecked >= self.limit {
-                self.report.has_more = true;
-                break;
-            }
             self.queue(ctx, merchant_id, tier, *interval).await?;
         }
         Ok(())
@@ -367,7 +366,7 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
     /// Closes payment `id`, which nobody paid within the horizon, at its channel and
     /// cancels it. A close the channel refuses because the customer paid meanwhile, or a
     /// cancel refused because a notification settled it meanwhile, is re-checked: then
-    /// it counts as settled. Any other refusal leaves it to a person.
+    /// it counts as settled. Any other refusal, or no answer, leaves it to a person.
     async fn close<R: Repository>(
         &mut self,
         ctx: &Ctx<'_, R>,
