@@ -28,6 +28,18 @@ fn now_ms() -> i64 {
     now_unix_s() * 1000
 }
 
+/// A schedule time a few seconds ahead of the wall clock, to the millisecond. The app
+/// runs a sweep at the later of `now_ms` and its own clock, so a schedule built on this
+/// is the one the sweeps use however long a request takes; one built on the wall clock
+/// (truncated to the second, or just before a slow request) would let the app's clock
+/// overtake it and shift every retry time after it.
+fn schedule_origin_ms() -> i64 {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(wall.as_millis()).expect("ms fit i64") + 5_000
+}
+
 /// A merchant whose notify URL is `receiver`.
 async fn merchant_notified_at<'a>(app: &'a TestApp, receiver: &Receiver) -> Merchant<'a> {
     let m = app.new_merchant().await;
@@ -133,7 +145,7 @@ fn events_reach_a_failing_receiver_exactly_once_after_retries_with_valid_signatu
             "payment.created and payment.succeeded: {ids:?}"
         );
 
-        let t0 = now_ms();
+        let t0 = schedule_origin_ms();
         let first = sweep(app, &m.id, t0).await;
         assert_swept(&first, 2, 0);
         let early = sweep(app, &m.id, t0 + FIRST_RETRY_MS - 2_000).await;
@@ -334,7 +346,7 @@ fn an_unreachable_notify_url_is_retried_on_schedule_then_given_up_visibly() {
         assert_eq!(m.post("/v1/account", &url).await.0, 200);
         pay(&m).await;
         let ids = event_ids(&m).await;
-        let mut at = now_ms();
+        let mut at = schedule_origin_ms();
         let delays = [
             0, 15_000, 60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000,
         ];
