@@ -34,6 +34,8 @@ pub struct OutboundPolicy {
     /// Which denials were already logged, so each (component, origin) is explained once
     /// rather than on every request.
     denials: Mutex<BTreeSet<(String, String)>>,
+    /// The app's idle keep-alive connections.
+    pub(crate) pool: Arc<crate::outbound_network::Pool>,
 }
 
 impl OutboundPolicy {
@@ -42,6 +44,7 @@ impl OutboundPolicy {
         OutboundPolicy {
             blocked,
             denials: Mutex::default(),
+            pool: Arc::default(),
         }
     }
 
@@ -153,7 +156,8 @@ impl WasiHttpHooks for OutboundHooks {
                 let policy = self.policy.clone();
                 Box::new(async move {
                     let options = with_default_timeouts(options);
-                    crate::outbound_network::send(request, options, &policy.blocked).await
+                    crate::outbound_network::send(request, options, &policy.blocked, &policy.pool)
+                        .await
                 })
             }
             Destination::Chained(_) | Destination::SelfApp => {

@@ -1,21 +1,31 @@
 //! Outbound HTTP to the network, for requests that passed `allowed_outbound_hosts`:
 //! resolve the host, drop the addresses in the runtime config's `block_networks` (none
 //! left → `destination-IP-prohibited`, as in Spin), connect to one of the remaining
-//! addresses within the connect timeout, TLS with the webpki roots for `https`, then one
+//! addresses within the connect timeout, TLS with the webpki roots for `https`, then an
 //! HTTP/1.1 exchange with first-byte and between-bytes timeouts.
 //!
 //! The address that was checked is the address connected to: resolving once more at
 //! connect time would let a name answer differently the second time (DNS rebinding).
+//!
+//! Connections are kept alive and reused ([`Pool`], one per app): a channel called once
+//! per payment (Alipay, WeChat Pay over HTTPS, often far away) would otherwise cost a TCP
+//! and a TLS handshake, several round trips, on every call. A connection goes back to the
+//! pool once its response has been read to the end, and is reused only while younger
+//! than [`POOL_IDLE_TIMEOUT`] and still open. A request a reused connection could not
+//! take (it closed meanwhile) goes out on a new connection: hyper hands it back unsent,
+//! so nothing is sent twice.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, timeout_at};
@@ -30,12 +40,85 @@ pub(crate) type Sent = (
     Box<dyn Future<Output = Result<(), HttpError>> + Send>,
 );
 
-/// Sends `req` (absolute URI) over the network. `options` carries the timeouts, already
-/// capped by the host.
+/// How long an idle connection is kept for reuse: well below the keep-alive timeout of
+/// common servers and load balancers (60–75 s), so a reused connection is rarely one the
+/// server is closing at that very moment.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most idle connections kept per origin.
+pub const POOL_IDLE_PER_ORIGIN_MAX: usize = 16;
+
+/// Idle keep-alive connections of one app, by origin. Per app, like the
+/// `block_networks` its connections were checked against.
+#[derive(Default)]
+pub(crate) struct Pool {
+    idle: Mutex<HashMap<PoolKey, Vec<Conn>>>,
+}
+
+/// An origin: connections are shared only between requests to the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    tls: bool,
+    host: String,
+    port: u16,
+}
+
+/// One open connection: where requests go in, and how its task ended.
+struct Conn {
+    sender: SendRequest<WasiBody>,
+    ended: tokio::sync::oneshot::Receiver<Result<(), hyper::Error>>,
+    idle_since: std::time::Instant,
+}
+
+impl Conn {
+    fn reusable(&self) -> bool {
+        self.idle_since.elapsed() < POOL_IDLE_TIMEOUT && !self.sender.is_closed()
+    }
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<Conn>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently idle reusable connection to `key`, if any.
+    fn take(&self, key: &PoolKey) -> Option<Conn> {
+        let mut idle = self.lock();
+        let conns = idle.get_mut(key)?;
+        while let Some(conn) = conns.pop() {
+            if conn.reusable() && conn.sender.is_ready() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn` for the next request to `key` (dropping the stale ones; a full origin
+    /// closes it instead).
+    fn put(&self, key: PoolKey, mut conn: Conn) {
+        conn.idle_since = std::time::Instant::now();
+        let mut idle = self.lock();
+        let conns = idle.entry(key).or_default();
+        conns.retain(Conn::reusable);
+        if conns.len() < POOL_IDLE_PER_ORIGIN_MAX {
+            conns.push(conn);
+        }
+    }
+
+    /// Idle connections kept now (for tests).
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+}
+
+/// Sends `req` (absolute URI) over the network, on an idle connection of `pool` when one
+/// to the same origin is open. `options` carries the timeouts, already capped by the
+/// host.
 pub(crate) async fn send(
     mut req: http::Request<WasiBody>,
     options: RequestOptions,
     blocked: &BlockedNetworks,
+    pool: &Arc<Pool>,
 ) -> Result<Sent, HttpError> {
     let connect_timeout = options.connect_timeout.unwrap_or(Duration::MAX);
     let first_byte_timeout = options.first_byte_timeout.unwrap_or(Duration::MAX);
@@ -53,19 +136,98 @@ pub(crate) async fn send(
         .unwrap_or(host)
         .to_string();
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let key = PoolKey {
+        tls,
+        host: host.clone(),
+        port,
+    };
 
+    // The request line names the path only; the host is in the `host` header.
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    *req.uri_mut() = http::Uri::try_from(path).map_err(|_| HttpError::HttpRequestUriInvalid)?;
+
+    if let Some(mut conn) = pool.take(&key) {
+        match tokio::time::timeout(first_byte_timeout, conn.sender.try_send_request(req)).await {
+            Err(_) => return Err(HttpError::ConnectionReadTimeout),
+            Ok(Ok(resp)) => return Ok(exchanged(resp, conn, key, pool, between_bytes_timeout)),
+            Ok(Err(mut refused)) => match refused.take_message() {
+                // Never written: the connection had closed. A new one takes it below.
+                Some(unsent) => req = unsent,
+                None => return Err(HttpError::Hyper(refused.into_error())),
+            },
+        }
+    }
+    let mut conn = open(&host, port, tls, connect_timeout, blocked).await?;
+    let resp = tokio::time::timeout(first_byte_timeout, conn.sender.send_request(req))
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)??;
+    Ok(exchanged(resp, conn, key, pool, between_bytes_timeout))
+}
+
+/// The response of an exchange on `conn`, with a future that ends with the exchange:
+/// once the response has been read to its end the connection goes back to `pool`
+/// (`Ok`); if the connection ends first, its task's outcome.
+fn exchanged(
+    resp: http::Response<Incoming>,
+    mut conn: Conn,
+    key: PoolKey,
+    pool: &Arc<Pool>,
+    between_bytes_timeout: Duration,
+) -> Sent {
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        enum Next {
+            Reuse,
+            Ended(Result<(), hyper::Error>),
+        }
+        let next = tokio::select! {
+            ready = conn.sender.ready() => match ready {
+                Ok(()) => Next::Reuse,
+                // Closed: its task's outcome tells how.
+                Err(_) => Next::Ended((&mut conn.ended).await.unwrap_or(Ok(()))),
+            },
+            // The task was dropped with its runtime: ended, nothing to report.
+            ended = &mut conn.ended => Next::Ended(ended.unwrap_or(Ok(()))),
+        };
+        let outcome = match next {
+            Next::Reuse => {
+                pool.put(key, conn);
+                Ok(())
+            }
+            Next::Ended(Ok(())) => Ok(()),
+            Next::Ended(Err(e)) if e.is_timeout() => Err(HttpError::HttpResponseTimeout),
+            Next::Ended(Err(e)) => Err(HttpError::Hyper(e)),
+        };
+        let _ = ended_tx.send(outcome);
+    });
+    let resp = resp.map(|body| TimedBody::new(body, between_bytes_timeout).boxed_unsync());
+    let ended = async move { ended_rx.await.unwrap_or(Ok(())) };
+    (resp, Box::new(ended))
+}
+
+/// A new connection to `host`:`port` (TLS when `tls`): lookup, the `block_networks`
+/// check, connect, TLS and the HTTP/1.1 handshake, all within `connect_timeout`; its
+/// task runs on this runtime.
+async fn open(
+    host: &str,
+    port: u16,
+    tls: bool,
+    connect_timeout: Duration,
+    blocked: &BlockedNetworks,
+) -> Result<Conn, HttpError> {
     // One deadline for the whole connection set-up: lookup, connect, TLS, handshake.
     let deadline = later(connect_timeout);
-    let addrs = timeout_at(deadline, resolve(&host, port))
+    let addrs = timeout_at(deadline, resolve(host, port))
         .await
         .map_err(|_| HttpError::DnsTimeout)??;
-    let addrs = allowed_addrs(addrs, blocked, &host)?;
+    let addrs = allowed_addrs(addrs, blocked, host)?;
     let stream = timeout_at(deadline, connect(&addrs))
         .await
         .map_err(|_| HttpError::ConnectionTimeout)??;
     let _ = stream.set_nodelay(true);
     let io: Box<dyn Io> = if tls {
-        let name = server_name(&host)?;
+        let name = server_name(host)?;
         let stream = timeout_at(deadline, tls_connector().connect(name, stream))
             .await
             .map_err(|_| HttpError::ConnectionTimeout)?
@@ -74,37 +236,22 @@ pub(crate) async fn send(
     } else {
         Box::new(stream)
     };
-    let (mut sender, conn) = timeout_at(
+    let (sender, connection) = timeout_at(
         deadline,
         hyper::client::conn::http1::handshake::<_, WasiBody>(TokioIo::new(io)),
     )
     .await
     .map_err(|_| HttpError::ConnectionTimeout)??;
-
-    // The request line names the path only; the host is in the `host` header.
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    *req.uri_mut() = http::Uri::try_from(path).map_err(|_| HttpError::HttpRequestUriInvalid)?;
-
-    // The connection runs on its own task; dropping `sender` below lets it close once
-    // this one exchange is over.
-    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    // The connection runs on its own task until the server or the pool closes it.
+    let (ended_tx, ended) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let _ = ended_tx.send(conn.await);
+        let _ = ended_tx.send(connection.await);
     });
-    let resp = tokio::time::timeout(first_byte_timeout, sender.send_request(req))
-        .await
-        .map_err(|_| HttpError::ConnectionReadTimeout)??;
-    drop(sender);
-    let resp = resp.map(|body| TimedBody::new(body, between_bytes_timeout).boxed_unsync());
-    let ended = async move {
-        match ended_rx.await {
-            Ok(Err(e)) if e.is_timeout() => Err(HttpError::HttpResponseTimeout),
-            Ok(Err(e)) => Err(HttpError::Hyper(e)),
-            // Ended cleanly, or its task was dropped with the runtime.
-            Ok(Ok(())) | Err(_) => Ok(()),
-        }
-    };
-    Ok((resp, Box::new(ended)))
+    Ok(Conn {
+        sender,
+        ended,
+        idle_since: std::time::Instant::now(),
+    })
 }
 
 /// A connection hyper can run on: plain TCP or TLS.
@@ -336,6 +483,128 @@ mod tests {
             stalled.elapsed() >= gap - gap / 3,
             "ended well before the gap"
         );
+    }
+
+    /// A loopback HTTP/1.1 server answering `<connection>:<request on it>` (4 MiB at
+    /// `/big`) and counting
+    /// the connections it accepted; with `close_after_each`, it drops each connection a
+    /// moment after its first response, without a `connection: close` header (a server
+    /// whose keep-alive timeout ran out).
+    async fn counting_server(close_after_each: bool) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(async move {
+                    let served = Arc::new(AtomicUsize::new(0));
+                    let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                        let k = served.fetch_add(1, Ordering::SeqCst) + 1;
+                        let text = match req.uri().path() {
+                            "/big" => "x".repeat(4 << 20),
+                            _ => format!("{n}:{k}"),
+                        };
+                        async move {
+                            let body = http_body_util::Full::new(Bytes::from(text));
+                            Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                        }
+                    });
+                    let serving = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc);
+                    if close_after_each {
+                        // Long enough to send the answer, then the socket is dropped.
+                        let _ = tokio::time::timeout(Duration::from_millis(100), serving).await;
+                    } else {
+                        let _ = serving.await;
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    /// GETs `http://127.0.0.1:<port>/` through [`send`] and reads the answer to its end.
+    async fn fetch(port: u16, pool: &Arc<Pool>) -> String {
+        let body = http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let req = http::Request::get(format!("http://127.0.0.1:{port}/"))
+            .header(http::header::HOST, format!("127.0.0.1:{port}"))
+            .body(body)
+            .unwrap();
+        let timeouts = RequestOptions {
+            connect_timeout: Some(Duration::from_secs(5)),
+            first_byte_timeout: Some(Duration::from_secs(5)),
+            between_bytes_timeout: Some(Duration::from_secs(5)),
+        };
+        let (resp, ended) = send(req, timeouts, &BlockedNetworks::default(), pool)
+            .await
+            .unwrap();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        Box::into_pin(ended).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_to_one_origin_reuse_one_kept_alive_connection() {
+        // Proves a connection goes back to the pool once its answer has been read and the
+        // next requests to the same origin go out on it: one connection for three.
+        let (port, accepted) = counting_server(false).await;
+        let pool = Arc::new(Pool::default());
+        for k in 1..=3 {
+            assert_eq!(fetch(port, &pool).await, format!("1:{k}"));
+            assert_eq!(pool.idle_count(), 1);
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Another origin gets its own.
+        let (other, other_accepted) = counting_server(false).await;
+        assert_eq!(fetch(other, &pool).await, "1:1");
+        assert_eq!(pool.idle_count(), 2);
+        assert_eq!(other_accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_dropped_is_replaced_without_failing_the_request() {
+        // Proves a pooled connection the server closed while it was idle is not used: the
+        // next request opens a new connection and succeeds, every time.
+        let (port, accepted) = counting_server(true).await;
+        let pool = Arc::new(Pool::default());
+        for n in 1..=3 {
+            assert_eq!(fetch(port, &pool).await, format!("{n}:1"));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_answer_was_not_read_to_the_end_is_not_reused() {
+        // Proves an answer dropped half-read never leaves its connection in the pool (the
+        // next request on it would read the rest of the old answer).
+        let (port, accepted) = counting_server(false).await;
+        let pool = Arc::new(Pool::default());
+        let body = http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let req = http::Request::get(format!("http://127.0.0.1:{port}/big"))
+            .header(http::header::HOST, format!("127.0.0.1:{port}"))
+            .body(body)
+            .unwrap();
+        let (resp, ended) = send(
+            req,
+            RequestOptions::default(),
+            &BlockedNetworks::default(),
+            &pool,
+        )
+        .await
+        .unwrap();
+        drop(resp);
+        let _ = Box::into_pin(ended).await;
+        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(fetch(port, &pool).await, "2:1");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -310,7 +310,8 @@ async fn outbound_requests_never_connect_to_the_runtime_configs_blocked_networks
     // Proves `[outbound_networking] block_networks` is checked on the resolved addresses:
     // an IP literal or a name (localhost) in a blocked network is refused with
     // DestinationIpProhibited before any connection, "private" covers loopback, and a list
-    // that does not cover the address lets the request through.
+    // that does not cover the address lets the request through (and its connection is
+    // kept alive for the next request to the same origin).
     let (target, accepted) = start_counted_target(Duration::ZERO).await;
     let port = target.port();
     let fetch = |base: String, url: String| async move {
@@ -355,6 +356,18 @@ async fn outbound_requests_never_connect_to_the_runtime_configs_blocked_networks
         assert_eq!(body["body"], "target says /open");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // A guest's next request to the same origin goes out on the kept-alive connection.
+    for n in 0..3 {
+        let url = format!("http://127.0.0.1:{port}/again{n}");
+        let (status, body) = fetch(app.base_url().to_string(), url).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["body"], format!("target says /again{n}"));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "reused, not reconnected"
+    );
 
     // https to a server that speaks plain HTTP fails its TLS handshake, as an error.
     let (status, body) = fetch(
