@@ -526,15 +526,20 @@ mod tests {
         (port, accepted)
     }
 
-    /// GETs `http://127.0.0.1:<port>/` through [`send`] and reads the answer to its end.
-    async fn fetch(port: u16, pool: &Arc<Pool>) -> String {
+    /// `GET http://127.0.0.1:<port><path>`, as a guest hands it to the host.
+    fn get(port: u16, path: &str) -> http::Request<WasiBody> {
         let body = http_body_util::Empty::<Bytes>::new()
             .map_err(|never| match never {})
             .boxed_unsync();
-        let req = http::Request::get(format!("http://127.0.0.1:{port}/"))
+        http::Request::get(format!("http://127.0.0.1:{port}{path}"))
             .header(http::header::HOST, format!("127.0.0.1:{port}"))
             .body(body)
-            .unwrap();
+            .unwrap()
+    }
+
+    /// GETs `http://127.0.0.1:<port>/` through [`send`] and reads the answer to its end.
+    async fn fetch(port: u16, pool: &Arc<Pool>) -> String {
+        let req = get(port, "/");
         let timeouts = RequestOptions {
             connect_timeout: Some(Duration::from_secs(5)),
             first_byte_timeout: Some(Duration::from_secs(5)),
@@ -585,15 +590,8 @@ mod tests {
         // next request on it would read the rest of the old answer).
         let (port, accepted) = counting_server(false).await;
         let pool = Arc::new(Pool::default());
-        let body = http_body_util::Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .boxed_unsync();
-        let req = http::Request::get(format!("http://127.0.0.1:{port}/big"))
-            .header(http::header::HOST, format!("127.0.0.1:{port}"))
-            .body(body)
-            .unwrap();
         let (resp, ended) = send(
-            req,
+            get(port, "/big"),
             RequestOptions::default(),
             &BlockedNetworks::default(),
             &pool,
