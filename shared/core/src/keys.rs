@@ -125,11 +125,6 @@ pub fn expiry_slots(merchant_id: &str) -> String {
     format!("mch/{merchant_id}/exp")
 }
 
-/// The head of the merchant's idempotency-expiry queue.
-pub fn expiry_head(merchant_id: &str) -> String {
-    format!("mch/{merchant_id}/exp/head")
-}
-
 /// The channel's replay-expiry queue counter.
 pub fn replay_expiry_seq(channel: &str) -> String {
     format!("replay/{channel}/seq")
@@ -138,11 +133,6 @@ pub fn replay_expiry_seq(channel: &str) -> String {
 /// Where the channel's replay-expiry queue keeps its slots.
 pub fn replay_expiry_slots(channel: &str) -> String {
     format!("replay/{channel}/exp")
-}
-
-/// The head of the channel's replay-expiry queue.
-pub fn replay_expiry_head(channel: &str) -> String {
-    format!("replay/{channel}/exp/head")
 }
 
 /// The merchant's risk configuration.
@@ -160,11 +150,6 @@ pub fn outbox_markers(merchant_id: &str) -> String {
     format!("mch/{merchant_id}/obx")
 }
 
-/// The head of the merchant's outbox marker queue.
-pub fn outbox_head(merchant_id: &str) -> String {
-    format!("mch/{merchant_id}/obx/head")
-}
-
 /// An event's delivery record.
 pub fn delivery(event_id: &str) -> String {
     format!("dlv/{event_id}")
@@ -178,11 +163,6 @@ pub fn delivery_seq(merchant_id: &str) -> String {
 /// Where the merchant's delivery queue keeps its slots.
 pub fn delivery_slots(merchant_id: &str) -> String {
     format!("mch/{merchant_id}/dlv")
-}
-
-/// The head of the merchant's delivery queue.
-pub fn delivery_head(merchant_id: &str) -> String {
-    format!("mch/{merchant_id}/dlv/head")
 }
 
 /// The merchant's rotated-out webhook secret.
@@ -229,11 +209,6 @@ pub fn reconcile_slots(merchant_id: &str, tier: usize) -> String {
     format!("mch/{merchant_id}/{}", reconcile_queue(tier))
 }
 
-/// The head of the merchant's reconciliation queue of tier `tier`.
-pub fn reconcile_head(merchant_id: &str, tier: usize) -> String {
-    format!("{}/head", reconcile_slots(merchant_id, tier))
-}
-
 /// Reconciliation's round-robin cursor over the notification registry.
 pub fn reconcile_cursor() -> &'static str {
     "rcn/cursor"
@@ -243,6 +218,11 @@ pub fn reconcile_cursor() -> &'static str {
 /// queue order).
 pub fn queue_slot(slots: &str, seq: i64) -> String {
     format!("{slots}/{seq:020}")
+}
+
+/// The head of the queue keeping its slots under `slots`.
+pub fn queue_head(slots: &str) -> String {
+    format!("{slots}/head")
 }
 
 #[cfg(test)]

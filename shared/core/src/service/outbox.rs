@@ -533,7 +533,7 @@ pub(crate) async fn queue_window<R: Repository>(
     repo: &R,
     queue: &Queue,
 ) -> Result<(QueueHead, u64, Vec<(i64, Option<Slot>)>), ApiError> {
-    let (head, version) = read::<QueueHead, R>(repo, &queue.head)
+    let (head, version) = read::<QueueHead, R>(repo, &queue.head())
         .await?
         .unwrap_or_default();
     let tail = repo.increment(&queue.seq, 0).await?;
@@ -599,7 +599,7 @@ pub(crate) async fn advance_head<R: Repository>(
         // A concurrent sweep moved it: fine, the next sweep continues from there.
         match ctx
             .repo
-            .put_if_version(&queue.head, version, to_bytes(&next))
+            .put_if_version(&queue.head(), version, to_bytes(&next))
             .await
         {
             Ok(_) | Err(RepoError::Conflict { .. }) => {}
@@ -643,9 +643,8 @@ pub(crate) async fn enqueue_id<R: Repository>(
 /// counter and its slots.
 #[derive(Debug, Clone)]
 pub(crate) struct Queue {
-    pub head: String,
     pub seq: String,
-    /// Where the slots are kept (see [`keys::queue_slot`]).
+    /// Where the slots (and the head, [`keys::queue_head`]) are kept.
     slots: String,
 }
 
@@ -653,7 +652,6 @@ impl Queue {
     /// The merchant's outbox marker queue.
     pub fn markers(merchant_id: &str) -> Queue {
         Queue {
-            head: keys::outbox_head(merchant_id),
             seq: keys::outbox_seq(merchant_id),
             slots: keys::outbox_markers(merchant_id),
         }
@@ -662,7 +660,6 @@ impl Queue {
     /// The merchant's delivery queue.
     pub fn deliveries(merchant_id: &str) -> Queue {
         Queue {
-            head: keys::delivery_head(merchant_id),
             seq: keys::delivery_seq(merchant_id),
             slots: keys::delivery_slots(merchant_id),
         }
@@ -671,7 +668,6 @@ impl Queue {
     /// The merchant's reconciliation queue of tier `tier` (see `service::reconcile`).
     pub fn reconciles(merchant_id: &str, tier: usize) -> Queue {
         Queue {
-            head: keys::reconcile_head(merchant_id, tier),
             seq: keys::reconcile_seq(merchant_id, tier),
             slots: keys::reconcile_slots(merchant_id, tier),
         }
@@ -680,7 +676,6 @@ impl Queue {
     /// The merchant's idempotency-expiry queue.
     pub fn expiries(merchant_id: &str) -> Queue {
         Queue {
-            head: keys::expiry_head(merchant_id),
             seq: keys::expiry_seq(merchant_id),
             slots: keys::expiry_slots(merchant_id),
         }
@@ -689,7 +684,6 @@ impl Queue {
     /// The channel's replay-key expiry queue.
     pub fn replay_expiries(channel: &str) -> Queue {
         Queue {
-            head: keys::replay_expiry_head(channel),
             seq: keys::replay_expiry_seq(channel),
             slots: keys::replay_expiry_slots(channel),
         }
@@ -698,6 +692,11 @@ impl Queue {
     /// The key of slot `seq`.
     pub fn slot(&self, seq: i64) -> String {
         keys::queue_slot(&self.slots, seq)
+    }
+
+    /// The key of the head.
+    pub fn head(&self) -> String {
+        keys::queue_head(&self.slots)
     }
 }
 
@@ -731,4 +730,28 @@ pub(crate) async fn recover_merchant<R: Repository>(
         let _ = ctx.repo.delete(&queue.slot(seq)).await;
     }
     Ok(published)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Queue;
+
+    #[test]
+    fn queue_keys_keep_their_stored_names() {
+        // Proves each queue's head, counter and slot keys are the ones data is stored
+        // under (a renamed key would orphan every queue already written).
+        let cases = [
+            (Queue::markers("m"), "mch/m/obx", "mch/m/seq/obx"),
+            (Queue::deliveries("m"), "mch/m/dlv", "mch/m/seq/dlv"),
+            (Queue::expiries("m"), "mch/m/exp", "mch/m/seq/exp"),
+            (Queue::replay_expiries("c"), "replay/c/exp", "replay/c/seq"),
+            (Queue::reconciles("m", 0), "mch/m/rcn", "mch/m/seq/rcn"),
+            (Queue::reconciles("m", 2), "mch/m/rcn2", "mch/m/seq/rcn2"),
+        ];
+        for (queue, slots, seq) in cases {
+            assert_eq!(queue.head(), format!("{slots}/head"));
+            assert_eq!(queue.slot(7), format!("{slots}/{:020}", 7));
+            assert_eq!(queue.seq, seq);
+        }
+    }
 }

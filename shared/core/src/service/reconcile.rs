@@ -92,6 +92,15 @@ fn tier(now_ms: i64, created_at_ms: i64) -> usize {
         .unwrap_or(RECONCILE_TIERS.len() - 1)
 }
 
+/// Whether a re-checked payment (one its channel knows) still waits on the channel: only
+/// its status can end the wait.
+fn still_waiting(status: PaymentStatus) -> bool {
+    matches!(
+        status,
+        PaymentStatus::Processing | PaymentStatus::RequiresCustomerAction
+    )
+}
+
 /// What a reconciliation call asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReconcileRequest {
@@ -344,7 +353,7 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         if found.payment {
             let p = super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id).await?;
             unpaid = p.status == PaymentStatus::RequiresCustomerAction;
-            waiting |= unpaid || p.status == PaymentStatus::Processing;
+            waiting |= still_waiting(p.status);
         }
         for refund_id in &found.refund_ids {
             let r = super::recheck_refund(ctx, self.channel, self.rng, merchant_id, refund_id);
@@ -380,10 +389,7 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
             }
             Err(ApiError::ChannelDeclined { .. } | ApiError::PaymentNotCancelable { .. }) => {
                 let p = super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id);
-                if !matches!(
-                    p.await?.status,
-                    PaymentStatus::Processing | PaymentStatus::RequiresCustomerAction
-                ) {
+                if !still_waiting(p.await?.status) {
                     self.report.settled = self.report.settled.saturating_add(1);
                     return Ok(());
                 }
