@@ -19,6 +19,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
+# The scheduler test runs scripts/scheduler.sh, which calls the app with curl.
+if ! command -v curl >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "test.sh: installing curl for the scheduler test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+fi
+
 # The channel interop tests check our Alipay / WeChat Pay signatures against the channels'
 # own Python SDKs; they live in a virtualenv of their own, put first on PATH.
 if command -v python3 >/dev/null 2>&1; then

@@ -579,3 +579,126 @@ fn reconciliation_closes_a_qr_code_nobody_paid_at_the_sandbox_a_day_later() {
         assert_eq!(again["rechecked"], 0, "nothing queued any more: {again}");
     });
 }
+
+/// `scripts/scheduler.sh` (what `scripts/run.sh` starts beside a local app) calling `app`
+/// with `token` every second; what it prints goes to files, read while it runs. Killed
+/// when dropped.
+struct Scheduler {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Scheduler {
+    fn start(app: &TestApp, token: &str) -> Scheduler {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let file = |name: &str| std::fs::File::create(dir.path().join(name)).expect("a log file");
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/scheduler.sh");
+        let child = std::process::Command::new("bash")
+            .arg(script)
+            .env("SPINPAY_URL", app.base_url())
+            .env("SPIN_VARIABLE_ADMIN_TOKEN", token)
+            .env("SPINPAY_SWEEP_SECONDS", "1")
+            .env("SPINPAY_RECONCILE_SECONDS", "1")
+            .stdout(file("out"))
+            .stderr(file("err"))
+            .spawn()
+            .expect("running bash scripts/scheduler.sh (needs bash and curl)");
+        Scheduler { child, dir }
+    }
+
+    /// What it printed so far on stdout (calls that did something) and stderr (failures).
+    fn printed(&self) -> (String, String) {
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        (read("out"), read("err"))
+    }
+
+    /// Polls (every 100 ms, up to 30 s) until `done` holds, panicking with what it printed.
+    async fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..300 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the scheduler never {what}: printed {:?}", self.printed());
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_local_scheduler_delivers_notifications_nobody_swept_by_hand() {
+    // Proves `scripts/scheduler.sh` alone (no test calls the sweep) delivers a payment's
+    // events to the merchant's notify URL, signed, each once, also for a payment made
+    // while it runs, and reports what it delivered with no failure. An app of its own:
+    // the scheduler sweeps every merchant, which would race the shared app's tests.
+    runtime().block_on(async {
+        let app = TestApp::start(BTreeMap::new()).await;
+        let receiver = Receiver::start(0).await;
+        let m = merchant_notified_at(&app, &receiver).await;
+        let before = pay(&m).await;
+        let scheduler = Scheduler::start(&app, ADMIN_TOKEN);
+        scheduler
+            .wait_until("delivered the first payment's two events", || {
+                receiver.delivered_event_ids().len() == 2
+            })
+            .await;
+        let after = pay(&m).await;
+        scheduler
+            .wait_until("delivered the second payment's events", || {
+                receiver.delivered_event_ids().len() == 4
+            })
+            .await;
+        let mut delivered = receiver.delivered_event_ids();
+        delivered.sort();
+        let mut expected = event_ids(&m).await;
+        expected.sort();
+        assert_eq!(delivered, expected, "exactly the event log");
+        assert_eq!(receiver.received().len(), 4, "each event once");
+        for r in receiver.received() {
+            let sig = r.header("spinpay-signature").expect("signed");
+            assert_eq!(verify(sig, &r.body, &m.webhook_secret), Ok(()), "{sig}");
+            let paid = &r.json()["data"]["id"];
+            assert!(*paid == before["id"] || *paid == after["id"], "{paid}");
+        }
+        let (out, err) = scheduler.printed();
+        assert_eq!(err, "", "no call failed");
+        assert!(
+            out.contains("scheduler: sweep {") && out.contains("\"delivered\":"),
+            "{out}"
+        );
+        drop(scheduler);
+        app.shutdown().await;
+    });
+}
+
+#[test]
+fn the_local_scheduler_reports_refused_calls_and_keeps_calling() {
+    // Proves a scheduler with a wrong admin token says so for both calls, with the app's
+    // error code, and keeps calling (a second refused sweep) rather than exiting.
+    run(|app| async move {
+        let scheduler = Scheduler::start(app, "not-the-token");
+        scheduler
+            .wait_until(
+                "reported two refused sweeps and a refused reconcile",
+                || {
+                    let (_, err) = scheduler.printed();
+                    err.matches("scheduler: sweep failed").count() >= 2
+                        && err.contains("scheduler: reconcile failed")
+                },
+            )
+            .await;
+        let (out, err) = scheduler.printed();
+        assert_eq!(out, "", "nothing was done");
+        for line in err.lines() {
+            assert!(line.contains("admin_token_invalid"), "{line}");
+        }
+    });
+}
