@@ -402,3 +402,86 @@ fn what_the_channel_has_not_decided_after_a_day_is_left_to_a_person_never_closed
         assert_eq!(p.refunds[0].status, RefundStatus::Pending);
     });
 }
+
+#[test]
+fn a_close_the_channel_did_not_answer_is_tried_again_for_a_day_then_left_to_a_person() {
+    // Proves a payment nobody paid whose close at the horizon times out is not given up
+    // at once: it stays queued (re-checked, then closed again, at the last tier's
+    // interval), is canceled once a close is answered, with one `payment.canceled`; and
+    // one the channel never answers is tried a bounded number of times, then given up
+    // once, still waiting for its customer, and never queued again.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(38);
+        let t0 = 8_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = pay(&c, &ch, &mut rng, &m, 1500, QR).await.unwrap();
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+        *ch.cancels_unanswered.borrow_mut() = 2;
+        let (_, every) = RECONCILE_TIERS[RECONCILE_TIERS.len() - 1];
+        let late = t0 + RECONCILE_HORIZON_MS;
+        for attempt in 0..2 {
+            let r = reconcile_at(&repo, &ch, &mut rng, late + attempt * every, None)
+                .await
+                .unwrap();
+            assert_eq!(
+                (r.rechecked, r.still_open, r.closed, r.given_up),
+                (1, 1, 0, 0),
+                "close {attempt} timed out: {r:?}"
+            );
+            let early = reconcile_at(&repo, &ch, &mut rng, late + (attempt + 1) * every - 1, None);
+            assert_eq!(
+                early.await.unwrap().rechecked,
+                0,
+                "not sooner than the interval"
+            );
+        }
+        let r = reconcile_at(&repo, &ch, &mut rng, late + 2 * every, None)
+            .await
+            .unwrap();
+        assert_eq!((r.rechecked, r.closed, r.still_open), (1, 1, 0), "{r:?}");
+        assert_eq!(*ch.cancel_calls.borrow(), 3);
+        let canceled = get_payment(&c, &m.id, &p.id).await.unwrap();
+        assert_eq!(canceled.status, PaymentStatus::Canceled);
+        let all = ListParams {
+            limit: 100,
+            ..Default::default()
+        };
+        let events = list_events(&c, &m.id, &all).await.unwrap().data;
+        let cancels = events
+            .iter()
+            .filter(|e| e.event_type == EventType::PaymentCanceled)
+            .count();
+        assert_eq!(cancels, 1, "one payment.canceled");
+
+        // A channel that never answers a close.
+        let q = pay(&c, &ch, &mut rng, &m, 1600, QR).await.unwrap();
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+        *ch.cancels_unanswered.borrow_mut() = u32::MAX;
+        *ch.cancel_calls.borrow_mut() = 0;
+        let mut given_up = 0;
+        let mut now = late;
+        while now < late + RECONCILE_CLOSE_GRACE_MS + 3 * every {
+            let r = reconcile_at(&repo, &ch, &mut rng, now, None).await.unwrap();
+            assert_eq!(r.closed, 0, "{r:?}");
+            given_up += r.given_up;
+            now += every;
+        }
+        assert_eq!(given_up, 1, "given up once");
+        let tries = *ch.cancel_calls.borrow();
+        let most = u32::try_from(RECONCILE_CLOSE_GRACE_MS / every).unwrap() + 1;
+        assert!((2..=most).contains(&tries), "{tries} closes tried");
+        let left = get_payment(&c, &m.id, &q.id).await.unwrap();
+        assert_eq!(left.status, PaymentStatus::RequiresCustomerAction);
+        assert!(
+            repo.keys_with_prefix(&format!("mch/{}/rcn", m.id))
+                .iter()
+                .all(|k| k.ends_with("/head")),
+            "no slot left queued"
+        );
+    });
+}

@@ -23,8 +23,9 @@
 //!    waiting for its customer (a QR code nobody scanned) is closed at its channel and
 //!    canceled, as Alipay and WeChat Pay advise for orders past their timeout, so nobody
 //!    can pay an order its merchant has long given up on and the merchant hears of it
-//!    (`payment.canceled`); anything else is left to a person (`given_up` in the report;
-//!    its merchant can still re-check it).
+//!    (`payment.canceled`); a close the channel does not answer is tried again at the
+//!    last tier's interval for up to [`RECONCILE_CLOSE_GRACE_MS`] more. Anything else is
+//!    left to a person (`given_up` in the report; its merchant can still re-check it).
 //! 3. **Backing off.** Most objects that stay open are QR codes nobody scans. Channels
 //!    rate-limit order queries, so the longer an object has been open the less often it
 //!    is asked about: a merchant has one queue per tier of [`RECONCILE_TIERS`] (every
@@ -59,6 +60,9 @@ pub const RECONCILE_TIERS: [(i64, i64); 3] = [
     (6 * 3_600_000, 30 * 60_000),
     (RECONCILE_HORIZON_MS, 2 * 3_600_000),
 ];
+/// How long past [`RECONCILE_HORIZON_MS`] a close the channel did not answer (a timeout,
+/// an outage) is tried again, at the last tier's interval: about a dozen more tries.
+pub const RECONCILE_CLOSE_GRACE_MS: i64 = 24 * 3_600_000;
 /// How long a new object waits before its first re-check (the first tier's interval).
 pub const RECONCILE_INTERVAL_MS: i64 = RECONCILE_TIERS[0].1;
 /// Re-checks one call makes unless asked otherwise.
@@ -121,14 +125,17 @@ pub struct ReconcileReport {
     pub rechecked: u32,
     /// Of those, settled now (nothing left waiting on the channel).
     pub settled: u32,
-    /// Of those, still waiting: queued again.
+    /// Of those, still waiting: queued again (also a payment past
+    /// [`RECONCILE_HORIZON_MS`] whose close the channel did not answer, tried again for up
+    /// to [`RECONCILE_CLOSE_GRACE_MS`]).
     pub still_open: u32,
     /// Of those, payments nobody paid within [`RECONCILE_HORIZON_MS`]: closed at their
     /// channel and canceled (`payment.canceled` tells the merchant).
     pub closed: u32,
     /// Of those, still waiting past [`RECONCILE_HORIZON_MS`] and not closed (a payment
-    /// the channel has not decided, a refund, or a close the channel refused or did not
-    /// answer): no longer queued, left to a person.
+    /// the channel has not decided, a refund, a close the channel refused, or one it did
+    /// not answer for [`RECONCILE_CLOSE_GRACE_MS`] more): no longer queued, left to a
+    /// person.
     pub given_up: u32,
     /// True when the limit stopped the call: call again.
     pub has_more: bool,
@@ -359,45 +366,83 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
             let r = super::recheck_refund(ctx, self.channel, self.rng, merchant_id, refund_id);
             waiting |= r.await?.status == RefundStatus::Pending;
         }
-        if !waiting {
-            self.report.settled = self.report.settled.saturating_add(1);
-        } else if ctx.now_ms.saturating_sub(found.created_at_ms) < RECONCILE_HORIZON_MS {
-            queue_again(ctx, merchant_id, kind, id, found.created_at_ms).await?;
-            self.report.still_open = self.report.still_open.saturating_add(1);
-        } else if unpaid && found.refund_ids.is_empty() {
-            self.close(ctx, merchant_id, id).await?;
+        let age = ctx.now_ms.saturating_sub(found.created_at_ms);
+        let closing = unpaid && found.refund_ids.is_empty();
+        let outcome = if !waiting {
+            Settled::Yes
+        } else if age < RECONCILE_HORIZON_MS {
+            Settled::NotYet
+        } else if closing {
+            match self.close(ctx, merchant_id, id).await? {
+                Closed::Unanswered if age < RECONCILE_HORIZON_MS + RECONCILE_CLOSE_GRACE_MS => {
+                    Settled::NotYet
+                }
+                Closed::Unanswered | Closed::Refused => Settled::GivenUp,
+                Closed::Yes => Settled::Closed,
+                Closed::Settled => Settled::Yes,
+            }
         } else {
-            self.report.given_up = self.report.given_up.saturating_add(1);
-        }
+            Settled::GivenUp
+        };
+        let count = match outcome {
+            Settled::Yes => &mut self.report.settled,
+            Settled::Closed => &mut self.report.closed,
+            Settled::GivenUp => &mut self.report.given_up,
+            Settled::NotYet => {
+                queue_again(ctx, merchant_id, kind, id, found.created_at_ms).await?;
+                &mut self.report.still_open
+            }
+        };
+        *count = count.saturating_add(1);
         Ok(())
     }
 
     /// Closes payment `id`, which nobody paid within the horizon, at its channel and
     /// cancels it. A close the channel refuses because the customer paid meanwhile, or a
     /// cancel refused because a notification settled it meanwhile, is re-checked: then
-    /// it counts as settled. Any other refusal, or no answer, leaves it to a person.
+    /// it counts as settled.
     async fn close<R: Repository>(
         &mut self,
         ctx: &Ctx<'_, R>,
         merchant_id: &str,
         id: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Closed, ApiError> {
         match super::cancel_payment(ctx, self.channel, self.rng, merchant_id, id).await {
-            Ok(_) => {
-                self.report.closed = self.report.closed.saturating_add(1);
-                return Ok(());
-            }
+            Ok(_) => Ok(Closed::Yes),
             Err(ApiError::ChannelDeclined { .. } | ApiError::PaymentNotCancelable { .. }) => {
                 let p = super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id);
-                if !still_waiting(p.await?.status) {
-                    self.report.settled = self.report.settled.saturating_add(1);
-                    return Ok(());
+                if still_waiting(p.await?.status) {
+                    Ok(Closed::Refused)
+                } else {
+                    Ok(Closed::Settled)
                 }
             }
-            Err(ApiError::ChannelUnavailable) => {}
-            Err(e) => return Err(e),
+            Err(ApiError::ChannelUnavailable) => Ok(Closed::Unanswered),
+            Err(e) => Err(e),
         }
-        self.report.given_up = self.report.given_up.saturating_add(1);
-        Ok(())
     }
+}
+
+/// Where one re-checked object stands: the report field it counts in.
+enum Settled {
+    /// Nothing left waiting on the channel (`settled`).
+    Yes,
+    /// Closed at the channel and canceled (`closed`).
+    Closed,
+    /// Queued again (`still_open`).
+    NotYet,
+    /// Left to a person (`given_up`).
+    GivenUp,
+}
+
+/// What closing a payment nobody paid came to.
+enum Closed {
+    /// Closed at the channel and canceled.
+    Yes,
+    /// Refused, but the payment no longer waits (paid or settled meanwhile).
+    Settled,
+    /// Refused, and it still waits: the channel will not close it.
+    Refused,
+    /// The channel did not answer (it may or may not have closed it).
+    Unanswered,
 }

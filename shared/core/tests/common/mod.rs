@@ -32,6 +32,11 @@ pub struct SimChannel {
     pub sms: RefCell<Vec<(String, String)>>,
     /// Payments the channel has closed (a second close is refused, as Alipay does).
     pub closed: RefCell<BTreeSet<String>>,
+    /// Closes (cancels) still to be left unanswered, as a timeout would: each call takes
+    /// one, and the channel does nothing.
+    pub cancels_unanswered: RefCell<u32>,
+    /// Every call to cancel (close), answered or not.
+    pub cancel_calls: RefCell<u32>,
     /// When set, SMS sending fails.
     pub sms_down: RefCell<bool>,
     /// The refund id of every call to refund, in order.
@@ -140,6 +145,15 @@ impl ChannelClient for SimChannel {
     }
 
     async fn cancel(&self, p: &Payment) -> ActionOutcome {
+        *self.cancel_calls.borrow_mut() += 1;
+        let mut unanswered = self.cancels_unanswered.borrow_mut();
+        if *unanswered > 0 {
+            *unanswered -= 1;
+            return ActionOutcome::Unknown {
+                detail: "timed out".into(),
+            };
+        }
+        drop(unanswered);
         if self.paid.borrow().contains(&p.id) {
             return ActionOutcome::Declined {
                 code: "already_paid".into(),
