@@ -39,12 +39,15 @@ pub struct OutboundPolicy {
 }
 
 impl OutboundPolicy {
-    /// A policy that refuses connections to `blocked`.
+    /// A policy that refuses connections to `blocked`, with a connection pool pruned on
+    /// the current runtime.
     pub(crate) fn new(blocked: BlockedNetworks) -> Self {
+        let pool = Arc::default();
+        crate::outbound_network::spawn_pruner(&pool, crate::outbound_network::POOL_PRUNE_EVERY);
         OutboundPolicy {
             blocked,
             denials: Mutex::default(),
-            pool: Arc::default(),
+            pool,
         }
     }
 

@@ -11,7 +11,8 @@
 //! per payment (Alipay, WeChat Pay over HTTPS, often far away) would otherwise cost a TCP
 //! and a TLS handshake, several round trips, on every call. A connection goes back to the
 //! pool once its response has been read to the end, and is reused only while younger
-//! than [`POOL_IDLE_TIMEOUT`] and still open. A request a reused connection could not
+//! than [`POOL_IDLE_TIMEOUT`] and still open; older ones are closed every
+//! [`POOL_PRUNE_EVERY`], used again or not. A request a reused connection could not
 //! take (it closed meanwhile) goes out on a new connection: hyper hands it back unsent,
 //! so nothing is sent twice.
 
@@ -46,6 +47,8 @@ pub(crate) type Sent = (
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most idle connections kept per origin.
 pub const POOL_IDLE_PER_ORIGIN_MAX: usize = 16;
+/// How often [`spawn_pruner`] closes the idle connections past [`POOL_IDLE_TIMEOUT`].
+pub const POOL_PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 /// Idle keep-alive connections of one app, by origin. Per app, like the
 /// `block_networks` its connections were checked against.
@@ -104,11 +107,50 @@ impl Pool {
         }
     }
 
+    /// Closes the idle connections no longer reusable and forgets origins left with none
+    /// (dropping a connection's sender ends it).
+    fn prune(&self) {
+        self.lock().retain(|_, conns| {
+            conns.retain(Conn::reusable);
+            !conns.is_empty()
+        });
+    }
+
     /// Idle connections kept now (for tests).
     #[cfg(test)]
     fn idle_count(&self) -> usize {
         self.lock().values().map(Vec::len).sum()
     }
+
+    /// Makes every idle connection look idle for `by` longer (for tests).
+    #[cfg(test)]
+    fn age(&self, by: Duration) {
+        for conn in self.lock().values_mut().flatten() {
+            conn.idle_since -= by;
+        }
+    }
+}
+
+/// Prunes `pool` every `every` on the current runtime (if any) for as long as the pool
+/// exists. Without it an origin called once and never again, such as one merchant's
+/// notify URL, would keep its idle connections open until its server closes them, which
+/// some servers never do.
+pub(crate) fn spawn_pruner(pool: &Arc<Pool>, every: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let pool = Arc::downgrade(pool);
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(pool) = pool.upgrade() else {
+                return;
+            };
+            pool.prune();
+        }
+    });
 }
 
 /// Sends `req` (absolute URI) over the network, on an idle connection of `pool` when one
@@ -603,6 +645,40 @@ mod tests {
         assert_eq!(pool.idle_count(), 0);
         assert_eq!(fetch(port, &pool).await, "2:1");
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_once_past_the_idle_timeout_with_no_other_request() {
+        // Proves the pruner closes an idle connection that outlived POOL_IDLE_TIMEOUT,
+        // even to a server that never closes idle connections itself and with no further
+        // request to its origin, and forgets the origin; a fresh one is kept.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (closed, server_saw_close) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let svc = hyper::service::service_fn(|_req: http::Request<Incoming>| async {
+                let body = http_body_util::Full::new(Bytes::from("ok"));
+                Ok::<_, std::convert::Infallible>(http::Response::new(body))
+            });
+            // No server-side timeout: this ends only when the client closes.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+            let _ = closed.send(());
+        });
+        let pool = Arc::new(Pool::default());
+        assert_eq!(fetch(port, &pool).await, "ok");
+        pool.prune();
+        assert_eq!(pool.idle_count(), 1, "a fresh idle connection is kept");
+        pool.age(POOL_IDLE_TIMEOUT);
+        spawn_pruner(&pool, Duration::from_millis(10));
+        tokio::time::timeout(Duration::from_secs(5), server_saw_close)
+            .await
+            .expect("the server saw the connection closed")
+            .unwrap();
+        assert_eq!(pool.idle_count(), 0);
+        assert!(pool.lock().is_empty(), "the origin is forgotten");
     }
 
     #[test]
