@@ -14,6 +14,7 @@
 set -uo pipefail
 
 url=${SPINPAY_URL:-http://127.0.0.1:3000}
+url=${url%/}
 sweep_every=${SPINPAY_SWEEP_SECONDS:-5}
 reconcile_every=${SPINPAY_RECONCILE_SECONDS:-60}
 token=${SPIN_VARIABLE_ADMIN_TOKEN:-}
@@ -32,13 +33,16 @@ if ! command -v curl >/dev/null 2>&1; then
 fi
 
 answered=0 # set once the app has answered any call
+# The token as a quoted string of curl's config syntax.
+quoted=${token//\\/\\\\}
+quoted=${quoted//\"/\\\"}
 
 # call NAME PATH: POSTs {} to PATH until the answer has no "has_more": true (at most 20
 # calls); prints each answer that reports work done (a count above 0) or a failure.
 call() {
   local name=$1 path=$2 out rc
   for _ in $(seq 1 20); do
-    out=$(printf 'header = "Authorization: Bearer %s"\n' "$token" |
+    out=$(printf 'header = "Authorization: Bearer %s"\n' "$quoted" |
       curl --config - --fail-with-body --silent --show-error --max-time 30 \
         -X POST -H 'Content-Type: application/json' --data '{}' "$url$path" 2>&1)
     rc=$?
