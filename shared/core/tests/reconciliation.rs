@@ -43,6 +43,29 @@ async fn reconcile_at(
     reconcile(&c, ch, rng, &req).await
 }
 
+/// How many `payment.canceled` events merchant `merchant_id` has.
+async fn canceled_events(c: &Ctx<'_, MemoryRepository>, merchant_id: &str) -> usize {
+    let all = ListParams {
+        limit: 100,
+        ..Default::default()
+    };
+    let events = list_events(c, merchant_id, &all).await.unwrap().data;
+    events
+        .iter()
+        .filter(|e| e.event_type == EventType::PaymentCanceled)
+        .count()
+}
+
+/// Asserts merchant `merchant_id` has no reconciliation slot left in any tier.
+fn assert_nothing_queued(repo: &MemoryRepository, merchant_id: &str) {
+    assert!(
+        repo.keys_with_prefix(&format!("mch/{merchant_id}/rcn"))
+            .iter()
+            .all(|k| k.ends_with("/head")),
+        "no slot left queued"
+    );
+}
+
 #[test]
 fn a_payment_an_unkeyed_create_left_processing_is_settled_by_the_sweeps_alone() {
     // Proves that whichever storage operation an unkeyed create dies at, a payment it
@@ -212,16 +235,7 @@ fn a_payment_waiting_on_the_customer_is_rechecked_until_paid_and_closed_after_th
             "closed at the channel"
         );
         assert!(!ch.closed.borrow().contains(&paid_later.id));
-        let all = ListParams {
-            limit: 100,
-            ..Default::default()
-        };
-        let events = list_events(&c, &m.id, &all).await.unwrap().data;
-        let canceled: Vec<_> = events
-            .iter()
-            .filter(|e| e.event_type == EventType::PaymentCanceled)
-            .collect();
-        assert_eq!(canceled.len(), 1, "one payment.canceled: {canceled:?}");
+        assert_eq!(canceled_events(&c, &m.id).await, 1, "one payment.canceled");
     });
 }
 
@@ -355,12 +369,7 @@ fn an_unpaid_payment_is_rechecked_less_and_less_often_then_closed_after_a_day() 
         assert!(asked.len() * 9 < every_5_min, "a ninth of {every_5_min}");
         let after = get_payment(&c, &m.id, &unpaid.id).await.unwrap();
         assert_eq!(after.status, PaymentStatus::Canceled);
-        assert!(
-            repo.keys_with_prefix(&format!("mch/{}/rcn", m.id))
-                .iter()
-                .all(|k| k.ends_with("/head")),
-            "no slot left queued"
-        );
+        assert_nothing_queued(&repo, &m.id);
     });
 }
 
@@ -445,16 +454,7 @@ fn a_close_the_channel_did_not_answer_is_tried_again_for_a_day_then_left_to_a_pe
         assert_eq!(*ch.cancel_calls.borrow(), 3);
         let canceled = get_payment(&c, &m.id, &p.id).await.unwrap();
         assert_eq!(canceled.status, PaymentStatus::Canceled);
-        let all = ListParams {
-            limit: 100,
-            ..Default::default()
-        };
-        let events = list_events(&c, &m.id, &all).await.unwrap().data;
-        let cancels = events
-            .iter()
-            .filter(|e| e.event_type == EventType::PaymentCanceled)
-            .count();
-        assert_eq!(cancels, 1, "one payment.canceled");
+        assert_eq!(canceled_events(&c, &m.id).await, 1, "one payment.canceled");
 
         // A channel that never answers a close.
         let q = pay(&c, &ch, &mut rng, &m, 1600, QR).await.unwrap();
@@ -477,11 +477,6 @@ fn a_close_the_channel_did_not_answer_is_tried_again_for_a_day_then_left_to_a_pe
         assert!((2..=most).contains(&tries), "{tries} closes tried");
         let left = get_payment(&c, &m.id, &q.id).await.unwrap();
         assert_eq!(left.status, PaymentStatus::RequiresCustomerAction);
-        assert!(
-            repo.keys_with_prefix(&format!("mch/{}/rcn", m.id))
-                .iter()
-                .all(|k| k.ends_with("/head")),
-            "no slot left queued"
-        );
+        assert_nothing_queued(&repo, &m.id);
     });
 }
