@@ -527,20 +527,41 @@ mod tests {
         );
     }
 
+    /// Connections a [`counting_server`] accepted, and of those, how many ended.
+    struct Counted {
+        accepted: Arc<std::sync::atomic::AtomicUsize>,
+        ended: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Counted {
+        fn accepted(&self) -> usize {
+            self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        fn ended(&self) -> usize {
+            self.ended.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
     /// A loopback HTTP/1.1 server answering `<connection>:<request on it>` (4 MiB at
-    /// `/big`) and counting
-    /// the connections it accepted; with `close_after_each`, it drops each connection a
+    /// `/big`) and counting the connections it accepted and saw end. It never closes an
+    /// idle connection itself, unless `close_after_each`: then it drops each connection a
     /// moment after its first response, without a `connection: close` header (a server
     /// whose keep-alive timeout ran out).
-    async fn counting_server(close_after_each: bool) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    async fn counting_server(close_after_each: bool) -> (u16, Counted) {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
+        let counted = Counted {
+            accepted: Arc::new(AtomicUsize::new(0)),
+            ended: Arc::new(AtomicUsize::new(0)),
+        };
+        let counter = counted.accepted.clone();
+        let ended = counted.ended.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                let ended = ended.clone();
                 tokio::spawn(async move {
                     let served = Arc::new(AtomicUsize::new(0));
                     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
@@ -562,10 +583,11 @@ mod tests {
                     } else {
                         let _ = serving.await;
                     }
+                    ended.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        (port, accepted)
+        (port, counted)
     }
 
     /// `GET http://127.0.0.1:<port><path>`, as a guest hands it to the host.
@@ -599,38 +621,38 @@ mod tests {
     async fn requests_to_one_origin_reuse_one_kept_alive_connection() {
         // Proves a connection goes back to the pool once its answer has been read and the
         // next requests to the same origin go out on it: one connection for three.
-        let (port, accepted) = counting_server(false).await;
+        let (port, server) = counting_server(false).await;
         let pool = Arc::new(Pool::default());
         for k in 1..=3 {
             assert_eq!(fetch(port, &pool).await, format!("1:{k}"));
             assert_eq!(pool.idle_count(), 1);
         }
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(server.accepted(), 1);
         // Another origin gets its own.
-        let (other, other_accepted) = counting_server(false).await;
+        let (other, other_server) = counting_server(false).await;
         assert_eq!(fetch(other, &pool).await, "1:1");
         assert_eq!(pool.idle_count(), 2);
-        assert_eq!(other_accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(other_server.accepted(), 1);
     }
 
     #[tokio::test]
     async fn a_connection_the_server_dropped_is_replaced_without_failing_the_request() {
         // Proves a pooled connection the server closed while it was idle is not used: the
         // next request opens a new connection and succeeds, every time.
-        let (port, accepted) = counting_server(true).await;
+        let (port, server) = counting_server(true).await;
         let pool = Arc::new(Pool::default());
         for n in 1..=3 {
             assert_eq!(fetch(port, &pool).await, format!("{n}:1"));
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(server.accepted(), 3);
     }
 
     #[tokio::test]
     async fn a_connection_whose_answer_was_not_read_to_the_end_is_not_reused() {
         // Proves an answer dropped half-read never leaves its connection in the pool (the
         // next request on it would read the rest of the old answer).
-        let (port, accepted) = counting_server(false).await;
+        let (port, server) = counting_server(false).await;
         let pool = Arc::new(Pool::default());
         let (resp, ended) = send(
             get(port, "/big"),
@@ -644,7 +666,7 @@ mod tests {
         let _ = Box::into_pin(ended).await;
         assert_eq!(pool.idle_count(), 0);
         assert_eq!(fetch(port, &pool).await, "2:1");
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(server.accepted(), 2);
     }
 
     #[tokio::test]
@@ -652,31 +674,23 @@ mod tests {
         // Proves the pruner closes an idle connection that outlived POOL_IDLE_TIMEOUT,
         // even to a server that never closes idle connections itself and with no further
         // request to its origin, and forgets the origin; a fresh one is kept.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (closed, server_saw_close) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let svc = hyper::service::service_fn(|_req: http::Request<Incoming>| async {
-                let body = http_body_util::Full::new(Bytes::from("ok"));
-                Ok::<_, std::convert::Infallible>(http::Response::new(body))
-            });
-            // No server-side timeout: this ends only when the client closes.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-            let _ = closed.send(());
-        });
+        let (port, server) = counting_server(false).await;
         let pool = Arc::new(Pool::default());
-        assert_eq!(fetch(port, &pool).await, "ok");
+        assert_eq!(fetch(port, &pool).await, "1:1");
         pool.prune();
         assert_eq!(pool.idle_count(), 1, "a fresh idle connection is kept");
+        assert_eq!(server.ended(), 0);
         pool.age(POOL_IDLE_TIMEOUT);
         spawn_pruner(&pool, Duration::from_millis(10));
-        tokio::time::timeout(Duration::from_secs(5), server_saw_close)
-            .await
-            .expect("the server saw the connection closed")
-            .unwrap();
+        let started = std::time::Instant::now();
+        while server.ended() == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the server never saw the connection closed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(server.accepted(), 1);
         assert_eq!(pool.idle_count(), 0);
         assert!(pool.lock().is_empty(), "the origin is forgotten");
     }

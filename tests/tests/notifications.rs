@@ -11,9 +11,9 @@ use hmac::Mac as _;
 use serde_json::{Value, json};
 use spinpay_tests::receiver::Receiver;
 use spinpay_tests::{
-    ADMIN_TOKEN, Merchant, Reply, TestApp, assert_error, assert_error_param, manifest_path,
-    now_unix_s, payment_request, qr_customer, queue_slot_naming, run, runtime, sha256_hex,
-    shift_record_time,
+    ADMIN_TOKEN, Merchant, POLL_INTERVAL, Reply, TestApp, assert_error, assert_error_param,
+    manifest_path, now_unix_s, payment_request, qr_customer, queue_slot_naming, run, runtime,
+    sha256_hex, shift_record_time,
 };
 use std::collections::BTreeMap;
 
@@ -614,15 +614,16 @@ impl Scheduler {
         (read("out"), read("err"))
     }
 
-    /// Polls (every 100 ms, up to 30 s) until `done` holds, panicking with what it printed.
+    /// Polls (every [`POLL_INTERVAL`], up to 30 s: the scheduler calls once a second)
+    /// until `done` holds, panicking with what it printed.
     async fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
-        for _ in 0..300 {
-            if done() {
-                return;
+        let started = std::time::Instant::now();
+        while !done() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                panic!("the scheduler never {what}: printed {:?}", self.printed());
             }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
-        panic!("the scheduler never {what}: printed {:?}", self.printed());
     }
 }
 
