@@ -580,6 +580,71 @@ fn reconciliation_closes_a_qr_code_nobody_paid_at_the_sandbox_a_day_later() {
     });
 }
 
+#[test]
+fn a_qr_code_with_its_own_expiry_is_closed_at_the_first_recheck_past_it() {
+    // Proves, through the real components, that `expires_in_seconds` is checked naming
+    // the field (a refused value creates nothing), shows as `expires_at_ms`, and that a
+    // QR code nobody paid is closed at the sandbox and canceled at the first re-check
+    // past that expiry, not a day later, while one with the default expiry (a day) stays
+    // queued and payable.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let qr = json!({"type": "qr_merchant"});
+        let mut short = payment_request(1250, qr.clone());
+        for bad in [json!(59), json!(86_401), json!("600"), json!(60.5)] {
+            short["expires_in_seconds"] = bad.clone();
+            let refused = m.create_payment(&short).await;
+            assert_error_param(&refused, 400, "parameter_invalid", "expires_in_seconds");
+        }
+        assert_eq!(
+            m.count_payments().await,
+            0,
+            "a refused request created nothing"
+        );
+        short["expires_in_seconds"] = json!(60);
+        let short = m.create_payment_ok(&short).await;
+        let default = m.create_payment_ok(&payment_request(1300, qr)).await;
+        let created = |p: &Value| p["created_at_ms"].as_i64().unwrap();
+        assert_eq!(short["expires_at_ms"], created(&short) + 60_000, "{short}");
+        assert_eq!(default["expires_at_ms"], created(&default) + 86_400_000);
+        let id = |p: &Value| p["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            m.payment(&id(&short)).await["expires_at_ms"],
+            short["expires_at_ms"]
+        );
+
+        let handed_over_ms = now_ms() + 2 * 60_000;
+        let body = json!({"merchant_id": m.id, "now_ms": handed_over_ms});
+        let path = "/v1/admin/notifications/sweep";
+        let (status, v) = app.post(path, Some(ADMIN_TOKEN), None, &body).await;
+        assert_eq!(status, 200, "sweep: {v}");
+        let body = json!({"merchant_id": m.id, "now_ms": handed_over_ms + 5 * 60_000});
+        let (status, report) = app
+            .post("/v1/admin/reconcile", Some(ADMIN_TOKEN), None, &body)
+            .await;
+        assert_eq!(status, 200, "reconcile: {report}");
+        assert_eq!(
+            (
+                &report["rechecked"],
+                &report["closed"],
+                &report["still_open"]
+            ),
+            (&json!(2), &json!(1), &json!(1)),
+            "{report}"
+        );
+        assert_eq!(m.payment(&id(&short)).await["status"], "canceled");
+        assert_eq!(
+            m.payment(&id(&default)).await["status"],
+            "requires_customer_action"
+        );
+        let code = |p: &Value| p["next_action"]["qr_payload"].as_str().unwrap().to_string();
+        let late = app.customer_pay(&code(&short)).await;
+        assert_eq!(late.0, 409, "a closed code cannot be paid: {}", late.1);
+        let paid = app.customer_pay(&code(&default)).await;
+        assert_eq!(paid.0, 200, "the default expiry is a day: {}", paid.1);
+    });
+}
+
 /// `scripts/scheduler.sh` (what `scripts/run.sh` starts beside a local app) calling `app`
 /// with `token` every second; what it prints goes to files, read while it runs. Killed
 /// when dropped.

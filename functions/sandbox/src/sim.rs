@@ -146,6 +146,9 @@ pub struct SandboxPayment {
     pub created_at_ms: i64,
     /// Paid by the customer.
     pub paid_at_ms: Option<i64>,
+    /// When the customer can no longer pay (Unix ms); `None`: never.
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
 }
 
 /// The key of a payment record.
@@ -308,6 +311,7 @@ pub fn create(req: &CreatePayment, channel_txn_id: &str, now_ms: i64) -> Created
         refunds: Vec::new(),
         created_at_ms: now_ms,
         paid_at_ms: None,
+        expires_at_ms: req.expires_at_ms,
     };
     let mut payment_refs = Vec::new();
     match decide(req, channel_txn_id) {
@@ -367,9 +371,16 @@ fn status_name(s: SandboxStatus) -> &'static str {
     }
 }
 
-/// The customer pays a pending payment.
+/// The customer pays a pending payment that has not expired.
 pub fn customer_pay(record: &mut SandboxPayment, now_ms: i64) -> Result<(), SimError> {
     match record.status {
+        SandboxStatus::Pending if record.expires_at_ms.is_some_and(|t| now_ms >= t) => {
+            Err(SimError::new(
+                409,
+                "payment_expired",
+                "the payment expired unpaid: the customer can no longer pay it",
+            ))
+        }
         SandboxStatus::Pending => {
             mark_paid(record, now_ms);
             Ok(())

@@ -489,6 +489,19 @@ impl BeijingTime {
         }
     }
 
+    /// The Beijing wall clock at Unix time `unix_ms`, to the second below.
+    pub fn from_unix_ms(unix_ms: i64) -> BeijingTime {
+        BeijingTime::from_unix_s(unix_ms.div_euclid(1000))
+    }
+
+    /// `yyyy-MM-ddTHH:mm:ss+08:00` (RFC 3339 with Beijing's offset: WeChat Pay's times).
+    pub fn rfc3339(self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+08:00",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+
     /// `yyyy-MM-dd HH:mm:ss` (Alipay's `timestamp`).
     pub fn dashed(self) -> String {
         format!(
@@ -612,6 +625,15 @@ mod tests {
         assert_eq!(t.dashed(), "2024-03-01 00:30:05");
         assert_eq!(t.compact(), "20240301003005");
         assert_eq!(BeijingTime::from_unix_s(0).dashed(), "1970-01-01 08:00:00");
+        assert_eq!(
+            BeijingTime::from_unix_ms(1_709_224_205_999).rfc3339(),
+            "2024-03-01T00:30:05+08:00"
+        );
+        assert_eq!(
+            BeijingTime::from_unix_ms(-1).compact(),
+            "19700101075959",
+            "milliseconds round down, also before the epoch"
+        );
     }
 
     #[test]

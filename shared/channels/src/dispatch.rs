@@ -259,6 +259,7 @@ mod tests {
             method,
             payer: None,
             metadata: Default::default(),
+            expires_in_ms: 900_000,
         }
     }
 

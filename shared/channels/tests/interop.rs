@@ -117,6 +117,7 @@ fn payment() -> Payment {
         channel_engaged: true,
         created_at_ms: NOW * 1000,
         updated_at_ms: NOW * 1000,
+        expires_at_ms: Some((NOW + 900) * 1000),
     }
 }
 

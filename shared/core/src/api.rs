@@ -254,7 +254,18 @@ pub struct CreatePaymentRequest {
     pub payer: Option<PayerRequest>,
     /// ≤ 20 string pairs.
     pub metadata: Option<BTreeMap<String, String>>,
+    /// How long the customer has to pay, in seconds
+    /// ([`PAYMENT_EXPIRY_SECONDS_MIN`]..=[`PAYMENT_EXPIRY_SECONDS_MAX`]); absent → the
+    /// maximum.
+    pub expires_in_seconds: Option<i64>,
 }
+
+/// Shortest `expires_in_seconds` (WeChat Pay refuses an order that expires within a
+/// minute).
+pub const PAYMENT_EXPIRY_SECONDS_MIN: i64 = 60;
+/// Longest (and default) `expires_in_seconds`: the reconciliation horizon, so every
+/// unpaid order is closed by reconciliation at the latest when it expires.
+pub const PAYMENT_EXPIRY_SECONDS_MAX: i64 = crate::service::RECONCILE_HORIZON_MS / 1000;
 
 impl WireRequest for CreatePaymentRequest {
     const SCHEMA: &'static [Field] = &[
@@ -267,6 +278,7 @@ impl WireRequest for CreatePaymentRequest {
         f("method", Kind::Object(METHOD_SCHEMA), true),
         f("payer", Kind::Object(PAYER_SCHEMA), false),
         f("metadata", Kind::StringMap, false),
+        f("expires_in_seconds", Kind::Integer, false),
     ];
 }
 
@@ -291,6 +303,8 @@ pub struct NewPayment {
     pub payer: Option<Payer>,
     /// Metadata.
     pub metadata: BTreeMap<String, String>,
+    /// How long the customer has to pay, in milliseconds.
+    pub expires_in_ms: i64,
 }
 
 impl CreatePaymentRequest {
@@ -312,6 +326,7 @@ impl CreatePaymentRequest {
             method: validate_method(self.method)?,
             payer: self.payer.map(validate_payer).transpose()?,
             metadata: validate_metadata(self.metadata.unwrap_or_default())?,
+            expires_in_ms: validate_expiry(self.expires_in_seconds)? * 1000,
         })
     }
 }
@@ -350,6 +365,21 @@ pub fn validate_amount(amount_minor: i64, param: &str) -> Result<i64, ApiError> 
         });
     }
     Ok(amount_minor)
+}
+
+/// `expires_in_seconds`, defaulted to the maximum.
+fn validate_expiry(seconds: Option<i64>) -> Result<i64, ApiError> {
+    match seconds {
+        None => Ok(PAYMENT_EXPIRY_SECONDS_MAX),
+        Some(s) if (PAYMENT_EXPIRY_SECONDS_MIN..=PAYMENT_EXPIRY_SECONDS_MAX).contains(&s) => Ok(s),
+        Some(_) => Err(invalid(
+            "expires_in_seconds",
+            &format!(
+                "must be an integer from {PAYMENT_EXPIRY_SECONDS_MIN} to \
+                 {PAYMENT_EXPIRY_SECONDS_MAX} (seconds)"
+            ),
+        )),
+    }
 }
 
 fn invalid(param: &str, reason: &str) -> ApiError {
@@ -1162,6 +1192,9 @@ pub struct PaymentResponse {
     pub created_at_ms: i64,
     /// Updated.
     pub updated_at_ms: i64,
+    /// When the customer can no longer pay (the channel refuses; reconciliation cancels
+    /// a payment still unpaid then).
+    pub expires_at_ms: i64,
     /// Version (+1 per change).
     pub version: u64,
 }
@@ -1191,6 +1224,7 @@ impl PaymentResponse {
             metadata: p.metadata.clone(),
             created_at_ms: p.created_at_ms,
             updated_at_ms: p.updated_at_ms,
+            expires_at_ms: p.expires_at_ms(),
             version: p.state.version,
         }
     }
@@ -1466,6 +1500,39 @@ mod tests {
                     assert!(e.status() >= 400 && e.status() < 500);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_expiry_defaults_to_a_day_and_is_bounded_naming_its_field() {
+        // Proves an absent expires_in_seconds gives the maximum (the reconciliation
+        // horizon), both bounds are accepted, and anything outside them or not an
+        // integer is refused as parameter_invalid naming the field.
+        assert_eq!(create(GOOD).unwrap().expires_in_ms, 86_400_000);
+        let with = |v: &str| {
+            let field = format!("\"expires_in_seconds\":{v},\"metadata\"");
+            create(&GOOD.replace("\"metadata\"", &field))
+        };
+        assert_eq!(with("60").unwrap().expires_in_ms, 60_000);
+        assert_eq!(with("86400").unwrap().expires_in_ms, 86_400_000);
+        assert_eq!(with("900").unwrap().expires_in_ms, 900_000);
+        // As for every optional field, null is the same as absent.
+        assert_eq!(with("null").unwrap().expires_in_ms, 86_400_000);
+        for bad in [
+            "59",
+            "0",
+            "-60",
+            "86401",
+            "9223372036854775807",
+            "90.5",
+            "\"900\"",
+        ] {
+            let e = with(bad).expect_err(bad);
+            assert_eq!(
+                (e.code(), e.param()),
+                ("parameter_invalid", Some("expires_in_seconds")),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -483,6 +483,21 @@ pub struct Payment {
     pub created_at_ms: i64,
     /// Last change.
     pub updated_at_ms: i64,
+    /// When the customer can no longer pay: sent to the channel with the order. `None`
+    /// in a record written before payments carried it: [`Payment::expires_at_ms`].
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
+}
+
+impl Payment {
+    /// When the customer can no longer pay; for a record without its own, the
+    /// reconciliation horizon after creation (when such a payment used to be closed).
+    pub fn expires_at_ms(&self) -> i64 {
+        self.expires_at_ms.unwrap_or_else(|| {
+            self.created_at_ms
+                .saturating_add(crate::service::RECONCILE_HORIZON_MS)
+        })
+    }
 }
 
 /// A refund as stored.

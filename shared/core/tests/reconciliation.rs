@@ -240,6 +240,65 @@ fn a_payment_waiting_on_the_customer_is_rechecked_until_paid_and_closed_after_th
 }
 
 #[test]
+fn a_payment_is_closed_at_the_first_recheck_past_its_own_expiry() {
+    // Proves a QR payment created with expires_in_seconds carries that expiry and is
+    // closed and canceled at the first re-check from that instant on, not a day later,
+    // while one with the default expiry (a day) stays queued; and that a payment paid
+    // before its expiry is settled, never closed.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(35);
+        let t0 = 3_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let ten_minutes = body(1200, QR, r#","expires_in_seconds":600"#);
+        let short = pay_body(&c, &ch, &mut rng, &m, &ten_minutes).await.unwrap();
+        let paid = pay_body(&c, &ch, &mut rng, &m, &ten_minutes).await.unwrap();
+        let default = pay(&c, &ch, &mut rng, &m, 1300, QR).await.unwrap();
+        assert_eq!(short.expires_at_ms, t0 + 600_000);
+        assert_eq!(default.expires_at_ms, t0 + RECONCILE_HORIZON_MS);
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+
+        // First re-check, before the expiry: all three stay queued.
+        let first = reconcile_time(t0);
+        assert!(first < short.expires_at_ms);
+        let report = reconcile_at(&repo, &ch, &mut rng, first, None)
+            .await
+            .unwrap();
+        assert_eq!((report.rechecked, report.still_open), (3, 3), "{report:?}");
+        assert!(ch.closed.borrow().is_empty());
+
+        // One is paid before it expires (its notification lost); at the next re-check,
+        // past the expiry, the other short one is closed and the default one waits on.
+        ch.paid.borrow_mut().insert(paid.id.clone());
+        let second = first + RECONCILE_INTERVAL_MS;
+        assert!(second >= short.expires_at_ms);
+        let report = reconcile_at(&repo, &ch, &mut rng, second, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                report.rechecked,
+                report.settled,
+                report.closed,
+                report.still_open
+            ),
+            (3, 1, 1, 1),
+            "{report:?}"
+        );
+        let closed = get_payment(&c, &m.id, &short.id).await.unwrap();
+        assert_eq!(closed.status, PaymentStatus::Canceled);
+        assert_eq!(*ch.closed.borrow(), [short.id.clone()].into());
+        let succeeded = get_payment(&c, &m.id, &paid.id).await.unwrap();
+        assert_eq!(succeeded.status, PaymentStatus::Succeeded);
+        let waiting = get_payment(&c, &m.id, &default.id).await.unwrap();
+        assert_eq!(waiting.status, PaymentStatus::RequiresCustomerAction);
+        assert_eq!(canceled_events(&c, &m.id).await, 1, "one payment.canceled");
+    });
+}
+
+#[test]
 fn a_limit_bounds_the_rechecks_of_one_call_and_the_next_call_goes_on() {
     // Proves `limit` bounds the channel queries of one call, `has_more` says so, and the
     // next call re-checks the rest; settled payments are never queued.

@@ -11,6 +11,7 @@ fn create_req(amount_minor: i64, method: PaymentMethod, capture: CaptureMode) ->
         method,
         notify_url: "http://webhook.spin.internal/v1/webhooks/sandbox".into(),
         description: None,
+        expires_at_ms: None,
     }
 }
 
@@ -50,6 +51,33 @@ fn a_merchant_qr_payment_waits_for_the_customer_and_can_be_paid_by_its_payload()
     assert_eq!(r.status, SandboxStatus::Succeeded);
     assert_eq!(r.captured_minor, 1250);
     assert_eq!(customer_pay(&mut r, 30).unwrap_err().code, "not_payable");
+}
+
+#[test]
+fn an_expired_payment_can_no_longer_be_paid() {
+    // Proves the customer can pay until the order's expiry and not from that instant
+    // on: the order stays pending (spinpay closes it), and a payment without an expiry
+    // stays payable.
+    let req = CreatePayment {
+        expires_at_ms: Some(1_000),
+        ..create_req(1250, PaymentMethod::QrMerchant, CaptureMode::Automatic)
+    };
+    let expiring = create(&req, "sbx_1", 10).record;
+    let mut paid = expiring.clone();
+    customer_pay(&mut paid, 999).unwrap();
+    assert_eq!(paid.status, SandboxStatus::Succeeded);
+    let mut late = expiring;
+    let refused = customer_pay(&mut late, 1_000).unwrap_err();
+    assert_eq!((refused.status, refused.code), (409, "payment_expired"));
+    assert_eq!(late.status, SandboxStatus::Pending);
+    assert_eq!(late.captured_minor, 0);
+    let mut open = create(
+        &create_req(1250, PaymentMethod::QrMerchant, CaptureMode::Automatic),
+        "sbx_2",
+        10,
+    )
+    .record;
+    customer_pay(&mut open, i64::MAX).unwrap();
 }
 
 #[test]

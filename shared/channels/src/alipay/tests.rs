@@ -8,7 +8,7 @@ use spinpay_guest::outbound::OutboundResponse;
 
 use super::transformers::*;
 use super::{AlipayConfig, NotificationRejected, RequestError, SigningKey};
-use crate::crypto::{canonical_pairs, form_body, form_decode, test_key, test_rng};
+use crate::crypto::{canonical_pairs, form_body, form_decode, form_get, test_key, test_rng};
 
 const NOW: i64 = 1_709_224_205; // 2024-03-01 00:30:05 Beijing
 const PAY_ID: &str = "pay_aaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -51,6 +51,7 @@ pub(crate) fn payment(amount_minor: i64, currency: Currency) -> Payment {
         channel_engaged: true,
         created_at_ms: NOW * 1000,
         updated_at_ms: NOW * 1000,
+        expires_at_ms: Some((NOW + 900) * 1000),
     }
 }
 
@@ -116,7 +117,9 @@ fn request_canonical_string_has_exact_bytes_and_verifies() {
 #[test]
 fn each_method_selects_its_alipay_product() {
     // Proves qr_merchant→precreate, barcode/sound→pay with scenes, h5→signed redirect,
-    // app→signed order string, and nfc/sms_otp/manual capture are refused.
+    // app→signed order string, and nfc/sms_otp/manual capture are refused. The orders
+    // that wait for their customer (precreate, wap, app) carry the payment's expiry as
+    // time_expire in Beijing time; a barcode pay, decided at once, does not.
     let cfg = config();
     let p = payment(1250, Currency::Cny);
     let rng = &mut test_rng();
@@ -128,6 +131,8 @@ fn each_method_selects_its_alipay_product() {
     };
     assert_eq!(biz(&pre)["total_amount"], "12.50");
     assert_eq!(biz(&pre)["out_trade_no"], PAY_ID);
+    let expiry = "2024-03-01 00:45:05";
+    assert_eq!(biz(&pre)["time_expire"], expiry);
     let bar = PaymentMethod::QrCustomer {
         auth_code: "28763443825664".into(),
     };
@@ -135,6 +140,7 @@ fn each_method_selects_its_alipay_product() {
     assert_eq!(pay.method, "alipay.trade.pay");
     assert_eq!(biz(&pay)["scene"], "bar_code");
     assert_eq!(biz(&pay)["auth_code"], "28763443825664");
+    assert_eq!(biz(&pay).get("time_expire"), None);
     let wave = PaymentMethod::SoundWave { token: "w1".into() };
     assert_eq!(
         biz(&call(authorize(&cfg, rng, &p, &wave, NOW).unwrap()))["scene"],
@@ -153,6 +159,9 @@ fn each_method_selects_its_alipay_product() {
             let pairs = form_decode(query).unwrap();
             assert!(pairs.contains(&("method".into(), "alipay.trade.wap.pay".into())));
             assert!(pairs.contains(&("return_url".into(), "https://shop.example/back".into())));
+            let biz = form_get(&pairs, "biz_content").unwrap();
+            let biz: serde_json::Value = serde_json::from_str(biz).unwrap();
+            assert_eq!(biz["time_expire"], expiry);
         }
         other => panic!("{other:?}"),
     }
@@ -160,7 +169,13 @@ fn each_method_selects_its_alipay_product() {
         AlipayAuthorize::Ready(ChannelOutcome::Pending {
             next_action: Some(NextAction::AppOrder { order_string }),
             ..
-        }) => assert!(order_string.contains("method=alipay.trade.app.pay")),
+        }) => {
+            assert!(order_string.contains("method=alipay.trade.app.pay"));
+            let pairs = form_decode(&order_string).unwrap();
+            let biz = form_get(&pairs, "biz_content").unwrap();
+            let biz: serde_json::Value = serde_json::from_str(biz).unwrap();
+            assert_eq!(biz["time_expire"], expiry);
+        }
         other => panic!("{other:?}"),
     }
     let nfc = PaymentMethod::Nfc {

@@ -103,6 +103,10 @@ struct TradeBiz<'a> {
     auth_code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     quit_url: Option<&'a str>,
+    /// Absolute expiry (`yyyy-MM-dd HH:mm:ss`, Beijing time) of an order that waits for
+    /// its customer: Alipay refuses to take payment for it afterwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_expire: Option<String>,
 }
 
 /// Builds what authorizing `payment` with its unsealed `method` takes.
@@ -130,6 +134,7 @@ pub fn authorize(
         scene: None,
         auth_code: None,
         quit_url: None,
+        time_expire: None,
     };
     let notify = config.notify_url.as_deref().unwrap_or("");
     let (api, extra_return) = match method {
@@ -156,6 +161,12 @@ pub fn authorize(
         PaymentMethod::Nfc { .. } => return Err(RequestError::MethodUnsupported("nfc")),
         PaymentMethod::SmsOtp { .. } => return Err(RequestError::MethodUnsupported("sms_otp")),
     };
+    if matches!(
+        method,
+        PaymentMethod::QrMerchant | PaymentMethod::H5 { .. } | PaymentMethod::App
+    ) {
+        biz.time_expire = Some(BeijingTime::from_unix_ms(payment.expires_at_ms()).dashed());
+    }
     let biz_json = serde_json::to_string(&biz).expect("biz content serializes");
     let extra = [
         ("notify_url", notify),

@@ -61,6 +61,7 @@ fn payment() -> Payment {
         channel_engaged: true,
         created_at_ms: 0,
         updated_at_ms: 0,
+        expires_at_ms: Some(900_000),
     }
 }
 

@@ -59,6 +59,7 @@ pub fn create_request(
         method: method.clone(),
         notify_url: notify_url.to_string(),
         description: payment.description.clone(),
+        expires_at_ms: Some(payment.expires_at_ms()),
     };
     signed(Op::PaymentCreate, &body, secret, now_unix_s)
 }

@@ -97,6 +97,9 @@ pub struct CreatePayment {
     /// Free text.
     #[serde(default)]
     pub description: Option<String>,
+    /// When the customer can no longer pay (Unix ms); `None`: never.
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
 }
 
 /// Capture, cancel or query a payment.

@@ -7,6 +7,7 @@ use spinpay_core::model::{CaptureMode, Channel, Payment, PaymentMethod, Refund};
 use spinpay_core::service::{
     ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, RefundOutcome,
 };
+use spinpay_guest::env;
 use spinpay_guest::outbound::{
     self, CHANNEL_TIMEOUT_MS_DEFAULT, OutboundError, OutboundRequest, OutboundResponse,
     RESPONSE_BYTES_MAX_DEFAULT,
@@ -146,13 +147,24 @@ impl ChannelClient for UnionpayClient {
         capture_unsupported("UnionPay consumes are captured when paid")
     }
 
-    /// ACP has no "close" for an unpaid order (it expires at UnionPay); a voided
-    /// payment could still be paid, so the cancel is refused rather than assumed.
-    async fn cancel(&self, _payment: &Payment) -> ActionOutcome {
-        ActionOutcome::Declined {
-            code: "cancel_unsupported".into(),
-            message: "UnionPay orders cannot be closed; they expire unpaid at UnionPay".into(),
+    /// ACP has no "close" for an unpaid order: it expires at UnionPay (`payTimeout`).
+    /// Before that a canceled payment could still be paid, so the cancel is refused
+    /// rather than assumed; once it has expired, a query tells whether anyone paid it
+    /// ([`transformers::cancel_before_query`], [`transformers::parse_expired_query`]).
+    async fn cancel(&self, payment: &Payment) -> ActionOutcome {
+        if let Some(decided) = transformers::cancel_before_query(payment, env::now_ms()) {
+            return decided;
         }
+        let cfg = &self.config;
+        let req = transformers::query_request(
+            cfg,
+            &mut blinding_rng(),
+            &payment.id,
+            payment.created_at_ms,
+        );
+        settle(self.call(&req).await, |resp| {
+            transformers::parse_expired_query(cfg, resp, &payment.id)
+        })
     }
 
     async fn query(&self, payment: &Payment) -> ChannelReport {

@@ -1,6 +1,6 @@
 use spinpay_core::model::{NextAction, PaymentMethod};
 use spinpay_core::money::Currency;
-use spinpay_core::service::{ChannelOutcome, RefundOutcome};
+use spinpay_core::service::{ActionOutcome, ChannelOutcome, RefundOutcome};
 use spinpay_guest::outbound::OutboundResponse;
 
 use super::transformers::*;
@@ -51,7 +51,8 @@ fn answer(fields: &[(&str, &str)]) -> OutboundResponse {
 
 #[test]
 fn consume_signature_is_rsa_over_the_hex_digest_of_the_sorted_string() {
-    // Proves the exact signing string and that the signature covers its SHA-256 hex.
+    // Proves the exact signing string (with the order's expiry as payTimeout) and that
+    // the signature covers its SHA-256 hex.
     let cfg = config();
     let p = payment(1250, Currency::Cny);
     let (product, req) = authorize(&cfg, &mut test_rng(), &p, &PaymentMethod::QrMerchant).unwrap();
@@ -60,7 +61,8 @@ fn consume_signature_is_rsa_over_the_hex_digest_of_the_sorted_string() {
     let expected = format!(
         "accessType=0&backUrl=https://pay.example.com/v1/webhooks/unionpay&bizType=000000\
          &certId=68759663125&channelType=08&currencyCode=156&encoding=UTF-8\
-         &merId=777290058110048&orderId={ORDER}&signMethod=01&txnAmt=1250\
+         &merId=777290058110048&orderId={ORDER}&payTimeout=20240301004505\
+         &signMethod=01&txnAmt=1250\
          &txnSubType=07&txnTime=20240301003005&txnType=01&version=5.1.0"
     );
     assert_eq!(signing_string(&req.fields), expected);
@@ -308,6 +310,81 @@ fn query_uses_orig_resp_code_and_states_the_amount() {
     assert!(matches!(
         parse_refund(&cfg, &r, "re_bbbbbbbbbbbbbbbbbbbbbbbbbb"),
         RefundOutcome::Pending { .. }
+    ));
+}
+
+#[test]
+fn a_cancel_is_refused_before_the_order_expires_and_decided_by_a_query_after() {
+    // Proves UnionPay's cancel (it has no close): refused before the order's payTimeout
+    // and for a payment stored without an expiry, undecided (tried again) within the
+    // clock margin after it, and only then handed to a query.
+    let p = payment(1250, Currency::Cny);
+    let expiry = p.expires_at_ms.unwrap();
+    let refused = |o: Option<ActionOutcome>| matches!(o, Some(ActionOutcome::Declined { code, .. }) if code == "cancel_unsupported");
+    assert!(refused(cancel_before_query(&p, expiry - 1)));
+    let mut without = p.clone();
+    without.expires_at_ms = None;
+    assert!(refused(cancel_before_query(&without, i64::MAX)));
+    assert!(matches!(
+        cancel_before_query(&p, expiry),
+        Some(ActionOutcome::Unknown { .. })
+    ));
+    assert!(matches!(
+        cancel_before_query(&p, expiry + EXPIRY_MARGIN_MS - 1),
+        Some(ActionOutcome::Unknown { .. })
+    ));
+    assert_eq!(cancel_before_query(&p, expiry + EXPIRY_MARGIN_MS), None);
+}
+
+#[test]
+fn the_query_of_an_expired_order_decides_its_cancel() {
+    // Proves no such transaction (34) or a failed one lets an expired order be canceled,
+    // a paid one refuses the cancel, and a processing, failed-query, forged or foreign
+    // answer leaves it undecided.
+    let cfg = config();
+    let q = |resp: &str, orig: &str| {
+        answer(&[
+            ("merId", "777290058110048"),
+            ("orderId", ORDER),
+            ("respCode", resp),
+            ("origRespCode", orig),
+        ])
+    };
+    assert_eq!(
+        parse_expired_query(&cfg, &q("34", ""), PAY_ID),
+        ActionOutcome::Done
+    );
+    assert_eq!(
+        parse_expired_query(&cfg, &q("00", "01"), PAY_ID),
+        ActionOutcome::Done
+    );
+    assert!(matches!(
+        parse_expired_query(&cfg, &q("00", "00"), PAY_ID),
+        ActionOutcome::Declined { code, .. } if code == "already_paid"
+    ));
+    for (resp, orig) in [("00", "05"), ("00", ""), ("12", ""), ("01", ""), ("03", "")] {
+        assert!(
+            matches!(
+                parse_expired_query(&cfg, &q(resp, orig), PAY_ID),
+                ActionOutcome::Unknown { .. }
+            ),
+            "{resp} {orig}"
+        );
+    }
+    let foreign = answer(&[
+        ("merId", "777290058110048"),
+        ("orderId", "payzzzzzzzzzzzzzzzzzzzzzzzzzz"),
+        ("respCode", "34"),
+    ]);
+    assert!(matches!(
+        parse_expired_query(&cfg, &foreign, PAY_ID),
+        ActionOutcome::Unknown { .. }
+    ));
+    let mut forged = q("34", "");
+    forged.body.extend_from_slice(b"&x=1");
+    assert!(matches!(
+        parse_expired_query(&cfg, &forged, PAY_ID),
+        ActionOutcome::Unknown { .. }
     ));
 }
 

@@ -6,7 +6,8 @@ use rsa::rand_core::CryptoRngCore;
 use spinpay_core::model::{CaptureMode, Channel, NextAction, Payment, PaymentMethod, Refund};
 use spinpay_core::money::Currency;
 use spinpay_core::service::{
-    ChannelOutcome, ChannelReport, PaymentNotification, RefundNotification, RefundOutcome,
+    ActionOutcome, ChannelOutcome, ChannelReport, PaymentNotification, RefundNotification,
+    RefundOutcome,
 };
 use spinpay_guest::outbound::OutboundResponse;
 
@@ -185,8 +186,10 @@ pub fn authorize(
     ] {
         fields.push((k.into(), v));
     }
-    if let PaymentMethod::QrCustomer { auth_code } = method {
-        fields.push(("qrNo".into(), auth_code.clone()));
+    match method {
+        PaymentMethod::QrCustomer { auth_code } => fields.push(("qrNo".into(), auth_code.clone())),
+        // An order that waits for its customer: UnionPay refuses payment after this.
+        _waits => fields.push(("payTimeout".into(), txn_time(payment.expires_at_ms()))),
     }
     Ok((product, sign_fields(config, rng, path, fields)))
 }
@@ -404,6 +407,73 @@ pub fn parse_query(
             currency,
         },
         Err(detail) => report(unknown(detail)),
+    }
+}
+
+/// How long past an order's `payTimeout` UnionPay is taken to have stopped taking
+/// payment for it: room for the difference between our clock and UnionPay's.
+pub const EXPIRY_MARGIN_MS: i64 = 5 * 60_000;
+
+/// What a cancel of `payment` at `now_ms` comes to without asking UnionPay, which has no
+/// close: `None` when its order has expired (its `payTimeout` passed more than
+/// [`EXPIRY_MARGIN_MS`] ago), so a query decides ([`parse_expired_query`]); before that
+/// the cancel is refused, or (within the margin) left undecided to be tried again. A
+/// payment stored without an expiry never sent one: it is always refused.
+pub fn cancel_before_query(payment: &Payment, now_ms: i64) -> Option<ActionOutcome> {
+    let refused = |message: String| ActionOutcome::Declined {
+        code: "cancel_unsupported".into(),
+        message,
+    };
+    let Some(expires_at_ms) = payment.expires_at_ms else {
+        return Some(refused(
+            "UnionPay orders cannot be closed, and this one was sent without an expiry".into(),
+        ));
+    };
+    if now_ms < expires_at_ms {
+        return Some(refused(format!(
+            "UnionPay orders cannot be closed; this one expires unpaid at UnionPay at \
+             {expires_at_ms} (expires_at_ms)"
+        )));
+    }
+    if now_ms < expires_at_ms.saturating_add(EXPIRY_MARGIN_MS) {
+        return Some(ActionOutcome::Unknown {
+            detail: "the order expired at UnionPay moments ago: asked again later".into(),
+        });
+    }
+    None
+}
+
+/// The query answer about an order past its `payTimeout` (and the margin), for its
+/// cancel: no such transaction (`34`: nobody ever paid) or a failed one → done, as
+/// nobody can pay it any more; paid → refused; anything else (still processing, a
+/// failed query, a forged or foreign answer) → undecided.
+pub fn parse_expired_query(
+    config: &UnionpayConfig,
+    resp: &OutboundResponse,
+    payment_id: &str,
+) -> ActionOutcome {
+    let unknown = |detail: String| ActionOutcome::Unknown { detail };
+    let fields = match verify_answer(config, resp, &order_id(payment_id)) {
+        Ok(f) => f,
+        Err(detail) => return unknown(detail),
+    };
+    let code = form_get(&fields, "respCode").unwrap_or("");
+    if code == "34" {
+        return ActionOutcome::Done;
+    }
+    if classify_code(code) != CodeClass::Success {
+        return unknown(format!("query respCode {code:?}"));
+    }
+    let orig = form_get(&fields, "origRespCode").unwrap_or("");
+    match classify_code(orig) {
+        CodeClass::Failure => ActionOutcome::Done,
+        CodeClass::Success => ActionOutcome::Declined {
+            code: "already_paid".into(),
+            message: "UnionPay reports the order paid".into(),
+        },
+        CodeClass::Processing | CodeClass::Unknown => {
+            unknown(format!("expired order: origRespCode {orig:?}"))
+        }
     }
 }
 

@@ -95,6 +95,8 @@ fn request_signature_covers_the_canonical_string_and_header_is_exact() {
 #[test]
 fn each_method_selects_its_product_and_bad_inputs_are_refused() {
     // Proves native/codepay/h5/app bodies and the refusals (no IP for h5, sound_wave, >i32).
+    // The orders that wait for their customer (native, h5, app) carry the payment's
+    // expiry as time_expire (RFC 3339, Beijing offset); a codepay, decided at once, not.
     let cfg = config();
     let rng = &mut test_rng();
     let p = payment(1250, Currency::Cny);
@@ -108,6 +110,8 @@ fn each_method_selects_its_product_and_bad_inputs_are_refused() {
     );
     assert_eq!(v["out_trade_no"], p.id);
     assert_eq!(v["notify_url"], cfg.notify_url);
+    let expiry = "2024-03-01T00:45:05+08:00";
+    assert_eq!(v["time_expire"], expiry);
     let code = PaymentMethod::QrCustomer {
         auth_code: "134567890123456789".into(),
     };
@@ -115,6 +119,7 @@ fn each_method_selects_its_product_and_bad_inputs_are_refused() {
     assert_eq!(prod, Product::Codepay);
     let v: serde_json::Value = serde_json::from_str(&req.body).unwrap();
     assert_eq!(v["payer"]["auth_code"], "134567890123456789");
+    assert_eq!(v.get("time_expire"), None);
     let h5 = PaymentMethod::H5 {
         return_url: "https://shop.example/back".into(),
     };
@@ -134,6 +139,7 @@ fn each_method_selects_its_product_and_bad_inputs_are_refused() {
     let v: serde_json::Value = serde_json::from_str(&req.body).unwrap();
     assert_eq!(v["scene_info"]["payer_client_ip"], "203.0.113.7");
     assert_eq!(v["scene_info"]["h5_info"]["type"], "Wap");
+    assert_eq!(v["time_expire"], expiry);
     let wave = PaymentMethod::SoundWave { token: "t".into() };
     assert_eq!(
         authorize(&cfg, rng, &p, &wave, NOW, NONCE),
@@ -151,6 +157,7 @@ fn each_method_selects_its_product_and_bad_inputs_are_refused() {
         v["amount"],
         serde_json::json!({"total": 1250, "currency": "JPY"})
     );
+    assert_eq!(v["time_expire"], expiry);
 }
 
 #[test]

@@ -12,7 +12,9 @@ use spinpay_core::service::{
 use spinpay_guest::outbound::OutboundResponse;
 
 use super::{NotificationRejected, RequestError, SCHEME, TIMESTAMP_WINDOW_S, WechatpayConfig};
-use crate::crypto::{aes256gcm_open, decode_b64_lenient, form_encode, replay_key, within_window};
+use crate::crypto::{
+    BeijingTime, aes256gcm_open, decode_b64_lenient, form_encode, replay_key, within_window,
+};
 
 /// Longest callback body accepted, bytes.
 pub const CALLBACK_BYTES_MAX: usize = 64 * 1024;
@@ -107,6 +109,10 @@ struct OrderBody<'a> {
     payer: Option<CodePayer<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scene_info: Option<SceneInfo<'a>>,
+    /// Expiry (RFC 3339, Beijing offset) of an order that waits for its customer:
+    /// WeChat Pay refuses to take payment for it afterwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_expire: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -159,12 +165,14 @@ pub fn authorize(
         },
         payer: None,
         scene_info: None,
+        time_expire: Some(BeijingTime::from_unix_ms(payment.expires_at_ms()).rfc3339()),
     };
     let payer_ip = payment.payer.as_ref().and_then(|p| p.ip.as_deref());
     let (product, path) = match method {
         PaymentMethod::QrMerchant => (Product::Native, "/v3/pay/transactions/native"),
         PaymentMethod::QrCustomer { auth_code } => {
             body.notify_url = None;
+            body.time_expire = None;
             body.payer = Some(CodePayer { auth_code });
             body.scene_info = payer_ip.map(|ip| SceneInfo {
                 payer_client_ip: ip,

@@ -337,6 +337,7 @@ fn build_payment<R, E: Entropy>(
         channel_engaged: false,
         created_at_ms: ctx.now_ms,
         updated_at_ms: ctx.now_ms,
+        expires_at_ms: Some(ctx.now_ms.saturating_add(req.expires_in_ms)),
     }
 }
 

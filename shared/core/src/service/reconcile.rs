@@ -18,14 +18,16 @@
 //!    has its object re-checked with the channel exactly as a merchant's `recheck` would
 //!    (which sends a payment or refund the channel never got again, charging or refunding
 //!    once at most). An object still open afterwards gets a new slot at a tail, so one
-//!    waiting long never blocks the others behind it. One still open
-//!    [`RECONCILE_HORIZON_MS`] after its creation is no longer queued: a payment still
-//!    waiting for its customer (a QR code nobody scanned) is closed at its channel and
-//!    canceled, as Alipay and WeChat Pay advise for orders past their timeout, so nobody
-//!    can pay an order its merchant has long given up on and the merchant hears of it
-//!    (`payment.canceled`); a close the channel does not answer is tried again at the
-//!    last tier's interval for up to [`RECONCILE_CLOSE_GRACE_MS`] more. Anything else is
-//!    left to a person (`given_up` in the report; its merchant can still re-check it).
+//!    waiting long never blocks the others behind it. A payment still waiting for its
+//!    customer (a QR code nobody scanned) once it expires (`expires_at_ms`, sent to the
+//!    channel with the order; at most [`RECONCILE_HORIZON_MS`] after creation) is closed
+//!    at its channel and canceled, as Alipay and WeChat Pay advise for orders past their
+//!    timeout, so nobody can pay an order its merchant has given up on and the merchant
+//!    hears of it (`payment.canceled`); a close the channel does not answer is tried
+//!    again at its tier's interval for up to [`RECONCILE_CLOSE_GRACE_MS`] after expiry.
+//!    Anything else still open [`RECONCILE_HORIZON_MS`] after its creation is no longer
+//!    queued: it is left to a person (`given_up` in the report; its merchant can still
+//!    re-check it).
 //! 3. **Backing off.** Most objects that stay open are QR codes nobody scans. Channels
 //!    rate-limit order queries, so the longer an object has been open the less often it
 //!    is asked about: a merchant has one queue per tier of [`RECONCILE_TIERS`] (every
@@ -125,16 +127,16 @@ pub struct ReconcileReport {
     pub rechecked: u32,
     /// Of those, settled now (nothing left waiting on the channel).
     pub settled: u32,
-    /// Of those, still waiting: queued again (also a payment past
-    /// [`RECONCILE_HORIZON_MS`] whose close the channel did not answer, tried again for up
-    /// to [`RECONCILE_CLOSE_GRACE_MS`]).
+    /// Of those, still waiting: queued again (also an expired payment whose close the
+    /// channel did not answer, tried again for up to [`RECONCILE_CLOSE_GRACE_MS`]).
     pub still_open: u32,
-    /// Of those, payments nobody paid within [`RECONCILE_HORIZON_MS`]: closed at their
-    /// channel and canceled (`payment.canceled` tells the merchant).
+    /// Of those, payments nobody paid before they expired (`expires_at_ms`, at most
+    /// [`RECONCILE_HORIZON_MS`] after creation): closed at their channel and canceled
+    /// (`payment.canceled` tells the merchant).
     pub closed: u32,
-    /// Of those, still waiting past [`RECONCILE_HORIZON_MS`] and not closed (a payment
-    /// the channel has not decided, a refund, a close the channel refused, or one it did
-    /// not answer for [`RECONCILE_CLOSE_GRACE_MS`] more): no longer queued, left to a
+    /// Of those, still waiting and not closed (past [`RECONCILE_HORIZON_MS`]: a payment
+    /// the channel has not decided, a refund; or a close the channel refused, or did not
+    /// answer for [`RECONCILE_CLOSE_GRACE_MS`] after expiry): no longer queued, left to a
     /// person.
     pub given_up: u32,
     /// True when the limit stopped the call: call again.
@@ -145,6 +147,8 @@ pub struct ReconcileReport {
 struct Open {
     /// When the queued object was created.
     created_at_ms: i64,
+    /// When a payment nobody paid is closed: its expiry (for a refund, never).
+    closes_at_ms: i64,
     /// The payment itself: the channel knows it and has not settled it.
     payment: bool,
     /// Refunds the channel has not settled: the queued refund, or a payment's pending ones.
@@ -163,6 +167,7 @@ async fn open<R: Repository>(
     let found = match kind {
         ObjectKind::Payment => load_payment(ctx, merchant_id, id).await.map(|p| Open {
             created_at_ms: p.created_at_ms,
+            closes_at_ms: p.expires_at_ms(),
             payment: waits_on_channel(&p),
             refund_ids: p
                 .state
@@ -173,6 +178,7 @@ async fn open<R: Repository>(
         }),
         ObjectKind::Refund => load_refund(ctx, merchant_id, id).await.map(|r| Open {
             created_at_ms: r.created_at_ms,
+            closes_at_ms: i64::MAX,
             payment: false,
             refund_ids: match r.state.status {
                 RefundStatus::Pending => vec![r.id],
@@ -368,19 +374,18 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         }
         let age = ctx.now_ms.saturating_sub(found.created_at_ms);
         let closing = unpaid && found.refund_ids.is_empty();
+        let past_expiry = ctx.now_ms.saturating_sub(found.closes_at_ms);
         let outcome = if !waiting {
             Settled::Yes
-        } else if age < RECONCILE_HORIZON_MS {
-            Settled::NotYet
-        } else if closing {
+        } else if closing && past_expiry >= 0 {
             match self.close(ctx, merchant_id, id).await? {
-                Closed::Unanswered if age < RECONCILE_HORIZON_MS + RECONCILE_CLOSE_GRACE_MS => {
-                    Settled::NotYet
-                }
+                Closed::Unanswered if past_expiry < RECONCILE_CLOSE_GRACE_MS => Settled::NotYet,
                 Closed::Unanswered | Closed::Refused => Settled::GivenUp,
                 Closed::Yes => Settled::Closed,
                 Closed::Settled => Settled::Yes,
             }
+        } else if age < RECONCILE_HORIZON_MS {
+            Settled::NotYet
         } else {
             Settled::GivenUp
         };
@@ -397,7 +402,7 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         Ok(())
     }
 
-    /// Closes payment `id`, which nobody paid within the horizon, at its channel and
+    /// Closes payment `id`, which nobody paid before it expired, at its channel and
     /// cancels it. A close the channel refuses because the customer paid meanwhile, or a
     /// cancel refused because a notification settled it meanwhile, is re-checked: then
     /// it counts as settled.
