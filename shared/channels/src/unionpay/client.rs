@@ -91,6 +91,17 @@ impl UnionpayClient {
         }))
     }
 
+    /// `queryTrans.do` about `payment`'s consume.
+    async fn query_order(&self, payment: &Payment) -> Result<OutboundResponse, OutboundError> {
+        let req = transformers::query_request(
+            &self.config,
+            &mut blinding_rng(),
+            &payment.id,
+            payment.created_at_ms,
+        );
+        self.call(&req).await
+    }
+
     async fn call(&self, req: &UnionpayRequest) -> Result<OutboundResponse, OutboundError> {
         let out = OutboundRequest {
             method: http::Method::POST,
@@ -155,28 +166,14 @@ impl ChannelClient for UnionpayClient {
         if let Some(decided) = transformers::cancel_before_query(payment, env::now_ms()) {
             return decided;
         }
-        let cfg = &self.config;
-        let req = transformers::query_request(
-            cfg,
-            &mut blinding_rng(),
-            &payment.id,
-            payment.created_at_ms,
-        );
-        settle(self.call(&req).await, |resp| {
-            transformers::parse_expired_query(cfg, resp, &payment.id)
+        settle(self.query_order(payment).await, |resp| {
+            transformers::parse_expired_query(&self.config, resp, &payment.id)
         })
     }
 
     async fn query(&self, payment: &Payment) -> ChannelReport {
-        let cfg = &self.config;
-        let req = transformers::query_request(
-            cfg,
-            &mut blinding_rng(),
-            &payment.id,
-            payment.created_at_ms,
-        );
-        settle(self.call(&req).await, |resp| {
-            transformers::parse_query(cfg, resp, &payment.id)
+        settle(self.query_order(payment).await, |resp| {
+            transformers::parse_query(&self.config, resp, &payment.id)
         })
     }
 

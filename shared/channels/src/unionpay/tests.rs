@@ -49,6 +49,18 @@ fn answer(fields: &[(&str, &str)]) -> OutboundResponse {
     }
 }
 
+/// UnionPay's answer to `queryTrans.do` about our payment's order, with `extra` fields.
+fn query_answer(resp: &str, orig: &str, extra: &[(&str, &str)]) -> OutboundResponse {
+    let mut fields = vec![
+        ("merId", "777290058110048"),
+        ("orderId", ORDER),
+        ("respCode", resp),
+        ("origRespCode", orig),
+    ];
+    fields.extend_from_slice(extra);
+    answer(&fields)
+}
+
 #[test]
 fn consume_signature_is_rsa_over_the_hex_digest_of_the_sorted_string() {
     // Proves the exact signing string (with the order's expiry as payTimeout) and that
@@ -255,17 +267,12 @@ fn signed_answers_map_and_forged_or_foreign_ones_are_unknown() {
 fn query_uses_orig_resp_code_and_states_the_amount() {
     // Proves origRespCode decides the query outcome and respCode 34 stays unknown.
     let cfg = config();
-    let q = |resp: &str, orig: &str| {
-        answer(&[
-            ("merId", "777290058110048"),
-            ("orderId", ORDER),
-            ("respCode", resp),
-            ("origRespCode", orig),
-            ("queryId", "Q1"),
-            ("txnAmt", "1250"),
-            ("currencyCode", "156"),
-        ])
-    };
+    let stated = [
+        ("queryId", "Q1"),
+        ("txnAmt", "1250"),
+        ("currencyCode", "156"),
+    ];
+    let q = |resp: &str, orig: &str| query_answer(resp, orig, &stated);
     let rep = parse_query(&cfg, &q("00", "00"), PAY_ID);
     assert_eq!(
         rep.outcome,
@@ -342,14 +349,7 @@ fn the_query_of_an_expired_order_decides_its_cancel() {
     // a paid one refuses the cancel, and a processing, failed-query, forged or foreign
     // answer leaves it undecided.
     let cfg = config();
-    let q = |resp: &str, orig: &str| {
-        answer(&[
-            ("merId", "777290058110048"),
-            ("orderId", ORDER),
-            ("respCode", resp),
-            ("origRespCode", orig),
-        ])
-    };
+    let q = |resp: &str, orig: &str| query_answer(resp, orig, &[]);
     assert_eq!(
         parse_expired_query(&cfg, &q("34", ""), PAY_ID),
         ActionOutcome::Done
