@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 use spinpay_tests::sim::wechatpay::Signing;
-use spinpay_tests::sim::{ChannelWorld, run_world};
+use spinpay_tests::sim::{ChannelWorld, run_own_world, run_world};
 use spinpay_tests::{
     ADMIN_TOKEN, Merchant, Reply, assert_error, assert_error_param, queue_slot_naming, sha256_hex,
     shift_record_time, unique_token,
@@ -49,6 +49,12 @@ async fn create_processing(m: &Merchant<'_>, body: &Value) -> Value {
     assert_eq!(status, 200, "{p}");
     assert_money(&p, "processing", 0, 0);
     p
+}
+
+/// A payment's `expires_at_ms` to the second below, as the channels' clocks tell it.
+fn to_second(expires_at_ms: &Value) -> i64 {
+    let ms = expires_at_ms.as_i64().expect("expires_at_ms");
+    ms - ms.rem_euclid(1000)
 }
 
 /// `POST /v1/payments/{id}/cancel`.
@@ -245,14 +251,18 @@ fn alipay_refunds_partially_then_fully_and_never_beyond_the_capture() {
 #[test]
 fn alipay_cancel_closes_an_unpaid_trade() {
     // Proves cancel → alipay.trade.close: the trade is closed at Alipay and the payment
-    // canceled; a late paid notification then contradicts and flags it, never captures.
+    // canceled at the merchant's request; a late paid notification then contradicts and
+    // flags it, never captures. The precreate carried the payment's expiry.
     run_world(async |w| {
         let m = merchant(w).await;
         let p = create_qr(&m, "alipay", 700).await;
         let pid = id(&p);
+        let trade = w.alipay.trade(&pid).unwrap();
+        assert_eq!(trade.expires_at_ms, Some(to_second(&p["expires_at_ms"])));
         let (status, c) = cancel(&m, &pid).await;
         assert_eq!(status, 200, "{c}");
         assert_money(&c, "canceled", 0, 0);
+        assert_eq!(c["cancellation_reason"], "requested_by_merchant", "{c}");
         assert_eq!(w.alipay.trade(&pid).unwrap().status, "TRADE_CLOSED");
         let (code, text, _) = w.alipay.notify(&pid, "TRADE_SUCCESS", "7.00", "").await;
         assert_eq!((code, text.as_str()), (200, "success"));
@@ -403,8 +413,10 @@ fn a_replay_key_is_deleted_by_the_sweep_after_a_week_and_a_late_duplicate_change
     // applied Alipay notification claimed (aged by a week in the store, with its expiry
     // slot) is deleted by the next sweep of every merchant, the slot too; the same
     // notification arriving afterwards is applied again, harmlessly (still one
-    // `payment.succeeded`), and claims its key anew.
-    run_world(async |w| {
+    // `payment.succeeded`), and claims its key anew. An app of its own: the sweep expires
+    // the channel's replay keys in claim order and stops at the first one not due, so a
+    // notification another test sent just before would hold this one back.
+    run_own_world(async |w| {
         let m = merchant(w).await;
         let pid = id(&create_qr(&m, "alipay", 1250).await);
         let (code, text, body) = w.alipay.notify(&pid, "TRADE_SUCCESS", "12.50", "").await;
@@ -559,11 +571,14 @@ fn wechatpay_refunds_are_pending_until_the_refund_callback() {
 
 #[test]
 fn wechatpay_cancel_closes_an_unpaid_order() {
-    // Proves cancel → close (204 signed) cancels the payment and closes the order.
+    // Proves cancel → close (204 signed) cancels the payment and closes the order, which
+    // carried the payment's expiry.
     run_world(async |w| {
         let m = merchant(w).await;
         let p = create_qr(&m, "wechatpay", 800).await;
         let pid = id(&p);
+        let order = w.wechatpay.order(&pid).unwrap();
+        assert_eq!(order.expires_at_ms, Some(to_second(&p["expires_at_ms"])));
         let (status, c) = cancel(&m, &pid).await;
         assert_eq!(status, 200, "{c}");
         assert_money(&c, "canceled", 0, 0);
@@ -874,8 +889,9 @@ fn simulators_refuse_requests_not_signed_with_the_apps_key() {
 #[test]
 fn unionpay_query_settles_a_timed_out_consume_and_cancel_is_refused() {
     // Proves a QR apply whose answer timed out is processing until queryTrans.do says
-    // origRespCode 00 (no notification needed), and that cancel is refused as
-    // channel_declined (ACP has no close) with the payment untouched.
+    // origRespCode 00 (no notification needed), and that the cancel of an order that has
+    // not expired is refused as channel_declined (ACP has no close) with the payment
+    // untouched; the order carried the payment's expiry as payTimeout.
     run_world(async |w| {
         let m = merchant(w).await;
         let p = create_processing(&m, &request("unionpay", 601, qr())).await;
@@ -887,6 +903,8 @@ fn unionpay_query_settles_a_timed_out_consume_and_cancel_is_refused() {
 
         let open = create_qr(&m, "unionpay", 900).await;
         let oid = id(&open);
+        let order = w.unionpay.order(&oid).unwrap();
+        assert_eq!(order.expires_at_ms, Some(to_second(&open["expires_at_ms"])));
         let r = cancel(&m, &oid).await;
         assert_error(&r, 402, "channel_declined");
         assert_money(&m.payment(&oid).await, "requires_customer_action", 0, 0);

@@ -632,7 +632,12 @@ fn a_qr_code_with_its_own_expiry_is_closed_at_the_first_recheck_past_it() {
             (&json!(2), &json!(1), &json!(1)),
             "{report}"
         );
-        assert_eq!(m.payment(&id(&short)).await["status"], "canceled");
+        let closed = m.payment(&id(&short)).await;
+        assert_eq!(
+            (&closed["status"], &closed["cancellation_reason"]),
+            (&json!("canceled"), &json!("expired")),
+            "{closed}"
+        );
         assert_eq!(
             m.payment(&id(&default)).await["status"],
             "requires_customer_action"

@@ -24,7 +24,7 @@ use spinpay_core::api::{
     self, BODY_BYTES_MAX, CancelRequest, CaptureRequest, ConfirmRequest, CreatePaymentRequest,
     NewPayment, PaymentResponse, ReviewRequest,
 };
-use spinpay_core::model::Merchant;
+use spinpay_core::model::{CancellationReason, Merchant};
 use spinpay_core::service::{self, Ctx, KeyedRun};
 use spinpay_guest::component::{Keyed, Services};
 use spinpay_guest::env::OsEntropy;
@@ -183,7 +183,10 @@ async fn run(
         Command::Capture(id, amount) => {
             service::capture_payment(ctx, &channel, rng, m, &id, amount, resumes).await
         }
-        Command::Cancel(id) => service::cancel_payment(ctx, &channel, rng, m, &id).await,
+        Command::Cancel(id) => {
+            let reason = CancellationReason::RequestedByMerchant;
+            service::cancel_payment(ctx, &channel, rng, m, &id, reason).await
+        }
         Command::Confirm(id, otp) => {
             service::confirm_payment(ctx, &channel, rng, m, &id, &otp, resumes).await
         }

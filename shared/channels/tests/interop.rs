@@ -118,6 +118,7 @@ fn payment() -> Payment {
         created_at_ms: NOW * 1000,
         updated_at_ms: NOW * 1000,
         expires_at_ms: Some((NOW + 900) * 1000),
+        cancellation_reason: None,
     }
 }
 

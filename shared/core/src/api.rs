@@ -15,8 +15,9 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::model::{
-    CaptureMode, Channel, Conflict, Failure, MethodKind, NextAction, Payer, Payment, PaymentMethod,
-    PaymentStatus, Refund, RefundStatus, RiskAssessment, RiskDecision, RuleHit,
+    CancellationReason, CaptureMode, Channel, Conflict, Failure, MethodKind, NextAction, Payer,
+    Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus, RiskAssessment, RiskDecision,
+    RuleHit,
 };
 use crate::money::{AMOUNT_MINOR_MAX, Currency};
 
@@ -1195,6 +1196,8 @@ pub struct PaymentResponse {
     /// When the customer can no longer pay (the channel refuses; reconciliation cancels
     /// a payment still unpaid then).
     pub expires_at_ms: i64,
+    /// Why it was canceled (null unless `canceled`).
+    pub cancellation_reason: Option<CancellationReason>,
     /// Version (+1 per change).
     pub version: u64,
 }
@@ -1225,6 +1228,7 @@ impl PaymentResponse {
             created_at_ms: p.created_at_ms,
             updated_at_ms: p.updated_at_ms,
             expires_at_ms: p.expires_at_ms(),
+            cancellation_reason: p.cancellation_reason,
             version: p.state.version,
         }
     }

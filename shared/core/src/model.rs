@@ -59,6 +59,24 @@ pub enum CaptureMode {
     Manual,
 }
 
+/// Why a payment was canceled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancellationReason {
+    /// The merchant canceled it (`POST /v1/payments/{id}/cancel`).
+    RequestedByMerchant,
+    /// Nobody paid it before its expiry: reconciliation closed it at its channel.
+    Expired,
+}
+
+impl CancellationReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [CancellationReason; 2] = [
+        CancellationReason::RequestedByMerchant,
+        CancellationReason::Expired,
+    ];
+}
+
 /// The seven payment-method kinds (the `type` of a method).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -487,6 +505,9 @@ pub struct Payment {
     /// in a record written before payments carried it: [`Payment::expires_at_ms`].
     #[serde(default)]
     pub expires_at_ms: Option<i64>,
+    /// Why it was canceled; `None` unless it is `canceled`.
+    #[serde(default)]
+    pub cancellation_reason: Option<CancellationReason>,
 }
 
 impl Payment {

@@ -564,11 +564,11 @@ fn a_cancel_retried_after_a_crash_at_any_step_cancels_although_the_channel_will_
             assert_eq!(p.status, PaymentStatus::RequiresCustomerAction);
             let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
                 let cc = ctx(crash, &keys, t0);
-                cancel_payment(&cc, dying, &mut rng, &m.id, &p.id).await
+                cancel_payment(&cc, dying, &mut rng, &m.id, &p.id, BY_MERCHANT).await
             })
             .await;
             let at = format!("crash after {steps} storage operations");
-            let again = cancel_payment(&c, &ch, &mut rng, &m.id, &p.id)
+            let again = cancel_payment(&c, &ch, &mut rng, &m.id, &p.id, BY_MERCHANT)
                 .await
                 .unwrap_or_else(|e| panic!("{at}: {e:?}"));
             assert_eq!(again.status, PaymentStatus::Canceled, "{at}");

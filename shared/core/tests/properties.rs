@@ -290,7 +290,9 @@ async fn random_op(
         }
         2 => {
             let id = pick(rng, pays);
-            cancel_payment(c, ch, rng, mid, &id).await.map(|_| ())
+            cancel_payment(c, ch, rng, mid, &id, BY_MERCHANT)
+                .await
+                .map(|_| ())
         }
         3 | 4 => {
             let id = pick(rng, pays);

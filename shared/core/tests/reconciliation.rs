@@ -8,7 +8,7 @@ use common::*;
 use futures::executor::block_on;
 use spinpay_core::api::ListParams;
 use spinpay_core::error::ApiError;
-use spinpay_core::model::{EventType, PaymentStatus, RefundStatus};
+use spinpay_core::model::{CancellationReason, EventType, PaymentStatus, RefundStatus};
 use spinpay_core::repo::memory::MemoryRepository;
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::*;
@@ -289,6 +289,10 @@ fn a_payment_is_closed_at_the_first_recheck_past_its_own_expiry() {
         );
         let closed = get_payment(&c, &m.id, &short.id).await.unwrap();
         assert_eq!(closed.status, PaymentStatus::Canceled);
+        assert_eq!(
+            closed.cancellation_reason,
+            Some(CancellationReason::Expired)
+        );
         assert_eq!(*ch.closed.borrow(), [short.id.clone()].into());
         let succeeded = get_payment(&c, &m.id, &paid.id).await.unwrap();
         assert_eq!(succeeded.status, PaymentStatus::Succeeded);

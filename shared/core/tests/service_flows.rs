@@ -8,7 +8,9 @@ use common::*;
 use futures::executor::block_on;
 use spinpay_core::api::{ListParams, NewRefund};
 use spinpay_core::error::ApiError;
-use spinpay_core::model::{EventType, NextAction, PaymentStatus, RefundStatus, RiskDecision};
+use spinpay_core::model::{
+    CancellationReason, EventType, NextAction, PaymentStatus, RefundStatus, RiskDecision,
+};
 use spinpay_core::repo::memory::MemoryRepository;
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::*;
@@ -260,7 +262,8 @@ fn manual_capture_can_be_partial_and_only_once() {
 
 #[test]
 fn cancel_voids_unpaid_payments_and_refuses_paid_ones() {
-    // Proves cancel of a waiting QR payment, idempotent re-cancel, and refusal after success.
+    // Proves cancel of a waiting QR payment (with the merchant as its reason), idempotent
+    // re-cancel, and refusal after success.
     let (repo, keys, ch, mut rng) = (
         MemoryRepository::new(),
         keyring(),
@@ -280,16 +283,18 @@ fn cancel_voids_unpaid_payments_and_refuses_paid_ones() {
         )
         .await
         .unwrap();
-        let x = cancel_payment(&c, &ch, &mut rng, &m.id, &p.id)
+        assert_eq!(p.cancellation_reason, None);
+        let x = cancel_payment(&c, &ch, &mut rng, &m.id, &p.id, BY_MERCHANT)
             .await
             .unwrap();
         assert_eq!(x.status, PaymentStatus::Canceled);
+        assert_eq!(x.cancellation_reason, Some(BY_MERCHANT));
+        // A repeat changes nothing, the reason included, whatever reason it gives.
+        let again = cancel_payment(&c, &ch, &mut rng, &m.id, &p.id, CancellationReason::Expired);
+        let again = again.await.unwrap();
         assert_eq!(
-            cancel_payment(&c, &ch, &mut rng, &m.id, &p.id)
-                .await
-                .unwrap()
-                .version,
-            x.version
+            (again.version, again.cancellation_reason),
+            (x.version, Some(BY_MERCHANT))
         );
         let s = create_payment(
             &c,
@@ -301,7 +306,7 @@ fn cancel_voids_unpaid_payments_and_refuses_paid_ones() {
         )
         .await
         .unwrap();
-        let e = cancel_payment(&c, &ch, &mut rng, &m.id, &s.id)
+        let e = cancel_payment(&c, &ch, &mut rng, &m.id, &s.id, BY_MERCHANT)
             .await
             .unwrap_err();
         assert_eq!(e.code(), "payment_not_cancelable");
@@ -736,7 +741,7 @@ fn merchants_never_see_or_change_each_others_objects() {
                 .await
                 .unwrap_err()
                 .code(),
-            cancel_payment(&c, &ch, &mut rng, &b.id, &p.id)
+            cancel_payment(&c, &ch, &mut rng, &b.id, &p.id, BY_MERCHANT)
                 .await
                 .unwrap_err()
                 .code(),

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use spinpay_core::error::ERROR_CODES;
 use spinpay_core::model::{
-    CaptureMode, Channel, EventType, MethodKind, NextAction, PaymentStatus, RefundStatus,
-    RiskDecision,
+    CancellationReason, CaptureMode, Channel, EventType, MethodKind, NextAction, PaymentStatus,
+    RefundStatus, RiskDecision,
 };
 use spinpay_core::money::Currency;
 use spinpay_core::service::{ActionOutcome, ChannelOutcome, RefundOutcome};
@@ -85,6 +85,11 @@ fn wit_enums_match_the_rust_serde_names() {
         &wit,
         "capture-mode",
         serde_names(&[CaptureMode::Automatic, CaptureMode::Manual]),
+    );
+    assert_same(
+        &wit,
+        "cancellation-reason",
+        serde_names(&CancellationReason::ALL),
     );
     assert_same(&wit, "method-kind", serde_names(&MethodKind::ALL));
     assert_same(&wit, "payment-method", serde_names(&MethodKind::ALL));

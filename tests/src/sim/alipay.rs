@@ -28,6 +28,14 @@ pub struct Trade {
     pub api: String,
     /// Refund amounts per `out_request_no`.
     pub refunds: BTreeMap<String, String>,
+    /// `time_expire` as Unix ms, if the order carried one.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// `time_expire` of a `biz_content` as Unix ms (a malformed one fails the test).
+fn time_expire(biz: &Value) -> Option<i64> {
+    let text = biz["time_expire"].as_str()?;
+    Some(super::beijing_unix_ms(text).unwrap_or_else(|| panic!("time_expire {text:?}")))
 }
 
 /// The simulator.
@@ -204,6 +212,7 @@ impl AlipaySim {
             .into(),
             api: method.into(),
             refunds: BTreeMap::new(),
+            expires_at_ms: time_expire(biz),
         };
         self.trades
             .lock()
@@ -365,6 +374,7 @@ impl AlipaySim {
             status: "WAIT_BUYER_PAY".into(),
             api: field(&form, "method").unwrap_or("").to_string(),
             refunds: BTreeMap::new(),
+            expires_at_ms: time_expire(&biz),
         };
         self.trades
             .lock()

@@ -402,6 +402,40 @@ pub fn sorted_string(pairs: &[(String, String)], exclude: &[&str]) -> String {
 }
 
 /// A random alphanumeric string.
+/// A channel's Beijing wall-clock time as Unix ms: Alipay's `yyyy-MM-dd HH:mm:ss`,
+/// UnionPay's `yyyyMMddHHmmss` or WeChat Pay's RFC 3339 with `+08:00`; `None` if it is
+/// none of them.
+pub fn beijing_unix_ms(text: &str) -> Option<i64> {
+    let shape: String = text
+        .chars()
+        .map(|c| if c.is_ascii_digit() { 'd' } else { c })
+        .collect();
+    let known = match shape.as_str() {
+        "dddd-dd-dd dd:dd:dd" | "dddddddddddddd" => true,
+        "dddd-dd-ddTdd:dd:dd+dd:dd" => text.ends_with("+08:00"),
+        _other => false,
+    };
+    if !known {
+        return None;
+    }
+    let digits: Vec<i64> = text
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| i64::from(b - b'0'))
+        .collect();
+    let num = |from: usize, len: usize| digits[from..from + len].iter().fold(0, |n, d| n * 10 + d);
+    let (y, m, d) = (num(0, 4), num(4, 2), num(6, 2));
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let local_s = days * 86_400 + num(8, 2) * 3600 + num(10, 2) * 60 + num(12, 2);
+    Some((local_s - 8 * 3600) * 1000)
+}
+
 pub fn random_alnum(len: usize) -> String {
     use rand::Rng as _;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -476,4 +510,39 @@ where
 {
     let w = world();
     runtime().block_on(body(w))
+}
+
+/// Runs one test body against a [`ChannelWorld`] of its own, for a test that must not
+/// share the app's queues with the other tests of its process (left running until the
+/// process ends, like the shared one).
+pub fn run_own_world<F, Fut>(body: F) -> Fut::Output
+where
+    F: FnOnce(&'static ChannelWorld) -> Fut,
+    Fut: Future,
+{
+    let w: &'static ChannelWorld = Box::leak(Box::new(runtime().block_on(ChannelWorld::start())));
+    runtime().block_on(body(w))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_channels_beijing_time_reads_as_the_same_instant() {
+        // Proves Alipay's, UnionPay's and WeChat Pay's spellings of 2024-03-01 00:30:05
+        // Beijing (a leap day's next day) are 2024-02-29 16:30:05 UTC, the epoch reads
+        // back, and other shapes are refused.
+        let want = Some(1_709_224_205_000);
+        assert_eq!(super::beijing_unix_ms("2024-03-01 00:30:05"), want);
+        assert_eq!(super::beijing_unix_ms("20240301003005"), want);
+        assert_eq!(super::beijing_unix_ms("2024-03-01T00:30:05+08:00"), want);
+        assert_eq!(super::beijing_unix_ms("1970-01-01 08:00:00"), Some(0));
+        for bad in [
+            "2024-03-01T00:30:05Z",
+            "2024-03-01 00:30",
+            "",
+            "x024-03-01 00:30:05",
+        ] {
+            assert_eq!(super::beijing_unix_ms(bad), None, "{bad}");
+        }
+    }
 }

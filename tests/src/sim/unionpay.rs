@@ -33,6 +33,8 @@ pub struct Order {
     pub query_id: String,
     /// `00` paid / refunded, `05` in progress.
     pub orig_resp_code: String,
+    /// `payTimeout` as Unix ms, if the order carried one.
+    pub expires_at_ms: Option<i64>,
 }
 
 /// The simulator.
@@ -211,6 +213,8 @@ impl UnionpaySim {
             txn_time: get("txnTime"),
             query_id: random_alnum(21),
             orig_resp_code: "05".into(),
+            expires_at_ms: field(form, "payTimeout")
+                .map(|t| super::beijing_unix_ms(t).unwrap_or_else(|| panic!("payTimeout {t:?}"))),
         };
         let id = get("orderId");
         self.orders.lock().unwrap().insert(id.clone(), order);
@@ -269,6 +273,7 @@ impl UnionpaySim {
             txn_time: get("txnTime"),
             query_id: random_alnum(21),
             orig_resp_code: "05".into(),
+            expires_at_ms: None,
         };
         self.orders
             .lock()

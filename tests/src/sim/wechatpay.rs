@@ -46,6 +46,8 @@ pub struct Order {
     pub product: String,
     /// Refunds: out_refund_no → (amount, status).
     pub refunds: BTreeMap<String, (i64, String)>,
+    /// `time_expire` as Unix ms, if the order carried one.
+    pub expires_at_ms: Option<i64>,
 }
 
 /// How a callback is made.
@@ -295,6 +297,9 @@ impl WechatpaySim {
             trade_state: state.into(),
             product: product.into(),
             refunds: BTreeMap::new(),
+            expires_at_ms: body["time_expire"]
+                .as_str()
+                .map(|t| super::beijing_unix_ms(t).unwrap_or_else(|| panic!("time_expire {t:?}"))),
         };
         self.orders
             .lock()
@@ -441,6 +446,7 @@ impl WechatpaySim {
             trade_state: trade_state.into(),
             product: "native".into(),
             refunds: BTreeMap::new(),
+            expires_at_ms: None,
         });
         order.trade_state = trade_state.into();
         order.total = total;

@@ -52,6 +52,7 @@ pub(crate) fn payment(amount_minor: i64, currency: Currency) -> Payment {
         created_at_ms: NOW * 1000,
         updated_at_ms: NOW * 1000,
         expires_at_ms: Some((NOW + 900) * 1000),
+        cancellation_reason: None,
     }
 }
 

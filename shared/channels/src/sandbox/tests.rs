@@ -62,6 +62,7 @@ fn payment() -> Payment {
         created_at_ms: 0,
         updated_at_ms: 0,
         expires_at_ms: Some(900_000),
+        cancellation_reason: None,
     }
 }
 

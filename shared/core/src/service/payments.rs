@@ -15,8 +15,8 @@ use crate::ids::{IdKind, make_id};
 use crate::keys;
 use crate::machine::{PaymentCommand, PaymentState, TransitionError, apply_payment};
 use crate::model::{
-    CaptureMode, EventType, Failure, Merchant, NextAction, Payment, PaymentMethod, PaymentStatus,
-    RiskDecision,
+    CancellationReason, CaptureMode, EventType, Failure, Merchant, NextAction, Payment,
+    PaymentMethod, PaymentStatus, RiskDecision,
 };
 use crate::repo::{RepoError, Repository};
 use crate::riskengine::RiskInput;
@@ -338,6 +338,7 @@ fn build_payment<R, E: Entropy>(
         created_at_ms: ctx.now_ms,
         updated_at_ms: ctx.now_ms,
         expires_at_ms: Some(ctx.now_ms.saturating_add(req.expires_in_ms)),
+        cancellation_reason: None,
     }
 }
 
@@ -607,13 +608,15 @@ pub(crate) fn transition_error(e: TransitionError, p: &Payment) -> ApiError {
 }
 
 /// `POST /v1/payments/{id}/cancel`: void an uncaptured payment (through the channel if
-/// the channel knows it). Canceling a canceled payment returns it unchanged.
+/// the channel knows it), for `reason`. Canceling a canceled payment returns it
+/// unchanged (with the reason it was canceled for first).
 pub async fn cancel_payment<R, C, E>(
     ctx: &Ctx<'_, R>,
     channel: &C,
     rng: &mut E,
     merchant_id: &str,
     payment_id: &str,
+    reason: CancellationReason,
 ) -> Result<PaymentResponse, ApiError>
 where
     R: Repository,
@@ -646,6 +649,7 @@ where
             Ok(state) => Ok(Some(Payment {
                 state,
                 next_action: None,
+                cancellation_reason: Some(reason),
                 ..cur.clone()
             })),
             Err(TransitionError::AlreadyApplied) => Ok(None),

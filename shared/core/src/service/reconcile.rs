@@ -48,7 +48,7 @@ use super::refunds::load_refund;
 use super::{ChannelClient, Ctx, load_payment};
 use crate::error::ApiError;
 use crate::keys;
-use crate::model::{PaymentStatus, RefundStatus};
+use crate::model::{CancellationReason, PaymentStatus, RefundStatus};
 use crate::repo::Repository;
 use crate::rng::Entropy;
 
@@ -412,7 +412,8 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         merchant_id: &str,
         id: &str,
     ) -> Result<Closed, ApiError> {
-        match super::cancel_payment(ctx, self.channel, self.rng, merchant_id, id).await {
+        let expired = CancellationReason::Expired;
+        match super::cancel_payment(ctx, self.channel, self.rng, merchant_id, id, expired).await {
             Ok(_) => Ok(Closed::Yes),
             Err(ApiError::ChannelDeclined { .. } | ApiError::PaymentNotCancelable { .. }) => {
                 let p = super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id);

@@ -11,7 +11,9 @@ use spinpay_core::api::{
 };
 use spinpay_core::crypto::Keyring;
 use spinpay_core::error::ApiError;
-use spinpay_core::model::{CaptureMode, Merchant, NextAction, Payment, PaymentMethod, Refund};
+use spinpay_core::model::{
+    CancellationReason, CaptureMode, Merchant, NextAction, Payment, PaymentMethod, Refund,
+};
 use spinpay_core::repo::Repository;
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::{
@@ -231,6 +233,9 @@ impl ChannelClient for SimChannel {
         Ok(())
     }
 }
+
+/// The reason a merchant's own cancel gives.
+pub const BY_MERCHANT: CancellationReason = CancellationReason::RequestedByMerchant;
 
 pub fn keyring() -> Keyring {
     Keyring::new(1, [42; 32])
