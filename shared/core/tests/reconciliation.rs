@@ -303,6 +303,53 @@ fn a_payment_is_closed_at_the_first_recheck_past_its_own_expiry() {
 }
 
 #[test]
+fn an_order_the_channel_closed_for_its_expiry_cancels_the_payment_as_expired() {
+    // Proves a channel that closed an unpaid order itself (Alipay does at the time_expire
+    // spinpay sent) cancels the payment as expired when the re-check finds it closed past
+    // its expiry (by the channel's clock, up to a minute ahead of ours), with
+    // payment.canceled and no close call of ours; while an order the
+    // channel closed before the payment expired still fails it, as any decline does.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(36);
+        let t0 = 3_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let ten_minutes = body(1200, QR, r#","expires_in_seconds":600"#);
+        let expired = pay_body(&c, &ch, &mut rng, &m, &ten_minutes).await.unwrap();
+        let early = pay(&c, &ch, &mut rng, &m, 1300, QR).await.unwrap();
+        ch.closed
+            .borrow_mut()
+            .extend([expired.id.clone(), early.id.clone()]);
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+
+        // A minute early by our clock: the channel's may be that far ahead.
+        let now = expired.expires_at_ms - 60_000;
+        let report = reconcile_at(&repo, &ch, &mut rng, now, None).await.unwrap();
+        assert_eq!(
+            (report.rechecked, report.settled, report.closed),
+            (2, 2, 0),
+            "{report:?}"
+        );
+        let c = ctx(&repo, &keys, now);
+        let canceled = get_payment(&c, &m.id, &expired.id).await.unwrap();
+        assert_eq!(
+            (canceled.status, canceled.cancellation_reason),
+            (PaymentStatus::Canceled, Some(CancellationReason::Expired))
+        );
+        assert_eq!(canceled.failure, None);
+        let failed = get_payment(&c, &m.id, &early.id).await.unwrap();
+        assert_eq!(
+            (failed.status, failed.cancellation_reason),
+            (PaymentStatus::Failed, None)
+        );
+        assert_eq!(*ch.cancel_calls.borrow(), 0, "nothing left to close");
+        assert_eq!(canceled_events(&c, &m.id).await, 1, "one payment.canceled");
+    });
+}
+
+#[test]
 fn a_limit_bounds_the_rechecks_of_one_call_and_the_next_call_goes_on() {
     // Proves `limit` bounds the channel queries of one call, `has_more` says so, and the
     // next call re-checks the rest; settled payments are never queued.

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use spinpay_core::model::{CaptureMode, Channel, NextAction, Payment, PaymentMethod, Refund};
 use spinpay_core::money::Currency;
 use spinpay_core::service::{
-    ActionOutcome, ChannelOutcome, ChannelReport, PaymentNotification, RefundNotification,
-    RefundOutcome,
+    ActionOutcome, CLOSED_UNPAID_CODE, ChannelOutcome, ChannelReport, PaymentNotification,
+    RefundNotification, RefundOutcome,
 };
 use spinpay_guest::outbound::OutboundResponse;
 
@@ -455,7 +455,7 @@ pub fn trade_status_outcome(status: &str, channel_ref: Option<String>) -> Channe
             ChannelOutcome::Succeeded { channel_ref }
         }
         Some(TradeStatus::TradeClosed) => ChannelOutcome::Declined {
-            code: "trade_closed".into(),
+            code: CLOSED_UNPAID_CODE.into(),
             message: "the trade was closed at Alipay".into(),
         },
         None => unknown(format!("unknown Alipay trade_status {status:?}")),

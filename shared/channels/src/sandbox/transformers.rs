@@ -10,8 +10,8 @@ use serde::Serialize;
 use spinpay_core::crypto::{sign_header, verify_header};
 use spinpay_core::model::{Channel, Payment, PaymentMethod, Refund};
 use spinpay_core::service::{
-    ActionOutcome, ChannelOutcome, ChannelReport, PaymentNotification, RefundNotification,
-    RefundOutcome,
+    ActionOutcome, CLOSED_UNPAID_CODE, ChannelOutcome, ChannelReport, PaymentNotification,
+    RefundNotification, RefundOutcome,
 };
 use spinpay_guest::outbound::OutboundResponse;
 
@@ -195,7 +195,7 @@ pub fn payment_outcome(answer: &PaymentAnswer) -> ChannelOutcome {
                 .unwrap_or_else(|| "declined by the sandbox".to_string()),
         },
         SandboxStatus::Closed => ChannelOutcome::Declined {
-            code: "payment_closed".to_string(),
+            code: CLOSED_UNPAID_CODE.to_string(),
             message: "the payment was closed at the channel".to_string(),
         },
     }

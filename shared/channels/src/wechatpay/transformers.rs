@@ -6,8 +6,8 @@ use rsa::rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use spinpay_core::model::{CaptureMode, Channel, NextAction, Payment, PaymentMethod, Refund};
 use spinpay_core::service::{
-    ActionOutcome, ChannelOutcome, ChannelReport, PaymentNotification, RefundNotification,
-    RefundOutcome,
+    ActionOutcome, CLOSED_UNPAID_CODE, ChannelOutcome, ChannelReport, PaymentNotification,
+    RefundNotification, RefundOutcome,
 };
 use spinpay_guest::outbound::OutboundResponse;
 
@@ -487,7 +487,7 @@ pub fn trade_state_outcome(state: &str, channel_ref: Option<String>) -> ChannelO
             channel_ref,
             next_action: None,
         },
-        Some(TradeState::Closed) => declined("trade_closed", "the order was closed unpaid"),
+        Some(TradeState::Closed) => declined(CLOSED_UNPAID_CODE, "the order was closed unpaid"),
         Some(TradeState::Revoked) => declined("trade_revoked", "the order was revoked"),
         Some(TradeState::PayError) => declined("pay_error", "the payment failed at WeChat Pay"),
         None => ChannelOutcome::Unknown {

@@ -56,8 +56,9 @@ pub use notifications::{
 };
 pub use outbox::{OUTBOX_EVENTS_MAX, ObjectKind, PUBLISH_GRACE_MS, PendingEvent, event_id};
 pub use payments::{
-    OTP_ATTEMPTS_MAX, OTP_TTL_MS, OtpChallenge, cancel_payment, capture_payment, confirm_payment,
-    create_payment, create_payment_seeded, recheck_payment, review_payment,
+    CLOSED_UNPAID_CODE, OTP_ATTEMPTS_MAX, OTP_TTL_MS, OtpChallenge, cancel_payment,
+    capture_payment, confirm_payment, create_payment, create_payment_seeded, recheck_payment,
+    review_payment,
 };
 pub use queries::{
     find_payment_by_order_id, get_event, get_payment, get_refund, list_events, list_payments,

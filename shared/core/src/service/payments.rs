@@ -26,6 +26,13 @@ use crate::rng::Entropy;
 pub const OTP_ATTEMPTS_MAX: u32 = 5;
 /// How long a code is valid.
 pub const OTP_TTL_MS: i64 = 5 * 60 * 1000;
+/// The decline code a channel adapter reports for an order its channel closed without
+/// payment (Alipay `TRADE_CLOSED`, WeChat Pay `CLOSED`, the sandbox's `closed`). Once the
+/// payment has expired, such a report cancels it as `expired` ([`apply_report`]) instead
+/// of failing it: the channel closed the order for the expiry spinpay sent it.
+pub const CLOSED_UNPAID_CODE: &str = "trade_closed";
+/// How much earlier than `expires_at_ms` a channel's clock may close an expired order.
+const CHANNEL_CLOCK_SKEW_MS: i64 = 60_000;
 
 /// An open OTP challenge (key `otp/{payment_id}`); the code is stored only as a keyed hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -427,6 +434,16 @@ pub(crate) async fn apply_report<R: Repository>(
         if let Some(reason) = mismatch(p, report) {
             return Ok(flag_conflict(p, reason, report, now_ms));
         }
+        if closed_for_expiry(&report.outcome, p, now_ms)
+            && let Ok(state) = apply_payment(&p.state, &PaymentCommand::Cancel)
+        {
+            return Ok(Some(Payment {
+                state,
+                next_action: None,
+                cancellation_reason: Some(CancellationReason::Expired),
+                ..p.clone()
+            }));
+        }
         let command = command_for(&report.outcome, p);
         match apply_payment(&p.state, &command) {
             Ok(state) => Ok(Some(with_outcome(p, state, &report.outcome))),
@@ -439,6 +456,18 @@ pub(crate) async fn apply_report<R: Repository>(
         }
     })
     .await
+}
+
+/// Whether `outcome` says the channel closed unpaid `p`, still waiting, because it
+/// expired (at `now_ms`, give or take the channel's clock).
+fn closed_for_expiry(outcome: &ChannelOutcome, p: &Payment, now_ms: i64) -> bool {
+    let closed =
+        matches!(outcome, ChannelOutcome::Declined { code, .. } if code == CLOSED_UNPAID_CODE);
+    let waiting = matches!(
+        p.state.status,
+        PaymentStatus::RequiresCustomerAction | PaymentStatus::Processing
+    );
+    closed && waiting && now_ms >= p.expires_at_ms().saturating_sub(CHANNEL_CLOCK_SKEW_MS)
 }
 
 fn mismatch(p: &Payment, report: &ChannelReport) -> Option<&'static str> {

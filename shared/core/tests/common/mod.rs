@@ -17,8 +17,9 @@ use spinpay_core::model::{
 use spinpay_core::repo::Repository;
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::{
-    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, Ctx, LocalRisk, Notifier,
-    RefundOutcome, SweepReport, SweepRequest, authenticate, create_merchant, create_payment, sweep,
+    ActionOutcome, CLOSED_UNPAID_CODE, ChannelClient, ChannelOutcome, ChannelReport, Ctx,
+    LocalRisk, Notifier, RefundOutcome, SweepReport, SweepRequest, authenticate, create_merchant,
+    create_payment, sweep,
 };
 
 /// A channel that behaves like the sandbox: 666 declined, 777 timeout, 888 pending,
@@ -182,7 +183,7 @@ impl ChannelClient for SimChannel {
             ChannelOutcome::Succeeded { channel_ref: None }
         } else if self.closed.borrow().contains(&p.id) {
             ChannelOutcome::Declined {
-                code: "payment_closed".into(),
+                code: CLOSED_UNPAID_CODE.into(),
                 message: "closed".into(),
             }
         } else {
