@@ -203,6 +203,20 @@ impl PaymentMethod {
         }
     }
 
+    /// Whether the channel's order waits for the customer to act elsewhere (scan a QR
+    /// code, finish a redirect, confirm in a wallet app): such an order carries the
+    /// payment's expiry to the channel. A customer-presented value is decided at once,
+    /// and an SMS code is checked by spinpay before the channel is asked.
+    pub fn waits_for_customer(&self) -> bool {
+        match self {
+            PaymentMethod::QrMerchant | PaymentMethod::H5 { .. } | PaymentMethod::App => true,
+            PaymentMethod::QrCustomer { .. }
+            | PaymentMethod::Nfc { .. }
+            | PaymentMethod::SoundWave { .. }
+            | PaymentMethod::SmsOtp { .. } => false,
+        }
+    }
+
     /// The customer-presented one-time value (auth code or token), if the method has one.
     pub fn customer_token(&self) -> Option<&str> {
         match self {

@@ -161,10 +161,7 @@ pub fn authorize(
         PaymentMethod::Nfc { .. } => return Err(RequestError::MethodUnsupported("nfc")),
         PaymentMethod::SmsOtp { .. } => return Err(RequestError::MethodUnsupported("sms_otp")),
     };
-    if matches!(
-        method,
-        PaymentMethod::QrMerchant | PaymentMethod::H5 { .. } | PaymentMethod::App
-    ) {
+    if method.waits_for_customer() {
         biz.time_expire = Some(BeijingTime::from_unix_ms(payment.expires_at_ms()).dashed());
     }
     let biz_json = serde_json::to_string(&biz).expect("biz content serializes");

@@ -186,10 +186,12 @@ pub fn authorize(
     ] {
         fields.push((k.into(), v));
     }
-    match method {
-        PaymentMethod::QrCustomer { auth_code } => fields.push(("qrNo".into(), auth_code.clone())),
-        // An order that waits for its customer: UnionPay refuses payment after this.
-        _waits => fields.push(("payTimeout".into(), txn_time(payment.expires_at_ms()))),
+    if let PaymentMethod::QrCustomer { auth_code } = method {
+        fields.push(("qrNo".into(), auth_code.clone()));
+    }
+    if method.waits_for_customer() {
+        // UnionPay refuses payment for the order after this.
+        fields.push(("payTimeout".into(), txn_time(payment.expires_at_ms())));
     }
     Ok((product, sign_fields(config, rng, path, fields)))
 }

@@ -165,14 +165,15 @@ pub fn authorize(
         },
         payer: None,
         scene_info: None,
-        time_expire: Some(BeijingTime::from_unix_ms(payment.expires_at_ms()).rfc3339()),
+        time_expire: method
+            .waits_for_customer()
+            .then(|| BeijingTime::from_unix_ms(payment.expires_at_ms()).rfc3339()),
     };
     let payer_ip = payment.payer.as_ref().and_then(|p| p.ip.as_deref());
     let (product, path) = match method {
         PaymentMethod::QrMerchant => (Product::Native, "/v3/pay/transactions/native"),
         PaymentMethod::QrCustomer { auth_code } => {
             body.notify_url = None;
-            body.time_expire = None;
             body.payer = Some(CodePayer { auth_code });
             body.scene_info = payer_ip.map(|ip| SceneInfo {
                 payer_client_ip: ip,
