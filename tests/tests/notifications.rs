@@ -650,6 +650,47 @@ fn a_qr_code_with_its_own_expiry_is_closed_at_the_first_recheck_past_it() {
     });
 }
 
+#[test]
+fn a_qr_code_read_past_its_expiry_is_closed_at_once() {
+    // Proves, through the real components and the real clock, that reading a QR code
+    // nobody paid (GET /v1/payments/{id}) changes nothing before its expiry and, from its
+    // `expires_at_ms` on, closes it at the sandbox and answers it canceled as expired,
+    // with one payment.canceled, without waiting for a reconciliation call. The shortest
+    // expiry is a minute, so this test waits one out (beside the binary's other tests).
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let mut req = payment_request(1250, json!({"type": "qr_merchant"}));
+        req["expires_in_seconds"] = json!(60);
+        let p = m.create_payment_ok(&req).await;
+        let id = p["id"].as_str().unwrap();
+        let before = m.payment(id).await;
+        assert_eq!(before["status"], "requires_customer_action", "{before}");
+        let expires_at_ms = p["expires_at_ms"].as_i64().unwrap();
+        let wait_ms = u64::try_from(expires_at_ms - now_ms() + 100).unwrap_or(0);
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+
+        let read = m.payment(id).await;
+        assert_eq!(
+            (&read["status"], &read["cancellation_reason"]),
+            (&json!("canceled"), &json!("expired")),
+            "{read}"
+        );
+        assert_eq!(m.payment(id).await, read, "read again: unchanged");
+        let code = p["next_action"]["qr_payload"].as_str().unwrap();
+        let late = app.customer_pay(code).await;
+        assert_eq!(late.0, 409, "a closed code cannot be paid: {}", late.1);
+        let (status, events) = m.get("/v1/events?limit=100").await;
+        assert_eq!(status, 200, "{events}");
+        let canceled = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "payment.canceled" && e["data"]["id"] == id)
+            .count();
+        assert_eq!(canceled, 1, "one payment.canceled: {events}");
+    });
+}
+
 /// `scripts/scheduler.sh` (what `scripts/run.sh` starts beside a local app) calling `app`
 /// with `token` every second; what it prints goes to files, read while it runs. Killed
 /// when dropped.

@@ -1,7 +1,7 @@
 //! # query: the read component
 //!
 //! One payment (with its refunds; a `processing` one is re-checked with the channel
-//! first), a lookup by merchant order id, cursor lists of payments and events, one
+//! first, one still unpaid past its expiry is closed there and canceled), a lookup by merchant order id, cursor lists of payments and events, one
 //! refund, one event (with the state of its delivery to the merchant's notify URL), and explicit re-checks (`POST …/recheck`) of a payment or refund
 //! whose outcome the channel has not told us yet. Every read is scoped to the merchant of
 //! the bearer key: another merchant's id is 404, never 403.
@@ -27,8 +27,8 @@ use spinpay_core::idempotency::ADMIN_SCOPE;
 use spinpay_core::ids::IdKind;
 use spinpay_core::model::{Event, PaymentStatus};
 use spinpay_core::service::{
-    self, Ctx, DeliveryResponse, event_delivery, get_event, get_payment, get_refund, list_events,
-    list_payments, recheck_payment, recheck_refund,
+    self, Ctx, DeliveryResponse, close_if_expired, event_delivery, get_event, get_payment,
+    get_refund, list_events, list_payments, recheck_payment, recheck_refund,
 };
 use spinpay_guest::component::{self, Keyed, Services};
 use spinpay_guest::env::{self, OsEntropy};
@@ -144,15 +144,20 @@ enum Rechecked {
 
 /// The payment; a `processing` one is first re-checked with its channel (an unknown
 /// answer keeps it `processing`, or sends it to the channel again once it has not
-/// changed for 60 s: see `recheck_payment`; a missing channel configuration or
-/// contention just serves what is stored).
+/// changed for 60 s: see `recheck_payment`), and one still waiting for its customer past
+/// its `expires_at_ms` is re-checked and, still unpaid, closed at its channel and
+/// canceled as expired (see `close_if_expired`). A missing channel configuration or
+/// contention just serves what is stored.
 async fn payment_rechecked(
     services: &Services,
     merchant_id: &str,
     id: &str,
 ) -> Result<PaymentResponse, ApiError> {
-    let stored = get_payment(&services.ctx(), merchant_id, id).await?;
-    if stored.status != PaymentStatus::Processing {
+    let ctx = services.ctx();
+    let stored = get_payment(&ctx, merchant_id, id).await?;
+    let expired = stored.status == PaymentStatus::RequiresCustomerAction
+        && ctx.now_ms >= stored.expires_at_ms;
+    if stored.status != PaymentStatus::Processing && !expired {
         return Ok(stored);
     }
     let channels = match Channels::from_variables().await {
@@ -162,8 +167,12 @@ async fn payment_rechecked(
             return Ok(stored);
         }
     };
-    let ctx = services.ctx();
-    match recheck_payment(&ctx, &channels, &mut OsEntropy, merchant_id, id).await {
+    let fresh = if expired {
+        close_if_expired(&ctx, &channels, &mut OsEntropy, merchant_id, id).await
+    } else {
+        recheck_payment(&ctx, &channels, &mut OsEntropy, merchant_id, id).await
+    };
+    match fresh {
         Ok(fresh) => Ok(fresh),
         Err(e) if e.is_retryable() => {
             eprintln!("re-check of {id} failed ({e}); serving the stored payment");

@@ -350,6 +350,79 @@ fn an_order_the_channel_closed_for_its_expiry_cancels_the_payment_as_expired() {
 }
 
 #[test]
+fn a_payment_read_past_its_expiry_is_closed_at_once_not_at_the_next_recheck() {
+    // Proves close_if_expired (what GET /v1/payments/{id} does for a payment waiting for
+    // its customer): before the expiry it calls no channel and changes nothing; from the
+    // expiry on it re-checks first (a payment paid at the last moment succeeds, never
+    // closed), then closes an unpaid one and cancels it as expired with one
+    // payment.canceled; a close the channel does not answer leaves the payment waiting
+    // and a later read closes it; a canceled one is not closed twice; a payment with the
+    // default expiry, or another merchant's, is untouched.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(39);
+        let t0 = 3_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let (other, _) = merchant(&c, &mut rng).await;
+        let ten_minutes = body(1200, QR, r#","expires_in_seconds":600"#);
+        let unpaid = pay_body(&c, &ch, &mut rng, &m, &ten_minutes).await.unwrap();
+        let paid = pay_body(&c, &ch, &mut rng, &m, &ten_minutes).await.unwrap();
+        let slow = pay_body(&c, &ch, &mut rng, &m, &ten_minutes).await.unwrap();
+        let default = pay(&c, &ch, &mut rng, &m, 1300, QR).await.unwrap();
+        let read = async |now_ms: i64, mid: &str, id: &str, rng: &mut SplitMix64| {
+            let c = ctx(&repo, &keys, now_ms);
+            close_if_expired(&c, &ch, rng, mid, id).await
+        };
+
+        let before = unpaid.expires_at_ms - 1;
+        for p in [&unpaid, &paid, &slow, &default] {
+            let seen = read(before, &m.id, &p.id, &mut rng).await.unwrap();
+            assert_eq!(seen.status, PaymentStatus::RequiresCustomerAction);
+        }
+        assert_eq!(
+            *ch.query_calls.borrow(),
+            0,
+            "no channel call before the expiry"
+        );
+
+        let at = unpaid.expires_at_ms;
+        let closed = read(at, &m.id, &unpaid.id, &mut rng).await.unwrap();
+        assert_eq!(
+            (closed.status, closed.cancellation_reason),
+            (PaymentStatus::Canceled, Some(CancellationReason::Expired))
+        );
+        assert_eq!(*ch.closed.borrow(), [unpaid.id.clone()].into());
+
+        ch.paid.borrow_mut().insert(paid.id.clone());
+        let settled = read(at, &m.id, &paid.id, &mut rng).await.unwrap();
+        assert_eq!(settled.status, PaymentStatus::Succeeded);
+
+        *ch.cancels_unanswered.borrow_mut() = 1;
+        let waiting = read(at, &m.id, &slow.id, &mut rng).await.unwrap();
+        assert_eq!(waiting.status, PaymentStatus::RequiresCustomerAction);
+        let later = read(at + 1_000, &m.id, &slow.id, &mut rng).await.unwrap();
+        assert_eq!(later.status, PaymentStatus::Canceled);
+        assert_eq!(*ch.cancel_calls.borrow(), 3, "unpaid once, slow twice");
+
+        let again = read(at + 2_000, &m.id, &unpaid.id, &mut rng).await.unwrap();
+        assert_eq!(again, closed, "a canceled payment is served as it is");
+        let day = read(at, &m.id, &default.id, &mut rng).await.unwrap();
+        assert_eq!(day.status, PaymentStatus::RequiresCustomerAction);
+        let foreign = read(at, &other.id, &slow.id, &mut rng).await;
+        assert!(
+            matches!(foreign, Err(ApiError::ResourceMissing { .. })),
+            "{foreign:?}"
+        );
+        assert_eq!(*ch.cancel_calls.borrow(), 3, "nothing else closed");
+        assert_eq!(
+            canceled_events(&c, &m.id).await,
+            2,
+            "one payment.canceled each"
+        );
+    });
+}
+
+#[test]
 fn a_limit_bounds_the_rechecks_of_one_call_and_the_next_call_goes_on() {
     // Proves `limit` bounds the channel queries of one call, `has_more` says so, and the
     // next call re-checks the rest; settled payments are never queued.

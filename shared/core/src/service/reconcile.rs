@@ -25,6 +25,8 @@
 //!    timeout, so nobody can pay an order its merchant has given up on and the merchant
 //!    hears of it (`payment.canceled`); a close the channel does not answer is tried
 //!    again at its tier's interval for up to [`RECONCILE_CLOSE_GRACE_MS`] after expiry.
+//!    A merchant reading such a payment past its expiry need not wait for this:
+//!    [`close_if_expired`] (`GET /v1/payments/{id}`) closes it at once.
 //!    Anything else still open [`RECONCILE_HORIZON_MS`] after its creation is no longer
 //!    queued: it is left to a person (`given_up` in the report; its merchant can still
 //!    re-check it).
@@ -46,6 +48,7 @@ use super::outbox::{ObjectKind, Queue, Slot, SlotState, advance_head, enqueue, q
 use super::payments::waits_on_channel;
 use super::refunds::load_refund;
 use super::{ChannelClient, Ctx, load_payment};
+use crate::api::PaymentResponse;
 use crate::error::ApiError;
 use crate::keys;
 use crate::model::{CancellationReason, PaymentStatus, RefundStatus};
@@ -378,7 +381,7 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         let outcome = if !waiting {
             Settled::Yes
         } else if closing && past_expiry >= 0 {
-            match self.close(ctx, merchant_id, id).await? {
+            match close_expired(ctx, self.channel, self.rng, merchant_id, id).await? {
                 Closed::Unanswered if past_expiry < RECONCILE_CLOSE_GRACE_MS => Settled::NotYet,
                 Closed::Unanswered | Closed::Refused => Settled::GivenUp,
                 Closed::Yes => Settled::Closed,
@@ -401,31 +404,68 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         *count = count.saturating_add(1);
         Ok(())
     }
+}
 
-    /// Closes payment `id`, which nobody paid before it expired, at its channel and
-    /// cancels it. A close the channel refuses because the customer paid meanwhile, or a
-    /// cancel refused because a notification settled it meanwhile, is re-checked: then
-    /// it counts as settled.
-    async fn close<R: Repository>(
-        &mut self,
-        ctx: &Ctx<'_, R>,
-        merchant_id: &str,
-        id: &str,
-    ) -> Result<Closed, ApiError> {
-        let expired = CancellationReason::Expired;
-        match super::cancel_payment(ctx, self.channel, self.rng, merchant_id, id, expired).await {
-            Ok(_) => Ok(Closed::Yes),
-            Err(ApiError::ChannelDeclined { .. } | ApiError::PaymentNotCancelable { .. }) => {
-                let p = super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id);
-                if still_waiting(p.await?.status) {
-                    Ok(Closed::Refused)
-                } else {
-                    Ok(Closed::Settled)
-                }
-            }
-            Err(ApiError::ChannelUnavailable) => Ok(Closed::Unanswered),
-            Err(e) => Err(e),
+/// A payment read (`GET /v1/payments/{id}`) past its expiry while it still waits for its
+/// customer: re-checked with its channel (the customer may have paid at the last
+/// moment, or the channel closed the order itself) and, still unpaid, closed there and
+/// canceled (`cancellation_reason: expired`) at once instead of at the next
+/// reconciliation, up to a re-check interval later. A close the channel refuses or does
+/// not answer leaves the payment as it is, for reconciliation to try again. Any other
+/// payment is returned as it is, with no channel call.
+pub async fn close_if_expired<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    payment_id: &str,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let p = load_payment(ctx, merchant_id, payment_id).await?;
+    let unpaid = p.state.status == PaymentStatus::RequiresCustomerAction && waits_on_channel(&p);
+    if unpaid && ctx.now_ms >= p.expires_at_ms() {
+        let fresh = super::recheck_payment(ctx, channel, rng, merchant_id, payment_id).await?;
+        if fresh.status != PaymentStatus::RequiresCustomerAction {
+            return Ok(fresh);
         }
+        close_expired(ctx, channel, rng, merchant_id, payment_id).await?;
+    }
+    super::get_payment(ctx, merchant_id, payment_id).await
+}
+
+/// Closes payment `id`, which nobody paid before it expired, at its channel and cancels
+/// it. A close the channel refuses because the customer paid meanwhile, or a cancel
+/// refused because a notification settled it meanwhile, is re-checked: then it counts as
+/// settled.
+async fn close_expired<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    id: &str,
+) -> Result<Closed, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let expired = CancellationReason::Expired;
+    match super::cancel_payment(ctx, channel, rng, merchant_id, id, expired).await {
+        Ok(_) => Ok(Closed::Yes),
+        Err(ApiError::ChannelDeclined { .. } | ApiError::PaymentNotCancelable { .. }) => {
+            let p = super::recheck_payment(ctx, channel, rng, merchant_id, id);
+            if still_waiting(p.await?.status) {
+                Ok(Closed::Refused)
+            } else {
+                Ok(Closed::Settled)
+            }
+        }
+        Err(ApiError::ChannelUnavailable) => Ok(Closed::Unanswered),
+        Err(e) => Err(e),
     }
 }
 

@@ -40,6 +40,8 @@ pub struct SimChannel {
     pub cancels_unanswered: RefCell<u32>,
     /// Every call to cancel (close), answered or not.
     pub cancel_calls: RefCell<u32>,
+    /// Every call to query a payment.
+    pub query_calls: RefCell<u32>,
     /// When set, SMS sending fails.
     pub sms_down: RefCell<bool>,
     /// The refund id of every call to refund, in order.
@@ -173,6 +175,7 @@ impl ChannelClient for SimChannel {
     }
 
     async fn query(&self, p: &Payment) -> ChannelReport {
+        *self.query_calls.borrow_mut() += 1;
         let seen = self.authorized_ids.borrow().contains(&p.id);
         let outcome = if !seen {
             // As the sandbox: `payment_not_found` may mean a create still in flight.
