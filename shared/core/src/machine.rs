@@ -238,11 +238,17 @@ pub fn apply_payment(
             }
         },
         PaymentCommand::ChannelUnknown => return Err(TransitionError::AlreadyApplied),
+        // "Not decided yet" changes nothing. For a payment waiting for its customer it is
+        // what a channel's query says of an order nobody has paid (WeChat Pay `NOTPAY`,
+        // Alipay `WAIT_BUYER_PAY`, UnionPay `03`–`05`): it still waits for that customer,
+        // so the merchant can still cancel it and it is still closed when it expires.
         PaymentCommand::ChannelPending => match from {
-            S::RequiresCustomerAction => next.status = S::Processing,
-            S::Processing | S::RequiresCapture | S::Succeeded | S::Canceled | S::Failed => {
-                return Err(TransitionError::AlreadyApplied);
-            }
+            S::RequiresCustomerAction
+            | S::Processing
+            | S::RequiresCapture
+            | S::Succeeded
+            | S::Canceled
+            | S::Failed => return Err(TransitionError::AlreadyApplied),
             S::RequiresReview => return Err(not_allowed),
         },
         PaymentCommand::ChannelSucceeded | PaymentCommand::ChannelAuthorized => {
@@ -675,6 +681,30 @@ mod tests {
         let flagged = apply_payment(&s, &PaymentCommand::FlagConflict).unwrap();
         assert!(flagged.conflicted);
         assert_eq!(flagged.status, PaymentStatus::Canceled);
+    }
+
+    #[test]
+    fn a_pending_answer_never_changes_a_payment_the_channel_knows() {
+        // Proves "not decided yet" leaves a payment waiting for its customer waiting for
+        // it (a query of an unpaid QR order answers so) and changes no other status the
+        // channel may be asked about.
+        for status in PaymentStatus::ALL {
+            let mut s = PaymentState::new(10);
+            s.status = status;
+            let expected = if status == PaymentStatus::RequiresReview {
+                Err(TransitionError::NotAllowed {
+                    from: status,
+                    command: "channel_pending",
+                })
+            } else {
+                Err(TransitionError::AlreadyApplied)
+            };
+            assert_eq!(
+                apply_payment(&s, &PaymentCommand::ChannelPending),
+                expected,
+                "{status:?}"
+            );
+        }
     }
 
     #[test]

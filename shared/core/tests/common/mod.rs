@@ -191,12 +191,17 @@ impl ChannelClient for SimChannel {
             }
         } else {
             // What it answered when asked (the masked method has the kind), except that
-            // an answer lost on the way (timeout, garbage) is a payment still pending.
+            // an answer lost on the way (timeout, garbage) is a payment still pending, and
+            // that, as a real channel's query (WeChat Pay `NOTPAY`, Alipay
+            // `WAIT_BUYER_PAY`), it says an unpaid order is pending without repeating
+            // what the customer is to do.
             match Self::decide(p, &p.method) {
-                ChannelOutcome::Unknown { .. } => ChannelOutcome::Pending {
-                    channel_ref: None,
-                    next_action: None,
-                },
+                ChannelOutcome::Unknown { .. } | ChannelOutcome::Pending { .. } => {
+                    ChannelOutcome::Pending {
+                        channel_ref: None,
+                        next_action: None,
+                    }
+                }
                 known => known,
             }
         };
