@@ -208,6 +208,54 @@ fn the_same_idempotency_key_with_another_body_is_rejected_with_409() {
 }
 
 #[test]
+fn a_request_refused_as_malformed_leaves_its_idempotency_key_free_for_the_corrected_one() {
+    // Proves a 400 for a malformed body is not stored as the key's result: the corrected
+    // request under the same key runs (one payment, one refund), and a replay of it then
+    // answers that result; a refused refund on the payment leaves its key free the same
+    // way, while a refusal that came from running the request (more than was captured) is
+    // the key's answer for good.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let key = unique("idem");
+        let zero = with(
+            payment_request(1500, qr_customer()),
+            "/amount_minor",
+            json!(0),
+        );
+        let refused = m.post_with_key("/v1/payments", Some(&key), &zero).await;
+        assert_error_param(&refused, 400, "amount_invalid", "amount_minor");
+        let body = payment_request(1500, qr_customer());
+        let (status, paid) = m.post_with_key("/v1/payments", Some(&key), &body).await;
+        assert_eq!(status, 200, "the corrected request runs: {paid}");
+        let again = m.post_with_key("/v1/payments", Some(&key), &body).await;
+        assert_eq!(again, (200, paid.clone()), "and is replayed");
+        assert_eq!(m.count_payments().await, 1);
+
+        let refunds = format!("/v1/payments/{}/refunds", paid["id"].as_str().unwrap());
+        let key = unique("idem");
+        let bad = json!({"amount_minor": 500, "reason": 7});
+        let refused = m.post_with_key(&refunds, Some(&key), &bad).await;
+        assert_eq!(refused.0, 400, "{}", refused.1);
+        let (status, refund) = m
+            .post_with_key(&refunds, Some(&key), &json!({"amount_minor": 500}))
+            .await;
+        assert_eq!(status, 200, "the corrected refund runs: {refund}");
+
+        let key = unique("idem");
+        let too_much = json!({"amount_minor": 1001});
+        let over = m.post_with_key(&refunds, Some(&key), &too_much).await;
+        assert_error_param(&over, 400, "refund_exceeds_captured", "amount_minor");
+        let replayed = m.post_with_key(&refunds, Some(&key), &too_much).await;
+        assert_eq!(replayed, over, "an outcome of running the request is kept");
+        let other = json!({"amount_minor": 100});
+        let reused = m.post_with_key(&refunds, Some(&key), &other).await;
+        assert_error_param(&reused, 409, "idempotency_key_reused", "Idempotency-Key");
+        let p = m.payment(paid["id"].as_str().unwrap()).await;
+        assert_eq!(p["refunded_minor"], 500, "{p}");
+    });
+}
+
+#[test]
 fn concurrent_requests_with_one_idempotency_key_create_one_payment() {
     // Proves 8 racing creates under one key: each answers the one payment or 409
     // idempotency_key_in_use, and exactly one payment exists.

@@ -577,6 +577,33 @@ impl ApiError {
         }})
     }
 
+    /// True for a request refused as it stands, before anything was done for it: its
+    /// body or a field is malformed or out of range.
+    pub fn is_request_invalid(&self) -> bool {
+        matches!(
+            self,
+            ApiError::ParameterMissing { .. }
+                | ApiError::ParameterInvalid { .. }
+                | ApiError::AmountInvalid { .. }
+                | ApiError::CurrencyUnsupported { .. }
+                | ApiError::MethodUnsupported { .. }
+                | ApiError::ChannelUnsupported { .. }
+                | ApiError::BodyTooLarge { .. }
+                | ApiError::JsonInvalid { .. }
+                | ApiError::UnknownField { .. }
+        )
+    }
+
+    /// True for errors not stored as an Idempotency-Key's result, so the key stays free
+    /// for the request once it is put right: the request never ran
+    /// ([`ApiError::is_request_invalid`]), the app lacks its configuration (an operator
+    /// fixes it), or the error is [`ApiError::is_retryable`].
+    pub fn leaves_key_unused(&self) -> bool {
+        self.is_retryable()
+            || self.is_request_invalid()
+            || matches!(self, ApiError::NotConfigured { .. })
+    }
+
     /// True for errors that must not be stored as an idempotent result (the client may
     /// retry the same request and expect it to run again).
     pub fn is_retryable(&self) -> bool {
@@ -697,6 +724,34 @@ mod tests {
             };
             assert!(class, "{e:?}");
         }
+        // What openapi.yaml lists as leaving an Idempotency-Key unused.
+        let unused: Vec<_> = all
+            .iter()
+            .filter(|e| e.leaves_key_unused())
+            .map(|e| e.code())
+            .collect();
+        assert_eq!(
+            unused,
+            [
+                "parameter_missing",
+                "parameter_invalid",
+                "amount_invalid",
+                "currency_unsupported",
+                "method_unsupported",
+                "channel_unsupported",
+                "body_too_large",
+                "json_invalid",
+                "unknown_field",
+                "idempotency_key_in_use",
+                "not_configured",
+                "risk_unavailable",
+                "channel_unavailable",
+                "rate_limited",
+                "concurrent_modification",
+                "storage_unavailable",
+                "internal_error",
+            ]
+        );
         let used: Vec<_> = all.iter().map(|e| e.code()).collect();
         for (code, ..) in ERROR_CODES {
             assert!(used.contains(code), "{code} is documented but unused");

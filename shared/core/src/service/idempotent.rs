@@ -175,7 +175,8 @@ pub async fn idempotency_finish<R: Repository>(
 }
 
 /// Turns a service result into a reply: `ok_status` with the JSON body, or the error's
-/// status and JSON; the flag says whether the reply must not be stored.
+/// status and JSON; the flag says whether the reply must not be stored
+/// ([`ApiError::leaves_key_unused`]: the key is freed instead).
 pub fn reply_for<T: Serialize>(result: &Result<T, ApiError>, ok_status: u16) -> (Reply, bool) {
     match result {
         Ok(value) => (
@@ -190,7 +191,7 @@ pub fn reply_for<T: Serialize>(result: &Result<T, ApiError>, ok_status: u16) -> 
                 status: e.status(),
                 body: e.to_json().to_string(),
             },
-            e.is_retryable(),
+            e.leaves_key_unused(),
         ),
     }
 }
