@@ -244,16 +244,7 @@ impl GuestOutput {
     fn write_lines(&self, bytes: &[u8]) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending.extend_from_slice(bytes);
-        let mut out = Vec::new();
-        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-            out.extend_from_slice(self.prefix.as_bytes());
-            out.extend(pending.drain(..=i));
-        }
-        if pending.len() > PENDING_LINE_BYTES_MAX {
-            out.extend_from_slice(self.prefix.as_bytes());
-            out.append(&mut pending);
-            out.push(b'\n');
-        }
+        let out = take_lines(self.prefix.as_bytes(), &mut pending);
         drop(pending);
         if !out.is_empty() {
             // Losing guest output because the host's stream is closed is not worth failing
@@ -264,6 +255,27 @@ impl GuestOutput {
             };
         }
     }
+}
+
+/// The complete lines at the front of `pending`, each after `prefix`, taken out of it
+/// (and a partial line grown past [`PENDING_LINE_BYTES_MAX`], ended with a newline). One
+/// pass and one drain: draining line by line would move the rest of a large write once
+/// per line, quadratic in its size.
+fn take_lines(prefix: &[u8], pending: &mut Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while let Some(i) = pending[start..].iter().position(|b| *b == b'\n') {
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(&pending[start..=start + i]);
+        start += i + 1;
+    }
+    pending.drain(..start);
+    if pending.len() > PENDING_LINE_BYTES_MAX {
+        out.extend_from_slice(prefix);
+        out.append(pending);
+        out.push(b'\n');
+    }
+    out
 }
 
 impl Drop for GuestOutput {
@@ -323,6 +335,36 @@ mod tests {
         assert_eq!(&*out.pending.lock().unwrap(), b"hel");
         out.write_lines(b"lo\nwor");
         assert_eq!(&*out.pending.lock().unwrap(), b"wor");
+    }
+
+    #[test]
+    fn every_line_of_a_write_is_prefixed_and_the_partial_tail_kept() {
+        // Proves one write of many lines comes out line by line, each prefixed, in order,
+        // with the unfinished last line held back; and that a partial line past the cap is
+        // let out whole with a newline.
+        let mut pending = b"held\n".to_vec();
+        for i in 0..10_000 {
+            pending.extend_from_slice(format!("line {i}\n").as_bytes());
+        }
+        pending.extend_from_slice(b"tail");
+        let out = String::from_utf8(take_lines(b"[c] ", &mut pending)).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 10_001);
+        assert_eq!(lines[0], "[c] held");
+        assert_eq!(lines[10_000], "[c] line 9999");
+        assert!(
+            lines[1..]
+                .iter()
+                .enumerate()
+                .all(|(i, l)| *l == format!("[c] line {i}"))
+        );
+        assert_eq!(pending, b"tail");
+
+        let mut long = vec![b'x'; PENDING_LINE_BYTES_MAX + 1];
+        let out = take_lines(b"[c] ", &mut long);
+        assert_eq!(out.len(), 4 + PENDING_LINE_BYTES_MAX + 2);
+        assert!(out.starts_with(b"[c] x") && out.ends_with(b"x\n"));
+        assert!(long.is_empty());
     }
 
     #[test]
