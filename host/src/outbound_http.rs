@@ -27,6 +27,9 @@ type SendResult = wasmtime_wasi_http::Result<(
     Box<dyn Future<Output = Result<(), HttpError>> + Send>,
 )>;
 
+/// Most (component, origin) denials remembered as already logged.
+pub const DENIALS_REMEMBERED_MAX: usize = 1024;
+
 /// The app-wide rules of outbound HTTP beyond each component's allow-list.
 pub struct OutboundPolicy {
     /// The runtime config's `block_networks`.
@@ -51,11 +54,20 @@ impl OutboundPolicy {
         }
     }
 
+    /// Whether this denial is the first of (`component`, `origin`) to be logged. The set
+    /// is bounded (origins may come from merchants' notify URLs): once full, it starts
+    /// again, so a denial may be logged again, never more than once per
+    /// [`DENIALS_REMEMBERED_MAX`] others.
     fn first_denial(&self, component: &str, origin: &str) -> bool {
-        self.denials
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((component.to_string(), origin.to_string()))
+        let mut denials = self.denials.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (component.to_string(), origin.to_string());
+        if denials.contains(&key) {
+            return false;
+        }
+        if denials.len() >= DENIALS_REMEMBERED_MAX {
+            denials.clear();
+        }
+        denials.insert(key)
     }
 }
 
@@ -77,8 +89,12 @@ enum Destination {
     Network,
 }
 
+/// Where `uri` goes, judged on its host as the allow-list judges it: host names are
+/// case-insensitive, so `http://SELF:6379` is the app itself (and allowed only as `self`
+/// is), never a DNS name `SELF` reached on a port nobody checked.
 fn destination(uri: &http::Uri) -> Destination {
-    match uri.host() {
+    let host = uri.host().map(str::to_ascii_lowercase);
+    match host.as_deref() {
         None | Some("") | Some("self") | Some("self.alt") => Destination::SelfApp,
         Some(host) => match host.strip_suffix(CHAINING_SUFFIX) {
             Some(id) if !id.is_empty() => Destination::Chained(id.to_string()),
@@ -206,6 +222,26 @@ mod tests {
         assert_eq!(d("/relative"), Destination::SelfApp);
         assert_eq!(d("http://.spin.internal/x"), Destination::Network);
         assert_eq!(d("https://example.com/x"), Destination::Network);
+        // Host names are case-insensitive, as the allow-list reads them.
+        assert_eq!(d("http://SELF:6379/x"), Destination::SelfApp);
+        assert_eq!(d("http://Self.Alt/x"), Destination::SelfApp);
+        assert_eq!(
+            d("http://Query.SPIN.internal/x"),
+            Destination::Chained("query".into())
+        );
+    }
+
+    #[test]
+    fn the_logged_denials_are_bounded() {
+        // Proves the set of denials already logged never grows past its cap however many
+        // origins are denied, and that a denial is logged once while remembered.
+        let policy = OutboundPolicy::new(BlockedNetworks::default());
+        assert!(policy.first_denial("c", "https://a.test"));
+        assert!(!policy.first_denial("c", "https://a.test"));
+        for i in 0..3 * DENIALS_REMEMBERED_MAX {
+            policy.first_denial("c", &format!("https://{i}.test"));
+            assert!(policy.denials.lock().unwrap().len() <= DENIALS_REMEMBERED_MAX);
+        }
     }
 
     #[test]
