@@ -52,6 +52,10 @@ pub const DEFAULT_MAX_CONCURRENT_REUSE_COUNT: u32 = 16;
 pub const DEFAULT_IDLE_INSTANCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a guest may take to produce a response head.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may take to send a request head, counted from when the host
+/// starts waiting for one: a client that sends part of a head and stalls (slowloris), or
+/// a keep-alive connection left idle, is closed after it.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -85,6 +89,9 @@ pub struct AppOptions {
     /// request, the guest answering it and the chained calls it makes all stay on one
     /// thread instead of waking another core at every hand-off.
     pub serving_threads: usize,
+    /// How long a connection may take to send a request head (from when the host starts
+    /// waiting for it, so also how long an idle keep-alive connection stays open).
+    pub header_read_timeout: Duration,
 }
 
 impl AppOptions {
@@ -103,6 +110,7 @@ impl AppOptions {
             idle_instance_timeout: DEFAULT_IDLE_INSTANCE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             serving_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -198,9 +206,10 @@ pub async fn start(opts: AppOptions) -> anyhow::Result<RunningApp> {
         senders.push(sender);
         let app = app.clone();
         let stopping = stopping.clone();
+        let head_timeout = opts.header_read_timeout;
         let thread = std::thread::Builder::new()
             .name(format!("spinpay-serve-{i}"))
-            .spawn(move || serve_thread(&app, lane, stopping))
+            .spawn(move || serve_thread(&app, lane, head_timeout, stopping))
             .context("starting a serving thread")?;
         threads.push(thread);
     }
@@ -319,6 +328,7 @@ async fn stop_requested(mut stopping: tokio::sync::watch::Receiver<Stop>) {
 fn serve_thread(
     app: &Arc<LoadedApp>,
     lane: crate::server::Lane,
+    header_read_timeout: Duration,
     mut stopping: tokio::sync::watch::Receiver<Stop>,
 ) {
     let Some(runtime) = thread_runtime() else {
@@ -328,6 +338,7 @@ fn serve_thread(
         let serve = crate::server::serve(
             lane,
             app.dispatcher(),
+            header_read_timeout,
             stop_requested(stopping.clone()),
             SHUTDOWN_DRAIN_TIMEOUT,
         );
@@ -786,7 +797,12 @@ fn prepare_request(
     set(SPIN_CLIENT_ADDR, &client_addr.to_string());
     set(SPIN_BASE_PATH, "/");
     for (name, value) in &route.params {
-        let name = format!("spin-path-match-{}", name.to_ascii_lowercase());
+        // Spin names it `SPIN_PATH_MATCH_<NAME>` and turns `_` into `-`, as for every
+        // header it sets: `:user_id` → `spin-path-match-user-id`.
+        let name = format!(
+            "spin-path-match-{}",
+            name.replace('_', "-").to_ascii_lowercase()
+        );
         if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
             set(name, value);
         }

@@ -16,7 +16,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
 use crate::app::{Dispatcher, Origin, plain};
@@ -111,10 +111,13 @@ pub(crate) async fn accept(
 }
 
 /// Serve the connections arriving on `lane` until `shutdown` resolves (or the acceptor
-/// is gone), then give open connections up to `drain` to finish their requests.
+/// is gone), then give open connections up to `drain` to finish their requests. A
+/// connection that takes longer than `header_read_timeout` to send a request head, or
+/// stays idle that long between requests, is closed.
 pub(crate) async fn serve(
     mut lane: Lane,
     dispatcher: Arc<Dispatcher>,
+    header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
@@ -141,8 +144,12 @@ pub(crate) async fn serve(
             let dispatcher = dispatcher.clone();
             async move { Ok::<_, Infallible>(handle_inbound(&dispatcher, req, peer).await) }
         });
+        // hyper enforces the head timeout only with a timer; it runs while the connection
+        // waits for a head, so it also ends idle keep-alive connections.
         let conn = http1::Builder::new()
             .keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

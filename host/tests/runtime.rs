@@ -158,12 +158,19 @@ async fn routes_follow_spin_precedence_and_set_spin_headers() {
     assert_eq!(echo["component"], "param");
     assert_eq!(header(&echo, "spin-path-match-id"), "42");
     assert_eq!(header(&echo, "spin-matched-route"), "/items/:id/detail");
+
     assert_eq!(
         header(&echo, "spin-full-url"),
         format!("{}/items/42/detail?x=1", base)
     );
     assert_eq!(header(&echo, "spin-base-path"), "/");
     assert!(header(&echo, "spin-client-addr").starts_with("127.0.0.1:"));
+
+    // Spin's header name for `:user_id` has `-` for `_`, as every header it sets.
+    let (_, echo) = get(&format!("{base}/users/7")).await;
+    assert_eq!(echo["component"], "param");
+    assert_eq!(header(&echo, "spin-path-match-user-id"), "7");
+    assert_eq!(header(&echo, "spin-path-match-user_id"), "<absent>");
 
     let (_, echo) = get(&format!("{base}/items/a/b")).await;
     assert_eq!(echo["component"], "wild");
@@ -229,6 +236,48 @@ async fn client_supplied_spin_headers_are_replaced_by_the_hosts() {
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(header(&echo, "spin-path-match-id"), "<absent>");
     assert!(header(&echo, "spin-client-addr").starts_with("127.0.0.1:"));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_slow_to_send_its_head_or_idle_between_requests_is_closed() {
+    // Proves the head timeout: a client that sends part of a request head and stalls
+    // (slowloris) is disconnected once it passes, as is a keep-alive connection left idle
+    // after a request, while a request sent in time is answered. (The 20 s bounds only
+    // keep a broken build from hanging the test; the host's timeout is 1 s.)
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let kv = tempfile::tempdir().unwrap();
+    let mut opts = probe_options(&kv);
+    opts.header_read_timeout = Duration::from_secs(1);
+    let app = start_probe(opts).await;
+    let closed = async |stream: &mut tokio::net::TcpStream| {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest));
+        read.await.is_ok_and(|r| r.is_ok())
+    };
+
+    let mut stalled = tokio::net::TcpStream::connect(app.local_addr())
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"GET /exact HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(closed(&mut stalled).await, "a stalled head is cut off");
+
+    let mut idle = tokio::net::TcpStream::connect(app.local_addr())
+        .await
+        .unwrap();
+    idle.write_all(b"GET /exact HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0_u8; 12];
+    idle.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200", "a head sent in time is served");
+    assert!(
+        closed(&mut idle).await,
+        "an idle keep-alive connection is closed"
+    );
     app.shutdown().await;
 }
 
