@@ -75,6 +75,11 @@ fn a_merchant_reads_and_changes_its_own_settings_and_bad_values_change_nothing()
             .post("/v1/account", &json!({"notify_url": "not a url"}))
             .await;
         assert_error_param(&bad, 400, "parameter_invalid", "notify_url");
+        // Names the app serves itself would reach its own components, not the merchant.
+        for inside in ["https://self/v1/account", "https://admin.spin.internal/x"] {
+            let refused = m.post("/v1/account", &json!({"notify_url": inside})).await;
+            assert_error_param(&refused, 400, "parameter_invalid", "notify_url");
+        }
         let unknown = m.post("/v1/account", &json!({"secret_key": "x"})).await;
         assert_eq!(unknown.0, 400, "{}", unknown.1);
         let (_, now) = m.get("/v1/account").await;

@@ -472,6 +472,37 @@ pub fn validate_url(url: &str, param: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A merchant's notify URL: [`validate_url`], naming no host the app serves itself
+/// ([`names_the_app_itself`]).
+pub fn validate_notify_url(url: &str, param: &str) -> Result<(), ApiError> {
+    validate_url(url, param)?;
+    if names_the_app_itself(url) {
+        return Err(invalid(
+            param,
+            "must not name the app itself (self, self.alt, *.spin.internal)",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `url`'s host is one Spin serves inside the app rather than over the network:
+/// `self`, `self.alt` or a component's `<id>.spin.internal` (any case, with or without a
+/// trailing dot). A notification sent there would reach the app's own components,
+/// past the runtime config's `block_networks`, which only judges network addresses.
+pub fn names_the_app_itself(url: &str) -> bool {
+    let Some(host) = http::Uri::try_from(url)
+        .ok()
+        .and_then(|u| u.host().map(str::to_ascii_lowercase))
+    else {
+        return false;
+    };
+    let host = host.trim_end_matches('.');
+    host == "self"
+        || host == "self.alt"
+        || host == "spin.internal"
+        || host.ends_with(".spin.internal")
+}
+
 /// A port in `authority`, if any, is a number from 1 to 65535 (`http` leaves an
 /// out-of-range port unparsed rather than refusing it).
 fn authority_port_ok(authority: &str) -> bool {
@@ -753,7 +784,7 @@ impl CreateMerchantRequest {
             return Err(invalid("name", "must be 1-100 characters"));
         }
         if let Some(url) = &self.notify_url {
-            validate_url(url, "notify_url")?;
+            validate_notify_url(url, "notify_url")?;
         }
         let default_capture = match self.default_capture.as_deref() {
             None => CaptureMode::Automatic,
@@ -812,7 +843,7 @@ impl UpdateMerchantRequest {
             None => None,
             Some(u) if u.is_empty() => Some(None),
             Some(u) => {
-                validate_url(&u, "notify_url")?;
+                validate_notify_url(&u, "notify_url")?;
                 Some(Some(u))
             }
         };
@@ -1381,6 +1412,33 @@ mod tests {
         ] {
             let e = validate_url(bad, "notify_url").expect_err(bad);
             assert_eq!(e.param(), Some("notify_url"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_notify_url_may_not_name_the_app_itself() {
+        // Proves the names Spin serves in-process (self, self.alt, <id>.spin.internal: past
+        // block_networks) are refused as notify URLs in any case or with a trailing dot,
+        // naming the field, while look-alike network names pass.
+        for bad in [
+            "https://self/v1/account",
+            "http://SELF:6379/",
+            "https://self.alt/x",
+            "https://admin.spin.internal/v1/admin/merchants",
+            "https://Query.Spin.Internal./v1/payments",
+            "http://spin.internal/",
+        ] {
+            let e = validate_notify_url(bad, "notify_url").expect_err(bad);
+            assert_eq!(e.param(), Some("notify_url"), "{bad}");
+            assert_eq!(e.code(), "parameter_invalid", "{bad}");
+        }
+        for ok in [
+            "https://merchant.example/notify",
+            "https://self.merchant.example/n",
+            "https://spin.internal.example/n",
+            "http://127.0.0.1:8080/hook",
+        ] {
+            assert_eq!(validate_notify_url(ok, "notify_url"), Ok(()), "{ok}");
         }
     }
 

@@ -634,6 +634,10 @@ async fn send<R: Repository, N: Notifier>(
     let Some(url) = merchant.notify_url.as_deref() else {
         return Ok(Err("the merchant has no notify_url".into()));
     };
+    if crate::api::names_the_app_itself(url) {
+        // Refused when set; this catches one stored before that check existed.
+        return Ok(Err("the notify_url names the app itself".into()));
+    }
     let (event, _) = read::<StoredEvent, R>(ctx.repo, &keys::event(event_id))
         .await?
         .ok_or_else(|| internal(format!("event {event_id} missing for its delivery")))?;
