@@ -1,6 +1,8 @@
 //! The UnionPay ACP 5.1.0 side: form posts signed `signMethod=01` (SHA-256 hex digest of
-//! the sorted `k=v&…`, then SHA256withRSA over that hex, `certId` naming the key),
-//! answered with signed forms; back-notifications posted as signed forms to `backUrl`.
+//! the sorted `k=v&…`, then SHA256withRSA over that hex, `certId` naming the merchant's
+//! key), answered with signed forms; back-notifications posted as signed forms to
+//! `backUrl`. As in 5.1.0, UnionPay's own messages carry its signing certificate in
+//! `signPubKeyCert` and no `certId`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,6 +21,13 @@ pub const MER_ID: &str = "777290058110048";
 pub const CERT_ID: &str = "68759663125";
 /// UnionPay's verification certificate's id.
 pub const VERIFY_CERT_ID: &str = "69042905377";
+
+/// The certificate text UnionPay's messages carry in `signPubKeyCert` (PEM with CRLF line
+/// ends, as UnionPay sends it). spinpay pins UnionPay's key and treats this as signed
+/// data only, so its content is not a certificate of the simulator's key.
+pub const SIGN_PUB_KEY_CERT: &str = "-----BEGIN CERTIFICATE-----\r\n\
+    MIIEQzCCAyugAwIBAgIFEBJJZVgwDQYJKoZIhvcNAQEFBQAwWDELMAkGA1UEBhMC\r\n\
+    -----END CERTIFICATE-----";
 
 /// One order (consume or refund) as UnionPay keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +118,7 @@ impl UnionpaySim {
 
     /// Signs `fields` as UnionPay does (with a wrong key when `forged`).
     fn sign(&self, mut fields: Vec<(String, String)>, forged: bool) -> Vec<(String, String)> {
-        fields.push(("certId".into(), VERIFY_CERT_ID.into()));
+        fields.push(("signPubKeyCert".into(), SIGN_PUB_KEY_CERT.into()));
         fields.push(("signMethod".into(), "01".into()));
         let hex = digest_hex(&sorted_string(&fields, &["signature"]));
         let signer = if forged { &self.wrong } else { &self.theirs };

@@ -27,16 +27,33 @@ pub(crate) fn config() -> UnionpayConfig {
     }
 }
 
-/// A message as UnionPay signs it.
+/// The certificate text an ACP 5.1.0 message carries in `signPubKeyCert` (signed data
+/// only: spinpay pins UnionPay's key and never reads it).
+const SIGN_PUB_KEY_CERT: &str =
+    "-----BEGIN CERTIFICATE-----\r\nMIIEQzCCAyugAwIBAgIFEBJJZVgw\r\n-----END CERTIFICATE-----";
+
+/// A message as UnionPay signs it in ACP 5.1.0: its signing certificate in
+/// `signPubKeyCert`, no `certId`.
 fn signed(fields: &[(&str, &str)]) -> Vec<u8> {
+    signed_by(
+        &unionpay_side(),
+        fields,
+        ("signPubKeyCert", SIGN_PUB_KEY_CERT),
+    )
+}
+
+/// `fields` with `key_field` (`certId` or `signPubKeyCert`) signed by `key`.
+fn signed_by(key: &SigningKey, fields: &[(&str, &str)], key_field: (&str, &str)) -> Vec<u8> {
     let mut pairs: Vec<(String, String)> = fields
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    pairs.push(("certId".into(), UP_CERT.into()));
+    if !key_field.0.is_empty() {
+        pairs.push((key_field.0.into(), key_field.1.into()));
+    }
     pairs.push(("signMethod".into(), "01".into()));
     let digest = sha256_hex(signing_string(&pairs).as_bytes());
-    let sig = unionpay_side().sign_sha256_b64(&mut test_rng(), digest.as_bytes());
+    let sig = key.sign_sha256_b64(&mut test_rng(), digest.as_bytes());
     pairs.push(("signature".into(), sig));
     form_body(&pairs).into_bytes()
 }
@@ -445,4 +462,68 @@ fn back_notifications_are_verified_and_mapped() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_message_verifies_under_a_pinned_key_whether_it_carries_its_certificate_or_a_cert_id() {
+    // Proves the two ways UnionPay names its key: a 5.1.0 message with `signPubKeyCert`
+    // (no certId) verifies under any pinned key, and only a pinned one (a certificate of
+    // another key it carries is no credential); a 5.0.0-style message verifies only under
+    // the pinned key its certId names; one with neither is refused.
+    let rotated = test_key(5);
+    let mut cfg = config();
+    cfg.unionpay_keys
+        .push(("70000000001".into(), rotated.verifying_key()));
+    let fields = [
+        ("merId", "777290058110048"),
+        ("orderId", ORDER),
+        ("txnType", "01"),
+        ("respCode", "00"),
+        ("queryId", "Q1"),
+        ("txnAmt", "1250"),
+    ];
+    let cert = ("signPubKeyCert", SIGN_PUB_KEY_CERT);
+    let accepted = |body: &[u8]| parse_notification(&cfg, body).is_ok();
+    let refused = |body: &[u8]| {
+        matches!(
+            parse_notification(&cfg, body),
+            Err(NotificationRejected::Signature(_))
+        )
+    };
+    assert!(accepted(&signed_by(&unionpay_side(), &fields, cert)));
+    assert!(
+        accepted(&signed_by(&rotated, &fields, cert)),
+        "the second pinned key"
+    );
+    assert!(
+        refused(&signed_by(&test_key(6), &fields, cert)),
+        "an unpinned key"
+    );
+
+    assert!(accepted(&signed_by(
+        &unionpay_side(),
+        &fields,
+        ("certId", UP_CERT)
+    )));
+    assert!(
+        refused(&signed_by(&rotated, &fields, ("certId", UP_CERT))),
+        "a pinned key other than the one certId names"
+    );
+    assert!(refused(&signed_by(
+        &unionpay_side(),
+        &fields,
+        ("certId", "1")
+    )));
+    assert!(
+        refused(&signed_by(&unionpay_side(), &fields, ("", ""))),
+        "neither"
+    );
+    assert!(
+        refused(&signed_by(
+            &unionpay_side(),
+            &fields,
+            ("signPubKeyCert", "")
+        )),
+        "an empty certificate field names no key"
+    );
 }

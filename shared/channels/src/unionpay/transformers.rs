@@ -11,7 +11,7 @@ use spinpay_core::service::{
 };
 use spinpay_guest::outbound::OutboundResponse;
 
-use super::{NotificationRejected, RequestError, UnionpayConfig};
+use super::{NotificationRejected, RequestError, UnionpayConfig, VerifyingKey};
 use crate::crypto::{
     BeijingTime, canonical_pairs, form_body, form_decode, form_get, replay_key, sha256_hex,
 };
@@ -267,18 +267,31 @@ pub fn classify_code(code: &str) -> CodeClass {
     }
 }
 
-/// Verifies a message's `signature` with the UnionPay key its `certId` names.
+/// Verifies a message's `signature` with a pinned UnionPay key. An ACP 5.1.0 answer or
+/// notification carries its signing certificate (`signPubKeyCert`) and no `certId`: it
+/// must verify under one of the pinned keys (at most four, during a rotation); the
+/// certificate it carries is only signed data, never a source of trust. A 5.0.0-style
+/// message names its key by `certId`: only that pinned key may verify it.
 pub fn verify_fields(config: &UnionpayConfig, fields: &[(String, String)]) -> Result<(), String> {
-    let cert_id = form_get(fields, "certId").ok_or("certId missing")?;
-    let key = config
-        .unionpay_key(cert_id)
-        .ok_or_else(|| format!("unknown certId {cert_id:?}"))?;
     let signature = form_get(fields, "signature").ok_or("signature missing")?;
     if form_get(fields, "signMethod") != Some("01") {
         return Err("signMethod is not 01".into());
     }
     let digest_hex = sha256_hex(signing_string(fields).as_bytes());
-    if !key.verify_sha256_b64(digest_hex.as_bytes(), signature) {
+    let verifies = |key: &VerifyingKey| key.verify_sha256_b64(digest_hex.as_bytes(), signature);
+    let verified = match form_get(fields, "certId") {
+        Some(cert_id) => {
+            let key = config
+                .unionpay_key(cert_id)
+                .ok_or_else(|| format!("unknown certId {cert_id:?}"))?;
+            verifies(key)
+        }
+        None if form_get(fields, "signPubKeyCert").is_some_and(|c| !c.is_empty()) => {
+            config.unionpay_keys.iter().any(|(_, key)| verifies(key))
+        }
+        None => return Err("neither certId nor signPubKeyCert".into()),
+    };
+    if !verified {
         return Err("signature refused".into());
     }
     Ok(())
