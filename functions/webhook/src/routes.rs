@@ -19,7 +19,7 @@ pub enum Inbound {
     Alipay,
     /// WeChat Pay v3 callbacks (signed headers, encrypted resource).
     Wechatpay,
-    /// UnionPay ACP back-notifications (form, certId + RSA).
+    /// UnionPay ACP back-notifications (form, RSA under a pinned key).
     Unionpay,
 }
 

@@ -8,9 +8,10 @@
 //!   consume with `qrNo` (txnSubType 06); `app` → app consume (answer `tn` for the SDK);
 //!   refund (txnType 04, needs the consume's `queryId`) and query (by `orderId` and the
 //!   original `txnTime`, which is the object's creation time so it is reproducible).
-//! * Answers and back-notifications are verified with the UnionPay key their `certId`
-//!   names (keys are pinned in configuration; the `signPubKeyCert` chain check of the
-//!   official SDK is replaced by that pinning, see SECURITY.md). Accepted notifications
+//! * Answers and back-notifications are verified with a pinned UnionPay key: any pinned
+//!   key for a 5.1.0 message (it carries `signPubKeyCert`, no `certId`), the one its
+//!   `certId` names otherwise (the `signPubKeyCert` chain check of the official SDK is
+//!   replaced by that pinning, see SECURITY.md). Accepted notifications
 //!   are answered HTTP 200 with [`NOTIFY_ACK`].
 //! * `respCode` / `origRespCode`: `00` (and `A6`) success, `03`/`04`/`05` processing, a
 //!   few that say nothing (`12` duplicate, `34` not found) unknown, other codes failure,
