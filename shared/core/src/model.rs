@@ -457,7 +457,8 @@ impl RiskAssessment {
 /// accepted). The payment is flagged and a `payment.conflicted` event raised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
-    /// What disagreed, e.g. `amount_mismatch`, `currency_mismatch`, `status_contradiction`.
+    /// What disagreed, e.g. `amount_mismatch`, `currency_mismatch`, `status_contradiction`,
+    /// `refund_contradiction` (a settled refund the channel reports the other way).
     pub reason: String,
     /// The amount the channel reported, if any.
     pub channel_amount_minor: Option<i64>,

@@ -1065,6 +1065,75 @@ fn a_refund_notification_settles_a_pending_refund_once() {
     });
 }
 
+#[test]
+fn a_refund_notification_contradicting_a_settled_refund_flags_the_payment_once() {
+    // Proves a notification that a failed refund succeeded after all (or the reverse)
+    // keeps the refund as settled (its reservation stays released: refunded 0), flags the
+    // payment conflicted (refund_contradiction) with one payment.conflicted, and answers
+    // Conflicted; the same contradiction again changes nothing.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(19),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(2000, QRC, "")),
+        )
+        .await
+        .unwrap();
+        let r = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_req(Some(888)))
+            .await
+            .unwrap();
+        let note = |outcome| RefundNotification {
+            channel: spinpay_core::model::Channel::Sandbox,
+            refund_id: r.id.clone(),
+            outcome,
+        };
+        let failed = note(RefundOutcome::Failed {
+            code: "refused".into(),
+            message: "refused".into(),
+        });
+        let succeeded = note(RefundOutcome::Succeeded { channel_ref: None });
+        assert_eq!(
+            apply_refund_notification(&c, &mut rng, &failed).await,
+            Ok(NotificationResult::Applied)
+        );
+        assert_eq!(
+            apply_refund_notification(&c, &mut rng, &succeeded).await,
+            Ok(NotificationResult::Conflicted)
+        );
+        let got = get_payment(&c, &m.id, &p.id).await.unwrap();
+        assert_eq!(
+            (got.refunded_minor, got.refunds[0].status),
+            (0, RefundStatus::Failed)
+        );
+        assert_eq!(got.conflict.unwrap().reason, "refund_contradiction");
+        assert_eq!(
+            apply_refund_notification(&c, &mut rng, &succeeded).await,
+            Ok(NotificationResult::Duplicate)
+        );
+        let all = ListParams {
+            limit: 100,
+            ..Default::default()
+        };
+        let events = list_events(&c, &m.id, &all).await.unwrap().data;
+        let conflicted = events
+            .iter()
+            .filter(|e| e.event_type == EventType::PaymentConflicted)
+            .count();
+        assert_eq!(conflicted, 1, "one payment.conflicted");
+    });
+}
+
 /// The sandbox telling us `payment_id` was paid `amount_minor` CNY.
 fn paid_notification(payment_id: &str, amount_minor: i64) -> PaymentNotification {
     PaymentNotification {

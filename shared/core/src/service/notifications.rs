@@ -94,9 +94,15 @@ pub async fn apply_refund_notification<R: Repository, E: Entropy>(
         return Ok(NotificationResult::UnknownObject);
     }
     let after = super::refunds::settle(ctx, rng, &n.refund_id, &n.outcome).await?;
-    Ok(if after.state == before.state {
-        NotificationResult::Duplicate
-    } else {
+    let flagged = || async {
+        let now = read::<Payment, R>(ctx.repo, &keys::payment(&p.id)).await;
+        now.map(|found| found.is_some_and(|(q, _)| q.state.conflicted && !p.state.conflicted))
+    };
+    Ok(if after.state != before.state {
         NotificationResult::Applied
+    } else if flagged().await? {
+        NotificationResult::Conflicted
+    } else {
+        NotificationResult::Duplicate
     })
 }

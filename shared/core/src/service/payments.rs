@@ -432,7 +432,7 @@ pub(crate) async fn apply_report<R: Repository>(
     let now_ms = ctx.now_ms;
     update_payment(ctx, payment_id, |p| {
         if let Some(reason) = mismatch(p, report) {
-            return Ok(flag_conflict(p, reason, report, now_ms));
+            return Ok(flag_conflict(p, reason, Some(report), now_ms));
         }
         if closed_for_expiry(&report.outcome, p, now_ms)
             && let Ok(state) = apply_payment(&p.state, &PaymentCommand::Cancel)
@@ -448,9 +448,12 @@ pub(crate) async fn apply_report<R: Repository>(
         match apply_payment(&p.state, &command) {
             Ok(state) => Ok(Some(with_outcome(p, state, &report.outcome))),
             Err(TransitionError::AlreadyApplied) => Ok(None),
-            Err(TransitionError::Contradiction { .. }) => {
-                Ok(flag_conflict(p, "status_contradiction", report, now_ms))
-            }
+            Err(TransitionError::Contradiction { .. }) => Ok(flag_conflict(
+                p,
+                "status_contradiction",
+                Some(report),
+                now_ms,
+            )),
             Err(TransitionError::NotAllowed { .. }) => Ok(None),
             Err(other) => Err(internal(other)),
         }
@@ -494,10 +497,12 @@ fn mismatch(p: &Payment, report: &ChannelReport) -> Option<&'static str> {
     None
 }
 
-fn flag_conflict(
+/// `p` flagged as conflicted for `reason` (with what the channel `reported`, if a
+/// payment report), or `None` when it already is.
+pub(crate) fn flag_conflict(
     p: &Payment,
     reason: &str,
-    report: &ChannelReport,
+    reported: Option<&ChannelReport>,
     now_ms: i64,
 ) -> Option<Payment> {
     let state = apply_payment(&p.state, &PaymentCommand::FlagConflict).ok()?;
@@ -505,8 +510,8 @@ fn flag_conflict(
     next.state = state;
     next.conflict = Some(crate::model::Conflict {
         reason: reason.to_string(),
-        channel_amount_minor: report.amount_minor,
-        channel_currency: report.currency.clone(),
+        channel_amount_minor: reported.and_then(|r| r.amount_minor),
+        channel_currency: reported.and_then(|r| r.currency.clone()),
         detected_at_ms: now_ms,
     });
     Some(next)

@@ -211,19 +211,47 @@ pub(crate) async fn settle<R: Repository, E: Entropy>(
         RefundOutcome::Pending { .. } => RefundCommand::ChannelPending,
         RefundOutcome::Unknown { .. } => RefundCommand::ChannelUnknown,
     };
+    let contradicted = std::cell::Cell::new(false);
     let u = update_refund(ctx, refund_id, |cur| {
         match apply_refund(&cur.state, command) {
             Ok(state) => Ok(Some(with_refund_outcome(cur, state, outcome))),
             Err(TransitionError::AlreadyApplied) => Ok(None),
-            // A terminal refund contradicted by the channel: keep ours, the payment
-            // notification path flags the payment.
-            Err(_) => Ok(None),
+            // A settled refund the channel now reports the other way (failed, then
+            // refunded after all; or the reverse): ours stands, since its money was
+            // counted or released, and the payment is flagged for a person.
+            Err(_) => {
+                contradicted.set(true);
+                Ok(None)
+            }
         }
     })
     .await?;
     refund_events(ctx, &u).await;
     settle_payment(ctx, rng, &u).await?;
+    if contradicted.get() {
+        flag_refund_contradiction(ctx, rng, &u.after.payment_id).await?;
+    }
     Ok(u.after)
+}
+
+/// Flags payment `payment_id` as conflicted (`refund_contradiction`,
+/// `payment.conflicted`) once; a payment already flagged is left as it is.
+async fn flag_refund_contradiction<R: Repository, E: Entropy>(
+    ctx: &Ctx<'_, R>,
+    rng: &mut E,
+    payment_id: &str,
+) -> Result<(), ApiError> {
+    let now_ms = ctx.now_ms;
+    let pu = update_payment(ctx, payment_id, |cur| {
+        Ok(super::payments::flag_conflict(
+            cur,
+            "refund_contradiction",
+            None,
+            now_ms,
+        ))
+    })
+    .await?;
+    payment_events(ctx, rng, &pu).await
 }
 
 fn with_refund_outcome(cur: &Refund, state: RefundState, outcome: &RefundOutcome) -> Refund {
