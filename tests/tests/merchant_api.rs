@@ -404,10 +404,12 @@ fn cursor_pages_walk_every_payment_newest_first_exactly_once() {
 
 #[test]
 fn list_limits_outside_one_to_a_hundred_and_unknown_parameters_are_rejected() {
-    // Proves limit=0, limit=101, limit=x → parameter_invalid(limit); ?sort= → unknown_field.
+    // Proves limit=0, limit=101, limit=x, a repeated limit → parameter_invalid(limit);
+    // ?sort= → unknown_field; a cursor naming another merchant's payment or event →
+    // parameter_invalid(starting_after), as the refund list answers.
     run(|app| async move {
         let m = app.new_merchant().await;
-        for bad in ["limit=0", "limit=101", "limit=x"] {
+        for bad in ["limit=0", "limit=101", "limit=x", "limit=5&limit=6"] {
             let r = m.get(&format!("/v1/payments?{bad}")).await;
             assert_error_param(&r, 400, "parameter_invalid", "limit");
             let r = m.get(&format!("/v1/events?{bad}")).await;
@@ -415,6 +417,18 @@ fn list_limits_outside_one_to_a_hundred_and_unknown_parameters_are_rejected() {
         }
         let r = m.get("/v1/payments?sort=asc").await;
         assert_error_param(&r, 400, "unknown_field", "sort");
+
+        let other = app.new_merchant().await;
+        let theirs = other
+            .create_payment_ok(&payment_request(1250, qr_customer()))
+            .await;
+        let id = theirs["id"].as_str().unwrap();
+        let r = m.get(&format!("/v1/payments?starting_after={id}")).await;
+        assert_error_param(&r, 400, "parameter_invalid", "starting_after");
+        let (_, events) = other.get("/v1/events?limit=1").await;
+        let event = events["data"][0]["id"].as_str().unwrap();
+        let r = m.get(&format!("/v1/events?starting_after={event}")).await;
+        assert_error_param(&r, 400, "parameter_invalid", "starting_after");
     });
 }
 

@@ -1104,9 +1104,14 @@ impl ListParams {
             limit: PAGE_SIZE_DEFAULT,
             ..ListParams::default()
         };
+        let mut seen: Vec<&str> = Vec::new();
         for pair in query.split('&').filter(|s| !s.is_empty()) {
             let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
             let value = percent_decode(raw).ok_or_else(|| invalid(name, "bad percent-encoding"))?;
+            if seen.contains(&name) {
+                return Err(invalid(name, "given more than once"));
+            }
+            seen.push(name);
             match name {
                 "limit" => {
                     p.limit = value

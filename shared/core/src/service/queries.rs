@@ -127,7 +127,7 @@ pub async fn list_payments<R: Repository>(
         };
     }
     let below = match &params.starting_after {
-        Some(id) => load_payment(ctx, merchant_id, id).await?.seq,
+        Some(id) => cursor(load_payment(ctx, merchant_id, id).await, id)?.seq,
         None => {
             ctx.repo
                 .increment(&keys::payment_seq(merchant_id), 0)
@@ -151,6 +151,18 @@ pub async fn list_payments<R: Repository>(
     Ok(ListResponse::new(data, has_more))
 }
 
+/// The object a list's `starting_after` names: one the merchant does not have (another
+/// merchant's, or none) is a bad parameter, named, as the refund list answers it.
+fn cursor<T>(loaded: Result<T, ApiError>, id: &str) -> Result<T, ApiError> {
+    loaded.map_err(|e| match e {
+        ApiError::ResourceMissing { resource, .. } => ApiError::ParameterInvalid {
+            param: "starting_after".into(),
+            reason: format!("{id:?} is not one of this merchant's {resource}s"),
+        },
+        other => other,
+    })
+}
+
 /// `GET /v1/events?limit=&starting_after=`: the merchant's event log, newest first.
 pub async fn list_events<R: Repository>(
     ctx: &Ctx<'_, R>,
@@ -163,7 +175,7 @@ pub async fn list_events<R: Repository>(
         });
     }
     let below = match &params.starting_after {
-        Some(id) => load_event(ctx, merchant_id, id).await?.seq,
+        Some(id) => cursor(load_event(ctx, merchant_id, id).await, id)?.seq,
         None => ctx.repo.increment(&keys::event_seq(merchant_id), 0).await? + 1,
     };
     let slot = |seq| keys::event_index(merchant_id, seq);
