@@ -96,6 +96,47 @@ fn a_merchant_reads_and_changes_its_own_settings_and_bad_values_change_nothing()
 }
 
 #[test]
+fn a_merchant_rotates_its_secret_key_and_the_old_one_works_only_for_the_grace_period() {
+    // Proves POST /v1/account/secret-key/rotate through the components: a bad grace period
+    // is refused naming it and rotates nothing; the new key is shown once (a replay under
+    // the same Idempotency-Key answers the same key) and works at once; the old key still
+    // works during the grace period; a second rotation stops the key two rotations old.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let rotate = "/v1/account/secret-key/rotate";
+        for bad in [json!(299), json!(604_801), json!("600")] {
+            let r = m.post(rotate, &json!({"grace_period_s": bad})).await;
+            assert_error_param(&r, 400, "parameter_invalid", "grace_period_s");
+        }
+        let key = unique("idem");
+        let body = json!({"grace_period_s": 600});
+        let (status, first) = m.post_with_key(rotate, Some(&key), &body).await;
+        assert_eq!(status, 200, "{first}");
+        assert_eq!(first["object"], "secret_key", "{first}");
+        let replay = m.post_with_key(rotate, Some(&key), &body).await;
+        assert_eq!(replay, (200, first.clone()), "the same key again");
+        let new_key = first["secret_key"].as_str().unwrap().to_string();
+        let as_key = async |k: &str| app.get("/v1/account", Some(k)).await;
+        let (status, account) = as_key(&new_key).await;
+        assert_eq!((status, &account["id"]), (200, &json!(m.id)), "{account}");
+        assert_eq!(
+            as_key(&m.secret_key).await.0,
+            200,
+            "old key, in its grace period"
+        );
+
+        let rotated_with_new = app
+            .post(rotate, Some(&new_key), Some(&unique("idem")), &json!({}))
+            .await;
+        assert_eq!(rotated_with_new.0, 200, "{}", rotated_with_new.1);
+        let newest = rotated_with_new.1["secret_key"].as_str().unwrap();
+        assert_eq!(as_key(newest).await.0, 200);
+        assert_eq!(as_key(&new_key).await.0, 200, "one rotation old");
+        assert_error(&as_key(&m.secret_key).await, 401, "api_key_invalid");
+    });
+}
+
+#[test]
 fn onboarding_without_the_admin_token_is_refused_with_401() {
     // Proves missing, wrong and merchant-key credentials on the admin API all answer 401.
     run(|app| async move {

@@ -8,6 +8,7 @@
 //! | GET /v1/account | the calling merchant's settings (secret key auth) |
 //! | POST /v1/account | `update_merchant` `{"name"?, "notify_url"?, "default_capture"?}` |
 //! | POST /v1/account/webhook-secret/rotate | `rotate_webhook_secret` `{"grace_period_s"?}`: a new signing secret, shown once; the old one also signs during the grace period |
+//! | POST /v1/account/secret-key/rotate | `rotate_secret_key` `{"grace_period_s"?}`: a new secret key, shown once; the old one also works during the grace period (5 minutes to 7 days) |
 //!
 //! The merchants route is guarded by `Authorization: Bearer <admin token>` (the secret variable `admin_token`),
 //! compared in constant time; with no token configured the endpoint is disabled (503
@@ -33,6 +34,8 @@ const MERCHANTS_PATH: &str = "/v1/admin/merchants";
 const ACCOUNT_PATH: &str = "/v1/account";
 /// Webhook signing secret rotation (secret key).
 const ROTATE_PATH: &str = "/v1/account/webhook-secret/rotate";
+/// Secret key rotation (secret key).
+const ROTATE_KEY_PATH: &str = "/v1/account/secret-key/rotate";
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> HttpResponse {
@@ -49,6 +52,7 @@ async fn handle(req: Request) -> HttpResponse {
                 }
                 Route::UpdateAccount => update_account(&parts, body, request_id).await,
                 Route::RotateSecret => rotate_secret(&parts, body, request_id).await,
+                Route::RotateKey => rotate_key(&parts, body, request_id).await,
             }
         },
     )
@@ -135,6 +139,31 @@ where
     .await
 }
 
+/// `POST /v1/account/secret-key/rotate`: the answer holds the new key, so its idempotent
+/// replay is stored sealed; under an Idempotency-Key the new key derives from the key's
+/// operation seed, so a retry after a lost answer gets the same key.
+async fn rotate_key<B>(
+    parts: &http::request::Parts,
+    body: B,
+    request_id: &str,
+) -> Result<HttpResponse, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (services, merchant) = Services::authenticated(&parts.headers).await?;
+    let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+    let call = Keyed::new(&merchant.id, parts, &body).sealed();
+    services
+        .idempotent_seeded(call, request_id, async |keyed| {
+            let req: RotateSecretRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
+            let seed = keyed.map(|k| k.seed);
+            let (ctx, grace) = (services.ctx(), req.grace_period_s);
+            service::rotate_secret_key(&ctx, &mut OsEntropy, &merchant.id, grace, seed).await
+        })
+        .await
+}
+
 /// Whether a write's idempotent replay is stored sealed (its answer holds a secret).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seal {
@@ -172,8 +201,8 @@ where
         .await
 }
 
-/// `{"grace_period_s"?}`: how long the old secret keeps signing (0..=604800, default
-/// 86400).
+/// `{"grace_period_s"?}`: how long the old webhook secret keeps signing (0..=604800,
+/// default 86400), or the old secret key keeps working (300..=604800, default 300).
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RotateSecretRequest {
@@ -195,6 +224,7 @@ enum Route {
     Account,
     UpdateAccount,
     RotateSecret,
+    RotateKey,
 }
 
 /// POST to the merchants path; GET or POST to the account path.
@@ -207,6 +237,8 @@ fn route(parts: &http::request::Parts) -> Result<Route, RouteMiss> {
         ACCOUNT_PATH => Err(RouteMiss::MethodNotAllowed { allow: "GET, POST" }),
         ROTATE_PATH if parts.method == Method::POST => Ok(Route::RotateSecret),
         ROTATE_PATH => Err(RouteMiss::MethodNotAllowed { allow: "POST" }),
+        ROTATE_KEY_PATH if parts.method == Method::POST => Ok(Route::RotateKey),
+        ROTATE_KEY_PATH => Err(RouteMiss::MethodNotAllowed { allow: "POST" }),
         _ => Err(RouteMiss::NotFound),
     }
 }
@@ -244,6 +276,7 @@ mod tests {
             Err(RouteMiss::NotFound)
         );
         assert_eq!(route(&parts("POST", ROTATE_PATH)), Ok(Route::RotateSecret));
+        assert_eq!(route(&parts("POST", ROTATE_KEY_PATH)), Ok(Route::RotateKey));
         assert_eq!(
             route(&parts("GET", ROTATE_PATH)),
             Err(RouteMiss::MethodNotAllowed { allow: "POST" })

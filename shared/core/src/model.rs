@@ -578,10 +578,22 @@ pub struct Merchant {
     pub default_capture: CaptureMode,
     /// sha256 hex of the secret key (the key itself is never stored).
     pub api_key_hash: String,
+    /// The key the last rotation replaced, accepted until it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_api_key: Option<PreviousApiKey>,
     /// The webhook signing secret, sealed ([`crate::crypto::seal`]).
     pub webhook_secret_sealed: String,
     /// Creation time.
     pub created_at_ms: i64,
+}
+
+/// A merchant's secret key replaced by a rotation, still accepted for a while.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousApiKey {
+    /// sha256 hex of the old key.
+    pub hash: String,
+    /// From then on the old key is refused.
+    pub expires_at_ms: i64,
 }
 
 /// Event types (wire names such as `payment.succeeded`).

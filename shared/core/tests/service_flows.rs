@@ -880,6 +880,75 @@ fn a_notification_with_the_wrong_amount_flags_the_payment_instead_of_paying_it()
 }
 
 #[test]
+fn a_rotated_secret_key_replaces_the_old_one_after_its_grace_period() {
+    // Proves rotate_secret_key: the new key works at once, the old one until its grace
+    // period ends and not after; a retry of the same rotation (same Idempotency-Key seed)
+    // answers the same key without rotating twice; rotating again stops the key two
+    // rotations old at once; a grace period outside 300..=604800 is refused naming the
+    // field and changes nothing; another merchant's key is untouched.
+    let (repo, keys, mut rng) = (MemoryRepository::new(), keyring(), SplitMix64::new(21));
+    block_on(async {
+        let t0 = 1_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, first) = merchant(&c, &mut rng).await;
+        let (other, other_key) = merchant(&c, &mut rng).await;
+        let auth_at = async |now_ms: i64, key: &str| {
+            let c = ctx(&repo, &keys, now_ms);
+            authenticate(&c, Some(&format!("Bearer {key}")))
+                .await
+                .map(|m| m.id)
+        };
+        for bad in [0, 299, 604_801] {
+            let e = rotate_secret_key(&c, &mut rng, &m.id, Some(bad), None)
+                .await
+                .unwrap_err();
+            assert_eq!(e.param(), Some("grace_period_s"), "{bad}");
+        }
+        assert_eq!(
+            auth_at(t0, &first).await,
+            Ok(m.id.clone()),
+            "nothing changed"
+        );
+
+        let seed = [7_u8; 16];
+        let second = rotate_secret_key(&c, &mut rng, &m.id, Some(600), Some(seed))
+            .await
+            .unwrap();
+        assert_eq!(second.previous_key_expires_at_ms, t0 + 600_000);
+        let again = rotate_secret_key(&c, &mut rng, &m.id, Some(600), Some(seed))
+            .await
+            .unwrap();
+        assert_eq!(again, second, "a retry answers the same key");
+        let second = second.secret_key;
+        assert_ne!(second, first);
+        assert_eq!(auth_at(t0, &second).await, Ok(m.id.clone()));
+        assert_eq!(auth_at(t0 + 599_999, &first).await, Ok(m.id.clone()));
+        assert_eq!(
+            auth_at(t0 + 600_000, &first).await,
+            Err(ApiError::ApiKeyInvalid),
+            "the grace period is over"
+        );
+
+        let third = rotate_secret_key(&c, &mut rng, &m.id, None, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            third.previous_key_expires_at_ms,
+            t0 + 300_000,
+            "5 minutes by default"
+        );
+        assert_eq!(auth_at(t0, &third.secret_key).await, Ok(m.id.clone()));
+        assert_eq!(auth_at(t0, &second).await, Ok(m.id.clone()));
+        assert_eq!(
+            auth_at(t0, &first).await,
+            Err(ApiError::ApiKeyInvalid),
+            "two rotations old"
+        );
+        assert_eq!(auth_at(t0, &other_key).await, Ok(other.id));
+    });
+}
+
+#[test]
 fn bearer_keys_and_the_admin_token_fail_closed() {
     // Proves authentication errors: missing header, wrong key, unconfigured admin token.
     let (repo, keys, mut rng) = (MemoryRepository::new(), keyring(), SplitMix64::new(15));

@@ -8,7 +8,7 @@ use crate::crypto::{Secret, constant_time_eq, open, seal, sha256_hex};
 use crate::error::ApiError;
 use crate::ids::{IdKind, is_valid_id, make_id};
 use crate::keys;
-use crate::model::Merchant;
+use crate::model::{Merchant, PreviousApiKey};
 use crate::repo::Repository;
 use crate::rng::Entropy;
 
@@ -28,6 +28,7 @@ pub async fn create_merchant<R: Repository, E: Entropy>(
         notify_url: req.notify_url,
         default_capture: req.default_capture,
         api_key_hash: api_key_hash.clone(),
+        previous_api_key: None,
         webhook_secret_sealed: seal(
             ctx.keys,
             rng.bytes(),
@@ -71,10 +72,144 @@ pub async fn authenticate<R: Repository>(
     let (merchant, _) = read::<Merchant, R>(ctx.repo, &keys::merchant(&merchant_id))
         .await?
         .ok_or(ApiError::ApiKeyInvalid)?;
-    if !constant_time_eq(merchant.api_key_hash.as_bytes(), hash.as_bytes()) {
+    let current = constant_time_eq(merchant.api_key_hash.as_bytes(), hash.as_bytes());
+    let previous = merchant.previous_api_key.as_ref().is_some_and(|p| {
+        ctx.now_ms < p.expires_at_ms && constant_time_eq(p.hash.as_bytes(), hash.as_bytes())
+    });
+    if !(current || previous) {
         return Err(ApiError::ApiKeyInvalid);
     }
     Ok(merchant)
+}
+
+/// Shortest time, and the default, for which a rotated-out secret key keeps working:
+/// long enough for a rotation whose answer was lost (or whose request crashed) to be
+/// retried with the old key under its Idempotency-Key, answering the same new key.
+pub const SECRET_KEY_GRACE_S_MIN: i64 = 300;
+/// Longest time a rotated-out secret key keeps working.
+pub const SECRET_KEY_GRACE_S_MAX: i64 = 7 * 86_400;
+
+/// The answer to a secret key rotation: the new key, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SecretKeyRotated {
+    /// `"secret_key"`.
+    pub object: String,
+    /// The new secret key (`sk_…`).
+    pub secret_key: String,
+    /// Until when the old key also works.
+    pub previous_key_expires_at_ms: i64,
+}
+
+/// `POST /v1/account/secret-key/rotate`: a new secret key for `merchant_id`; the old one
+/// keeps working for `grace_s` seconds ([`SECRET_KEY_GRACE_S_MIN`] to
+/// [`SECRET_KEY_GRACE_S_MAX`], the minimum by default), then is refused. Only one old key
+/// is kept: a key two rotations old stops working at once. Under an Idempotency-Key
+/// (`seed`) the new key derives from the key's operation seed under the encryption key,
+/// so a retry of the same rotation answers the same new key, and nobody without the
+/// encryption key can guess it.
+pub async fn rotate_secret_key<R: Repository, E: Entropy>(
+    ctx: &Ctx<'_, R>,
+    rng: &mut E,
+    merchant_id: &str,
+    grace_s: Option<i64>,
+    seed: Option<[u8; 16]>,
+) -> Result<SecretKeyRotated, ApiError> {
+    let grace_s = grace_s.unwrap_or(SECRET_KEY_GRACE_S_MIN);
+    if !(SECRET_KEY_GRACE_S_MIN..=SECRET_KEY_GRACE_S_MAX).contains(&grace_s) {
+        return Err(ApiError::ParameterInvalid {
+            param: "grace_period_s".into(),
+            reason: format!("must be {SECRET_KEY_GRACE_S_MIN}..={SECRET_KEY_GRACE_S_MAX}"),
+        });
+    }
+    let entropy = match seed {
+        Some(seed) => derived_key_bytes(ctx, merchant_id, seed),
+        None => rng.bytes::<32>(),
+    };
+    let secret_key = make_id(IdKind::SecretKey, &entropy);
+    let new_hash = sha256_hex(secret_key.as_bytes());
+    // The index entry first: the merchant record must never name a key nothing finds.
+    if !insert(
+        ctx.repo,
+        &keys::api_key(&new_hash),
+        &merchant_id.to_string(),
+    )
+    .await?
+    {
+        let owner = read::<String, R>(ctx.repo, &keys::api_key(&new_hash)).await?;
+        if owner.is_none_or(|(id, _)| id != merchant_id) {
+            return Err(internal("api key collision"));
+        }
+    }
+    let expires_at_ms = ctx.now_ms.saturating_add(grace_s.saturating_mul(1000));
+    for _attempt in 0..super::CAS_RETRIES_MAX {
+        let (merchant, version) = read::<Merchant, R>(ctx.repo, &keys::merchant(merchant_id))
+            .await?
+            .ok_or_else(|| internal(format!("merchant {merchant_id} vanished")))?;
+        if merchant.api_key_hash == new_hash {
+            // An earlier attempt of this rotation got this far: its answer again.
+            let until = merchant
+                .previous_api_key
+                .map_or(expires_at_ms, |p| p.expires_at_ms);
+            return Ok(rotated(secret_key, until));
+        }
+        let dropped = merchant.previous_api_key.clone();
+        let next = Merchant {
+            previous_api_key: Some(PreviousApiKey {
+                hash: merchant.api_key_hash.clone(),
+                expires_at_ms,
+            }),
+            api_key_hash: new_hash.clone(),
+            ..merchant
+        };
+        match ctx
+            .repo
+            .put_if_version(
+                &keys::merchant(merchant_id),
+                version,
+                super::to_bytes(&next),
+            )
+            .await
+        {
+            Ok(_) => {
+                if let Some(old) = dropped {
+                    // Best effort: authentication refuses it anyway, the record no
+                    // longer naming it.
+                    let _ = ctx.repo.delete(&keys::api_key(&old.hash)).await;
+                }
+                return Ok(rotated(secret_key, expires_at_ms));
+            }
+            Err(crate::repo::RepoError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::ConcurrentModification)
+}
+
+fn rotated(secret_key: String, previous_key_expires_at_ms: i64) -> SecretKeyRotated {
+    SecretKeyRotated {
+        object: "secret_key".into(),
+        secret_key,
+        previous_key_expires_at_ms,
+    }
+}
+
+/// 32 bytes for a rotation's new key: a keyed hash (the encryption key) of the merchant
+/// and the Idempotency-Key's operation seed.
+fn derived_key_bytes<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    seed: [u8; 16],
+) -> [u8; 32] {
+    let mut data = b"spinpay secret key rotation\n".to_vec();
+    data.extend_from_slice(merchant_id.as_bytes());
+    data.push(b'\n');
+    data.extend_from_slice(&seed);
+    let hex = ctx.keys.keyed_hash_hex(&data);
+    let mut out = [0_u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex digest");
+    }
+    out
 }
 
 fn bearer(authorization: Option<&str>) -> Result<&str, ApiError> {

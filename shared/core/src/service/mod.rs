@@ -48,7 +48,8 @@ pub use idempotent::{
     IdempotencyTicket, KeyedRun, Reply, Started, idempotency_begin, idempotency_finish, reply_for,
 };
 pub use merchants::{
-    authenticate, check_admin_token, create_merchant, update_merchant, webhook_secret,
+    SECRET_KEY_GRACE_S_MAX, SECRET_KEY_GRACE_S_MIN, SecretKeyRotated, authenticate,
+    check_admin_token, create_merchant, rotate_secret_key, update_merchant, webhook_secret,
 };
 pub use notifications::{
     NotificationResult, PaymentNotification, RefundNotification, apply_payment_notification,
