@@ -204,12 +204,8 @@ fn derived_key_bytes<R: Repository>(
     data.extend_from_slice(merchant_id.as_bytes());
     data.push(b'\n');
     data.extend_from_slice(&seed);
-    let hex = ctx.keys.keyed_hash_hex(&data);
-    let mut out = [0_u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex digest");
-    }
-    out
+    let digest = hex::decode(ctx.keys.keyed_hash_hex(&data)).expect("a hex digest");
+    digest.try_into().expect("a 32-byte digest")
 }
 
 fn bearer(authorization: Option<&str>) -> Result<&str, ApiError> {
