@@ -59,8 +59,10 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Everything needed to run an app. [`AppOptions::new`] gives the defaults.
-#[derive(Debug, Clone)]
+/// Everything needed to run an app. [`AppOptions::new`] gives the defaults. Its `Debug`
+/// shows variable names but not their values, and whether a Redis URL is set but not
+/// the URL (either may hold a secret).
+#[derive(Clone)]
 pub struct AppOptions {
     /// The `spin.toml`.
     pub manifest: PathBuf,
@@ -92,6 +94,29 @@ pub struct AppOptions {
     /// How long a connection may take to send a request head (from when the host starts
     /// waiting for it, so also how long an idle keep-alive connection stays open).
     pub header_read_timeout: Duration,
+}
+
+impl std::fmt::Debug for AppOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppOptions")
+            .field("manifest", &self.manifest)
+            .field("listen", &self.listen)
+            .field("runtime_config_file", &self.runtime_config_file)
+            .field("kv_default_path", &self.kv_default_path)
+            .field("kv_redis_url", &self.kv_redis_url.as_ref().map(|_| "<set>"))
+            .field("variables", &self.variables.keys().collect::<Vec<_>>())
+            .field("build", &self.build)
+            .field("max_instance_reuse_count", &self.max_instance_reuse_count)
+            .field(
+                "max_concurrent_reuse_count",
+                &self.max_concurrent_reuse_count,
+            )
+            .field("idle_instance_timeout", &self.idle_instance_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("serving_threads", &self.serving_threads)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .finish()
+    }
 }
 
 impl AppOptions {
@@ -966,5 +991,25 @@ impl WorkerState for Worker {
             }
         }
         drop(store);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_names_variables_but_shows_no_secret() {
+        // Proves a logged AppOptions keeps variable values and the Redis URL (with its
+        // password) out of the log, while naming what is set.
+        let mut opts = AppOptions::new("spin.toml");
+        opts.variables
+            .insert("admin_token".into(), "tok_very_secret".into());
+        opts.kv_redis_url = Some("redis://:hunter2@127.0.0.1:6379".into());
+        let shown = format!("{opts:?}");
+        assert!(shown.contains("admin_token"), "{shown}");
+        assert!(shown.contains("<set>"), "{shown}");
+        assert!(!shown.contains("tok_very_secret"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }
