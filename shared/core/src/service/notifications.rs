@@ -94,13 +94,15 @@ pub async fn apply_refund_notification<R: Repository, E: Entropy>(
         return Ok(NotificationResult::UnknownObject);
     }
     let after = super::refunds::settle(ctx, rng, &n.refund_id, &n.outcome).await?;
-    let flagged = || async {
-        let now = read::<Payment, R>(ctx.repo, &keys::payment(&p.id)).await;
-        now.map(|found| found.is_some_and(|(q, _)| q.state.conflicted && !p.state.conflicted))
-    };
-    Ok(if after.state != before.state {
-        NotificationResult::Applied
-    } else if flagged().await? {
+    if after.state != before.state {
+        return Ok(NotificationResult::Applied);
+    }
+    // Unchanged: a duplicate, unless it contradicted the refund and flagged the payment.
+    let flagged = !p.state.conflicted
+        && read::<Payment, R>(ctx.repo, &keys::payment(&p.id))
+            .await?
+            .is_some_and(|(now, _)| now.state.conflicted);
+    Ok(if flagged {
         NotificationResult::Conflicted
     } else {
         NotificationResult::Duplicate
