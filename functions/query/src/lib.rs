@@ -1,9 +1,11 @@
 //! # query: the read component
 //!
 //! One payment (with its refunds; a `processing` one is re-checked with the channel
-//! first, one still unpaid past its expiry is closed there and canceled), a lookup by merchant order id, cursor lists of payments and events, one
-//! refund, one event (with the state of its delivery to the merchant's notify URL), and explicit re-checks (`POST …/recheck`) of a payment or refund
-//! whose outcome the channel has not told us yet. Every read is scoped to the merchant of
+//! first, one still unpaid past its expiry is closed there and canceled), a lookup by
+//! merchant order id, cursor lists of payments and events, one refund, one event (with
+//! the state of its delivery to the merchant's notify URL), and explicit re-checks
+//! (`POST …/recheck`) of a payment or refund whose outcome the channel has not told us
+//! yet. Every read is scoped to the merchant of
 //! the bearer key: another merchant's id is 404, never 403.
 //!
 //! `POST /v1/admin/reconcile` (admin token; `{"limit"?, "merchant_id"?, "now_ms"?}`) is
