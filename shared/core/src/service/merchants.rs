@@ -141,56 +141,35 @@ pub async fn rotate_secret_key<R: Repository, E: Entropy>(
         }
     }
     let expires_at_ms = ctx.now_ms.saturating_add(grace_s.saturating_mul(1000));
-    for _attempt in 0..super::CAS_RETRIES_MAX {
-        let (merchant, version) = read::<Merchant, R>(ctx.repo, &keys::merchant(merchant_id))
-            .await?
-            .ok_or_else(|| internal(format!("merchant {merchant_id} vanished")))?;
-        if merchant.api_key_hash == new_hash {
-            // An earlier attempt of this rotation got this far: its answer again.
-            let until = merchant
-                .previous_api_key
-                .map_or(expires_at_ms, |p| p.expires_at_ms);
-            return Ok(rotated(secret_key, until));
+    let rotate = |cur: &Merchant| -> Result<Option<Merchant>, ApiError> {
+        if cur.api_key_hash == new_hash {
+            // An earlier attempt of this rotation got this far.
+            return Ok(None);
         }
-        let dropped = merchant.previous_api_key.clone();
-        let next = Merchant {
+        Ok(Some(Merchant {
             previous_api_key: Some(PreviousApiKey {
-                hash: merchant.api_key_hash.clone(),
+                hash: cur.api_key_hash.clone(),
                 expires_at_ms,
             }),
             api_key_hash: new_hash.clone(),
-            ..merchant
-        };
-        match ctx
-            .repo
-            .put_if_version(
-                &keys::merchant(merchant_id),
-                version,
-                super::to_bytes(&next),
-            )
-            .await
-        {
-            Ok(_) => {
-                if let Some(old) = dropped {
-                    // Best effort: authentication refuses it anyway, the record no
-                    // longer naming it.
-                    let _ = ctx.repo.delete(&keys::api_key(&old.hash)).await;
-                }
-                return Ok(rotated(secret_key, expires_at_ms));
-            }
-            Err(crate::repo::RepoError::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
+            ..cur.clone()
+        }))
+    };
+    let u = super::update(ctx.repo, &keys::merchant(merchant_id), rotate, |_| {}).await?;
+    if u.changed
+        && let Some(dropped) = &u.before.previous_api_key
+    {
+        // Best effort: authentication refuses it anyway, the record no longer naming it.
+        let _ = ctx.repo.delete(&keys::api_key(&dropped.hash)).await;
     }
-    Err(ApiError::ConcurrentModification)
-}
-
-fn rotated(secret_key: String, previous_key_expires_at_ms: i64) -> SecretKeyRotated {
-    SecretKeyRotated {
+    Ok(SecretKeyRotated {
         object: "secret_key".into(),
         secret_key,
-        previous_key_expires_at_ms,
-    }
+        previous_key_expires_at_ms: u
+            .after
+            .previous_api_key
+            .map_or(expires_at_ms, |p| p.expires_at_ms),
+    })
 }
 
 /// 32 bytes for a rotation's new key: a keyed hash (the encryption key) of the merchant
