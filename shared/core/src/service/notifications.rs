@@ -93,16 +93,10 @@ pub async fn apply_refund_notification<R: Repository, E: Entropy>(
     if p.channel != n.channel {
         return Ok(NotificationResult::UnknownObject);
     }
-    let after = super::refunds::settle(ctx, rng, &n.refund_id, &n.outcome).await?;
-    if after.state != before.state {
-        return Ok(NotificationResult::Applied);
-    }
-    // Unchanged: a duplicate, unless it contradicted the refund and flagged the payment.
-    let flagged = !p.state.conflicted
-        && read::<Payment, R>(ctx.repo, &keys::payment(&p.id))
-            .await?
-            .is_some_and(|(now, _)| now.state.conflicted);
-    Ok(if flagged {
+    let settled = super::refunds::settle(ctx, rng, &n.refund_id, &n.outcome).await?;
+    Ok(if settled.refund.state != before.state {
+        NotificationResult::Applied
+    } else if settled.flagged {
         NotificationResult::Conflicted
     } else {
         NotificationResult::Duplicate

@@ -145,7 +145,7 @@ where
     let outcome = channel.refund(payment, refund).await;
     settle(ctx, rng, &refund.id, &outcome)
         .await
-        .unwrap_or_else(|_| refund.clone())
+        .map_or_else(|_| refund.clone(), |s| s.refund)
 }
 
 /// Undoes the claims of a refund refused before its reservation (the merchant refund
@@ -196,6 +196,14 @@ async fn reserve<R: Repository, E: Entropy>(
     Ok(u.after)
 }
 
+/// What [`settle`] did.
+pub(crate) struct Settled {
+    /// The refund afterwards.
+    pub refund: Refund,
+    /// The outcome contradicted the settled refund and newly flagged its payment.
+    pub flagged: bool,
+}
+
 /// Applies a channel refund outcome to the refund, then settles the payment's
 /// reservation. Both steps are idempotent, so a repeat (notification, re-check, retry
 /// after a crash between the two) is harmless.
@@ -204,7 +212,7 @@ pub(crate) async fn settle<R: Repository, E: Entropy>(
     rng: &mut E,
     refund_id: &str,
     outcome: &RefundOutcome,
-) -> Result<Refund, ApiError> {
+) -> Result<Settled, ApiError> {
     let command = match outcome {
         RefundOutcome::Succeeded { .. } => RefundCommand::ChannelSucceeded,
         RefundOutcome::Failed { .. } => RefundCommand::ChannelFailed,
@@ -228,19 +236,21 @@ pub(crate) async fn settle<R: Repository, E: Entropy>(
     .await?;
     refund_events(ctx, &u).await;
     settle_payment(ctx, rng, &u).await?;
-    if contradicted.get() {
-        flag_refund_contradiction(ctx, rng, &u.after.payment_id).await?;
-    }
-    Ok(u.after)
+    let flagged =
+        contradicted.get() && flag_refund_contradiction(ctx, rng, &u.after.payment_id).await?;
+    Ok(Settled {
+        refund: u.after,
+        flagged,
+    })
 }
 
 /// Flags payment `payment_id` as conflicted (`refund_contradiction`,
-/// `payment.conflicted`) once; a payment already flagged is left as it is.
+/// `payment.conflicted`) once; a payment already flagged is left as it is (`false`).
 async fn flag_refund_contradiction<R: Repository, E: Entropy>(
     ctx: &Ctx<'_, R>,
     rng: &mut E,
     payment_id: &str,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let now_ms = ctx.now_ms;
     let pu = update_payment(ctx, payment_id, |cur| {
         Ok(super::payments::flag_conflict(
@@ -251,7 +261,8 @@ async fn flag_refund_contradiction<R: Repository, E: Entropy>(
         ))
     })
     .await?;
-    payment_events(ctx, rng, &pu).await
+    payment_events(ctx, rng, &pu).await?;
+    Ok(pu.changed)
 }
 
 fn with_refund_outcome(cur: &Refund, state: RefundState, outcome: &RefundOutcome) -> Refund {
@@ -355,7 +366,7 @@ where
         ));
     }
     let settled = settle(ctx, rng, refund_id, &outcome).await?;
-    Ok(RefundResponse::new(&settled))
+    Ok(RefundResponse::new(&settled.refund))
 }
 
 /// Loads a refund owned by `merchant_id`.
