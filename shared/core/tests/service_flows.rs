@@ -1087,6 +1087,34 @@ fn an_unreachable_risk_engine_fails_closed_and_frees_the_order_id() {
     });
 }
 
+/// A merchant, its 2,000 CNY customer-presented payment (succeeded), and a refund of 888
+/// of it that the channel leaves pending (the magic amount).
+async fn paid_with_pending_refund(
+    c: &Ctx<'_, MemoryRepository>,
+    ch: &SimChannel,
+    rng: &mut SplitMix64,
+) -> (
+    spinpay_core::model::Merchant,
+    spinpay_core::api::PaymentResponse,
+    spinpay_core::api::RefundResponse,
+) {
+    let (m, _) = merchant(c, rng).await;
+    let p = create_payment(
+        c,
+        ch,
+        &LocalRisk::default(),
+        rng,
+        &m,
+        new_payment(&body(2000, QRC, "")),
+    )
+    .await
+    .unwrap();
+    let r = create_refund(c, ch, rng, &m.id, &p.id, refund_req(Some(888)))
+        .await
+        .unwrap();
+    (m, p, r)
+}
+
 #[test]
 fn a_refund_notification_settles_a_pending_refund_once() {
     // Proves a pending refund is settled by a notification; a duplicate changes nothing.
@@ -1098,20 +1126,7 @@ fn a_refund_notification_settles_a_pending_refund_once() {
     );
     block_on(async {
         let c = ctx(&repo, &keys, 1_000);
-        let (m, _) = merchant(&c, &mut rng).await;
-        let p = create_payment(
-            &c,
-            &ch,
-            &LocalRisk::default(),
-            &mut rng,
-            &m,
-            new_payment(&body(2000, QRC, "")),
-        )
-        .await
-        .unwrap();
-        let r = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_req(Some(888)))
-            .await
-            .unwrap();
+        let (m, p, r) = paid_with_pending_refund(&c, &ch, &mut rng).await;
         assert_eq!(r.status, RefundStatus::Pending);
         let n = RefundNotification {
             channel: spinpay_core::model::Channel::Sandbox,
@@ -1148,20 +1163,7 @@ fn a_refund_notification_contradicting_a_settled_refund_flags_the_payment_once()
     );
     block_on(async {
         let c = ctx(&repo, &keys, 1_000);
-        let (m, _) = merchant(&c, &mut rng).await;
-        let p = create_payment(
-            &c,
-            &ch,
-            &LocalRisk::default(),
-            &mut rng,
-            &m,
-            new_payment(&body(2000, QRC, "")),
-        )
-        .await
-        .unwrap();
-        let r = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_req(Some(888)))
-            .await
-            .unwrap();
+        let (m, p, r) = paid_with_pending_refund(&c, &ch, &mut rng).await;
         let note = |outcome| RefundNotification {
             channel: spinpay_core::model::Channel::Sandbox,
             refund_id: r.id.clone(),
