@@ -10,7 +10,7 @@ use spinpay_tests::sim::wechatpay::Signing;
 use spinpay_tests::sim::{ChannelWorld, run_own_world, run_world};
 use spinpay_tests::{
     ADMIN_TOKEN, Merchant, Reply, assert_error, assert_error_param, queue_slot_naming, sha256_hex,
-    shift_record_time, unique_token,
+    shift_record_time, unique, unique_phone, unique_token,
 };
 
 /// A payment request on `channel`.
@@ -908,5 +908,122 @@ fn unionpay_query_settles_a_timed_out_consume_and_cancel_is_refused() {
         let r = cancel(&m, &oid).await;
         assert_error(&r, 402, "channel_declined");
         assert_money(&m.payment(&oid).await, "requires_customer_action", 0, 0);
+    });
+}
+
+// --------------------------------------------------------------- one-time codes by Twilio
+
+/// `body` with `payer`.
+fn paid_by(mut body: Value, payer: &Value) -> Value {
+    body["payer"] = payer.clone();
+    body
+}
+
+#[test]
+fn a_risk_challenge_on_alipay_sends_its_code_by_twilio_and_the_code_completes_it() {
+    // Proves that with sms_provider=twilio a risk challenge on a real channel sends its
+    // code through Twilio's Messages API (Basic auth and form checked by the simulator,
+    // valid for the code's 300 s), not the sandbox's inbox, and that the code completes
+    // the payment at Alipay once.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let rules = json!({"velocity": [{"dimension": "payer", "window": "1m",
+            "max_count": 1, "contribution": 40}]});
+        let (status, body) = w.app.put("/v1/risk/rules", &m.secret_key, &rules).await;
+        assert_eq!(status, 200, "{body}");
+        let phone = unique_phone();
+        let payer = json!({"id": unique("u"), "phone": phone});
+        let first = create(&m, &paid_by(request("alipay", 880, code("28")), &payer)).await;
+        assert_money(&first, "succeeded", 880, 0);
+        assert!(
+            w.twilio.sent_to(&phone).is_empty(),
+            "no code for an allowed payment"
+        );
+
+        let second = create(&m, &paid_by(request("alipay", 990, code("28")), &payer)).await;
+        assert_eq!(second["risk"]["decision"], "challenge", "{second}");
+        assert_eq!(second["next_action"]["type"], "enter_otp", "{second}");
+        let sent = w.twilio.sent_to(&phone);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].validity_period.as_deref(), Some("300"));
+        let inbox = format!("/sandbox/sms/{}", phone.replace('+', "%2B"));
+        assert_eq!(
+            w.app.get(&inbox, None).await.0,
+            404,
+            "the sandbox sent nothing"
+        );
+        let pid = id(&second);
+        assert_eq!(w.alipay.call_count("alipay.trade.pay", &pid), 0);
+
+        let otp = json!({"otp": w.twilio.last_code(&phone)});
+        let (status, paid) = m.post(&format!("/v1/payments/{pid}/confirm"), &otp).await;
+        assert_eq!(status, 200, "{paid}");
+        assert_money(&paid, "succeeded", 990, 0);
+        assert_eq!(w.alipay.call_count("alipay.trade.pay", &pid), 1);
+    });
+}
+
+#[test]
+fn an_sms_otp_code_twilio_refuses_fails_the_payment_and_moves_no_money() {
+    // Proves an sms_otp payment's code goes by Twilio and completes the payment, and a
+    // number Twilio refuses (21211) fails the payment as otp_delivery_failed with
+    // nothing captured, the payer's number in no error.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let phone = unique_phone();
+        let body = request("sandbox", 1500, json!({"type": "sms_otp", "phone": phone}));
+        let p = create(&m, &body).await;
+        assert_eq!(p["next_action"]["type"], "enter_otp", "{p}");
+        let otp = json!({"otp": w.twilio.last_code(&phone)});
+        let path = format!("/v1/payments/{}/confirm", id(&p));
+        let (status, paid) = m.post(&path, &otp).await;
+        assert_eq!(status, 200, "{paid}");
+        assert_money(&paid, "succeeded", 1500, 0);
+
+        let invalid = spinpay_tests::sim::twilio::INVALID_NUMBER;
+        let body = request(
+            "sandbox",
+            1500,
+            json!({"type": "sms_otp", "phone": invalid}),
+        );
+        let failed = create(&m, &body).await;
+        assert_money(&failed, "failed", 0, 0);
+        assert_eq!(failed["failure"]["code"], "otp_delivery_failed", "{failed}");
+        assert!(!failed.to_string().contains("5550001"), "{failed}");
+        assert!(w.twilio.sent_to(invalid).is_empty());
+        assert_eq!(*w.twilio.unauthorized.lock().unwrap(), 0);
+    });
+}
+
+#[test]
+fn an_sms_provider_that_cannot_send_refuses_sms_otp_payments_up_front() {
+    // Proves sms_provider=twilio without an auth token, or an unknown provider, refuses
+    // an sms_otp payment as 503 not_configured naming the variable, storing nothing,
+    // while payments that need no code still go through.
+    spinpay_tests::run(async |_shared| {
+        let twilio = spinpay_tests::sim::twilio::TwilioSim::start().await;
+        let mut broken = twilio.app_variables();
+        broken.remove("twilio_auth_token");
+        let mut unknown = twilio.app_variables();
+        unknown.insert("sms_provider".into(), "carrier-pigeon".into());
+        for (vars, variable) in [(broken, "twilio_auth_token"), (unknown, "sms_provider")] {
+            let app = spinpay_tests::TestApp::start(vars).await;
+            let m = app.new_merchant().await;
+            let body = request(
+                "sandbox",
+                1500,
+                json!({"type": "sms_otp",
+                "phone": unique_phone()}),
+            );
+            let r = m.create_payment(&body).await;
+            assert_error(&r, 503, "not_configured");
+            let message = r.1["error"]["message"].as_str().unwrap_or("");
+            assert!(message.contains(variable), "{message}");
+            assert_eq!(m.count_payments().await, 0);
+            let ok = create(&m, &request("sandbox", 1500, code(""))).await;
+            assert_money(&ok, "succeeded", 1500, 0);
+            app.shutdown().await;
+        }
+        assert!(twilio.sent.lock().unwrap().is_empty());
     });
 }

@@ -20,9 +20,23 @@ use spinpay_guest::env::EnvError;
 
 use crate::alipay::{self, AlipayClient};
 use crate::sandbox::{self, SandboxClient};
+use crate::twilio::TwilioSms;
 use crate::unionpay::{self, UnionpayClient};
 use crate::wechatpay::{self, WechatpayClient};
-use crate::wiring::{Slot, request_error};
+use crate::wiring::{Slot, request_error, unusable, var};
+
+/// Variable: who sends one-time codes by SMS — `sandbox` (the default: the simulated
+/// provider's inbox, for development) or `twilio` ([`crate::twilio`]).
+pub const VAR_SMS_PROVIDER: &str = "sms_provider";
+
+/// The SMS provider `sms_provider` chose.
+#[derive(Debug, Clone)]
+enum SmsRoute {
+    /// The sandbox's SMS endpoint.
+    Sandbox,
+    /// Twilio's Messages API.
+    Twilio(TwilioSms),
+}
 
 /// Every channel adapter this build has, chosen by the payment's channel.
 #[derive(Debug, Clone)]
@@ -31,6 +45,8 @@ pub struct Channels {
     alipay: OnceCell<Slot<AlipayClient>>,
     wechatpay: OnceCell<Slot<WechatpayClient>>,
     unionpay: OnceCell<Slot<UnionpayClient>>,
+    /// The SMS provider, or the variable that makes it unusable.
+    sms: OnceCell<Result<SmsRoute, &'static str>>,
 }
 
 impl Channels {
@@ -42,6 +58,7 @@ impl Channels {
             alipay: OnceCell::new(),
             wechatpay: OnceCell::new(),
             unionpay: OnceCell::new(),
+            sms: OnceCell::new(),
         }
     }
 
@@ -58,6 +75,7 @@ impl Channels {
             alipay: OnceCell::from(alipay),
             wechatpay: OnceCell::from(wechatpay),
             unionpay: OnceCell::from(unionpay),
+            sms: OnceCell::from(Ok(SmsRoute::Sandbox)),
         }
     }
 
@@ -85,6 +103,9 @@ impl Channels {
     /// mode or the amount (400 naming the field).
     pub async fn check_new_payment(&self, new: &NewPayment) -> Result<(), ApiError> {
         let (m, capture, amount) = (&new.method, new.capture, new.amount_minor);
+        if let (PaymentMethod::SmsOtp { .. }, Err(what)) = (m, self.sms().await) {
+            return Err(ApiError::NotConfigured { what });
+        }
         let checked = match new.channel {
             Channel::Sandbox => return Ok(()),
             Channel::Alipay => {
@@ -119,6 +140,22 @@ impl Channels {
             let _ = self.wechatpay.set(slot);
         }
         self.wechatpay.get().expect("set above")
+    }
+
+    /// The SMS provider, read from variables on first use.
+    async fn sms(&self) -> &Result<SmsRoute, &'static str> {
+        if self.sms.get().is_none() {
+            let route = match var(VAR_SMS_PROVIDER).await.as_deref() {
+                None | Some("sandbox") => Ok(SmsRoute::Sandbox),
+                Some("twilio") => TwilioSms::load().await.map(SmsRoute::Twilio),
+                Some(_) => Err(unusable(
+                    VAR_SMS_PROVIDER,
+                    &"expected `sandbox` or `twilio`",
+                )),
+            };
+            let _ = self.sms.set(route);
+        }
+        self.sms.get().expect("set above")
     }
 
     /// The UnionPay adapter, read from variables on first use.
@@ -229,9 +266,18 @@ impl ChannelClient for Channels {
         )
     }
 
-    /// One-time codes go out through the sandbox's SMS endpoint, whatever the channel.
+    /// One-time codes go out through the provider `sms_provider` names, whatever the
+    /// payment's channel; why one did not is logged (never the phone or the text).
     async fn send_sms(&self, phone: &str, text: &str) -> Result<(), String> {
-        self.sandbox.send_sms(phone, text).await
+        let sent = match self.sms().await {
+            Ok(SmsRoute::Sandbox) => self.sandbox.send_sms(phone, text).await,
+            Ok(SmsRoute::Twilio(twilio)) => twilio.send(phone, text).await,
+            Err(var) => Err(format!("variable {var} is missing or unusable")),
+        };
+        if let Err(e) = &sent {
+            eprintln!("one-time code not sent: {e}");
+        }
+        sent
     }
 }
 

@@ -11,13 +11,15 @@
 //! [`alipay`] (RSA2), [`wechatpay`] (API v3) and [`unionpay`] (ACP 5.1.0), the protocol
 //! halves verified against the channels' own SDKs in `tests/interop.rs`. Each real
 //! channel is configured from Spin variables ([`wiring`]); [`dispatch::Channels`] hands
-//! every call to the adapter of the payment's channel.
+//! every call to the adapter of the payment's channel, and one-time codes to the SMS
+//! provider `sms_provider` names ([`twilio`], or the sandbox's inbox).
 #![deny(missing_docs)]
 
 pub mod alipay;
 mod crypto;
 pub mod dispatch;
 pub mod sandbox;
+pub mod twilio;
 pub mod unionpay;
 pub mod wechatpay;
 pub mod wiring;

@@ -4,13 +4,15 @@
 //! channel's side of its published protocol, written here independently of the adapters
 //! in `shared/channels` (its own canonical strings, its own RSA and AES-GCM calls): it
 //! verifies OUR request signatures, answers signed like the channel, and posts signed
-//! notifications to the app's webhook. [`ChannelWorld`] starts the three simulators and
-//! one app whose Spin variables point the adapters at them.
+//! notifications to the app's webhook. [`ChannelWorld`] starts the three simulators (and
+//! [`twilio`], which sends the one-time codes) and one app whose Spin variables point the
+//! adapters at them.
 //!
 //! Magic amounts (minor units) select a fault, so tests running in parallel never
 //! disturb each other: see [`Fault::for_amount`].
 
 pub mod alipay;
+pub mod twilio;
 pub mod unionpay;
 pub mod wechatpay;
 
@@ -455,6 +457,8 @@ pub struct ChannelWorld {
     pub wechatpay: Arc<wechatpay::WechatpaySim>,
     /// UnionPay.
     pub unionpay: Arc<unionpay::UnionpaySim>,
+    /// Twilio, which sends the app's one-time codes.
+    pub twilio: Arc<twilio::TwilioSim>,
 }
 
 impl ChannelWorld {
@@ -477,11 +481,13 @@ impl ChannelWorld {
         let alipay = alipay::AlipaySim::start(a_ours, a_theirs, webhook.clone()).await;
         let wechatpay = wechatpay::WechatpaySim::start(w_ours, w_theirs, webhook.clone()).await;
         let unionpay = unionpay::UnionpaySim::start(u_ours, u_theirs, webhook.clone()).await;
+        let twilio = twilio::TwilioSim::start().await;
         let mut vars = BTreeMap::new();
         vars.insert("public_base_url".to_string(), PUBLIC_BASE_URL.to_string());
         vars.extend(alipay.app_variables());
         vars.extend(wechatpay.app_variables());
         vars.extend(unionpay.app_variables());
+        vars.extend(twilio.app_variables());
         let app = TestApp::start(vars).await;
         webhook
             .base
@@ -492,6 +498,7 @@ impl ChannelWorld {
             alipay,
             wechatpay,
             unionpay,
+            twilio,
         }
     }
 }
