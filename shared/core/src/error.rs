@@ -594,10 +594,11 @@ impl ApiError {
         )
     }
 
-    /// True for errors not stored as an Idempotency-Key's result, so the key stays free
-    /// for the request once it is put right: the request never ran
-    /// ([`ApiError::is_request_invalid`]), the app lacks its configuration (an operator
-    /// fixes it), or the error is [`ApiError::is_retryable`].
+    /// True for errors not stored as an Idempotency-Key's result: the request never ran
+    /// ([`ApiError::is_request_invalid`]) or the app lacks its configuration (an operator
+    /// fixes it), so the key is freed for the corrected request; or the error is
+    /// [`ApiError::is_retryable`], so the same request retried resumes
+    /// (`service::KeyOutcome`).
     pub fn leaves_key_unused(&self) -> bool {
         self.is_retryable()
             || self.is_request_invalid()

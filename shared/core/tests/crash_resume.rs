@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::hooked::{at_every_crash_point, dies_after, world};
+use common::hooked::{at_every_crash_point, blip_repo, dies_after, world};
 use common::*;
 use futures::executor::block_on;
 use spinpay_core::api::PaymentResponse;
@@ -691,4 +691,129 @@ fn a_refund_retry_after_a_crash_resumes_and_never_refunds_twice() {
         assert_eq!(after.refunded_minor, 600, "{after:?}");
         assert_eq!(after.refunds.len(), 2);
     });
+}
+
+#[test]
+fn a_keyed_create_failed_by_a_storage_blip_at_any_step_is_resumed_by_the_immediate_retry() {
+    // Proves that whichever storage operation of a keyed create answers "unavailable"
+    // (without effect, or after its write landed), the answer either stands (stored and
+    // replayed) or releases the key so the same request retried at once resumes that
+    // attempt with its seed: one payment, the attempt's own, listed once, charged at most
+    // once; and another request with the key is refused as reused.
+    let keys = keyring();
+    let path = "/v1/payments";
+    let req_body = fingerprint_body(1250);
+    let all = spinpay_core::api::ListParams::parse("limit=100").unwrap();
+    let t0 = 30_000;
+    for committed in [false, true] {
+        let mut at = 0;
+        loop {
+            let (repo, _, ch, mut rng) = world(23);
+            let hit = block_on(async {
+                let c = ctx(&repo, &keys, t0);
+                let (m, _) = merchant(&c, &mut rng).await;
+                let begun = idempotency_begin(&c, &m.id, Some("blip-1"), "POST", path, &req_body);
+                let Started::Run(Some(ticket)) = begun.await.unwrap() else {
+                    panic!("a fresh key runs")
+                };
+                let seed = ticket.operation_seed();
+                let blip = blip_repo(&repo, at, committed);
+                let first = create_seeded(&ctx(&blip, &keys, t0), &ch, &mut rng, &m, seed).await;
+                let (reply, outcome) = reply_for(&first, 200);
+                idempotency_finish(&c, Some(ticket), &reply, outcome)
+                    .await
+                    .unwrap();
+                let here = format!("blip at operation {at} (landed: {committed}): {first:?}");
+
+                let later = ctx(&repo, &keys, t0 + 1_000);
+                let again =
+                    idempotency_begin(&later, &m.id, Some("blip-1"), "POST", path, &req_body);
+                match again.await.unwrap() {
+                    Started::Replay(r) => assert_eq!(r.status, 200, "{here}"),
+                    Started::Run(Some(t)) => {
+                        assert!(first.is_err(), "{here}: a success is stored");
+                        assert_eq!(t.operation_seed(), seed, "{here}: the retry resumes");
+                        assert!(t.resumes(), "{here}");
+                        let resumed = create_seeded(&later, &ch, &mut rng, &m, seed).await;
+                        let (reply, outcome) = reply_for(&resumed, 200);
+                        assert_eq!(outcome, KeyOutcome::Store, "{here}: {resumed:?}");
+                        idempotency_finish(&later, Some(t), &reply, outcome)
+                            .await
+                            .unwrap();
+                    }
+                    other => panic!("{here}: the retry got {other:?}"),
+                }
+                let own = spinpay_core::ids::make_id(spinpay_core::ids::IdKind::Payment, &seed);
+                let listed = list_payments(&later, &m.id, &all).await.unwrap();
+                let ids: Vec<&str> = listed.data.iter().map(|p| p.id.as_str()).collect();
+                assert_eq!(
+                    ids,
+                    [own.as_str()],
+                    "{here}: one payment, the attempt's own"
+                );
+                let status = listed.data[0].status;
+                let settled = [PaymentStatus::Succeeded, PaymentStatus::Processing];
+                assert!(settled.contains(&status), "{here}: {status:?}");
+                assert!(ch.charged().iter().all(|id| *id == own), "{here}");
+                let other = fingerprint_body(999);
+                let reused = idempotency_begin(&later, &m.id, Some("blip-1"), "POST", path, &other);
+                assert_eq!(
+                    reused.await.map_err(|e| e.code()),
+                    Err("idempotency_key_reused"),
+                    "{here}"
+                );
+                blip.hooks.hit.get()
+            });
+            if !hit {
+                break;
+            }
+            at += 1;
+        }
+        assert!(at > 5, "the create has many storage operations ({at})");
+    }
+}
+
+#[test]
+fn an_unkeyed_create_failed_by_a_storage_blip_leaves_no_payment_behind() {
+    // Proves that whichever storage operation of an unkeyed create fails (without
+    // effect), either the payment is the answer (listed, charged at most once) or the
+    // error answered leaves no payment at all: nothing a later recheck could charge
+    // behind the merchant's back after it was told the request failed.
+    let keys = keyring();
+    let all = spinpay_core::api::ListParams::parse("limit=100").unwrap();
+    let t0 = 40_000;
+    let mut at = 0;
+    loop {
+        let (repo, _, ch, mut rng) = world(29);
+        let hit = block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let blip = blip_repo(&repo, at, false);
+            let new = new_payment(&body(1250, QRC, ""));
+            let risk = LocalRisk::default();
+            let got = create_payment(&ctx(&blip, &keys, t0), &ch, &risk, &mut rng, &m, new).await;
+            let here = format!("blip at operation {at}: {got:?}");
+            let stored = repo.keys_with_prefix("pay/");
+            match &got {
+                Ok(p) => {
+                    assert_eq!(stored, [format!("pay/{}", p.id)], "{here}");
+                    let listed = list_payments(&c, &m.id, &all).await.unwrap();
+                    let ids: Vec<&str> = listed.data.iter().map(|l| l.id.as_str()).collect();
+                    assert_eq!(ids, [p.id.as_str()], "{here}: listed");
+                    assert!(ch.charged().iter().all(|id| *id == p.id), "{here}");
+                }
+                Err(e) => {
+                    assert!(e.is_retryable(), "{here}");
+                    assert!(stored.is_empty(), "{here}: {stored:?}");
+                    assert!(ch.charged().is_empty(), "{here}");
+                }
+            }
+            blip.hooks.hit.get()
+        });
+        if !hit {
+            break;
+        }
+        at += 1;
+    }
+    assert!(at > 5, "the create has many storage operations ({at})");
 }

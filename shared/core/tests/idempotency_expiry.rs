@@ -50,7 +50,7 @@ async fn keyed<R: Repository>(
                 status: 201,
                 body: format!("{{\"tag\":\"{tag}\"}}"),
             };
-            idempotency_finish(&c, ticket, &reply, false).await?;
+            idempotency_finish(&c, ticket, &reply, KeyOutcome::Store).await?;
             Ok(Some(reply))
         }
     }

@@ -604,7 +604,9 @@ fn idempotency_replays_same_body_and_rejects_other_bodies_and_concurrent_use() {
             status: 201,
             body: "{\"id\":1}".into(),
         };
-        idempotency_finish(&c, ticket, &reply, false).await.unwrap();
+        idempotency_finish(&c, ticket, &reply, KeyOutcome::Store)
+            .await
+            .unwrap();
         let again = idempotency_begin(&c, "mch_a", Some("k1"), "POST", "/v1/payments", b"{}")
             .await
             .unwrap();
@@ -630,11 +632,29 @@ fn idempotency_replays_same_body_and_rejects_other_bodies_and_concurrent_use() {
         else {
             panic!()
         };
-        let (r, retry) = reply_for::<()>(&Err(ApiError::ChannelUnavailable), 201);
-        assert!(retry);
-        idempotency_finish(&c, t2, &r, retry).await.unwrap();
+        let (r, outcome) = reply_for::<()>(&Err(ApiError::ChannelUnavailable), 201);
+        assert_eq!(outcome, KeyOutcome::Release);
+        let first_seed = t2.as_ref().unwrap().operation_seed();
+        idempotency_finish(&c, t2, &r, outcome).await.unwrap();
+        // Released at once: the same request runs again and resumes with the seed;
+        // another request with the key is refused.
+        let e = idempotency_begin(&c, "mch_a", Some("k2"), "POST", "/x", b"{\"a\":1}")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "idempotency_key_reused");
+        let Ok(Started::Run(Some(t3))) =
+            idempotency_begin(&c, "mch_a", Some("k2"), "POST", "/x", b"{}").await
+        else {
+            panic!("the retry runs")
+        };
+        assert_eq!(t3.operation_seed(), first_seed);
+        assert!(t3.resumes());
+        // A request refused as malformed frees the key for the corrected one.
+        let (r, outcome) = reply_for::<()>(&Err(ApiError::JsonInvalid { detail: "x".into() }), 201);
+        assert_eq!(outcome, KeyOutcome::Free);
+        idempotency_finish(&c, Some(t3), &r, outcome).await.unwrap();
         assert!(matches!(
-            idempotency_begin(&c, "mch_a", Some("k2"), "POST", "/x", b"{}").await,
+            idempotency_begin(&c, "mch_a", Some("k2"), "POST", "/x", b"{\"a\":1}").await,
             Ok(Started::Run(Some(_)))
         ));
     });

@@ -118,7 +118,7 @@ impl Services {
             Started::Replay(reply) => return self.replay(&call, reply),
         };
         let result = run(ticket.as_ref().map(|t| t.keyed_run())).await;
-        let (reply, retryable) = service::reply_for(&result, 200);
+        let (reply, outcome) = service::reply_for(&result, 200);
         let stored = if call.seal && ticket.is_some() {
             let body = seal(
                 &self.keys,
@@ -133,7 +133,7 @@ impl Services {
         } else {
             reply.clone()
         };
-        if let Err(e) = service::idempotency_finish(&self.ctx(), ticket, &stored, retryable).await {
+        if let Err(e) = service::idempotency_finish(&self.ctx(), ticket, &stored, outcome).await {
             // The operation itself happened: answer its result truthfully; the key stays
             // locked until its lock expires, then the request may run again.
             eprintln!("request {request_id}: idempotency record not completed: {e}");

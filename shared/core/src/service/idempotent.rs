@@ -4,15 +4,17 @@
 //! match idempotency_begin(ctx, merchant_id, key_header, "POST", path, body).await? {
 //!     Started::Replay(reply) => reply,                         // same key, same body
 //!     Started::Run(ticket) => {
-//!         let (reply, retryable) = reply_for(service_call().await, 201);
-//!         idempotency_finish(ctx, ticket, &reply, retryable).await?;
+//!         let (reply, outcome) = reply_for(service_call().await, 201);
+//!         idempotency_finish(ctx, ticket, &reply, outcome).await?;
 //!         reply
 //!     }
 //! }
 //! ```
 //! The in-progress record is claimed with compare-and-swap, so two concurrent requests
 //! with one key cannot both run: the second gets `idempotency_key_in_use`. Results that
-//! a retry should re-run (5xx, contention, unavailable dependencies) are not stored.
+//! a retry should re-run (5xx, contention, unavailable dependencies) are not stored: the
+//! lock is released but the claim kept ([`KeyOutcome::Release`]), so the retry resumes
+//! whatever the failed attempt did, exactly as after a crash.
 //! Every claim schedules its record's deletion once the retention has passed
 //! (`super::retention`).
 
@@ -22,8 +24,8 @@ use super::{Ctx, read, retention, to_bytes};
 use crate::crypto::sha256_hex;
 use crate::error::ApiError;
 use crate::idempotency::{
-    IdempotencyDecision, IdempotencyRecord, IdempotencyState, decide, fingerprint, first_claim_for,
-    operation_seed, validate_key,
+    IDEMPOTENCY_LOCK_TTL_MS, IdempotencyDecision, IdempotencyRecord, IdempotencyState, decide,
+    fingerprint, first_claim_for, operation_seed, validate_key,
 };
 use crate::keys;
 use crate::repo::{RepoError, Repository};
@@ -44,6 +46,7 @@ pub struct IdempotencyTicket {
     version: u64,
     record: IdempotencyRecord,
     seed: [u8; 16],
+    resumes: bool,
 }
 
 impl IdempotencyTicket {
@@ -59,7 +62,7 @@ impl IdempotencyTicket {
     /// done part or all of the work, so the operation resumes it rather than starting
     /// from scratch.
     pub fn resumes(&self) -> bool {
-        self.record.first_claimed_at_ms() != self.record.created_at_ms
+        self.resumes
     }
 
     /// The seed and the takeover flag together.
@@ -117,6 +120,8 @@ pub async fn idempotency_begin<R: Repository>(
         IdempotencyDecision::New => {}
     }
     let first_claimed = first_claim_for(existing.as_ref().map(|(r, _)| r), ctx.now_ms);
+    // The claim of an earlier attempt, taken over (it crashed, or failed retryably).
+    let resumes = existing.is_some_and(|(r, _)| r.first_claimed_at_ms() == first_claimed);
     retention::schedule(ctx, merchant_id, &key_hash).await?;
     let record = IdempotencyRecord {
         fingerprint: fp,
@@ -134,6 +139,7 @@ pub async fn idempotency_begin<R: Repository>(
             key,
             version,
             record,
+            resumes,
         }))),
         // Someone claimed the key between our read and write.
         Err(RepoError::Conflict { .. }) => Err(ApiError::IdempotencyKeyInUse),
@@ -141,27 +147,50 @@ pub async fn idempotency_begin<R: Repository>(
     }
 }
 
-/// Finishes a keyed request: stores the reply for replay, or releases the key when the
-/// result is retryable.
+/// What a finished request leaves of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOutcome {
+    /// The reply is stored and replayed.
+    Store,
+    /// The key is freed: the request never ran (refused as malformed, or the app lacks
+    /// its configuration), so a corrected request may use it.
+    Free,
+    /// The request failed in a way a retry should re-run (5xx, contention) after it may
+    /// have done part of its work (stored a payment, asked the channel). The lock is
+    /// released at once but the claim kept: the same request retried takes it over with
+    /// the same operation seed and resumes that work, as after a crash, instead of
+    /// creating a second payment; another request with the key is refused as reused.
+    Release,
+}
+
+/// Finishes a keyed request as `outcome` says.
 pub async fn idempotency_finish<R: Repository>(
     ctx: &Ctx<'_, R>,
     ticket: Option<IdempotencyTicket>,
     reply: &Reply,
-    retryable: bool,
+    outcome: KeyOutcome,
 ) -> Result<(), ApiError> {
     let Some(t) = ticket else {
         return Ok(());
     };
-    if retryable {
-        ctx.repo.delete(&t.key).await?;
-        return Ok(());
-    }
-    let record = IdempotencyRecord {
-        state: IdempotencyState::Completed {
-            status: reply.status,
-            body: reply.body.clone(),
+    let record = match outcome {
+        KeyOutcome::Free => {
+            ctx.repo.delete(&t.key).await?;
+            return Ok(());
+        }
+        KeyOutcome::Release => IdempotencyRecord {
+            // A lock older than any request: the next claim takes it over.
+            created_at_ms: ctx.now_ms - IDEMPOTENCY_LOCK_TTL_MS - 1,
+            first_claimed_at_ms: Some(t.record.first_claimed_at_ms()),
+            ..t.record
         },
-        ..t.record
+        KeyOutcome::Store => IdempotencyRecord {
+            state: IdempotencyState::Completed {
+                status: reply.status,
+                body: reply.body.clone(),
+            },
+            ..t.record
+        },
     };
     match ctx
         .repo
@@ -175,23 +204,34 @@ pub async fn idempotency_finish<R: Repository>(
 }
 
 /// Turns a service result into a reply: `ok_status` with the JSON body, or the error's
-/// status and JSON; the flag says whether the reply must not be stored
-/// ([`ApiError::leaves_key_unused`]: the key is freed instead).
-pub fn reply_for<T: Serialize>(result: &Result<T, ApiError>, ok_status: u16) -> (Reply, bool) {
+/// status and JSON; and what becomes of the key: an error a retry should re-run
+/// ([`ApiError::is_retryable`]) releases it, one that leaves the key unused
+/// ([`ApiError::leaves_key_unused`]) frees it, anything else is stored.
+pub fn reply_for<T: Serialize>(
+    result: &Result<T, ApiError>,
+    ok_status: u16,
+) -> (Reply, KeyOutcome) {
     match result {
         Ok(value) => (
             Reply {
                 status: ok_status,
                 body: serde_json::to_string(value).expect("responses serialize"),
             },
-            false,
+            KeyOutcome::Store,
         ),
-        Err(e) => (
-            Reply {
+        Err(e) => {
+            let outcome = if e.is_retryable() {
+                KeyOutcome::Release
+            } else if e.leaves_key_unused() {
+                KeyOutcome::Free
+            } else {
+                KeyOutcome::Store
+            };
+            let reply = Reply {
                 status: e.status(),
                 body: e.to_json().to_string(),
-            },
-            e.leaves_key_unused(),
-        ),
+            };
+            (reply, outcome)
+        }
     }
 }

@@ -45,7 +45,8 @@ pub use delivery::{
     redeliver_event, rotate_webhook_secret, signature_header, sweep,
 };
 pub use idempotent::{
-    IdempotencyTicket, KeyedRun, Reply, Started, idempotency_begin, idempotency_finish, reply_for,
+    IdempotencyTicket, KeyOutcome, KeyedRun, Reply, Started, idempotency_begin, idempotency_finish,
+    reply_for,
 };
 pub use merchants::{
     SECRET_KEY_GRACE_S_MAX, SECRET_KEY_GRACE_S_MIN, SecretKeyRotated, authenticate,

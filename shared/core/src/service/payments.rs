@@ -123,7 +123,7 @@ where
         claim_order_id(ctx, &merchant.id, order_id, &payment_id).await?;
     }
     let stored = store_new_payment(ctx, risk, rng, merchant, &req, &payment_id).await;
-    let (payment, plan) = match stored {
+    let (payment, plan, listed) = match stored {
         Ok(v) => v,
         Err(e) => {
             if let Some(order_id) = &req.merchant_order_id {
@@ -141,6 +141,10 @@ where
         Plan::Otp => start_otp(ctx, channel, rng, &payment).await,
         Plan::Channel => authorize(ctx, channel, Some(merchant), &payment, &req.method).await,
     };
+    if !listed {
+        // Best effort again; the payment is the answer either way.
+        let _ = list_payment(ctx, &merchant.id, payment.seq, &payment.id).await;
+    }
     // The payment exists now: an error here must not reach the client as a retryable
     // failure (a retry would create and charge a second payment). The stored state is
     // the truth (`processing` resolves by query or notification), so answer with it.
@@ -218,6 +222,8 @@ async fn claim_order_id<R: Repository>(
     }
 }
 
+/// Asks risk and stores the new payment with `payment.created`: the payment, its plan,
+/// and whether it is named in the merchant's list yet.
 async fn store_new_payment<R, K, E>(
     ctx: &Ctx<'_, R>,
     risk: &K,
@@ -225,7 +231,7 @@ async fn store_new_payment<R, K, E>(
     merchant: &Merchant,
     req: &NewPayment,
     payment_id: &str,
-) -> Result<(Payment, Plan), ApiError>
+) -> Result<(Payment, Plan, bool), ApiError>
 where
     R: Repository,
     K: RiskClient,
@@ -266,12 +272,17 @@ where
     if !insert_with_events(ctx, kind, mid, payment_id, &payment, events.clone()).await? {
         return Err(internal("payment id collision"));
     }
-    list_payment(ctx, &merchant.id, seq, &payment.id).await?;
+    // The payment exists from here on: nothing may fail the request (a retry would make
+    // a second one). A list slot not written now is written again after the channel
+    // call, and while `payment.created` is pending, by whoever publishes it.
+    let listed = list_payment(ctx, &merchant.id, seq, &payment.id)
+        .await
+        .is_ok();
     // What the insert stored: version 1 with `payment.created` pending and the marker
     // just written. When the channel is asked next, its answer's write carries
     // `payment.created` forward and both events are published together (one read and
     // one write fewer); otherwise it is published now. A failure is left to the sweep.
-    if plan != Plan::Channel {
+    if plan != Plan::Channel && listed {
         let written = Written {
             version: 1,
             outbox: events,
@@ -279,7 +290,7 @@ where
         };
         let _ = publish_written(ctx, &payment, &written, Some(merchant)).await;
     }
-    Ok((payment, plan))
+    Ok((payment, plan, listed))
 }
 
 fn apply_plan(payment: &mut Payment, plan: Plan) -> Result<(), ApiError> {

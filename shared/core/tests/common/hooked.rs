@@ -44,6 +44,12 @@ pub trait Hooks {
     ) -> Result<u64, RepoError> {
         written
     }
+
+    /// After a plain write (`put_fresh`, `increment`, `delete`) reached the store: an
+    /// error replaces the store's answer (the write stays).
+    fn landed(&self, _op: Op) -> Result<(), RepoError> {
+        Ok(())
+    }
 }
 
 /// The memory repository with `hooks`.
@@ -75,11 +81,13 @@ impl<H: Hooks> Repository for Hooked<'_, H> {
     /// Hooked as a put (`before` only: there is no swap to report on).
     async fn put_fresh(&self, key: &str, value: Vec<u8>) -> Result<(), RepoError> {
         self.hooks.before(Op::Put, key)?;
-        self.inner.put_fresh(key, value).await
+        self.inner.put_fresh(key, value).await?;
+        self.hooks.landed(Op::Put)
     }
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, RepoError> {
         self.hooks.before(Op::Increment, key)?;
-        self.inner.increment(key, delta).await
+        let n = self.inner.increment(key, delta).await?;
+        self.hooks.landed(Op::Increment).map(|()| n)
     }
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, RepoError> {
         let first = keys.first().map_or("", String::as_str);
@@ -88,7 +96,8 @@ impl<H: Hooks> Repository for Hooked<'_, H> {
     }
     async fn delete(&self, key: &str) -> Result<(), RepoError> {
         self.hooks.before(Op::Delete, key)?;
-        self.inner.delete(key).await
+        self.inner.delete(key).await?;
+        self.hooks.landed(Op::Delete)
     }
 }
 
@@ -235,4 +244,77 @@ pub fn at_every_crash_point(mut attempt: impl FnMut(u64) -> bool) -> u64 {
         steps += 1;
     }
     steps
+}
+
+/// A storage blip at one operation: the `at`-th operation (0-based, every kind counted)
+/// answers `Unavailable`, every other passes through. With `committed`, a write at that
+/// point reaches the store first (the write landed, but the answer was lost: a swap
+/// whose re-read failed too); a read still fails without effect.
+pub struct Blip {
+    at: u64,
+    committed: bool,
+    used: Cell<u64>,
+    /// Whether the blip happened (the operation ran far enough to reach it).
+    pub hit: Cell<bool>,
+}
+
+impl Blip {
+    fn blip(&self) -> bool {
+        let n = self.used.get();
+        self.used.set(n + 1);
+        let hit = n == self.at;
+        if hit {
+            self.hit.set(true);
+        }
+        hit
+    }
+}
+
+fn blipped() -> RepoError {
+    RepoError::Unavailable("storage blip".into())
+}
+
+impl Hooks for Blip {
+    fn before(&self, op: Op, _key: &str) -> Result<(), RepoError> {
+        // A committed write blips once it landed; a read blips before it runs.
+        let landing = self.committed && matches!(op, Op::Put | Op::Increment | Op::Delete);
+        if landing || !self.blip() {
+            return Ok(());
+        }
+        Err(blipped())
+    }
+
+    fn landed(&self, _op: Op) -> Result<(), RepoError> {
+        if self.committed && self.blip() {
+            return Err(blipped());
+        }
+        Ok(())
+    }
+
+    async fn after_put(
+        &self,
+        _store: &MemoryRepository,
+        _key: &str,
+        _expected: u64,
+        _value: &[u8],
+        written: Result<u64, RepoError>,
+    ) -> Result<u64, RepoError> {
+        if self.committed && self.blip() {
+            return Err(blipped());
+        }
+        written
+    }
+}
+
+/// `inner` with one storage blip at operation `at` (see [`Blip`]).
+pub fn blip_repo(inner: &MemoryRepository, at: u64, committed: bool) -> Hooked<'_, Blip> {
+    Hooked {
+        inner,
+        hooks: Blip {
+            at,
+            committed,
+            used: Cell::new(0),
+            hit: Cell::new(false),
+        },
+    }
 }
