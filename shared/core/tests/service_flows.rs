@@ -1237,3 +1237,67 @@ fn paid_notification(payment_id: &str, amount_minor: i64) -> PaymentNotification
         },
     }
 }
+
+#[test]
+fn concurrent_confirms_compare_at_most_five_codes_however_many_arrive_at_once() {
+    // Proves the five attempts bound the codes compared, not the writes that won: 64
+    // wrong codes and then the right one, all sent at once (interleaved at every storage
+    // operation), get at most five codes compared; the rest are refused unseen, the right
+    // code among them, and the payment fails with otp_attempts_exceeded.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(31),
+    );
+    let method = r#"{"type":"sms_otp","phone":"+8613812345678"}"#;
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = pay_body(&c, &ch, &mut rng, &m, &body(1000, method, ""))
+            .await
+            .unwrap();
+        let right = ch.last_otp();
+        let mut codes: Vec<String> = (0..1_000_000u32)
+            .map(|n| format!("{n:06}"))
+            .filter(|code| *code != right)
+            .take(64)
+            .collect();
+        codes.push(right);
+        repo.set_faults(spinpay_core::repo::memory::Faults {
+            yield_per_mille: 1000,
+            ..Default::default()
+        });
+        let confirms = codes.iter().enumerate().map(|(i, code)| {
+            let (c, ch, m_id, p_id) = (&c, &ch, &m.id, &p.id);
+            async move {
+                let mut rng = SplitMix64::new(100 + i as u64);
+                confirm_payment(c, ch, &mut rng, m_id, p_id, code, false).await
+            }
+        });
+        let answers = futures::future::join_all(confirms).await;
+        repo.set_faults(Default::default());
+        let told = |ok: bool| {
+            answers
+                .iter()
+                .filter(|a| match a {
+                    Ok(_) => ok,
+                    Err(ApiError::OtpInvalid { .. }) => !ok,
+                    Err(_) => false,
+                })
+                .count()
+        };
+        // Each compared code is answered by what it was: right, or wrong with attempts
+        // left; the code that spent the last attempt is answered attempts_exceeded.
+        assert!(told(true) + told(false) <= 4, "{answers:?}");
+        assert!(
+            answers.last().unwrap().is_err(),
+            "the right code came too late"
+        );
+        let after = get_payment(&c, &m.id, &p.id).await.unwrap();
+        assert_eq!(after.status, PaymentStatus::Failed, "{after:?}");
+        let failure = after.failure.as_ref().map(|f| f.code.as_str());
+        assert_eq!(failure, Some("otp_attempts_exceeded"));
+        assert_eq!(ch.authorizations(), 0);
+    });
+}

@@ -776,7 +776,10 @@ async fn fail_otp<R: Repository>(
     .await
 }
 
-/// Checks a submitted code against the challenge (CAS on the attempt counter).
+/// Checks a submitted code against the challenge. An attempt is spent (compare-and-swap
+/// on the counter) before the code is compared, so however many codes arrive at once, at
+/// most [`OTP_ATTEMPTS_MAX`] are ever compared: a code whose attempt could not be taken
+/// is refused unseen.
 async fn check_otp<R: Repository>(
     ctx: &Ctx<'_, R>,
     payment_id: &str,
@@ -796,20 +799,21 @@ async fn check_otp<R: Repository>(
         if c.attempts_left == 0 {
             return Err(ApiError::OtpAttemptsExceeded);
         }
-        if constant_time_eq(c.otp_hash.as_bytes(), expected.as_bytes()) {
-            return Ok(());
-        }
         c.attempts_left -= 1;
         match ctx.repo.put_if_version(&key, version, to_bytes(&c)).await {
-            Ok(_) if c.attempts_left == 0 => return Err(ApiError::OtpAttemptsExceeded),
-            Ok(_) => {
-                return Err(ApiError::OtpInvalid {
-                    attempts_left: c.attempts_left,
-                });
-            }
+            Ok(_) => {}
             Err(RepoError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
+        if constant_time_eq(c.otp_hash.as_bytes(), expected.as_bytes()) {
+            return Ok(());
+        }
+        if c.attempts_left == 0 {
+            return Err(ApiError::OtpAttemptsExceeded);
+        }
+        return Err(ApiError::OtpInvalid {
+            attempts_left: c.attempts_left,
+        });
     }
     Err(ApiError::ConcurrentModification)
 }
