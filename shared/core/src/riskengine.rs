@@ -120,16 +120,47 @@ pub async fn record_payment_seeded<R: Repository>(
     now_ms: i64,
     loaded: Option<&Loaded>,
 ) -> Result<Vec<AmlReport>, EngineError> {
+    let counted = record_payment_as(repo, config, input, now_ms, loaded, false).await?;
+    Ok(counted.expect("counting that re-applies is never stale"))
+}
+
+/// Counts a payment an assessment decided on the records `loaded` (a check-and-count):
+/// the payer's record, which carries the hard daily limits, the payer's velocity and the
+/// AML totals, is written first and only if it is still the version the decision read.
+/// `None` when it changed in between (another payment of the payer was counted): nothing
+/// was counted, and the payment must be assessed again on the new totals. The other
+/// records are counted whatever they hold by then.
+pub async fn record_payment_checked<R: Repository>(
+    repo: &R,
+    config: &EngineConfig,
+    input: &EngineInput,
+    now_ms: i64,
+    loaded: &Loaded,
+) -> Result<Option<Vec<AmlReport>>, EngineError> {
+    record_payment_as(repo, config, input, now_ms, Some(loaded), true).await
+}
+
+async fn record_payment_as<R: Repository>(
+    repo: &R,
+    config: &EngineConfig,
+    input: &EngineInput,
+    now_ms: i64,
+    loaded: Option<&Loaded>,
+    checked: bool,
+) -> Result<Option<Vec<AmlReport>>, EngineError> {
     let mut reports = Vec::new();
     for u in payment_updates(config, input, now_ms) {
         let dim = dimension_of(&u.key);
         let seed = loaded.zip(dim).map(|(l, d)| l.seed(d));
-        let after = apply_update_seeded(repo, &u, seed).await?;
+        let strict = checked && dim == Some(Dimension::Payer);
+        let Some(after) = apply_update_as(repo, &u, seed, strict).await? else {
+            return Ok(None);
+        };
         if dim == Some(Dimension::Payer) {
             reports = aml::payment_reports(config, input, &after, now_ms);
         }
     }
-    file_all(repo, reports).await
+    file_all(repo, reports).await.map(Some)
 }
 
 /// Counts a refund (pay-then-refund cycles) and files the AML report it calls for;
@@ -189,6 +220,19 @@ pub async fn apply_update_seeded<R: Repository>(
     u: &CounterUpdate,
     seed: Option<(u64, CounterRecord)>,
 ) -> Result<CounterRecord, EngineError> {
+    let applied = apply_update_as(repo, u, seed, false).await?;
+    Ok(applied.expect("an update that re-applies is never stale"))
+}
+
+/// [`apply_update_seeded`]; `strict`: only onto `seed`, the record a decision was made
+/// on. `None` when it changed before our write (a conflict), or when a write whose
+/// outcome was unknown turns out not to have landed: nothing of ours is in the record.
+async fn apply_update_as<R: Repository>(
+    repo: &R,
+    u: &CounterUpdate,
+    seed: Option<(u64, CounterRecord)>,
+    strict: bool,
+) -> Result<Option<CounterRecord>, EngineError> {
     let mut seed = seed;
     // The version our last write expected, when its outcome is unknown.
     let mut unknown_from: Option<u64> = None;
@@ -201,15 +245,19 @@ pub async fn apply_update_seeded<R: Repository>(
             },
         };
         let Some(after) = before.clone().apply(&u.key, &u.delta)? else {
-            return Ok(before);
+            return Ok(Some(before));
         };
-        if let Some(expected) = unknown_from.take()
-            && version.saturating_sub(expected) > counters::APPLIED_IDS_MAX as u64
-        {
-            return Err(RepoError::OutcomeUnknown { key: u.key.clone() }.into());
+        if let Some(expected) = unknown_from.take() {
+            if version.saturating_sub(expected) > counters::APPLIED_IDS_MAX as u64 {
+                return Err(RepoError::OutcomeUnknown { key: u.key.clone() }.into());
+            }
+            if strict {
+                return Ok(None);
+            }
         }
         match repo.put_if_version(&u.key, version, after.encode()).await {
-            Ok(_) => return Ok(after),
+            Ok(_) => return Ok(Some(after)),
+            Err(RepoError::Conflict { .. }) if strict => return Ok(None),
             Err(RepoError::Conflict { .. }) => continue,
             Err(RepoError::OutcomeUnknown { .. }) => unknown_from = Some(version),
             Err(e) => return Err(e.into()),

@@ -380,3 +380,71 @@ impl<F: Fn(String) -> CounterUpdate> Hooks for LandsThenLosesTrack<'_, F> {
         Err(RepoError::OutcomeUnknown { key: key.into() })
     }
 }
+
+#[test]
+fn concurrent_payments_of_one_payer_are_each_judged_with_the_ones_counted_before_them() {
+    // Proves the daily hard limit and the payer velocity hold under concurrency: ten
+    // CNY 900 customer-code payments of one payer, assessed at once (interleaved at every
+    // storage operation, with spurious conflicts), get exactly one allow against the
+    // CNY 1,000 daily limit, the other nine deny; and only the allowed one is counted.
+    use spinpay_core::repo::memory::Faults;
+    use spinpay_core::riskengine::store::load_counters_versioned;
+    use spinpay_core::riskengine::{Dimension, Window};
+    let repo = MemoryRepository::with_faults(17, Faults::default());
+    let keys = keys();
+    let ctx = at_t0(&repo, &keys);
+    // A CNY 900 customer-code payment `n` of payer u-1.
+    let code = |n: u32| {
+        let app = input(n);
+        let method = PaymentMethod::QrCustomer {
+            auth_code: format!("28{n:016}"),
+        };
+        RiskInput::from_method(
+            MID,
+            app.payment_id,
+            90_000,
+            Currency::Cny,
+            &method,
+            app.payer,
+        )
+    };
+    block_on(async {
+        load_merchant(&ctx, &mut SplitMix64::new(1), MID, None)
+            .await
+            .unwrap();
+        repo.set_faults(Faults {
+            yield_per_mille: 1000,
+            conflict_per_mille: 100,
+            ..Faults::default()
+        });
+        let calls = (0..10_u32).map(|n| {
+            let (ctx, input) = (&ctx, code(n));
+            async move {
+                let mut rng = SplitMix64::new(u64::from(n));
+                assess(ctx, &mut rng, &input, Mode::Record, None)
+                    .await
+                    .unwrap()
+                    .decision
+            }
+        });
+        let decisions = futures::future::join_all(calls).await;
+        repo.set_faults(Faults::default());
+        let allowed = decisions
+            .iter()
+            .filter(|d| **d == RiskDecision::Allow)
+            .count();
+        let denied = decisions
+            .iter()
+            .filter(|d| **d == RiskDecision::Deny)
+            .count();
+        assert_eq!((allowed, denied), (1, 9), "{decisions:?}");
+        let m = load_merchant(&ctx, &mut SplitMix64::new(2), MID, None)
+            .await
+            .unwrap();
+        let ei = code(0).engine_input(m.salt.expose()).unwrap();
+        let loaded = load_counters_versioned(&repo, &ei).await.unwrap();
+        let payer = loaded.counters.get(Dimension::Payer).unwrap();
+        let day = payer.totals(Window::H24, T0);
+        assert_eq!((day.count, day.amount_minor), (1, 90_000));
+    });
+}

@@ -31,7 +31,7 @@ use super::config::{EngineConfig, invalid};
 use super::counters::{CounterRecord, Dimension, Key, key};
 use super::eval::{Counters, EngineInput, RefundFacts, evaluate, hash_identifier};
 use super::input::RiskInput;
-use super::{EngineError, day_reports, record_payment_seeded, record_refund};
+use super::{EngineError, day_reports, record_payment_checked, record_refund};
 
 /// Bytes of a merchant's identifier salt.
 pub const SALT_BYTES: usize = 32;
@@ -285,24 +285,38 @@ pub async fn assess<R: Repository, E: Entropy>(
 ) -> Result<RiskAssessment, ApiError> {
     let m = load_merchant(ctx, rng, &input.merchant_id, cache).await?;
     let ei = input.engine_input(m.salt.expose())?;
-    let loaded = load_counters_versioned(ctx.repo, &ei).await?;
-    let a = evaluate(&m.config, &ei, &loaded.counters, ctx.now_ms);
-    let record = match (mode, a.decision) {
-        (Mode::Preview, _) | (Mode::Record, RiskDecision::Deny) => false,
-        (Mode::Record, RiskDecision::Allow | RiskDecision::Review | RiskDecision::Challenge) => {
-            true
-        }
-    };
-    if record {
-        if input.payment_id.is_none() {
-            return Err(ApiError::ParameterMissing {
-                param: "payment_id".into(),
-            });
-        }
-        record_payment_seeded(ctx.repo, &m.config, &ei, ctx.now_ms, Some(&loaded)).await?;
+    if mode == Mode::Record && input.payment_id.is_none() {
+        return Err(ApiError::ParameterMissing {
+            param: "payment_id".into(),
+        });
     }
-    Ok(a.into_model())
+    // Decide and count as one step: the count lands only on the payer totals the
+    // decision read, so payments of one payer racing each other are each judged with
+    // the ones counted before them (a hard limit holds under concurrency).
+    for _round in 0..ASSESS_ROUNDS_MAX {
+        let loaded = load_counters_versioned(ctx.repo, &ei).await?;
+        let a = evaluate(&m.config, &ei, &loaded.counters, ctx.now_ms);
+        let record = match (mode, a.decision) {
+            (Mode::Preview, _) | (Mode::Record, RiskDecision::Deny) => false,
+            (
+                Mode::Record,
+                RiskDecision::Allow | RiskDecision::Review | RiskDecision::Challenge,
+            ) => true,
+        };
+        if !record {
+            return Ok(a.into_model());
+        }
+        let counted = record_payment_checked(ctx.repo, &m.config, &ei, ctx.now_ms, &loaded);
+        if counted.await?.is_some() {
+            return Ok(a.into_model());
+        }
+    }
+    Err(ApiError::ConcurrentModification)
 }
+
+/// How often a recorded assessment decides again because another payment of the same
+/// payer was counted between its read and its write.
+pub const ASSESS_ROUNDS_MAX: u32 = 64;
 
 /// Counts an accepted refund of `payment_id` for the pay-then-refund rule (and files the
 /// AML report it calls for). A failed refund, or a payment without a payer id, counts
