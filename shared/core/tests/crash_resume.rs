@@ -817,3 +817,69 @@ fn an_unkeyed_create_failed_by_a_storage_blip_leaves_no_payment_behind() {
     }
     assert!(at > 5, "the create has many storage operations ({at})");
 }
+
+#[test]
+fn a_refund_failed_by_a_storage_blip_at_any_step_never_leaves_a_reservation_without_its_refund() {
+    // Proves that whichever storage operation of an unkeyed refund answers "unavailable"
+    // (without effect, or after its write landed), every amount reserved on the payment
+    // belongs to a refund that exists, so a re-check settles it and reconciliation can
+    // run over it; and a refund answered as made is the one reserved, refunded at most
+    // once at the channel.
+    let keys = keyring();
+    let t0 = 50_000;
+    for committed in [false, true] {
+        let mut at = 0;
+        loop {
+            let (repo, _, ch, mut rng) = world(37);
+            let hit = block_on(async {
+                let c = ctx(&repo, &keys, t0);
+                let (m, _) = merchant(&c, &mut rng).await;
+                let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+                let blip = blip_repo(&repo, at, committed);
+                let bc = ctx(&blip, &keys, t0);
+                let got = create_refund(&bc, &ch, &mut rng, &m.id, &p.id, refund_of(300)).await;
+                let here = format!("blip at operation {at} (landed: {committed}): {got:?}");
+                let after = get_payment(&c, &m.id, &p.id).await.unwrap();
+                let reserved: Vec<String> = repo
+                    .get(&spinpay_core::keys::payment(&p.id))
+                    .await
+                    .unwrap()
+                    .map(|v| serde_json::from_slice::<serde_json::Value>(&v.value).unwrap())
+                    .and_then(|v| v["state"]["refund_ids"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|id| id.as_str().unwrap().to_string())
+                    .collect();
+                for id in &reserved {
+                    let record = repo.get(&spinpay_core::keys::refund(id)).await.unwrap();
+                    assert!(
+                        record.is_some(),
+                        "{here}: reservation {id} without its refund"
+                    );
+                }
+                if let Ok(r) = &got {
+                    assert_eq!(reserved, [r.id.clone()], "{here}");
+                }
+                assert!(ch.refunded_ids.borrow().len() <= 1, "{here}");
+                assert_eq!(after.refunds.len(), reserved.len(), "{here}: {after:?}");
+                // The sweep hands whatever the blip left to reconciliation, which runs
+                // over it.
+                let swept = t0 + PUBLISH_GRACE_MS + 1;
+                sweep_at(&repo, swept, swept).await.unwrap();
+                let due = ctx(&repo, &keys, swept + RECONCILE_INTERVAL_MS);
+                let all = ReconcileRequest {
+                    limit: None,
+                    merchant_id: None,
+                };
+                let run = reconcile(&due, &ch, &mut rng, &all).await;
+                assert!(run.is_ok(), "{here}: {run:?}");
+                blip.hooks.hit.get()
+            });
+            if !hit {
+                break;
+            }
+            at += 1;
+        }
+        assert!(at > 3, "the refund has several storage operations ({at})");
+    }
+}

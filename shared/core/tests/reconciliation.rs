@@ -9,6 +9,7 @@ use futures::executor::block_on;
 use spinpay_core::api::ListParams;
 use spinpay_core::error::ApiError;
 use spinpay_core::model::{CancellationReason, EventType, PaymentStatus, RefundStatus};
+use spinpay_core::repo::Repository;
 use spinpay_core::repo::memory::MemoryRepository;
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::*;
@@ -661,5 +662,43 @@ fn a_close_the_channel_did_not_answer_is_tried_again_for_a_day_then_left_to_a_pe
         let left = get_payment(&c, &m.id, &q.id).await.unwrap();
         assert_eq!(left.status, PaymentStatus::RequiresCustomerAction);
         assert_nothing_queued(&repo, &m.id);
+    });
+}
+
+#[test]
+fn a_reservation_whose_refund_record_is_gone_does_not_stop_reconciliation() {
+    // Proves a payment holding a reservation for a refund whose record no longer exists
+    // (as an older version could leave) is passed over, and the same run goes on to
+    // settle another merchant's pending refund, instead of failing every run for good.
+    let keys = keyring();
+    let t0 = 7_000_000;
+    let (repo, _, ch, mut rng) = world(41);
+    block_on(async {
+        let c = ctx(&repo, &keys, t0);
+        let mut pending = Vec::new();
+        for _ in 0..2 {
+            let (m, _) = merchant(&c, &mut rng).await;
+            let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+            // 888: the channel leaves the refund pending.
+            let r = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_of(888))
+                .await
+                .unwrap();
+            assert_eq!(r.status, RefundStatus::Pending);
+            pending.push((m, p, r));
+        }
+        // The first merchant's refund record is lost; its reservation stays.
+        repo.delete(&spinpay_core::keys::refund(&pending[0].2.id))
+            .await
+            .unwrap();
+        ch.refunds_done.borrow_mut().insert(pending[1].2.id.clone());
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+        let report = reconcile_at(&repo, &ch, &mut rng, reconcile_time(t0), None).await;
+        assert!(report.is_ok(), "{report:?}");
+        let (m, p, r) = &pending[1];
+        let after = get_payment(&c, &m.id, &p.id).await.unwrap();
+        let settled = after.refunds.iter().find(|x| x.id == r.id).unwrap();
+        assert_eq!(settled.status, RefundStatus::Succeeded, "{after:?}");
     });
 }

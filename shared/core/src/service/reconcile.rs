@@ -373,7 +373,13 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         }
         for refund_id in &found.refund_ids {
             let r = super::recheck_refund(ctx, self.channel, self.rng, merchant_id, refund_id);
-            waiting |= r.await?.status == RefundStatus::Pending;
+            match r.await {
+                Ok(r) => waiting |= r.status == RefundStatus::Pending,
+                // A reservation whose refund record is gone cannot be re-checked; it must
+                // not stop the run (and every merchant after this one) for good.
+                Err(ApiError::ResourceMissing { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         let age = ctx.now_ms.saturating_sub(found.created_at_ms);
         let closing = unpaid && found.refund_ids.is_empty();

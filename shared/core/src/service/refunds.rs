@@ -117,7 +117,16 @@ where
     // the reservation committed.
     let payment = match reserve(ctx, rng, &refund).await {
         Ok(p) => p,
-        Err(e) => return Err(release(ctx, merchant_id, mref, Some(&refund_id), e).await),
+        // A refusal reserved nothing; any other error may have come after the
+        // reservation committed (an answer lost, the events not published): the payment
+        // says which, and a reserved refund goes on, so its record is never undone.
+        Err(e) => match reserved_on(ctx, &refund).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(release(ctx, merchant_id, mref, Some(&refund_id), e).await),
+            // Unknown: the claims stay (a keyed retry resumes, a record no payment lists
+            // moves no money).
+            Err(_) => return Err(e),
+        },
     };
     Ok(RefundResponse::new(
         &ask_channel(ctx, channel, rng, &payment, &refund).await,
@@ -167,6 +176,17 @@ async fn release<R: Repository>(
         let _ = ctx.repo.delete(&keys::refund(id)).await;
     }
     error
+}
+
+/// The refund's payment if it holds the refund's reservation.
+async fn reserved_on<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    refund: &Refund,
+) -> Result<Option<Payment>, ApiError> {
+    let stored = read::<Payment, R>(ctx.repo, &keys::payment(&refund.payment_id)).await?;
+    Ok(stored
+        .map(|(p, _)| p)
+        .filter(|p| p.state.refund_ids.contains(&refund.id)))
 }
 
 /// Reserves the refund's amount on the payment (CAS loop), with `refund.created`.
