@@ -858,7 +858,7 @@ fn a_refund_failed_by_a_storage_blip_at_any_step_never_leaves_a_reservation_with
                     );
                 }
                 if let Ok(r) = &got {
-                    assert_eq!(reserved, [r.id.clone()], "{here}");
+                    assert_eq!(reserved, std::slice::from_ref(&r.id), "{here}");
                 }
                 assert!(ch.refunded_ids.borrow().len() <= 1, "{here}");
                 assert_eq!(after.refunds.len(), reserved.len(), "{here}: {after:?}");
