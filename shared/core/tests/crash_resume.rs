@@ -883,3 +883,132 @@ fn a_refund_failed_by_a_storage_blip_at_any_step_never_leaves_a_reservation_with
         assert!(at > 3, "the refund has several storage operations ({at})");
     }
 }
+
+/// Reports the outcome of the next compare-and-swap of `key` unknown after it landed
+/// (the store lost track of it), once, from when it is armed.
+struct LosesTrackOf {
+    key: String,
+    armed: std::cell::Cell<bool>,
+}
+
+impl common::hooked::Hooks for LosesTrackOf {
+    async fn after_put(
+        &self,
+        _store: &MemoryRepository,
+        key: &str,
+        _expected: u64,
+        _value: &[u8],
+        written: Result<u64, spinpay_core::repo::RepoError>,
+    ) -> Result<u64, spinpay_core::repo::RepoError> {
+        let written = written?;
+        if key != self.key || !self.armed.replace(false) {
+            return Ok(written);
+        }
+        Err(spinpay_core::repo::RepoError::OutcomeUnknown { key: key.into() })
+    }
+}
+
+#[test]
+fn a_capture_confirm_or_review_whose_write_landed_unseen_answers_with_its_effect() {
+    // Proves that when the store loses track of the very write that captures, accepts a
+    // code or approves a review (it landed; the answer was lost), the request finds its
+    // own write on the re-read and answers with it: captured 200, and the confirmed or
+    // approved payment sent to the channel at once, never a 409 that says nothing
+    // happened.
+    let (repo, keys, ch, mut rng) = world(43);
+    block_on(async {
+        let c = ctx(&repo, &keys, 60_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let hooked = |id: &str| common::hooked::Hooked {
+            inner: &repo,
+            hooks: LosesTrackOf {
+                key: format!("pay/{id}"),
+                armed: std::cell::Cell::new(true),
+            },
+        };
+
+        let manual = body(1000, QRC, r#","capture":"manual""#);
+        let p = pay_body(&c, &ch, &mut rng, &m, &manual).await.unwrap();
+        let lossy = hooked(&p.id);
+        let lc = ctx(&lossy, &keys, 60_000);
+        let captured = capture_payment(&lc, &ch, &mut rng, &m.id, &p.id, Some(600), false).await;
+        let captured = captured.unwrap_or_else(|e| panic!("capture: {e:?}"));
+        assert_eq!(
+            (captured.status, captured.captured_minor),
+            (PaymentStatus::Succeeded, 600)
+        );
+
+        let p = pay_body(&c, &ch, &mut rng, &m, &body(1000, SMS, ""))
+            .await
+            .unwrap();
+        let lossy = hooked(&p.id);
+        let lc = ctx(&lossy, &keys, 60_000);
+        let code = ch.last_otp();
+        let confirmed = confirm_payment(&lc, &ch, &mut rng, &m.id, &p.id, &code, false).await;
+        let confirmed = confirmed.unwrap_or_else(|e| panic!("confirm: {e:?}"));
+        assert_eq!(confirmed.status, PaymentStatus::Succeeded, "{confirmed:?}");
+        assert!(ch.charged().contains(&p.id));
+
+        let mut cfg = spinpay_core::riskengine::EngineConfig::default();
+        cfg.weights.per_transaction_max = cfg.thresholds.review_at;
+        let risky = LocalRisk { config: cfg };
+        let new = new_payment(&body(6_000_000, QRC, ""));
+        let p = create_payment(&c, &ch, &risky, &mut rng, &m, new)
+            .await
+            .unwrap();
+        assert_eq!(p.status, PaymentStatus::RequiresReview);
+        let lossy = hooked(&p.id);
+        let lc = ctx(&lossy, &keys, 60_000);
+        let approved = review_payment(&lc, &ch, &mut rng, &m.id, &p.id, true, false).await;
+        let approved = approved.unwrap_or_else(|e| panic!("review: {e:?}"));
+        assert_eq!(approved.status, PaymentStatus::Succeeded, "{approved:?}");
+        assert!(ch.charged().contains(&p.id));
+    });
+}
+
+#[test]
+fn a_confirm_or_review_failed_by_a_storage_blip_is_an_error_only_if_the_channel_was_never_asked() {
+    // Proves that whichever storage operation of a confirm or of a review approval fails
+    // (without effect), an error answer means the payment was not sent to the channel:
+    // once the channel was asked (and may have charged), the answer is the payment.
+    let keys = keyring();
+    let t0 = 70_000;
+    for review in [false, true] {
+        let mut at = 0;
+        loop {
+            let (repo, _, ch, mut rng) = world(47);
+            let hit = block_on(async {
+                let c = ctx(&repo, &keys, t0);
+                let (m, _) = merchant(&c, &mut rng).await;
+                let p = if review {
+                    let mut cfg = spinpay_core::riskengine::EngineConfig::default();
+                    cfg.weights.per_transaction_max = cfg.thresholds.review_at;
+                    let risky = LocalRisk { config: cfg };
+                    let new = new_payment(&body(6_000_000, QRC, ""));
+                    create_payment(&c, &ch, &risky, &mut rng, &m, new).await
+                } else {
+                    pay_body(&c, &ch, &mut rng, &m, &body(1000, SMS, "")).await
+                };
+                let p = p.unwrap();
+                let code = if review { String::new() } else { ch.last_otp() };
+                let blip = blip_repo(&repo, at, false);
+                let bc = ctx(&blip, &keys, t0);
+                let got = if review {
+                    review_payment(&bc, &ch, &mut rng, &m.id, &p.id, true, false).await
+                } else {
+                    confirm_payment(&bc, &ch, &mut rng, &m.id, &p.id, &code, false).await
+                };
+                let here = format!("review {review}, blip at operation {at}: {got:?}");
+                if got.is_err() {
+                    assert!(!ch.charged().contains(&p.id), "{here}: asked, yet an error");
+                }
+                blip.hooks.hit.get()
+            });
+            if !hit {
+                break;
+            }
+            at += 1;
+        }
+        assert!(at > 2, "several storage operations ({at})");
+    }
+}

@@ -213,7 +213,7 @@ pub(crate) async fn insert_with_events<T: Serialize, R: Repository>(
 }
 
 /// What an outboxed record must tell the write path.
-pub(crate) trait Outboxed: Serialize + DeserializeOwned + Clone {
+pub(crate) trait Outboxed: Serialize + DeserializeOwned + Clone + PartialEq {
     const KIND: ObjectKind;
     fn id(&self) -> &str;
     fn merchant_id(&self) -> &str;
@@ -257,11 +257,29 @@ where
 {
     let key = object_key(T::KIND, id);
     let mut marked: Option<i64> = None;
+    // A write whose outcome the store could not tell: (the record before, the one written).
+    let mut unseen: Option<(T, T)> = None;
     for _attempt in 0..CAS_RETRIES_MAX {
         let (stored, version) = read::<Stored<T>, R>(ctx.repo, &key)
             .await?
             .ok_or_else(|| internal(format!("{key} vanished")))?;
         check(&stored.record);
+        if let Some((before, written)) = unseen.take()
+            && stored.record == written
+        {
+            // It landed: this request's change, answered as made (asking `f` again would
+            // see a change already made and could refuse it as not allowed).
+            return Ok(Updated {
+                before,
+                after: stored.record,
+                changed: true,
+                written: Some(Written {
+                    version,
+                    outbox: stored.outbox,
+                    marked_at_ms: stored.marked_at_ms,
+                }),
+            });
+        }
         let Some(next) = f(&stored.record)? else {
             return Ok(Updated {
                 before: stored.record.clone(),
@@ -314,12 +332,14 @@ where
                 });
             }
             Err(RepoError::Conflict { .. }) => continue,
-            // Payments and refunds change only through their state machines, whose
-            // commands are idempotent: if the write landed, `f` sees its effect on the
-            // re-read and answers "nothing to do" (`AlreadyApplied`), so a retry can never
-            // apply the change twice. Its events went with the record's outbox, and the
-            // sweep publishes them.
-            Err(RepoError::OutcomeUnknown { .. }) => continue,
+            // The re-read tells: the record as written means it landed (above);
+            // otherwise payments and refunds change only through their state machines,
+            // whose commands are idempotent, so `f` cannot apply the change twice. Its
+            // events went with the record's outbox, and the sweep publishes them.
+            Err(RepoError::OutcomeUnknown { .. }) => {
+                unseen = Some((stored.record, next));
+                continue;
+            }
             Err(e) => return Err(e.into()),
         }
     }

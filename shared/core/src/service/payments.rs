@@ -875,8 +875,10 @@ where
     let _ = ctx.repo.delete(&keys::otp(payment_id)).await;
     payment_events(ctx, rng, &u).await?;
     let method = unseal_method(ctx, &u.after)?;
-    let after = authorize(ctx, channel, None, &u.after, &method).await?;
-    Ok(PaymentResponse::new(&after, &[]))
+    // Asked, the channel may have charged: a failure to store its answer must not reach
+    // the client as retryable; the stored payment is the truth until a query settles it.
+    let after = authorize(ctx, channel, None, &u.after, &method).await;
+    Ok(PaymentResponse::new(&after.unwrap_or(u.after), &[]))
 }
 
 /// Approve or decline a payment held in `requires_review`. Approved payments continue
@@ -952,7 +954,9 @@ where
         (true, true) => start_otp(ctx, channel, rng, &u.after).await?,
         (true, false) => {
             let method = unseal_method(ctx, &u.after)?;
-            authorize(ctx, channel, None, &u.after, &method).await?
+            // As in confirm: once asked, the stored payment is the answer on failure.
+            let after = authorize(ctx, channel, None, &u.after, &method).await;
+            after.unwrap_or(u.after)
         }
     };
     Ok(PaymentResponse::new(&after, &[]))
@@ -986,8 +990,8 @@ where
         return Ok(PaymentResponse::new(p, &[]));
     }
     let method = unseal_method(ctx, p)?;
-    let after = authorize(ctx, channel, None, p, &method).await?;
-    Ok(PaymentResponse::new(&after, &[]))
+    let after = authorize(ctx, channel, None, p, &method).await;
+    Ok(PaymentResponse::new(after.as_ref().unwrap_or(p), &[]))
 }
 
 /// Whether the channel knows `p` but has not settled it yet (`processing` or
