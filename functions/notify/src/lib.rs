@@ -120,7 +120,9 @@ impl Notifier for HttpNotifier {
         match outbound::send(&req, NOTIFY_TIMEOUT_MS, NOTIFY_RESPONSE_BYTES_MAX).await {
             Ok(resp) => Ok(resp.status),
             Err(e) => {
-                eprintln!("delivery to {url} failed: {e}");
+                // The origin only: the URL's user-info, path or query may hold credentials.
+                let origin = outbound::loggable_origin(url);
+                eprintln!("delivery to {origin} failed: {e}");
                 Err(e.to_string())
             }
         }

@@ -166,9 +166,36 @@ async fn exchange(
     })
 }
 
+/// `scheme://host[:port]` of `url`, for logs: never its user-info, path or query, which
+/// may carry credentials (a merchant's notify URL often does).
+pub fn loggable_origin(url: &str) -> String {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return "(unparsable URL)".to_string();
+    };
+    let scheme = uri.scheme_str().unwrap_or("?");
+    match (uri.host(), uri.port_u16()) {
+        (Some(host), Some(port)) => format!("{scheme}://{host}:{port}"),
+        (Some(host), None) => format!("{scheme}://{host}"),
+        (None, _) => "(URL without a host)".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_logged_url_shows_its_origin_only() {
+        // Proves user-info, path and query (where webhook credentials live) never reach
+        // a log line, and an unparsable URL is not echoed either.
+        let url = "https://hook:s3cret@shop.example:8443/cb/tok_live_1?sig=abc";
+        assert_eq!(loggable_origin(url), "https://shop.example:8443");
+        assert_eq!(
+            loggable_origin("http://127.0.0.1/x?token=y"),
+            "http://127.0.0.1"
+        );
+        assert_eq!(loggable_origin("not a url s3cret"), "(unparsable URL)");
+    }
 
     #[test]
     fn requests_are_built_with_method_url_headers_and_body() {
