@@ -1301,3 +1301,52 @@ fn concurrent_confirms_compare_at_most_five_codes_however_many_arrive_at_once() 
         assert_eq!(ch.authorizations(), 0);
     });
 }
+
+#[test]
+fn a_payment_risk_moves_at_creation_has_that_status_event_too() {
+    // Proves the one-event-per-change rule holds at creation: a payment held for review
+    // emits payment.requires_review, a denied one payment.failed, one waiting for its
+    // code payment.requires_customer_action, each after payment.created; a payment sent
+    // straight to the channel emits only payment.created before the channel's answer.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(53),
+    );
+    let sms = r#"{"type":"sms_otp","phone":"+8613812345678"}"#;
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let mut review = spinpay_core::riskengine::EngineConfig::default();
+        review.weights.per_transaction_max = review.thresholds.review_at;
+        let mut deny = spinpay_core::riskengine::EngineConfig::default();
+        deny.weights.per_transaction_max = deny.thresholds.deny_at;
+        let cases = [
+            (review, 6_000_000, QRC, EventType::PaymentRequiresReview),
+            (deny, 6_000_000, QRC, EventType::PaymentFailed),
+            (
+                Default::default(),
+                1000,
+                sms,
+                EventType::PaymentRequiresCustomerAction,
+            ),
+            (Default::default(), 1000, QRC, EventType::PaymentSucceeded),
+        ];
+        for (config, amount, method, second) in cases {
+            let (m, _) = merchant(&c, &mut rng).await;
+            let risk = LocalRisk { config };
+            let new = new_payment(&body(amount, method, ""));
+            let p = create_payment(&c, &ch, &risk, &mut rng, &m, new)
+                .await
+                .unwrap();
+            let all = ListParams {
+                limit: 100,
+                ..Default::default()
+            };
+            let events = list_events(&c, &m.id, &all).await.unwrap().data;
+            let types: Vec<_> = events.iter().rev().map(|e| e.event_type).collect();
+            assert_eq!(types, [EventType::PaymentCreated, second], "{p:?}");
+            assert_eq!(events[0].data["status"], p.status.as_str());
+        }
+    });
+}

@@ -268,7 +268,15 @@ where
         payment_data(&payment),
     );
     let (kind, mid) = (ObjectKind::Payment, merchant.id.as_str());
-    let events = vec![created];
+    let mut events = vec![created];
+    if payment.state.status != PaymentStatus::Processing {
+        // Risk already moved it (denied, held for review, waiting for its code): that
+        // change is an event of its own, as every later one is.
+        let status = EventType::for_payment_status(payment.state.status);
+        let version = payment.state.version;
+        let data = payment_data(&payment);
+        events.push(pending(payment_id, version, status, ctx.now_ms, data));
+    }
     if !insert_with_events(ctx, kind, mid, payment_id, &payment, events.clone()).await? {
         return Err(internal("payment id collision"));
     }
