@@ -702,3 +702,66 @@ fn a_reservation_whose_refund_record_is_gone_does_not_stop_reconciliation() {
         assert_eq!(settled.status, RefundStatus::Succeeded, "{after:?}");
     });
 }
+
+#[test]
+fn a_payment_waiting_for_its_code_is_closed_at_its_expiry_and_a_late_code_refused() {
+    // Proves an sms_otp payment honours its own expiry: a code entered after it is
+    // refused (payment_not_confirmable, the payment canceled as expired, nothing sent to
+    // the channel); one nobody reads is closed by reconciliation, one read past its
+    // expiry at once; before the expiry nothing closes it.
+    let keys = keyring();
+    let t0 = 9_000_000;
+    let (repo, _, ch, mut rng) = world(59);
+    let sms = r#"{"type":"sms_otp","phone":"+8613812345678"}"#;
+    let minute = body(1000, sms, r#","expires_in_seconds":60"#);
+    block_on(async {
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let p = pay_body(&c, &ch, &mut rng, &m, &minute).await.unwrap();
+            assert_eq!(
+                p.next_action,
+                Some(spinpay_core::model::NextAction::EnterOtp)
+            );
+            ids.push((p.id, ch.last_otp()));
+        }
+        let expired = |p: &spinpay_core::api::PaymentResponse| {
+            (p.status, p.cancellation_reason)
+                == (PaymentStatus::Canceled, Some(CancellationReason::Expired))
+        };
+        // Before the expiry a read changes nothing.
+        let early = ctx(&repo, &keys, t0 + 59_000);
+        let read = close_if_expired(&early, &ch, &mut rng, &m.id, &ids[0].0)
+            .await
+            .unwrap();
+        assert_eq!(read.status, PaymentStatus::RequiresCustomerAction);
+
+        let late = ctx(&repo, &keys, t0 + 60_000);
+        let (id, code) = &ids[0];
+        let e = confirm_payment(&late, &ch, &mut rng, &m.id, id, code, false).await;
+        assert_eq!(
+            e.unwrap_err(),
+            ApiError::PaymentNotConfirmable { status: "canceled" }
+        );
+        assert!(expired(&get_payment(&late, &m.id, id).await.unwrap()));
+
+        let read = close_if_expired(&late, &ch, &mut rng, &m.id, &ids[1].0)
+            .await
+            .unwrap();
+        assert!(expired(&read), "{read:?}");
+
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+        let report = reconcile_at(&repo, &ch, &mut rng, reconcile_time(t0), None)
+            .await
+            .unwrap();
+        assert!(report.closed >= 1, "{report:?}");
+        assert!(expired(
+            &get_payment(&late, &m.id, &ids[2].0).await.unwrap()
+        ));
+        assert_eq!(ch.authorizations(), 0, "nothing went to the channel");
+        assert_eq!(*ch.cancel_calls.borrow(), 0, "nor was closed there");
+    });
+}

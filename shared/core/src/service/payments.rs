@@ -857,6 +857,15 @@ where
             status: p.state.status.as_str(),
         });
     }
+    if ctx.now_ms >= p.expires_at_ms() {
+        // Past its own expiry, a code no longer pays it: it is closed (nothing was sent
+        // to the channel) and the late code refused.
+        let expired = CancellationReason::Expired;
+        let closed = cancel_payment(ctx, channel, rng, merchant_id, payment_id, expired).await?;
+        return Err(ApiError::PaymentNotConfirmable {
+            status: closed.status.as_str(),
+        });
+    }
     if let Err(e) = check_otp(ctx, payment_id, otp).await {
         if e == ApiError::OtpAttemptsExceeded {
             let failure = Failure {
@@ -971,7 +980,7 @@ where
 }
 
 /// Whether `p` waits for the payer's one-time code.
-fn awaits_code(p: &Payment) -> bool {
+pub(crate) fn awaits_code(p: &Payment) -> bool {
     p.state.status == PaymentStatus::RequiresCustomerAction
         && p.next_action == Some(NextAction::EnterOtp)
 }

@@ -171,7 +171,8 @@ async fn open<R: Repository>(
         ObjectKind::Payment => load_payment(ctx, merchant_id, id).await.map(|p| Open {
             created_at_ms: p.created_at_ms,
             closes_at_ms: p.expires_at_ms(),
-            payment: waits_on_channel(&p),
+            // Waiting for its one-time code, it is closed at its expiry too.
+            payment: waits_on_channel(&p) || super::payments::awaits_code(&p),
             refund_ids: p
                 .state
                 .refunds_pending
@@ -417,8 +418,9 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
 /// moment, or the channel closed the order itself) and, still unpaid, closed there and
 /// canceled (`cancellation_reason: expired`) at once instead of at the next
 /// reconciliation, up to a re-check interval later. A close the channel refuses or does
-/// not answer leaves the payment as it is, for reconciliation to try again. Any other
-/// payment is returned as it is, with no channel call.
+/// not answer leaves the payment as it is, for reconciliation to try again. One still
+/// waiting for its one-time code was never sent to a channel: it is canceled as expired
+/// without a channel call. Any other payment is returned as it is, with no channel call.
 pub async fn close_if_expired<R, C, E>(
     ctx: &Ctx<'_, R>,
     channel: &C,
@@ -432,6 +434,11 @@ where
     E: Entropy,
 {
     let p = load_payment(ctx, merchant_id, payment_id).await?;
+    if super::payments::awaits_code(&p) && ctx.now_ms >= p.expires_at_ms() {
+        // Never sent to the channel: closed here alone.
+        close_expired(ctx, channel, rng, merchant_id, payment_id).await?;
+        return super::get_payment(ctx, merchant_id, payment_id).await;
+    }
     let unpaid = p.state.status == PaymentStatus::RequiresCustomerAction && waits_on_channel(&p);
     if unpaid && ctx.now_ms >= p.expires_at_ms() {
         let fresh = super::recheck_payment(ctx, channel, rng, merchant_id, payment_id).await?;
