@@ -276,6 +276,15 @@ impl WechatpaySim {
         if product != "codepay" {
             let notify = format!("{PUBLIC_BASE_URL}/v1/webhooks/wechatpay");
             assert_eq!(body["notify_url"], json!(notify), "{body}");
+        } else if !body["scene_info"]["store_info"]["out_id"].is_string()
+            || !body["scene_info"]["payer_client_ip"].is_null()
+        {
+            // Codepay requires scene_info with the store; the till's IP is device_ip.
+            return self.error(
+                400,
+                "PARAM_ERROR",
+                "scene_info.store_info.out_id is required",
+            );
         }
         let id = body["out_trade_no"].as_str().unwrap_or("").to_string();
         let total = body["amount"]["total"].as_i64().unwrap_or(0);

@@ -120,6 +120,23 @@ fn each_method_selects_its_product_and_bad_inputs_are_refused() {
     let v: serde_json::Value = serde_json::from_str(&req.body).unwrap();
     assert_eq!(v["payer"]["auth_code"], "134567890123456789");
     assert_eq!(v.get("time_expire"), None);
+    // scene_info is required for codepay: the store (our merchant) and, when the till
+    // sent one, its IP as device_ip, never payer_client_ip.
+    assert_eq!(
+        v["scene_info"],
+        serde_json::json!({"store_info": {"out_id": p.merchant_id}})
+    );
+    let mut at_till = p.clone();
+    at_till.payer = Some(Payer {
+        ip: Some("198.51.100.20".into()),
+        ..Payer::default()
+    });
+    let (_, req) = authorize(&cfg, rng, &at_till, &code, NOW, NONCE).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+    assert_eq!(
+        v["scene_info"],
+        serde_json::json!({"device_ip": "198.51.100.20", "store_info": {"out_id": p.merchant_id}})
+    );
     let h5 = PaymentMethod::H5 {
         return_url: "https://shop.example/back".into(),
     };

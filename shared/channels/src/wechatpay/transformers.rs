@@ -120,11 +120,27 @@ struct CodePayer<'a> {
     auth_code: &'a str,
 }
 
-#[derive(Serialize)]
+/// `scene_info`: H5 orders carry the customer's IP; codepay (a customer-presented code
+/// scanned at the till, where `scene_info` is required) the store and the terminal's IP
+/// instead.
+#[derive(Serialize, Default)]
 struct SceneInfo<'a> {
-    payer_client_ip: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payer_client_ip: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     h5_info: Option<H5Info>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_ip: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_info: Option<StoreInfo<'a>>,
+}
+
+/// The store a codepay happened at: `out_id`, the store's number on the merchant side.
+/// A spinpay merchant is one store of the WeChat Pay merchant, so its id (30 characters,
+/// within the field's 32) is that number.
+#[derive(Serialize)]
+struct StoreInfo<'a> {
+    out_id: &'a str,
 }
 
 #[derive(Serialize)]
@@ -175,9 +191,13 @@ pub fn authorize(
         PaymentMethod::QrCustomer { auth_code } => {
             body.notify_url = None;
             body.payer = Some(CodePayer { auth_code });
-            body.scene_info = payer_ip.map(|ip| SceneInfo {
-                payer_client_ip: ip,
-                h5_info: None,
+            // The payer "IP" a till sends is its own: the device's.
+            body.scene_info = Some(SceneInfo {
+                device_ip: payer_ip,
+                store_info: Some(StoreInfo {
+                    out_id: &payment.merchant_id,
+                }),
+                ..SceneInfo::default()
             });
             (Product::Codepay, "/v3/pay/transactions/codepay")
         }
@@ -187,8 +207,9 @@ pub fn authorize(
                 reason: "WeChat Pay H5 needs the customer's IP address",
             })?;
             body.scene_info = Some(SceneInfo {
-                payer_client_ip: ip,
+                payer_client_ip: Some(ip),
                 h5_info: Some(H5Info { kind: "Wap" }),
+                ..SceneInfo::default()
             });
             let product = Product::H5 {
                 return_url: return_url.clone(),
