@@ -114,7 +114,7 @@ impl Channels {
             }
             Channel::Wechatpay => {
                 self.wechatpay().await.require(Channel::Wechatpay)?;
-                wechatpay::client::preflight(m, capture, amount, new.payer.as_ref())
+                wechatpay::client::preflight(m, capture, amount, new.currency, new.payer.as_ref())
             }
             Channel::Unionpay => {
                 self.unionpay().await.require(Channel::Unionpay)?;

@@ -5,6 +5,7 @@
 //! ([`WechatpayClient::load`]).
 
 use spinpay_core::model::{CaptureMode, Channel, Payer, Payment, PaymentMethod, Refund};
+use spinpay_core::money::Currency;
 use spinpay_core::service::{
     ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, RefundOutcome,
 };
@@ -133,10 +134,14 @@ pub fn preflight(
     method: &PaymentMethod,
     capture: CaptureMode,
     amount_minor: i64,
+    currency: Currency,
     payer: Option<&Payer>,
 ) -> Result<(), RequestError> {
     if capture == CaptureMode::Manual {
         return Err(RequestError::ManualCaptureUnsupported);
+    }
+    if currency != Currency::Cny {
+        return Err(RequestError::CurrencyUnsupported(currency.code()));
     }
     if amount_minor <= 0 || amount_minor > TOTAL_MAX {
         return Err(RequestError::Amount(amount_minor));
@@ -230,12 +235,11 @@ mod tests {
     use crate::crypto::test_rng;
     use crate::wechatpay::tests::config;
     use crate::wiring::every_method;
-    use spinpay_core::money::Currency;
 
     #[test]
     fn preflight_agrees_with_the_request_builder_on_every_method_and_input() {
         // Proves a payment refused up front is exactly one the transformer could not
-        // build (methods, capture modes, amounts, the H5 payer IP).
+        // build (methods, capture modes, amounts, currencies, the H5 payer IP).
         let methods = every_method("134567890123456789", "w");
         let with_ip = Payer {
             ip: Some("203.0.113.7".into()),
@@ -243,15 +247,20 @@ mod tests {
         };
         for method in &methods {
             for capture in [CaptureMode::Automatic, CaptureMode::Manual] {
-                for amount in [1250, TOTAL_MAX + 1] {
+                for (amount, currency) in [
+                    (1250, Currency::Cny),
+                    (TOTAL_MAX + 1, Currency::Cny),
+                    (1250, Currency::Hkd),
+                ] {
                     for payer in [None, Some(with_ip.clone())] {
-                        let mut p = payment(amount, Currency::Cny);
+                        let mut p = payment(amount, currency);
                         p.capture = capture;
                         p.payer = payer.clone();
                         let built =
                             transformers::authorize(&config(), &mut test_rng(), &p, method, 0, "n");
-                        let pre = preflight(method, capture, amount, payer.as_ref());
-                        assert_eq!(pre.err(), built.err(), "{method:?} {capture:?} {amount}");
+                        let pre = preflight(method, capture, amount, currency, payer.as_ref());
+                        let case = format!("{method:?} {capture:?} {amount} {currency:?}");
+                        assert_eq!(pre.err(), built.err(), "{case}");
                     }
                 }
             }

@@ -5,6 +5,7 @@
 use rsa::rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use spinpay_core::model::{CaptureMode, Channel, NextAction, Payment, PaymentMethod, Refund};
+use spinpay_core::money::Currency;
 use spinpay_core::service::{
     ActionOutcome, CLOSED_UNPAID_CODE, ChannelOutcome, ChannelReport, PaymentNotification,
     RefundNotification, RefundOutcome,
@@ -168,6 +169,10 @@ pub fn authorize(
 ) -> Result<(Product, WechatRequest), RequestError> {
     if payment.capture == CaptureMode::Manual {
         return Err(RequestError::ManualCaptureUnsupported);
+    }
+    // A domestic (direct) merchant is paid in CNY only.
+    if payment.currency != Currency::Cny {
+        return Err(RequestError::CurrencyUnsupported(payment.currency.code()));
     }
     let mut body = OrderBody {
         appid: &config.appid,
