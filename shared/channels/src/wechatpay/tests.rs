@@ -521,3 +521,33 @@ fn a_refund_callback_names_our_refund() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_refund_reason_longer_than_wechat_pay_takes_is_cut_not_refused() {
+    // Proves the refund body carries our refund id and amounts, and a 200-character
+    // reason goes as its first 80 characters (counted as characters, not bytes).
+    let cfg = config();
+    let p = payment(1250, Currency::Cny);
+    let long: String = "退款原因".repeat(50);
+    let refund = spinpay_core::model::Refund {
+        id: "re_bbbbbbbbbbbbbbbbbbbbbbbbbb".into(),
+        merchant_id: "mch_x".into(),
+        payment_id: p.id.clone(),
+        state: spinpay_core::machine::RefundState::new(),
+        amount_minor: 200,
+        currency: Currency::Cny,
+        reason: Some(long.clone()),
+        merchant_refund_id: None,
+        channel_ref: None,
+        failure: None,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+    };
+    let req = refund_request(&cfg, &mut test_rng(), &p, &refund, NOW, NONCE).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+    assert_eq!(v["out_refund_no"], refund.id);
+    assert_eq!(v["amount"]["refund"], 200);
+    let sent = v["reason"].as_str().unwrap();
+    assert_eq!(sent.chars().count(), REFUND_REASON_CHARS_MAX);
+    assert!(long.starts_with(sent));
+}

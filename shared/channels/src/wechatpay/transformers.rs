@@ -21,6 +21,9 @@ use crate::crypto::{
 pub const CALLBACK_BYTES_MAX: usize = 64 * 1024;
 /// Longest `description` WeChat Pay accepts, characters.
 pub const DESCRIPTION_CHARS_MAX: usize = 127;
+/// Longest refund `reason` WeChat Pay takes (`string(80)`); a longer one is cut, not
+/// refused (the refund itself must not fail over its note).
+pub const REFUND_REASON_CHARS_MAX: usize = 80;
 /// Header names (lower-case; lookups ignore case).
 pub const HEADER_TIMESTAMP: &str = "wechatpay-timestamp";
 /// Nonce header.
@@ -279,7 +282,7 @@ struct RefundBody<'a> {
     out_trade_no: &'a str,
     out_refund_no: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
+    reason: Option<String>,
     notify_url: &'a str,
     amount: RefundAmount,
 }
@@ -303,7 +306,10 @@ pub fn refund_request(
     let body = RefundBody {
         out_trade_no: &payment.id,
         out_refund_no: &refund.id,
-        reason: refund.reason.as_deref(),
+        reason: refund
+            .reason
+            .as_deref()
+            .map(|r| r.chars().take(REFUND_REASON_CHARS_MAX).collect()),
         notify_url: &config.notify_url,
         amount: RefundAmount {
             refund: wire_total(refund.amount_minor)?,
