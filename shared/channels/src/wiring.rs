@@ -19,6 +19,13 @@ use spinpay_guest::outbound::{OutboundError, OutboundResponse};
 
 use crate::crypto::{BlindingRng, RequestError, VerifyingKey};
 
+/// How long past an order's expiry a channel is taken to have stopped taking payment for
+/// it: room for the difference between our clock and the channel's, and for a QR code
+/// whose lifetime the channel counts from a little later than we do. A close the channel
+/// cannot make (UnionPay has none; Alipay has no trade nobody scanned) counts as done
+/// only after it.
+pub const EXPIRY_MARGIN_MS: i64 = 5 * 60_000;
+
 /// A channel adapter as this deployment configures it.
 #[derive(Debug, Clone)]
 pub enum Slot<C> {

@@ -1,8 +1,10 @@
 //! The UnionPay ACP 5.1.0 side: form posts signed `signMethod=01` (SHA-256 hex digest of
 //! the sorted `k=v&…`, then SHA256withRSA over that hex, `certId` naming the merchant's
-//! key), answered with signed forms; back-notifications posted as signed forms to
-//! `backUrl`. As in 5.1.0, UnionPay's own messages carry its signing certificate in
-//! `signPubKeyCert` and no `certId`.
+//! key), answered like the real gateway with a raw signed `k=v&…` string (not a form:
+//! base64 keeps its `+`, `/` and `=`, text is raw UTF-8); back-notifications posted as
+//! signed forms to `backUrl`. As in 5.1.0, UnionPay's own messages carry its signing
+//! certificate in `signPubKeyCert` and no `certId`, and are signed over every field but
+//! `signature`, empty ones included.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -61,8 +63,28 @@ fn digest_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// The content type of UnionPay's answers and back-notifications.
+/// The string UnionPay signs: every field but `signature`, empty ones included,
+/// byte-sorted (the ACP SDKs' `coverMap2String`).
+fn acp_signed_string(fields: &[(String, String)]) -> String {
+    let mut kept: Vec<&(String, String)> =
+        fields.iter().filter(|(k, _)| k != "signature").collect();
+    kept.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let pairs: Vec<String> = kept.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join("&")
+}
+
+/// A synchronous answer's body as the gateway sends it: raw `k=v&…`, nothing encoded.
+fn raw_body(fields: &[(String, String)]) -> String {
+    let pairs: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join("&")
+}
+
+/// The content type of back-notifications (form POSTs).
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded;charset=UTF-8";
+/// The content type of synchronous answers (spinpay does not look at it).
+const ANSWER_CONTENT_TYPE: &str = "text/plain;charset=UTF-8";
+/// `respMsg` of a success, as the gateway words it.
+const SUCCESS_MSG: &str = "成功[0000000]";
 
 /// The headers of a back-notification.
 fn notify_headers() -> [(String, String); 1] {
@@ -120,7 +142,7 @@ impl UnionpaySim {
     fn sign(&self, mut fields: Vec<(String, String)>, forged: bool) -> Vec<(String, String)> {
         fields.push(("signPubKeyCert".into(), SIGN_PUB_KEY_CERT.into()));
         fields.push(("signMethod".into(), "01".into()));
-        let hex = digest_hex(&sorted_string(&fields, &["signature"]));
+        let hex = digest_hex(&acp_signed_string(&fields));
         let signer = if forged { &self.wrong } else { &self.theirs };
         fields.push(("signature".into(), signer.sign_b64(hex.as_bytes())));
         fields
@@ -132,7 +154,7 @@ impl UnionpaySim {
             Fault::Garbage => SimResponse::new(200, "text/html", "<html>maintenance</html>"),
             _ => {
                 let signed = self.sign(fields, fault == Fault::BadSignature);
-                SimResponse::new(200, FORM_CONTENT_TYPE, form_encode(&signed))
+                SimResponse::new(200, ANSWER_CONTENT_TYPE, raw_body(&signed))
             }
         }
     }
@@ -178,19 +200,20 @@ impl Simulator for UnionpaySim {
         match (req.path.as_str(), get("txnType").as_str()) {
             ("/gateway/api/backTransReq.do" | "/gateway/api/appTransReq.do", "01") => {
                 assert_eq!(get("backUrl"), expected_back);
-                self.consume(&req.path, &form, base("00", "success")).await
+                self.consume(&req.path, &form, base("00", SUCCESS_MSG))
+                    .await
             }
             ("/gateway/api/backTransReq.do", "04") => {
                 assert_eq!(get("backUrl"), expected_back);
-                self.refund(&form, base("00", "success")).await
+                self.refund(&form, base("00", SUCCESS_MSG)).await
             }
             ("/gateway/api/queryTrans.do", "00") => {
                 let order = self.orders.lock().unwrap().get(&get("orderId")).cloned();
                 match order {
                     Some(o) => {
-                        let mut fields = base("00", "success");
+                        let mut fields = base("00", SUCCESS_MSG);
                         fields.push(("origRespCode".into(), o.orig_resp_code.clone()));
-                        fields.push(("origRespMsg".into(), "success".into()));
+                        fields.push(("origRespMsg".into(), SUCCESS_MSG.into()));
                         fields.push(("queryId".into(), o.query_id.clone()));
                         fields.push(("txnAmt".into(), o.txn_amt.to_string()));
                         fields.push(("currencyCode".into(), "156".into()));

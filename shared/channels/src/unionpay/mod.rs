@@ -1,9 +1,12 @@
 //! UnionPay online payments (ACP 5.1.0): the pure protocol half.
 //!
-//! * Messages are form-encoded fields. Signing (`signMethod=01`): the byte-sorted
-//!   `k=v&…` of every non-empty field except `signature` is hashed with SHA-256, the
-//!   lower-case hex digest is signed with SHA256withRSA, and `certId` names our
-//!   signing certificate ([`transformers::sign_fields`]).
+//! * Requests and back-notifications are form POSTs; synchronous answers are raw
+//!   `k=v&k=v` strings, never percent-decoded ([`transformers::answer_decode`]).
+//!   Signing (`signMethod=01`): the byte-sorted `k=v&…` of every non-empty field
+//!   except `signature` is hashed with SHA-256, the lower-case hex digest is signed with
+//!   SHA256withRSA, and `certId` names our signing certificate
+//!   ([`transformers::sign_fields`]). UnionPay's messages are verified over every field
+//!   but `signature`, empty ones included ([`transformers::verification_string`]).
 //! * `qr_merchant` → consume QR apply (txnSubType 07, answer `qrCode`); `qr_customer` →
 //!   consume with `qrNo` (txnSubType 06); `app` → app consume (answer `tn` for the SDK);
 //!   refund (txnType 04, needs the consume's `queryId`) and query (by `orderId` and the

@@ -7,6 +7,7 @@ use super::transformers::*;
 use super::{NotificationRejected, RequestError, SigningKey, UnionpayConfig};
 use crate::alipay::tests::payment;
 use crate::crypto::{form_body, form_get, sha256_hex, test_key, test_rng};
+use crate::wiring::EXPIRY_MARGIN_MS;
 
 const PAY_ID: &str = "pay_aaaaaaaaaaaaaaaaaaaaaaaaaa";
 const ORDER: &str = "payaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -28,12 +29,13 @@ pub(crate) fn config() -> UnionpayConfig {
 }
 
 /// The certificate text an ACP 5.1.0 message carries in `signPubKeyCert` (signed data
-/// only: spinpay pins UnionPay's key and never reads it).
+/// only: spinpay pins UnionPay's key and never reads it). Like a real one, its base64
+/// has `+`, `/` and `=`, and its lines end in CR LF.
 const SIGN_PUB_KEY_CERT: &str =
-    "-----BEGIN CERTIFICATE-----\r\nMIIEQzCCAyugAwIBAgIFEBJJZVgw\r\n-----END CERTIFICATE-----";
+    "-----BEGIN CERTIFICATE-----\r\nMIIEQzCCAy+gAwIBAgIF/EBJJZVgw==\r\n-----END CERTIFICATE-----";
 
-/// A message as UnionPay signs it in ACP 5.1.0: its signing certificate in
-/// `signPubKeyCert`, no `certId`.
+/// A back-notification as UnionPay signs it in ACP 5.1.0 (a form POST): its signing
+/// certificate in `signPubKeyCert`, no `certId`.
 fn signed(fields: &[(&str, &str)]) -> Vec<u8> {
     signed_by(
         &unionpay_side(),
@@ -42,8 +44,19 @@ fn signed(fields: &[(&str, &str)]) -> Vec<u8> {
     )
 }
 
-/// `fields` with `key_field` (`certId` or `signPubKeyCert`) signed by `key`.
+/// A back-notification body of `fields` with `key_field` (`certId` or
+/// `signPubKeyCert`), signed by `key`.
 fn signed_by(key: &SigningKey, fields: &[(&str, &str)], key_field: (&str, &str)) -> Vec<u8> {
+    form_body(&signed_pairs(key, fields, key_field)).into_bytes()
+}
+
+/// `fields` with `key_field` and `signMethod`, signed by `key` as UnionPay signs: over
+/// every field but `signature`, empty ones included (the SDKs' `coverMap2String`).
+fn signed_pairs(
+    key: &SigningKey,
+    fields: &[(&str, &str)],
+    key_field: (&str, &str),
+) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> = fields
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -52,18 +65,30 @@ fn signed_by(key: &SigningKey, fields: &[(&str, &str)], key_field: (&str, &str))
         pairs.push((key_field.0.into(), key_field.1.into()));
     }
     pairs.push(("signMethod".into(), "01".into()));
-    let digest = sha256_hex(signing_string(&pairs).as_bytes());
+    let digest = sha256_hex(verification_string(&pairs).as_bytes());
     let sig = key.sign_sha256_b64(&mut test_rng(), digest.as_bytes());
     pairs.push(("signature".into(), sig));
-    form_body(&pairs).into_bytes()
+    pairs
 }
 
-fn answer(fields: &[(&str, &str)]) -> OutboundResponse {
+/// A synchronous answer's body as UnionPay sends it: raw `k=v&…`, nothing encoded.
+fn raw(pairs: &[(String, String)]) -> Vec<u8> {
+    let joined: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    joined.join("&").into_bytes()
+}
+
+fn http_200(body: Vec<u8>) -> OutboundResponse {
     OutboundResponse {
         status: 200,
         headers: vec![],
-        body: signed(fields),
+        body,
     }
+}
+
+/// UnionPay's signed answer with `fields`.
+fn answer(fields: &[(&str, &str)]) -> OutboundResponse {
+    let cert = ("signPubKeyCert", SIGN_PUB_KEY_CERT);
+    http_200(raw(&signed_pairs(&unionpay_side(), fields, cert)))
 }
 
 /// UnionPay's answer to `queryTrans.do` about our payment's order, with `extra` fields.
@@ -526,4 +551,222 @@ fn a_message_verifies_under_a_pinned_key_whether_it_carries_its_certificate_or_a
         )),
         "an empty certificate field names no key"
     );
+}
+
+/// The merchant and order fields every answer about our payment carries.
+const OURS: [(&str, &str); 2] = [("merId", "777290058110048"), ("orderId", ORDER)];
+
+/// The base64 signature at the end of a raw answer body.
+fn raw_signature(resp: &OutboundResponse) -> String {
+    let text = String::from_utf8(resp.body.clone()).unwrap();
+    let (_, sig) = text.rsplit_once("&signature=").unwrap();
+    sig.to_string()
+}
+
+#[test]
+fn a_raw_answer_with_plus_and_slash_in_its_signature_and_certificate_verifies() {
+    // Proves a synchronous answer is read as UnionPay sends it (raw, not a form): its
+    // signature and certificate keep their `+`, `/` and `=`, CR LF and UTF-8 text stay
+    // as they are, and it verifies (form decoding turned `+` into a space: unknown).
+    let cfg = config();
+    // PKCS#1 v1.5 signatures are deterministic: vary traceNo until one has `+` and `/`.
+    let resp = (0..64)
+        .map(|n| {
+            let trace = format!("{n:06}");
+            answer(&[
+                OURS[0],
+                OURS[1],
+                ("respCode", "00"),
+                ("respMsg", "成功[0000000]"),
+                ("traceNo", trace.as_str()),
+                ("qrCode", "https://qr.95516.com/00010000/62aa=="),
+            ])
+        })
+        .find(|r| raw_signature(r).contains('+') && raw_signature(r).contains('/'))
+        .expect("a signature with `+` and `/` within 64 tries");
+    let text = String::from_utf8(resp.body.clone()).unwrap();
+    assert!(text.contains("respMsg=成功[0000000]&"), "{text}");
+    assert!(text.contains("signPubKeyCert=-----BEGIN CERTIFICATE-----\r\nMIIEQzCCAy+"));
+    assert_eq!(
+        parse_authorize(&cfg, Product::QrApply, &resp, PAY_ID),
+        ChannelOutcome::Pending {
+            channel_ref: None,
+            next_action: Some(NextAction::DisplayQr {
+                qr_payload: "https://qr.95516.com/00010000/62aa==".into()
+            })
+        }
+    );
+}
+
+#[test]
+fn a_braced_value_with_ampersands_and_equals_stays_one_field() {
+    // Proves the SDKs' parseQString rules: `&` and `=` inside `{…}` or `[…]` stay in the
+    // value, a field splits at its first `=`, nothing is percent-decoded, an empty value
+    // is a field; and an answer carrying such a value verifies.
+    let fields = answer_decode("reserved={a=b&c=d}&x=[1&2]&url=a=b%20c+d&e=&f={}").unwrap();
+    let expected = [
+        ("reserved", "{a=b&c=d}"),
+        ("x", "[1&2]"),
+        ("url", "a=b%20c+d"),
+        ("e", ""),
+        ("f", "{}"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(fields, expected);
+    assert_eq!(answer_decode(""), Ok(vec![]));
+    let cfg = config();
+    let stated = [
+        ("reserved", "{a=b&c=d}"),
+        ("queryId", "Q1"),
+        ("txnAmt", "1250"),
+        ("currencyCode", "156"),
+    ];
+    let rep = parse_query(&cfg, &query_answer("00", "00", &stated), PAY_ID);
+    assert_eq!(
+        rep.outcome,
+        ChannelOutcome::Succeeded {
+            channel_ref: Some("Q1".into())
+        }
+    );
+    assert_eq!(rep.amount_minor, Some(1250));
+}
+
+#[test]
+fn an_answer_with_a_duplicate_field_or_a_malformed_or_oversize_body_is_refused() {
+    // Proves a field twice is refused before any signature check (which one was signed?),
+    // and so are a field without `=` or a name, an unclosed `{`, too many fields and an
+    // oversize body; each answer is then unknown, never read.
+    let ok = query_answer("00", "00", &[("queryId", "Q1")]);
+    let mut twice = ok.clone();
+    twice.body.extend_from_slice(b"&origRespCode=01");
+    match parse_query(&config(), &twice, PAY_ID).outcome {
+        ChannelOutcome::Unknown { detail } => {
+            assert!(
+                detail.contains("\"origRespCode\" appears twice"),
+                "{detail}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        answer_decode("a=1&b=2&a=1"),
+        Err(AnswerFormatError::Duplicate("a".into()))
+    );
+    for (text, error) in [
+        ("a=1&b", AnswerFormatError::FieldWithoutEquals),
+        ("a=1&&b=2", AnswerFormatError::FieldWithoutEquals),
+        ("a=1&", AnswerFormatError::FieldWithoutEquals),
+        ("a=1&=2", AnswerFormatError::EmptyName),
+        ("a={1&b=2", AnswerFormatError::Unclosed("a".into())),
+        ("a=[1}&b=2", AnswerFormatError::Unclosed("a".into())),
+    ] {
+        assert_eq!(answer_decode(text), Err(error), "{text}");
+    }
+    let many: Vec<String> = (0..=crate::crypto::FORM_FIELDS_MAX)
+        .map(|i| format!("k{i}=v"))
+        .collect();
+    assert_eq!(
+        answer_decode(&many.join("&")),
+        Err(AnswerFormatError::TooMany)
+    );
+    let huge = format!("a={}", "x".repeat(MESSAGE_BYTES_MAX));
+    assert_eq!(answer_decode(&huge), Err(AnswerFormatError::TooLarge));
+    assert!(matches!(
+        parse_query(&config(), &http_200(huge.into_bytes()), PAY_ID).outcome,
+        ChannelOutcome::Unknown { .. }
+    ));
+}
+
+#[test]
+fn an_empty_field_is_signed_data_in_answers_and_notifications() {
+    // Proves UnionPay's signature covers an empty field as `k=` (the SDKs'
+    // coverMap2String): such an answer and such a notification verify, a signature over
+    // the string without it is refused, and an empty queryId is no channel_ref.
+    let cfg = config();
+    let fields = [
+        OURS[0],
+        OURS[1],
+        ("respCode", "00"),
+        ("queryId", ""),
+        ("reqReserved", ""),
+    ];
+    assert_eq!(
+        parse_authorize(&cfg, Product::QrConsume, &answer(&fields), PAY_ID),
+        ChannelOutcome::Pending {
+            channel_ref: None,
+            next_action: None
+        }
+    );
+    let notification = [
+        OURS[0],
+        OURS[1],
+        ("txnType", "01"),
+        ("respCode", "00"),
+        ("queryId", "Q1"),
+        ("txnAmt", "1250"),
+        ("reqReserved", ""),
+    ];
+    assert!(parse_notification(&cfg, &signed(&notification)).is_ok());
+
+    // The same answer signed over the non-empty fields only.
+    let mut pairs: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    pairs.push(("signPubKeyCert".into(), SIGN_PUB_KEY_CERT.into()));
+    pairs.push(("signMethod".into(), "01".into()));
+    let digest = sha256_hex(signing_string(&pairs).as_bytes());
+    let sig = unionpay_side().sign_sha256_b64(&mut test_rng(), digest.as_bytes());
+    pairs.push(("signature".into(), sig));
+    assert!(matches!(
+        parse_authorize(&cfg, Product::QrConsume, &http_200(raw(&pairs)), PAY_ID),
+        ChannelOutcome::Unknown { detail } if detail == "signature refused"
+    ));
+}
+
+#[test]
+fn a_tampered_raw_answer_is_refused() {
+    // Proves any change to a signed raw answer leaves it unknown: a changed value, an
+    // added, removed or emptied field, and the answer as form decoding would read it
+    // (`+` → space).
+    let cfg = config();
+    let fields = [
+        OURS[0],
+        OURS[1],
+        ("respCode", "00"),
+        ("respMsg", "成功[0000000]"),
+        ("qrCode", "https://qr.95516.com/00010000/1"),
+    ];
+    let ok = answer(&fields);
+    assert!(matches!(
+        parse_authorize(&cfg, Product::QrApply, &ok, PAY_ID),
+        ChannelOutcome::Pending { .. }
+    ));
+    let text = String::from_utf8(ok.body.clone()).unwrap();
+    let tampered = [
+        text.replace("00010000/1", "00010000/2"),
+        text.replace("respCode=00", "respCode=01"),
+        format!("txnAmt=1&{text}"),
+        text.replace("respMsg=成功[0000000]&", ""),
+        text.replace("respMsg=成功[0000000]", "respMsg="),
+        text.replace('+', " "),
+    ];
+    for body in tampered {
+        assert_ne!(body, text);
+        assert!(
+            matches!(
+                parse_authorize(
+                    &cfg,
+                    Product::QrApply,
+                    &http_200(body.clone().into_bytes()),
+                    PAY_ID
+                ),
+                ChannelOutcome::Unknown { .. }
+            ),
+            "{body}"
+        );
+    }
 }

@@ -1,6 +1,12 @@
 //! Pure UnionPay ACP 5.1.0 transformers: signed requests, verified answers and
 //! back-notifications, the code mapping ([`classify_code`]). The RNG (RSA blinding)
 //! comes from the caller; times come from the objects themselves.
+//!
+//! Two wire formats come back from UnionPay. A back-notification is a form POST
+//! (percent-encoded, decoded with `form_decode`). A synchronous answer is a raw
+//! `k=v&k=v` string ([`answer_decode`]): base64 values keep their `+`, `/` and `=`,
+//! text is raw UTF-8, and `{…}` / `[…]` values may hold `&` and `=`. Decoding an answer
+//! as a form turns every `+` into a space, and no real answer verifies.
 
 use rsa::rand_core::CryptoRngCore;
 use spinpay_core::model::{CaptureMode, Channel, NextAction, Payment, PaymentMethod, Refund};
@@ -13,8 +19,10 @@ use spinpay_guest::outbound::OutboundResponse;
 
 use super::{NotificationRejected, RequestError, UnionpayConfig, VerifyingKey};
 use crate::crypto::{
-    BeijingTime, canonical_pairs, form_body, form_decode, form_get, replay_key, sha256_hex,
+    BeijingTime, FORM_FIELDS_MAX, canonical_pairs, form_body, form_decode, form_get, replay_key,
+    sha256_hex,
 };
+use crate::wiring::EXPIRY_MARGIN_MS;
 
 /// Longest answer or notification body accepted, bytes.
 pub const MESSAGE_BYTES_MAX: usize = 32 * 1024;
@@ -90,12 +98,119 @@ pub fn currency_from_numeric(code: &str) -> Option<Currency> {
         .find(|c| currency_numeric(*c) == code)
 }
 
-/// The string that is hashed then signed: sorted non-empty fields but `signature`.
+/// The string we hash then sign for a request: sorted non-empty fields but `signature`
+/// (the SDK drops blank fields before signing, `filterBlank`; we never send them).
 pub fn signing_string(fields: &[(String, String)]) -> String {
     canonical_pairs(
         fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         &["signature"],
     )
+}
+
+/// The string UnionPay's signature covers: every field but `signature`, empty values
+/// included (`k=`), byte-sorted. This is what the ACP SDKs verify (Java
+/// `coverMap2String`, PHP `createLinkString`): a field UnionPay sends empty is signed
+/// as `k=`, so dropping it would refuse a genuine message.
+pub fn verification_string(fields: &[(String, String)]) -> String {
+    let mut kept: Vec<(&str, &str)> = fields
+        .iter()
+        .filter(|(k, _)| k != "signature")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    kept.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let pairs: Vec<String> = kept.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join("&")
+}
+
+/// Why a synchronous answer could not be decoded ([`answer_decode`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerFormatError {
+    /// Longer than [`MESSAGE_BYTES_MAX`].
+    #[error("longer than {MESSAGE_BYTES_MAX} bytes")]
+    TooLarge,
+    /// A field with no `=` (including an empty one: `&&` or a trailing `&`).
+    #[error("a field without `=`")]
+    FieldWithoutEquals,
+    /// A field whose name is empty (`=v`).
+    #[error("a field without a name")]
+    EmptyName,
+    /// A value that opens `{` or `[` and never closes it.
+    #[error("field {0:?} opens a `{{` or `[` it never closes")]
+    Unclosed(String),
+    /// The same field twice (ambiguous: which one was signed?).
+    #[error("field {0:?} appears twice")]
+    Duplicate(String),
+    /// More fields than [`FORM_FIELDS_MAX`].
+    #[error("more than {FORM_FIELDS_MAX} fields")]
+    TooMany,
+}
+
+/// Decodes a synchronous answer (`backTransReq.do`, `appTransReq.do`, `queryTrans.do`)
+/// the way the ACP SDKs do (`parseQString`, without URL decoding): fields split on `&`
+/// outside a value's `{…}` or `[…]`, each at its first `=`, nothing percent-decoded.
+/// Refuses duplicates, a field without `=` or a name, an unclosed `{` / `[`, and more
+/// than [`FORM_FIELDS_MAX`] fields or [`MESSAGE_BYTES_MAX`] bytes. An empty text has no
+/// fields.
+pub fn answer_decode(text: &str) -> Result<Vec<(String, String)>, AnswerFormatError> {
+    if text.len() > MESSAGE_BYTES_MAX {
+        return Err(AnswerFormatError::TooLarge);
+    }
+    let mut fields: Vec<(String, String)> = Vec::new();
+    if text.is_empty() {
+        return Ok(fields);
+    }
+    let mut rest = text;
+    loop {
+        let (name, after) = rest
+            .split_once('=')
+            .ok_or(AnswerFormatError::FieldWithoutEquals)?;
+        if name.contains('&') {
+            return Err(AnswerFormatError::FieldWithoutEquals);
+        }
+        if name.is_empty() {
+            return Err(AnswerFormatError::EmptyName);
+        }
+        let end = value_end(after).ok_or_else(|| AnswerFormatError::Unclosed(name.into()))?;
+        if fields.len() >= FORM_FIELDS_MAX {
+            return Err(AnswerFormatError::TooMany);
+        }
+        if fields.iter().any(|(k, _)| k == name) {
+            return Err(AnswerFormatError::Duplicate(name.into()));
+        }
+        fields.push((name.to_string(), after[..end].to_string()));
+        // `end` is the separating `&` (one byte) or the end of the text.
+        match after.get(end + 1..) {
+            Some(next) => rest = next,
+            None => return Ok(fields),
+        }
+    }
+}
+
+/// The byte offset of the `&` that ends `value` (its length if none): an `&` inside a
+/// `{…}` or `[…]` belongs to the value. Like the SDKs, brackets do not nest: the first
+/// matching closer ends the group. `None` if a group never closes.
+fn value_end(value: &str) -> Option<usize> {
+    let mut closer: Option<u8> = None;
+    for (i, b) in value.bytes().enumerate() {
+        match (closer, b) {
+            (Some(c), b) if b == c => closer = None,
+            (Some(_), _) => {}
+            (None, b'{') => closer = Some(b'}'),
+            (None, b'[') => closer = Some(b']'),
+            (None, b'&') => return Some(i),
+            (None, _) => {}
+        }
+    }
+    match closer {
+        Some(_) => None,
+        None => Some(value.len()),
+    }
+}
+
+/// The value of `name`, `None` when absent or empty: an empty field says nothing (now
+/// that it verifies, it must not become an empty QR code, `tn` or `queryId`).
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form_get(fields, name).filter(|v| !v.is_empty())
 }
 
 /// Adds `certId` and `signature` (SHA256withRSA over the hex SHA-256 of the signing
@@ -267,17 +382,18 @@ pub fn classify_code(code: &str) -> CodeClass {
     }
 }
 
-/// Verifies a message's `signature` with a pinned UnionPay key. An ACP 5.1.0 answer or
-/// notification carries its signing certificate (`signPubKeyCert`) and no `certId`: it
-/// must verify under one of the pinned keys (at most four, during a rotation); the
-/// certificate it carries is only signed data, never a source of trust. A 5.0.0-style
-/// message names its key by `certId`: only that pinned key may verify it.
+/// Verifies a message's `signature` (over [`verification_string`]) with a pinned
+/// UnionPay key. An ACP 5.1.0 answer or notification carries its signing certificate
+/// (`signPubKeyCert`) and no `certId`: it must verify under one of the pinned keys (at
+/// most four, during a rotation); the certificate it carries is only signed data, never
+/// a source of trust. A 5.0.0-style message names its key by `certId`: only that pinned
+/// key may verify it.
 pub fn verify_fields(config: &UnionpayConfig, fields: &[(String, String)]) -> Result<(), String> {
     let signature = form_get(fields, "signature").ok_or("signature missing")?;
     if form_get(fields, "signMethod") != Some("01") {
         return Err("signMethod is not 01".into());
     }
-    let digest_hex = sha256_hex(signing_string(fields).as_bytes());
+    let digest_hex = sha256_hex(verification_string(fields).as_bytes());
     let verifies = |key: &VerifyingKey| key.verify_sha256_b64(digest_hex.as_bytes(), signature);
     let verified = match form_get(fields, "certId") {
         Some(cert_id) => {
@@ -297,7 +413,8 @@ pub fn verify_fields(config: &UnionpayConfig, fields: &[(String, String)]) -> Re
     Ok(())
 }
 
-/// Decodes and verifies an answer, checking it is ours (`merId`) and about `order`.
+/// Decodes ([`answer_decode`]: raw, not a form) and verifies an answer, checking it is
+/// ours (`merId`) and about `order`.
 pub fn verify_answer(
     config: &UnionpayConfig,
     resp: &OutboundResponse,
@@ -310,7 +427,7 @@ pub fn verify_answer(
         return Err("answer too large".into());
     }
     let text = std::str::from_utf8(&resp.body).map_err(|_| "answer is not UTF-8".to_string())?;
-    let fields = form_decode(text.trim()).map_err(|e| format!("unparsable answer: {e}"))?;
+    let fields = answer_decode(text.trim()).map_err(|e| format!("unparsable answer: {e}"))?;
     verify_fields(config, &fields)?;
     if form_get(&fields, "merId") != Some(config.mer_id.as_str()) {
         return Err("answer for another merId".into());
@@ -333,7 +450,7 @@ fn unknown(detail: impl Into<String>) -> ChannelOutcome {
 fn declined(fields: &[(String, String)], code: &str) -> ChannelOutcome {
     ChannelOutcome::Declined {
         code: format!("unionpay_{code}"),
-        message: form_get(fields, "respMsg")
+        message: field(fields, "respMsg")
             .unwrap_or("refused by UnionPay")
             .to_string(),
     }
@@ -352,17 +469,17 @@ pub fn parse_authorize(
         Err(detail) => return unknown(detail),
     };
     let code = form_get(&fields, "respCode").unwrap_or("");
-    let channel_ref = form_get(&fields, "queryId").map(str::to_string);
+    let channel_ref = field(&fields, "queryId").map(str::to_string);
     match classify_code(code) {
         CodeClass::Success => {
             let next_action = match product {
-                Product::QrApply => match form_get(&fields, "qrCode") {
+                Product::QrApply => match field(&fields, "qrCode") {
                     Some(qr) => Some(NextAction::DisplayQr {
                         qr_payload: qr.to_string(),
                     }),
                     None => return unknown("QR apply answer without qrCode"),
                 },
-                Product::App => match form_get(&fields, "tn") {
+                Product::App => match field(&fields, "tn") {
                     Some(tn) => Some(NextAction::AppOrder {
                         order_string: tn.to_string(),
                     }),
@@ -405,7 +522,7 @@ pub fn parse_query(
         return report(unknown(format!("query respCode {code:?}")));
     }
     let orig = form_get(&fields, "origRespCode").unwrap_or("");
-    let channel_ref = form_get(&fields, "queryId").map(str::to_string);
+    let channel_ref = field(&fields, "queryId").map(str::to_string);
     let outcome = match classify_code(orig) {
         CodeClass::Success => ChannelOutcome::Succeeded { channel_ref },
         CodeClass::Processing => ChannelOutcome::Pending {
@@ -424,10 +541,6 @@ pub fn parse_query(
         Err(detail) => report(unknown(detail)),
     }
 }
-
-/// How long past an order's `payTimeout` UnionPay is taken to have stopped taking
-/// payment for it: room for the difference between our clock and UnionPay's.
-pub const EXPIRY_MARGIN_MS: i64 = 5 * 60_000;
 
 /// What a cancel of `payment` at `now_ms` comes to without asking UnionPay, which has no
 /// close: `None` when its order has expired (its `payTimeout` passed more than
@@ -513,13 +626,13 @@ fn stated_amount(fields: &[(String, String)]) -> Result<(Option<i64>, Option<Str
 }
 
 fn refund_by_code(fields: &[(String, String)], code: &str) -> RefundOutcome {
-    let channel_ref = form_get(fields, "queryId").map(str::to_string);
+    let channel_ref = field(fields, "queryId").map(str::to_string);
     match classify_code(code) {
         CodeClass::Success => RefundOutcome::Succeeded { channel_ref },
         CodeClass::Processing => RefundOutcome::Pending { channel_ref },
         CodeClass::Failure => RefundOutcome::Failed {
             code: format!("unionpay_{code}"),
-            message: form_get(fields, "respMsg")
+            message: field(fields, "respMsg")
                 .unwrap_or("refund refused by UnionPay")
                 .to_string(),
         },
@@ -583,7 +696,8 @@ pub enum UnionpayNotificationKind {
     Refund(RefundNotification),
 }
 
-/// Verifies and parses a back-notification (form body). Accepted → 200 [`super::NOTIFY_ACK`].
+/// Verifies and parses a back-notification: unlike an answer, a real form POST
+/// (percent-encoded). Accepted → 200 [`super::NOTIFY_ACK`].
 pub fn parse_notification(
     config: &UnionpayConfig,
     body: &[u8],
@@ -595,7 +709,7 @@ pub fn parse_notification(
     let text = std::str::from_utf8(body).map_err(|_| malformed("body is not UTF-8".into()))?;
     let fields = form_decode(text).map_err(|e| malformed(e.to_string()))?;
     verify_fields(config, &fields).map_err(NotificationRejected::Signature)?;
-    let get = |k: &str| form_get(&fields, k).filter(|v| !v.is_empty());
+    let get = |k: &str| field(&fields, k);
     if get("merId") != Some(config.mer_id.as_str()) {
         return Err(NotificationRejected::WrongMerchant(format!(
             "merId {:?}",
