@@ -249,16 +249,19 @@ fn alipay_refunds_partially_then_fully_and_never_beyond_the_capture() {
 }
 
 #[test]
-fn alipay_cancel_closes_an_unpaid_trade() {
-    // Proves cancel → alipay.trade.close: the trade is closed at Alipay and the payment
-    // canceled at the merchant's request; a late paid notification then contradicts and
-    // flags it, never captures. The precreate carried the payment's expiry.
+fn alipay_cancel_closes_a_scanned_unpaid_trade() {
+    // Proves cancel → alipay.trade.close once the customer has scanned the QR code (so
+    // Alipay has created the trade): the trade is closed at Alipay and the payment
+    // canceled at the merchant's request, before its expiry; a late paid notification
+    // then contradicts and flags it, never captures. The precreate carried the
+    // payment's expiry.
     run_world(async |w| {
         let m = merchant(w).await;
         let p = create_qr(&m, "alipay", 700).await;
         let pid = id(&p);
         let trade = w.alipay.trade(&pid).unwrap();
         assert_eq!(trade.expires_at_ms, Some(to_second(&p["expires_at_ms"])));
+        w.alipay.customer_scans(&pid);
         let (status, c) = cancel(&m, &pid).await;
         assert_eq!(status, 200, "{c}");
         assert_money(&c, "canceled", 0, 0);
@@ -269,6 +272,54 @@ fn alipay_cancel_closes_an_unpaid_trade() {
         let after = m.payment(&pid).await;
         assert_money(&after, "canceled", 0, 0);
         assert!(after["conflict"].is_object(), "{after}");
+    });
+}
+
+/// An hour, in ms: past a 10-minute payment's expiry and the channels' clock margin.
+const PAST_SHORT_EXPIRY_MS: i64 = 3_600_000;
+
+#[test]
+fn alipay_cancel_of_an_unscanned_qr_is_refused_until_it_has_expired() {
+    // Proves a QR code nobody scanned (no trade at Alipay yet: close answers
+    // TRADE_NOT_EXIST, yet the code stays payable) is not canceled before its expiry:
+    // 402 channel_declined, the payment unchanged, and the customer can still pay it.
+    // The precreate bounded the code to the payment's 10 minutes (9m whole). Once the
+    // payment is long expired (its record aged in the store by an hour), a cancel
+    // succeeds, and so does the close of an expired one that a GET triggers.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let mut body = request("alipay", 710, qr());
+        body["expires_in_seconds"] = json!(600);
+        let p = create(&m, &body).await;
+        let pid = id(&p);
+        let qr_timeout = w.alipay.trade(&pid).unwrap().qr_code_timeout_express;
+        assert_eq!(qr_timeout.as_deref(), Some("9m"));
+        let r = cancel(&m, &pid).await;
+        assert_error(&r, 402, "channel_declined");
+        let message = r.1["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("order_still_payable"), "{}", r.1);
+        assert_money(&m.payment(&pid).await, "requires_customer_action", 0, 0);
+        assert_eq!(count(&m, &pid, "payment.canceled").await, 0);
+        assert_eq!(w.alipay.customer_pays(&pid).await, (200, "success".into()));
+        let paid = m.payment(&pid).await;
+        assert_money(&paid, "succeeded", 710, 0);
+        assert_eq!(paid["conflict"], Value::Null, "{paid}");
+
+        let store = w.app.store();
+        let fields = ["created_at_ms", "updated_at_ms", "expires_at_ms"];
+        let [by_cancel, by_read] = [id(&create(&m, &body).await), id(&create(&m, &body).await)];
+        for pid in [&by_cancel, &by_read] {
+            let key = format!("pay/{pid}");
+            shift_record_time(&*store, &key, &fields, -PAST_SHORT_EXPIRY_MS).await;
+        }
+        let (status, c) = cancel(&m, &by_cancel).await;
+        assert_eq!(status, 200, "{c}");
+        assert_money(&c, "canceled", 0, 0);
+        assert_eq!(c["cancellation_reason"], "requested_by_merchant", "{c}");
+        let read = m.payment(&by_read).await;
+        assert_money(&read, "canceled", 0, 0);
+        assert_eq!(read["cancellation_reason"], "expired", "{read}");
+        assert_eq!(w.alipay.call_count("alipay.trade.close", &by_read), 1);
     });
 }
 

@@ -30,6 +30,12 @@ pub struct Trade {
     pub refunds: BTreeMap<String, String>,
     /// `time_expire` as Unix ms, if the order carried one.
     pub expires_at_ms: Option<i64>,
+    /// precreate's `qr_code_timeout_express` as sent ("14m"), if any.
+    pub qr_code_timeout_express: Option<String>,
+    /// Whether Alipay has created the trade. A precreate only makes a QR code: the
+    /// trade exists once the customer scans it; until then query and close answer
+    /// `ACQ.TRADE_NOT_EXIST`, though the code can still be paid.
+    pub created: bool,
 }
 
 /// `time_expire` of a `biz_content` as Unix ms (a malformed one fails the test).
@@ -213,6 +219,8 @@ impl AlipaySim {
             api: method.into(),
             refunds: BTreeMap::new(),
             expires_at_ms: time_expire(biz),
+            qr_code_timeout_express: biz["qr_code_timeout_express"].as_str().map(String::from),
+            created: method != "alipay.trade.precreate",
         };
         self.trades
             .lock()
@@ -241,7 +249,7 @@ impl AlipaySim {
 
     fn query(&self, out_trade_no: &str) -> SimResponse {
         let method = "alipay.trade.query";
-        let obj = match self.trade(out_trade_no) {
+        let obj = match self.trade(out_trade_no).filter(|t| t.created) {
             Some(t) => json!({
                 "code": "10000", "msg": "Success", "out_trade_no": out_trade_no,
                 "trade_no": t.trade_no, "trade_status": t.status, "total_amount": t.total_amount,
@@ -257,7 +265,7 @@ impl AlipaySim {
     fn close(&self, out_trade_no: &str) -> SimResponse {
         let method = "alipay.trade.close";
         let mut trades = self.trades.lock().unwrap();
-        let obj = match trades.get_mut(out_trade_no) {
+        let obj = match trades.get_mut(out_trade_no).filter(|t| t.created) {
             Some(t) if t.status == "WAIT_BUYER_PAY" => {
                 t.status = "TRADE_CLOSED".into();
                 json!({"code": "10000", "msg": "Success", "out_trade_no": out_trade_no, "trade_no": t.trade_no})
@@ -321,7 +329,7 @@ impl AlipaySim {
         let method = "alipay.trade.fastpay.refund.query";
         let out_trade_no = biz["out_trade_no"].as_str().unwrap_or("");
         let request_no = biz["out_request_no"].as_str().unwrap_or("");
-        let obj = match self.trade(out_trade_no) {
+        let obj = match self.trade(out_trade_no).filter(|t| t.created) {
             Some(t) => match t.refunds.get(request_no) {
                 Some(amount) => json!({"code": "10000", "msg": "Success",
                     "out_trade_no": out_trade_no, "out_request_no": request_no,
@@ -336,12 +344,22 @@ impl AlipaySim {
         self.answer(method, &obj, Fault::None)
     }
 
-    /// The customer pays a QR trade: the trade succeeds and Alipay notifies; returns the
-    /// webhook's answer.
+    /// The customer scans a QR code without paying: Alipay creates the trade, waiting.
+    pub fn customer_scans(&self, out_trade_no: &str) {
+        let mut trades = self.trades.lock().unwrap();
+        trades
+            .get_mut(out_trade_no)
+            .expect("a QR code to scan")
+            .created = true;
+    }
+
+    /// The customer pays a QR trade (scanning it first if need be): the trade succeeds
+    /// and Alipay notifies; returns the webhook's answer.
     pub async fn customer_pays(&self, out_trade_no: &str) -> (u16, String) {
         let total = {
             let mut trades = self.trades.lock().unwrap();
             let t = trades.get_mut(out_trade_no).expect("a trade to pay");
+            t.created = true;
             t.status = "TRADE_SUCCESS".into();
             t.total_amount.clone()
         };
@@ -375,6 +393,8 @@ impl AlipaySim {
             api: field(&form, "method").unwrap_or("").to_string(),
             refunds: BTreeMap::new(),
             expires_at_ms: time_expire(&biz),
+            qr_code_timeout_express: None,
+            created: true,
         };
         self.trades
             .lock()

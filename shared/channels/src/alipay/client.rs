@@ -135,12 +135,15 @@ impl ChannelClient for AlipayClient {
         capture_unsupported("Alipay trades are captured when paid")
     }
 
+    /// `alipay.trade.close`. A trade nobody has scanned or opened does not exist at
+    /// Alipay yet, but its order stays payable until it expires: such a cancel is
+    /// refused until then ([`transformers::close_of_no_trade`]).
     async fn cancel(&self, payment: &Payment) -> ActionOutcome {
         let cfg = &self.config;
         let req =
             transformers::close_request(cfg, &mut blinding_rng(), &payment.id, env::now_unix_s());
         settle(self.call(&req).await, |resp| {
-            transformers::parse_close(cfg, resp)
+            transformers::parse_close(cfg, resp, payment, env::now_ms())
         })
     }
 

@@ -6,6 +6,11 @@
 //!   `alipay.trade.pay` (scene `bar_code` / `wave_code`); `h5` → `alipay.trade.wap.pay`
 //!   (a signed redirect URL, no call); `app` → `alipay.trade.app.pay` (a signed order
 //!   string, no call); plus query, refund, refund query and close.
+//! * Orders that wait for their customer carry the payment's expiry (`time_expire`;
+//!   precreate also `qr_code_timeout_express`). Alipay creates such a trade only when
+//!   the customer scans or opens it, yet the order stays payable until it expires, so a
+//!   close answered "no such trade" is refused until then
+//!   ([`transformers::close_of_no_trade`]).
 //! * Answers are JSON `{"alipay_trade_x_response": {...}, "sign": "..."}`; the signature
 //!   covers the raw text of the response object, which is cut out of the body exactly
 //!   as received. Unsigned, forged or unparsable answers are unknown outcomes.

@@ -9,6 +9,7 @@ use spinpay_guest::outbound::OutboundResponse;
 use super::transformers::*;
 use super::{AlipayConfig, NotificationRejected, RequestError, SigningKey};
 use crate::crypto::{canonical_pairs, form_body, form_decode, form_get, test_key, test_rng};
+use crate::wiring::EXPIRY_MARGIN_MS;
 
 const NOW: i64 = 1_709_224_205; // 2024-03-01 00:30:05 Beijing
 const PAY_ID: &str = "pay_aaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -380,37 +381,120 @@ fn query_reports_state_amount_and_currency() {
     ));
 }
 
+/// A signed close answer `object`, parsed for [`payment`] at `now_ms`.
+fn close_at(object: &str, now_ms: i64) -> ActionOutcome {
+    let resp = answer("alipay_trade_close_response", object);
+    parse_close(&config(), &resp, &payment(1250, Currency::Cny), now_ms)
+}
+
+const NO_TRADE: &str = "{\"code\":\"40004\",\"sub_code\":\"ACQ.TRADE_NOT_EXIST\"}";
+
+#[test]
+fn close_of_a_trade_alipay_has_not_created_is_refused_before_the_expiry() {
+    // Proves a cancel of an unscanned QR (or unopened wap/app order), which Alipay answers
+    // TRADE_NOT_EXIST, is declined as still payable up to the last ms before expiry.
+    let expiry = payment(1250, Currency::Cny).expires_at_ms();
+    for now_ms in [NOW * 1000, expiry - 1] {
+        match close_at(NO_TRADE, now_ms) {
+            ActionOutcome::Declined { code, message } => {
+                assert_eq!(code, STILL_PAYABLE_CODE);
+                assert!(message.contains(&format!("until it expires at {expiry}")));
+            }
+            other => panic!("at {now_ms}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn close_of_a_trade_alipay_has_not_created_is_done_once_expired_past_the_margin() {
+    // Proves TRADE_NOT_EXIST closes the payment only from expiry + the clock margin on;
+    // between expiry and that it is undecided (retried), and a record without its own
+    // expiry counts from the reconciliation horizon after its creation.
+    let expiry = payment(1250, Currency::Cny).expires_at_ms();
+    for now_ms in [expiry, expiry + EXPIRY_MARGIN_MS - 1] {
+        assert!(matches!(
+            close_at(NO_TRADE, now_ms),
+            ActionOutcome::Unknown { .. }
+        ));
+    }
+    assert_eq!(
+        close_at(NO_TRADE, expiry + EXPIRY_MARGIN_MS),
+        ActionOutcome::Done
+    );
+    let mut old = payment(1250, Currency::Cny);
+    old.expires_at_ms = None;
+    let horizon = old.created_at_ms + spinpay_core::service::RECONCILE_HORIZON_MS;
+    assert!(matches!(
+        close_of_no_trade(&old, expiry + EXPIRY_MARGIN_MS),
+        ActionOutcome::Declined { .. }
+    ));
+    assert_eq!(
+        close_of_no_trade(&old, horizon + EXPIRY_MARGIN_MS),
+        ActionOutcome::Done
+    );
+}
+
+#[test]
+fn close_answered_10000_is_done_before_the_expiry() {
+    // Proves a trade that exists (scanned, waiting) and is closed is done at once, with
+    // no wait for the expiry.
+    assert_eq!(
+        close_at("{\"code\":\"10000\"}", NOW * 1000),
+        ActionOutcome::Done
+    );
+}
+
+#[test]
+fn precreate_bounds_its_qr_code_to_the_payments_expiry() {
+    // Proves precreate sends qr_code_timeout_express: the whole minutes to the expiry
+    // rounded down, at least 1m, at most 120m; the other methods send none.
+    let cfg = config();
+    let p = payment(1250, Currency::Cny);
+    let biz = |m: &PaymentMethod| match authorize(&cfg, &mut test_rng(), &p, m, NOW).unwrap() {
+        AlipayAuthorize::Call(r) => {
+            let raw = &r.params.iter().find(|(k, _)| k == "biz_content").unwrap().1;
+            serde_json::from_str::<serde_json::Value>(raw).unwrap()
+        }
+        AlipayAuthorize::Ready(o) => panic!("{o:?}"),
+    };
+    // 15 minutes after NOW (whole seconds): at most 14m59s after the real time.
+    let qr = biz(&PaymentMethod::QrMerchant);
+    assert_eq!(qr["qr_code_timeout_express"], "14m");
+    let bar = PaymentMethod::QrCustomer {
+        auth_code: "28".into(),
+    };
+    assert_eq!(biz(&bar).get("qr_code_timeout_express"), None);
+    let now_ms = NOW * 1000;
+    for (left_ms, text) in [
+        (15 * 60_000 - 1, "14m"),
+        (60_000, "1m"),
+        (59_999, "1m"),
+        (-5_000, "1m"),
+        (120 * 60_000, "120m"),
+        (24 * 3_600_000, "120m"),
+    ] {
+        assert_eq!(
+            qr_code_timeout_express(now_ms + left_ms, now_ms),
+            text,
+            "{left_ms}"
+        );
+    }
+}
+
 #[test]
 fn close_and_refund_answers_map_to_core_outcomes() {
     // Proves close/refund/refund-query code mapping, including the conservative cases.
     let cfg = config();
-    let c = "alipay_trade_close_response";
-    assert_eq!(
-        parse_close(&cfg, &answer(c, "{\"code\":\"10000\"}")),
-        ActionOutcome::Done
-    );
-    assert_eq!(
-        parse_close(
-            &cfg,
-            &answer(
-                c,
-                "{\"code\":\"40004\",\"sub_code\":\"ACQ.TRADE_NOT_EXIST\"}"
-            )
-        ),
-        ActionOutcome::Done
-    );
+    let now_ms = NOW * 1000;
     assert!(matches!(
-        parse_close(
-            &cfg,
-            &answer(
-                c,
-                "{\"code\":\"40004\",\"sub_code\":\"ACQ.TRADE_STATUS_ERROR\"}"
-            )
+        close_at(
+            "{\"code\":\"40004\",\"sub_code\":\"ACQ.TRADE_STATUS_ERROR\"}",
+            now_ms
         ),
         ActionOutcome::Declined { .. }
     ));
     assert!(matches!(
-        parse_close(&cfg, &answer(c, "{\"code\":\"20000\"}")),
+        close_at("{\"code\":\"20000\"}", now_ms),
         ActionOutcome::Unknown { .. }
     ));
     let r = "alipay_trade_refund_response";

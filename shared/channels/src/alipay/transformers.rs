@@ -16,11 +16,20 @@ use spinpay_guest::outbound::OutboundResponse;
 use super::amount::{format_major, parse_major};
 use super::{AlipayConfig, NotificationRejected, RequestError};
 use crate::crypto::{BeijingTime, canonical_pairs, form_body, form_decode, form_get, replay_key};
+use crate::wiring::EXPIRY_MARGIN_MS;
 
 /// Longest notification body accepted, bytes.
 pub const NOTIFY_BYTES_MAX: usize = 16 * 1024;
 /// Longest `subject` Alipay accepts, characters.
 pub const SUBJECT_CHARS_MAX: usize = 256;
+/// Longest `qr_code_timeout_express` that counts, minutes: Alipay closes a face-to-face
+/// order 2 h after its QR code was made, whatever longer value is sent (precreate's
+/// `qr_code_timeout_express`: "当面付场景最大有效期为2h", Alipay's Java SDK model
+/// `AlipayTradePrecreateModel`, 2021-03-17). Shortest is `1m`.
+pub const QR_CODE_TIMEOUT_MINUTES_MAX: i64 = 120;
+/// The decline code of a cancel refused because Alipay has not created the trade yet
+/// (nobody scanned the QR code or opened the order), so its order stays payable.
+pub const STILL_PAYABLE_CODE: &str = "order_still_payable";
 
 /// A signed gateway call: POST [`AlipayRequest::form_body`] to the gateway as
 /// `application/x-www-form-urlencoded; charset=utf-8`.
@@ -107,6 +116,10 @@ struct TradeBiz<'a> {
     /// its customer: Alipay refuses to take payment for it afterwards.
     #[serde(skip_serializing_if = "Option::is_none")]
     time_expire: Option<String>,
+    /// precreate: how long the QR code can be paid, counted by Alipay from when it made
+    /// it ([`qr_code_timeout_express`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qr_code_timeout_express: Option<String>,
 }
 
 /// Builds what authorizing `payment` with its unsealed `method` takes.
@@ -135,10 +148,18 @@ pub fn authorize(
         auth_code: None,
         quit_url: None,
         time_expire: None,
+        qr_code_timeout_express: None,
     };
     let notify = config.notify_url.as_deref().unwrap_or("");
     let (api, extra_return) = match method {
-        PaymentMethod::QrMerchant => ("alipay.trade.precreate", None),
+        PaymentMethod::QrMerchant => {
+            // The precreate model documents no time_expire: bound the QR code itself.
+            // The end of the (truncated) current second bounds the real time from above.
+            let now_ms = now_unix_s.saturating_add(1).saturating_mul(1000);
+            let minutes = qr_code_timeout_express(payment.expires_at_ms(), now_ms);
+            biz.qr_code_timeout_express = Some(minutes);
+            ("alipay.trade.precreate", None)
+        }
         PaymentMethod::QrCustomer { auth_code } => {
             biz.scene = Some("bar_code");
             biz.auth_code = Some(auth_code);
@@ -189,6 +210,16 @@ pub fn authorize(
         | PaymentMethod::Nfc { .. }
         | PaymentMethod::SmsOtp { .. } => AlipayAuthorize::Call(req),
     })
+}
+
+/// precreate's `qr_code_timeout_express` at `now_ms` for a payment that expires at
+/// `expires_at_ms`: the whole minutes left, rounded down so that the QR code does not
+/// outlive the payment (Alipay counts from when it makes the code, a call's latency
+/// later: [`EXPIRY_MARGIN_MS`] covers that), at least `1m`, at most
+/// [`QR_CODE_TIMEOUT_MINUTES_MAX`].
+pub fn qr_code_timeout_express(expires_at_ms: i64, now_ms: i64) -> String {
+    let minutes = expires_at_ms.saturating_sub(now_ms) / 60_000;
+    format!("{}m", minutes.clamp(1, QR_CODE_TIMEOUT_MINUTES_MAX))
 }
 
 fn subject(payment: &Payment) -> String {
@@ -576,16 +607,20 @@ fn stated_amount(
     Ok((amount, Some(currency.code().to_string())))
 }
 
-/// The answer to `alipay.trade.close`.
-pub fn parse_close(config: &AlipayConfig, resp: &OutboundResponse) -> ActionOutcome {
+/// The answer to `alipay.trade.close` about `payment`, received at `now_ms`.
+pub fn parse_close(
+    config: &AlipayConfig,
+    resp: &OutboundResponse,
+    payment: &Payment,
+    now_ms: i64,
+) -> ActionOutcome {
     let a = match verify_answer(config, "alipay_trade_close_response", resp) {
         Ok(a) => a,
         Err(detail) => return ActionOutcome::Unknown { detail },
     };
     match (a.code.as_str(), a.sub_code.as_deref()) {
         ("10000", _) => ActionOutcome::Done,
-        // Never scanned, so never created at Alipay: nothing can be paid.
-        ("40004", Some("ACQ.TRADE_NOT_EXIST")) => ActionOutcome::Done,
+        ("40004", Some("ACQ.TRADE_NOT_EXIST")) => close_of_no_trade(payment, now_ms),
         ("40004", Some(sub @ "ACQ.TRADE_STATUS_ERROR")) => ActionOutcome::Declined {
             code: sub.into(),
             message: a
@@ -596,6 +631,33 @@ pub fn parse_close(config: &AlipayConfig, resp: &OutboundResponse) -> ActionOutc
             detail: format!("close answered {code} {:?}", sub.unwrap_or("")),
         },
     }
+}
+
+/// What a close answered "no such trade" (`ACQ.TRADE_NOT_EXIST`) comes to at `now_ms`.
+/// Alipay creates a precreate, wap or app trade only when the customer scans the QR code
+/// or opens the order, which stays payable until it expires (`time_expire`,
+/// `qr_code_timeout_express`): before `payment`'s expiry the cancel is refused; once it
+/// has expired more than [`EXPIRY_MARGIN_MS`] ago (room for Alipay's clock and the QR
+/// code's later start) nobody can pay it any more: done; in between, left undecided to
+/// be tried again (reconciliation closes at expiry and retries an unanswered close).
+pub fn close_of_no_trade(payment: &Payment, now_ms: i64) -> ActionOutcome {
+    let expires_at_ms = payment.expires_at_ms();
+    if now_ms < expires_at_ms {
+        return ActionOutcome::Declined {
+            code: STILL_PAYABLE_CODE.into(),
+            message: format!(
+                "Alipay has not created the trade yet (nobody has scanned the QR code or \
+                 opened the order), so it cannot be closed; the order stays payable at \
+                 Alipay until it expires at {expires_at_ms} (expires_at_ms)"
+            ),
+        };
+    }
+    if now_ms < expires_at_ms.saturating_add(EXPIRY_MARGIN_MS) {
+        return ActionOutcome::Unknown {
+            detail: "the order expired at Alipay moments ago: asked again later".into(),
+        };
+    }
+    ActionOutcome::Done
 }
 
 /// The answer to `alipay.trade.refund`. `fund_change` `N` (a repeated call) is
