@@ -144,6 +144,9 @@ pub fn preflight(
 impl ChannelClient for UnionpayClient {
     async fn authorize(&self, payment: &Payment, method: &PaymentMethod) -> ChannelOutcome {
         let cfg = &self.config;
+        if let Some(detail) = transformers::too_late_to_send(payment.created_at_ms, env::now_ms()) {
+            return ChannelOutcome::Unknown { detail };
+        }
         let (product, req) =
             match transformers::authorize(cfg, &mut blinding_rng(), payment, method) {
                 Ok(built) => built,
@@ -179,6 +182,9 @@ impl ChannelClient for UnionpayClient {
 
     async fn refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome {
         let cfg = &self.config;
+        if let Some(detail) = transformers::too_late_to_send(refund.created_at_ms, env::now_ms()) {
+            return RefundOutcome::Unknown { detail };
+        }
         let req = match transformers::refund_request(cfg, &mut blinding_rng(), payment, refund) {
             Ok(req) => req,
             Err(e) => return not_sent(&e),

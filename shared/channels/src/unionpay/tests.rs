@@ -770,3 +770,15 @@ fn a_tampered_raw_answer_is_refused() {
         );
     }
 }
+
+#[test]
+fn a_request_whose_txn_time_is_no_longer_current_is_not_sent() {
+    // Proves the txnTime rule: a consume or refund is sent while its creation time (its
+    // txnTime) is within the 5-minute margin of now, and not after, when UnionPay would
+    // refuse it and the refusal would read as a decision.
+    let created = 1_700_000_000_000;
+    assert_eq!(too_late_to_send(created, created), None);
+    assert_eq!(too_late_to_send(created, created + EXPIRY_MARGIN_MS), None);
+    let late = too_late_to_send(created, created + EXPIRY_MARGIN_MS + 1).unwrap();
+    assert!(late.contains("300 s old"), "{late}");
+}

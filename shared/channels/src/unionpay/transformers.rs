@@ -254,6 +254,24 @@ fn common(
     .collect()
 }
 
+/// Why a consume or refund created at `created_at_ms` is not sent at `now_ms`, if it is
+/// not: UnionPay requires a request's `txnTime` to be the current time ("必须取当前时间，
+/// 否则会报txnTime无效", its SDK's demo), yet ours is the object's creation time, which
+/// queries also name the order by. Sent later (a re-send after an unanswered call, a
+/// payment approved in review), UnionPay refuses it, and that refusal would be taken for
+/// the channel's decision (a refund failed while the first attempt may still complete).
+/// Not sent, the outcome stays unknown: a query or a notification decides.
+pub fn too_late_to_send(created_at_ms: i64, now_ms: i64) -> Option<String> {
+    let age_ms = now_ms.saturating_sub(created_at_ms);
+    (age_ms > EXPIRY_MARGIN_MS).then(|| {
+        format!(
+            "not sent: its txnTime is {} s old and UnionPay takes only the current time; \
+             a query or notification decides",
+            age_ms / 1000
+        )
+    })
+}
+
 fn txn_time(at_ms: i64) -> String {
     BeijingTime::from_unix_s(at_ms.div_euclid(1000)).compact()
 }
