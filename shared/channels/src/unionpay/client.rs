@@ -96,6 +96,7 @@ impl UnionpayClient {
         let req = transformers::query_request(
             &self.config,
             &mut blinding_rng(),
+            payment,
             &payment.id,
             payment.created_at_ms,
         );
@@ -194,10 +195,11 @@ impl ChannelClient for UnionpayClient {
         })
     }
 
-    async fn query_refund(&self, _payment: &Payment, refund: &Refund) -> RefundOutcome {
+    async fn query_refund(&self, payment: &Payment, refund: &Refund) -> RefundOutcome {
         let cfg = &self.config;
         let mut rng = blinding_rng();
-        let req = transformers::query_request(cfg, &mut rng, &refund.id, refund.created_at_ms);
+        let (id, at) = (&refund.id, refund.created_at_ms);
+        let req = transformers::query_request(cfg, &mut rng, payment, id, at);
         settle(self.call(&req).await, |resp| {
             transformers::parse_refund_query(cfg, resp, &refund.id)
         })

@@ -782,3 +782,39 @@ fn a_request_whose_txn_time_is_no_longer_current_is_not_sent() {
     let late = too_late_to_send(created, created + EXPIRY_MARGIN_MS + 1).unwrap();
     assert!(late.contains("300 s old"), "{late}");
 }
+
+#[test]
+fn refunds_and_queries_carry_the_biz_type_of_the_payments_product() {
+    // Proves an App (手机控件支付) consume's refund and queries go with bizType 000201 as
+    // its consume did, and a QR payment's with 000000.
+    let cfg = config();
+    let rng = &mut test_rng();
+    for (method, biz) in [
+        (PaymentMethod::App, "000201"),
+        (PaymentMethod::QrMerchant, "000000"),
+    ] {
+        let mut p = payment(1250, Currency::Cny);
+        p.method = method;
+        p.channel_ref = Some("201403101234567890".into());
+        let refund = spinpay_core::model::Refund {
+            id: "re_bbbbbbbbbbbbbbbbbbbbbbbbbb".into(),
+            merchant_id: "mch_x".into(),
+            payment_id: p.id.clone(),
+            state: spinpay_core::machine::RefundState::new(),
+            amount_minor: 200,
+            currency: Currency::Cny,
+            reason: None,
+            merchant_refund_id: None,
+            channel_ref: None,
+            failure: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        let r = refund_request(&cfg, rng, &p, &refund).unwrap();
+        assert_eq!(form_get(&r.fields, "bizType"), Some(biz));
+        let q = query_request(&cfg, rng, &p, &p.id, p.created_at_ms);
+        assert_eq!(form_get(&q.fields, "bizType"), Some(biz));
+        let q = query_request(&cfg, rng, &p, &refund.id, refund.created_at_ms);
+        assert_eq!(form_get(&q.fields, "bizType"), Some(biz));
+    }
+}

@@ -345,7 +345,7 @@ pub fn refund_request(
             field: "channel_ref",
             reason: "a UnionPay refund needs the consume's queryId",
         })?;
-    let mut fields = common(config, ("04", "00", "000000"), "07");
+    let mut fields = common(config, ("04", "00", biz_type(payment)), "07");
     for (k, v) in [
         ("orderId", order_id(&refund.id)),
         ("origQryId", orig),
@@ -362,14 +362,26 @@ pub fn refund_request(
     Ok(sign_fields(config, rng, PATH_BACK, fields))
 }
 
-/// Query of a payment or refund by our id and its creation time (the `txnTime` sent).
+/// The `bizType` of the product `payment` was made with, which its refunds and queries
+/// carry too (as UnionPay's own demos do): `000201` for the App (手机控件支付) consume,
+/// `000000` for the QR products.
+pub fn biz_type(payment: &Payment) -> &'static str {
+    match payment.method {
+        PaymentMethod::App => "000201",
+        _ => "000000",
+    }
+}
+
+/// Query of a payment or refund (of `payment`) by our id and its creation time (the
+/// `txnTime` sent).
 pub fn query_request(
     config: &UnionpayConfig,
     rng: &mut impl CryptoRngCore,
+    payment: &Payment,
     our_object_id: &str,
     created_at_ms: i64,
 ) -> UnionpayRequest {
-    let mut fields = common(config, ("00", "00", "000000"), "07");
+    let mut fields = common(config, ("00", "00", biz_type(payment)), "07");
     fields.push(("orderId".into(), order_id(our_object_id)));
     fields.push(("txnTime".into(), txn_time(created_at_ms)));
     sign_fields(config, rng, PATH_QUERY, fields)
