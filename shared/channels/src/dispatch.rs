@@ -109,8 +109,8 @@ impl Channels {
         let checked = match new.channel {
             Channel::Sandbox => return Ok(()),
             Channel::Alipay => {
-                self.alipay().await.require(Channel::Alipay)?;
-                alipay::client::preflight(m, capture, amount, new.currency)
+                let accepted = self.alipay().await.require(Channel::Alipay)?.currencies();
+                alipay::client::preflight(m, capture, amount, new.currency, accepted)
             }
             Channel::Wechatpay => {
                 self.wechatpay().await.require(Channel::Wechatpay)?;

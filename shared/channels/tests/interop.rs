@@ -140,6 +140,7 @@ fn alipay() -> Alipay {
             alipay_key: alipay_key.verifying_key(),
             gateway_url: "https://openapi.alipay.com/gateway.do".into(),
             notify_url: Some("https://pay.example.com/v1/webhooks/alipay".into()),
+            currencies: vec![spinpay_core::money::Currency::Cny],
         },
         app_private,
         app_public,

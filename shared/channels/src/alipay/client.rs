@@ -32,6 +32,8 @@ pub const VAR_PUBLIC_KEY: &str = "alipay_public_key";
 pub const VAR_GATEWAY_URL: &str = "alipay_gateway_url";
 /// Variable: where Alipay posts notifications (our `/v1/webhooks/alipay`).
 pub const VAR_NOTIFY_URL: &str = "alipay_notify_url";
+/// Variable: the currencies the contract takes, comma-separated ISO 4217 codes (`CNY`).
+pub const VAR_CURRENCIES: &str = "alipay_currencies";
 
 /// The Alipay adapter.
 #[derive(Debug, Clone)]
@@ -68,13 +70,21 @@ impl AlipayClient {
             VerifyingKey::from_text(&alipay_key).map_err(|e| unusable(VAR_PUBLIC_KEY, &e))?;
         let gateway_url = required_url(VAR_GATEWAY_URL).await?;
         let notify_url = required_url(VAR_NOTIFY_URL).await?;
+        let currencies = parse_currencies(&required(VAR_CURRENCIES).await?)
+            .map_err(|e| unusable(VAR_CURRENCIES, &e))?;
         Ok(AlipayClient::new(AlipayConfig {
             app_id,
             app_key,
             alipay_key,
             gateway_url,
             notify_url: Some(notify_url),
+            currencies,
         }))
+    }
+
+    /// The currencies the contract takes.
+    pub fn currencies(&self) -> &[Currency] {
+        &self.config.currencies
     }
 
     async fn call(&self, req: &AlipayRequest) -> Result<OutboundResponse, OutboundError> {
@@ -91,16 +101,36 @@ impl AlipayClient {
     }
 }
 
+/// `CNY,HKD` → the currencies; an unknown code, a repeat or none at all is refused.
+pub fn parse_currencies(text: &str) -> Result<Vec<Currency>, String> {
+    let mut out = Vec::new();
+    for code in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let c = Currency::parse(code).ok_or_else(|| format!("unknown currency {code:?}"))?;
+        if out.contains(&c) {
+            return Err(format!("{code} twice"));
+        }
+        out.push(c);
+    }
+    if out.is_empty() {
+        return Err("no currency".into());
+    }
+    Ok(out)
+}
+
 /// What Alipay can take, checked before a payment is created (the same rules
-/// [`transformers::authorize`] applies).
+/// [`transformers::authorize`] applies); `accepted`: the contract's currencies.
 pub fn preflight(
     method: &PaymentMethod,
     capture: CaptureMode,
     amount_minor: i64,
     currency: Currency,
+    accepted: &[Currency],
 ) -> Result<(), RequestError> {
     if capture == CaptureMode::Manual {
         return Err(RequestError::ManualCaptureUnsupported);
+    }
+    if !accepted.contains(&currency) {
+        return Err(RequestError::CurrencyUnsupported(currency.code()));
     }
     match format_major(amount_minor, currency) {
         Some(_) if amount_minor > 0 => {}
@@ -194,12 +224,30 @@ mod tests {
     fn preflight_agrees_with_the_request_builder_on_every_method_and_capture_mode() {
         // Proves a payment refused up front is exactly one the transformer could not
         // build, so no payment is created that Alipay could not be asked about.
-        let amounts = [(1250, Currency::Cny), (1250, Currency::Jpy)];
+        let amounts = [
+            (1250, Currency::Cny),
+            (1250, Currency::Jpy),
+            (1250, Currency::Usd),
+        ];
+        let cfg = config();
         for_every_preflight_case("28763443825664394", "w1", &amounts, |method, p, amount| {
-            let built = transformers::authorize(&config(), &mut test_rng(), p, method, 0);
+            let built = transformers::authorize(&cfg, &mut test_rng(), p, method, 0);
             let capture = p.capture;
-            let pre = preflight(method, capture, amount, p.currency);
+            let pre = preflight(method, capture, amount, p.currency, &cfg.currencies);
             assert_eq!(pre.err(), built.err(), "{method:?} {capture:?} {amount}");
         });
+    }
+
+    #[test]
+    fn the_contracts_currencies_are_read_strictly() {
+        // Proves the variable's codes are ISO 4217 ones this build knows, each once.
+        assert_eq!(parse_currencies("CNY"), Ok(vec![Currency::Cny]));
+        assert_eq!(
+            parse_currencies(" CNY , HKD "),
+            Ok(vec![Currency::Cny, Currency::Hkd])
+        );
+        for bad in ["", " , ", "CNY,XXX", "CNY,CNY", "cny"] {
+            assert!(parse_currencies(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -24,6 +24,7 @@ pub mod client;
 pub mod transformers;
 
 pub use client::AlipayClient;
+use spinpay_core::money::Currency;
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -52,4 +53,8 @@ pub struct AlipayConfig {
     pub gateway_url: String,
     /// Where Alipay posts notifications (our webhook), if set.
     pub notify_url: Option<String>,
+    /// The currencies the contract takes (CNY for a domestic merchant; a cross-border
+    /// contract adds its pricing currencies, sent as `trans_currency`). A payment in
+    /// another is refused before it is made: Alipay would read its amount as CNY.
+    pub currencies: Vec<Currency>,
 }

@@ -25,6 +25,7 @@ pub(crate) fn config() -> AlipayConfig {
         alipay_key: alipay_side().verifying_key(),
         gateway_url: "https://openapi.alipay.com/gateway.do".into(),
         notify_url: Some("https://pay.example.com/v1/webhooks/alipay".into()),
+        currencies: vec![Currency::Cny, Currency::Jpy, Currency::Kwd, Currency::Hkd],
     }
 }
 
@@ -669,4 +670,15 @@ fn raw_member_scanner_keeps_exact_text() {
     assert_eq!(m[2], ("n".to_string(), "12"));
     assert!(top_level_raw("{\"a\":").is_err());
     assert!(top_level_raw("[1]").is_err());
+}
+
+#[test]
+fn a_subject_never_carries_the_characters_alipay_refuses() {
+    // Proves `/`, `=` and `&` in a description become spaces in the subject, and the
+    // rest (CJK included) is kept, cut to 256 characters.
+    let mut p = payment(1250, Currency::Cny);
+    p.description = Some("2 coffees/latte=hot & 蛋糕".into());
+    assert_eq!(subject(&p), "2 coffees latte hot   蛋糕");
+    p.description = Some("蛋".repeat(300));
+    assert_eq!(subject(&p).chars().count(), SUBJECT_CHARS_MAX);
 }

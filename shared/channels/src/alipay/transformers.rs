@@ -133,6 +133,9 @@ pub fn authorize(
     if payment.capture == CaptureMode::Manual {
         return Err(RequestError::ManualCaptureUnsupported);
     }
+    if !config.currencies.contains(&payment.currency) {
+        return Err(RequestError::CurrencyUnsupported(payment.currency.code()));
+    }
     let amount = payment.state.amount_minor;
     let total_amount = match format_major(amount, payment.currency) {
         Some(t) if amount > 0 => t,
@@ -222,13 +225,19 @@ pub fn qr_code_timeout_express(expires_at_ms: i64, now_ms: i64) -> String {
     format!("{}m", minutes.clamp(1, QR_CODE_TIMEOUT_MINUTES_MAX))
 }
 
-fn subject(payment: &Payment) -> String {
+/// The order's `subject`: the payment's description, cut to [`SUBJECT_CHARS_MAX`], with
+/// the characters Alipay refuses in it (`/`, `=`, `&`: "不可使用特殊字符，如 /，=，& 等")
+/// turned into spaces, so a description never fails the payment.
+pub fn subject(payment: &Payment) -> String {
     let base = payment
         .description
         .clone()
         .filter(|d| !d.trim().is_empty())
         .unwrap_or_else(|| format!("spinpay {}", payment.id));
-    base.chars().take(SUBJECT_CHARS_MAX).collect()
+    base.chars()
+        .take(SUBJECT_CHARS_MAX)
+        .map(|c| if matches!(c, '/' | '=' | '&') { ' ' } else { c })
+        .collect()
 }
 
 #[derive(Serialize)]
