@@ -1012,3 +1012,46 @@ fn a_confirm_or_review_failed_by_a_storage_blip_is_an_error_only_if_the_channel_
         assert!(at > 2, "several storage operations ({at})");
     }
 }
+
+#[test]
+fn a_refund_record_never_reserved_is_not_sent_to_the_channel_by_a_recheck() {
+    // Proves a pending refund record whose reservation never committed (its request died
+    // in between) is not refunded at the channel by a re-check however old it is: the
+    // payment does not count it, so that money would be refunded twice over.
+    let (repo, keys, ch, mut rng) = world(61);
+    block_on(async {
+        let t0 = 95_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+        let done = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_of(300))
+            .await
+            .unwrap();
+        let record = repo
+            .get(&spinpay_core::keys::refund(&done.id))
+            .await
+            .unwrap()
+            .unwrap();
+        let orphan_id = spinpay_core::ids::make_id(spinpay_core::ids::IdKind::Refund, &[7; 16]);
+        let mut stored: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+        stored["id"] = serde_json::json!(orphan_id);
+        stored["state"] = serde_json::to_value(spinpay_core::machine::RefundState::new()).unwrap();
+        let key = spinpay_core::keys::refund(&orphan_id);
+        repo.put_if_version(&key, 0, serde_json::to_vec(&stored).unwrap())
+            .await
+            .unwrap();
+        let calls = ch.refunded_ids.borrow().len();
+        let late = ctx(&repo, &keys, t0 + 10 * IDEMPOTENCY_LOCK_TTL_MS);
+        let r = recheck_refund(&late, &ch, &mut rng, &m.id, &orphan_id)
+            .await
+            .unwrap();
+        assert_eq!(r.status, RefundStatus::Pending);
+        assert_eq!(
+            ch.refunded_ids.borrow().len(),
+            calls,
+            "an unreserved refund was sent"
+        );
+        let after = get_payment(&late, &m.id, &p.id).await.unwrap();
+        assert_eq!(after.refunded_minor, 300, "{after:?}");
+    });
+}

@@ -378,8 +378,11 @@ where
     }
     let payment = load_payment(ctx, merchant_id, &refund.payment_id).await?;
     let outcome = channel.query_refund(&payment, &refund).await;
+    // Sent again only if reserved: a record whose reservation never committed (its
+    // request died in between) must not refund money the payment does not count.
     if matches!(outcome, RefundOutcome::Unknown { .. })
         && outlived_any_request(refund.updated_at_ms, ctx.now_ms)
+        && payment.state.refund_ids.contains(&refund.id)
     {
         return Ok(RefundResponse::new(
             &ask_channel(ctx, channel, rng, &payment, &refund).await,
