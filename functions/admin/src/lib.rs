@@ -71,19 +71,18 @@ where
 {
     component::require_admin(&parts.headers).await?;
     let services = Services::open().await?;
-    // The answer holds the merchant's secret key: its replay is stored sealed.
-    keyed_write(
-        &services,
-        ADMIN_SCOPE,
-        Seal::Yes,
-        parts,
-        body,
-        request_id,
-        async |req: CreateMerchantRequest| {
-            service::create_merchant(&services.ctx(), &mut OsEntropy, req.validate()?).await
-        },
-    )
-    .await
+    let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
+    // The answer holds the merchant's secret key: its replay is stored sealed. Under an
+    // Idempotency-Key the merchant derives from the key's operation seed, so a retry
+    // resumes an attempt that failed part-way instead of onboarding a second merchant.
+    let call = Keyed::new(ADMIN_SCOPE, parts, &body).sealed();
+    services
+        .idempotent_seeded(call, request_id, async |keyed| {
+            let req: CreateMerchantRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
+            let (ctx, seed) = (services.ctx(), keyed.map(|k| k.seed));
+            service::create_merchant_seeded(&ctx, &mut OsEntropy, req.validate()?, seed).await
+        })
+        .await
 }
 
 /// `POST /v1/account`: the calling merchant changes its own settings.

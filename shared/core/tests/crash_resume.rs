@@ -1055,3 +1055,57 @@ fn a_refund_record_never_reserved_is_not_sent_to_the_channel_by_a_recheck() {
         assert_eq!(after.refunded_minor, 300, "{after:?}");
     });
 }
+
+#[test]
+fn a_keyed_onboarding_retry_after_a_crash_at_any_step_gets_the_one_merchant_and_keys_that_work() {
+    // Proves that whichever storage operation a keyed merchant creation dies at, the
+    // retry that takes over its lock answers with the same merchant, and its secret key
+    // and webhook secret are the ones stored: the key authenticates that merchant and no
+    // second merchant exists; a fresh key onboards another, with other credentials.
+    let keys = keyring();
+    let t0 = 100_000;
+    let new = || spinpay_core::api::NewMerchant {
+        name: "Coffee".into(),
+        notify_url: None,
+        default_capture: spinpay_core::model::CaptureMode::Automatic,
+    };
+    let path = "/v1/admin/merchants";
+    let admin = spinpay_core::idempotency::ADMIN_SCOPE;
+    let steps = at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(67);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let seed = begin_run(&c, admin, "onboard-1", path, b"{}").await;
+            let finished = dies_after(steps, &repo, &ch, async |crash, _| {
+                let cc = ctx(crash, &keys, t0);
+                create_merchant_seeded(&cc, &mut rng, new(), Some(seed)).await
+            })
+            .await;
+            let late = ctx(&repo, &keys, after_the_lock_ttl(t0));
+            let retry = begin_keyed(&late, admin, "onboard-1", path, b"{}").await;
+            assert_eq!(retry.seed, seed);
+            let at = format!("crash after {steps} storage operations");
+            let made = create_merchant_seeded(&late, &mut rng, new(), Some(retry.seed))
+                .await
+                .unwrap_or_else(|e| panic!("{at}: {e:?}"));
+            let header = format!("Bearer {}", made.secret_key);
+            let m = authenticate(&late, Some(&header)).await.unwrap();
+            assert_eq!(m.id, made.id, "{at}");
+            let secret = webhook_secret(&late, &m).unwrap();
+            assert_eq!(secret.expose(), &made.webhook_secret, "{at}");
+            let merchants = repo.keys_with_prefix("mch/mch_");
+            let records = merchants.iter().filter(|k| k.matches('/').count() == 1);
+            assert_eq!(records.count(), 1, "{at}: one merchant");
+            let other = begin_run(&late, admin, "onboard-2", path, b"{}").await;
+            let second = create_merchant_seeded(&late, &mut rng, new(), Some(other))
+                .await
+                .unwrap();
+            assert!(second.id != made.id && second.secret_key != made.secret_key);
+            finished
+        })
+    });
+    assert!(
+        steps >= 2,
+        "onboarding has several storage operations ({steps})"
+    );
+}

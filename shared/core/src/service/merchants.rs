@@ -18,9 +18,29 @@ pub async fn create_merchant<R: Repository, E: Entropy>(
     rng: &mut E,
     req: NewMerchant,
 ) -> Result<MerchantCreatedResponse, ApiError> {
-    let id = make_id(IdKind::Merchant, &rng.bytes::<16>());
-    let secret_key = make_id(IdKind::SecretKey, &rng.bytes::<32>());
-    let webhook_secret = make_id(IdKind::WebhookSecret, &rng.bytes::<32>());
+    create_merchant_seeded(ctx, rng, req, None).await
+}
+
+/// [`create_merchant`] under an Idempotency-Key: the merchant id, its secret key and its
+/// webhook signing secret derive from the key's operation seed under the encryption key
+/// (nobody without it can guess them), so a retry that resumes an attempt which failed
+/// or died part-way finds that attempt's merchant and answers with its credentials,
+/// instead of onboarding a second merchant whose first twin nobody can use.
+pub async fn create_merchant_seeded<R: Repository, E: Entropy>(
+    ctx: &Ctx<'_, R>,
+    rng: &mut E,
+    req: NewMerchant,
+    seed: Option<[u8; 16]>,
+) -> Result<MerchantCreatedResponse, ApiError> {
+    let mut entropy = |what: &str| -> [u8; 32] {
+        match seed {
+            Some(seed) => derived_bytes(ctx, &format!("merchant {what}"), seed),
+            None => rng.bytes::<32>(),
+        }
+    };
+    let id = make_id(IdKind::Merchant, &entropy("id")[..16]);
+    let secret_key = make_id(IdKind::SecretKey, &entropy("secret key"));
+    let webhook_secret = make_id(IdKind::WebhookSecret, &entropy("webhook secret"));
     let api_key_hash = sha256_hex(secret_key.as_bytes());
     let merchant = Merchant {
         id: id.clone(),
@@ -38,11 +58,20 @@ pub async fn create_merchant<R: Repository, E: Entropy>(
         created_at_ms: ctx.now_ms,
     };
     // The merchant record first: an index entry must never point at nothing.
-    if !insert(ctx.repo, &keys::merchant(&id), &merchant).await? {
-        return Err(internal("merchant id collision"));
-    }
+    let merchant = if insert(ctx.repo, &keys::merchant(&id), &merchant).await? {
+        merchant
+    } else {
+        // Stored by the attempt this one resumes (its seed, so its very key).
+        match read::<Merchant, R>(ctx.repo, &keys::merchant(&id)).await? {
+            Some((earlier, _)) if seed.is_some() && earlier.api_key_hash == api_key_hash => earlier,
+            Some(_) | None => return Err(internal("merchant id collision")),
+        }
+    };
     if !insert(ctx.repo, &keys::api_key(&api_key_hash), &id).await? {
-        return Err(internal("api key collision"));
+        let owner = read::<String, R>(ctx.repo, &keys::api_key(&api_key_hash)).await?;
+        if owner.is_none_or(|(owner, _)| owner != id) {
+            return Err(internal("api key collision"));
+        }
     }
     Ok(MerchantCreatedResponse {
         id,
@@ -179,9 +208,13 @@ fn derived_key_bytes<R: Repository>(
     merchant_id: &str,
     seed: [u8; 16],
 ) -> [u8; 32] {
-    let mut data = b"spinpay secret key rotation\n".to_vec();
-    data.extend_from_slice(merchant_id.as_bytes());
-    data.push(b'\n');
+    derived_bytes(ctx, &format!("secret key rotation\n{merchant_id}"), seed)
+}
+
+/// 32 bytes for `what` under an Idempotency-Key: a keyed hash (the encryption key) of
+/// `what` and the key's operation seed.
+fn derived_bytes<R: Repository>(ctx: &Ctx<'_, R>, what: &str, seed: [u8; 16]) -> [u8; 32] {
+    let mut data = format!("spinpay {what}\n").into_bytes();
     data.extend_from_slice(&seed);
     let digest = hex::decode(ctx.keys.keyed_hash_hex(&data)).expect("a hex digest");
     digest.try_into().expect("a 32-byte digest")
