@@ -725,7 +725,9 @@ mod tests {
             };
             assert!(class, "{e:?}");
         }
-        // What openapi.yaml lists as leaving an Idempotency-Key unused.
+        // What openapi.yaml lists as not stored under an Idempotency-Key: the request
+        // never ran (the key is freed) or may be retried (the key is released for the
+        // same request to resume).
         let unused: Vec<_> = all
             .iter()
             .filter(|e| e.leaves_key_unused())

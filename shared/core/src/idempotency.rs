@@ -65,7 +65,8 @@ pub struct IdempotencyRecord {
     pub fingerprint: String,
     /// Progress.
     pub state: IdempotencyState,
-    /// When the key was first used (or last taken over): the lock's age.
+    /// When the key was first used (or last taken over): the lock's age. A released lock
+    /// (a retryable failure) is dated in the past, so the next claim takes it over.
     pub created_at_ms: i64,
     /// When the key was first claimed; kept when an abandoned lock is taken over, so the
     /// retry derives the same [`operation_seed`] and resumes the crashed attempt's work

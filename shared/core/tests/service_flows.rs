@@ -11,6 +11,7 @@ use spinpay_core::error::ApiError;
 use spinpay_core::model::{
     CancellationReason, EventType, NextAction, PaymentStatus, RefundStatus, RiskDecision,
 };
+use spinpay_core::repo::Repository;
 use spinpay_core::repo::memory::MemoryRepository;
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::*;
@@ -1347,6 +1348,62 @@ fn a_payment_risk_moves_at_creation_has_that_status_event_too() {
             let types: Vec<_> = events.iter().rev().map(|e| e.event_type).collect();
             assert_eq!(types, [EventType::PaymentCreated, second], "{p:?}");
             assert_eq!(events[0].data["status"], p.status.as_str());
+        }
+    });
+}
+
+#[test]
+fn a_confirm_that_finds_no_attempt_left_fails_nothing() {
+    // Proves only the request that spends the last attempt on a wrong code fails the
+    // payment: once the last attempt was spent by the right code (its request still on
+    // its way to the channel, or cut off), a duplicate or late confirm finds no attempt
+    // left and is refused without failing the payment.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(71),
+    );
+    let method = r#"{"type":"sms_otp","phone":"+8613812345678"}"#;
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = pay_body(&c, &ch, &mut rng, &m, &body(1000, method, ""))
+            .await
+            .unwrap();
+        let right = ch.last_otp();
+        let wrong = if right == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        for left in (1..=4).rev() {
+            let e = confirm_payment(&c, &ch, &mut rng, &m.id, &p.id, wrong, false).await;
+            assert_eq!(
+                e.unwrap_err(),
+                ApiError::OtpInvalid {
+                    attempts_left: left
+                }
+            );
+        }
+        // The right code spends the last attempt (as check_otp does first).
+        let key = spinpay_core::keys::otp(&p.id);
+        let stored = repo.get(&key).await.unwrap().unwrap();
+        let mut challenge: OtpChallenge = serde_json::from_slice(&stored.value).unwrap();
+        challenge.attempts_left = 0;
+        let spent = serde_json::to_vec(&challenge).unwrap();
+        repo.put_if_version(&key, stored.version, spent)
+            .await
+            .unwrap();
+        for code in [right.as_str(), wrong] {
+            let e = confirm_payment(&c, &ch, &mut rng, &m.id, &p.id, code, false).await;
+            assert_eq!(e.unwrap_err(), ApiError::OtpAttemptsExceeded);
+            let after = get_payment(&c, &m.id, &p.id).await.unwrap();
+            assert_eq!(
+                after.status,
+                PaymentStatus::RequiresCustomerAction,
+                "{after:?}"
+            );
         }
     });
 }

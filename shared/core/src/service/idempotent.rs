@@ -58,9 +58,9 @@ impl IdempotencyTicket {
     }
 
     /// Whether this request took over the lock of an earlier attempt that never
-    /// finished (it crashed, or was cut off, after the lock TTL): that attempt may have
-    /// done part or all of the work, so the operation resumes it rather than starting
-    /// from scratch.
+    /// finished (it crashed, or was cut off, after the lock TTL) or failed retryably
+    /// ([`KeyOutcome::Release`]): that attempt may have done part or all of the work, so
+    /// the operation resumes it rather than starting from scratch.
     pub fn resumes(&self) -> bool {
         self.resumes
     }
@@ -179,8 +179,9 @@ pub async fn idempotency_finish<R: Repository>(
             return Ok(());
         }
         KeyOutcome::Release => IdempotencyRecord {
-            // A lock older than any request: the next claim takes it over.
-            created_at_ms: ctx.now_ms - IDEMPOTENCY_LOCK_TTL_MS - 1,
+            // A lock older than any request, by another lifetime (room for the clock of
+            // the instance the retry reaches): the next claim takes it over.
+            created_at_ms: ctx.now_ms.saturating_sub(2 * IDEMPOTENCY_LOCK_TTL_MS),
             first_claimed_at_ms: Some(t.record.first_claimed_at_ms()),
             ..t.record
         },

@@ -272,10 +272,11 @@ where
     if payment.state.status != PaymentStatus::Processing {
         // Risk already moved it (denied, held for review, waiting for its code): that
         // change is an event of its own, as every later one is.
-        let status = EventType::for_payment_status(payment.state.status);
-        let version = payment.state.version;
-        let data = payment_data(&payment);
-        events.push(pending(payment_id, version, status, ctx.now_ms, data));
+        let initial = Payment {
+            state: PaymentState::new(payment.state.amount_minor),
+            ..payment.clone()
+        };
+        events.extend(super::payment_change_events(&initial, &payment, ctx.now_ms));
     }
     if !insert_with_events(ctx, kind, mid, payment_id, &payment, events.clone()).await? {
         return Err(internal("payment id collision"));
@@ -784,15 +785,26 @@ async fn fail_otp<R: Repository>(
     .await
 }
 
+/// What a compared code turned out to be.
+enum CodeCompared {
+    /// The code: the payment may proceed.
+    Right,
+    /// Wrong, with attempts left.
+    Wrong { attempts_left: u32 },
+    /// Wrong, and this request spent the last attempt on it: it fails the payment.
+    LastWrong,
+}
+
 /// Checks a submitted code against the challenge. An attempt is spent (compare-and-swap
 /// on the counter) before the code is compared, so however many codes arrive at once, at
 /// most [`OTP_ATTEMPTS_MAX`] are ever compared: a code whose attempt could not be taken
-/// is refused unseen.
+/// is refused unseen (`otp_attempts_exceeded`, failing nothing: whichever request spent
+/// the last attempt decides the payment, and a right code may have).
 async fn check_otp<R: Repository>(
     ctx: &Ctx<'_, R>,
     payment_id: &str,
     otp: &str,
-) -> Result<(), ApiError> {
+) -> Result<CodeCompared, ApiError> {
     let key = keys::otp(payment_id);
     let expected = ctx
         .keys
@@ -813,15 +825,16 @@ async fn check_otp<R: Repository>(
             Err(RepoError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
-        if constant_time_eq(c.otp_hash.as_bytes(), expected.as_bytes()) {
-            return Ok(());
-        }
-        if c.attempts_left == 0 {
-            return Err(ApiError::OtpAttemptsExceeded);
-        }
-        return Err(ApiError::OtpInvalid {
-            attempts_left: c.attempts_left,
-        });
+        return Ok(
+            match (
+                constant_time_eq(c.otp_hash.as_bytes(), expected.as_bytes()),
+                c.attempts_left,
+            ) {
+                (true, _) => CodeCompared::Right,
+                (false, 0) => CodeCompared::LastWrong,
+                (false, attempts_left) => CodeCompared::Wrong { attempts_left },
+            },
+        );
     }
     Err(ApiError::ConcurrentModification)
 }
@@ -866,16 +879,20 @@ where
             status: closed.status.as_str(),
         });
     }
-    if let Err(e) = check_otp(ctx, payment_id, otp).await {
-        if e == ApiError::OtpAttemptsExceeded {
+    match check_otp(ctx, payment_id, otp).await? {
+        CodeCompared::Right => {}
+        CodeCompared::Wrong { attempts_left } => {
+            return Err(ApiError::OtpInvalid { attempts_left });
+        }
+        CodeCompared::LastWrong => {
             let failure = Failure {
                 code: "otp_attempts_exceeded".into(),
                 message: "Too many incorrect codes.".into(),
             };
             let u = fail_otp(ctx, payment_id, failure).await?;
             payment_events(ctx, rng, &u).await?;
+            return Err(ApiError::OtpAttemptsExceeded);
         }
-        return Err(e);
     }
     let u = update_payment(ctx, payment_id, |cur| {
         match apply_payment(&cur.state, &PaymentCommand::OtpConfirmed) {
