@@ -682,9 +682,10 @@ fn an_answer_with_a_duplicate_field_or_a_malformed_or_oversize_body_is_refused()
 
 #[test]
 fn an_empty_field_is_signed_data_in_answers_and_notifications() {
-    // Proves UnionPay's signature covers an empty field as `k=` (the SDKs'
-    // coverMap2String): such an answer and such a notification verify, a signature over
-    // the string without it is refused, and an empty queryId is no channel_ref.
+    // Proves UnionPay's signature covering an empty field as `k=` (the SDKs'
+    // coverMap2String) verifies, for an answer and a notification; so does one over the
+    // string without the empty fields (what UnionPay's Java demo verifies notifications
+    // by), but not once a field was changed; and an empty queryId is no channel_ref.
     let cfg = config();
     let fields = [
         OURS[0],
@@ -723,6 +724,17 @@ fn an_empty_field_is_signed_data_in_answers_and_notifications() {
     pairs.push(("signature".into(), sig));
     assert!(matches!(
         parse_authorize(&cfg, Product::QrConsume, &http_200(raw(&pairs)), PAY_ID),
+        ChannelOutcome::Pending { .. }
+    ));
+    let tampered: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "respCode" => (k.clone(), "05".to_string()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    assert!(matches!(
+        parse_authorize(&cfg, Product::QrConsume, &http_200(raw(&tampered)), PAY_ID),
         ChannelOutcome::Unknown { detail } if detail == "signature refused"
     ));
 }

@@ -260,13 +260,14 @@ fn common(
 /// queries also name the order by. Sent later (a re-send after an unanswered call, a
 /// payment approved in review), UnionPay refuses it, and that refusal would be taken for
 /// the channel's decision (a refund failed while the first attempt may still complete).
-/// Not sent, the outcome stays unknown: a query or a notification decides.
+/// Not sent, the outcome stays unknown: a query or a notification decides if an earlier
+/// attempt reached UnionPay; if none did (a payment approved in review long after it was
+/// created), nothing does, and reconciliation leaves it to a person after a day.
 pub fn too_late_to_send(created_at_ms: i64, now_ms: i64) -> Option<String> {
     let age_ms = now_ms.saturating_sub(created_at_ms);
     (age_ms > EXPIRY_MARGIN_MS).then(|| {
         format!(
-            "not sent: its txnTime is {} s old and UnionPay takes only the current time; \
-             a query or notification decides",
+            "not sent: its txnTime is {} s old and UnionPay takes only the current time",
             age_ms / 1000
         )
     })
@@ -423,8 +424,19 @@ pub fn verify_fields(config: &UnionpayConfig, fields: &[(String, String)]) -> Re
     if form_get(fields, "signMethod") != Some("01") {
         return Err("signMethod is not 01".into());
     }
-    let digest_hex = sha256_hex(verification_string(fields).as_bytes());
-    let verifies = |key: &VerifyingKey| key.verify_sha256_b64(digest_hex.as_bytes(), signature);
+    // UnionPay's SDKs verify over every field, empty ones included; its Java demo drops
+    // empty fields of a notification first. A message with an empty field is accepted
+    // under either string: both are over the fields it carries, and an empty field
+    // says nothing (`field`).
+    let mut digests = vec![sha256_hex(verification_string(fields).as_bytes())];
+    if fields.iter().any(|(k, v)| v.is_empty() && k != "signature") {
+        digests.push(sha256_hex(signing_string(fields).as_bytes()));
+    }
+    let verifies = |key: &VerifyingKey| {
+        digests
+            .iter()
+            .any(|d| key.verify_sha256_b64(d.as_bytes(), signature))
+    };
     let verified = match form_get(fields, "certId") {
         Some(cert_id) => {
             let key = config
