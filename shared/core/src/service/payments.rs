@@ -282,8 +282,10 @@ where
         return Err(internal("payment id collision"));
     }
     // The payment exists from here on: nothing may fail the request (a retry would make
-    // a second one). A list slot not written now is written again after the channel
-    // call, and while `payment.created` is pending, by whoever publishes it.
+    // a second one). A list slot not written now is tried once more at the end of the
+    // request; should that fail too, the payment is missing from `GET /v1/payments`
+    // (its id, events and notifications are unaffected) unless the sweep publishes its
+    // `payment.created`, which lists it.
     let listed = list_payment(ctx, &merchant.id, seq, &payment.id)
         .await
         .is_ok();
