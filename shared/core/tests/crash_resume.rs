@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::hooked::{at_every_crash_point, blip_repo, dies_after, world};
+use common::hooked::{at_every_blip, at_every_crash_point, blip_repo, dies_after, world};
 use common::*;
 use futures::executor::block_on;
 use spinpay_core::api::PaymentResponse;
@@ -706,10 +706,9 @@ fn a_keyed_create_failed_by_a_storage_blip_at_any_step_is_resumed_by_the_immedia
     let all = spinpay_core::api::ListParams::parse("limit=100").unwrap();
     let t0 = 30_000;
     for committed in [false, true] {
-        let mut at = 0;
-        loop {
+        let at = at_every_blip(|at| {
             let (repo, _, ch, mut rng) = world(23);
-            let hit = block_on(async {
+            block_on(async {
                 let c = ctx(&repo, &keys, t0);
                 let (m, _) = merchant(&c, &mut rng).await;
                 let begun = idempotency_begin(&c, &m.id, Some("blip-1"), "POST", path, &req_body);
@@ -763,12 +762,8 @@ fn a_keyed_create_failed_by_a_storage_blip_at_any_step_is_resumed_by_the_immedia
                     "{here}"
                 );
                 blip.hooks.hit.get()
-            });
-            if !hit {
-                break;
-            }
-            at += 1;
-        }
+            })
+        });
         assert!(at > 5, "the create has many storage operations ({at})");
     }
 }
@@ -782,10 +777,9 @@ fn an_unkeyed_create_failed_by_a_storage_blip_leaves_no_payment_behind() {
     let keys = keyring();
     let all = spinpay_core::api::ListParams::parse("limit=100").unwrap();
     let t0 = 40_000;
-    let mut at = 0;
-    loop {
+    let at = at_every_blip(|at| {
         let (repo, _, ch, mut rng) = world(29);
-        let hit = block_on(async {
+        block_on(async {
             let c = ctx(&repo, &keys, t0);
             let (m, _) = merchant(&c, &mut rng).await;
             let blip = blip_repo(&repo, at, false);
@@ -809,12 +803,8 @@ fn an_unkeyed_create_failed_by_a_storage_blip_leaves_no_payment_behind() {
                 }
             }
             blip.hooks.hit.get()
-        });
-        if !hit {
-            break;
-        }
-        at += 1;
-    }
+        })
+    });
     assert!(at > 5, "the create has many storage operations ({at})");
 }
 
@@ -828,10 +818,9 @@ fn a_refund_failed_by_a_storage_blip_at_any_step_never_leaves_a_reservation_with
     let keys = keyring();
     let t0 = 50_000;
     for committed in [false, true] {
-        let mut at = 0;
-        loop {
+        let at = at_every_blip(|at| {
             let (repo, _, ch, mut rng) = world(37);
-            let hit = block_on(async {
+            block_on(async {
                 let c = ctx(&repo, &keys, t0);
                 let (m, _) = merchant(&c, &mut rng).await;
                 let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
@@ -874,12 +863,8 @@ fn a_refund_failed_by_a_storage_blip_at_any_step_never_leaves_a_reservation_with
                 let run = reconcile(&due, &ch, &mut rng, &all).await;
                 assert!(run.is_ok(), "{here}: {run:?}");
                 blip.hooks.hit.get()
-            });
-            if !hit {
-                break;
-            }
-            at += 1;
-        }
+            })
+        });
         assert!(at > 3, "the refund has several storage operations ({at})");
     }
 }
@@ -974,10 +959,9 @@ fn a_confirm_or_review_failed_by_a_storage_blip_is_an_error_only_if_the_channel_
     let keys = keyring();
     let t0 = 70_000;
     for review in [false, true] {
-        let mut at = 0;
-        loop {
+        let at = at_every_blip(|at| {
             let (repo, _, ch, mut rng) = world(47);
-            let hit = block_on(async {
+            block_on(async {
                 let c = ctx(&repo, &keys, t0);
                 let (m, _) = merchant(&c, &mut rng).await;
                 let p = if review {
@@ -1003,12 +987,8 @@ fn a_confirm_or_review_failed_by_a_storage_blip_is_an_error_only_if_the_channel_
                     assert!(!ch.charged().contains(&p.id), "{here}: asked, yet an error");
                 }
                 blip.hooks.hit.get()
-            });
-            if !hit {
-                break;
-            }
-            at += 1;
-        }
+            })
+        });
         assert!(at > 2, "several storage operations ({at})");
     }
 }

@@ -29,6 +29,28 @@ pub(crate) fn config() -> AlipayConfig {
     }
 }
 
+/// A pending refund `re_bbb…` of `amount_minor` CNY of `payment`, with `reason`.
+pub(crate) fn refund(
+    payment: &Payment,
+    amount_minor: i64,
+    reason: Option<&str>,
+) -> spinpay_core::model::Refund {
+    spinpay_core::model::Refund {
+        id: "re_bbbbbbbbbbbbbbbbbbbbbbbbbb".into(),
+        merchant_id: "mch_x".into(),
+        payment_id: payment.id.clone(),
+        state: spinpay_core::machine::RefundState::new(),
+        amount_minor,
+        currency: Currency::Cny,
+        reason: reason.map(str::to_string),
+        merchant_refund_id: None,
+        channel_ref: None,
+        failure: None,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+    }
+}
+
 pub(crate) fn payment(amount_minor: i64, currency: Currency) -> Payment {
     Payment {
         id: PAY_ID.into(),

@@ -5,7 +5,7 @@ use spinpay_guest::outbound::OutboundResponse;
 
 use super::transformers::*;
 use super::{NotificationRejected, RequestError, SigningKey, UnionpayConfig};
-use crate::alipay::tests::payment;
+use crate::alipay::tests::{payment, refund};
 use crate::crypto::{form_body, form_get, sha256_hex, test_key, test_rng};
 use crate::wiring::EXPIRY_MARGIN_MS;
 
@@ -165,20 +165,7 @@ fn methods_map_to_products_and_unsupported_ones_are_refused() {
     let jpy = payment(1250, Currency::Jpy);
     let (_, req) = authorize(&cfg, rng, &jpy, &PaymentMethod::QrMerchant).unwrap();
     assert_eq!(form_get(&req.fields, "currencyCode"), Some("392"));
-    let refund = spinpay_core::model::Refund {
-        id: "re_bbbbbbbbbbbbbbbbbbbbbbbbbb".into(),
-        merchant_id: "mch_x".into(),
-        payment_id: PAY_ID.into(),
-        state: spinpay_core::machine::RefundState::new(),
-        amount_minor: 200,
-        currency: Currency::Cny,
-        reason: None,
-        merchant_refund_id: None,
-        channel_ref: None,
-        failure: None,
-        created_at_ms: 0,
-        updated_at_ms: 0,
-    };
+    let refund = refund(&p, 200, None);
     assert!(matches!(
         refund_request(&cfg, rng, &p, &refund),
         Err(RequestError::Field {
@@ -808,20 +795,7 @@ fn refunds_and_queries_carry_the_biz_type_of_the_payments_product() {
         let mut p = payment(1250, Currency::Cny);
         p.method = method;
         p.channel_ref = Some("201403101234567890".into());
-        let refund = spinpay_core::model::Refund {
-            id: "re_bbbbbbbbbbbbbbbbbbbbbbbbbb".into(),
-            merchant_id: "mch_x".into(),
-            payment_id: p.id.clone(),
-            state: spinpay_core::machine::RefundState::new(),
-            amount_minor: 200,
-            currency: Currency::Cny,
-            reason: None,
-            merchant_refund_id: None,
-            channel_ref: None,
-            failure: None,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-        };
+        let refund = refund(&p, 200, None);
         let r = refund_request(&cfg, rng, &p, &refund).unwrap();
         assert_eq!(form_get(&r.fields, "bizType"), Some(biz));
         let q = query_request(&cfg, rng, &p, &p.id, p.created_at_ms);

@@ -6,7 +6,7 @@ use spinpay_guest::outbound::OutboundResponse;
 
 use super::transformers::*;
 use super::{NotificationRejected, RequestError, SigningKey, WechatpayConfig};
-use crate::alipay::tests::payment;
+use crate::alipay::tests::{payment, refund};
 use crate::crypto::{aes256gcm_seal, b64, test_key, test_rng};
 
 const NOW: i64 = 1_709_224_205;
@@ -529,20 +529,7 @@ fn a_refund_reason_longer_than_wechat_pay_takes_is_cut_not_refused() {
     let cfg = config();
     let p = payment(1250, Currency::Cny);
     let long: String = "退款原因".repeat(50);
-    let refund = spinpay_core::model::Refund {
-        id: "re_bbbbbbbbbbbbbbbbbbbbbbbbbb".into(),
-        merchant_id: "mch_x".into(),
-        payment_id: p.id.clone(),
-        state: spinpay_core::machine::RefundState::new(),
-        amount_minor: 200,
-        currency: Currency::Cny,
-        reason: Some(long.clone()),
-        merchant_refund_id: None,
-        channel_ref: None,
-        failure: None,
-        created_at_ms: 0,
-        updated_at_ms: 0,
-    };
+    let refund = refund(&p, 200, Some(&long));
     let req = refund_request(&cfg, &mut test_rng(), &p, &refund, NOW, NONCE).unwrap();
     let v: serde_json::Value = serde_json::from_str(&req.body).unwrap();
     assert_eq!(v["out_refund_no"], refund.id);

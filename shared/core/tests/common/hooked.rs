@@ -306,6 +306,17 @@ impl Hooks for Blip {
     }
 }
 
+/// Runs `attempt(at)` for at = 0, 1, 2, … (the storage operation that blips, see
+/// [`blip_repo`]) until it reports that its operation never reached the blip; returns how
+/// many operations blipped.
+pub fn at_every_blip(mut attempt: impl FnMut(u64) -> bool) -> u64 {
+    let mut at = 0;
+    while attempt(at) {
+        at += 1;
+    }
+    at
+}
+
 /// `inner` with one storage blip at operation `at` (see [`Blip`]).
 pub fn blip_repo(inner: &MemoryRepository, at: u64, committed: bool) -> Hooked<'_, Blip> {
     Hooked {
