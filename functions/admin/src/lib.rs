@@ -71,18 +71,22 @@ where
 {
     component::require_admin(&parts.headers).await?;
     let services = Services::open().await?;
-    let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
     // The answer holds the merchant's secret key: its replay is stored sealed. Under an
     // Idempotency-Key the merchant derives from the key's operation seed, so a retry
     // resumes an attempt that failed part-way instead of onboarding a second merchant.
-    let call = Keyed::new(ADMIN_SCOPE, parts, &body).sealed();
-    services
-        .idempotent_seeded(call, request_id, async |keyed| {
-            let req: CreateMerchantRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
-            let (ctx, seed) = (services.ctx(), keyed.map(|k| k.seed));
+    keyed_write(
+        &services,
+        ADMIN_SCOPE,
+        Seal::Yes,
+        parts,
+        body,
+        request_id,
+        async |req: CreateMerchantRequest, seed| {
+            let ctx = services.ctx();
             service::create_merchant_seeded(&ctx, &mut OsEntropy, req.validate()?, seed).await
-        })
-        .await
+        },
+    )
+    .await
 }
 
 /// `POST /v1/account`: the calling merchant changes its own settings.
@@ -103,7 +107,7 @@ where
         parts,
         body,
         request_id,
-        async |req: UpdateMerchantRequest| {
+        async |req: UpdateMerchantRequest, _seed| {
             service::update_merchant(&services.ctx(), &merchant.id, req.validate()?).await
         },
     )
@@ -129,7 +133,7 @@ where
         parts,
         body,
         request_id,
-        async |req: RotateSecretRequest| {
+        async |req: RotateSecretRequest, _seed| {
             let ctx = services.ctx();
             service::rotate_webhook_secret(&ctx, &mut OsEntropy, &merchant.id, req.grace_period_s)
                 .await
@@ -151,16 +155,19 @@ where
     B::Error: std::fmt::Display,
 {
     let (services, merchant) = Services::authenticated(&parts.headers).await?;
-    let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
-    let call = Keyed::new(&merchant.id, parts, &body).sealed();
-    services
-        .idempotent_seeded(call, request_id, async |keyed| {
-            let req: RotateSecretRequest = api::parse_body(&body, BODY_BYTES_MAX)?;
-            let seed = keyed.map(|k| k.seed);
+    keyed_write(
+        &services,
+        &merchant.id,
+        Seal::Yes,
+        parts,
+        body,
+        request_id,
+        async |req: RotateSecretRequest, seed| {
             let (ctx, grace) = (services.ctx(), req.grace_period_s);
             service::rotate_secret_key(&ctx, &mut OsEntropy, &merchant.id, grace, seed).await
-        })
-        .await
+        },
+    )
+    .await
 }
 
 /// Whether a write's idempotent replay is stored sealed (its answer holds a secret).
@@ -171,7 +178,9 @@ enum Seal {
 }
 
 /// The shared tail of every write once the caller is authorized: read the body, then,
-/// under the request's Idempotency-Key in `scope`, parse it as `Req` and run `op`.
+/// under the request's Idempotency-Key in `scope`, parse it as `Req` and run `op` with
+/// the key's operation seed (`None` without a key), for a write that derives what it
+/// creates from it so that a retry resumes it.
 async fn keyed_write<B, Req, T>(
     services: &Services,
     scope: &str,
@@ -179,7 +188,7 @@ async fn keyed_write<B, Req, T>(
     parts: &http::request::Parts,
     body: B,
     request_id: &str,
-    op: impl AsyncFnOnce(Req) -> Result<T, ApiError>,
+    op: impl AsyncFnOnce(Req, Option<[u8; 16]>) -> Result<T, ApiError>,
 ) -> Result<HttpResponse, ApiError>
 where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
@@ -194,8 +203,12 @@ where
         Seal::No => call,
     };
     services
-        .idempotent(call, request_id, async || {
-            op(api::parse_body(&body, BODY_BYTES_MAX)?).await
+        .idempotent_seeded(call, request_id, async |keyed| {
+            op(
+                api::parse_body(&body, BODY_BYTES_MAX)?,
+                keyed.map(|k| k.seed),
+            )
+            .await
         })
         .await
 }

@@ -19,7 +19,7 @@
 //! * [`record_payment`] after a payment is accepted, [`record_refund`] after a refund: one
 //!   compare-and-swap per counted entity (≤ 4, each in a loop of at most
 //!   [`CAS_ATTEMPTS_MAX`]) plus one per AML report. Idempotent per event id, which also
-//!   settles a write whose outcome the store could not tell (see [`apply_update_seeded`]).
+//!   settles a write whose outcome the store could not tell (see [`apply_update`]).
 //!
 //! The counter layout and why it uses compare-and-swap records is in [`counters`].
 
@@ -108,19 +108,7 @@ pub async fn record_payment<R: Repository>(
     input: &EngineInput,
     now_ms: i64,
 ) -> Result<Vec<AmlReport>, EngineError> {
-    record_payment_seeded(repo, config, input, now_ms, None).await
-}
-
-/// [`record_payment`] starting from the records (and versions) an assessment already
-/// read, so an uncontended update is one compare-and-swap with no extra read.
-pub async fn record_payment_seeded<R: Repository>(
-    repo: &R,
-    config: &EngineConfig,
-    input: &EngineInput,
-    now_ms: i64,
-    loaded: Option<&Loaded>,
-) -> Result<Vec<AmlReport>, EngineError> {
-    let counted = record_payment_as(repo, config, input, now_ms, loaded, false).await?;
+    let counted = record_payment_as(repo, config, input, now_ms, None, false).await?;
     Ok(counted.expect("counting that re-applies is never stale"))
 }
 
@@ -203,30 +191,21 @@ pub async fn apply_update<R: Repository>(
     repo: &R,
     u: &CounterUpdate,
 ) -> Result<CounterRecord, EngineError> {
-    apply_update_seeded(repo, u, None).await
-}
-
-/// [`apply_update`] whose first attempt uses `seed` (storage version, record) instead of
-/// reading; a conflict re-reads.
-///
-/// A write whose outcome is unknown ([`RepoError::OutcomeUnknown`]) is settled by the
-/// re-read too: every write of a counter record appends exactly one event id, so if ours
-/// (the write of version `v + 1`) landed, its id is still among the last
-/// [`counters::APPLIED_IDS_MAX`] unless more than that many writes have landed on top. Within
-/// that distance an absent id proves it did not land, and the update is applied again;
-/// beyond it the answer stays unknown and the error is returned.
-pub async fn apply_update_seeded<R: Repository>(
-    repo: &R,
-    u: &CounterUpdate,
-    seed: Option<(u64, CounterRecord)>,
-) -> Result<CounterRecord, EngineError> {
-    let applied = apply_update_as(repo, u, seed, false).await?;
+    let applied = apply_update_as(repo, u, None, false).await?;
     Ok(applied.expect("an update that re-applies is never stale"))
 }
 
-/// [`apply_update_seeded`]; `strict`: only onto `seed`, the record a decision was made
-/// on. `None` when it changed before our write (a conflict), or when a write whose
-/// outcome was unknown turns out not to have landed: nothing of ours is in the record.
+/// [`apply_update`], whose first attempt uses `seed` (storage version, record) instead of
+/// reading; a conflict re-reads. `strict`: only onto `seed`, the record a decision was
+/// made on: `None` when it changed before our write (a conflict), or when a write whose
+/// outcome was unknown turns out not to have landed (nothing of ours is in the record).
+///
+/// A write whose outcome is unknown ([`RepoError::OutcomeUnknown`]) is settled by the
+/// re-read: every write of a counter record appends exactly one event id, so if ours
+/// (the write of version `v + 1`) landed, its id is still among the last
+/// [`counters::APPLIED_IDS_MAX`] unless more than that many writes have landed on top. Within
+/// that distance an absent id proves it did not land, and the update is applied again
+/// (not strict); beyond it the answer stays unknown and the error is returned.
 async fn apply_update_as<R: Repository>(
     repo: &R,
     u: &CounterUpdate,

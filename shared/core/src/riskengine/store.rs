@@ -296,14 +296,8 @@ pub async fn assess<R: Repository, E: Entropy>(
     for _round in 0..ASSESS_ROUNDS_MAX {
         let loaded = load_counters_versioned(ctx.repo, &ei).await?;
         let a = evaluate(&m.config, &ei, &loaded.counters, ctx.now_ms);
-        let record = match (mode, a.decision) {
-            (Mode::Preview, _) | (Mode::Record, RiskDecision::Deny) => false,
-            (
-                Mode::Record,
-                RiskDecision::Allow | RiskDecision::Review | RiskDecision::Challenge,
-            ) => true,
-        };
-        if !record {
+        // A preview writes nothing; a denied payment is not counted.
+        if mode == Mode::Preview || a.decision == RiskDecision::Deny {
             return Ok(a.into_model());
         }
         let counted = record_payment_checked(ctx.repo, &m.config, &ei, ctx.now_ms, &loaded);
