@@ -119,6 +119,7 @@ fn payment() -> Payment {
         updated_at_ms: NOW * 1000,
         expires_at_ms: Some((NOW + 900) * 1000),
         cancellation_reason: None,
+        engaged_at_ms: None,
     }
 }
 

@@ -523,6 +523,10 @@ pub struct Payment {
     /// Why it was canceled; `None` unless it is `canceled`.
     #[serde(default)]
     pub cancellation_reason: Option<CancellationReason>,
+    /// When the channel was first to be asked, if later than creation (a payment approved
+    /// in review, or whose one-time code was entered): see [`Payment::engaged_at_ms`].
+    #[serde(default)]
+    pub engaged_at_ms: Option<i64>,
 }
 
 impl Payment {
@@ -533,6 +537,14 @@ impl Payment {
             self.created_at_ms
                 .saturating_add(crate::service::RECONCILE_HORIZON_MS)
         })
+    }
+
+    /// When the channel was first to be asked for this payment: its creation, unless it
+    /// waited for a review or a one-time code first. A channel that dates its requests
+    /// (UnionPay's `txnTime`, which must be current when sent and names the order in
+    /// queries) dates them by this, the same on every re-send.
+    pub fn engaged_at_ms(&self) -> i64 {
+        self.engaged_at_ms.unwrap_or(self.created_at_ms)
     }
 }
 

@@ -488,6 +488,102 @@ fn risk_denies_over_limit_and_a_challenge_without_phone_goes_to_review() {
 }
 
 #[test]
+fn a_payment_that_waited_for_review_or_its_code_goes_to_the_channel_dated_when_it_went() {
+    // Proves `engaged_at_ms`: a payment asked of the channel at creation is dated by its
+    // creation; one approved in review, or whose code was entered, by that moment, which
+    // is what a channel dating its requests (UnionPay's txnTime, current when sent) needs.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(31),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let risk = LocalRisk::default();
+        let at_once = create_payment(
+            &c,
+            &ch,
+            &risk,
+            &mut rng,
+            &m,
+            new_payment(&body(500, QRC, "")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(at_once.status, PaymentStatus::Succeeded);
+
+        let mut cfg = spinpay_core::riskengine::EngineConfig::default();
+        cfg.weights.per_transaction_max = 50;
+        let risky = LocalRisk { config: cfg };
+        let held = create_payment(
+            &c,
+            &ch,
+            &risky,
+            &mut rng,
+            &m,
+            new_payment(&body(600_000, QR, "")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(held.status, PaymentStatus::RequiresReview);
+        let approved_at = 1_000 + 20 * 60_000;
+        let later = ctx(&repo, &keys, approved_at);
+        let approved = review_payment(&later, &ch, &mut rng, &m.id, &held.id, true, false)
+            .await
+            .unwrap();
+        assert_eq!(approved.status, PaymentStatus::RequiresCustomerAction);
+
+        let sms = r#"{"type":"sms_otp","phone":"+8613812345678"}"#;
+        let waiting = create_payment(
+            &c,
+            &ch,
+            &risk,
+            &mut rng,
+            &m,
+            new_payment(&body(700, sms, "")),
+        )
+        .await
+        .unwrap();
+        let confirmed_at = 1_000 + 90_000;
+        let code = ch.last_otp();
+        let confirm_ctx = ctx(&repo, &keys, confirmed_at);
+        let ok = confirm_payment(
+            &confirm_ctx,
+            &ch,
+            &mut rng,
+            &m.id,
+            &waiting.id,
+            &code,
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.status, PaymentStatus::Succeeded);
+
+        assert_eq!(
+            *ch.authorized_ids.borrow(),
+            [at_once.id.clone(), held.id.clone(), waiting.id.clone()]
+        );
+        assert_eq!(
+            *ch.authorized_dates.borrow(),
+            [1_000, approved_at, confirmed_at]
+        );
+        let record = repo
+            .get(&spinpay_core::keys::payment(&held.id))
+            .await
+            .unwrap()
+            .unwrap();
+        let stored: spinpay_core::model::Payment = serde_json::from_slice(&record.value).unwrap();
+        assert_eq!(
+            (stored.created_at_ms, stored.engaged_at_ms()),
+            (1_000, approved_at)
+        );
+    });
+}
+
+#[test]
 fn a_challenge_with_a_payer_phone_is_confirmed_by_otp() {
     // Proves challenge + payer.phone → enter_otp, and the right code proceeds to the channel.
     let (repo, keys, ch, mut rng) = (

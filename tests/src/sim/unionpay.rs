@@ -208,8 +208,9 @@ impl Simulator for UnionpaySim {
                 self.refund(&form, base("00", SUCCESS_MSG)).await
             }
             ("/gateway/api/queryTrans.do", "00") => {
+                // UnionPay finds an order by its orderId and the txnTime it was sent with.
                 let order = self.orders.lock().unwrap().get(&get("orderId")).cloned();
-                match order {
+                match order.filter(|o| o.txn_time == get("txnTime")) {
                     Some(o) => {
                         let mut fields = base("00", SUCCESS_MSG);
                         fields.push(("origRespCode".into(), o.orig_resp_code.clone()));

@@ -77,6 +77,7 @@ pub(crate) fn payment(amount_minor: i64, currency: Currency) -> Payment {
         updated_at_ms: NOW * 1000,
         expires_at_ms: Some((NOW + 900) * 1000),
         cancellation_reason: None,
+        engaged_at_ms: None,
     }
 }
 

@@ -63,6 +63,7 @@ fn payment() -> Payment {
         updated_at_ms: 0,
         expires_at_ms: Some(900_000),
         cancellation_reason: None,
+        engaged_at_ms: None,
     }
 }
 

@@ -98,7 +98,7 @@ impl UnionpayClient {
             &mut blinding_rng(),
             payment,
             &payment.id,
-            payment.created_at_ms,
+            payment.engaged_at_ms(),
         );
         self.call(&req).await
     }
@@ -145,7 +145,8 @@ pub fn preflight(
 impl ChannelClient for UnionpayClient {
     async fn authorize(&self, payment: &Payment, method: &PaymentMethod) -> ChannelOutcome {
         let cfg = &self.config;
-        if let Some(detail) = transformers::too_late_to_send(payment.created_at_ms, env::now_ms()) {
+        if let Some(detail) = transformers::too_late_to_send(payment.engaged_at_ms(), env::now_ms())
+        {
             return ChannelOutcome::Unknown { detail };
         }
         let (product, req) =

@@ -10,7 +10,8 @@
 //! * `qr_merchant` → consume QR apply (txnSubType 07, answer `qrCode`); `qr_customer` →
 //!   consume with `qrNo` (txnSubType 06); `app` → app consume (answer `tn` for the SDK);
 //!   refund (txnType 04, needs the consume's `queryId`) and query (by `orderId` and the
-//!   original `txnTime`, which is the object's creation time so it is reproducible).
+//!   original `txnTime`, fixed when the object first goes out so it is reproducible: a
+//!   refund's creation, a payment's [`spinpay_core::model::Payment::engaged_at_ms`]).
 //! * Answers and back-notifications are verified with a pinned UnionPay key: any pinned
 //!   key for a 5.1.0 message (it carries `signPubKeyCert`, no `certId`), the one its
 //!   `certId` names otherwise (the `signPubKeyCert` chain check of the official SDK is

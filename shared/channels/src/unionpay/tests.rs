@@ -783,6 +783,30 @@ fn a_request_whose_txn_time_is_no_longer_current_is_not_sent() {
 }
 
 #[test]
+fn a_payment_sent_after_review_is_dated_by_its_approval_in_the_consume_and_its_query() {
+    // Proves a payment approved in review (or whose code was entered) long after its
+    // creation goes out with txnTime = that moment, and is queried by the same txnTime,
+    // instead of never being sent because its creation time is no longer current.
+    let cfg = config();
+    let rng = &mut test_rng();
+    let mut p = payment(1250, Currency::Cny);
+    p.method = PaymentMethod::QrMerchant;
+    let approved = p.created_at_ms + 20 * 60_000;
+    assert!(too_late_to_send(p.engaged_at_ms(), approved).is_some());
+    p.engaged_at_ms = Some(approved);
+    assert_eq!(too_late_to_send(p.engaged_at_ms(), approved + 60_000), None);
+    let (_, consume) = authorize(&cfg, rng, &p, &p.method.clone()).unwrap();
+    let q = query_request(&cfg, rng, &p, &p.id, p.engaged_at_ms());
+    let (sent, queried) = (
+        form_get(&consume.fields, "txnTime"),
+        form_get(&q.fields, "txnTime"),
+    );
+    assert_eq!(sent, queried);
+    let created = query_request(&cfg, rng, &p, &p.id, p.created_at_ms);
+    assert_ne!(sent, form_get(&created.fields, "txnTime"));
+}
+
+#[test]
 fn refunds_and_queries_carry_the_biz_type_of_the_payments_product() {
     // Proves an App (手机控件支付) consume's refund and queries go with bizType 000201 as
     // its consume did, and a QR payment's with 000000.

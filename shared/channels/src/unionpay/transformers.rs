@@ -254,17 +254,17 @@ fn common(
     .collect()
 }
 
-/// Why a consume or refund created at `created_at_ms` is not sent at `now_ms`, if it is
-/// not: UnionPay requires a request's `txnTime` to be the current time ("必须取当前时间，
-/// 否则会报txnTime无效", its SDK's demo), yet ours is the object's creation time, which
-/// queries also name the order by. Sent later (a re-send after an unanswered call, a
-/// payment approved in review), UnionPay refuses it, and that refusal would be taken for
-/// the channel's decision (a refund failed while the first attempt may still complete).
-/// Not sent, the outcome stays unknown: a query or a notification decides if an earlier
-/// attempt reached UnionPay; if none did (a payment approved in review long after it was
-/// created), nothing does, and reconciliation leaves it to a person after a day.
-pub fn too_late_to_send(created_at_ms: i64, now_ms: i64) -> Option<String> {
-    let age_ms = now_ms.saturating_sub(created_at_ms);
+/// Why a consume or refund dated `dated_ms` is not sent at `now_ms`, if it is not:
+/// UnionPay requires a request's `txnTime` to be the current time ("必须取当前时间，
+/// 否则会报txnTime无效", its SDK's demo), yet ours is fixed when the object first goes
+/// out (a refund's creation, a payment's [`Payment::engaged_at_ms`]: its creation, or
+/// its approval in review or its confirmed code), because queries name the order by it.
+/// Sent again later (a re-send after an unanswered call), UnionPay refuses it, and that
+/// refusal would be taken for the channel's decision (a refund failed while the first
+/// attempt may still complete). Not sent, the outcome stays unknown: a query or a
+/// notification decides.
+pub fn too_late_to_send(dated_ms: i64, now_ms: i64) -> Option<String> {
+    let age_ms = now_ms.saturating_sub(dated_ms);
     (age_ms > EXPIRY_MARGIN_MS).then(|| {
         format!(
             "not sent: its txnTime is {} s old and UnionPay takes only the current time",
@@ -310,7 +310,7 @@ pub fn authorize(
     let amount = wire_amount(payment.state.amount_minor)?;
     for (k, v) in [
         ("orderId", order_id(&payment.id)),
-        ("txnTime", txn_time(payment.created_at_ms)),
+        ("txnTime", txn_time(payment.engaged_at_ms())),
         ("txnAmt", amount),
         (
             "currencyCode",
@@ -373,18 +373,18 @@ pub fn biz_type(payment: &Payment) -> &'static str {
     }
 }
 
-/// Query of a payment or refund (of `payment`) by our id and its creation time (the
-/// `txnTime` sent).
+/// Query of a payment or refund (of `payment`) by our id and the `txnTime` it was sent
+/// with (`dated_ms`).
 pub fn query_request(
     config: &UnionpayConfig,
     rng: &mut impl CryptoRngCore,
     payment: &Payment,
     our_object_id: &str,
-    created_at_ms: i64,
+    dated_ms: i64,
 ) -> UnionpayRequest {
     let mut fields = common(config, ("00", "00", biz_type(payment)), "07");
     fields.push(("orderId".into(), order_id(our_object_id)));
-    fields.push(("txnTime".into(), txn_time(created_at_ms)));
+    fields.push(("txnTime".into(), txn_time(dated_ms)));
     sign_fields(config, rng, PATH_QUERY, fields)
 }
 

@@ -368,6 +368,7 @@ fn build_payment<R, E: Entropy>(
         updated_at_ms: ctx.now_ms,
         expires_at_ms: Some(ctx.now_ms.saturating_add(req.expires_in_ms)),
         cancellation_reason: None,
+        engaged_at_ms: None,
     }
 }
 
@@ -902,6 +903,7 @@ where
                 state,
                 next_action: None,
                 channel_engaged: true,
+                engaged_at_ms: Some(ctx.now_ms),
                 ..cur.clone()
             })),
             Err(e) => Err(transition_error(e, cur)),
@@ -974,6 +976,7 @@ where
             next.next_action = Some(NextAction::EnterOtp);
         } else if approve {
             next.channel_engaged = true;
+            next.engaged_at_ms = Some(ctx.now_ms);
         } else {
             next.failure = Some(Failure {
                 code: "review_declined".into(),

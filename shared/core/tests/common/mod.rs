@@ -50,6 +50,8 @@ pub struct SimChannel {
     /// payment id once however often it is asked (it deduplicates by it), and so does
     /// this one: its answer depends on the payment alone.
     pub authorized_ids: RefCell<Vec<String>>,
+    /// [`Payment::engaged_at_ms`] of every payment asked to authorize, in order.
+    pub authorized_dates: RefCell<Vec<i64>>,
 }
 
 impl SimChannel {
@@ -142,6 +144,7 @@ impl SimChannel {
 impl ChannelClient for SimChannel {
     async fn authorize(&self, p: &Payment, method: &PaymentMethod) -> ChannelOutcome {
         self.authorized_ids.borrow_mut().push(p.id.clone());
+        self.authorized_dates.borrow_mut().push(p.engaged_at_ms());
         Self::decide(p, method)
     }
 
