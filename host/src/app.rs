@@ -74,6 +74,8 @@ pub struct AppOptions {
     pub kv_default_path: Option<PathBuf>,
     /// Use this Redis URL for the `default` store (wins over `kv_default_path`).
     pub kv_redis_url: Option<String>,
+    /// Tests only: wraps every store opened (see [`crate::kv::KvWrap`]).
+    pub kv_wrap: Option<crate::kv::KvWrap>,
     /// Variable values that win over every provider (tests need not touch the env).
     pub variables: BTreeMap<String, String>,
     /// Run each component's `[component.<id>.build]` command before loading.
@@ -104,6 +106,7 @@ impl std::fmt::Debug for AppOptions {
             .field("runtime_config_file", &self.runtime_config_file)
             .field("kv_default_path", &self.kv_default_path)
             .field("kv_redis_url", &self.kv_redis_url.as_ref().map(|_| "<set>"))
+            .field("kv_wrap", &self.kv_wrap.as_ref().map(|_| "<set>"))
             .field("variables", &self.variables.keys().collect::<Vec<_>>())
             .field("build", &self.build)
             .field("max_instance_reuse_count", &self.max_instance_reuse_count)
@@ -128,6 +131,7 @@ impl AppOptions {
             runtime_config_file: None,
             kv_default_path: None,
             kv_redis_url: None,
+            kv_wrap: None,
             variables: BTreeMap::new(),
             build: false,
             max_instance_reuse_count: DEFAULT_MAX_INSTANCE_REUSE_COUNT,
@@ -451,7 +455,10 @@ pub(crate) async fn load(opts: &AppOptions) -> anyhow::Result<LoadedApp> {
         )?;
         allowed.insert(id.clone(), hosts);
     }
-    let kv = runtime.open_stores().await?;
+    let mut kv = runtime.open_stores().await?;
+    if let Some(wrap) = &opts.kv_wrap {
+        kv = kv.wrapped(wrap);
+    }
     let engine = crate::engine::engine()?;
     let linker = new_linker(&engine).map_err(wasm_err)?;
     let settings = InstanceSettings::from(opts);

@@ -27,6 +27,7 @@
 
 pub mod receiver;
 pub mod sim;
+pub mod spin_stores;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -199,6 +200,21 @@ impl TestApp {
         variables: BTreeMap<String, String>,
         runtime_config: &str,
     ) -> TestApp {
+        TestApp::start_with(manifest, variables, runtime_config, None).await
+    }
+
+    /// [`TestApp::start`] with every key-value store wrapped by `wrap` (e.g. to behave
+    /// like Spin's own stores, see [`spin_stores`]).
+    pub async fn start_wrapped(wrap: spinpay_host::kv::KvWrap) -> TestApp {
+        TestApp::start_with(&manifest_path(), BTreeMap::new(), "", Some(wrap)).await
+    }
+
+    async fn start_with(
+        manifest: &Path,
+        variables: BTreeMap<String, String>,
+        runtime_config: &str,
+        kv_wrap: Option<spinpay_host::kv::KvWrap>,
+    ) -> TestApp {
         let loaded = require_components(manifest);
         if std::env::var_os("RUST_LOG").is_some() {
             spinpay_host::logging::init_tracing();
@@ -207,6 +223,7 @@ impl TestApp {
         let mut opts = AppOptions::new(manifest);
         let rc = write_runtime_config_with(&loaded, kv_dir.path(), runtime_config);
         opts.runtime_config_file = Some(rc);
+        opts.kv_wrap = kv_wrap;
         for (name, value) in [
             ("admin_token", ADMIN_TOKEN),
             ("encryption_key", ENCRYPTION_KEY),

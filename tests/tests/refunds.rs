@@ -1,10 +1,13 @@
 //! Refunds through the real components: full, partial, multiple, over-refunds, and 64
 //! concurrent partial refunds racing for one payment's captured amount.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
+use spinpay_tests::spin_stores::{SpinRedisStats, spin_redis_like};
 use spinpay_tests::{
-    Merchant, assert_error, assert_error_param, manual_payment_request, payment_request,
-    qr_customer, run, unique,
+    Merchant, TestApp, assert_error, assert_error_param, manual_payment_request, payment_request,
+    qr_customer, run, runtime, unique,
 };
 
 /// A succeeded (captured) payment of `amount_minor`; returns its id.
@@ -239,6 +242,101 @@ fn sixty_four_concurrent_partial_refunds_never_exceed_the_captured_amount() {
             "the payment lists exactly the accepted refunds"
         );
     });
+}
+
+#[test]
+fn on_a_store_that_behaves_like_spins_redis_store_payments_refunds_and_lists_stay_exact() {
+    // Proves the components work on SpinKube's store (Spin 4.1's Redis store): its
+    // get-many fails (`KEYS k1 k2 …`) and every swap is reported failed, committed or not.
+    // Risk, a customer-paid QR payment and its notification, a manual capture, 16 racing
+    // refunds, and the payment and event lists all come out exact; no one-key batch is
+    // ever sent (Spin's host panics on one).
+    const CAPTURED_MINOR: i64 = 1_000;
+    const REFUND_MINOR: i64 = 150;
+    const TASKS: usize = 16;
+    let stats = Arc::new(SpinRedisStats::default());
+    runtime().block_on(async {
+        let app = TestApp::start_wrapped(spin_redis_like(stats.clone())).await;
+        let m = app.new_merchant().await;
+        let at_once = captured_payment(&m, CAPTURED_MINOR).await;
+
+        let qr = m
+            .create_payment_ok(&payment_request(1250, json!({"type": "qr_merchant"})))
+            .await;
+        assert_eq!(qr["status"], "requires_customer_action", "{qr}");
+        let qr_id = qr["id"].as_str().unwrap();
+        let paid = app
+            .customer_pay(qr["next_action"]["qr_payload"].as_str().unwrap())
+            .await;
+        assert_eq!(
+            (paid.0, &paid.1["notified"]),
+            (200, &json!(true)),
+            "{}",
+            paid.1
+        );
+        let qr = m.wait_for_status(qr_id, "succeeded").await;
+        assert_eq!(qr["captured_minor"], 1250, "{qr}");
+
+        let manual = m
+            .create_payment_ok(&manual_payment_request(900, qr_customer()))
+            .await;
+        let manual_id = manual["id"].as_str().unwrap();
+        let (status, captured) = m
+            .post(
+                &format!("/v1/payments/{manual_id}/capture"),
+                &json!({"amount_minor": 600}),
+            )
+            .await;
+        assert_eq!(status, 200, "{captured}");
+        assert_eq!(captured["captured_minor"], 600, "{captured}");
+
+        let refunds = (0..TASKS).map(|_| refund_with_retry(&m, &at_once, REFUND_MINOR));
+        let mut accepted = 0;
+        for ((status, body), _) in futures::future::join_all(refunds).await {
+            match status {
+                200 => accepted += REFUND_MINOR,
+                _ => assert_error(&(status, body), 400, "refund_exceeds_captured"),
+            }
+        }
+        assert_eq!(accepted, CAPTURED_MINOR / REFUND_MINOR * REFUND_MINOR);
+        let p = m.payment(&at_once).await;
+        assert_eq!(p["refunded_minor"], accepted, "{p}");
+        assert_eq!(
+            p["refunds"].as_array().unwrap().len() as i64,
+            accepted / REFUND_MINOR,
+            "{p}"
+        );
+
+        let listed = m.list_payments("limit=10").await;
+        let ids: Vec<&str> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [manual_id, qr_id, at_once.as_str()], "{listed}");
+        let (status, events) = m.get("/v1/events?limit=100").await;
+        assert_eq!(status, 200, "{events}");
+        let count = |kind: &str| {
+            events["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == kind)
+                .count() as i64
+        };
+        assert_eq!(count("payment.succeeded"), 3, "{events}");
+        assert_eq!(
+            count("refund.succeeded"),
+            accepted / REFUND_MINOR,
+            "{events}"
+        );
+        app.shutdown().await;
+    });
+    let (refused, single, misreported) = stats.snapshot();
+    assert!(refused > 0, "the components never read a batch");
+    assert_eq!(single, 0, "a one-key batch was sent");
+    assert!(misreported > 0, "no swap committed");
 }
 
 #[test]

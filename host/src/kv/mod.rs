@@ -58,6 +58,12 @@ pub trait KvBackend: Send + Sync + 'static {
     ) -> KvResult<bool>;
 }
 
+/// Wraps each store an app opens (its label, the store) in another backend: a library
+/// hook for tests that must see how the guests cope with a store that behaves like
+/// another host's (e.g. Spin 4.1's Redis store, see `tests/src/spin_stores.rs`). Nothing
+/// in a manifest, runtime config or command line reaches it.
+pub type KvWrap = Arc<dyn Fn(&str, Arc<dyn KvBackend>) -> Arc<dyn KvBackend> + Send + Sync>;
+
 /// The stores of one app, by label.
 #[derive(Clone, Default)]
 pub struct KvStores {
@@ -88,5 +94,17 @@ impl KvStores {
     /// Labels configured.
     pub fn labels(&self) -> impl Iterator<Item = &str> {
         self.stores.keys().map(String::as_str)
+    }
+    /// Every store wrapped by `wrap`.
+    pub fn wrapped(self, wrap: &KvWrap) -> KvStores {
+        let stores = self
+            .stores
+            .into_iter()
+            .map(|(label, store)| {
+                let wrapped = wrap(&label, store);
+                (label, wrapped)
+            })
+            .collect();
+        KvStores { stores }
     }
 }

@@ -173,9 +173,32 @@ impl Repository for KvRepository {
         let mut out = Vec::with_capacity(keys.len());
         let chunk = usize::try_from(GET_MANY_KEYS_MAX).expect("small constant");
         for part in keys.chunks(chunk) {
-            let pairs = batch::get_many(&self.bucket, part).map_err(|e| self.err("get-many", e))?;
-            let found: std::collections::HashMap<String, Option<Vec<u8>>> =
-                pairs.into_iter().collect();
+            // Spin 4.1's Redis store sends `get-many` as `KEYS k1 k2 …`: an error for two
+            // keys or more, and a host panic for one key that exists. So one key is always
+            // a plain `get`, and a batch the store refuses is read key by key (all at once).
+            // Spin's SQLite store answers only the keys it has, in its own order: the
+            // answer is looked up by key, never zipped.
+            let batch = match part {
+                [_] => None,
+                _ => batch::get_many(&self.bucket, part).ok(),
+            };
+            let found: std::collections::HashMap<String, Option<Vec<u8>>> = match batch {
+                Some(pairs) => pairs.into_iter().collect(),
+                None => {
+                    let reads = part.iter().map(|key| async move {
+                        let value = self
+                            .store
+                            .get(key)
+                            .await
+                            .map_err(|e| self.err(&format!("get {key}"), e))?;
+                        Ok::<_, RepoError>((key.clone(), value))
+                    });
+                    futures::future::try_join_all(reads)
+                        .await?
+                        .into_iter()
+                        .collect()
+                }
+            };
             for key in part {
                 match found.get(key).and_then(|v| v.as_deref()) {
                     Some(bytes) => out.push(Some(self.decode(key, bytes)?)),
