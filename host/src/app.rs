@@ -772,9 +772,11 @@ fn synthetic_match(component: &str, path: &str) -> RouteMatch {
     }
 }
 
-/// Make the URI absolute and set Spin's `spin-*` headers (client-supplied ones are dropped:
-/// only the host may speak for the route). Runs on every request, so fixed header names are
-/// constants and values are built once.
+/// Make the URI absolute and add Spin's `spin-*` headers. As Spin 4.1 does
+/// (`trigger-http`'s `prepare_request_headers`), a client's own `spin-*` headers are kept
+/// and come first, so a guest reading one gets the client's value: guests must take what
+/// the route matched from the URI, never from these headers. Runs on every request, so
+/// fixed header names are constants and values are built once.
 fn prepare_request(
     req: &mut http::Request<WasiBody>,
     route: &RouteMatch,
@@ -782,16 +784,6 @@ fn prepare_request(
     client_addr: SocketAddr,
 ) {
     let headers = req.headers_mut();
-    if headers.keys().any(|k| k.as_str().starts_with("spin-")) {
-        let spin_headers: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("spin-"))
-            .cloned()
-            .collect();
-        for name in spin_headers {
-            headers.remove(&name);
-        }
-    }
     if matches!(origin, Origin::Chained { .. }) {
         headers.remove(http::header::HOST);
     }
@@ -818,7 +810,7 @@ fn prepare_request(
     let headers = req.headers_mut();
     let mut set = |name: HeaderName, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
+            headers.append(name, value);
         }
     };
     set(SPIN_FULL_URL, &full_url);

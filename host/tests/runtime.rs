@@ -222,8 +222,10 @@ async fn an_in_process_app_routes_and_answers_like_the_served_one() {
 }
 
 #[tokio::test]
-async fn client_supplied_spin_headers_are_replaced_by_the_hosts() {
-    // Proves a client cannot forge spin-path-match-* or spin-client-addr.
+async fn client_supplied_spin_headers_come_first_and_the_hosts_follow_as_in_spin() {
+    // Proves Spin 4.1's order (`prepare_request_headers`): a client's own spin-* headers
+    // are passed on first, the host's own values after them, so a guest can tell that
+    // such a header is not to be trusted (spinpay's read the route from the URI).
     let kv = tempfile::tempdir().unwrap();
     let app = start_probe(probe_options(&kv)).await;
     let req = http::Request::get(format!("{}/exact", app.base_url()))
@@ -234,8 +236,9 @@ async fn client_supplied_spin_headers_are_replaced_by_the_hosts() {
     let resp = client().request(req).await.unwrap();
     let echo: Value =
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
-    assert_eq!(header(&echo, "spin-path-match-id"), "<absent>");
-    assert!(header(&echo, "spin-client-addr").starts_with("127.0.0.1:"));
+    assert_eq!(header(&echo, "spin-path-match-id"), "forged");
+    let addr = header(&echo, "spin-client-addr");
+    assert!(addr.starts_with("6.6.6.6:1, 127.0.0.1:"), "{addr}");
     app.shutdown().await;
 }
 

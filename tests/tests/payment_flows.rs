@@ -253,6 +253,42 @@ fn a_manual_payment_is_captured_in_full_when_no_amount_is_given() {
 }
 
 #[test]
+fn a_capture_acts_on_the_payment_its_path_names_whatever_spin_headers_the_client_sends() {
+    // Proves a client's own `spin-path-match-id` (passed on ahead of Spin's, as Spin 4.1
+    // does) cannot redirect an action: the payment in the path is captured, the one the
+    // header names is left as it was.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let named = authorized_payment(&m, 5000).await;
+        let decoy = authorized_payment(&m, 4000).await;
+        let auth = format!("Bearer {}", m.secret_key);
+        let idem = spinpay_tests::unique("idem");
+        let (status, p) = app
+            .request(
+                "POST",
+                &format!("/v1/payments/{named}/capture"),
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", &auth),
+                    ("idempotency-key", &idem),
+                    ("spin-path-match-id", &decoy),
+                    ("spin-path-info", &format!("/{decoy}/capture")),
+                ],
+                b"{}".to_vec(),
+            )
+            .await;
+        assert_eq!(status, 200, "{p}");
+        assert_eq!(
+            (&p["id"], &p["captured_minor"]),
+            (&json!(named), &json!(5000)),
+            "{p}"
+        );
+        let untouched = m.payment(&decoy).await;
+        assert_eq!(untouched["status"], "requires_capture", "{untouched}");
+    });
+}
+
+#[test]
 fn a_partial_capture_captures_only_the_amount_asked() {
     // Proves capture {amount_minor: 3000} of 5000 leaves captured_minor 3000.
     run(|app| async move {

@@ -97,7 +97,7 @@ async fn handle(req: Request) -> HttpResponse {
 
 /// Routes a request: `GET /v1/payments` is forwarded, every other route takes POST.
 fn served(parts: &http::request::Parts) -> Result<Served, RouteMiss> {
-    let route = route(parts.uri.path(), &parts.headers).ok_or(RouteMiss::NotFound)?;
+    let route = route(parts.uri.path()).ok_or(RouteMiss::NotFound)?;
     match (&route, &parts.method) {
         (Route::Payments, &Method::GET) => Ok(Served::List),
         (_, &Method::POST) => Ok(Served::Post(route)),
@@ -106,9 +106,10 @@ fn served(parts: &http::request::Parts) -> Result<Served, RouteMiss> {
     }
 }
 
-/// Maps a path to a route; the payment id comes from Spin's `spin-path-match-id`
-/// header, or from the path itself when the request arrived without it.
-fn route(path: &str, headers: &http::HeaderMap) -> Option<Route> {
+/// Maps a path to a route, the payment id taken from the path itself. Never from Spin's
+/// `spin-path-match-id` header: Spin passes a client's own `spin-*` headers on ahead of
+/// the ones it sets, so that header can name another payment than the path does.
+fn route(path: &str) -> Option<Route> {
     if path == PAYMENTS_PATH {
         return Some(Route::Payments);
     }
@@ -121,11 +122,10 @@ fn route(path: &str, headers: &http::HeaderMap) -> Option<Route> {
         "review" => Action::Review,
         _other => return None,
     };
-    let id = inbound::path_match(headers, "id").unwrap_or_else(|| id.to_string());
     if id.is_empty() {
         return None;
     }
-    Some(Route::Action(id, action))
+    Some(Route::Action(id.to_string(), action))
 }
 
 /// Parses and validates the body for `route` (before any channel is configured, so a
@@ -200,26 +200,16 @@ async fn run(
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
-        let mut h = http::HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, v.parse().unwrap());
-        }
-        h
-    }
-
     #[test]
     fn payment_paths_map_to_their_routes() {
-        // Proves the collection, each action and the spin-path-match-id header are routed.
-        let none = http::HeaderMap::new();
-        assert_eq!(route("/v1/payments", &none), Some(Route::Payments));
+        // Proves the collection and each action are routed, the id taken from the path.
+        assert_eq!(route("/v1/payments"), Some(Route::Payments));
         assert_eq!(
-            route("/v1/payments/pay_1/capture", &none),
+            route("/v1/payments/pay_1/capture"),
             Some(Route::Action("pay_1".into(), Action::Capture))
         );
-        let h = headers(&[("spin-path-match-id", "pay_2")]);
         assert_eq!(
-            route("/v1/payments/pay_2/review", &h),
+            route("/v1/payments/pay_2/review"),
             Some(Route::Action("pay_2".into(), Action::Review))
         );
     }
@@ -227,7 +217,6 @@ mod tests {
     #[test]
     fn unknown_payment_paths_have_no_route() {
         // Proves other shapes under /v1/payments are 404s here, not guesses.
-        let none = http::HeaderMap::new();
         for p in [
             "/v1/payments/",
             "/v1/payments/pay_1",
@@ -236,7 +225,7 @@ mod tests {
             "/v1/paymentsx",
             "/v1/payments/pay_1/cancel/x",
         ] {
-            assert_eq!(route(p, &none), None, "{p}");
+            assert_eq!(route(p), None, "{p}");
         }
     }
 

@@ -200,23 +200,6 @@ pub fn request_id(headers: &HeaderMap, random: [u8; 12]) -> String {
     }
 }
 
-/// A `:name` segment of the matched route, from Spin's `spin-path-match-<name>` header.
-pub fn path_match(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(format!("spin-path-match-{name}").as_str())
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-/// The path below a wildcard route (`spin-path-info`), `""` when absent.
-pub fn path_info(headers: &HeaderMap) -> String {
-    headers
-        .get("spin-path-info")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Parsed query parameters, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Query {
@@ -435,15 +418,6 @@ mod tests {
             request_id(&headers(&[("x-request-id", "a b")]), [1; 12]),
             "req_010101010101010101010101"
         );
-    }
-
-    #[test]
-    fn spin_path_headers_are_read() {
-        // Proves path_match and path_info read Spin's routing headers.
-        let h = headers(&[("spin-path-match-id", "pay_1"), ("spin-path-info", "/x/y")]);
-        assert_eq!(path_match(&h, "id").as_deref(), Some("pay_1"));
-        assert_eq!(path_match(&h, "other"), None);
-        assert_eq!(path_info(&h), "/x/y");
     }
 
     #[test]

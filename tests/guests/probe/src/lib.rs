@@ -3,7 +3,7 @@
 //!
 //! | op | what it does |
 //! |---|---|
-//! | `echo` | `COMPONENT` env var, request method, URI, `spin-*` headers and body length |
+//! | `echo` | `COMPONENT` env var, request method, URI, `spin-*` headers (repeated ones joined by `, `) and body length |
 //! | `kv-set` / `kv-get` / `kv-delete` / `kv-exists` / `kv-keys` | `spin:key-value` on `store` (default `default`) |
 //! | `wkv-set` / `wkv-get` / `wkv-delete` / `wkv-exists` / `wkv-keys` | the same through `wasi:keyvalue/store` |
 //! | `incr` | `wasi:keyvalue/atomics.increment(key, delta)` |
@@ -67,10 +67,13 @@ async fn echo(req: Request) -> (u16, Value) {
     let mut headers = serde_json::Map::new();
     for (name, value) in req.headers() {
         if name.as_str().starts_with("spin-") || name.as_str() == "host" {
-            headers.insert(
-                name.to_string(),
-                Value::String(value.to_str().unwrap_or("<binary>").to_string()),
-            );
+            // A header sent more than once shows every value, in order, joined by ", ".
+            let value = value.to_str().unwrap_or("<binary>");
+            let shown = match headers.get(name.as_str()).and_then(Value::as_str) {
+                Some(earlier) => format!("{earlier}, {value}"),
+                None => value.to_string(),
+            };
+            headers.insert(name.to_string(), Value::String(shown));
         }
     }
     let body_len = match req.into_body().collect().await {
