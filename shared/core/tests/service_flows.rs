@@ -501,17 +501,7 @@ fn a_payment_that_waited_for_review_or_its_code_goes_to_the_channel_dated_when_i
     block_on(async {
         let c = ctx(&repo, &keys, 1_000);
         let (m, _) = merchant(&c, &mut rng).await;
-        let risk = LocalRisk::default();
-        let at_once = create_payment(
-            &c,
-            &ch,
-            &risk,
-            &mut rng,
-            &m,
-            new_payment(&body(500, QRC, "")),
-        )
-        .await
-        .unwrap();
+        let at_once = pay(&c, &ch, &mut rng, &m, 500, QRC).await.unwrap();
         assert_eq!(at_once.status, PaymentStatus::Succeeded);
 
         let mut cfg = spinpay_core::riskengine::EngineConfig::default();
@@ -536,16 +526,7 @@ fn a_payment_that_waited_for_review_or_its_code_goes_to_the_channel_dated_when_i
         assert_eq!(approved.status, PaymentStatus::RequiresCustomerAction);
 
         let sms = r#"{"type":"sms_otp","phone":"+8613812345678"}"#;
-        let waiting = create_payment(
-            &c,
-            &ch,
-            &risk,
-            &mut rng,
-            &m,
-            new_payment(&body(700, sms, "")),
-        )
-        .await
-        .unwrap();
+        let waiting = pay(&c, &ch, &mut rng, &m, 700, sms).await.unwrap();
         let confirmed_at = 1_000 + 90_000;
         let code = ch.last_otp();
         let confirm_ctx = ctx(&repo, &keys, confirmed_at);
