@@ -107,6 +107,11 @@ impl Channels {
             return Err(ApiError::NotConfigured { what });
         }
         let checked = match new.channel {
+            Channel::Sandbox if self.sandbox.is_off() => {
+                return Err(ApiError::ChannelUnsupported {
+                    value: Channel::Sandbox.as_str().to_string(),
+                });
+            }
             Channel::Sandbox => return Ok(()),
             Channel::Alipay => {
                 let accepted = self.alipay().await.require(Channel::Alipay)?.currencies();
@@ -146,6 +151,7 @@ impl Channels {
     async fn sms(&self) -> &Result<SmsRoute, &'static str> {
         if self.sms.get().is_none() {
             let route = match var(VAR_SMS_PROVIDER).await.as_deref() {
+                None | Some("sandbox") if self.sandbox.is_off() => Err(sandbox::VAR_URL),
                 None | Some("sandbox") => Ok(SmsRoute::Sandbox),
                 Some("twilio") => TwilioSms::load().await.map(SmsRoute::Twilio),
                 Some(_) => Err(unusable(
@@ -316,6 +322,40 @@ mod tests {
             Slot::Off,
             Slot::Broken(unionpay::client::VAR_PRIVATE_KEY),
         )
+    }
+
+    #[test]
+    fn a_sandbox_without_a_host_is_off_and_refuses_new_payments_as_unsupported() {
+        // Proves `sandbox_host = ""` (a deployment without the sandbox component) turns the
+        // sandbox channel off instead of leaving its payments `processing`.
+        for (url, off) in [
+            ("http://", true),
+            ("http:///", true),
+            ("", true),
+            ("http://sandbox.spin.internal", false),
+            ("http://127.0.0.1:3000/", false),
+        ] {
+            let client =
+                SandboxClient::new(url, Secret::new("k".into()), sandbox::NOTIFY_URL_DEFAULT);
+            assert_eq!(client.is_off(), off, "{url:?}");
+        }
+        let off = SandboxClient::new(
+            "http://",
+            Secret::new("k".into()),
+            sandbox::NOTIFY_URL_DEFAULT,
+        );
+        let c = Channels::with_slots(off, Slot::Off, Slot::Off, Slot::Off);
+        let p = new_payment(
+            Channel::Sandbox,
+            PaymentMethod::QrMerchant,
+            CaptureMode::Automatic,
+        );
+        assert_eq!(
+            block_on(c.check_new_payment(&p)).unwrap_err(),
+            ApiError::ChannelUnsupported {
+                value: "sandbox".into()
+            }
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub const NOTIFY_URL_DEFAULT: &str = "http://webhook.spin.internal/v1/webhooks/s
 /// The sandbox adapter.
 #[derive(Debug, Clone)]
 pub struct SandboxClient {
+    /// No host in the URL: see [`SandboxClient::is_off`].
+    off: bool,
     base_url: String,
     secret: Secret<String>,
     notify_url: String,
@@ -48,12 +50,25 @@ pub struct SandboxClient {
 impl SandboxClient {
     /// An adapter for the sandbox at `base_url` (no trailing slash needed).
     pub fn new(base_url: &str, secret: Secret<String>, notify_url: &str) -> SandboxClient {
+        let authority = base_url
+            .split_once("://")
+            .map_or(base_url, |(_, rest)| rest);
+        let host = authority.split(['/', '?', '#']).next().unwrap_or_default();
         SandboxClient {
+            off: host.is_empty(),
             base_url: base_url.trim_end_matches('/').to_string(),
             secret,
             notify_url: notify_url.to_string(),
             timeout_ms: CHANNEL_TIMEOUT_MS_DEFAULT,
         }
+    }
+
+    /// Whether the sandbox is switched off: its URL names no host (`http://`, what
+    /// spin.toml's `http://{{ sandbox_host }}` becomes with `sandbox_host` empty, as a
+    /// deployment without the sandbox component sets it). New sandbox payments are then
+    /// refused as an unsupported channel, and one-time codes cannot go through it.
+    pub fn is_off(&self) -> bool {
+        self.off
     }
 
     /// The same adapter with another deadline per call.
