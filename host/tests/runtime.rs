@@ -224,8 +224,8 @@ async fn an_in_process_app_routes_and_answers_like_the_served_one() {
 #[tokio::test]
 async fn client_supplied_spin_headers_come_first_and_the_hosts_follow_as_in_spin() {
     // Proves Spin 4.1's order (`prepare_request_headers`): a client's own spin-* headers
-    // are passed on first, the host's own values after them, so a guest can tell that
-    // such a header is not to be trusted (spinpay's read the route from the URI).
+    // are passed on first, the host's own values after them, so a guest reading one gets
+    // the client's value (spinpay's guests read the route from the URI instead).
     let kv = tempfile::tempdir().unwrap();
     let app = start_probe(probe_options(&kv)).await;
     let req = http::Request::get(format!("{}/exact", app.base_url()))
@@ -239,6 +239,14 @@ async fn client_supplied_spin_headers_come_first_and_the_hosts_follow_as_in_spin
     assert_eq!(header(&echo, "spin-path-match-id"), "forged");
     let addr = header(&echo, "spin-client-addr");
     assert!(addr.starts_with("6.6.6.6:1, 127.0.0.1:"), "{addr}");
+    let req = http::Request::get(format!("{}/items/42/detail", app.base_url()))
+        .header("spin-path-match-id", "forged")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let echo: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(header(&echo, "spin-path-match-id"), "forged, 42");
     app.shutdown().await;
 }
 

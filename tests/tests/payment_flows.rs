@@ -289,11 +289,10 @@ fn a_capture_acts_on_the_payment_its_path_names_whatever_spin_headers_the_client
 }
 
 #[test]
-fn without_the_sandbox_its_payments_and_codes_are_refused_up_front_and_nothing_is_stored() {
+fn without_the_sandbox_its_payments_are_refused_up_front_and_nothing_is_stored() {
     // Proves the documented way to run without the sandbox component (`sandbox_host`
-    // empty): a sandbox payment is 400 channel_unsupported and an sms_otp payment whose
-    // code would go through the sandbox is 503 not_configured naming sandbox_url; neither
-    // is stored (the list stays empty), instead of a payment left `processing` or failed.
+    // empty): a sandbox payment, QR or sms_otp, is 400 channel_unsupported and is not
+    // stored (the list stays empty), instead of being left `processing` or failed.
     let variables = [("sandbox_host".to_string(), String::new())].into();
     spinpay_tests::runtime().block_on(async {
         let app = spinpay_tests::TestApp::start(variables).await;
@@ -304,14 +303,7 @@ fn without_the_sandbox_its_payments_and_codes_are_refused_up_front_and_nothing_i
         assert_error(&qr, 400, "channel_unsupported");
         let sms = json!({"type": "sms_otp", "phone": unique_phone()});
         let otp = m.create_payment(&payment_request(1250, sms)).await;
-        assert_error(&otp, 503, "not_configured");
-        assert!(
-            otp.1["error"]["message"]
-                .as_str()
-                .is_some_and(|msg| msg.contains("sandbox_url")),
-            "{}",
-            otp.1
-        );
+        assert_error(&otp, 400, "channel_unsupported");
         assert_eq!(m.count_payments().await, 0);
         app.shutdown().await;
     });

@@ -23,8 +23,8 @@ pub enum Inbound {
     Unionpay,
 }
 
-/// Routes `/v1/webhooks/{channel}` on the full path (the `spin-path-match-channel`
-/// header says the same for a direct hit, nothing for a chained one).
+/// Routes `/v1/webhooks/{channel}` on the full path; never on the
+/// `spin-path-match-channel` header, which a client can send ahead of Spin's own.
 pub fn route(method: &Method, path: &str) -> Result<Inbound, RouteMiss> {
     let segments: Vec<&str> = path.split('/').collect();
     let name = match segments.as_slice() {

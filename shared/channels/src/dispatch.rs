@@ -1,7 +1,8 @@
 //! One [`ChannelClient`] for a component that serves payments on any channel: it hands
 //! each call to the adapter of the payment's `channel`.
 //!
-//! The sandbox is always there (its secret is required). Alipay, WeChat Pay and UnionPay
+//! The sandbox is there unless its URL names no host (`sandbox_host = ""`, see
+//! [`SandboxClient::is_off`]); its secret is required. Alipay, WeChat Pay and UnionPay
 //! are read from their Spin variables the first time a call needs them ([`Slot`]): a
 //! channel switched off or broken refuses *new* payments up front
 //! ([`Channels::check_new_payment`]), and for an existing payment gives an *unknown*
@@ -103,15 +104,15 @@ impl Channels {
     /// mode or the amount (400 naming the field).
     pub async fn check_new_payment(&self, new: &NewPayment) -> Result<(), ApiError> {
         let (m, capture, amount) = (&new.method, new.capture, new.amount_minor);
+        if new.channel == Channel::Sandbox && self.sandbox.is_off() {
+            return Err(ApiError::ChannelUnsupported {
+                value: Channel::Sandbox.as_str().to_string(),
+            });
+        }
         if let (PaymentMethod::SmsOtp { .. }, Err(what)) = (m, self.sms().await) {
             return Err(ApiError::NotConfigured { what });
         }
         let checked = match new.channel {
-            Channel::Sandbox if self.sandbox.is_off() => {
-                return Err(ApiError::ChannelUnsupported {
-                    value: Channel::Sandbox.as_str().to_string(),
-                });
-            }
             Channel::Sandbox => return Ok(()),
             Channel::Alipay => {
                 let accepted = self.alipay().await.require(Channel::Alipay)?.currencies();
@@ -151,7 +152,6 @@ impl Channels {
     async fn sms(&self) -> &Result<SmsRoute, &'static str> {
         if self.sms.get().is_none() {
             let route = match var(VAR_SMS_PROVIDER).await.as_deref() {
-                None | Some("sandbox") if self.sandbox.is_off() => Err(sandbox::VAR_URL),
                 None | Some("sandbox") => Ok(SmsRoute::Sandbox),
                 Some("twilio") => TwilioSms::load().await.map(SmsRoute::Twilio),
                 Some(_) => Err(unusable(

@@ -565,6 +565,45 @@ fn a_payment_that_waited_for_review_or_its_code_goes_to_the_channel_dated_when_i
 }
 
 #[test]
+fn a_payment_approved_in_review_after_its_expiry_is_canceled_as_expired_and_never_sent() {
+    // Proves an approval that comes after the payment's expiry closes it (the customer
+    // can no longer pay, and a channel would get an order dated after its own expiry)
+    // instead of sending it, as a late one-time code does.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(32),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let mut cfg = spinpay_core::riskengine::EngineConfig::default();
+        cfg.weights.per_transaction_max = 50;
+        let risky = LocalRisk { config: cfg };
+        let expiring = body(600_000, QR, r#","expires_in_seconds":600"#);
+        let held = create_payment(&c, &ch, &risky, &mut rng, &m, new_payment(&expiring))
+            .await
+            .unwrap();
+        assert_eq!(held.status, PaymentStatus::RequiresReview);
+        let late = ctx(&repo, &keys, 1_000 + 600_000);
+        let e = review_payment(&late, &ch, &mut rng, &m.id, &held.id, true, false)
+            .await
+            .unwrap_err();
+        assert_eq!(e, ApiError::PaymentNotInReview { status: "canceled" });
+        let p = get_payment(&late, &m.id, &held.id).await.unwrap();
+        assert_eq!(
+            (p.status, p.cancellation_reason),
+            (PaymentStatus::Canceled, Some(CancellationReason::Expired))
+        );
+        assert!(
+            ch.authorized_ids.borrow().is_empty(),
+            "the channel was asked"
+        );
+    });
+}
+
+#[test]
 fn a_challenge_with_a_payer_phone_is_confirmed_by_otp() {
     // Proves challenge + payer.phone → enter_otp, and the right code proceeds to the channel.
     let (repo, keys, ch, mut rng) = (

@@ -1,6 +1,8 @@
 //! Inbound HTTP plumbing for `#[http_service]` components: bounded body reads, JSON and
 //! error responses, and the request headers spinpay relies on (bearer token,
-//! `Idempotency-Key`, request id, Spin's `spin-path-*` headers, query strings).
+//! `Idempotency-Key`, request id, query strings). What the route matched is read from
+//! the URI, never from Spin's `spin-path-*` headers: Spin passes a client's own ahead of
+//! them.
 //!
 //! Everything here is generic over `http` types, so it is unit-tested natively.
 

@@ -2,10 +2,13 @@
 //!
 //! Plain reads, fresh writes ([`Repository::put_fresh`]) and deletes go through
 //! `spin:key-value@3.0.0`; compare-and-swap, increment and batch reads through
-//! `wasi:keyvalue@0.2.0-draft2` (Spin serves both over the same data for a label).
+//! `wasi:keyvalue@0.2.0-draft2` (Spin serves both over the same data for a label), except
+//! where a store refuses batches: then `spin:key-value` reads, one per key.
 //! Versioned records are [`crate::envelope`]s; counters are touched only through
 //! `increment`, never `set`, because their stored form differs per backend
 //! (little-endian i64 in SQLite, decimal text in Redis).
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::envelope::{self, PlanRefused, SwapVerdict, WRITE_ID_BYTES};
 use spin_sdk::experimental::wasi::keyvalue::{atomics, batch, store};
@@ -13,6 +16,10 @@ use spinpay_core::repo::{RepoError, Repository, Versioned};
 
 /// Most keys read in one `get_many` call (one batch request to the store).
 pub const GET_MANY_KEYS_MAX: u32 = 256;
+
+/// Set once the store refused a batch read: this instance then reads key by key from the
+/// start instead of asking for a batch that fails every time (Spin 4.1's Redis store).
+static BATCH_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// A repository over one Spin key-value store label.
 pub struct KvRepository {
@@ -180,7 +187,10 @@ impl Repository for KvRepository {
             // answer is looked up by key, never zipped.
             let batch = match part {
                 [_] => None,
-                _ => batch::get_many(&self.bucket, part).ok(),
+                _ if BATCH_REFUSED.load(Ordering::Relaxed) => None,
+                _ => batch::get_many(&self.bucket, part)
+                    .inspect_err(|_| BATCH_REFUSED.store(true, Ordering::Relaxed))
+                    .ok(),
             };
             let found: std::collections::HashMap<String, Option<Vec<u8>>> = match batch {
                 Some(pairs) => pairs.into_iter().collect(),

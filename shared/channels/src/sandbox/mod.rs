@@ -50,12 +50,13 @@ pub struct SandboxClient {
 impl SandboxClient {
     /// An adapter for the sandbox at `base_url` (no trailing slash needed).
     pub fn new(base_url: &str, secret: Secret<String>, notify_url: &str) -> SandboxClient {
-        let authority = base_url
-            .split_once("://")
-            .map_or(base_url, |(_, rest)| rest);
-        let host = authority.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = base_url.trim().parse::<http::Uri>().ok().and_then(|u| {
+            u.host()
+                .filter(|h| !h.trim().is_empty())
+                .map(str::to_string)
+        });
         SandboxClient {
-            off: host.is_empty(),
+            off: host.is_none(),
             base_url: base_url.trim_end_matches('/').to_string(),
             secret,
             notify_url: notify_url.to_string(),

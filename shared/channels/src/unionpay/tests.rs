@@ -791,7 +791,8 @@ fn a_payment_sent_after_review_is_dated_by_its_approval_in_the_consume_and_its_q
     let rng = &mut test_rng();
     let mut p = payment(1250, Currency::Cny);
     p.method = PaymentMethod::QrMerchant;
-    let approved = p.created_at_ms + 20 * 60_000;
+    let approved = p.created_at_ms + 10 * 60_000;
+    assert!(approved < p.expires_at_ms(), "approved before its expiry");
     assert!(too_late_to_send(p.engaged_at_ms(), approved).is_some());
     p.engaged_at_ms = Some(approved);
     assert_eq!(too_late_to_send(p.engaged_at_ms(), approved + 60_000), None);

@@ -962,6 +962,17 @@ where
             _ => {}
         }
     }
+    if approve && p.state.status == PaymentStatus::RequiresReview && ctx.now_ms >= p.expires_at_ms()
+    {
+        // Past its own expiry the customer can no longer pay it, and a channel would be
+        // sent an order that expired before it was sent: it is closed (nothing went to
+        // the channel yet) and the approval refused.
+        let expired = CancellationReason::Expired;
+        let closed = cancel_payment(ctx, channel, rng, merchant_id, payment_id, expired).await?;
+        return Err(ApiError::PaymentNotInReview {
+            status: closed.status.as_str(),
+        });
+    }
     let command = if approve {
         PaymentCommand::ReviewApproved
     } else {
@@ -1013,7 +1024,7 @@ pub(crate) fn awaits_code(p: &Payment) -> bool {
 /// pending in the record published. The crashed attempt may or may not have reached the
 /// channel, and asking twice charges once: the channel knows the payment by its id and
 /// deduplicates (the sandbox by `payment_id`, Alipay and WeChat Pay by `out_trade_no`,
-/// UnionPay by `orderId` with the payment's creation time as `txnTime`).
+/// UnionPay by `orderId` with [`Payment::engaged_at_ms`] as `txnTime`).
 async fn resume_with_channel<R, C>(
     ctx: &Ctx<'_, R>,
     channel: &C,
