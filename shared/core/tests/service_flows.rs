@@ -27,6 +27,14 @@ fn refund_req(amount_minor: Option<i64>) -> NewRefund {
     }
 }
 
+/// The local risk engine with a per-transaction weight of 50: a CNY 6,000 QR payment is
+/// challenged (held for review without a payer phone), a qr_customer one is not.
+fn strict_risk() -> LocalRisk {
+    let mut config = spinpay_core::riskengine::EngineConfig::default();
+    config.weights.per_transaction_max = 50;
+    LocalRisk { config }
+}
+
 #[test]
 fn a_qr_payment_waits_for_the_customer_and_a_notification_completes_it_once() {
     // Proves qr_merchant → display_qr, paid notification → succeeded, duplicate harmless.
@@ -446,9 +454,7 @@ fn risk_denies_over_limit_and_a_challenge_without_phone_goes_to_review() {
             (p.status, p.failure.unwrap().code.as_str()),
             (PaymentStatus::Failed, "risk_denied")
         );
-        let mut cfg = spinpay_core::riskengine::EngineConfig::default();
-        cfg.weights.per_transaction_max = 50;
-        let risky = LocalRisk { config: cfg };
+        let risky = strict_risk();
         let r = create_payment(
             &c,
             &ch,
@@ -504,9 +510,7 @@ fn a_payment_that_waited_for_review_or_its_code_goes_to_the_channel_dated_when_i
         let at_once = pay(&c, &ch, &mut rng, &m, 500, QRC).await.unwrap();
         assert_eq!(at_once.status, PaymentStatus::Succeeded);
 
-        let mut cfg = spinpay_core::riskengine::EngineConfig::default();
-        cfg.weights.per_transaction_max = 50;
-        let risky = LocalRisk { config: cfg };
+        let risky = strict_risk();
         let held = create_payment(
             &c,
             &ch,
@@ -578,9 +582,7 @@ fn a_payment_approved_in_review_after_its_expiry_is_canceled_as_expired_and_neve
     block_on(async {
         let c = ctx(&repo, &keys, 1_000);
         let (m, _) = merchant(&c, &mut rng).await;
-        let mut cfg = spinpay_core::riskengine::EngineConfig::default();
-        cfg.weights.per_transaction_max = 50;
-        let risky = LocalRisk { config: cfg };
+        let risky = strict_risk();
         let expiring = body(600_000, QR, r#","expires_in_seconds":600"#);
         let held = create_payment(&c, &ch, &risky, &mut rng, &m, new_payment(&expiring))
             .await
@@ -615,9 +617,7 @@ fn a_challenge_with_a_payer_phone_is_confirmed_by_otp() {
     block_on(async {
         let c = ctx(&repo, &keys, 1_000);
         let (m, _) = merchant(&c, &mut rng).await;
-        let mut cfg = spinpay_core::riskengine::EngineConfig::default();
-        cfg.weights.per_transaction_max = 50;
-        let risky = LocalRisk { config: cfg };
+        let risky = strict_risk();
         let extra = r#","payer":{"phone":"+8613900000000"}"#;
         let p = create_payment(
             &c,
