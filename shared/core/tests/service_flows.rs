@@ -6,10 +6,10 @@ mod common;
 
 use common::*;
 use futures::executor::block_on;
-use spinpay_core::api::{ListParams, NewRefund};
+use spinpay_core::api::{ListParams, NewRefund, PaymentResponse};
 use spinpay_core::error::ApiError;
 use spinpay_core::model::{
-    CancellationReason, EventType, NextAction, PaymentStatus, RefundStatus, RiskDecision,
+    CancellationReason, EventType, Merchant, NextAction, PaymentStatus, RefundStatus, RiskDecision,
 };
 use spinpay_core::repo::Repository;
 use spinpay_core::repo::memory::MemoryRepository;
@@ -33,6 +33,27 @@ fn strict_risk() -> LocalRisk {
     let mut config = spinpay_core::riskengine::EngineConfig::default();
     config.weights.per_transaction_max = 50;
     LocalRisk { config }
+}
+
+/// A CNY 6,000 qr_merchant payment (with `extra` body fields) that [`strict_risk`] holds
+/// for review.
+async fn held_for_review<R: Repository>(
+    c: &Ctx<'_, R>,
+    ch: &SimChannel,
+    rng: &mut SplitMix64,
+    m: &Merchant,
+    extra: &str,
+) -> PaymentResponse {
+    let body = body(600_000, QR, extra);
+    let held = create_payment(c, ch, &strict_risk(), rng, m, new_payment(&body))
+        .await
+        .unwrap();
+    assert_eq!(
+        held.risk.as_ref().unwrap().decision,
+        RiskDecision::Challenge
+    );
+    assert_eq!(held.status, PaymentStatus::RequiresReview);
+    held
 }
 
 #[test]
@@ -470,18 +491,7 @@ fn risk_denies_over_limit_and_a_challenge_without_phone_goes_to_review() {
             PaymentStatus::Succeeded,
             "qr_customer limit is higher"
         );
-        let q = create_payment(
-            &c,
-            &ch,
-            &risky,
-            &mut rng,
-            &m,
-            new_payment(&body(600_000, QR, "")),
-        )
-        .await
-        .unwrap();
-        assert_eq!(q.risk.as_ref().unwrap().decision, RiskDecision::Challenge);
-        assert_eq!(q.status, PaymentStatus::RequiresReview);
+        let q = held_for_review(&c, &ch, &mut rng, &m, "").await;
         let a = review_payment(&c, &ch, &mut rng, &m.id, &q.id, true, false)
             .await
             .unwrap();
@@ -510,18 +520,7 @@ fn a_payment_that_waited_for_review_or_its_code_goes_to_the_channel_dated_when_i
         let at_once = pay(&c, &ch, &mut rng, &m, 500, QRC).await.unwrap();
         assert_eq!(at_once.status, PaymentStatus::Succeeded);
 
-        let risky = strict_risk();
-        let held = create_payment(
-            &c,
-            &ch,
-            &risky,
-            &mut rng,
-            &m,
-            new_payment(&body(600_000, QR, "")),
-        )
-        .await
-        .unwrap();
-        assert_eq!(held.status, PaymentStatus::RequiresReview);
+        let held = held_for_review(&c, &ch, &mut rng, &m, "").await;
         let approved_at = 1_000 + 20 * 60_000;
         let later = ctx(&repo, &keys, approved_at);
         let approved = review_payment(&later, &ch, &mut rng, &m.id, &held.id, true, false)
@@ -582,12 +581,8 @@ fn a_payment_approved_in_review_after_its_expiry_is_canceled_as_expired_and_neve
     block_on(async {
         let c = ctx(&repo, &keys, 1_000);
         let (m, _) = merchant(&c, &mut rng).await;
-        let risky = strict_risk();
-        let expiring = body(600_000, QR, r#","expires_in_seconds":600"#);
-        let held = create_payment(&c, &ch, &risky, &mut rng, &m, new_payment(&expiring))
-            .await
-            .unwrap();
-        assert_eq!(held.status, PaymentStatus::RequiresReview);
+        let expiring = r#","expires_in_seconds":600"#;
+        let held = held_for_review(&c, &ch, &mut rng, &m, expiring).await;
         let late = ctx(&repo, &keys, 1_000 + 600_000);
         let e = review_payment(&late, &ch, &mut rng, &m.id, &held.id, true, false)
             .await
