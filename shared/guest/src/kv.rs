@@ -61,6 +61,14 @@ impl KvRepository {
         unavailable(&self.label, op, format!("{detail:?}"))
     }
 
+    /// The stored bytes at `key` (`spin:key-value` get).
+    async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, RepoError> {
+        self.store
+            .get(key)
+            .await
+            .map_err(|e| self.err(&format!("get {key}"), e))
+    }
+
     fn decode(&self, key: &str, bytes: &[u8]) -> Result<Versioned, RepoError> {
         let env = envelope::decode(bytes).map_err(|e| self.err(&format!("decode {key}"), e))?;
         Ok(Versioned {
@@ -117,11 +125,7 @@ fn fresh_write_id() -> Result<String, RepoError> {
 
 impl Repository for KvRepository {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
-        let bytes = self
-            .store
-            .get(key)
-            .await
-            .map_err(|e| self.err(&format!("get {key}"), e))?;
+        let bytes = self.get_raw(key).await?;
         bytes.map(|b| self.decode(key, &b)).transpose()
     }
 
@@ -195,14 +199,9 @@ impl Repository for KvRepository {
             let found: std::collections::HashMap<String, Option<Vec<u8>>> = match batch {
                 Some(pairs) => pairs.into_iter().collect(),
                 None => {
-                    let reads = part.iter().map(|key| async move {
-                        let value = self
-                            .store
-                            .get(key)
-                            .await
-                            .map_err(|e| self.err(&format!("get {key}"), e))?;
-                        Ok::<_, RepoError>((key.clone(), value))
-                    });
+                    let reads = part
+                        .iter()
+                        .map(|key| async move { Ok((key.clone(), self.get_raw(key).await?)) });
                     futures::future::try_join_all(reads)
                         .await?
                         .into_iter()

@@ -50,13 +50,12 @@ pub struct SandboxClient {
 impl SandboxClient {
     /// An adapter for the sandbox at `base_url` (no trailing slash needed).
     pub fn new(base_url: &str, secret: Secret<String>, notify_url: &str) -> SandboxClient {
-        let host = base_url.trim().parse::<http::Uri>().ok().and_then(|u| {
-            u.host()
-                .filter(|h| !h.trim().is_empty())
-                .map(str::to_string)
-        });
+        let has_host = base_url
+            .trim()
+            .parse::<http::Uri>()
+            .is_ok_and(|u| u.host().is_some_and(|h| !h.trim().is_empty()));
         SandboxClient {
-            off: host.is_none(),
+            off: !has_host,
             base_url: base_url.trim_end_matches('/').to_string(),
             secret,
             notify_url: notify_url.to_string(),
