@@ -612,11 +612,34 @@ fn commit_group(
     match begin {
         Ok(()) => {
             let mut undo = false;
-            for job in jobs.drain(..) {
+            let mut queued = jobs.drain(..);
+            for job in queued.by_ref() {
                 let ran = job(Ok(Slot { conn, path, alone }));
                 undo |= ran.undo;
                 completions.push(ran.done);
+                if conn.is_autocommit() {
+                    break;
+                }
             }
+            if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back after an error (a full disk,
+                // an I/O error, no memory): the writes of the jobs run so far are gone,
+                // and a job run now would start and commit a transaction of its own
+                // outside the group. So none of the group is written, and every job,
+                // run or not, is told so.
+                let e = KvError::Other(format!(
+                    "sqlite {}: the transaction was rolled back after an error; nothing was written",
+                    path.display()
+                ));
+                for job in queued {
+                    (job(Err(e.clone())).done)(Err(e.clone()));
+                }
+                for done in completions.drain(..) {
+                    done(Err(e.clone()));
+                }
+                return None;
+            }
+            drop(queued);
             if alone && undo {
                 // The job's own error or refusal is its answer; none of its writes stay.
                 let rollback = run_cached(conn, "ROLLBACK").map_err(|e| sql_error(path, e));
@@ -1025,6 +1048,61 @@ mod tests {
             Some(32i64.to_le_bytes().to_vec())
         );
         assert_eq!(store.get("text").await.unwrap(), Some(b"hello".to_vec()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_whose_transaction_sqlite_rolled_back_writes_nothing_and_says_so() {
+        // Proves every answer of a group tells the truth when SQLite itself rolls the
+        // group's transaction back after an error (as it may on a full disk or an I/O
+        // error; simulated by a job running ROLLBACK): the write before it is gone, the
+        // write after it is not run outside the group, all three callers get an error,
+        // and the next write commits normally.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.db");
+        let db = SqliteDb::open(&path).unwrap();
+        let writer = db.writer.clone();
+        let held = writer.hold();
+        let mut tasks = Vec::new();
+        for (i, key) in ["before", "rollback", "after"].into_iter().enumerate() {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                db.write(move |conn| {
+                    if key == "rollback" {
+                        conn.execute_batch("ROLLBACK")?;
+                    } else {
+                        upsert(conn, "default", key, b"v")?;
+                    }
+                    Ok(Ok(()))
+                })
+                .await
+            }));
+            wait_until(|| writer.lock_queue().jobs.len() == i + 1).await;
+        }
+        drop(held);
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        let file = Connection::open(&path).unwrap();
+        for (key, answer) in ["before", "rollback", "after"].iter().zip(&answers) {
+            let stored = select_value(&file, "default", key).unwrap();
+            assert_eq!(stored, None, "{key} must not be written");
+            assert!(answer.is_err(), "{key}: {answer:?}");
+        }
+        assert!(
+            answers[2]
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("rolled back"),
+            "{answers:?}"
+        );
+        let store = SqliteStore::new(db.clone(), "default");
+        store.set("next", b"ok".to_vec()).await.unwrap();
+        assert_eq!(
+            select_value(&file, "default", "next").unwrap(),
+            Some(b"ok".to_vec())
+        );
     }
 
     #[tokio::test]
