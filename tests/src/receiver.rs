@@ -1,12 +1,14 @@
 //! A merchant's notification endpoint for tests: a real HTTP server (hyper) on
-//! 127.0.0.1 that answers 500 to the first N POSTs and 200 after, and records every
-//! request, so a test can check what arrived, how often, and with which signature.
+//! 127.0.0.1 that answers 500 to the first N POSTs and 200 after (with a short, a large
+//! or a never-ending body), and records every request, so a test can check what arrived,
+//! how often, and with which signature.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -41,9 +43,22 @@ impl Received {
     }
 }
 
+/// The body a receiver answers with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AnswerBody {
+    /// `ok`.
+    #[default]
+    Short,
+    /// This many bytes, with their `content-length`.
+    Large(usize),
+    /// A first chunk, then nothing more for as long as the connection stays open.
+    Endless,
+}
+
 #[derive(Debug, Default)]
 struct State {
     fail_next: u32,
+    body: AnswerBody,
     received: Vec<Received>,
 }
 
@@ -57,12 +72,18 @@ pub struct Receiver {
 impl Receiver {
     /// Listens on an ephemeral loopback port; the first `fail_first` POSTs get 500.
     pub async fn start(fail_first: u32) -> Receiver {
+        Receiver::answering(fail_first, AnswerBody::Short).await
+    }
+
+    /// [`Receiver::start`] whose answers carry `body`.
+    pub async fn answering(fail_first: u32, body: AnswerBody) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the receiver");
         let addr = listener.local_addr().expect("receiver address");
         let state = Arc::new(Mutex::new(State {
             fail_next: fail_first,
+            body,
             received: Vec::new(),
         }));
         let shared = Arc::clone(&state);
@@ -125,7 +146,7 @@ impl Drop for Receiver {
 async fn answer(
     state: Arc<Mutex<State>>,
     req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, hyper::Error> {
+) -> Result<hyper::Response<BoxBody<Bytes, hyper::Error>>, hyper::Error> {
     let headers = req
         .headers()
         .iter()
@@ -135,7 +156,7 @@ async fn answer(
         })
         .collect();
     let body = req.into_body().collect().await?.to_bytes().to_vec();
-    let status = {
+    let (status, answer) = {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
         let status = if s.fail_next > 0 {
             s.fail_next -= 1;
@@ -148,11 +169,26 @@ async fn answer(
             body,
             status,
         });
-        status
+        (status, s.body)
+    };
+    let body = match answer {
+        AnswerBody::Short => Full::new(Bytes::from_static(b"ok"))
+            .map_err(|never| match never {})
+            .boxed(),
+        AnswerBody::Large(n) => Full::new(Bytes::from(vec![b'x'; n]))
+            .map_err(|never| match never {})
+            .boxed(),
+        AnswerBody::Endless => {
+            let first = futures::stream::once(async {
+                Ok::<_, hyper::Error>(hyper::body::Frame::data(Bytes::from_static(b"<html>")))
+            });
+            let endless = futures::StreamExt::chain(first, futures::stream::pending());
+            StreamBody::new(endless).boxed()
+        }
     };
     let resp = hyper::Response::builder()
         .status(status)
-        .body(Full::new(Bytes::from_static(b"ok")))
+        .body(body)
         .expect("a static response");
     Ok(resp)
 }

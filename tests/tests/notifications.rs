@@ -9,7 +9,7 @@
 
 use hmac::Mac as _;
 use serde_json::{Value, json};
-use spinpay_tests::receiver::Receiver;
+use spinpay_tests::receiver::{AnswerBody, Receiver};
 use spinpay_tests::{
     ADMIN_TOKEN, Merchant, POLL_INTERVAL, Reply, TestApp, assert_error, assert_error_param,
     manifest_path, now_unix_s, payment_request, qr_customer, queue_slot_naming, run, runtime,
@@ -113,7 +113,7 @@ fn verify(header: &str, body: &[u8], secret: &str) -> Result<(), &'static str> {
         }
     }
     let t = t.ok_or("no timestamp")?;
-    if (now_unix_s() - t).abs() > TOLERANCE_S {
+    if now_unix_s().abs_diff(t) > TOLERANCE_S.unsigned_abs() {
         return Err("stale");
     }
     let mut signed = format!("{t}.").into_bytes();
@@ -185,6 +185,37 @@ fn events_reach_a_failing_receiver_exactly_once_after_retries_with_valid_signatu
         assert!(d["attempts"].as_u64().is_some_and(|a| a >= 2), "{e}");
         assert!(d["delivered_at_ms"].is_i64(), "{e}");
         assert_eq!(d["next_attempt_at_ms"], Value::Null);
+    });
+}
+
+#[test]
+fn a_2xx_answer_is_a_delivery_whatever_body_follows_it() {
+    // Proves only the status of a merchant's answer counts: a 200 with a 100 KiB body and
+    // a 200 whose body never ends (it would outlast the 5 s deadline) are each delivered
+    // at the first attempt, every event once, and none is scheduled again.
+    run(|app| async move {
+        for answer in [AnswerBody::Large(100 * 1024), AnswerBody::Endless] {
+            let receiver = Receiver::answering(0, answer).await;
+            let m = merchant_notified_at(app, &receiver).await;
+            pay(&m).await;
+            let ids = event_ids(&m).await;
+            assert_eq!(ids.len(), 2, "{answer:?}: {ids:?}");
+            let report = sweep(app, &m.id, schedule_origin_ms()).await;
+            assert_swept(&report, 2, 2);
+            assert_eq!(report["retry_scheduled"], 0, "{answer:?}: {report}");
+            assert_eq!(receiver.received().len(), 2, "{answer:?}");
+            let mut delivered = receiver.delivered_event_ids();
+            delivered.sort();
+            let mut expected = ids.clone();
+            expected.sort();
+            assert_eq!(delivered, expected, "{answer:?}");
+            for id in &ids {
+                let (status, e) = m.get(&format!("/v1/events/{id}")).await;
+                assert_eq!(status, 200, "{e}");
+                assert_eq!(e["delivery"]["status"], "delivered", "{answer:?}: {e}");
+                assert_eq!(e["delivery"]["attempts"], 1, "{answer:?}: {e}");
+            }
+        }
     });
 }
 

@@ -15,8 +15,9 @@
 //! The sweep also deletes idempotency records past their 24 h retention (see
 //! `spinpay_core::service::retention`).
 //!
-//! `now_ms` moves the sweep's schedule clock forward (tests and operators replaying a
-//! backlog); signatures and idempotency expiry always use the wall clock.
+//! `now_ms` moves the sweep's schedule clock forward (tests of a retry schedule);
+//! signatures, which secrets sign and idempotency expiry always use the wall
+//! clock.
 
 mod routes;
 
@@ -33,10 +34,9 @@ use spinpay_guest::respond;
 
 use routes::{RedeliverBody, Route};
 
-/// Deadline of one POST to a merchant (a sweep makes its attempts one after another).
+/// Deadline of one POST to a merchant, until its answer's status arrives (a sweep makes
+/// its attempts one after another). Only the status counts: the body is never read.
 const NOTIFY_TIMEOUT_MS: u64 = 5_000;
-/// Largest merchant answer read (the body is ignored; only the status counts).
-const NOTIFY_RESPONSE_BYTES_MAX: u64 = 64 * 1024;
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> HttpResponse {
@@ -117,8 +117,8 @@ impl Notifier for HttpNotifier {
             headers: headers.to_vec(),
             body: body.to_vec(),
         };
-        match outbound::send(&req, NOTIFY_TIMEOUT_MS, NOTIFY_RESPONSE_BYTES_MAX).await {
-            Ok(resp) => Ok(resp.status),
+        match outbound::send_for_status(&req, NOTIFY_TIMEOUT_MS).await {
+            Ok(status) => Ok(status),
             Err(e) => {
                 // The origin only: the URL's user-info, path or query may hold credentials.
                 let origin = outbound::loggable_origin(url);

@@ -126,11 +126,33 @@ pub async fn send(
     body_limit_bytes: u64,
 ) -> Result<OutboundResponse, OutboundError> {
     let request = build_request(req)?;
-    let exchange = exchange(request, body_limit_bytes);
+    within(timeout_ms, exchange(request, body_limit_bytes)).await
+}
+
+/// Sends `req` and answers the response's status as soon as its head arrives, giving up
+/// after `timeout_ms`; the body is never read. For a peer whose answer is its status
+/// alone (a merchant's notification endpoint): a large or slow body after a 2xx must not
+/// turn it into a failure.
+pub async fn send_for_status(req: &OutboundRequest, timeout_ms: u64) -> Result<u16, OutboundError> {
+    let request = build_request(req)?;
+    let head = async {
+        spin_sdk::http::send(request)
+            .await
+            .map(|response| response.status().as_u16())
+            .map_err(|e| OutboundError::Transport(format!("{e:?}")))
+    };
+    within(timeout_ms, head).await
+}
+
+/// `work`'s result, or a timeout once `timeout_ms` have passed.
+async fn within<T>(
+    timeout_ms: u64,
+    work: impl Future<Output = Result<T, OutboundError>>,
+) -> Result<T, OutboundError> {
     let timeout_ns = timeout_ms.saturating_mul(1_000_000);
     let timer = spin_sdk::wasip3::clocks::monotonic_clock::wait_for(timeout_ns);
-    futures::pin_mut!(exchange, timer);
-    match select(exchange, timer).await {
+    futures::pin_mut!(work, timer);
+    match select(work, timer).await {
         Either::Left((result, _)) => result,
         Either::Right(((), _)) => Err(OutboundError::Timeout {
             after_ms: timeout_ms,
