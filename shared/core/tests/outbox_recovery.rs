@@ -460,6 +460,20 @@ fn deliveries_are_signed_with_every_live_secret_and_verify_as_a_merchant_would()
             Ok(())
         );
     }
+    // A sweep whose schedule clock is moved past the grace period, at a wall clock still
+    // inside it, signs with both: a forwarded clock never drops the old secret early.
+    block_on(redeliver_event(&c, &m2, &first)).unwrap();
+    let forwarded = ctx(&repo, &keys, 2_000 + 3_600_001);
+    let req = SweepRequest {
+        limit: None,
+        merchant_id: Some(m.id.clone()),
+        wall_clock_ms: Some(2_000),
+    };
+    let r = block_on(sweep(&forwarded, &endpoint, &req)).unwrap();
+    assert_eq!(r.delivered, 1, "{r:?}");
+    let (_, headers, _) = endpoint.posts.borrow().last().unwrap().clone();
+    let sig = &headers["spinpay-signature"];
+    assert_eq!(sig.matches("v1=").count(), 2, "{sig}");
     // After the grace period only the new secret signs.
     let c = ctx(&repo, &keys, 2_000 + 3_600_001);
     block_on(redeliver_event(&c, &m2, &first)).unwrap();

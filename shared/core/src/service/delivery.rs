@@ -156,8 +156,9 @@ pub struct SweepRequest {
     pub limit: Option<u32>,
     /// Only this merchant (admin tooling and tests).
     pub merchant_id: Option<String>,
-    /// The wall clock (Unix ms) for deleting expired idempotency records, which never
-    /// follows a forwarded schedule clock (`None`: `Ctx::now_ms` is the wall clock).
+    /// The wall clock (Unix ms) for deleting expired idempotency records and for deciding
+    /// which secrets sign, which never follow a forwarded schedule clock (`None`:
+    /// `Ctx::now_ms` is the wall clock).
     pub wall_clock_ms: Option<i64>,
 }
 
@@ -441,7 +442,7 @@ async fn visit_merchant<R: Repository, N: Notifier>(
 struct Visit {
     /// Most attempts of the whole sweep.
     limit: u32,
-    /// The wall clock, for idempotency expiry.
+    /// The wall clock, for idempotency expiry and for which secrets sign.
     wall_clock_ms: i64,
     /// The queue window is full (more slots wait behind it) and every slot before this
     /// one is passed: a waiting delivery may be moved to the tail.
@@ -487,7 +488,7 @@ async fn judge<R: Repository, N: Notifier>(
         report.has_more = true;
         return Ok(SlotState::Wait);
     }
-    let outcome = attempt(ctx, notifier, merchant, &slot.id).await?;
+    let outcome = attempt_at(ctx, notifier, merchant, &slot.id, visit.wall_clock_ms).await?;
     match outcome {
         Attempt::Skipped => {}
         Attempt::Delivered => {
@@ -534,12 +535,26 @@ pub enum Attempt {
     },
 }
 
-/// Claims, sends and records one attempt of `event_id`'s delivery if it is due.
+/// Claims, sends and records one attempt of `event_id`'s delivery if it is due
+/// (`ctx.now_ms` is the wall clock).
 pub async fn attempt<R: Repository, N: Notifier>(
     ctx: &Ctx<'_, R>,
     notifier: &N,
     merchant: &Merchant,
     event_id: &str,
+) -> Result<Attempt, ApiError> {
+    attempt_at(ctx, notifier, merchant, event_id, ctx.now_ms).await
+}
+
+/// [`attempt`] on a schedule clock (`ctx.now_ms`) that a sweep may have moved forward;
+/// which secrets sign is decided on the wall clock `wall_clock_ms`, so a forwarded clock
+/// never ends a rotated-out secret's grace period early.
+async fn attempt_at<R: Repository, N: Notifier>(
+    ctx: &Ctx<'_, R>,
+    notifier: &N,
+    merchant: &Merchant,
+    event_id: &str,
+    wall_clock_ms: i64,
 ) -> Result<Attempt, ApiError> {
     let now_ms = ctx.now_ms;
     let claimed = update_delivery(ctx, event_id, |d| {
@@ -571,7 +586,7 @@ pub async fn attempt<R: Repository, N: Notifier>(
     if d.status == DeliveryStatus::Failed {
         return Ok(Attempt::GaveUp { sent: false });
     }
-    let answer = send(ctx, notifier, merchant, event_id).await?;
+    let answer = send(ctx, notifier, merchant, event_id, wall_clock_ms).await?;
     let claimed_attempts = d.attempts;
     let recorded = update_delivery(ctx, event_id, |cur| {
         record_answer(cur, claimed_attempts, &answer, now_ms)
@@ -630,6 +645,7 @@ async fn send<R: Repository, N: Notifier>(
     notifier: &N,
     merchant: &Merchant,
     event_id: &str,
+    wall_clock_ms: i64,
 ) -> Result<Result<u16, String>, ApiError> {
     let Some(url) = merchant.notify_url.as_deref() else {
         return Ok(Err("the merchant has no notify_url".into()));
@@ -642,7 +658,7 @@ async fn send<R: Repository, N: Notifier>(
         .await?
         .ok_or_else(|| internal(format!("event {event_id} missing for its delivery")))?;
     let body = to_bytes(&event.to_event());
-    let secrets = signing_secrets(ctx, merchant).await?;
+    let secrets = signing_secrets(ctx, merchant, wall_clock_ms).await?;
     let header = signature_header(&secrets, notifier.now_unix_s(), &body);
     let headers = vec![
         ("content-type".to_string(), "application/json".to_string()),
@@ -679,12 +695,13 @@ struct PreviousSecret {
 async fn signing_secrets<R: Repository>(
     ctx: &Ctx<'_, R>,
     merchant: &Merchant,
+    wall_clock_ms: i64,
 ) -> Result<Vec<String>, ApiError> {
     let current = super::merchants::webhook_secret(ctx, merchant)?;
     let mut secrets = vec![current.expose().clone()];
     let key = keys::webhook_secret_previous(&merchant.id);
     if let Some((prev, _)) = read::<PreviousSecret, R>(ctx.repo, &key).await?
-        && prev.expires_at_ms > ctx.now_ms
+        && prev.expires_at_ms > wall_clock_ms
     {
         let bytes = open(ctx.keys, &prev.sealed, merchant.id.as_bytes()).map_err(internal)?;
         secrets.push(String::from_utf8(bytes).map_err(internal)?);
