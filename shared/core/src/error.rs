@@ -252,7 +252,7 @@ pub const ERROR_CODES: &[(&str, u16, &str, &str)] = &[
         "channel_unsupported",
         400,
         "invalid_request_error",
-        "The channel is unknown.",
+        "The channel is unknown, or switched off in this deployment.",
     ),
     (
         "body_too_large",
@@ -354,7 +354,7 @@ pub const ERROR_CODES: &[(&str, u16, &str, &str)] = &[
         "idempotency_key_invalid",
         400,
         "idempotency_error",
-        "Idempotency-Key missing or not 1-255 printable ASCII.",
+        "Idempotency-Key (optional) sent but not 1-255 printable ASCII.",
     ),
     (
         "merchant_order_id_duplicate",

@@ -160,8 +160,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     Ok(token)
 }
 
-/// The `Idempotency-Key` header, required: 1–255 printable ASCII characters
-/// (0x20–0x7E, not only spaces).
+/// The `Idempotency-Key` header's value, which must be 1–255 printable ASCII characters
+/// (0x20–0x7E, not only spaces); absent is an error here (the header itself is optional:
+/// see `component::idempotency_key`).
 pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let invalid = |reason: &str| ApiError::IdempotencyKeyInvalid {
         reason: reason.to_string(),
