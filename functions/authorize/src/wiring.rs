@@ -27,8 +27,11 @@ pub const RISK_RESPONSE_BYTES_MAX: u64 = 64 * 1024;
 pub const QUERY_URL: &str = "http://query.spin.internal";
 /// Deadline for a forwarded list request.
 pub const QUERY_TIMEOUT_MS: u64 = 10_000;
-/// Largest forwarded list answer (100 payments with refunds fit easily).
+/// Largest forwarded list answer: a page's items stay within
+/// `LIST_PAGE_BYTES_MAX`, well below this.
 pub const QUERY_RESPONSE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+const _: () =
+    assert!(spinpay_core::service::LIST_PAGE_BYTES_MAX as u64 * 2 <= QUERY_RESPONSE_BYTES_MAX);
 
 /// Asks risk-check through `http://risk-check.spin.internal` for the merchant authorize
 /// has authenticated (`spinpay-merchant-id`), proving the call comes from spinpay with

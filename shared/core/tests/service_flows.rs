@@ -903,6 +903,72 @@ fn merchants_never_see_or_change_each_others_objects() {
 }
 
 #[test]
+fn a_page_of_refund_heavy_payments_ends_within_its_byte_budget_and_the_cursor_carries_on() {
+    // Proves a payments page stops before LIST_PAGE_BYTES_MAX of JSON (12 payments of 100
+    // refunds with 255-character Chinese reasons come to about 1.3 MiB) with has_more,
+    // and following the cursor lists every payment once, newest first.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(21),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let reason: String = "退".repeat(255);
+        let mut created = Vec::new();
+        for i in 0..12 {
+            let p = create_payment(
+                &c,
+                &ch,
+                &LocalRisk::default(),
+                &mut rng,
+                &m,
+                new_payment(&body(100_000 + i, QRC, "")),
+            )
+            .await
+            .unwrap();
+            for r in 0..100 {
+                let req = NewRefund {
+                    amount_minor: Some(1),
+                    reason: Some(reason.clone()),
+                    merchant_refund_id: Some(format!("{r:0>3}-{}", p.id)),
+                };
+                create_refund(&c, &ch, &mut rng, &m.id, &p.id, req)
+                    .await
+                    .unwrap();
+            }
+            created.push(p.id);
+        }
+        created.reverse();
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        let mut params = ListParams {
+            limit: 100,
+            ..Default::default()
+        };
+        loop {
+            let page = list_payments(&c, &m.id, &params).await.unwrap();
+            pages += 1;
+            let bytes = serde_json::to_vec(&page).unwrap().len();
+            assert!(
+                bytes <= LIST_PAGE_BYTES_MAX + 100,
+                "page {pages}: {bytes} bytes"
+            );
+            assert!(page.data.iter().all(|p| p.refunds.len() == 100));
+            seen.extend(page.data.iter().map(|p| p.id.clone()));
+            if !page.has_more {
+                break;
+            }
+            params.starting_after = seen.last().cloned();
+        }
+        assert!(pages >= 2, "the first page was cut short");
+        assert_eq!(seen, created);
+    });
+}
+
+#[test]
 fn cursor_lists_page_newest_first_without_gaps_or_repeats() {
     // Proves limit/starting_after/has_more over 25 payments visit each exactly once, newest first.
     let (repo, keys, ch, mut rng) = (

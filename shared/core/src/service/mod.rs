@@ -64,7 +64,8 @@ pub use payments::{
     review_payment,
 };
 pub use queries::{
-    find_payment_by_order_id, get_event, get_payment, get_refund, list_events, list_payments,
+    LIST_PAGE_BYTES_MAX, find_payment_by_order_id, get_event, get_payment, get_refund, list_events,
+    list_payments,
 };
 pub use reconcile::{
     RECONCILE_CLOSE_GRACE_MS, RECONCILE_HORIZON_MS, RECONCILE_INTERVAL_MS, RECONCILE_LIMIT_DEFAULT,

@@ -13,6 +13,12 @@ use crate::keys;
 use crate::model::{Event, Payment, Refund, StoredEvent};
 use crate::repo::Repository;
 
+/// Most bytes of JSON one page of `GET /v1/payments` holds. Every payment carries its
+/// refunds (up to 100, each with a reason of up to 255 characters), so a page of 100
+/// refund-heavy payments could run to megabytes: the page ends early instead, with
+/// `has_more` (it always holds at least one payment).
+pub const LIST_PAGE_BYTES_MAX: usize = 1024 * 1024;
+
 /// `GET /v1/payments/{id}`: the payment with its refunds.
 pub async fn get_payment<R: Repository>(
     ctx: &Ctx<'_, R>,
@@ -143,12 +149,39 @@ pub async fn list_payments<R: Repository>(
         .await?;
     let payments: Vec<Payment> = decode_all(records)?;
     let mut data = Vec::with_capacity(payments.len());
+    let mut page_bytes = 0usize;
+    let mut full = false;
     for p in payments.iter().filter(|p| p.merchant_id == merchant_id) {
         let refunds = load_refunds(ctx, p).await?;
         let p = repair_settlements(ctx, p.clone(), &refunds).await?;
-        data.push(PaymentResponse::new(&p, &refunds));
+        let one = PaymentResponse::new(&p, &refunds);
+        let bytes = json_len(&one).saturating_add(1);
+        if !data.is_empty() && page_bytes.saturating_add(bytes) > LIST_PAGE_BYTES_MAX {
+            full = true;
+            break;
+        }
+        page_bytes = page_bytes.saturating_add(bytes);
+        data.push(one);
     }
-    Ok(ListResponse::new(data, has_more))
+    Ok(ListResponse::new(data, has_more || full))
+}
+
+/// The length of `value`'s JSON, without building it.
+fn json_len<T: serde::Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and the response types always serialize.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// The object a list's `starting_after` names: one the merchant does not have (another
