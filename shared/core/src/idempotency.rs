@@ -131,8 +131,18 @@ pub enum IdempotencyDecision {
     InProgress,
 }
 
-/// The request fingerprint: sha256 of method, path and body.
+/// The request fingerprint: sha256 of method, path and the body as the API reads it.
+/// Bodies the API takes as the same request give the same fingerprint: an empty body and
+/// `{}`, a `null` member and no member, members in any order, any whitespace (the API
+/// reads a body into one JSON value, so a repeated member counts as its last one here
+/// too). A body that is not JSON counts as its bytes.
 pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
+    raw_fingerprint(method, path, &canonical_body(body))
+}
+
+/// The fingerprint of the exact bytes: what records stored before [`fingerprint`] read
+/// bodies hold (they are kept 24 h), so a retry of such a request still replays.
+pub fn raw_fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     let mut data = Vec::with_capacity(method.len() + path.len() + body.len() + 2);
     data.extend_from_slice(method.as_bytes());
     data.push(b'\n');
@@ -140,6 +150,30 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     data.push(b'\n');
     data.extend_from_slice(body);
     sha256_hex(&data)
+}
+
+/// The body as the API reads it, written out with sorted members and no `null` members.
+fn canonical_body(body: &[u8]) -> Vec<u8> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return b"{}".to_vec();
+    }
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.to_vec();
+    };
+    drop_nulls(&mut value);
+    // serde_json's maps are sorted by key (its `preserve_order` feature is off).
+    serde_json::to_vec(&value).unwrap_or_else(|_| body.to_vec())
+}
+
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 /// Checks the header: 1–255 printable ASCII characters.
@@ -295,12 +329,37 @@ mod tests {
     }
 
     #[test]
-    fn fingerprints_cover_method_path_and_body() {
-        // Proves changing any part changes the fingerprint.
+    fn fingerprints_cover_method_path_and_what_the_body_says() {
+        // Proves changing the method, the path or a value changes the fingerprint, while
+        // bodies the API reads as the same request (empty and {}, null and absent,
+        // another member order or spacing) share one; a body that is not JSON counts as
+        // its bytes.
         let base = fingerprint("POST", "/v1/payments", b"{}");
-        assert_ne!(base, fingerprint("POST", "/v1/payments", b"{ }"));
         assert_ne!(base, fingerprint("POST", "/v1/payment", b"{}"));
         assert_ne!(base, fingerprint("PUT", "/v1/payments", b"{}"));
+        for same in [&b""[..], b" ", b"{ }", b"{\"amount_minor\":null}"] {
+            assert_eq!(base, fingerprint("POST", "/v1/payments", same), "{same:?}");
+        }
+        let one = fingerprint("POST", "/p", br#"{"a":1,"b":{"c":"x","d":null}}"#);
+        assert_eq!(
+            one,
+            fingerprint("POST", "/p", br#"{ "b": {"c": "x"}, "a": 1 }"#)
+        );
+        assert_ne!(one, fingerprint("POST", "/p", br#"{"a":2,"b":{"c":"x"}}"#));
+        assert_ne!(one, fingerprint("POST", "/p", br#"{"a":1,"b":{"c":"y"}}"#));
+        assert_ne!(
+            one,
+            fingerprint("POST", "/p", br#"{"a":1.0,"b":{"c":"x"}}"#)
+        );
+        assert_ne!(
+            fingerprint("POST", "/p", b"{not json"),
+            fingerprint("POST", "/p", b"{not  json")
+        );
+        assert_eq!(
+            raw_fingerprint("POST", "/p", b"{ }"),
+            raw_fingerprint("POST", "/p", b"{ }")
+        );
+        assert_ne!(base, raw_fingerprint("POST", "/v1/payments", b"{ }"));
         assert!(validate_key("k-1").is_ok());
         assert!(validate_key("").is_err());
         assert!(validate_key("é").is_err());

@@ -696,6 +696,49 @@ fn refunds_partial_multiple_and_failed_keep_refunded_within_captured() {
 }
 
 #[test]
+fn a_key_stored_with_the_exact_bytes_fingerprint_still_replays_those_bytes() {
+    // Proves records written before fingerprints read bodies (they hold the fingerprint
+    // of the exact bytes, and live 24 h) still replay a retry sending the same bytes, and
+    // still refuse another request.
+    let (repo, keys) = (MemoryRepository::new(), keyring());
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let body = br#"{ "amount_minor": 500 }"#;
+        let Started::Run(ticket) =
+            idempotency_begin(&c, "mch_a", Some("old"), "POST", "/v1/x", body)
+                .await
+                .unwrap()
+        else {
+            panic!()
+        };
+        let reply = Reply {
+            status: 200,
+            body: "{}".into(),
+        };
+        idempotency_finish(&c, ticket, &reply, KeyOutcome::Store)
+            .await
+            .unwrap();
+        let key =
+            spinpay_core::keys::idempotency("mch_a", &spinpay_core::crypto::sha256_hex(b"old"));
+        let stored = repo.get(&key).await.unwrap().unwrap();
+        let mut record: serde_json::Value = serde_json::from_slice(&stored.value).unwrap();
+        record["fingerprint"] =
+            spinpay_core::idempotency::raw_fingerprint("POST", "/v1/x", body).into();
+        repo.put_if_version(&key, stored.version, serde_json::to_vec(&record).unwrap())
+            .await
+            .unwrap();
+        let again = idempotency_begin(&c, "mch_a", Some("old"), "POST", "/v1/x", body)
+            .await
+            .unwrap();
+        assert_eq!(again, Started::Replay(reply));
+        let other = idempotency_begin(&c, "mch_a", Some("old"), "POST", "/v1/x", b"{}")
+            .await
+            .unwrap_err();
+        assert_eq!(other.code(), "idempotency_key_reused");
+    });
+}
+
+#[test]
 fn idempotency_replays_same_body_and_rejects_other_bodies_and_concurrent_use() {
     // Proves begin/finish: replay, reused (409), in-use (409), retryable errors release the key.
     let (repo, keys) = (MemoryRepository::new(), keyring());
@@ -722,7 +765,14 @@ fn idempotency_replays_same_body_and_rejects_other_bodies_and_concurrent_use() {
         let again = idempotency_begin(&c, "mch_a", Some("k1"), "POST", "/v1/payments", b"{}")
             .await
             .unwrap();
-        assert_eq!(again, Started::Replay(reply));
+        assert_eq!(again, Started::Replay(reply.clone()));
+        // The same request in other bytes (an empty body, spacing, a null member).
+        for same in [&b""[..], b" { } ", b"{\"metadata\":null}"] {
+            let again = idempotency_begin(&c, "mch_a", Some("k1"), "POST", "/v1/payments", same)
+                .await
+                .unwrap();
+            assert_eq!(again, Started::Replay(reply.clone()), "{same:?}");
+        }
         let e = idempotency_begin(
             &c,
             "mch_a",

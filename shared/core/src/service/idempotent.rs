@@ -25,7 +25,7 @@ use crate::crypto::sha256_hex;
 use crate::error::ApiError;
 use crate::idempotency::{
     IDEMPOTENCY_LOCK_TTL_MS, IdempotencyDecision, IdempotencyRecord, IdempotencyState, decide,
-    fingerprint, first_claim_for, operation_seed, validate_key,
+    fingerprint, first_claim_for, operation_seed, raw_fingerprint, validate_key,
 };
 use crate::keys;
 use crate::repo::{RepoError, Repository};
@@ -108,8 +108,14 @@ pub async fn idempotency_begin<R: Repository>(
     validate_key(raw_key)?;
     let key_hash = sha256_hex(raw_key.as_bytes());
     let key = keys::idempotency(merchant_id, &key_hash);
-    let fp = fingerprint(method, path, body);
     let existing = read::<IdempotencyRecord, R>(ctx.repo, &key).await?;
+    let fp = match &existing {
+        // Stored before fingerprints read bodies: the same bytes are the same request.
+        Some((r, _)) if r.fingerprint == raw_fingerprint(method, path, body) => {
+            r.fingerprint.clone()
+        }
+        _ => fingerprint(method, path, body),
+    };
     let storage_version = existing.as_ref().map_or(0, |(_, v)| *v);
     match decide(existing.as_ref().map(|(r, _)| r), &fp, ctx.now_ms) {
         IdempotencyDecision::Replay { status, body } => {
