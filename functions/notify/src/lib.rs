@@ -131,4 +131,8 @@ impl Notifier for HttpNotifier {
     fn now_unix_s(&self) -> i64 {
         env::now_unix_s()
     }
+
+    fn now_unix_ms(&self) -> i64 {
+        env::now_ms()
+    }
 }

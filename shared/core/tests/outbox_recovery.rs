@@ -78,9 +78,17 @@ async fn notified_merchant<R: Repository>(
     c: &Ctx<'_, R>,
     rng: &mut SplitMix64,
 ) -> (Merchant, String) {
+    notified_merchant_at(c, rng, NOTIFY_URL).await
+}
+
+async fn notified_merchant_at<R: Repository>(
+    c: &Ctx<'_, R>,
+    rng: &mut SplitMix64,
+    notify_url: &str,
+) -> (Merchant, String) {
     let req = spinpay_core::api::NewMerchant {
         name: "Tea".into(),
-        notify_url: Some(NOTIFY_URL.into()),
+        notify_url: Some(notify_url.into()),
         default_capture: CaptureMode::Automatic,
     };
     let created = create_merchant(c, rng, req).await.unwrap();
@@ -416,6 +424,95 @@ fn failed_deliveries_follow_the_retry_schedule_then_give_up() {
     assert_eq!((r.attempted, r.delivered), (1, 1));
     let d = delivery_of(&repo, &created);
     assert_eq!((d.status, d.attempts_total), (DeliveryStatus::Delivered, 9));
+}
+
+/// Endpoints where the POSTs to [`SLOW_URL`] take 5 s and every other POST 10 ms, on
+/// a clock only the POSTs move.
+#[derive(Default)]
+struct SlowAndFast {
+    clock_ms: std::cell::Cell<i64>,
+    posts: RefCell<Vec<String>>,
+}
+
+const SLOW_URL: &str = "https://slow.test/hooks";
+
+impl Notifier for SlowAndFast {
+    async fn post(&self, url: &str, _: &[(String, String)], _: &[u8]) -> Result<u16, String> {
+        self.posts.borrow_mut().push(url.to_string());
+        let took = if url == SLOW_URL { 5_000 } else { 10 };
+        self.clock_ms.set(self.clock_ms.get() + took);
+        if url == SLOW_URL {
+            Err("no answer within 5000 ms".into())
+        } else {
+            Ok(200)
+        }
+    }
+    fn now_unix_s(&self) -> i64 {
+        self.clock_ms.get() / 1000
+    }
+    fn now_unix_ms(&self) -> i64 {
+        self.clock_ms.get()
+    }
+}
+
+#[test]
+fn a_slow_endpoint_ends_a_sweep_early_and_the_next_sweep_serves_the_other_merchants() {
+    // Proves a sweep begins no attempt once SWEEP_ATTEMPTS_WINDOW_MS have passed (answering
+    // has_more), and moves on from the merchant it stopped at: with three merchants whose
+    // endpoint takes 5 s per POST and one whose endpoint answers at once, every sweep makes
+    // at most one slow attempt, and the fast merchant's events are delivered within as
+    // many sweeps as there are merchants, whichever comes first in the round.
+    let (repo, keys) = (MemoryRepository::new(), keyring());
+    let (ch, mut rng) = (SimChannel::default(), SplitMix64::new(31));
+    let c = ctx(&repo, &keys, 1_000);
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let (m, _) = block_on(notified_merchant_at(&c, &mut rng, SLOW_URL));
+        for amount in [1250, 1300] {
+            block_on(pay(&c, &ch, &mut rng, &m, amount, QR)).unwrap();
+        }
+        slow.push(m);
+    }
+    let (fast, _) = block_on(notified_merchant(&c, &mut rng));
+    block_on(pay(&c, &ch, &mut rng, &fast, 1250, QR)).unwrap();
+    let endpoint = SlowAndFast::default();
+    let req = SweepRequest::default();
+    let mut sweeps = 0;
+    while endpoint
+        .posts
+        .borrow()
+        .iter()
+        .filter(|u| *u == NOTIFY_URL)
+        .count()
+        < 1
+    {
+        sweeps += 1;
+        assert!(sweeps <= 4, "the fast merchant waited {sweeps} sweeps");
+        let started = endpoint.clock_ms.get();
+        let posts_before = endpoint.posts.borrow().len();
+        let r = block_on(sweep(&c, &endpoint, &req)).unwrap();
+        let slow_posts = endpoint.posts.borrow()[posts_before..]
+            .iter()
+            .filter(|u| *u == SLOW_URL)
+            .count();
+        assert!(
+            slow_posts <= 1,
+            "sweep {sweeps}: {slow_posts} slow attempts, {r:?}"
+        );
+        assert!(endpoint.clock_ms.get() - started < SWEEP_ATTEMPTS_WINDOW_MS + 5_000);
+        if slow_posts == 1 {
+            assert!(r.has_more, "{r:?}");
+        }
+    }
+    let fast_id = fast.id.clone();
+    let delivered = log(&repo, &fast_id)
+        .iter()
+        .map(|e| delivery_of(&repo, &e.id).status)
+        .collect::<Vec<_>>();
+    assert!(
+        delivered.contains(&DeliveryStatus::Delivered),
+        "{delivered:?}"
+    );
 }
 
 #[test]

@@ -41,6 +41,12 @@ pub const SWEEP_LIMIT_DEFAULT: u32 = 20;
 pub const SWEEP_LIMIT_MAX: u32 = 100;
 /// Most merchants one sweep visits.
 pub const SWEEP_MERCHANTS_MAX: i64 = 100;
+/// How long after its start a sweep still begins delivery attempts. One attempt may take
+/// its whole POST deadline (5 s in the notify component) after that, so a sweep answers
+/// within about 8 s, under the schedulers' client timeouts (10 s in the CronJob); and a
+/// merchant endpoint that answers slowly or never delays the other merchants by one
+/// sweep at most: the next sweep goes on from the merchant after it.
+pub const SWEEP_ATTEMPTS_WINDOW_MS: i64 = 3_000;
 /// Longest grace period of a rotated-out webhook secret (7 days).
 pub const SECRET_GRACE_S_MAX: i64 = 7 * 24 * 3600;
 /// Grace period of a rotated-out secret when the request does not say (24 h).
@@ -147,6 +153,11 @@ pub trait Notifier {
     /// The wall clock in Unix seconds, for the signature timestamp (the schedule runs on
     /// `Ctx::now_ms`, which a test may move forward; signatures always carry real time).
     fn now_unix_s(&self) -> i64;
+    /// The wall clock in Unix ms, for how long a sweep has been running
+    /// ([`SWEEP_ATTEMPTS_WINDOW_MS`]).
+    fn now_unix_ms(&self) -> i64 {
+        self.now_unix_s().saturating_mul(1000)
+    }
 }
 
 /// What a sweep call asks for.
@@ -224,6 +235,7 @@ pub async fn sweep<R: Repository, N: Notifier>(
         limit,
         rotate: false,
         wall_clock_ms: req.wall_clock_ms.unwrap_or(ctx.now_ms),
+        started_ms: notifier.now_unix_ms(),
     };
     if let Some(mid) = &req.merchant_id {
         require_merchant_param(ctx, mid).await?;
@@ -268,7 +280,7 @@ async fn visit_round<R: Repository, N: Notifier>(
 ) -> Result<(), ApiError> {
     let mut next_seq = round.resume_at;
     for (seq, mid) in &round.merchants {
-        if report.attempted >= visit.limit {
+        if visit.spent(notifier, report) {
             report.has_more = true;
             break;
         }
@@ -447,6 +459,17 @@ struct Visit {
     /// The queue window is full (more slots wait behind it) and every slot before this
     /// one is passed: a waiting delivery may be moved to the tail.
     rotate: bool,
+    /// When the sweep started ([`Notifier::now_unix_ms`]).
+    started_ms: i64,
+}
+
+impl Visit {
+    /// Whether the sweep may begin no more attempts: the limit is reached, or its
+    /// [`SWEEP_ATTEMPTS_WINDOW_MS`] has passed.
+    fn spent<N: Notifier>(&self, notifier: &N, report: &SweepReport) -> bool {
+        report.attempted >= self.limit
+            || notifier.now_unix_ms().saturating_sub(self.started_ms) >= SWEEP_ATTEMPTS_WINDOW_MS
+    }
 }
 
 /// Attempts a slot's delivery if it is due (and the budget allows); says whether the
@@ -484,7 +507,7 @@ async fn judge<R: Repository, N: Notifier>(
     if !due {
         return Ok(SlotState::Wait);
     }
-    if report.attempted >= visit.limit {
+    if visit.spent(notifier, report) {
         report.has_more = true;
         return Ok(SlotState::Wait);
     }
