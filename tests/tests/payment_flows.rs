@@ -292,7 +292,8 @@ fn a_capture_acts_on_the_payment_its_path_names_whatever_spin_headers_the_client
 fn without_the_sandbox_its_payments_are_refused_up_front_and_nothing_is_stored() {
     // Proves the documented way to run without the sandbox component (`sandbox_host`
     // empty): a sandbox payment, QR or sms_otp, is 400 channel_unsupported and is not
-    // stored (the list stays empty), instead of being left `processing` or failed.
+    // stored (the list stays empty), instead of being left `processing` or failed; and a
+    // sandbox notification signed with the right secret is refused the same way.
     let variables = [("sandbox_host".to_string(), String::new())].into();
     spinpay_tests::runtime().block_on(async {
         let app = spinpay_tests::TestApp::start(variables).await;
@@ -305,6 +306,11 @@ fn without_the_sandbox_its_payments_are_refused_up_front_and_nothing_is_stored()
         let otp = m.create_payment(&payment_request(1250, sms)).await;
         assert_error(&otp, 400, "channel_unsupported");
         assert_eq!(m.count_payments().await, 0);
+        let body = notification("pay_aaaaaaaaaaaaaaaaaaaaaaaaaa", "succeeded", 1250);
+        let signed = app
+            .post_sandbox_notification(&body, Some(&signed_now(&body)))
+            .await;
+        assert_error(&signed, 400, "channel_unsupported");
         app.shutdown().await;
     });
 }

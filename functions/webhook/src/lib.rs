@@ -19,7 +19,7 @@ use spin_sdk::http::Request;
 use spinpay_channels::alipay::transformers::AlipayNotificationKind;
 use spinpay_channels::alipay::{self, AlipayClient};
 use spinpay_channels::sandbox::transformers::{self, ParsedNotification};
-use spinpay_channels::sandbox::wire;
+use spinpay_channels::sandbox::{self, wire};
 use spinpay_channels::unionpay::transformers::UnionpayNotificationKind;
 use spinpay_channels::unionpay::{self, UnionpayClient};
 use spinpay_channels::wechatpay::transformers::WechatNotificationKind;
@@ -55,10 +55,23 @@ async fn handle(req: Request) -> HttpResponse {
 }
 
 async fn sandbox(parts: &http::request::Parts, body: &[u8]) -> Result<HttpResponse, HookError> {
-    let secret = env::secret("sandbox_secret")
+    // Switched off (`sandbox_host` empty, as production runs): refused like any channel
+    // that is off, whoever holds the secret.
+    let off = sandbox::off_by_variables()
         .await
         .map_err(|_| ApiError::NotConfigured {
-            what: "sandbox_secret",
+            what: sandbox::VAR_URL,
+        })?;
+    if off {
+        return Err(ApiError::ChannelUnsupported {
+            value: Channel::Sandbox.as_str().to_string(),
+        }
+        .into());
+    }
+    let secret = env::secret(sandbox::VAR_SECRET)
+        .await
+        .map_err(|_| ApiError::NotConfigured {
+            what: sandbox::VAR_SECRET,
         })?;
     let signature = parts
         .headers

@@ -36,6 +36,23 @@ pub const SANDBOX_URL_DEFAULT: &str = "http://sandbox.spin.internal";
 /// The webhook component over Spin service chaining.
 pub const NOTIFY_URL_DEFAULT: &str = "http://webhook.spin.internal/v1/webhooks/sandbox";
 
+/// Whether a `sandbox_url` switches the sandbox off: it names no host (`http://`, what
+/// spin.toml's `http://{{ sandbox_host }}` becomes with `sandbox_host` empty).
+pub fn url_is_off(base_url: &str) -> bool {
+    !base_url
+        .trim()
+        .parse::<http::Uri>()
+        .is_ok_and(|u| u.host().is_some_and(|h| !h.trim().is_empty()))
+}
+
+/// Whether this component's `sandbox_url` variable switches the sandbox off (empty means
+/// the default URL: on).
+pub async fn off_by_variables() -> Result<bool, EnvError> {
+    let base =
+        non_empty(env::variable(VAR_URL).await?).unwrap_or_else(|| SANDBOX_URL_DEFAULT.to_string());
+    Ok(url_is_off(&base))
+}
+
 /// The sandbox adapter.
 #[derive(Debug, Clone)]
 pub struct SandboxClient {
@@ -50,12 +67,8 @@ pub struct SandboxClient {
 impl SandboxClient {
     /// An adapter for the sandbox at `base_url` (no trailing slash needed).
     pub fn new(base_url: &str, secret: Secret<String>, notify_url: &str) -> SandboxClient {
-        let has_host = base_url
-            .trim()
-            .parse::<http::Uri>()
-            .is_ok_and(|u| u.host().is_some_and(|h| !h.trim().is_empty()));
         SandboxClient {
-            off: !has_host,
+            off: url_is_off(base_url),
             base_url: base_url.trim_end_matches('/').to_string(),
             secret,
             notify_url: notify_url.to_string(),
