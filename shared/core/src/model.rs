@@ -458,7 +458,9 @@ impl RiskAssessment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
     /// What disagreed, e.g. `amount_mismatch`, `currency_mismatch`, `status_contradiction`,
-    /// `refund_contradiction` (a settled refund the channel reports the other way).
+    /// `refund_contradiction` (a settled refund the channel reports the other way),
+    /// `refund_mismatch` (a refund notification about another payment, amount or
+    /// currency).
     pub reason: String,
     /// The amount the channel reported, if any.
     pub channel_amount_minor: Option<i64>,

@@ -1379,6 +1379,9 @@ fn a_refund_notification_settles_a_pending_refund_once() {
         let n = RefundNotification {
             channel: spinpay_core::model::Channel::Sandbox,
             refund_id: r.id.clone(),
+            payment_id: Some(p.id.clone()),
+            amount_minor: Some(888),
+            currency: Some("CNY".into()),
             outcome: RefundOutcome::Succeeded { channel_ref: None },
         };
         assert_eq!(
@@ -1415,6 +1418,9 @@ fn a_refund_notification_contradicting_a_settled_refund_flags_the_payment_once()
         let note = |outcome| RefundNotification {
             channel: spinpay_core::model::Channel::Sandbox,
             refund_id: r.id.clone(),
+            payment_id: None,
+            amount_minor: None,
+            currency: None,
             outcome,
         };
         let failed = note(RefundOutcome::Failed {
@@ -1450,6 +1456,84 @@ fn a_refund_notification_contradicting_a_settled_refund_flags_the_payment_once()
             .filter(|e| e.event_type == EventType::PaymentConflicted)
             .count();
         assert_eq!(conflicted, 1, "one payment.conflicted");
+    });
+}
+
+#[test]
+fn a_refund_notification_about_another_payment_or_amount_is_not_applied_and_flags_the_payment() {
+    // Proves a signed refund success that names our refund but states another payment,
+    // another amount or another currency leaves the refund pending and its reservation
+    // unsettled (refunded 0), flags the payment (refund_mismatch, with the stated amount)
+    // with one payment.conflicted, and answers Conflicted, then Duplicate; a notification
+    // stating nothing of the kind (Alipay states no per-refund amount) still settles it.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(22),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, p, r) = paid_with_pending_refund(&c, &ch, &mut rng).await;
+        let (_, other, _) = paid_with_pending_refund(&c, &ch, &mut rng).await;
+        let other_payment = other.id.clone();
+        let note = |payment_id: Option<String>, amount_minor, currency: &str| RefundNotification {
+            channel: spinpay_core::model::Channel::Sandbox,
+            refund_id: r.id.clone(),
+            payment_id,
+            amount_minor,
+            currency: Some(currency.to_string()),
+            outcome: RefundOutcome::Succeeded { channel_ref: None },
+        };
+        let mismatches = [
+            note(Some(other_payment), Some(888), "CNY"),
+            note(Some(p.id.clone()), Some(999), "CNY"),
+            note(None, None, "USD"),
+        ];
+        let first = apply_refund_notification(&c, &mut rng, &mismatches[1]).await;
+        assert_eq!(first, Ok(NotificationResult::Conflicted));
+        for n in &mismatches {
+            assert_eq!(
+                apply_refund_notification(&c, &mut rng, n).await,
+                Ok(NotificationResult::Duplicate),
+                "{n:?}"
+            );
+        }
+        let got = get_payment(&c, &m.id, &p.id).await.unwrap();
+        assert_eq!(
+            (got.refunded_minor, got.refunds[0].status),
+            (0, RefundStatus::Pending)
+        );
+        let conflict = got.conflict.unwrap();
+        assert_eq!(
+            (conflict.reason.as_str(), conflict.channel_amount_minor),
+            ("refund_mismatch", Some(999))
+        );
+        let all = ListParams {
+            limit: 100,
+            ..Default::default()
+        };
+        let events = list_events(&c, &m.id, &all).await.unwrap().data;
+        let conflicted = events
+            .iter()
+            .filter(|e| e.event_type == EventType::PaymentConflicted)
+            .count();
+        assert_eq!(conflicted, 1, "one payment.conflicted");
+        let plain = RefundNotification {
+            payment_id: Some(p.id.clone()),
+            amount_minor: None,
+            currency: None,
+            ..note(None, None, "CNY")
+        };
+        assert_eq!(
+            apply_refund_notification(&c, &mut rng, &plain).await,
+            Ok(NotificationResult::Applied)
+        );
+        let got = get_payment(&c, &m.id, &p.id).await.unwrap();
+        assert_eq!(
+            (got.refunded_minor, got.refunds[0].status),
+            (888, RefundStatus::Succeeded)
+        );
     });
 }
 

@@ -669,7 +669,8 @@ fn tampered_or_foreign_notifications_are_rejected() {
 
 #[test]
 fn a_refund_notification_names_our_refund() {
-    // Proves out_biz_no + refund_fee make a refund notification for that refund id.
+    // Proves out_biz_no + refund_fee make a refund notification for that refund id, of
+    // the payment out_trade_no names, with no per-refund amount (refund_fee is a total).
     let cfg = config();
     let mut fields = NOTIFY_FIELDS.to_vec();
     fields.push(("out_biz_no", "re_bbbbbbbbbbbbbbbbbbbbbbbbbb"));
@@ -678,6 +679,9 @@ fn a_refund_notification_names_our_refund() {
         AlipayNotificationKind::Refund(r) => {
             assert_eq!(r.refund_id, "re_bbbbbbbbbbbbbbbbbbbbbbbbbb");
             assert!(matches!(r.outcome, RefundOutcome::Succeeded { .. }));
+            let out_trade_no = NOTIFY_FIELDS.iter().find(|(k, _)| *k == "out_trade_no");
+            assert_eq!(r.payment_id.as_deref(), out_trade_no.map(|(_, v)| *v));
+            assert_eq!((r.amount_minor, r.currency), (None, None));
         }
         other => panic!("{other:?}"),
     }

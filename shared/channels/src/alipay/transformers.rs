@@ -790,9 +790,13 @@ pub fn parse_notification(
     let payment_id = get("out_trade_no").ok_or_else(|| malformed("out_trade_no missing"))?;
     let trade_no = get("trade_no").map(str::to_string);
     let kind = match (get("out_biz_no"), get("refund_fee")) {
+        // `refund_fee` is the trade's running refund total, not this refund's amount.
         (Some(refund_id), Some(_)) => AlipayNotificationKind::Refund(RefundNotification {
             channel: Channel::Alipay,
             refund_id: refund_id.to_string(),
+            payment_id: Some(payment_id.to_string()),
+            amount_minor: None,
+            currency: None,
             outcome: RefundOutcome::Succeeded {
                 channel_ref: trade_no,
             },

@@ -352,7 +352,15 @@ fn refund_notifications_must_agree_with_their_kind() {
     };
     let body = serde_json::to_vec(&n).unwrap();
     let parsed = parse_notification(Some(&sign_header(KEY, NOW, &body)), &body, KEY, NOW).unwrap();
-    assert!(matches!(parsed, ParsedNotification::Refund(r) if r.refund_id == "re_1"));
+    let ParsedNotification::Refund(r) = parsed else {
+        panic!("{parsed:?}")
+    };
+    assert_eq!(r.refund_id, "re_1");
+    assert_eq!(
+        (r.payment_id.as_deref(), r.amount_minor),
+        (Some("pay_1"), Some(300))
+    );
+    assert_eq!(r.currency.as_deref(), Some(n.payment.currency.code()));
     n.kind = NotificationKind::Payment;
     let body = serde_json::to_vec(&n).unwrap();
     assert!(parse_notification(Some(&sign_header(KEY, NOW, &body)), &body, KEY, NOW).is_err());

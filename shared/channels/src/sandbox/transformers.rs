@@ -405,6 +405,9 @@ pub fn parse_notification(
             Ok(ParsedNotification::Refund(RefundNotification {
                 channel: Channel::Sandbox,
                 refund_id: refund.refund_id.clone(),
+                payment_id: Some(refund.payment_id.clone()),
+                amount_minor: Some(refund.amount_minor),
+                currency: Some(n.payment.currency.code().to_string()),
                 outcome: refund_outcome(&refund),
             }))
         }

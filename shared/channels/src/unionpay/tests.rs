@@ -466,11 +466,18 @@ fn back_notifications_are_verified_and_mapped() {
         ("txnType", "04"),
         ("respCode", "00"),
         ("queryId", "R1"),
+        ("txnAmt", "200"),
+        ("currencyCode", "156"),
     ];
     match parse_notification(&cfg, &signed(&refund)).unwrap().kind {
         UnionpayNotificationKind::Refund(r) => {
             assert_eq!(r.refund_id, "re_bbbbbbbbbbbbbbbbbbbbbbbbbb");
             assert!(matches!(r.outcome, RefundOutcome::Succeeded { .. }));
+            assert_eq!(r.payment_id, None, "named by origQryId, not our id");
+            assert_eq!(
+                (r.amount_minor, r.currency.as_deref()),
+                (Some(200), Some("CNY"))
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -786,11 +786,18 @@ pub fn parse_notification(
                 },
             })
         }
-        "04" => UnionpayNotificationKind::Refund(RefundNotification {
-            channel: Channel::Unionpay,
-            refund_id: id,
-            outcome: refund_by_code(&fields, code),
-        }),
+        "04" => {
+            // The payment is named by UnionPay's own `origQryId`, not by our id.
+            let (amount_minor, currency) = stated_amount(&fields).map_err(malformed)?;
+            UnionpayNotificationKind::Refund(RefundNotification {
+                channel: Channel::Unionpay,
+                refund_id: id,
+                payment_id: None,
+                amount_minor,
+                currency,
+                outcome: refund_by_code(&fields, code),
+            })
+        }
         other => return Err(malformed(format!("txnType {other:?}"))),
     };
     Ok(UnionpayNotification {

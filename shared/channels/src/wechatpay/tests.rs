@@ -512,6 +512,10 @@ fn a_refund_callback_names_our_refund() {
         WechatNotificationKind::Refund(r) => {
             assert_eq!(r.refund_id, "re_bbbbbbbbbbbbbbbbbbbbbbbbbb");
             assert_eq!(
+                (r.payment_id.as_deref(), r.amount_minor),
+                (Some("pay_a"), Some(200))
+            );
+            assert_eq!(
                 r.outcome,
                 RefundOutcome::Succeeded {
                     channel_ref: Some("50".into())

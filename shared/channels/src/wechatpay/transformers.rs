@@ -779,6 +779,10 @@ struct RefundAnswer {
     #[serde(default)]
     out_refund_no: Option<String>,
     #[serde(default)]
+    out_trade_no: Option<String>,
+    #[serde(default)]
+    amount: Option<StatedRefundAmount>,
+    #[serde(default)]
     refund_id: Option<String>,
     #[serde(default)]
     status: Option<String>,
@@ -786,6 +790,15 @@ struct RefundAnswer {
     refund_status: Option<String>,
     #[serde(default)]
     mchid: Option<String>,
+}
+
+/// A refund's `amount` object (fen); `refund` is this refund's own amount.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct StatedRefundAmount {
+    #[serde(default)]
+    refund: Option<i64>,
+    #[serde(default)]
+    currency: Option<String>,
 }
 
 /// The answer to a refund or refund query.
@@ -962,9 +975,13 @@ fn refund_callback(
     check_callback_mchid(config, r.mchid.as_deref())?;
     let refund_id = required(r.out_refund_no, "out_refund_no")?;
     let status = required(r.refund_status, "refund_status")?;
+    let amount = r.amount.unwrap_or_default();
     Ok(RefundNotification {
         channel: Channel::Wechatpay,
         refund_id,
+        payment_id: r.out_trade_no,
+        amount_minor: amount.refund,
+        currency: amount.currency,
         outcome: refund_status_outcome(&status, r.refund_id),
     })
 }

@@ -30,6 +30,13 @@ pub struct RefundNotification {
     pub channel: Channel,
     /// Our refund id.
     pub refund_id: String,
+    /// The payment the channel says the refund is of (our payment id), when it says.
+    pub payment_id: Option<String>,
+    /// The refund's amount (minor units) as the channel states it, when it states this
+    /// refund's own amount (Alipay states only a running total: `None`).
+    pub amount_minor: Option<i64>,
+    /// The currency the channel states with that amount, when it does.
+    pub currency: Option<String>,
     /// What the channel says.
     pub outcome: RefundOutcome,
 }
@@ -74,7 +81,19 @@ pub async fn apply_payment_notification<R: Repository, E: Entropy>(
     })
 }
 
-/// Applies a refund notification.
+/// Whether what the notification states (payment, amount, currency) disagrees with the
+/// refund it names. What it does not state is not held against it.
+fn refund_mismatch(n: &RefundNotification, r: &crate::model::Refund) -> bool {
+    n.payment_id.as_deref().is_some_and(|p| p != r.payment_id)
+        || n.amount_minor.is_some_and(|a| a != r.amount_minor)
+        || n.currency
+            .as_deref()
+            .is_some_and(|c| c != r.currency.code())
+}
+
+/// Applies a refund notification: one that names another payment, or states another
+/// amount or currency than the refund's, is not applied and flags the payment
+/// (`refund_mismatch`).
 pub async fn apply_refund_notification<R: Repository, E: Entropy>(
     ctx: &Ctx<'_, R>,
     rng: &mut E,
@@ -92,6 +111,24 @@ pub async fn apply_refund_notification<R: Repository, E: Entropy>(
     };
     if p.channel != n.channel {
         return Ok(NotificationResult::UnknownObject);
+    }
+    if refund_mismatch(n, &before) {
+        // About another payment or another amount: never applied to this refund; its
+        // payment is flagged for a person, as a payment notification's mismatch is.
+        let flagged = super::refunds::flag_for_refund(
+            ctx,
+            rng,
+            &before.payment_id,
+            "refund_mismatch",
+            n.amount_minor,
+            n.currency.clone(),
+        )
+        .await?;
+        return Ok(if flagged {
+            NotificationResult::Conflicted
+        } else {
+            NotificationResult::Duplicate
+        });
     }
     let settled = super::refunds::settle(ctx, rng, &n.refund_id, &n.outcome).await?;
     Ok(if settled.refund.state != before.state {

@@ -256,29 +256,43 @@ pub(crate) async fn settle<R: Repository, E: Entropy>(
     .await?;
     refund_events(ctx, &u).await;
     settle_payment(ctx, rng, &u).await?;
-    let flagged =
-        contradicted.get() && flag_refund_contradiction(ctx, rng, &u.after.payment_id).await?;
+    let flagged = contradicted.get()
+        && flag_for_refund(
+            ctx,
+            rng,
+            &u.after.payment_id,
+            "refund_contradiction",
+            None,
+            None,
+        )
+        .await?;
     Ok(Settled {
         refund: u.after,
         flagged,
     })
 }
 
-/// Flags payment `payment_id` as conflicted (`refund_contradiction`,
-/// `payment.conflicted`) once; a payment already flagged is left as it is (`false`).
-async fn flag_refund_contradiction<R: Repository, E: Entropy>(
+/// Flags payment `payment_id` as conflicted over one of its refunds (`reason`, with what
+/// the channel stated; `payment.conflicted`) once; a payment already flagged is left as
+/// it is (`false`).
+pub(crate) async fn flag_for_refund<R: Repository, E: Entropy>(
     ctx: &Ctx<'_, R>,
     rng: &mut E,
     payment_id: &str,
+    reason: &str,
+    channel_amount_minor: Option<i64>,
+    channel_currency: Option<String>,
 ) -> Result<bool, ApiError> {
     let now_ms = ctx.now_ms;
     let pu = update_payment(ctx, payment_id, |cur| {
-        Ok(super::payments::flag_conflict(
-            cur,
-            "refund_contradiction",
-            None,
-            now_ms,
-        ))
+        let flagged = super::payments::flag_conflict(cur, reason, None, now_ms);
+        Ok(flagged.map(|mut p| {
+            if let Some(conflict) = p.conflict.as_mut() {
+                conflict.channel_amount_minor = channel_amount_minor;
+                conflict.channel_currency = channel_currency.clone();
+            }
+            p
+        }))
     })
     .await?;
     payment_events(ctx, rng, &pu).await?;
