@@ -3,7 +3,9 @@
 //! value written through one is read (and compare-and-swapped) through the other.
 //!
 //! Access control is Spin's: a label missing from the component's `key_value_stores` is
-//! `access-denied`; a label no runtime config defines is `no-such-store`.
+//! `access-denied` whether or not the app defines it (so a component cannot learn which
+//! other stores exist); a granted label always has a store (start-up checks it), else it
+//! would be `no-such-store`.
 
 use std::sync::Arc;
 
@@ -39,11 +41,10 @@ enum OpenError {
 
 impl HostState {
     fn open_backend(&self, label: &str) -> Result<Arc<dyn KvBackend>, OpenError> {
-        let backend = self.env.kv.get(label).ok_or(OpenError::NoSuchStore)?;
         if !self.env.kv_allowed.contains(label) {
             return Err(OpenError::AccessDenied);
         }
-        Ok(backend)
+        self.env.kv.get(label).ok_or(OpenError::NoSuchStore)
     }
 
     fn open_store(&self, label: &str) -> Result<OpenStore, OpenError> {
