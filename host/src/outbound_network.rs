@@ -177,7 +177,17 @@ pub(crate) async fn send(
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host)
         .to_string();
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let default_port = if tls { 443 } else { 80 };
+    let port = uri.port_u16().unwrap_or(default_port);
+    // As Spin does, the `host` header is the URL's host and a port other than the
+    // scheme's, never the whole authority: a URL's user-info must not reach the server.
+    let host_header = match uri.port_u16() {
+        Some(p) if p != default_port => format!("{}:{p}", uri.host().unwrap_or_default()),
+        _ => uri.host().unwrap_or_default().to_string(),
+    };
+    let host_header =
+        http::HeaderValue::try_from(host_header).map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    req.headers_mut().insert(http::header::HOST, host_header);
     let key = PoolKey {
         tls,
         host: host.clone(),
@@ -544,7 +554,7 @@ mod tests {
     }
 
     /// A loopback HTTP/1.1 server answering `<connection>:<request on it>` (4 MiB at
-    /// `/big`) and counting the connections it accepted and saw end. It never closes an
+    /// `/big`, the `host` headers it got at `/host`) and counting the connections it accepted and saw end. It never closes an
     /// idle connection itself, unless `close_after_each`: then it drops each connection a
     /// moment after its first response, without a `connection: close` header (a server
     /// whose keep-alive timeout ran out).
@@ -568,6 +578,13 @@ mod tests {
                         let k = served.fetch_add(1, Ordering::SeqCst) + 1;
                         let text = match req.uri().path() {
                             "/big" => "x".repeat(4 << 20),
+                            "/host" => req
+                                .headers()
+                                .get_all(http::header::HOST)
+                                .iter()
+                                .map(|v| v.to_str().unwrap_or("?"))
+                                .collect::<Vec<_>>()
+                                .join(","),
                             _ => format!("{n}:{k}"),
                         };
                         async move {
@@ -615,6 +632,32 @@ mod tests {
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         Box::into_pin(ended).await.unwrap();
         String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_host_header_names_the_host_and_port_never_the_urls_user_info() {
+        // Proves a URL with user-info (which wasmtime copies into the `host` header it
+        // adds) reaches the server with one `host: 127.0.0.1:<port>`, as Spin sends it.
+        let (port, _server) = counting_server(false).await;
+        let body = http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let req = http::Request::get(format!("http://user:secret@127.0.0.1:{port}/host"))
+            .header(http::header::HOST, format!("user:secret@127.0.0.1:{port}"))
+            .body(body)
+            .unwrap();
+        let timeouts = RequestOptions {
+            connect_timeout: Some(Duration::from_secs(5)),
+            first_byte_timeout: Some(Duration::from_secs(5)),
+            between_bytes_timeout: Some(Duration::from_secs(5)),
+        };
+        let pool = Arc::new(Pool::default());
+        let (resp, _ended) = send(req, timeouts, &BlockedNetworks::default(), &pool)
+            .await
+            .unwrap();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let seen = String::from_utf8(bytes.to_vec()).unwrap();
+        assert_eq!(seen, format!("127.0.0.1:{port}"));
     }
 
     #[tokio::test]
