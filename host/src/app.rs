@@ -56,8 +56,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// starts waiting for one: a client that sends part of a head and stalls (slowloris), or
 /// a keep-alive connection left idle, is closed after it.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long shutdown waits for in-flight requests.
-pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for in-flight requests beyond their deadline (the request
+/// timeout): a request waiting on a payment channel is never cut off before the time it
+/// was given, after the channel may have acted on it.
+pub const SHUTDOWN_DRAIN_MARGIN: Duration = Duration::from_secs(2);
 
 /// Everything needed to run an app. [`AppOptions::new`] gives the defaults. Its `Debug`
 /// shows variable names but not their values, and whether a Redis URL is set but not
@@ -369,7 +371,7 @@ fn serve_thread(
             app.dispatcher(),
             header_read_timeout,
             stop_requested(stopping.clone()),
-            SHUTDOWN_DRAIN_TIMEOUT,
+            app.settings.shutdown_drain(),
         );
         tokio::select! {
             () = serve => {}
@@ -616,6 +618,13 @@ pub(crate) struct InstanceSettings {
     max_concurrent: u32,
     idle_timeout: Duration,
     request_timeout: Duration,
+}
+
+impl InstanceSettings {
+    /// How long shutdown waits for in-flight requests: their deadline and a margin.
+    fn shutdown_drain(&self) -> Duration {
+        self.request_timeout.saturating_add(SHUTDOWN_DRAIN_MARGIN)
+    }
 }
 
 impl From<&AppOptions> for InstanceSettings {
@@ -996,6 +1005,18 @@ impl WorkerState for Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shutdown_waits_for_in_flight_requests_past_their_deadline() {
+        // Proves the drain covers the request timeout, default or set, so shutdown never
+        // cuts off a request before its own deadline (a channel call may be under way).
+        let mut opts = AppOptions::new("spin.toml");
+        for timeout in [DEFAULT_REQUEST_TIMEOUT, Duration::from_secs(90)] {
+            opts.request_timeout = timeout;
+            let drain = InstanceSettings::from(&opts).shutdown_drain();
+            assert!(drain > timeout, "{drain:?} for {timeout:?}");
+        }
+    }
 
     #[test]
     fn debug_output_names_variables_but_shows_no_secret() {
