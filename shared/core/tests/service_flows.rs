@@ -1019,6 +1019,59 @@ fn a_page_of_refund_heavy_payments_ends_within_its_byte_budget_and_the_cursor_ca
 }
 
 #[test]
+fn a_page_walks_past_a_long_run_of_empty_index_slots_to_older_payments() {
+    // Proves a list never ends empty while older payments remain: with three payments
+    // below 300 sequence numbers drawn by requests that wrote nothing (failed or crashed
+    // creations), a page of 1 still finds the newest payment, and paging finds all three.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(23),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let mut created = Vec::new();
+        for i in 0..3 {
+            let p = create_payment(
+                &c,
+                &ch,
+                &LocalRisk::default(),
+                &mut rng,
+                &m,
+                new_payment(&body(100 + i, QRC, "")),
+            )
+            .await
+            .unwrap();
+            created.push(p.id);
+        }
+        created.reverse();
+        let seq = spinpay_core::keys::payment_seq(&m.id);
+        repo.increment(&seq, 300).await.unwrap();
+        let mut seen = Vec::new();
+        let mut params = ListParams {
+            limit: 1,
+            ..Default::default()
+        };
+        loop {
+            let page = list_payments(&c, &m.id, &params).await.unwrap();
+            assert_eq!(
+                page.data.len(),
+                1,
+                "no empty page before the last: {seen:?}"
+            );
+            seen.extend(page.data.iter().map(|p| p.id.clone()));
+            if !page.has_more {
+                break;
+            }
+            params.starting_after = seen.last().cloned();
+        }
+        assert_eq!(seen, created);
+    });
+}
+
+#[test]
 fn cursor_lists_page_newest_first_without_gaps_or_repeats() {
     // Proves limit/starting_after/has_more over 25 payments visit each exactly once, newest first.
     let (repo, keys, ch, mut rng) = (

@@ -80,8 +80,14 @@ pub use retention::EXPIRY_SWEEP_MAX;
 /// Most compare-and-swap attempts for one write before giving up with
 /// `concurrent_modification` (sized for 64 requests racing on one payment).
 pub const CAS_RETRIES_MAX: u32 = 128;
-/// Most index batches a list walks past gaps before stopping.
+/// Most index batches a list walks past gaps before it ends the page with what it found.
 pub const LIST_BATCHES_MAX: u32 = 8;
+/// Most empty index slots a list walks past to find one item: a page never ends empty
+/// while an item older than a run of empty slots (sequence numbers drawn by requests
+/// that failed or crashed before writing) is within this many slots.
+pub const LIST_EMPTY_SLOTS_MAX: i64 = 10_000;
+/// Slots read in one batch once a page has found nothing in [`LIST_BATCHES_MAX`] batches.
+const LIST_GAP_BATCH: i64 = 256;
 
 /// What every use case needs: storage, the encryption keys and the current time.
 #[derive(Debug)]

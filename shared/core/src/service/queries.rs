@@ -5,7 +5,9 @@
 
 use serde::de::DeserializeOwned;
 
-use super::{Ctx, LIST_BATCHES_MAX, internal, load_payment, read};
+use super::{
+    Ctx, LIST_BATCHES_MAX, LIST_EMPTY_SLOTS_MAX, LIST_GAP_BATCH, internal, load_payment, read,
+};
 use crate::api::{ListParams, ListResponse, PaymentResponse, RefundResponse};
 use crate::error::ApiError;
 use crate::ids::{IdKind, is_valid_id};
@@ -256,7 +258,9 @@ pub(crate) async fn load_event<R: Repository>(
 
 /// Walks index slots `below-1, below-2, …` collecting up to `limit` ids (plus one to
 /// know whether there are more), in batches of `limit + 1`, at most
-/// [`LIST_BATCHES_MAX`] batches.
+/// [`LIST_BATCHES_MAX`] batches once something was found; a page that has found nothing
+/// goes on past the empty run in bigger batches, up to [`LIST_EMPTY_SLOTS_MAX`] slots,
+/// so it never ends empty while older items remain.
 async fn walk_index<R: Repository>(
     repo: &R,
     slot: impl Fn(i64) -> String,
@@ -266,15 +270,24 @@ async fn walk_index<R: Repository>(
     let want = i64::from(limit) + 1;
     let mut ids = Vec::new();
     let mut next = below - 1;
-    for _batch in 0..LIST_BATCHES_MAX {
+    let mut walked = 0i64;
+    for batch in 0.. {
         if next < 1 || ids.len() as i64 >= want {
             break;
         }
-        let low = (next - want + 1).max(1);
+        let size = if batch < LIST_BATCHES_MAX {
+            want
+        } else if ids.is_empty() && walked < LIST_EMPTY_SLOTS_MAX {
+            LIST_GAP_BATCH.max(want)
+        } else {
+            break;
+        };
+        let low = (next - size + 1).max(1);
         let keys: Vec<String> = (low..=next).rev().map(&slot).collect();
         for v in repo.get_many(&keys).await?.into_iter().flatten() {
             ids.push(serde_json::from_slice::<String>(&v.value).map_err(internal)?);
         }
+        walked += next - low + 1;
         next = low - 1;
     }
     // Stopped by the batch cap (a run of empty slots) with more slots below: say so,
