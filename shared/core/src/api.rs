@@ -1093,46 +1093,62 @@ pub struct ListParams {
     pub limit: u32,
     /// Object id to continue after.
     pub starting_after: Option<String>,
-    /// Lookup by merchant order id (payments only).
+    /// Lookup by merchant order id (payments only), as sent: see
+    /// [`ListParams::order_lookup`].
     pub merchant_order_id: Option<String>,
 }
 
 impl ListParams {
-    /// Parses a query string (`limit=10&starting_after=pay_…`); unknown names are errors.
+    /// Parses a query string (`limit=10&starting_after=pay_…`, names and values
+    /// percent-decoded); unknown names are errors. `merchant_order_id` is checked by the
+    /// one list that takes it ([`ListParams::order_lookup`]): the others refuse it as
+    /// unknown whatever its value.
     pub fn parse(query: &str) -> Result<ListParams, ApiError> {
         let mut p = ListParams {
             limit: PAGE_SIZE_DEFAULT,
             ..ListParams::default()
         };
-        let mut seen: Vec<&str> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
         for pair in query.split('&').filter(|s| !s.is_empty()) {
-            let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(raw).ok_or_else(|| invalid(name, "bad percent-encoding"))?;
+            let (raw_name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = percent_decode(raw_name)
+                .ok_or_else(|| invalid(raw_name, "bad percent-encoding"))?;
+            let value =
+                percent_decode(raw).ok_or_else(|| invalid(&name, "bad percent-encoding"))?;
             if seen.contains(&name) {
-                return Err(invalid(name, "given more than once"));
+                return Err(invalid(&name, "given more than once"));
             }
-            seen.push(name);
-            match name {
+            match name.as_str() {
                 "limit" => {
-                    p.limit = value
-                        .parse::<u32>()
-                        .ok()
+                    p.limit = Some(value.as_str())
+                        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|v| v.parse::<u32>().ok())
                         .filter(|l| (1..=PAGE_SIZE_MAX).contains(l))
                         .ok_or_else(|| invalid("limit", "must be an integer 1-100"))?;
                 }
                 "starting_after" => p.starting_after = Some(value),
-                "merchant_order_id" => {
-                    validate_ref(&value, "merchant_order_id")?;
-                    p.merchant_order_id = Some(value);
-                }
-                other => {
-                    return Err(ApiError::UnknownField {
-                        param: other.to_string(),
-                    });
-                }
+                "merchant_order_id" => p.merchant_order_id = Some(value),
+                _ => return Err(ApiError::UnknownField { param: name }),
             }
+            seen.push(name);
         }
         Ok(p)
+    }
+
+    /// The merchant order id to look up (`GET /v1/payments?merchant_order_id=`), checked;
+    /// a lookup answers one payment or none, so a cursor with it is refused.
+    pub fn order_lookup(&self) -> Result<Option<&str>, ApiError> {
+        let Some(order_id) = self.merchant_order_id.as_deref() else {
+            return Ok(None);
+        };
+        validate_ref(order_id, "merchant_order_id")?;
+        if self.starting_after.is_some() {
+            return Err(invalid(
+                "starting_after",
+                "cannot be combined with merchant_order_id",
+            ));
+        }
+        Ok(Some(order_id))
     }
 }
 
@@ -1650,6 +1666,31 @@ mod tests {
         assert_eq!(
             (p.limit, p.starting_after.as_deref()),
             (100, Some("pay_xA"))
+        );
+        // Names are decoded like values; a limit is digits only.
+        assert_eq!(ListParams::parse("lim%69t=5").unwrap().limit, 5);
+        for bad in ["limit=%2B5", "limit=+5", "limit=5.0", "limit=", "limit=-1"] {
+            let e = ListParams::parse(bad).unwrap_err();
+            assert_eq!(e.param(), Some("limit"), "{bad}");
+        }
+        let e = ListParams::parse("limit=5&lim%69t=6").unwrap_err();
+        assert_eq!((e.code(), e.param()), ("parameter_invalid", Some("limit")));
+        // The order id is checked by the lookup, which takes no cursor.
+        let any = ListParams::parse("merchant_order_id=%20bad%01").unwrap();
+        assert_eq!(
+            any.order_lookup().unwrap_err().param(),
+            Some("merchant_order_id")
+        );
+        let both = ListParams::parse("merchant_order_id=ORD-1&starting_after=pay_x").unwrap();
+        assert_eq!(
+            both.order_lookup().unwrap_err().param(),
+            Some("starting_after")
+        );
+        let one = ListParams::parse("merchant_order_id=ORD-1&limit=5").unwrap();
+        assert_eq!(one.order_lookup(), Ok(Some("ORD-1")));
+        assert_eq!(
+            ListParams::parse("limit=5").unwrap().order_lookup(),
+            Ok(None)
         );
     }
 

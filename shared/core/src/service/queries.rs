@@ -127,7 +127,7 @@ pub async fn list_payments<R: Repository>(
     merchant_id: &str,
     params: &ListParams,
 ) -> Result<ListResponse<PaymentResponse>, ApiError> {
-    if let Some(order_id) = &params.merchant_order_id {
+    if let Some(order_id) = params.order_lookup()? {
         return match find_payment_by_order_id(ctx, merchant_id, order_id).await {
             Ok(p) => Ok(ListResponse::new(vec![p], false)),
             Err(ApiError::ResourceMissing { .. }) => Ok(ListResponse::new(vec![], false)),
