@@ -702,6 +702,12 @@ where
         }
     }
     let u = update_payment(ctx, payment_id, |cur| {
+        if cur.channel_engaged && !p.channel_engaged {
+            // Sent to the channel since it was read (an approval or a confirmed code in
+            // between): canceling it here alone would leave it payable, or its funds
+            // held, there. The retry reads it engaged and closes it at the channel.
+            return Err(ApiError::ConcurrentModification);
+        }
         match apply_payment(&cur.state, &PaymentCommand::Cancel) {
             Ok(state) => Ok(Some(Payment {
                 state,
