@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::sha256_hex;
+use crate::crypto::{Keyring, sha256_hex};
 use crate::error::ApiError;
 
 /// How long a completed response is replayed.
@@ -131,25 +131,36 @@ pub enum IdempotencyDecision {
     InProgress,
 }
 
-/// The request fingerprint: sha256 of method, path and the body as the API reads it.
-/// Bodies the API takes as the same request give the same fingerprint: an empty body and
-/// `{}`, a `null` member and no member, members in any order, any whitespace (the API
-/// reads a body into one JSON value, so a repeated member counts as its last one here
-/// too). A body that is not JSON counts as its bytes.
-pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
-    raw_fingerprint(method, path, &canonical_body(body))
+/// The request fingerprint: an HMAC under the encryption key (so a stored fingerprint
+/// gives nothing away of a guessable body, such as one whose only secret is a phone
+/// number) of method, path and the body as the API reads it. Bodies the API takes as the
+/// same request give the same fingerprint: an empty body and `{}`, a `null` member and no
+/// member, members in any order, any whitespace (the API reads a body into one JSON
+/// value, so a repeated member counts as its last one here too). A body that is not JSON
+/// counts as its bytes.
+pub fn fingerprint(keys: &Keyring, method: &str, path: &str, body: &[u8]) -> String {
+    let mut data = FINGERPRINT_DOMAIN.to_vec();
+    data.extend(request_bytes(method, path, &canonical_body(body)));
+    keys.keyed_hash_hex(&data)
 }
 
-/// The fingerprint of the exact bytes: what records stored before [`fingerprint`] read
-/// bodies hold (they are kept 24 h), so a retry of such a request still replays.
+/// Separates fingerprints from the other keyed hashes made under the same key.
+const FINGERPRINT_DOMAIN: &[u8] = b"spinpay idempotency fingerprint\n";
+
+/// The unkeyed SHA-256 of the exact bytes: what records stored before [`fingerprint`]
+/// hold (they are kept 24 h), so a retry of such a request still replays.
 pub fn raw_fingerprint(method: &str, path: &str, body: &[u8]) -> String {
+    sha256_hex(&request_bytes(method, path, body))
+}
+
+fn request_bytes(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
     let mut data = Vec::with_capacity(method.len() + path.len() + body.len() + 2);
     data.extend_from_slice(method.as_bytes());
     data.push(b'\n');
     data.extend_from_slice(path.as_bytes());
     data.push(b'\n');
     data.extend_from_slice(body);
-    sha256_hex(&data)
+    data
 }
 
 /// The body as the API reads it, written out with sorted members and no `null` members.
@@ -333,33 +344,46 @@ mod tests {
         // Proves changing the method, the path or a value changes the fingerprint, while
         // bodies the API reads as the same request (empty and {}, null and absent,
         // another member order or spacing) share one; a body that is not JSON counts as
-        // its bytes.
-        let base = fingerprint("POST", "/v1/payments", b"{}");
-        assert_ne!(base, fingerprint("POST", "/v1/payment", b"{}"));
-        assert_ne!(base, fingerprint("PUT", "/v1/payments", b"{}"));
+        // its bytes. It is keyed: another encryption key gives another fingerprint.
+        let keys = crate::crypto::Keyring::new(1, [7; 32]);
+        let base = fingerprint(&keys, "POST", "/v1/payments", b"{}");
+        assert_ne!(base, fingerprint(&keys, "POST", "/v1/payment", b"{}"));
+        assert_ne!(base, fingerprint(&keys, "PUT", "/v1/payments", b"{}"));
         for same in [&b""[..], b" ", b"{ }", b"{\"amount_minor\":null}"] {
-            assert_eq!(base, fingerprint("POST", "/v1/payments", same), "{same:?}");
+            assert_eq!(
+                base,
+                fingerprint(&keys, "POST", "/v1/payments", same),
+                "{same:?}"
+            );
         }
-        let one = fingerprint("POST", "/p", br#"{"a":1,"b":{"c":"x","d":null}}"#);
+        let one = fingerprint(&keys, "POST", "/p", br#"{"a":1,"b":{"c":"x","d":null}}"#);
         assert_eq!(
             one,
-            fingerprint("POST", "/p", br#"{ "b": {"c": "x"}, "a": 1 }"#)
+            fingerprint(&keys, "POST", "/p", br#"{ "b": {"c": "x"}, "a": 1 }"#)
         );
-        assert_ne!(one, fingerprint("POST", "/p", br#"{"a":2,"b":{"c":"x"}}"#));
-        assert_ne!(one, fingerprint("POST", "/p", br#"{"a":1,"b":{"c":"y"}}"#));
         assert_ne!(
             one,
-            fingerprint("POST", "/p", br#"{"a":1.0,"b":{"c":"x"}}"#)
+            fingerprint(&keys, "POST", "/p", br#"{"a":2,"b":{"c":"x"}}"#)
         );
         assert_ne!(
-            fingerprint("POST", "/p", b"{not json"),
-            fingerprint("POST", "/p", b"{not  json")
+            one,
+            fingerprint(&keys, "POST", "/p", br#"{"a":1,"b":{"c":"y"}}"#)
         );
-        assert_eq!(
+        assert_ne!(
+            one,
+            fingerprint(&keys, "POST", "/p", br#"{"a":1.0,"b":{"c":"x"}}"#)
+        );
+        assert_ne!(
+            fingerprint(&keys, "POST", "/p", b"{not json"),
+            fingerprint(&keys, "POST", "/p", b"{not  json")
+        );
+        assert_ne!(
             raw_fingerprint("POST", "/p", b"{ }"),
-            raw_fingerprint("POST", "/p", b"{ }")
+            raw_fingerprint("POST", "/p", b"{}")
         );
-        assert_ne!(base, raw_fingerprint("POST", "/v1/payments", b"{ }"));
+        assert_ne!(base, raw_fingerprint("POST", "/v1/payments", b"{}"));
+        let other = crate::crypto::Keyring::new(1, [8; 32]);
+        assert_ne!(base, fingerprint(&other, "POST", "/v1/payments", b"{}"));
         assert!(validate_key("k-1").is_ok());
         assert!(validate_key("").is_err());
         assert!(validate_key("é").is_err());

@@ -114,7 +114,7 @@ pub async fn idempotency_begin<R: Repository>(
         Some((r, _)) if r.fingerprint == raw_fingerprint(method, path, body) => {
             r.fingerprint.clone()
         }
-        _ => fingerprint(method, path, body),
+        _ => fingerprint(ctx.keys, method, path, body),
     };
     let storage_version = existing.as_ref().map_or(0, |(_, v)| *v);
     match decide(existing.as_ref().map(|(r, _)| r), &fp, ctx.now_ms) {
