@@ -56,6 +56,99 @@ async fn held_for_review<R: Repository>(
     held
 }
 
+/// A repository that answers the first read of `key` with `stale` (what a request read
+/// before another one changed the record) and passes everything else through.
+struct StaleOnce<'a> {
+    inner: &'a MemoryRepository,
+    key: String,
+    stale: std::cell::RefCell<Option<spinpay_core::repo::Versioned>>,
+}
+
+impl Repository for StaleOnce<'_> {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<spinpay_core::repo::Versioned>, spinpay_core::repo::RepoError> {
+        if key == self.key
+            && let Some(stale) = self.stale.borrow_mut().take()
+        {
+            return Ok(Some(stale));
+        }
+        self.inner.get(key).await
+    }
+    async fn put_if_version(
+        &self,
+        key: &str,
+        expected: u64,
+        value: Vec<u8>,
+    ) -> Result<u64, spinpay_core::repo::RepoError> {
+        self.inner.put_if_version(key, expected, value).await
+    }
+    async fn put_fresh(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(), spinpay_core::repo::RepoError> {
+        self.inner.put_fresh(key, value).await
+    }
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, spinpay_core::repo::RepoError> {
+        self.inner.increment(key, delta).await
+    }
+    async fn get_many(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<spinpay_core::repo::Versioned>>, spinpay_core::repo::RepoError> {
+        self.inner.get_many(keys).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), spinpay_core::repo::RepoError> {
+        self.inner.delete(key).await
+    }
+}
+
+#[test]
+fn a_cancel_that_read_the_payment_before_an_approval_sent_it_to_the_channel_closes_it_there() {
+    // Proves a cancel never cancels here alone a payment that reached the channel after
+    // the cancel read it (an approval in between shows the QR code at the channel): the
+    // cancel answers concurrent_modification and changes nothing, and its retry closes
+    // the order at the channel and cancels the payment.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(24),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let held = held_for_review(&c, &ch, &mut rng, &m, "").await;
+        let key = format!("pay/{}", held.id);
+        let before_approval = repo.get(&key).await.unwrap();
+        let approved = review_payment(&c, &ch, &mut rng, &m.id, &held.id, true, false)
+            .await
+            .unwrap();
+        assert_eq!(approved.status, PaymentStatus::RequiresCustomerAction);
+        let stale = StaleOnce {
+            inner: &repo,
+            key,
+            stale: std::cell::RefCell::new(before_approval),
+        };
+        let late = ctx(&stale, &keys, 1_000);
+        let reason = CancellationReason::RequestedByMerchant;
+        let e = cancel_payment(&late, &ch, &mut rng, &m.id, &held.id, reason)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "concurrent_modification");
+        assert_eq!(*ch.cancel_calls.borrow(), 0);
+        let still = get_payment(&c, &m.id, &held.id).await.unwrap();
+        assert_eq!(still.status, PaymentStatus::RequiresCustomerAction);
+        let canceled = cancel_payment(&c, &ch, &mut rng, &m.id, &held.id, reason)
+            .await
+            .unwrap();
+        assert_eq!(canceled.status, PaymentStatus::Canceled);
+        assert_eq!(*ch.cancel_calls.borrow(), 1, "closed at the channel");
+    });
+}
+
 #[test]
 fn a_qr_payment_waits_for_the_customer_and_a_notification_completes_it_once() {
     // Proves qr_merchant → display_qr, paid notification → succeeded, duplicate harmless.
