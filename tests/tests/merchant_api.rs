@@ -100,7 +100,9 @@ fn a_merchant_rotates_its_secret_key_and_the_old_one_works_only_for_the_grace_pe
     // Proves POST /v1/account/secret-key/rotate through the components: a bad grace period
     // is refused naming it and rotates nothing; the new key is shown once (a replay under
     // the same Idempotency-Key answers the same key) and works at once; the old key still
-    // works during the grace period; a second rotation stops the key two rotations old.
+    // works during the grace period, but cannot change the account (rotations, settings)
+    // except by replaying its own rotation; a second rotation stops the key two rotations
+    // old.
     run(|app| async move {
         let m = app.new_merchant().await;
         let rotate = "/v1/account/secret-key/rotate";
@@ -124,6 +126,35 @@ fn a_merchant_rotates_its_secret_key_and_the_old_one_works_only_for_the_grace_pe
             200,
             "old key, in its grace period"
         );
+        // The rotated-out key (it may have leaked) cannot change the account: no new
+        // rotation of either secret, no settings; it may still replay its own rotation.
+        let old = Some(m.secret_key.as_str());
+        let webhook = "/v1/account/webhook-secret/rotate";
+        for (path, body) in [
+            (rotate, json!({})),
+            (webhook, json!({})),
+            (
+                "/v1/account",
+                json!({"notify_url": "https://evil.example/hook"}),
+            ),
+        ] {
+            let refused = app.post(path, old, Some(&unique("idem")), &body).await;
+            assert_error(&refused, 401, "api_key_retiring");
+            let unkeyed = app.post(path, old, None, &body).await;
+            assert_error(&unkeyed, 401, "api_key_retiring");
+        }
+        let (_, account) = as_key(&new_key).await;
+        assert_ne!(
+            account["notify_url"], "https://evil.example/hook",
+            "{account}"
+        );
+        let replay_old = app.post(rotate, old, Some(&key), &body).await;
+        assert_eq!(
+            replay_old,
+            (200, first.clone()),
+            "its own rotation, replayed"
+        );
+        assert_eq!(as_key(&new_key).await.0, 200, "still the current key");
 
         let rotated_with_new = app
             .post(rotate, Some(&new_key), Some(&unique("idem")), &json!({}))

@@ -22,7 +22,8 @@ use spinpay_core::api::{
     self, BODY_BYTES_MAX, CreateMerchantRequest, MerchantResponse, UpdateMerchantRequest,
 };
 use spinpay_core::idempotency::ADMIN_SCOPE;
-use spinpay_core::service;
+use spinpay_core::model::Merchant;
+use spinpay_core::service::{self, KeyedRun};
 use spinpay_guest::component::{self, Keyed, Services};
 use spinpay_guest::env::OsEntropy;
 use spinpay_guest::inbound::{self, HttpResponse};
@@ -81,8 +82,9 @@ where
         parts,
         body,
         request_id,
-        async |req: CreateMerchantRequest, seed| {
+        async |req: CreateMerchantRequest, keyed| {
             let ctx = services.ctx();
+            let seed = keyed.map(|k| k.seed);
             service::create_merchant_seeded(&ctx, &mut OsEntropy, req.validate()?, seed).await
         },
     )
@@ -107,7 +109,8 @@ where
         parts,
         body,
         request_id,
-        async |req: UpdateMerchantRequest, _seed| {
+        async |req: UpdateMerchantRequest, keyed| {
+            require_current_key(parts, &merchant, keyed)?;
             service::update_merchant(&services.ctx(), &merchant.id, req.validate()?).await
         },
     )
@@ -133,7 +136,8 @@ where
         parts,
         body,
         request_id,
-        async |req: RotateSecretRequest, _seed| {
+        async |req: RotateSecretRequest, keyed| {
+            require_current_key(parts, &merchant, keyed)?;
             let ctx = services.ctx();
             service::rotate_webhook_secret(&ctx, &mut OsEntropy, &merchant.id, req.grace_period_s)
                 .await
@@ -162,8 +166,9 @@ where
         parts,
         body,
         request_id,
-        async |req: RotateSecretRequest, seed| {
-            let (ctx, grace) = (services.ctx(), req.grace_period_s);
+        async |req: RotateSecretRequest, keyed| {
+            require_current_key(parts, &merchant, keyed)?;
+            let (ctx, grace, seed) = (services.ctx(), req.grace_period_s, keyed.map(|k| k.seed));
             service::rotate_secret_key(&ctx, &mut OsEntropy, &merchant.id, grace, seed).await
         },
     )
@@ -177,10 +182,29 @@ enum Seal {
     No,
 }
 
+/// Only the current secret key changes the account; the rotated-out one (still in its
+/// grace period, perhaps because it leaked) is refused, except to resume a request it
+/// started under the same Idempotency-Key (a rotation whose answer was lost is retried
+/// with the key it rotated out, and answers the same new key). Replays of a stored
+/// answer never get here.
+fn require_current_key(
+    parts: &http::request::Parts,
+    merchant: &Merchant,
+    keyed: Option<KeyedRun>,
+) -> Result<(), ApiError> {
+    let current = service::by_current_key(merchant, component::authorization(&parts.headers));
+    if current || keyed.is_some_and(|k| k.resumes) {
+        Ok(())
+    } else {
+        Err(ApiError::ApiKeyRetiring)
+    }
+}
+
 /// The shared tail of every write once the caller is authorized: read the body, then,
 /// under the request's Idempotency-Key in `scope`, parse it as `Req` and run `op` with
-/// the key's operation seed (`None` without a key), for a write that derives what it
-/// creates from it so that a retry resumes it.
+/// the key's run (operation seed, whether it resumes a crashed attempt; `None` without a
+/// key), for a write that derives what it creates from the seed so that a retry resumes
+/// it.
 async fn keyed_write<B, Req, T>(
     services: &Services,
     scope: &str,
@@ -188,7 +212,7 @@ async fn keyed_write<B, Req, T>(
     parts: &http::request::Parts,
     body: B,
     request_id: &str,
-    op: impl AsyncFnOnce(Req, Option<[u8; 16]>) -> Result<T, ApiError>,
+    op: impl AsyncFnOnce(Req, Option<KeyedRun>) -> Result<T, ApiError>,
 ) -> Result<HttpResponse, ApiError>
 where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
@@ -204,11 +228,7 @@ where
     };
     services
         .idempotent_seeded(call, request_id, async |keyed| {
-            op(
-                api::parse_body(&body, BODY_BYTES_MAX)?,
-                keyed.map(|k| k.seed),
-            )
-            .await
+            op(api::parse_body(&body, BODY_BYTES_MAX)?, keyed).await
         })
         .await
 }

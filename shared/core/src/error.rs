@@ -160,6 +160,12 @@ pub enum ApiError {
     /// The key is unknown.
     #[error("the API key is invalid")]
     ApiKeyInvalid,
+    /// A rotated-out key (still in its grace period) asked to change the account.
+    #[error(
+        "this secret key has been rotated out: it cannot change the account (its settings, \
+         secret key or webhook secret); use the current key"
+    )]
+    ApiKeyRetiring,
     /// Wrong admin token.
     #[error("the admin token is invalid")]
     AdminTokenInvalid,
@@ -381,6 +387,12 @@ pub const ERROR_CODES: &[(&str, u16, &str, &str)] = &[
         "The secret key is unknown.",
     ),
     (
+        "api_key_retiring",
+        401,
+        "authentication_error",
+        "A rotated-out secret key (in its grace period) cannot change the account; use the current key.",
+    ),
+    (
         "admin_token_invalid",
         401,
         "authentication_error",
@@ -497,6 +509,7 @@ impl ApiError {
             ApiError::MerchantRefundIdDuplicate { .. } => "merchant_refund_id_duplicate",
             ApiError::AuthenticationRequired => "authentication_required",
             ApiError::ApiKeyInvalid => "api_key_invalid",
+            ApiError::ApiKeyRetiring => "api_key_retiring",
             ApiError::AdminTokenInvalid => "admin_token_invalid",
             ApiError::NotConfigured { .. } => "not_configured",
             ApiError::OtpInvalid { .. } => "otp_invalid",
@@ -602,7 +615,10 @@ impl ApiError {
     pub fn leaves_key_unused(&self) -> bool {
         self.is_retryable()
             || self.is_request_invalid()
-            || matches!(self, ApiError::NotConfigured { .. })
+            || matches!(
+                self,
+                ApiError::NotConfigured { .. } | ApiError::ApiKeyRetiring
+            )
     }
 
     /// True for errors that must not be stored as an idempotent result (the client may
@@ -702,6 +718,7 @@ mod tests {
             ApiError::MerchantRefundIdDuplicate { id: s() },
             ApiError::AuthenticationRequired,
             ApiError::ApiKeyInvalid,
+            ApiError::ApiKeyRetiring,
             ApiError::AdminTokenInvalid,
             ApiError::NotConfigured { what: "x" },
             ApiError::OtpInvalid { attempts_left: 1 },
@@ -746,6 +763,7 @@ mod tests {
                 "json_invalid",
                 "unknown_field",
                 "idempotency_key_in_use",
+                "api_key_retiring",
                 "not_configured",
                 "risk_unavailable",
                 "channel_unavailable",

@@ -111,6 +111,18 @@ pub async fn authenticate<R: Repository>(
     Ok(merchant)
 }
 
+/// Whether `authorization` carries `merchant`'s current secret key (not the rotated-out
+/// one still in its grace period). Only the current key may change the account (its
+/// settings, secret key or webhook secret): a key rotated out because it leaked must not
+/// be able to rotate again and keep the account; it may still retry the rotation that
+/// retired it (under that request's Idempotency-Key), to get the new key.
+pub fn by_current_key(merchant: &Merchant, authorization: Option<&str>) -> bool {
+    bearer(authorization).is_ok_and(|key| {
+        let hash = sha256_hex(key.as_bytes());
+        constant_time_eq(merchant.api_key_hash.as_bytes(), hash.as_bytes())
+    })
+}
+
 /// Shortest time, and the default, for which a rotated-out secret key keeps working:
 /// long enough for a rotation whose answer was lost (or whose request crashed) to be
 /// retried with the old key under its Idempotency-Key, answering the same new key.

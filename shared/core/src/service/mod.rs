@@ -50,7 +50,7 @@ pub use idempotent::{
     reply_for,
 };
 pub use merchants::{
-    SECRET_KEY_GRACE_S_MAX, SECRET_KEY_GRACE_S_MIN, SecretKeyRotated, authenticate,
+    SECRET_KEY_GRACE_S_MAX, SECRET_KEY_GRACE_S_MIN, SecretKeyRotated, authenticate, by_current_key,
     check_admin_token, create_merchant, create_merchant_seeded, rotate_secret_key, update_merchant,
     webhook_secret,
 };
