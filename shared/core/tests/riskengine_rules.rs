@@ -7,7 +7,7 @@ use spinpay_core::money::Currency;
 use spinpay_core::repo::Repository;
 use spinpay_core::repo::memory::MemoryRepository;
 use spinpay_core::riskengine::config::{Lists, parse_cidr};
-use spinpay_core::riskengine::counters::{KEYS_PER_ASSESSMENT_MAX, Window};
+use spinpay_core::riskengine::counters::{Dimension, KEYS_PER_ASSESSMENT_MAX, Window};
 use spinpay_core::riskengine::geo::GeoPoint;
 use spinpay_core::riskengine::{
     AmlKind, Assessment, EngineConfig, EngineInput, PaymentFacts, RefundFacts, assess, day_reports,
@@ -431,6 +431,42 @@ fn impossible_travel_fires_on_speed_or_a_fast_country_change() {
         ..fr
     };
     assert!(pay(&repo, &c, back, T0 + 3 * 3_600_000).fired.is_empty());
+
+    // A payment that does not say where it is, in between, hides no country change.
+    let repo = MemoryRepository::new();
+    pay(&repo, &c, facts("d1", 100), T0);
+    let nowhere = PaymentFacts {
+        country: None,
+        ..facts("d2", 100)
+    };
+    assert!(pay(&repo, &c, nowhere, T0 + 60_000).fired.is_empty());
+    let fr = PaymentFacts {
+        country: Some("FR".into()),
+        ..facts("d3", 100)
+    };
+    assert_eq!(
+        rules(&pay(&repo, &c, fr, T0 + 120_000)),
+        vec!["anomaly.impossible_travel"]
+    );
+}
+
+#[test]
+fn an_ipv4_address_counts_once_however_it_is_written() {
+    // Proves 203.0.113.7 and ::ffff:203.0.113.7 share one IP counter key.
+    let mapped = PaymentFacts {
+        ip: Some("::ffff:203.0.113.7".parse().unwrap()),
+        ..facts("m1", 100)
+    };
+    let ip_key = |f: PaymentFacts| {
+        EngineInput::new(f, b"salt")
+            .unwrap()
+            .counter_keys()
+            .into_iter()
+            .find(|(d, _)| *d == Dimension::Ip)
+            .map(|(_, k)| k)
+    };
+    assert!(ip_key(facts("m0", 100)).is_some());
+    assert_eq!(ip_key(mapped), ip_key(facts("m0", 100)));
 }
 
 #[test]

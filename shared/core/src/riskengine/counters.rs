@@ -470,8 +470,14 @@ fn apply_profile(p: &mut Profile, u: &ProfileUpdate, at_ms: i64) -> Option<()> {
     }
     if p.last_at_ms.is_none_or(|last| last <= at_ms) {
         p.last_at_ms = Some(at_ms);
-        p.last_country.clone_from(&u.country);
-        p.last_location = u.location;
+        // A payment that does not say where it is keeps the last place known, so one
+        // without a country between two others cannot hide a country change.
+        if u.country.is_some() {
+            p.last_country.clone_from(&u.country);
+        }
+        if u.location.is_some() {
+            p.last_location = u.location;
+        }
     }
     if let Some(d) = &u.device_hash {
         p.devices.retain(|x| x != d);

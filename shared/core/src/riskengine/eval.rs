@@ -147,7 +147,9 @@ impl EngineInput {
         let subject = Subject {
             payer: h("payer", &facts.payer_id),
             device: h("device", &facts.device_id),
-            ip: h("ip", &facts.ip.map(|ip| ip.to_string())),
+            // One counter per address however it is written: a v4-mapped IPv6 address
+            // counts as its IPv4 address (as the lists compare it).
+            ip: h("ip", &facts.ip.map(|ip| ip.to_canonical().to_string())),
             token: h("token", &facts.token),
             phone: h("phone", &facts.phone),
         };
