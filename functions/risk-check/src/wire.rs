@@ -5,9 +5,9 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use spinpay_core::ApiError;
 use spinpay_core::model::RiskAssessment;
 use spinpay_core::riskengine::{AmlReport, EngineConfig, hash_identifier};
+use spinpay_core::{ApiError, api};
 
 /// Raw phones or tokens accepted in one PUT list (hashed before storage).
 pub const RAW_ENTRIES_MAX: usize = 10_000;
@@ -225,6 +225,13 @@ fn take_raw(
     for (i, item) in items.into_iter().enumerate() {
         match item {
             Value::String(s) if !s.is_empty() && s.len() <= RAW_ENTRY_BYTES_MAX => {
+                // Hashed as given, so an entry in another form than the API takes (a phone
+                // without its +country code, spaces) could never match: refused, named.
+                let param = format!("{list}.{field}[{i}]");
+                match kind {
+                    "phone" => api::validate_phone(&s, &param)?,
+                    _ => api::validate_token(&s, &param)?,
+                }
                 out.push((list, kind, s));
             }
             Value::String(_) => {
@@ -470,6 +477,22 @@ mod tests {
                 r#"{"blocklist":{"phones":[1]}}"#,
                 "parameter_invalid",
                 "blocklist.phones[0]",
+            ),
+            // Entries no payment could ever match are refused, not stored as dead hashes.
+            (
+                r#"{"blocklist":{"phones":["+8613900000000","13900000000"]}}"#,
+                "parameter_invalid",
+                "blocklist.phones[1]",
+            ),
+            (
+                r#"{"allowlist":{"phones":["+86 139 0000 0000"]}}"#,
+                "parameter_invalid",
+                "allowlist.phones[0]",
+            ),
+            (
+                r#"{"blocklist":{"tokens":["tok 1"]}}"#,
+                "parameter_invalid",
+                "blocklist.tokens[0]",
             ),
             (r#"{"currency":"XXX"}"#, "parameter_invalid", "currency"),
         ];

@@ -424,11 +424,19 @@ fn token(value: Option<String>, param: &str) -> Result<String, ApiError> {
     let v = value.ok_or_else(|| ApiError::ParameterMissing {
         param: param.into(),
     })?;
-    let ok = !v.is_empty() && v.len() <= TOKEN_LEN_MAX && v.bytes().all(|b| b.is_ascii_graphic());
+    validate_token(&v, param)?;
+    Ok(v)
+}
+
+/// Checks a payment token / auth code: 1-128 printable ASCII characters, no spaces.
+pub fn validate_token(token: &str, param: &str) -> Result<(), ApiError> {
+    let ok = !token.is_empty()
+        && token.len() <= TOKEN_LEN_MAX
+        && token.bytes().all(|b| b.is_ascii_graphic());
     if !ok {
         return Err(invalid(param, "must be 1-128 printable ASCII characters"));
     }
-    Ok(v)
+    Ok(())
 }
 
 /// Checks an E.164 phone: `+` then 8–15 digits.

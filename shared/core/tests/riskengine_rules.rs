@@ -127,6 +127,20 @@ fn invalid_configs_are_rejected_naming_the_field() {
             }),
             "allowlist.phone_hashes[0]",
         ),
+        // Ids no payment could carry (payer.id and payer.device_id are 1-128 printable
+        // ASCII) would never match: refused.
+        (
+            Box::new(|c| {
+                c.blocklist.payer_ids.insert("a b".into());
+            }),
+            "blocklist.payer_ids[0]",
+        ),
+        (
+            Box::new(|c| {
+                c.allowlist.device_ids.insert("d".repeat(129));
+            }),
+            "allowlist.device_ids[0]",
+        ),
         (
             Box::new(|c| c.aml.day_utc_offset_minutes = 9000),
             "aml.day_utc_offset_minutes",

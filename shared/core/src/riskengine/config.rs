@@ -554,13 +554,20 @@ fn validate_lists(prefix: &str, l: &Lists) -> Result<(), ApiError> {
                         && e.bytes()
                             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
                 }
-                _ => true,
+                // What a payment's payer.id / payer.device_id may be: anything else could
+                // never match.
+                _ => {
+                    e.len() <= crate::api::PAYER_REF_LEN_MAX
+                        && e.bytes().all(|b| b.is_ascii_graphic())
+                }
             };
             if !ok {
-                let reason = if name == "ips" {
-                    "not an IP address or CIDR block"
-                } else {
-                    "not a lowercase sha256 hex digest"
+                let reason = match name {
+                    "ips" => "not an IP address or CIDR block",
+                    "phone_hashes" | "token_hashes" => "not a lowercase sha256 hex digest",
+                    _ => {
+                        "must be 1-128 printable ASCII characters, as payer ids and device ids are"
+                    }
                 };
                 return Err(invalid(param(), reason));
             }
