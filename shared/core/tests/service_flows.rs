@@ -1338,6 +1338,19 @@ fn a_rotated_secret_key_replaces_the_old_one_after_its_grace_period() {
             Err(ApiError::ApiKeyInvalid),
             "two rotations old"
         );
+        // The seeded rotation retried now (its key already replaced by the third) does
+        // not rotate back: both keys keep working, the newest stays current.
+        let late = rotate_secret_key(&c, &mut rng, &m.id, Some(600), Some(seed))
+            .await
+            .unwrap();
+        assert_eq!(late.secret_key, second);
+        assert_eq!(auth_at(t0, &third.secret_key).await, Ok(m.id.clone()));
+        assert_eq!(auth_at(t0, &second).await, Ok(m.id.clone()));
+        assert_eq!(
+            auth_at(t0 + 10_000_000, &third.secret_key).await,
+            Ok(m.id.clone()),
+            "the newest key is still the current one"
+        );
         assert_eq!(auth_at(t0, &other_key).await, Ok(other.id));
     });
 }

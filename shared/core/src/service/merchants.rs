@@ -183,8 +183,14 @@ pub async fn rotate_secret_key<R: Repository, E: Entropy>(
     }
     let expires_at_ms = ctx.now_ms.saturating_add(grace_s.saturating_mul(1000));
     let rotate = |cur: &Merchant| -> Result<Option<Merchant>, ApiError> {
-        if cur.api_key_hash == new_hash {
-            // An earlier attempt of this rotation got this far.
+        let superseded = cur
+            .previous_api_key
+            .as_ref()
+            .is_some_and(|p| p.hash == new_hash);
+        if cur.api_key_hash == new_hash || superseded {
+            // An earlier attempt of this rotation got this far (and, superseded, another
+            // rotation has replaced its key since): never rotate back to it, which would
+            // drop the newer key's index and lock the merchant out.
             return Ok(None);
         }
         Ok(Some(Merchant {
@@ -197,8 +203,16 @@ pub async fn rotate_secret_key<R: Repository, E: Entropy>(
         }))
     };
     let u = super::update(ctx.repo, &keys::merchant(merchant_id), rotate, |_| {}).await?;
+    let in_use = |hash: &str| {
+        u.after.api_key_hash == hash
+            || u.after
+                .previous_api_key
+                .as_ref()
+                .is_some_and(|p| p.hash == hash)
+    };
     if u.changed
         && let Some(dropped) = &u.before.previous_api_key
+        && !in_use(&dropped.hash)
     {
         // Best effort: authentication refuses it anyway, the record no longer naming it.
         let _ = ctx.repo.delete(&keys::api_key(&dropped.hash)).await;
