@@ -150,6 +150,61 @@ fn a_cancel_that_read_the_payment_before_an_approval_sent_it_to_the_channel_clos
 }
 
 #[test]
+fn a_qr_order_whose_create_answer_was_lost_gets_its_code_from_a_later_recheck() {
+    // Proves a qr_merchant payment whose order the channel created but whose answer was
+    // lost (processing, no QR code; the channel's query says pending without one, as
+    // WeChat Pay's NOTPAY does) is sent again by a re-check once quiet for 60 s, under the
+    // same id, and then shows its QR code; a re-check before that leaves it as it is.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(25),
+    );
+    *ch.authorizes_unanswered.borrow_mut() = 1;
+    block_on(async {
+        let t0 = 1_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = create_payment(
+            &c,
+            &ch,
+            &LocalRisk::default(),
+            &mut rng,
+            &m,
+            new_payment(&body(1250, QR, "")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (p.status, &p.next_action),
+            (PaymentStatus::Processing, &None)
+        );
+        let soon = ctx(&repo, &keys, t0 + 1_000);
+        let early = recheck_payment(&soon, &ch, &mut rng, &m.id, &p.id)
+            .await
+            .unwrap();
+        assert_eq!(early.status, PaymentStatus::Processing);
+        assert_eq!(ch.authorizations(), 1);
+        let later = ctx(&repo, &keys, t0 + 61_000);
+        let shown = recheck_payment(&later, &ch, &mut rng, &m.id, &p.id)
+            .await
+            .unwrap();
+        assert_eq!(shown.status, PaymentStatus::RequiresCustomerAction);
+        assert!(
+            matches!(shown.next_action, Some(NextAction::DisplayQr { .. })),
+            "{:?}",
+            shown.next_action
+        );
+        assert_eq!(
+            *ch.authorized_ids.borrow(),
+            vec![p.id.clone(), p.id.clone()],
+            "sent again under the same id"
+        );
+    });
+}
+
+#[test]
 fn a_qr_payment_waits_for_the_customer_and_a_notification_completes_it_once() {
     // Proves qr_merchant → display_qr, paid notification → succeeded, duplicate harmless.
     let (repo, keys, ch, mut rng) = (

@@ -1091,7 +1091,24 @@ where
     }
     let report = channel.query(&p).await;
     let unknown = matches!(report.outcome, ChannelOutcome::Unknown { .. });
-    if unknown
+    // An order waiting for its customer that the channel has, but whose answer (the QR
+    // code, redirect or app order the customer needs) was lost: the channel's query
+    // says pending without it (WeChat Pay `NOTPAY`), and only sending the order again
+    // (the same order id: charged once at most) gets it back.
+    let answer_lost = matches!(
+        report.outcome,
+        ChannelOutcome::Pending {
+            next_action: None,
+            ..
+        }
+    ) && p.next_action.is_none()
+        && matches!(
+            p.method.kind(),
+            crate::model::MethodKind::QrMerchant
+                | crate::model::MethodKind::H5
+                | crate::model::MethodKind::App
+        );
+    if (unknown || answer_lost)
         && p.state.status == PaymentStatus::Processing
         && outlived_any_request(p.updated_at_ms, ctx.now_ms)
     {

@@ -38,6 +38,9 @@ pub struct SimChannel {
     /// Closes (cancels) still to be left unanswered, as a timeout would: each call takes
     /// one, and the channel does nothing.
     pub cancels_unanswered: RefCell<u32>,
+    /// Creates whose answer is still to be lost: each call takes one, the channel creates
+    /// the order, and the answer is unknown.
+    pub authorizes_unanswered: RefCell<u32>,
     /// Every call to cancel (close), answered or not.
     pub cancel_calls: RefCell<u32>,
     /// Every call to query a payment.
@@ -145,6 +148,13 @@ impl ChannelClient for SimChannel {
     async fn authorize(&self, p: &Payment, method: &PaymentMethod) -> ChannelOutcome {
         self.authorized_ids.borrow_mut().push(p.id.clone());
         self.authorized_dates.borrow_mut().push(p.engaged_at_ms());
+        let mut unanswered = self.authorizes_unanswered.borrow_mut();
+        if *unanswered > 0 {
+            *unanswered -= 1;
+            return ChannelOutcome::Unknown {
+                detail: "timed out".into(),
+            };
+        }
         Self::decide(p, method)
     }
 
