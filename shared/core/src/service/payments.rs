@@ -484,15 +484,13 @@ pub(crate) async fn apply_report<R: Repository>(
     .await
 }
 
-/// Whether `outcome` says the channel closed unpaid `p`, still waiting, because it
-/// expired (at `now_ms`, give or take the channel's clock).
+/// Whether `outcome` says the channel closed unpaid `p`, waiting for its customer,
+/// because it expired (at `now_ms`, give or take the channel's clock). A `processing`
+/// payment cannot be canceled: one the channel closes ends `failed`.
 fn closed_for_expiry(outcome: &ChannelOutcome, p: &Payment, now_ms: i64) -> bool {
     let closed =
         matches!(outcome, ChannelOutcome::Declined { code, .. } if code == CLOSED_UNPAID_CODE);
-    let waiting = matches!(
-        p.state.status,
-        PaymentStatus::RequiresCustomerAction | PaymentStatus::Processing
-    );
+    let waiting = p.state.status == PaymentStatus::RequiresCustomerAction;
     closed && waiting && now_ms >= p.expires_at_ms().saturating_sub(CHANNEL_CLOCK_SKEW_MS)
 }
 
