@@ -446,22 +446,28 @@ fn impossible_travel_fires_on_speed_or_a_fast_country_change() {
     };
     assert!(pay(&repo, &c, back, T0 + 3 * 3_600_000).fired.is_empty());
 
-    // A payment that does not say where it is, in between, hides no country change.
-    let repo = MemoryRepository::new();
-    pay(&repo, &c, facts("d1", 100), T0);
-    let nowhere = PaymentFacts {
-        country: None,
-        ..facts("d2", 100)
-    };
-    assert!(pay(&repo, &c, nowhere, T0 + 60_000).fired.is_empty());
-    let fr = PaymentFacts {
-        country: Some("FR".into()),
-        ..facts("d3", 100)
-    };
-    assert_eq!(
-        rules(&pay(&repo, &c, fr, T0 + 120_000)),
-        vec!["anomaly.impossible_travel"]
-    );
+    // A payment that does not say where it is, in between, neither hides a country change
+    // nor makes the last place look recent: CN, nowhere a minute later, FR a minute after
+    // that fires; CN, nowhere 9 hours later, FR 5 minutes after that does not.
+    for (nowhere_at, fr_at, fires) in [(60_000, 120_000, true), (32_400_000, 32_700_000, false)] {
+        let repo = MemoryRepository::new();
+        pay(&repo, &c, facts("d1", 100), T0);
+        let nowhere = PaymentFacts {
+            country: None,
+            ..facts("d2", 100)
+        };
+        assert!(pay(&repo, &c, nowhere, T0 + nowhere_at).fired.is_empty());
+        let fr = PaymentFacts {
+            country: Some("FR".into()),
+            ..facts("d3", 100)
+        };
+        let expected = if fires {
+            vec!["anomaly.impossible_travel"]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(rules(&pay(&repo, &c, fr, T0 + fr_at)), expected, "{fr_at}");
+    }
 }
 
 #[test]

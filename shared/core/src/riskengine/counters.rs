@@ -249,7 +249,8 @@ pub struct Profile {
     /// Their amount sum (running mean's numerator).
     #[serde(default)]
     pub sum_minor: i64,
-    /// When the last payment was recorded.
+    /// When the last payment that said where it was (a country or a location) was
+    /// recorded, or the last payment while none has said so (set once the payer is known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_at_ms: Option<i64>,
     /// Its country.
@@ -468,16 +469,15 @@ fn apply_profile(p: &mut Profile, u: &ProfileUpdate, at_ms: i64) -> Option<()> {
         p.payments = p.payments.checked_add(1)?;
         p.sum_minor = p.sum_minor.checked_add(u.amount_minor)?;
     }
-    if p.last_at_ms.is_none_or(|last| last <= at_ms) {
+    // A payment that does not say where it is leaves the last place, and its time, as
+    // they were: one in between two others neither hides a country change nor makes an
+    // old place look recent.
+    let placed = u.country.is_some() || u.location.is_some();
+    let had_place = p.last_country.is_some() || p.last_location.is_some();
+    if p.last_at_ms.is_none_or(|last| last <= at_ms) && (placed || !had_place) {
         p.last_at_ms = Some(at_ms);
-        // A payment that does not say where it is keeps the last place known, so one
-        // without a country between two others cannot hide a country change.
-        if u.country.is_some() {
-            p.last_country.clone_from(&u.country);
-        }
-        if u.location.is_some() {
-            p.last_location = u.location;
-        }
+        p.last_country.clone_from(&u.country);
+        p.last_location = u.location;
     }
     if let Some(d) = &u.device_hash {
         p.devices.retain(|x| x != d);
