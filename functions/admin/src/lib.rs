@@ -109,8 +109,8 @@ where
         parts,
         body,
         request_id,
-        async |req: UpdateMerchantRequest, keyed| {
-            require_current_key(parts, &merchant, keyed)?;
+        async |req: UpdateMerchantRequest, _keyed| {
+            require_current_key(parts, &merchant)?;
             service::update_merchant(&services.ctx(), &merchant.id, req.validate()?).await
         },
     )
@@ -136,8 +136,8 @@ where
         parts,
         body,
         request_id,
-        async |req: RotateSecretRequest, keyed| {
-            require_current_key(parts, &merchant, keyed)?;
+        async |req: RotateSecretRequest, _keyed| {
+            require_current_key(parts, &merchant)?;
             let ctx = services.ctx();
             service::rotate_webhook_secret(&ctx, &mut OsEntropy, &merchant.id, req.grace_period_s)
                 .await
@@ -167,8 +167,11 @@ where
         body,
         request_id,
         async |req: RotateSecretRequest, keyed| {
-            require_current_key(parts, &merchant, keyed)?;
             let (ctx, grace, seed) = (services.ctx(), req.grace_period_s, keyed.map(|k| k.seed));
+            // The retry of the rotation that retired the caller's key gets its answer.
+            if !seed.is_some_and(|seed| service::rotation_landed(&ctx, &merchant, seed)) {
+                require_current_key(parts, &merchant)?;
+            }
             service::rotate_secret_key(&ctx, &mut OsEntropy, &merchant.id, grace, seed).await
         },
     )
@@ -183,17 +186,11 @@ enum Seal {
 }
 
 /// Only the current secret key changes the account; the rotated-out one (still in its
-/// grace period, perhaps because it leaked) is refused, except to resume a request it
-/// started under the same Idempotency-Key (a rotation whose answer was lost is retried
-/// with the key it rotated out, and answers the same new key). Replays of a stored
-/// answer never get here.
-fn require_current_key(
-    parts: &http::request::Parts,
-    merchant: &Merchant,
-    keyed: Option<KeyedRun>,
-) -> Result<(), ApiError> {
-    let current = service::by_current_key(merchant, component::authorization(&parts.headers));
-    if current || keyed.is_some_and(|k| k.resumes) {
+/// grace period, perhaps because it leaked) is refused. (A replay of a stored answer
+/// never gets here; the retry of the rotation that retired the key is let through by
+/// `rotate_key`.)
+fn require_current_key(parts: &http::request::Parts, merchant: &Merchant) -> Result<(), ApiError> {
+    if service::by_current_key(merchant, component::authorization(&parts.headers)) {
         Ok(())
     } else {
         Err(ApiError::ApiKeyRetiring)

@@ -1369,6 +1369,15 @@ fn a_rotated_secret_key_replaces_the_old_one_after_its_grace_period() {
             .unwrap();
         assert_eq!(again, second, "a retry answers the same key");
         let second = second.secret_key;
+        // That rotation landed (its retry may be answered even with the key it retired);
+        // another seed's did not.
+        let now = authenticate(&c, Some(&format!("Bearer {second}")))
+            .await
+            .unwrap();
+        assert!(rotation_landed(&c, &now, seed));
+        assert!(!rotation_landed(&c, &now, [8_u8; 16]));
+        assert!(by_current_key(&now, Some(&format!("Bearer {second}"))));
+        assert!(!by_current_key(&now, Some(&format!("Bearer {first}"))));
         assert_ne!(second, first);
         assert_eq!(auth_at(t0, &second).await, Ok(m.id.clone()));
         assert_eq!(auth_at(t0 + 599_999, &first).await, Ok(m.id.clone()));

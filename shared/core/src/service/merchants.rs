@@ -114,13 +114,30 @@ pub async fn authenticate<R: Repository>(
 /// Whether `authorization` carries `merchant`'s current secret key (not the rotated-out
 /// one still in its grace period). Only the current key may change the account (its
 /// settings, secret key or webhook secret): a key rotated out because it leaked must not
-/// be able to rotate again and keep the account; it may still retry the rotation that
-/// retired it (under that request's Idempotency-Key), to get the new key.
+/// be able to rotate again and keep the account. The one exception is the rotation that
+/// retired it, retried under its Idempotency-Key to get the new key
+/// ([`rotation_landed`]).
 pub fn by_current_key(merchant: &Merchant, authorization: Option<&str>) -> bool {
     bearer(authorization).is_ok_and(|key| {
         let hash = sha256_hex(key.as_bytes());
         constant_time_eq(merchant.api_key_hash.as_bytes(), hash.as_bytes())
     })
+}
+
+/// Whether `merchant`'s current secret key is the one the rotation under operation seed
+/// `seed` makes: that rotation landed, and a retry of it may be answered (with the key
+/// it already made) whichever key the retry comes with.
+pub fn rotation_landed<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant: &Merchant,
+    seed: [u8; 16],
+) -> bool {
+    let made = make_id(
+        IdKind::SecretKey,
+        &derived_key_bytes(ctx, &merchant.id, seed),
+    );
+    let hash = sha256_hex(made.as_bytes());
+    constant_time_eq(merchant.api_key_hash.as_bytes(), hash.as_bytes())
 }
 
 /// Shortest time, and the default, for which a rotated-out secret key keeps working:
