@@ -61,7 +61,8 @@ pub enum IdempotencyState {
 /// The stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
-    /// sha256 hex of method, path and body.
+    /// The request's fingerprint ([`fingerprint`]; the unkeyed [`raw_fingerprint`] in
+    /// records written before it).
     pub fingerprint: String,
     /// Progress.
     pub state: IdempotencyState,

@@ -1100,6 +1100,7 @@ where
             ..
         }
     ) && p.next_action.is_none()
+        && ctx.now_ms < p.expires_at_ms()
         && matches!(
             p.method.kind(),
             crate::model::MethodKind::QrMerchant
