@@ -1100,6 +1100,52 @@ fn merchants_never_see_or_change_each_others_objects() {
     });
 }
 
+/// Creates `n` qr_customer payments for `m` (of `first_minor`, `first_minor + 1`, …) and
+/// returns their ids newest first, as the payment list shows them.
+async fn payments_newest_first(
+    c: &Ctx<'_, MemoryRepository>,
+    ch: &SimChannel,
+    rng: &mut SplitMix64,
+    m: &Merchant,
+    n: i64,
+    first_minor: i64,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let req = new_payment(&body(first_minor + i, QRC, ""));
+        let p = create_payment(c, ch, &LocalRisk::default(), rng, m, req)
+            .await
+            .unwrap();
+        ids.push(p.id);
+    }
+    ids.reverse();
+    ids
+}
+
+/// Every id of `merchant_id`'s payment list, following the cursor `limit` at a time;
+/// `check` sees each page.
+async fn list_all(
+    c: &Ctx<'_, MemoryRepository>,
+    merchant_id: &str,
+    limit: u32,
+    mut check: impl FnMut(&spinpay_core::api::ListResponse<PaymentResponse>),
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut params = ListParams {
+        limit,
+        ..Default::default()
+    };
+    loop {
+        let page = list_payments(c, merchant_id, &params).await.unwrap();
+        check(&page);
+        seen.extend(page.data.iter().map(|p| p.id.clone()));
+        if !page.has_more {
+            return seen;
+        }
+        params.starting_after = seen.last().cloned();
+    }
+}
+
 #[test]
 fn a_page_of_refund_heavy_payments_ends_within_its_byte_budget_and_the_cursor_carries_on() {
     // Proves a payments page stops before LIST_PAGE_BYTES_MAX of JSON (12 payments of 100
@@ -1115,52 +1161,30 @@ fn a_page_of_refund_heavy_payments_ends_within_its_byte_budget_and_the_cursor_ca
         let c = ctx(&repo, &keys, 1_000);
         let (m, _) = merchant(&c, &mut rng).await;
         let reason: String = "退".repeat(255);
-        let mut created = Vec::new();
-        for i in 0..12 {
-            let p = create_payment(
-                &c,
-                &ch,
-                &LocalRisk::default(),
-                &mut rng,
-                &m,
-                new_payment(&body(100_000 + i, QRC, "")),
-            )
-            .await
-            .unwrap();
+        let created = payments_newest_first(&c, &ch, &mut rng, &m, 12, 100_000).await;
+        for id in &created {
             for r in 0..100 {
                 let req = NewRefund {
                     amount_minor: Some(1),
                     reason: Some(reason.clone()),
-                    merchant_refund_id: Some(format!("{r:0>3}-{}", p.id)),
+                    merchant_refund_id: Some(format!("{r:0>3}-{id}")),
                 };
-                create_refund(&c, &ch, &mut rng, &m.id, &p.id, req)
+                create_refund(&c, &ch, &mut rng, &m.id, id, req)
                     .await
                     .unwrap();
             }
-            created.push(p.id);
         }
-        created.reverse();
-        let mut seen = Vec::new();
         let mut pages = 0;
-        let mut params = ListParams {
-            limit: 100,
-            ..Default::default()
-        };
-        loop {
-            let page = list_payments(&c, &m.id, &params).await.unwrap();
+        let seen = list_all(&c, &m.id, 100, |page| {
             pages += 1;
-            let bytes = serde_json::to_vec(&page).unwrap().len();
+            let bytes = serde_json::to_vec(page).unwrap().len();
             assert!(
                 bytes <= LIST_PAGE_BYTES_MAX + 100,
                 "page {pages}: {bytes} bytes"
             );
             assert!(page.data.iter().all(|p| p.refunds.len() == 100));
-            seen.extend(page.data.iter().map(|p| p.id.clone()));
-            if !page.has_more {
-                break;
-            }
-            params.starting_after = seen.last().cloned();
-        }
+        })
+        .await;
         assert!(pages >= 2, "the first page was cut short");
         assert_eq!(seen, created);
     });
@@ -1180,41 +1204,13 @@ fn a_page_walks_past_a_long_run_of_empty_index_slots_to_older_payments() {
     block_on(async {
         let c = ctx(&repo, &keys, 1_000);
         let (m, _) = merchant(&c, &mut rng).await;
-        let mut created = Vec::new();
-        for i in 0..3 {
-            let p = create_payment(
-                &c,
-                &ch,
-                &LocalRisk::default(),
-                &mut rng,
-                &m,
-                new_payment(&body(100 + i, QRC, "")),
-            )
-            .await
-            .unwrap();
-            created.push(p.id);
-        }
-        created.reverse();
+        let created = payments_newest_first(&c, &ch, &mut rng, &m, 3, 100).await;
         let seq = spinpay_core::keys::payment_seq(&m.id);
         repo.increment(&seq, 300).await.unwrap();
-        let mut seen = Vec::new();
-        let mut params = ListParams {
-            limit: 1,
-            ..Default::default()
-        };
-        loop {
-            let page = list_payments(&c, &m.id, &params).await.unwrap();
-            assert_eq!(
-                page.data.len(),
-                1,
-                "no empty page before the last: {seen:?}"
-            );
-            seen.extend(page.data.iter().map(|p| p.id.clone()));
-            if !page.has_more {
-                break;
-            }
-            params.starting_after = seen.last().cloned();
-        }
+        let seen = list_all(&c, &m.id, 1, |page| {
+            assert_eq!(page.data.len(), 1, "no empty page before the last");
+        })
+        .await;
         assert_eq!(seen, created);
     });
 }
@@ -1231,34 +1227,8 @@ fn cursor_lists_page_newest_first_without_gaps_or_repeats() {
     block_on(async {
         let c = ctx(&repo, &keys, 1_000);
         let (m, _) = merchant(&c, &mut rng).await;
-        let mut created = Vec::new();
-        for i in 0..25 {
-            let p = create_payment(
-                &c,
-                &ch,
-                &LocalRisk::default(),
-                &mut rng,
-                &m,
-                new_payment(&body(100 + i, QRC, "")),
-            )
-            .await
-            .unwrap();
-            created.push(p.id);
-        }
-        created.reverse();
-        let mut seen = Vec::new();
-        let mut params = ListParams {
-            limit: 10,
-            ..Default::default()
-        };
-        loop {
-            let page = list_payments(&c, &m.id, &params).await.unwrap();
-            seen.extend(page.data.iter().map(|p| p.id.clone()));
-            if !page.has_more {
-                break;
-            }
-            params.starting_after = seen.last().cloned();
-        }
+        let created = payments_newest_first(&c, &ch, &mut rng, &m, 25, 100).await;
+        let seen = list_all(&c, &m.id, 10, |_| {}).await;
         assert_eq!(seen, created);
         let before = repo.counts().gets;
         list_payments(
