@@ -205,6 +205,40 @@ fn a_qr_order_whose_create_answer_was_lost_gets_its_code_from_a_later_recheck() 
 }
 
 #[test]
+fn a_late_approval_of_a_payment_decided_meanwhile_answers_payment_not_in_review() {
+    // Proves an approval past the payment's expiry that read it in review, while another
+    // request had meanwhile declined it (failed), answers its own documented refusal
+    // (payment_not_in_review, with the current status), not the cancel's
+    // payment_not_cancelable.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(26),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let held = held_for_review(&c, &ch, &mut rng, &m, "").await;
+        let key = format!("pay/{}", held.id);
+        let in_review = repo.get(&key).await.unwrap();
+        review_payment(&c, &ch, &mut rng, &m.id, &held.id, false, false)
+            .await
+            .unwrap();
+        let stale = StaleOnce {
+            inner: &repo,
+            key,
+            stale: std::cell::RefCell::new(in_review),
+        };
+        let expired = ctx(&stale, &keys, 1_000 + 2 * 86_400_000);
+        let e = review_payment(&expired, &ch, &mut rng, &m.id, &held.id, true, false)
+            .await
+            .unwrap_err();
+        assert_eq!(e, ApiError::PaymentNotInReview { status: "failed" });
+    });
+}
+
+#[test]
 fn a_qr_payment_waits_for_the_customer_and_a_notification_completes_it_once() {
     // Proves qr_merchant → display_qr, paid notification → succeeded, duplicate harmless.
     let (repo, keys, ch, mut rng) = (

@@ -881,7 +881,15 @@ where
         // Past its own expiry, a code no longer pays it: it is closed (nothing was sent
         // to the channel) and the late code refused.
         let expired = CancellationReason::Expired;
-        let closed = cancel_payment(ctx, channel, rng, merchant_id, payment_id, expired).await?;
+        let closed = cancel_payment(ctx, channel, rng, merchant_id, payment_id, expired)
+            .await
+            .map_err(|e| match e {
+                // It moved on meanwhile (another confirm): this endpoint's own refusal.
+                ApiError::PaymentNotCancelable { status } => {
+                    ApiError::PaymentNotConfirmable { status }
+                }
+                other => other,
+            })?;
         return Err(ApiError::PaymentNotConfirmable {
             status: closed.status.as_str(),
         });
@@ -972,7 +980,15 @@ where
         // sent an order that expired before it was sent: it is closed (nothing went to
         // the channel yet) and the approval refused.
         let expired = CancellationReason::Expired;
-        let closed = cancel_payment(ctx, channel, rng, merchant_id, payment_id, expired).await?;
+        let closed = cancel_payment(ctx, channel, rng, merchant_id, payment_id, expired)
+            .await
+            .map_err(|e| match e {
+                // It moved on meanwhile (another decision): this endpoint's own refusal.
+                ApiError::PaymentNotCancelable { status } => {
+                    ApiError::PaymentNotInReview { status }
+                }
+                other => other,
+            })?;
         return Err(ApiError::PaymentNotInReview {
             status: closed.status.as_str(),
         });
