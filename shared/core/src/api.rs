@@ -580,16 +580,22 @@ pub fn validate_method(m: MethodRequest) -> Result<PaymentMethod, ApiError> {
     })
 }
 
+/// Checks a payer id or device id: 1-128 printable ASCII characters, no spaces.
+pub fn validate_payer_ref(value: &str, param: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > PAYER_REF_LEN_MAX {
+        return Err(invalid(param, "must be 1-128 bytes"));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(param, "must be printable ASCII"));
+    }
+    Ok(())
+}
+
 /// Validates a payer.
 pub fn validate_payer(p: PayerRequest) -> Result<Payer, ApiError> {
     let short = |v: &Option<String>, param: &str| match v {
-        Some(s) if s.is_empty() || s.len() > PAYER_REF_LEN_MAX => {
-            Err(invalid(param, "must be 1-128 bytes"))
-        }
-        Some(s) if !s.bytes().all(|b| b.is_ascii_graphic()) => {
-            Err(invalid(param, "must be printable ASCII"))
-        }
-        Some(_) | None => Ok(()),
+        Some(s) => validate_payer_ref(s, param),
+        None => Ok(()),
     };
     short(&p.id, "payer.id")?;
     short(&p.device_id, "payer.device_id")?;

@@ -48,9 +48,12 @@ pub fn url_is_off(base_url: &str) -> bool {
 /// Whether this component's `sandbox_url` variable switches the sandbox off (empty means
 /// the default URL: on).
 pub async fn off_by_variables() -> Result<bool, EnvError> {
-    let base =
-        non_empty(env::variable(VAR_URL).await?).unwrap_or_else(|| SANDBOX_URL_DEFAULT.to_string());
-    Ok(url_is_off(&base))
+    Ok(url_is_off(&base_url_from_variables().await?))
+}
+
+/// This component's `sandbox_url` (empty means [`SANDBOX_URL_DEFAULT`]).
+async fn base_url_from_variables() -> Result<String, EnvError> {
+    Ok(non_empty(env::variable(VAR_URL).await?).unwrap_or_else(|| SANDBOX_URL_DEFAULT.to_string()))
 }
 
 /// The sandbox adapter.
@@ -94,8 +97,7 @@ impl SandboxClient {
     /// the component's variables.
     pub async fn from_variables() -> Result<SandboxClient, EnvError> {
         let secret = env::secret(VAR_SECRET).await?;
-        let base = non_empty(env::variable(VAR_URL).await?)
-            .unwrap_or_else(|| SANDBOX_URL_DEFAULT.to_string());
+        let base = base_url_from_variables().await?;
         let notify = non_empty(env::variable(VAR_NOTIFY_URL).await?)
             .unwrap_or_else(|| NOTIFY_URL_DEFAULT.to_string());
         Ok(SandboxClient::new(&base, secret, &notify))

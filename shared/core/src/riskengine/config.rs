@@ -544,30 +544,28 @@ fn validate_lists(prefix: &str, l: &Lists) -> Result<(), ApiError> {
         }
         for (i, e) in list.iter().enumerate() {
             let param = || format!("{prefix}.{name}[{i}]");
+            if matches!(name, "payer_ids" | "device_ids") {
+                // What a payment's payer.id / payer.device_id may be: anything else could
+                // never match.
+                crate::api::validate_payer_ref(e, &param())?;
+                continue;
+            }
             if e.is_empty() || e.len() > LIST_ENTRY_BYTES_MAX {
                 return Err(invalid(param(), "must be 1..=256 bytes"));
             }
             let ok = match name {
                 "ips" => parse_cidr(e).is_some(),
-                "phone_hashes" | "token_hashes" => {
+                _ => {
                     e.len() == 64
                         && e.bytes()
                             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
                 }
-                // What a payment's payer.id / payer.device_id may be: anything else could
-                // never match.
-                _ => {
-                    e.len() <= crate::api::PAYER_REF_LEN_MAX
-                        && e.bytes().all(|b| b.is_ascii_graphic())
-                }
             };
             if !ok {
-                let reason = match name {
-                    "ips" => "not an IP address or CIDR block",
-                    "phone_hashes" | "token_hashes" => "not a lowercase sha256 hex digest",
-                    _ => {
-                        "must be 1-128 printable ASCII characters, as payer ids and device ids are"
-                    }
+                let reason = if name == "ips" {
+                    "not an IP address or CIDR block"
+                } else {
+                    "not a lowercase sha256 hex digest"
                 };
                 return Err(invalid(param(), reason));
             }
