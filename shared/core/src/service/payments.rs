@@ -455,7 +455,13 @@ pub(crate) async fn apply_report<R: Repository>(
     let now_ms = ctx.now_ms;
     update_payment(ctx, payment_id, |p| {
         if let Some(reason) = mismatch(p, report) {
-            return Ok(flag_conflict(p, reason, Some(report), now_ms));
+            return Ok(flag_conflict(
+                p,
+                reason,
+                report.amount_minor,
+                report.currency.clone(),
+                now_ms,
+            ));
         }
         if closed_for_expiry(&report.outcome, p, now_ms)
             && let Ok(state) = apply_payment(&p.state, &PaymentCommand::Cancel)
@@ -474,7 +480,8 @@ pub(crate) async fn apply_report<R: Repository>(
             Err(TransitionError::Contradiction { .. }) => Ok(flag_conflict(
                 p,
                 "status_contradiction",
-                Some(report),
+                report.amount_minor,
+                report.currency.clone(),
                 now_ms,
             )),
             Err(TransitionError::NotAllowed { .. }) => Ok(None),
@@ -518,12 +525,13 @@ fn mismatch(p: &Payment, report: &ChannelReport) -> Option<&'static str> {
     None
 }
 
-/// `p` flagged as conflicted for `reason` (with what the channel `reported`, if a
-/// payment report), or `None` when it already is.
+/// `p` flagged as conflicted for `reason`, with the amount and currency the channel
+/// stated (if any), or `None` when it already is.
 pub(crate) fn flag_conflict(
     p: &Payment,
     reason: &str,
-    reported: Option<&ChannelReport>,
+    stated_amount_minor: Option<i64>,
+    stated_currency: Option<String>,
     now_ms: i64,
 ) -> Option<Payment> {
     let state = apply_payment(&p.state, &PaymentCommand::FlagConflict).ok()?;
@@ -531,11 +539,36 @@ pub(crate) fn flag_conflict(
     next.state = state;
     next.conflict = Some(crate::model::Conflict {
         reason: reason.to_string(),
-        channel_amount_minor: reported.and_then(|r| r.amount_minor),
-        channel_currency: reported.and_then(|r| r.currency.clone()),
+        channel_amount_minor: stated_amount_minor,
+        channel_currency: stated_currency,
         detected_at_ms: now_ms,
     });
     Some(next)
+}
+
+/// Closes payment `payment_id`, which a late confirm or approval read as still open
+/// past its expiry, as expired (nothing was sent to the channel yet), and answers that
+/// endpoint's refusal (`refused`) with the status the payment ends in, or the one
+/// another request moved it to meanwhile.
+async fn close_expired_refusing<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    payment_id: &str,
+    refused: fn(&'static str) -> ApiError,
+) -> ApiError
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let expired = CancellationReason::Expired;
+    match cancel_payment(ctx, channel, rng, merchant_id, payment_id, expired).await {
+        Ok(closed) => status_error(closed.status, refused),
+        Err(ApiError::PaymentNotCancelable { status }) => refused(status),
+        Err(other) => other,
+    }
 }
 
 fn with_outcome(p: &Payment, state: PaymentState, outcome: &ChannelOutcome) -> Payment {
@@ -880,19 +913,10 @@ where
     if ctx.now_ms >= p.expires_at_ms() {
         // Past its own expiry, a code no longer pays it: it is closed (nothing was sent
         // to the channel) and the late code refused.
-        let expired = CancellationReason::Expired;
-        let closed = cancel_payment(ctx, channel, rng, merchant_id, payment_id, expired)
-            .await
-            .map_err(|e| match e {
-                // It moved on meanwhile (another confirm): this endpoint's own refusal.
-                ApiError::PaymentNotCancelable { status } => {
-                    ApiError::PaymentNotConfirmable { status }
-                }
-                other => other,
-            })?;
-        return Err(ApiError::PaymentNotConfirmable {
-            status: closed.status.as_str(),
-        });
+        let refused = |status| ApiError::PaymentNotConfirmable { status };
+        return Err(
+            close_expired_refusing(ctx, channel, rng, merchant_id, payment_id, refused).await,
+        );
     }
     match check_otp(ctx, payment_id, otp).await? {
         CodeCompared::Right => {}
@@ -979,19 +1003,10 @@ where
         // Past its own expiry the customer can no longer pay it, and a channel would be
         // sent an order that expired before it was sent: it is closed (nothing went to
         // the channel yet) and the approval refused.
-        let expired = CancellationReason::Expired;
-        let closed = cancel_payment(ctx, channel, rng, merchant_id, payment_id, expired)
-            .await
-            .map_err(|e| match e {
-                // It moved on meanwhile (another decision): this endpoint's own refusal.
-                ApiError::PaymentNotCancelable { status } => {
-                    ApiError::PaymentNotInReview { status }
-                }
-                other => other,
-            })?;
-        return Err(ApiError::PaymentNotInReview {
-            status: closed.status.as_str(),
-        });
+        let refused = |status| ApiError::PaymentNotInReview { status };
+        return Err(
+            close_expired_refusing(ctx, channel, rng, merchant_id, payment_id, refused).await,
+        );
     }
     let command = if approve {
         PaymentCommand::ReviewApproved

@@ -285,14 +285,14 @@ pub(crate) async fn flag_for_refund<R: Repository, E: Entropy>(
 ) -> Result<bool, ApiError> {
     let now_ms = ctx.now_ms;
     let pu = update_payment(ctx, payment_id, |cur| {
-        let flagged = super::payments::flag_conflict(cur, reason, None, now_ms);
-        Ok(flagged.map(|mut p| {
-            if let Some(conflict) = p.conflict.as_mut() {
-                conflict.channel_amount_minor = channel_amount_minor;
-                conflict.channel_currency = channel_currency.clone();
-            }
-            p
-        }))
+        let currency = channel_currency.clone();
+        Ok(super::payments::flag_conflict(
+            cur,
+            reason,
+            channel_amount_minor,
+            currency,
+            now_ms,
+        ))
     })
     .await?;
     payment_events(ctx, rng, &pu).await?;
