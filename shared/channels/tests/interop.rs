@@ -120,6 +120,7 @@ fn payment() -> Payment {
         expires_at_ms: Some((NOW + 900) * 1000),
         cancellation_reason: None,
         engaged_at_ms: None,
+        cancel_requested: None,
     }
 }
 

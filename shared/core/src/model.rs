@@ -529,6 +529,12 @@ pub struct Payment {
     /// in review, or whose one-time code was entered): see [`Payment::engaged_at_ms`].
     #[serde(default)]
     pub engaged_at_ms: Option<i64>,
+    /// Set (with the reason asked for) before a cancel asks the channel to close the
+    /// payment, so that the channel's "closed" this causes, whether it reaches us as the
+    /// cancel's answer, a re-check's or a notification, ends the payment `canceled`, not
+    /// `failed`. Internal: not part of the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<CancellationReason>,
 }
 
 impl Payment {

@@ -581,6 +581,71 @@ fn a_cancel_retried_after_a_crash_at_any_step_cancels_although_the_channel_will_
 }
 
 #[test]
+fn a_cancel_that_died_after_the_channel_closed_ends_canceled_when_a_recheck_comes_first() {
+    // Proves that whichever storage operation a cancel of a waiting QR payment dies at,
+    // a re-check that reaches the payment before the cancel's retry (while it has not
+    // expired) reads the channel's "closed" as that cancel's, not as a failure: the
+    // payment ends `canceled` for the merchant's reason with one `payment.canceled`, and
+    // the retry answers it canceled instead of `payment_not_cancelable`.
+    let keys = keyring();
+    let t0 = 40_000;
+    let mut closed_then_died = 0;
+    let steps = at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(23);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let p = pay(&c, &ch, &mut rng, &m, 1000, QR).await.unwrap();
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                let cc = ctx(crash, &keys, t0);
+                cancel_payment(&cc, dying, &mut rng, &m.id, &p.id, BY_MERCHANT).await
+            })
+            .await;
+            let at = format!("crash after {steps} storage operations");
+            let closed = ch.closed.borrow().contains(&p.id);
+            let later = ctx(&repo, &keys, t0 + 1_000);
+            let seen = recheck_payment(&later, &ch, &mut rng, &m.id, &p.id)
+                .await
+                .unwrap_or_else(|e| panic!("{at}: {e:?}"));
+            if closed && !finished {
+                closed_then_died += 1;
+                assert_eq!(
+                    (seen.status, seen.cancellation_reason),
+                    (PaymentStatus::Canceled, Some(BY_MERCHANT)),
+                    "{at}"
+                );
+            }
+            let again = cancel_payment(&later, &ch, &mut rng, &m.id, &p.id, BY_MERCHANT)
+                .await
+                .unwrap_or_else(|e| panic!("{at}: {e:?}"));
+            assert_eq!(
+                (again.status, again.cancellation_reason),
+                (PaymentStatus::Canceled, Some(BY_MERCHANT)),
+                "{at}"
+            );
+            // Events a crash left unpublished go out with the notification sweep.
+            let swept = t0 + PUBLISH_GRACE_MS + 1;
+            sweep_at(&repo, swept, swept).await.unwrap();
+            let all = spinpay_core::api::ListParams {
+                limit: 100,
+                ..Default::default()
+            };
+            let events = list_events(&later, &m.id, &all).await.unwrap().data;
+            let canceled = events
+                .iter()
+                .filter(|e| e.event_type == spinpay_core::model::EventType::PaymentCanceled)
+                .count();
+            assert_eq!(canceled, 1, "{at}: one payment.canceled");
+            finished
+        })
+    });
+    assert!(
+        closed_then_died > 0,
+        "some crash points come after the close ({steps} steps)"
+    );
+}
+
+#[test]
 fn an_order_id_claimed_by_a_request_that_died_is_freed_after_the_lock_ttl() {
     // Proves a claim naming a payment that never got stored blocks the order id only
     // while its request could still be running, then a new payment takes it over; a claim

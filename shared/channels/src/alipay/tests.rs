@@ -78,6 +78,7 @@ pub(crate) fn payment(amount_minor: i64, currency: Currency) -> Payment {
         expires_at_ms: Some((NOW + 900) * 1000),
         cancellation_reason: None,
         engaged_at_ms: None,
+        cancel_requested: None,
     }
 }
 

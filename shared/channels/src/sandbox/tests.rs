@@ -64,6 +64,7 @@ fn payment() -> Payment {
         expires_at_ms: Some(900_000),
         cancellation_reason: None,
         engaged_at_ms: None,
+        cancel_requested: None,
     }
 }
 

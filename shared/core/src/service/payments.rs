@@ -369,6 +369,7 @@ fn build_payment<R, E: Entropy>(
         expires_at_ms: Some(ctx.now_ms.saturating_add(req.expires_in_ms)),
         cancellation_reason: None,
         engaged_at_ms: None,
+        cancel_requested: None,
     }
 }
 
@@ -463,13 +464,13 @@ pub(crate) async fn apply_report<R: Repository>(
                 now_ms,
             ));
         }
-        if closed_for_expiry(&report.outcome, p, now_ms)
+        if let Some(reason) = closed_by_us(&report.outcome, p, now_ms)
             && let Ok(state) = apply_payment(&p.state, &PaymentCommand::Cancel)
         {
             return Ok(Some(Payment {
                 state,
                 next_action: None,
-                cancellation_reason: Some(CancellationReason::Expired),
+                cancellation_reason: Some(reason),
                 ..p.clone()
             }));
         }
@@ -491,14 +492,21 @@ pub(crate) async fn apply_report<R: Repository>(
     .await
 }
 
-/// Whether `outcome` says the channel closed unpaid `p`, waiting for its customer,
-/// because it expired (at `now_ms`, give or take the channel's clock). A `processing`
-/// payment cannot be canceled: one the channel closes ends `failed`.
-fn closed_for_expiry(outcome: &ChannelOutcome, p: &Payment, now_ms: i64) -> bool {
+/// Why `p` is canceled when `outcome` says the channel closed it unpaid: the reason a
+/// cancel asked for ([`Payment::cancel_requested`]: the close is that cancel's), or, for
+/// one waiting for its customer, `expired` once it expired (at `now_ms`, give or take
+/// the channel's clock). `None`: the close is a failure (a `processing` payment cannot
+/// be canceled: one the channel closes ends `failed`).
+fn closed_by_us(outcome: &ChannelOutcome, p: &Payment, now_ms: i64) -> Option<CancellationReason> {
     let closed =
         matches!(outcome, ChannelOutcome::Declined { code, .. } if code == CLOSED_UNPAID_CODE);
     let waiting = p.state.status == PaymentStatus::RequiresCustomerAction;
-    closed && waiting && now_ms >= p.expires_at_ms().saturating_sub(CHANNEL_CLOCK_SKEW_MS)
+    let expired = now_ms >= p.expires_at_ms().saturating_sub(CHANNEL_CLOCK_SKEW_MS);
+    match p.cancel_requested {
+        Some(reason) if closed => Some(reason),
+        _ if closed && waiting && expired => Some(CancellationReason::Expired),
+        _ => None,
+    }
 }
 
 fn mismatch(p: &Payment, report: &ChannelReport) -> Option<&'static str> {
@@ -711,11 +719,17 @@ where
     C: ChannelClient,
     E: Entropy,
 {
-    let p = load_payment(ctx, merchant_id, payment_id).await?;
+    let mut p = load_payment(ctx, merchant_id, payment_id).await?;
     match apply_payment(&p.state, &PaymentCommand::Cancel) {
         Ok(_) => {}
         Err(TransitionError::AlreadyApplied) => return Ok(PaymentResponse::new(&p, &[])),
         Err(e) => return Err(transition_error(e, &p)),
+    }
+    if p.channel_engaged && p.cancel_requested.is_none() {
+        p = record_cancel_intent(ctx, payment_id, reason).await?;
+        if p.state.status == PaymentStatus::Canceled {
+            return Ok(PaymentResponse::new(&p, &[]));
+        }
     }
     if p.channel_engaged {
         match channel.cancel(&p).await {
@@ -754,6 +768,28 @@ where
     let _ = ctx.repo.delete(&keys::otp(payment_id)).await;
     payment_events(ctx, rng, &u).await?;
     Ok(PaymentResponse::new(&u.after, &[]))
+}
+
+/// Records that payment `payment_id` is to be closed at its channel for `reason`
+/// ([`Payment::cancel_requested`]) and returns it, unless it can no longer be canceled
+/// (the refusal) or already is (returned as it is).
+async fn record_cancel_intent<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    payment_id: &str,
+    reason: CancellationReason,
+) -> Result<Payment, ApiError> {
+    let u = update_payment(ctx, payment_id, |cur| {
+        match apply_payment(&cur.state, &PaymentCommand::Cancel) {
+            Ok(_) if cur.cancel_requested.is_none() => Ok(Some(Payment {
+                cancel_requested: Some(reason),
+                ..cur.clone()
+            })),
+            Ok(_) | Err(TransitionError::AlreadyApplied) => Ok(None),
+            Err(e) => Err(transition_error(e, cur)),
+        }
+    })
+    .await?;
+    Ok(u.after)
 }
 
 /// Whether the channel's query says `p` is closed there (or declined: no money moved).
