@@ -835,42 +835,61 @@ fn a_keyed_create_failed_by_a_storage_blip_at_any_step_is_resumed_by_the_immedia
 
 #[test]
 fn an_unkeyed_create_failed_by_a_storage_blip_leaves_no_payment_behind() {
-    // Proves that whichever storage operation of an unkeyed create fails (without
-    // effect), either the payment is the answer (listed, charged at most once) or the
-    // error answered leaves no payment at all: nothing a later recheck could charge
-    // behind the merchant's back after it was told the request failed.
+    // Proves that whichever storage operation of an unkeyed create answers "unavailable"
+    // (without effect, or after its write landed), either the payment is the answer
+    // (listed, charged at most once) or the error answered leaves no payment at all:
+    // nothing a later recheck could charge behind the merchant's back after it was told
+    // the request failed, and the merchant order id is not held by a payment that exists.
     let keys = keyring();
     let all = spinpay_core::api::ListParams::parse("limit=100").unwrap();
     let t0 = 40_000;
-    let at = at_every_blip(|at| {
-        let (repo, _, ch, mut rng) = world(29);
-        block_on(async {
-            let c = ctx(&repo, &keys, t0);
-            let (m, _) = merchant(&c, &mut rng).await;
-            let blip = blip_repo(&repo, at, false);
-            let new = new_payment(&body(1250, QRC, ""));
-            let risk = LocalRisk::default();
-            let got = create_payment(&ctx(&blip, &keys, t0), &ch, &risk, &mut rng, &m, new).await;
-            let here = format!("blip at operation {at}: {got:?}");
-            let stored = repo.keys_with_prefix("pay/");
-            match &got {
-                Ok(p) => {
-                    assert_eq!(stored, [format!("pay/{}", p.id)], "{here}");
-                    let listed = list_payments(&c, &m.id, &all).await.unwrap();
-                    let ids: Vec<&str> = listed.data.iter().map(|l| l.id.as_str()).collect();
-                    assert_eq!(ids, [p.id.as_str()], "{here}: listed");
-                    assert!(ch.charged().iter().all(|id| *id == p.id), "{here}");
+    for committed in [false, true] {
+        let at = at_every_blip(|at| {
+            let (repo, _, ch, mut rng) = world(29);
+            block_on(async {
+                let c = ctx(&repo, &keys, t0);
+                let (m, _) = merchant(&c, &mut rng).await;
+                let blip = blip_repo(&repo, at, committed);
+                let new = new_payment(&body(1250, QRC, r#","merchant_order_id":"ord-1""#));
+                let risk = LocalRisk::default();
+                let got =
+                    create_payment(&ctx(&blip, &keys, t0), &ch, &risk, &mut rng, &m, new).await;
+                let here = format!("blip at operation {at} (committed: {committed}): {got:?}");
+                let stored = repo.keys_with_prefix("pay/");
+                match &got {
+                    Ok(p) => {
+                        assert_eq!(stored, [format!("pay/{}", p.id)], "{here}");
+                        let listed = list_payments(&c, &m.id, &all).await.unwrap();
+                        let ids: Vec<&str> = listed.data.iter().map(|l| l.id.as_str()).collect();
+                        assert_eq!(ids, [p.id.as_str()], "{here}: listed");
+                    }
+                    Err(e) => {
+                        assert!(e.is_retryable(), "{here}");
+                        assert!(stored.is_empty(), "{here}: {stored:?}");
+                        assert!(ch.charged().is_empty(), "{here}");
+                    }
                 }
-                Err(e) => {
-                    assert!(e.is_retryable(), "{here}");
-                    assert!(stored.is_empty(), "{here}: {stored:?}");
-                    assert!(ch.charged().is_empty(), "{here}");
-                }
-            }
-            blip.hooks.hit.get()
-        })
-    });
-    assert!(at > 5, "the create has many storage operations ({at})");
+                // Whatever the blip left is handed to reconciliation, which charges
+                // nothing but the payment answered.
+                let swept = t0 + PUBLISH_GRACE_MS + 1;
+                sweep_at(&repo, swept, swept).await.unwrap();
+                let due = ctx(&repo, &keys, swept + RECONCILE_INTERVAL_MS);
+                let run = ReconcileRequest {
+                    limit: None,
+                    merchant_id: None,
+                };
+                reconcile(&due, &ch, &mut rng, &run).await.unwrap();
+                let answered: Vec<String> = got.iter().map(|p| p.id.clone()).collect();
+                assert!(
+                    ch.charged().iter().all(|id| answered.contains(id)),
+                    "{here}: charged {:?}",
+                    ch.charged()
+                );
+                blip.hooks.hit.get()
+            })
+        });
+        assert!(at > 5, "the create has many storage operations ({at})");
+    }
 }
 
 #[test]

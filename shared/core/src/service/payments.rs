@@ -108,16 +108,7 @@ where
     {
         // The crashed attempt may have died before naming the payment in the merchant's
         // list, or before (or while) asking the channel.
-        list_payment(ctx, &merchant.id, earlier.seq, &earlier.id).await?;
-        if earlier.channel_engaged {
-            return resume_with_channel(ctx, channel, &earlier).await;
-        }
-        if awaits_code(&earlier) {
-            // Whether its code went out is unknown: a new one replaces it.
-            let p = start_otp(ctx, channel, rng, &earlier).await?;
-            return Ok(PaymentResponse::new(&p, &[]));
-        }
-        return Ok(PaymentResponse::new(&earlier, &[]));
+        return go_on_with(ctx, channel, rng, earlier).await;
     }
     if let Some(order_id) = &req.merchant_order_id {
         claim_order_id(ctx, &merchant.id, order_id, &payment_id).await?;
@@ -126,12 +117,27 @@ where
     let (payment, plan, listed) = match stored {
         Ok(v) => v,
         Err(e) => {
-            if let Some(order_id) = &req.merchant_order_id {
-                // Best effort: the order id was claimed for a payment that never existed.
-                let _ = ctx
-                    .repo
-                    .delete(&keys::merchant_order(&merchant.id, order_id))
-                    .await;
+            // The store may have written the payment and lost the answer: answering the
+            // error would leave a payment the merchant was told failed, which the sweeps
+            // then publish and send to the channel.
+            match read::<Payment, R>(ctx.repo, &keys::payment(&payment_id)).await {
+                Ok(Some((stored, _))) if stored.merchant_id == merchant.id => {
+                    return go_on_with(ctx, channel, rng, stored).await;
+                }
+                Ok(None) => {
+                    if let Some(order_id) = &req.merchant_order_id {
+                        // Best effort: the order id was claimed for a payment that never
+                        // existed.
+                        let _ = ctx
+                            .repo
+                            .delete(&keys::merchant_order(&merchant.id, order_id))
+                            .await;
+                    }
+                }
+                // Unknown whether it exists: the order id stays claimed for it (a retry
+                // is told `merchant_order_id_duplicate` with its id, which a read
+                // resolves; a claim naming no payment is taken over later).
+                _ => {}
             }
             return Err(e);
         }
@@ -150,6 +156,33 @@ where
     // the truth (`processing` resolves by query or notification), so answer with it.
     let payment = after.unwrap_or(payment);
     Ok(PaymentResponse::new(&payment, &[]))
+}
+
+/// Goes on with payment `p`, stored by a create that did not finish (it crashed, or the
+/// store lost the answer to its write): names it in its merchant's list, then sends it to
+/// the channel again if it was to be sent ([`resume_with_channel`]: charged once at
+/// most), sends a new one-time code if it waits for one (whether the first went out is
+/// unknown), and otherwise answers it as it is.
+async fn go_on_with<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    p: Payment,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    list_payment(ctx, &p.merchant_id, p.seq, &p.id).await?;
+    if p.channel_engaged {
+        return resume_with_channel(ctx, channel, &p).await;
+    }
+    if awaits_code(&p) {
+        let p = start_otp(ctx, channel, rng, &p).await?;
+        return Ok(PaymentResponse::new(&p, &[]));
+    }
+    Ok(PaymentResponse::new(&p, &[]))
 }
 
 /// Names payment `id` in its merchant's list (`GET /v1/payments`) at its sequence number
