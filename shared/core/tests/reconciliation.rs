@@ -173,6 +173,53 @@ fn a_refund_an_unkeyed_request_left_pending_is_settled_by_the_sweeps_alone() {
 }
 
 #[test]
+fn a_refund_made_days_after_its_payment_is_rechecked_on_its_own_age() {
+    // Proves a refund the channel leaves pending is re-checked by the refund's age, not
+    // its payment's: made two days after the payment, it is asked about at the first
+    // tier's interval, is still queued two hours later, and settles when the channel
+    // finishes it, instead of being given up at its first re-check (its payment being
+    // past the horizon) with its amount held on the payment for good.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(42);
+        let t0 = 9_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+        let t1 = t0 + 2 * RECONCILE_HORIZON_MS;
+        let c1 = ctx(&repo, &keys, t1);
+        // 888: the channel leaves the refund pending.
+        let r = create_refund(&c1, &ch, &mut rng, &m.id, &p.id, refund_of(888))
+            .await
+            .unwrap();
+        assert_eq!(r.status, RefundStatus::Pending);
+        sweep_at(&repo, sweep_time(t1), sweep_time(t1))
+            .await
+            .unwrap();
+        let first = reconcile_at(&repo, &ch, &mut rng, reconcile_time(t1), None)
+            .await
+            .unwrap();
+        assert_eq!((first.rechecked, first.still_open), (1, 1), "{first:?}");
+        let hours = 3_600_000;
+        let later = reconcile_at(&repo, &ch, &mut rng, t1 + 2 * hours, None)
+            .await
+            .unwrap();
+        assert_eq!((later.still_open, later.given_up), (1, 0), "{later:?}");
+        ch.refunds_done.borrow_mut().insert(r.id.clone());
+        let done = reconcile_at(&repo, &ch, &mut rng, t1 + 4 * hours, None)
+            .await
+            .unwrap();
+        assert_eq!(done.settled, 1, "{done:?}");
+        let paid = get_payment(&c1, &m.id, &p.id).await.unwrap();
+        assert_eq!(paid.refunded_minor, 888);
+        assert_eq!(paid.refunds[0].status, RefundStatus::Succeeded);
+        assert_nothing_queued(&repo, &m.id);
+    });
+}
+
+#[test]
 fn a_payment_waiting_on_the_customer_is_rechecked_until_paid_and_closed_after_the_horizon() {
     // Proves that a QR payment the customer has not paid stays queued (re-checked once
     // per interval, never more often), settles once the channel says it is paid (a lost

@@ -168,18 +168,35 @@ async fn open<R: Repository>(
     id: &str,
 ) -> Result<Option<Open>, ApiError> {
     let found = match kind {
-        ObjectKind::Payment => load_payment(ctx, merchant_id, id).await.map(|p| Open {
-            created_at_ms: p.created_at_ms,
-            closes_at_ms: p.expires_at_ms(),
-            // Waiting for its one-time code, it is closed at its expiry too.
-            payment: waits_on_channel(&p) || super::payments::awaits_code(&p),
-            refund_ids: p
-                .state
-                .refunds_pending
-                .into_iter()
-                .map(|r| r.refund_id)
-                .collect(),
-        }),
+        ObjectKind::Payment => match load_payment(ctx, merchant_id, id).await {
+            Ok(p) => {
+                let refund_ids: Vec<String> = p
+                    .state
+                    .refunds_pending
+                    .iter()
+                    .map(|r| r.refund_id.clone())
+                    .collect();
+                // Pending refunds are queued with their payment but aged by the newest
+                // of them: a refund made days after its payment is re-checked for a
+                // day from its own creation, not given up as its payment is old.
+                let mut created_at_ms = p.created_at_ms;
+                for refund_id in &refund_ids {
+                    match load_refund(ctx, merchant_id, refund_id).await {
+                        Ok(r) => created_at_ms = created_at_ms.max(r.created_at_ms),
+                        Err(ApiError::ResourceMissing { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(Open {
+                    created_at_ms,
+                    closes_at_ms: p.expires_at_ms(),
+                    // Waiting for its one-time code, it is closed at its expiry too.
+                    payment: waits_on_channel(&p) || super::payments::awaits_code(&p),
+                    refund_ids,
+                })
+            }
+            Err(e) => Err(e),
+        },
         ObjectKind::Refund => load_refund(ctx, merchant_id, id).await.map(|r| Open {
             created_at_ms: r.created_at_ms,
             closes_at_ms: i64::MAX,
