@@ -11,7 +11,7 @@ mod common;
 use common::hooked::{at_every_blip, at_every_crash_point, blip_repo, dies_after, world};
 use common::*;
 use futures::executor::block_on;
-use spinpay_core::api::PaymentResponse;
+use spinpay_core::api::{NewRefund, PaymentResponse};
 use spinpay_core::error::ApiError;
 use spinpay_core::idempotency::IDEMPOTENCY_LOCK_TTL_MS;
 use spinpay_core::model::{Merchant, NextAction, PaymentStatus, RefundStatus};
@@ -951,6 +951,120 @@ fn a_refund_failed_by_a_storage_blip_at_any_step_never_leaves_a_reservation_with
         });
         assert!(at > 3, "the refund has several storage operations ({at})");
     }
+}
+
+#[test]
+fn a_merchant_refund_id_is_not_burned_by_a_refund_a_blip_or_crash_stopped_before_its_reservation() {
+    // Proves that whichever storage operation of an unkeyed refund with a
+    // `merchant_refund_id` fails (a blip, without effect or after its write landed, or a
+    // crash), a refund answered as failed does not hold the merchant's refund id for
+    // good: the retry, at once or once the dead request could no longer be running,
+    // refunds (once), and a refund that was made keeps its id (a retry is a duplicate).
+    // After a blip without effect the retry refunds at once.
+    let keys = keyring();
+    let t0 = 50_000;
+    let with_id = || NewRefund {
+        merchant_refund_id: Some("RF-1".into()),
+        ..refund_of(300)
+    };
+    let check = async |repo: &MemoryRepository,
+                       ch: &SimChannel,
+                       rng: &mut SplitMix64,
+                       m: &Merchant,
+                       p: &PaymentResponse,
+                       first_ok: bool,
+                       at_once: bool,
+                       here: &str| {
+        let c = ctx(repo, &keys, t0);
+        let reserved = get_payment(&c, &m.id, &p.id).await.unwrap().refunds;
+        let retry = match create_refund(&c, ch, rng, &m.id, &p.id, with_id()).await {
+            Err(ApiError::MerchantRefundIdDuplicate { .. }) if reserved.is_empty() && !at_once => {
+                // The claim may have landed without its refund: freed once its request
+                // is certainly dead.
+                let late = ctx(repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
+                create_refund(&late, ch, rng, &m.id, &p.id, with_id()).await
+            }
+            other => other,
+        };
+        if first_ok || !reserved.is_empty() {
+            assert!(
+                matches!(retry, Err(ApiError::MerchantRefundIdDuplicate { .. })),
+                "{here}: retry {retry:?}"
+            );
+        } else {
+            assert!(retry.is_ok(), "{here}: retry {retry:?}");
+        }
+        let refunds = get_payment(&c, &m.id, &p.id).await.unwrap().refunds;
+        assert_eq!(refunds.len(), 1, "{here}: {refunds:?}");
+        assert!(ch.refunded_ids.borrow().len() <= 1, "{here}");
+    };
+    for committed in [false, true] {
+        at_every_blip(|at| {
+            let (repo, _, ch, mut rng) = world(43);
+            block_on(async {
+                let c = ctx(&repo, &keys, t0);
+                let (m, _) = merchant(&c, &mut rng).await;
+                let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+                let blip = blip_repo(&repo, at, committed);
+                let bc = ctx(&blip, &keys, t0);
+                let got = create_refund(&bc, &ch, &mut rng, &m.id, &p.id, with_id()).await;
+                let here = format!("blip at operation {at} (landed: {committed}): {got:?}");
+                check(&repo, &ch, &mut rng, &m, &p, got.is_ok(), !committed, &here).await;
+                blip.hooks.hit.get()
+            })
+        });
+    }
+    at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(44);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                let cc = ctx(crash, &keys, t0);
+                create_refund(&cc, dying, &mut rng, &m.id, &p.id, with_id()).await
+            })
+            .await;
+            let here = format!("crash after {steps} storage operations");
+            check(&repo, &ch, &mut rng, &m, &p, finished, false, &here).await;
+            finished
+        })
+    });
+}
+
+#[test]
+fn a_merchant_refund_id_claim_of_an_earlier_version_is_still_honoured() {
+    // Proves a claim stored as the bare refund id (as earlier versions did) still makes a
+    // duplicate when its refund was made, and is taken over when it never was.
+    let (repo, keys, ch, mut rng) = world(45);
+    block_on(async {
+        let t0 = 60_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+        let made = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_of(100))
+            .await
+            .unwrap();
+        let bare = |id: &str| serde_json::to_vec(id).unwrap();
+        for (mref, holder) in [
+            ("RF-made", made.id.as_str()),
+            ("RF-never", "re_nevermadenevermadenevermade"),
+        ] {
+            let key = spinpay_core::keys::merchant_refund(&m.id, mref);
+            repo.put_if_version(&key, 0, bare(holder)).await.unwrap();
+        }
+        let with_id = |mref: &str| NewRefund {
+            merchant_refund_id: Some(mref.into()),
+            ..refund_of(200)
+        };
+        let dup = create_refund(&c, &ch, &mut rng, &m.id, &p.id, with_id("RF-made")).await;
+        assert!(
+            matches!(dup, Err(ApiError::MerchantRefundIdDuplicate { .. })),
+            "{dup:?}"
+        );
+        let taken = create_refund(&c, &ch, &mut rng, &m.id, &p.id, with_id("RF-never")).await;
+        assert_eq!(taken.unwrap().status, RefundStatus::Succeeded);
+    });
 }
 
 /// Reports the outcome of the next compare-and-swap of `key` unknown after it landed

@@ -83,10 +83,7 @@ where
         });
     }
     if let Some(mref) = &req.merchant_refund_id {
-        let key = keys::merchant_refund(merchant_id, mref);
-        if !insert(ctx.repo, &key, &refund_id).await? {
-            return Err(ApiError::MerchantRefundIdDuplicate { id: mref.clone() });
-        }
+        claim_refund_id(ctx, merchant_id, mref, &refund_id).await?;
     }
     // The record first, then the reservation: a failure in between leaves a record no
     // payment lists (no money effect), never a reservation without a record.
@@ -110,8 +107,13 @@ where
         let e = ApiError::RefundExceedsCaptured { available_minor: 0 };
         return Err(release(ctx, merchant_id, mref, None, e).await);
     }
-    if !resumed && !insert(ctx.repo, &keys::refund(&refund_id), &refund).await? {
-        return Err(internal("refund id collision"));
+    if !resumed {
+        match insert(ctx.repo, &keys::refund(&refund_id), &refund).await {
+            Ok(true) => {}
+            Ok(false) => return Err(internal("refund id collision")),
+            // Nothing is reserved: the merchant refund id must not stay held by it.
+            Err(e) => return Err(release(ctx, merchant_id, mref, Some(&refund_id), e).await),
+        }
     }
     // `refund.created` is recorded with the reservation: the refund exists exactly when
     // the reservation committed.
@@ -155,6 +157,86 @@ where
     settle(ctx, rng, &refund.id, &outcome)
         .await
         .map_or_else(|_| refund.clone(), |s| s.refund)
+}
+
+/// A merchant refund id's claim (key `mch/{mid}/refref/{id}`): the refund it names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct RefundClaim {
+    /// `re_…`.
+    refund_id: String,
+    /// When it was claimed.
+    claimed_at_ms: i64,
+}
+
+/// A claim as stored: earlier versions stored the refund id alone.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum StoredRefundClaim {
+    Claim(RefundClaim),
+    Bare(String),
+}
+
+/// Claims merchant refund id `mref` for `refund_id`. A claim naming a refund that was
+/// never reserved on its payment (its request stopped in between) is taken over once it
+/// is older than any request can run ([`outlived_any_request`]; a claim of an earlier
+/// version counts as old), with compare-and-swap; otherwise the id is a duplicate.
+async fn claim_refund_id<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    mref: &str,
+    refund_id: &str,
+) -> Result<(), ApiError> {
+    let key = keys::merchant_refund(merchant_id, mref);
+    let claim = RefundClaim {
+        refund_id: refund_id.to_string(),
+        claimed_at_ms: ctx.now_ms,
+    };
+    if insert(ctx.repo, &key, &claim).await? {
+        return Ok(());
+    }
+    let duplicate = || ApiError::MerchantRefundIdDuplicate {
+        id: mref.to_string(),
+    };
+    let Some((held, version)) = read::<StoredRefundClaim, R>(ctx.repo, &key).await? else {
+        return Err(duplicate());
+    };
+    let (held_id, claimed_at_ms) = match held {
+        StoredRefundClaim::Claim(c) => (c.refund_id, c.claimed_at_ms),
+        StoredRefundClaim::Bare(id) => (id, i64::MIN),
+    };
+    if held_id == refund_id {
+        return Ok(());
+    }
+    if !outlived_any_request(claimed_at_ms, ctx.now_ms)
+        || is_reserved(ctx, merchant_id, &held_id).await?
+    {
+        return Err(duplicate());
+    }
+    match ctx
+        .repo
+        .put_if_version(&key, version, super::to_bytes(&claim))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(crate::repo::RepoError::Conflict { .. }) => Err(duplicate()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether refund `refund_id` of `merchant_id` exists and is reserved on its payment
+/// (the record is written before the reservation: no record, no reservation).
+async fn is_reserved<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    refund_id: &str,
+) -> Result<bool, ApiError> {
+    let Some((refund, _)) = read::<Refund, R>(ctx.repo, &keys::refund(refund_id)).await? else {
+        return Ok(false);
+    };
+    if refund.merchant_id != merchant_id {
+        return Ok(false);
+    }
+    Ok(reserved_on(ctx, &refund).await?.is_some())
 }
 
 /// Undoes the claims of a refund refused before its reservation (the merchant refund
