@@ -143,6 +143,24 @@ fn a_merchant_rotates_its_secret_key_and_the_old_one_works_only_for_the_grace_pe
             let unkeyed = app.post(path, old, None, &body).await;
             assert_error(&unkeyed, 401, "api_key_retiring");
         }
+        // Nor loosen its risk rules, which would outlive the key.
+        let (status, mut rules) = app.get("/v1/risk/rules", Some(&new_key)).await;
+        assert_eq!(status, 200, "{rules}");
+        let editable = rules.as_object_mut().unwrap();
+        editable.remove("object");
+        editable.remove("version");
+        let loosened = app.put("/v1/risk/rules", &m.secret_key, &rules).await;
+        assert_error(&loosened, 401, "api_key_retiring");
+        // Nor have the current key's webhook-secret rotation replayed to it.
+        let rotated_by_new = unique("idem");
+        let made = app
+            .post(webhook, Some(&new_key), Some(&rotated_by_new), &json!({}))
+            .await;
+        assert_eq!(made.0, 200, "{}", made.1);
+        let replayed = app
+            .post(webhook, old, Some(&rotated_by_new), &json!({}))
+            .await;
+        assert_error(&replayed, 401, "api_key_retiring");
         let (_, account) = as_key(&new_key).await;
         assert_ne!(
             account["notify_url"], "https://evil.example/hook",

@@ -22,7 +22,6 @@ use spinpay_core::api::{
     self, BODY_BYTES_MAX, CreateMerchantRequest, MerchantResponse, UpdateMerchantRequest,
 };
 use spinpay_core::idempotency::ADMIN_SCOPE;
-use spinpay_core::model::Merchant;
 use spinpay_core::service::{self, KeyedRun};
 use spinpay_guest::component::{self, Keyed, Services};
 use spinpay_guest::env::OsEntropy;
@@ -102,6 +101,8 @@ where
     B::Error: std::fmt::Display,
 {
     let (services, merchant) = Services::authenticated(&parts.headers).await?;
+    // Before the Idempotency-Key's stored answer too: no replay to a rotated-out key.
+    component::require_current_key(&parts.headers, &merchant)?;
     keyed_write(
         &services,
         &merchant.id,
@@ -110,7 +111,6 @@ where
         body,
         request_id,
         async |req: UpdateMerchantRequest, _keyed| {
-            require_current_key(parts, &merchant)?;
             service::update_merchant(&services.ctx(), &merchant.id, req.validate()?).await
         },
     )
@@ -129,6 +129,9 @@ where
     B::Error: std::fmt::Display,
 {
     let (services, merchant) = Services::authenticated(&parts.headers).await?;
+    // Before the Idempotency-Key's stored answer too: a rotated-out key must not get the
+    // new secret by replaying the current key's rotation.
+    component::require_current_key(&parts.headers, &merchant)?;
     keyed_write(
         &services,
         &merchant.id,
@@ -137,7 +140,6 @@ where
         body,
         request_id,
         async |req: RotateSecretRequest, _keyed| {
-            require_current_key(parts, &merchant)?;
             let ctx = services.ctx();
             service::rotate_webhook_secret(&ctx, &mut OsEntropy, &merchant.id, req.grace_period_s)
                 .await
@@ -170,7 +172,7 @@ where
             let (ctx, grace, seed) = (services.ctx(), req.grace_period_s, keyed.map(|k| k.seed));
             // The retry of the rotation that retired the caller's key gets its answer.
             if !seed.is_some_and(|seed| service::rotation_landed(&ctx, &merchant, seed)) {
-                require_current_key(parts, &merchant)?;
+                component::require_current_key(&parts.headers, &merchant)?;
             }
             service::rotate_secret_key(&ctx, &mut OsEntropy, &merchant.id, grace, seed).await
         },
@@ -189,14 +191,6 @@ enum Seal {
 /// grace period, perhaps because it leaked) is refused. (A replay of a stored answer
 /// never gets here; the retry of the rotation that retired the key is let through by
 /// `rotate_key`.)
-fn require_current_key(parts: &http::request::Parts, merchant: &Merchant) -> Result<(), ApiError> {
-    if service::by_current_key(merchant, component::authorization(&parts.headers)) {
-        Ok(())
-    } else {
-        Err(ApiError::ApiKeyRetiring)
-    }
-}
-
 /// The shared tail of every write once the caller is authorized: read the body, then,
 /// under the request's Idempotency-Key in `scope`, parse it as `Req` and run `op` with
 /// the key's run (operation seed, whether it resumes a crashed attempt; `None` without a

@@ -34,7 +34,7 @@ use spinpay_core::model::Merchant;
 use spinpay_core::riskengine::store::{self, Mode};
 use spinpay_core::riskengine::{INTERNAL_MAC_HEADER, INTERNAL_MERCHANT_HEADER, render_csv};
 use spinpay_core::service::Ctx;
-use spinpay_guest::component::{Keyed, Services};
+use spinpay_guest::component::{self, Keyed, Services};
 use spinpay_guest::env::OsEntropy;
 use spinpay_guest::inbound::{self, HttpResponse, Query};
 use spinpay_guest::kv::KvRepository;
@@ -122,6 +122,9 @@ async fn handle(req: Request) -> HttpResponse {
                 }
                 (Route::AmlReports, _) => aml_reports(&ctx, &merchant, &parts).await,
                 (Route::Rules, _) => {
+                    // A rotated-out key must not loosen the rules (allow-list a payer,
+                    // empty a block list) beyond its own grace period.
+                    component::require_current_key(&parts.headers, &merchant)?;
                     let body =
                         inbound::read_body(&parts.headers, body, RULES_BODY_BYTES_MAX).await?;
                     Ok(ok_json(&put_rules(&ctx, &merchant, &body).await?))

@@ -170,6 +170,17 @@ pub async fn require_admin(headers: &HeaderMap) -> Result<(), ApiError> {
     service::check_admin_token(authorization(headers), configured)
 }
 
+/// Refuses a change to the account or its rules (401 `api_key_retiring`) to a caller
+/// whose secret key is `merchant`'s rotated-out one: a key rotated out because it leaked
+/// still takes payments during its grace period, but cannot take the account over.
+pub fn require_current_key(headers: &HeaderMap, merchant: &Merchant) -> Result<(), ApiError> {
+    if service::by_current_key(merchant, authorization(headers)) {
+        Ok(())
+    } else {
+        Err(ApiError::ApiKeyRetiring)
+    }
+}
+
 /// The raw `Authorization` header value, if any (the core parses it).
 pub fn authorization(headers: &HeaderMap) -> Option<&str> {
     headers
