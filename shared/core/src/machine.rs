@@ -302,16 +302,19 @@ fn channel_failed(
     }
 }
 
+/// Cancel: from any open status. From `processing` only once the channel revoked the
+/// payment (a customer-presented code whose outcome was not known: closed unpaid, or
+/// paid and the money returned); the service decides which payments it asks that for.
 fn cancel(next: &mut PaymentState, not_allowed: TransitionError) -> Result<(), TransitionError> {
     use PaymentStatus as S;
     match next.status {
-        S::RequiresCustomerAction | S::RequiresReview | S::RequiresCapture => {
+        S::RequiresCustomerAction | S::RequiresReview | S::RequiresCapture | S::Processing => {
             next.status = S::Canceled;
             next.authorized_minor = 0;
             Ok(())
         }
         S::Canceled => Err(TransitionError::AlreadyApplied),
-        S::Processing | S::Succeeded | S::Failed => Err(not_allowed),
+        S::Succeeded | S::Failed => Err(not_allowed),
     }
 }
 

@@ -288,6 +288,66 @@ fn a_payment_waiting_on_the_customer_is_rechecked_until_paid_and_closed_after_th
 }
 
 #[test]
+fn a_customer_code_nobody_confirms_is_revoked_at_its_expiry_by_a_recheck_or_a_read() {
+    // Proves a customer-presented code the customer never confirms (`processing`, the
+    // channel saying pending) is re-checked until its expiry, then revoked at its channel
+    // and canceled as expired, by reconciliation or at once by a read past the expiry, so
+    // the customer cannot pay a sale the merchant gave up on; before its expiry nothing
+    // is closed.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(47);
+        let t0 = 3_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        // 888: the channel answers pending (the customer must confirm in the wallet).
+        let ten_minutes = body(888, QRC, r#","expires_in_seconds":600"#);
+        let swept = pay_body(&c, &ch, &mut rng, &m, &ten_minutes).await.unwrap();
+        let read = pay_body(&c, &ch, &mut rng, &m, &ten_minutes).await.unwrap();
+        assert_eq!(swept.status, PaymentStatus::Processing);
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+        let first = reconcile_time(t0);
+        assert!(first < swept.expires_at_ms);
+        let report = reconcile_at(&repo, &ch, &mut rng, first, None)
+            .await
+            .unwrap();
+        assert_eq!((report.rechecked, report.still_open), (2, 2), "{report:?}");
+        assert!(ch.closed.borrow().is_empty());
+
+        let at = swept.expires_at_ms;
+        let late = ctx(&repo, &keys, at);
+        let shown = close_if_expired(&late, &ch, &mut rng, &m.id, &read.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            (shown.status, shown.cancellation_reason),
+            (PaymentStatus::Canceled, Some(CancellationReason::Expired))
+        );
+        let report = reconcile_at(
+            &repo,
+            &ch,
+            &mut rng,
+            first + 2 * RECONCILE_INTERVAL_MS,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.closed, 1, "{report:?}");
+        let closed = get_payment(&c, &m.id, &swept.id).await.unwrap();
+        assert_eq!(
+            (closed.status, closed.cancellation_reason),
+            (PaymentStatus::Canceled, Some(CancellationReason::Expired))
+        );
+        assert_eq!(
+            *ch.closed.borrow(),
+            [swept.id.clone(), read.id.clone()].into()
+        );
+        assert_eq!(canceled_events(&c, &m.id).await, 2);
+    });
+}
+
+#[test]
 fn a_payment_is_closed_at_the_first_recheck_past_its_own_expiry() {
     // Proves a QR payment created with expires_in_seconds carries that expiry and is
     // closed and canceled at the first re-check from that instant on, not a day later,
@@ -606,16 +666,19 @@ fn an_unpaid_payment_is_rechecked_less_and_less_often_then_closed_after_a_day() 
 
 #[test]
 fn what_the_channel_has_not_decided_after_a_day_is_left_to_a_person_never_closed() {
-    // Proves only a payment waiting for its customer is closed at the horizon: a payment
-    // the channel still calls pending (`processing`: the customer may have paid) and a
-    // refund still pending are given up as they are, nothing canceled or closed.
+    // Proves a payment the channel still calls pending after a day (`processing`: a
+    // scanned merchant QR the customer may have paid) and a refund still pending are
+    // given up as they are, nothing canceled or closed; only a customer-presented code
+    // nobody confirmed is revoked at its channel, which returns any money it took.
     block_on(async {
         let (repo, keys, ch, mut rng) = world(37);
         let t0 = 7_000_000;
         let c = ctx(&repo, &keys, t0);
         let (m, _) = merchant(&c, &mut rng).await;
-        let undecided = pay(&c, &ch, &mut rng, &m, 888, QRC).await.unwrap();
+        let undecided = pay(&c, &ch, &mut rng, &m, 888, QR).await.unwrap();
         assert_eq!(undecided.status, PaymentStatus::Processing);
+        let code = pay(&c, &ch, &mut rng, &m, 888, QRC).await.unwrap();
+        assert_eq!(code.status, PaymentStatus::Processing);
         let paid = pay(&c, &ch, &mut rng, &m, 2000, QRC).await.unwrap();
         let refund = create_refund(&c, &ch, &mut rng, &m.id, &paid.id, refund_of(888));
         assert_eq!(refund.await.unwrap().status, RefundStatus::Pending);
@@ -625,19 +688,21 @@ fn what_the_channel_has_not_decided_after_a_day_is_left_to_a_person_never_closed
         let first = reconcile_at(&repo, &ch, &mut rng, reconcile_time(t0), None)
             .await
             .unwrap();
-        assert_eq!((first.rechecked, first.still_open), (2, 2), "{first:?}");
+        assert_eq!((first.rechecked, first.still_open), (3, 3), "{first:?}");
         let late = t0 + RECONCILE_HORIZON_MS;
         let last = reconcile_at(&repo, &ch, &mut rng, late, None)
             .await
             .unwrap();
         assert_eq!(
             (last.rechecked, last.given_up, last.closed),
-            (2, 2, 0),
+            (3, 2, 1),
             "{last:?}"
         );
-        assert!(ch.closed.borrow().is_empty(), "nothing closed");
+        assert_eq!(*ch.closed.borrow(), [code.id.clone()].into(), "only the code");
         let p = get_payment(&c, &m.id, &undecided.id).await.unwrap();
         assert_eq!(p.status, PaymentStatus::Processing);
+        let p = get_payment(&c, &m.id, &code.id).await.unwrap();
+        assert_eq!(p.status, PaymentStatus::Canceled);
         let p = get_payment(&c, &m.id, &paid.id).await.unwrap();
         assert_eq!(p.refunds[0].status, RefundStatus::Pending);
     });

@@ -526,6 +526,65 @@ fn cancel_voids_unpaid_payments_and_refuses_paid_ones() {
 }
 
 #[test]
+fn a_customer_code_still_processing_is_revoked_by_a_cancel_and_other_processing_payments_are_not() {
+    // Proves a cashier who gives up on a customer-presented code the customer has not
+    // confirmed (`processing`: the channel says pending) can cancel it: the channel is
+    // asked to revoke it (closed there: the customer can no longer pay it) and it ends
+    // `canceled` with one `payment.canceled`; a `processing` payment of another kind (a
+    // merchant QR whose create answer was lost) is refused `payment_not_cancelable` and
+    // the channel is not asked.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(46),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        // 888: the channel answers pending (the customer must confirm in the wallet).
+        let code = pay(&c, &ch, &mut rng, &m, 888, QRC).await.unwrap();
+        assert_eq!(code.status, PaymentStatus::Processing);
+        let canceled = cancel_payment(&c, &ch, &mut rng, &m.id, &code.id, BY_MERCHANT)
+            .await
+            .unwrap();
+        assert_eq!(
+            (canceled.status, canceled.cancellation_reason),
+            (PaymentStatus::Canceled, Some(BY_MERCHANT))
+        );
+        assert!(
+            ch.closed.borrow().contains(&code.id),
+            "revoked at the channel"
+        );
+        assert_eq!(*ch.cancel_calls.borrow(), 1);
+        let all = ListParams {
+            limit: 100,
+            ..Default::default()
+        };
+        let events = list_events(&c, &m.id, &all).await.unwrap().data;
+        let canceled_events = events
+            .iter()
+            .filter(|e| e.event_type == EventType::PaymentCanceled)
+            .count();
+        assert_eq!(canceled_events, 1);
+
+        // 777: the create's answer is lost; a merchant QR then waits for its answer.
+        let lost = pay(&c, &ch, &mut rng, &m, 777, QR).await.unwrap();
+        assert_eq!(lost.status, PaymentStatus::Processing);
+        let e = cancel_payment(&c, &ch, &mut rng, &m.id, &lost.id, BY_MERCHANT)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ApiError::PaymentNotCancelable {
+                status: "processing"
+            }
+        );
+        assert_eq!(*ch.cancel_calls.borrow(), 1, "the channel was not asked");
+    });
+}
+
+#[test]
 fn sms_otp_confirms_with_the_right_code_and_fails_after_five_wrong_ones() {
     // Proves the OTP flow: code by SMS, wrong code counts down, right code pays, 5 wrong fail.
     let (repo, keys, ch, mut rng) = (

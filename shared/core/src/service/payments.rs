@@ -754,6 +754,11 @@ where
 {
     let mut p = load_payment(ctx, merchant_id, payment_id).await?;
     match apply_payment(&p.state, &PaymentCommand::Cancel) {
+        Ok(_) if p.state.status == PaymentStatus::Processing && !revocable(&p) => {
+            return Err(ApiError::PaymentNotCancelable {
+                status: p.state.status.as_str(),
+            });
+        }
         Ok(_) => {}
         Err(TransitionError::AlreadyApplied) => return Ok(PaymentResponse::new(&p, &[])),
         Err(e) => return Err(transition_error(e, &p)),
@@ -1150,6 +1155,23 @@ where
 
 /// Whether the channel knows `p` but has not settled it yet (`processing` or
 /// `requires_customer_action` once the channel was or is being asked).
+/// Whether `p`, `processing`, can be canceled: a customer-presented code or token sent
+/// to its channel whose outcome is not known (the customer has not confirmed in the
+/// wallet yet, or the answer was lost). Its channel revokes it (Alipay
+/// `alipay.trade.cancel`, WeChat Pay's codepay reverse): closed unpaid, or paid and the
+/// money returned, so a cashier who gives up can take another payment without the
+/// customer paying twice. Any other `processing` payment waits for its channel's answer.
+pub(crate) fn revocable(p: &Payment) -> bool {
+    p.state.status == PaymentStatus::Processing
+        && p.channel_engaged
+        && matches!(
+            p.method.kind(),
+            crate::model::MethodKind::QrCustomer
+                | crate::model::MethodKind::Nfc
+                | crate::model::MethodKind::SoundWave
+        )
+}
+
 pub(crate) fn waits_on_channel(p: &Payment) -> bool {
     match p.state.status {
         PaymentStatus::Processing | PaymentStatus::RequiresCustomerAction => p.channel_engaged,

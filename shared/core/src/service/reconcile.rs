@@ -19,7 +19,8 @@
 //!    (which sends a payment or refund the channel never got again, charging or refunding
 //!    once at most). An object still open afterwards gets a new slot at a tail, so one
 //!    waiting long never blocks the others behind it. A payment still waiting for its
-//!    customer (a QR code nobody scanned) once it expires (`expires_at_ms`, sent to the
+//!    customer (a QR code nobody scanned, or a customer-presented code nobody confirmed
+//!    in the wallet, still `processing`) once it expires (`expires_at_ms`, sent to the
 //!    channel with the order; at most [`RECONCILE_HORIZON_MS`] after creation) is closed
 //!    at its channel and canceled, as Alipay and WeChat Pay advise for orders past their
 //!    timeout, so nobody can pay an order its merchant has given up on and the merchant
@@ -154,6 +155,9 @@ struct Open {
     closes_at_ms: i64,
     /// The payment itself: the channel knows it and has not settled it.
     payment: bool,
+    /// A customer-presented code or token: one still `processing` at its expiry is
+    /// revoked at its channel like an order nobody paid ([`super::payments::revocable`]).
+    customer_code: bool,
     /// Refunds the channel has not settled: the queued refund, or a payment's pending ones.
     refund_ids: Vec<String>,
 }
@@ -192,6 +196,7 @@ async fn open<R: Repository>(
                     closes_at_ms: p.expires_at_ms(),
                     // Waiting for its one-time code, it is closed at its expiry too.
                     payment: waits_on_channel(&p) || super::payments::awaits_code(&p),
+                    customer_code: super::payments::revocable(&p),
                     refund_ids,
                 })
             }
@@ -201,6 +206,7 @@ async fn open<R: Repository>(
             created_at_ms: r.created_at_ms,
             closes_at_ms: i64::MAX,
             payment: false,
+            customer_code: false,
             refund_ids: match r.state.status {
                 RefundStatus::Pending => vec![r.id],
                 RefundStatus::Succeeded | RefundStatus::Failed => Vec::new(),
@@ -386,7 +392,8 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         let mut unpaid = false;
         if found.payment {
             let p = super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id).await?;
-            unpaid = p.status == PaymentStatus::RequiresCustomerAction;
+            unpaid = p.status == PaymentStatus::RequiresCustomerAction
+                || (p.status == PaymentStatus::Processing && found.customer_code);
             waiting |= still_waiting(p.status);
         }
         for refund_id in &found.refund_ids {
@@ -431,7 +438,8 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
 }
 
 /// A payment read (`GET /v1/payments/{id}`) past its expiry while it still waits for its
-/// customer: re-checked with its channel (the customer may have paid at the last
+/// customer (or a customer-presented code still `processing`, [`super::payments::revocable`]):
+/// re-checked with its channel (the customer may have paid at the last
 /// moment, or the channel closed the order itself) and, still unpaid, closed there and
 /// canceled (`cancellation_reason: expired`) at once instead of at the next
 /// reconciliation, up to a re-check interval later. A close the channel refuses or does
@@ -456,10 +464,14 @@ where
         close_expired(ctx, channel, rng, merchant_id, payment_id).await?;
         return super::get_payment(ctx, merchant_id, payment_id).await;
     }
-    let unpaid = p.state.status == PaymentStatus::RequiresCustomerAction && waits_on_channel(&p);
-    if unpaid && ctx.now_ms >= p.expires_at_ms() {
+    let customer_code = super::payments::revocable(&p);
+    let unpaid = |status| {
+        status == PaymentStatus::RequiresCustomerAction
+            || (status == PaymentStatus::Processing && customer_code)
+    };
+    if unpaid(p.state.status) && waits_on_channel(&p) && ctx.now_ms >= p.expires_at_ms() {
         let fresh = super::recheck_payment(ctx, channel, rng, merchant_id, payment_id).await?;
-        if fresh.status != PaymentStatus::RequiresCustomerAction {
+        if !unpaid(fresh.status) {
             return Ok(fresh);
         }
         close_expired(ctx, channel, rng, merchant_id, payment_id).await?;
