@@ -415,6 +415,41 @@ fn an_uncaptured_authorization_can_be_canceled_and_then_not_captured() {
 }
 
 #[test]
+fn a_customer_code_the_customer_has_not_confirmed_is_revoked_by_a_cancel() {
+    // Proves a customer-presented code the sandbox leaves pending (888: the customer must
+    // confirm in the wallet) is `processing`, a cancel revokes it at the sandbox (200
+    // `canceled`, one `payment.canceled`), and the customer can no longer pay it.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let method = qr_customer();
+        let code = method["auth_code"].as_str().unwrap().to_string();
+        let p = m
+            .create_payment_ok(&payment_request(888, method.clone()))
+            .await;
+        let id = p["id"].as_str().unwrap();
+        assert_eq!(p["status"], "processing", "{p}");
+        let (status, canceled) = act(&m, id, "cancel", json!({})).await;
+        assert_eq!(status, 200, "{canceled}");
+        assert_eq!(canceled["status"], "canceled", "{canceled}");
+        assert_eq!(canceled["cancellation_reason"], "requested_by_merchant");
+        let paid = app.customer_pay(&code).await;
+        assert_eq!(
+            paid.0, 409,
+            "the customer cannot pay it any more: {}",
+            paid.1
+        );
+        let events = m.get("/v1/events?limit=100").await.1;
+        let canceled_events = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "payment.canceled" && e["data"]["id"] == id)
+            .count();
+        assert_eq!(canceled_events, 1, "{events}");
+    });
+}
+
+#[test]
 fn cancel_after_capture_is_rejected() {
     // Proves a captured payment cannot be voided (refund it instead) and stays succeeded.
     run(|app| async move {

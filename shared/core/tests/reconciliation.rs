@@ -698,7 +698,11 @@ fn what_the_channel_has_not_decided_after_a_day_is_left_to_a_person_never_closed
             (3, 2, 1),
             "{last:?}"
         );
-        assert_eq!(*ch.closed.borrow(), [code.id.clone()].into(), "only the code");
+        assert_eq!(
+            *ch.closed.borrow(),
+            [code.id.clone()].into(),
+            "only the code"
+        );
         let p = get_payment(&c, &m.id, &undecided.id).await.unwrap();
         assert_eq!(p.status, PaymentStatus::Processing);
         let p = get_payment(&c, &m.id, &code.id).await.unwrap();

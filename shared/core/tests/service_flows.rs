@@ -585,6 +585,44 @@ fn a_customer_code_still_processing_is_revoked_by_a_cancel_and_other_processing_
 }
 
 #[test]
+fn a_customer_code_whose_revoke_went_unanswered_is_never_sent_to_the_channel_again() {
+    // Proves a `processing` customer code the channel never got (its create lost on the
+    // way) whose cancel was not answered is not sent to the channel by a later re-check
+    // (which would charge the customer for a sale the merchant gave up on), and the
+    // retried cancel revokes it.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(48),
+    );
+    block_on(async {
+        let t0 = 1_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        *ch.authorizes_unanswered.borrow_mut() = 1;
+        let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+        assert_eq!(p.status, PaymentStatus::Processing);
+        // The create never reached the channel: its query knows no such payment.
+        ch.authorized_ids.borrow_mut().clear();
+        *ch.cancels_unanswered.borrow_mut() = 1;
+        let e = cancel_payment(&c, &ch, &mut rng, &m.id, &p.id, BY_MERCHANT).await;
+        assert_eq!(e.unwrap_err(), ApiError::ChannelUnavailable);
+        let later = ctx(&repo, &keys, t0 + 120_000);
+        let seen = recheck_payment(&later, &ch, &mut rng, &m.id, &p.id)
+            .await
+            .unwrap();
+        assert_eq!(seen.status, PaymentStatus::Processing);
+        assert_eq!(ch.authorizations(), 0, "not sent again");
+        let canceled = cancel_payment(&later, &ch, &mut rng, &m.id, &p.id, BY_MERCHANT)
+            .await
+            .unwrap();
+        assert_eq!(canceled.status, PaymentStatus::Canceled);
+        assert_eq!(ch.authorizations(), 0);
+    });
+}
+
+#[test]
 fn sms_otp_confirms_with_the_right_code_and_fails_after_five_wrong_ones() {
     // Proves the OTP flow: code by SMS, wrong code counts down, right code pays, 5 wrong fail.
     let (repo, keys, ch, mut rng) = (

@@ -1229,8 +1229,11 @@ where
                 | crate::model::MethodKind::H5
                 | crate::model::MethodKind::App
         );
+    // Never once a cancel asked the channel to revoke it: sending it again could charge
+    // the customer for a sale the merchant gave up on.
     if (unknown || answer_lost)
         && p.state.status == PaymentStatus::Processing
+        && p.cancel_requested.is_none()
         && outlived_any_request(p.updated_at_ms, ctx.now_ms)
     {
         resume_with_channel(ctx, channel, &p).await?;
