@@ -623,6 +623,35 @@ fn a_customer_code_whose_revoke_went_unanswered_is_never_sent_to_the_channel_aga
 }
 
 #[test]
+fn a_revoke_whose_answer_was_lost_ends_canceled_whatever_the_channel_calls_it() {
+    // Proves a customer code revoked at the channel whose answer was lost ends `canceled`
+    // for the merchant's reason at the next re-check, although the channel's query names
+    // the end otherwise than a close (WeChat Pay: `REVOKED`), not `failed`.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(49),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = pay(&c, &ch, &mut rng, &m, 888, QRC).await.unwrap();
+        *ch.closes_unanswered.borrow_mut() = 1;
+        *ch.closed_code.borrow_mut() = Some("trade_revoked".into());
+        let e = cancel_payment(&c, &ch, &mut rng, &m.id, &p.id, BY_MERCHANT).await;
+        assert_eq!(e.unwrap_err(), ApiError::ChannelUnavailable);
+        let seen = recheck_payment(&c, &ch, &mut rng, &m.id, &p.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            (seen.status, seen.cancellation_reason),
+            (PaymentStatus::Canceled, Some(BY_MERCHANT))
+        );
+    });
+}
+
+#[test]
 fn sms_otp_confirms_with_the_right_code_and_fails_after_five_wrong_ones() {
     // Proves the OTP flow: code by SMS, wrong code counts down, right code pays, 5 wrong fail.
     let (repo, keys, ch, mut rng) = (

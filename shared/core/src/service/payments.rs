@@ -525,18 +525,19 @@ pub(crate) async fn apply_report<R: Repository>(
     .await
 }
 
-/// Why `p` is canceled when `outcome` says the channel closed it unpaid: the reason a
-/// cancel asked for ([`Payment::cancel_requested`]: the close is that cancel's), or, for
-/// one waiting for its customer, `expired` once it expired (at `now_ms`, give or take
-/// the channel's clock). `None`: the close is a failure (a `processing` payment cannot
-/// be canceled: one the channel closes ends `failed`).
+/// Why `p` is canceled when `outcome` says the channel ended it unpaid: the reason a
+/// cancel asked for ([`Payment::cancel_requested`]: the close or revoke, whatever code
+/// the channel names it by, is that cancel's), or, for one waiting for its customer
+/// that the channel closed, `expired` once it expired (at `now_ms`, give or take the
+/// channel's clock). `None`: the end is a failure.
 fn closed_by_us(outcome: &ChannelOutcome, p: &Payment, now_ms: i64) -> Option<CancellationReason> {
+    let ended = matches!(outcome, ChannelOutcome::Declined { .. });
     let closed =
         matches!(outcome, ChannelOutcome::Declined { code, .. } if code == CLOSED_UNPAID_CODE);
     let waiting = p.state.status == PaymentStatus::RequiresCustomerAction;
     let expired = now_ms >= p.expires_at_ms().saturating_sub(CHANNEL_CLOCK_SKEW_MS);
     match p.cancel_requested {
-        Some(reason) if closed => Some(reason),
+        Some(reason) if ended => Some(reason),
         _ if closed && waiting && expired => Some(CancellationReason::Expired),
         _ => None,
     }

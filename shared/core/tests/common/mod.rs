@@ -41,6 +41,13 @@ pub struct SimChannel {
     /// Creates whose answer is still to be lost: each call takes one, the channel creates
     /// the order, and the answer is unknown.
     pub authorizes_unanswered: RefCell<u32>,
+    /// Closes (cancels) still to be made but left unanswered, as a timeout after the
+    /// channel acted would: each call takes one, the channel closes the payment, and the
+    /// answer is unknown.
+    pub closes_unanswered: RefCell<u32>,
+    /// The code a query answers a closed payment with (`None`: [`CLOSED_UNPAID_CODE`]);
+    /// WeChat Pay names a reversed code payment `trade_revoked`.
+    pub closed_code: RefCell<Option<String>>,
     /// Every call to cancel (close), answered or not.
     pub cancel_calls: RefCell<u32>,
     /// Every call to query a payment.
@@ -184,6 +191,13 @@ impl ChannelClient for SimChannel {
                 message: "the trade cannot be closed".into(),
             };
         }
+        let mut lost = self.closes_unanswered.borrow_mut();
+        if *lost > 0 {
+            *lost -= 1;
+            return ActionOutcome::Unknown {
+                detail: "timed out after closing".into(),
+            };
+        }
         ActionOutcome::Done
     }
 
@@ -198,8 +212,9 @@ impl ChannelClient for SimChannel {
         } else if self.paid.borrow().contains(&p.id) {
             ChannelOutcome::Succeeded { channel_ref: None }
         } else if self.closed.borrow().contains(&p.id) {
+            let code = self.closed_code.borrow().clone();
             ChannelOutcome::Declined {
-                code: CLOSED_UNPAID_CODE.into(),
+                code: code.unwrap_or_else(|| CLOSED_UNPAID_CODE.into()),
                 message: "closed".into(),
             }
         } else {
