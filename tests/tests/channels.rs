@@ -275,6 +275,44 @@ fn alipay_cancel_closes_a_scanned_unpaid_trade() {
     });
 }
 
+#[test]
+fn alipay_cancel_revokes_a_code_payment_the_payer_has_not_confirmed_or_whose_answer_was_lost() {
+    // Proves cancel → alipay.trade.cancel for a customer-presented code still
+    // `processing`: one the payer is still confirming (10003) is closed at Alipay and can
+    // no longer be paid; one Alipay charged whose answer was lost is revoked with its
+    // money returned (`action` refund); both end `canceled` with one `payment.canceled`.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let waiting = create(&m, &request("alipay", 720, code("WAIT"))).await;
+        assert_money(&waiting, "processing", 0, 0);
+        let pid = id(&waiting);
+        let (status, c) = cancel(&m, &pid).await;
+        assert_eq!(status, 200, "{c}");
+        assert_money(&c, "canceled", 0, 0);
+        let trade = w.alipay.trade(&pid).unwrap();
+        assert_eq!(
+            (trade.status.as_str(), trade.revoked.as_deref()),
+            ("TRADE_CLOSED", Some("close"))
+        );
+        assert_eq!(w.alipay.call_count("alipay.trade.cancel", &pid), 1);
+        assert_eq!(w.alipay.customer_pays(&pid).await.0, 0, "nothing paid");
+        assert_eq!(count(&m, &pid, "payment.canceled").await, 1);
+
+        // 601: Alipay charges, then answers too late. No read in between (its re-check
+        // would settle the payment as paid).
+        let lost = create_processing(&m, &request("alipay", 601, code("28"))).await;
+        let lid = id(&lost);
+        let (status, c) = cancel(&m, &lid).await;
+        assert_eq!(status, 200, "{c}");
+        assert_money(&c, "canceled", 0, 0);
+        assert_eq!(
+            w.alipay.trade(&lid).unwrap().revoked.as_deref(),
+            Some("refund")
+        );
+        assert_money(&m.payment(&lid).await, "canceled", 0, 0);
+    });
+}
+
 /// An hour, in ms: past a 10-minute payment's expiry and the channels' clock margin.
 const PAST_SHORT_EXPIRY_MS: i64 = 3_600_000;
 
@@ -634,6 +672,40 @@ fn wechatpay_cancel_closes_an_unpaid_order() {
         assert_eq!(status, 200, "{c}");
         assert_money(&c, "canceled", 0, 0);
         assert_eq!(w.wechatpay.order(&pid).unwrap().trade_state, "CLOSED");
+    });
+}
+
+#[test]
+fn wechatpay_cancel_reverses_a_codepay_the_payer_is_still_confirming_once_answered() {
+    // Proves cancel → codepay reverse for a codepay still `processing` (USERPAYING): a
+    // reverse WeChat Pay fails (500 SYSTEM_ERROR) answers 503 `channel_unavailable` and
+    // leaves the order as it was; the retry reverses it (REVOKED), the payment is
+    // `canceled` with one `payment.canceled`, and a codepay paid at once is not
+    // cancelable.
+    run_world(async |w| {
+        let m = merchant(w).await;
+        let q = create(&m, &request("wechatpay", 520, code("WAITBUSY"))).await;
+        assert_money(&q, "processing", 0, 0);
+        let qid = id(&q);
+        let busy = cancel(&m, &qid).await;
+        assert_error(&busy, 503, "channel_unavailable");
+        assert_eq!(w.wechatpay.order(&qid).unwrap().trade_state, "USERPAYING");
+        let (status, c) = cancel(&m, &qid).await;
+        assert_eq!(status, 200, "{c}");
+        assert_money(&c, "canceled", 0, 0);
+        let order = w.wechatpay.order(&qid).unwrap();
+        assert_eq!(
+            (order.trade_state.as_str(), order.reversed_from.as_deref()),
+            ("REVOKED", Some("USERPAYING"))
+        );
+        assert_eq!(w.wechatpay.reverses(&qid), 2);
+        assert_eq!(count(&m, &qid, "payment.canceled").await, 1);
+        assert_money(&m.payment(&qid).await, "canceled", 0, 0);
+
+        let paid = create(&m, &request("wechatpay", 530, code("13"))).await;
+        assert_money(&paid, "succeeded", 530, 0);
+        assert_error(&cancel(&m, &id(&paid)).await, 409, "payment_not_cancelable");
+        assert_eq!(w.wechatpay.reverses(&id(&paid)), 0);
     });
 }
 

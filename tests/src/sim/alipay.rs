@@ -1,6 +1,25 @@
 //! The Alipay side of the OpenAPI gateway (RSA2): `POST /gateway.do` with a signed form,
 //! answered `{"<method>_response": {...}, "sign": "…"}` with the signature over the raw
 //! response object; async notifications posted as signed forms to the notify URL.
+//!
+//! Magic values, besides the fault amounts of [`super::Fault::for_amount`]:
+//!
+//! * `alipay.trade.pay` with an `auth_code` starting `WAIT` (`code("WAIT")` in the
+//!   channel tests) answers `10003` and leaves the trade `WAIT_BUYER_PAY`: the payer
+//!   must confirm in the wallet, so the payment stays `processing`. The customer then
+//!   confirms with [`AlipaySim::customer_pays`], or the merchant revokes it. Any other
+//!   code pays at once (`10000`, `TRADE_SUCCESS`); with amount 601 it pays and answers
+//!   too late, which leaves the payment `processing` with the money taken.
+//!
+//! `alipay.trade.cancel` (which plays no fault) revokes as Alipay documents it: an unpaid
+//! trade is closed (`10000`, `action` `close`), a paid one has its money returned and is
+//! closed (`action` `refund`, unless it was already partly refunded:
+//! `ACQ.REASON_TRADE_REFUND_FEE_ERR`); a closed trade answers `10000` again with the
+//! action that closed it; no trade at all answers `10000` without `action` (Alipay's
+//! "no trade found"). What a cancel did is kept in [`Trade::revoked`] and the calls in
+//! [`AlipaySim::call_count`]. A closed trade takes no money afterwards: a pay or
+//! precreate for it answers `ACQ.TRADE_HAS_CLOSE`, and [`AlipaySim::customer_pays`]
+//! pays nothing.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -36,6 +55,9 @@ pub struct Trade {
     /// trade exists once the customer scans it; until then query and close answer
     /// `ACQ.TRADE_NOT_EXIST`, though the code can still be paid.
     pub created: bool,
+    /// What `alipay.trade.cancel` did to it, if it revoked it: `close` (closed unpaid)
+    /// or `refund` (paid, the money returned, then closed).
+    pub revoked: Option<String>,
 }
 
 /// `time_expire` of a `biz_content` as Unix ms (a malformed one fails the test).
@@ -160,6 +182,7 @@ impl Simulator for AlipaySim {
             }
             "alipay.trade.query" => self.query(&out_trade_no),
             "alipay.trade.close" => self.close(&out_trade_no),
+            "alipay.trade.cancel" => self.cancel(&out_trade_no),
             "alipay.trade.refund" => self.refund(&biz).await,
             "alipay.trade.fastpay.refund.query" => self.refund_query(&biz),
             other => refused(
@@ -194,6 +217,14 @@ impl AlipaySim {
     async fn create(&self, method: &str, biz: &Value) -> SimResponse {
         let out_trade_no = biz["out_trade_no"].as_str().unwrap_or("").to_string();
         let total = biz["total_amount"].as_str().unwrap_or("0").to_string();
+        if self
+            .trade(&out_trade_no)
+            .is_some_and(|t| t.status == "TRADE_CLOSED")
+        {
+            let obj = json!({"code": "40004", "msg": "Business Failed",
+                "sub_code": "ACQ.TRADE_HAS_CLOSE", "sub_msg": "trade has been closed"});
+            return self.answer(method, &obj, Fault::None);
+        }
         let fault = match Fault::for_amount(minor(&total)) {
             // A server error is passing: the first call about a trade fails with nothing
             // done, a later one (spinpay asking again) is served.
@@ -221,6 +252,7 @@ impl AlipaySim {
             expires_at_ms: time_expire(biz),
             qr_code_timeout_express: biz["qr_code_timeout_express"].as_str().map(String::from),
             created: method != "alipay.trade.precreate",
+            revoked: None,
         };
         self.trades
             .lock()
@@ -278,6 +310,49 @@ impl AlipaySim {
                 "code": "40004", "msg": "Business Failed",
                 "sub_code": "ACQ.TRADE_NOT_EXIST", "sub_msg": "trade does not exist",
             }),
+        };
+        drop(trades);
+        self.answer(method, &obj, Fault::None)
+    }
+
+    /// `alipay.trade.cancel`: revokes the trade (see the module documentation).
+    fn cancel(&self, out_trade_no: &str) -> SimResponse {
+        let method = "alipay.trade.cancel";
+        let failed = |sub: &str, msg: &str| {
+            json!({"code": "40004", "msg": "Business Failed", "sub_code": sub, "sub_msg": msg,
+                   "out_trade_no": out_trade_no, "retry_flag": "N"})
+        };
+        let mut trades = self.trades.lock().unwrap();
+        let obj = match trades.get_mut(out_trade_no).filter(|t| t.created) {
+            Some(t) => {
+                let action = match t.status.as_str() {
+                    "WAIT_BUYER_PAY" => Ok("close"),
+                    "TRADE_SUCCESS" if t.refunds.is_empty() => Ok("refund"),
+                    "TRADE_SUCCESS" => Err(failed(
+                        "ACQ.REASON_TRADE_REFUND_FEE_ERR",
+                        "trade already refunded: it cannot be canceled",
+                    )),
+                    "TRADE_CLOSED" => Ok(if t.revoked.as_deref() == Some("refund") {
+                        "refund"
+                    } else {
+                        "close"
+                    }),
+                    _ => Err(failed("ACQ.TRADE_STATUS_ERROR", "trade status error")),
+                };
+                match action {
+                    Ok(action) => {
+                        if t.status != "TRADE_CLOSED" {
+                            t.status = "TRADE_CLOSED".into();
+                            t.revoked = Some(action.into());
+                        }
+                        json!({"code": "10000", "msg": "Success", "out_trade_no": out_trade_no,
+                               "trade_no": t.trade_no, "retry_flag": "N", "action": action})
+                    }
+                    Err(obj) => obj,
+                }
+            }
+            None => json!({"code": "10000", "msg": "Success", "out_trade_no": out_trade_no,
+                           "retry_flag": "N"}),
         };
         drop(trades);
         self.answer(method, &obj, Fault::None)
@@ -353,12 +428,17 @@ impl AlipaySim {
             .created = true;
     }
 
-    /// The customer pays a QR trade (scanning it first if need be): the trade succeeds
-    /// and Alipay notifies; returns the webhook's answer.
+    /// The customer pays a QR trade (scanning it first if need be), or confirms a pay
+    /// waiting in the wallet: the trade succeeds and Alipay notifies; returns the
+    /// webhook's answer. A closed trade (closed or revoked) takes no money: nothing
+    /// changes, nothing is posted, and the answer is `(0, "trade closed …")`.
     pub async fn customer_pays(&self, out_trade_no: &str) -> (u16, String) {
         let total = {
             let mut trades = self.trades.lock().unwrap();
             let t = trades.get_mut(out_trade_no).expect("a trade to pay");
+            if t.status == "TRADE_CLOSED" {
+                return (0, "trade closed at Alipay: nothing paid".into());
+            }
             t.created = true;
             t.status = "TRADE_SUCCESS".into();
             t.total_amount.clone()
@@ -395,6 +475,7 @@ impl AlipaySim {
             expires_at_ms: time_expire(&biz),
             qr_code_timeout_express: None,
             created: true,
+            revoked: None,
         };
         self.trades
             .lock()

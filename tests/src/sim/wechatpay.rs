@@ -3,6 +3,24 @@
 //! answers signed with the platform key (`Wechatpay-Timestamp/Nonce/Signature/Serial`
 //! over `timestamp\nnonce\nbody\n`), and callbacks whose `resource` is encrypted with
 //! AEAD_AES_256_GCM under the APIv3 key.
+//!
+//! Magic values, besides the amounts of [`Fault::for_amount`] (which play on the
+//! orders' create and refund calls, never on a reverse):
+//! * a codepay whose `auth_code` starts with `WAIT` is answered `USERPAYING` and its
+//!   order waits, neither paid nor closed, until [`WechatpaySim::customer_pays`] or a
+//!   reverse;
+//! * one starting with `WAITBUSY` waits the same way, and the first reverse of its
+//!   order answers 500 `SYSTEM_ERROR` having done nothing (the next ones behave).
+//!
+//! Reverse (`POST …/out-trade-no/{id}/reverse`, codepay only) behaves as WeChat Pay
+//! documents it: an unpaid or `USERPAYING` order is revoked, a paid one is refunded in
+//! full and revoked (trade state `REVOKED` either way; [`Order::reversed_from`] keeps
+//! what it was), answered 200 with the order's `appid`, `mchid` and `out_trade_no`. A
+//! repeat is answered the same, whatever the order's age (WeChat Pay tells callers to
+//! reverse again when unsure, so a second reverse must be harmless); an order older
+//! than 7 days is refused `REVERSE_EXPIRE` ([`WechatpaySim::backdate`] ages one); no
+//! order is 404 `ORDER_NOT_EXIST`. [`WechatpaySim::reverses`] counts the reverse calls
+//! about an order.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,6 +37,14 @@ use super::{
     random_alnum,
 };
 use crate::now_unix_s;
+
+/// The wall clock, Unix ms.
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since.as_millis()).expect("ms fit i64")
+}
 
 /// The merchant id.
 pub const MCHID: &str = "1900000109";
@@ -40,7 +66,7 @@ pub struct Order {
     pub transaction_id: String,
     /// `total` in fen.
     pub total: i64,
-    /// `NOTPAY`, `USERPAYING`, `SUCCESS`, `CLOSED`, `REFUND`.
+    /// `NOTPAY`, `USERPAYING`, `SUCCESS`, `CLOSED`, `REFUND`, `REVOKED` (reversed).
     pub trade_state: String,
     /// The product path (`native`, `codepay`, `h5`, `app`).
     pub product: String,
@@ -48,7 +74,18 @@ pub struct Order {
     pub refunds: BTreeMap<String, (i64, String)>,
     /// `time_expire` as Unix ms, if the order carried one.
     pub expires_at_ms: Option<i64>,
+    /// When WeChat Pay created it (Unix ms): a reverse is refused 7 days later.
+    pub created_at_ms: i64,
+    /// The trade state a reverse found and revoked (`SUCCESS` or `REFUND`: the rest of
+    /// its money went back to the payer); `None` until a reverse revoked it.
+    pub reversed_from: Option<String>,
+    /// Reverses still to be answered 500 `SYSTEM_ERROR` without effect (1 for a
+    /// `WAITBUSY…` code, else 0).
+    pub reverse_failures_left: u32,
 }
+
+/// How long after its creation WeChat Pay reverses a codepay (later: refund API).
+pub const REVERSE_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// How a callback is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +166,24 @@ impl WechatpaySim {
     /// The order for our payment id.
     pub fn order(&self, out_trade_no: &str) -> Option<Order> {
         self.orders.lock().unwrap().get(out_trade_no).cloned()
+    }
+
+    /// How many verified reverse calls named this order.
+    pub fn reverses(&self, out_trade_no: &str) -> usize {
+        let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}/reverse");
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(method, p)| method == "POST" && *p == path)
+            .count()
+    }
+
+    /// Makes an order `by_ms` older (to reach the end of its reverse window).
+    pub fn backdate(&self, out_trade_no: &str, by_ms: i64) {
+        let mut orders = self.orders.lock().unwrap();
+        let o = orders.get_mut(out_trade_no).expect("an order to backdate");
+        o.created_at_ms -= by_ms;
     }
 
     /// Checks the `Authorization` header over `METHOD\nURL\nts\nnonce\nbody\n`.
@@ -261,6 +316,9 @@ impl Simulator for WechatpaySim {
             ("POST", ["v3", "pay", "transactions", "out-trade-no", id, "close"]) => {
                 self.close(id, &body)
             }
+            ("POST", ["v3", "pay", "transactions", "out-trade-no", id, "reverse"]) => {
+                self.reverse(id, &body)
+            }
             ("POST", ["v3", "refund", "domestic", "refunds"]) => self.refund(&body).await,
             ("GET", ["v3", "refund", "domestic", "refunds", id]) => self.refund_query(id),
             _ => self.error(404, "NOT_FOUND", "no such API"),
@@ -292,9 +350,8 @@ impl WechatpaySim {
         if fault == Fault::ServerError {
             return self.answer(500, &json!({}), fault);
         }
-        let waiting = body["payer"]["auth_code"]
-            .as_str()
-            .is_some_and(|c| c.starts_with("WAIT"));
+        let auth_code = body["payer"]["auth_code"].as_str().unwrap_or("");
+        let waiting = auth_code.starts_with("WAIT");
         let state = match product {
             "codepay" if waiting => "USERPAYING",
             "codepay" => "SUCCESS",
@@ -309,6 +366,9 @@ impl WechatpaySim {
             expires_at_ms: body["time_expire"]
                 .as_str()
                 .map(|t| super::beijing_unix_ms(t).unwrap_or_else(|| panic!("time_expire {t:?}"))),
+            created_at_ms: now_ms(),
+            reversed_from: None,
+            reverse_failures_left: u32::from(auth_code.starts_with("WAITBUSY")),
         };
         self.orders
             .lock()
@@ -352,6 +412,52 @@ impl WechatpaySim {
                 self.error(404, "ORDER_NOT_EXIST", "order does not exist")
             }
         }
+    }
+
+    /// `POST …/out-trade-no/{id}/reverse` (see the module doc).
+    fn reverse(&self, id: &str, body: &Value) -> SimResponse {
+        if body["mchid"] != MCHID || body["appid"] != APPID {
+            return self.error(400, "PARAM_ERROR", "appid and mchid are required");
+        }
+        let mut orders = self.orders.lock().unwrap();
+        let Some(o) = orders.get_mut(id) else {
+            drop(orders);
+            return self.error(404, "ORDER_NOT_EXIST", "order does not exist");
+        };
+        if o.product != "codepay" {
+            // Not documented: the simulator's guard against reversing other products.
+            drop(orders);
+            return self.error(400, "INVALID_REQUEST", "only a codepay can be reversed");
+        }
+        if o.reverse_failures_left > 0 {
+            o.reverse_failures_left -= 1;
+            drop(orders);
+            return self.error(500, "SYSTEM_ERROR", "system busy");
+        }
+        let revoked = o.trade_state == "REVOKED";
+        if !revoked && now_ms() - o.created_at_ms > REVERSE_WINDOW_MS {
+            drop(orders);
+            return self.error(400, "REVERSE_EXPIRE", "too old to reverse: refund it");
+        }
+        match o.trade_state.as_str() {
+            // A repeat: nothing more to do, answered as the first.
+            "REVOKED" => {}
+            "SUCCESS" | "REFUND" => {
+                let refunded: i64 = o.refunds.values().map(|(a, _)| a).sum();
+                let rest = o.total - refunded;
+                o.refunds
+                    .insert(format!("reverse-{id}"), (rest, "SUCCESS".into()));
+                o.reversed_from = Some(o.trade_state.clone());
+                o.trade_state = "REVOKED".into();
+            }
+            other => {
+                o.reversed_from = Some(other.to_string());
+                o.trade_state = "REVOKED".into();
+            }
+        }
+        drop(orders);
+        let answer = json!({"appid": APPID, "mchid": MCHID, "out_trade_no": id});
+        self.answer(200, &answer, Fault::None)
     }
 
     async fn refund(self: &Arc<Self>, body: &Value) -> SimResponse {
@@ -456,6 +562,9 @@ impl WechatpaySim {
             product: "native".into(),
             refunds: BTreeMap::new(),
             expires_at_ms: None,
+            created_at_ms: now_ms(),
+            reversed_from: None,
+            reverse_failures_left: 0,
         });
         order.trade_state = trade_state.into();
         order.total = total;

@@ -165,13 +165,22 @@ impl ChannelClient for AlipayClient {
         capture_unsupported("Alipay trades are captured when paid")
     }
 
-    /// `alipay.trade.close`. A trade nobody has scanned or opened does not exist at
-    /// Alipay yet, but its order stays payable until it expires: such a cancel is
-    /// refused until then ([`transformers::close_of_no_trade`]).
+    /// A customer-presented code (`alipay.trade.pay`): `alipay.trade.cancel`, which
+    /// closes the trade unpaid or returns the money of a paid one
+    /// ([`transformers::parse_cancel`]). Any other order: `alipay.trade.close`. A trade
+    /// nobody has scanned or opened does not exist at Alipay yet, but its order stays
+    /// payable until it expires: such a close is refused until then
+    /// ([`transformers::close_of_no_trade`]).
     async fn cancel(&self, payment: &Payment) -> ActionOutcome {
         let cfg = &self.config;
-        let req =
-            transformers::close_request(cfg, &mut blinding_rng(), &payment.id, env::now_unix_s());
+        let (rng, now_s) = (&mut blinding_rng(), env::now_unix_s());
+        if transformers::is_trade_pay(&payment.method) {
+            let req = transformers::cancel_request(cfg, rng, &payment.id, now_s);
+            return settle(self.call(&req).await, |resp| {
+                transformers::parse_cancel(cfg, resp, payment, env::now_ms())
+            });
+        }
+        let req = transformers::close_request(cfg, rng, &payment.id, now_s);
         settle(self.call(&req).await, |resp| {
             transformers::parse_close(cfg, resp, payment, env::now_ms())
         })

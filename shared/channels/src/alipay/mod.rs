@@ -5,12 +5,18 @@
 //!   `qr_merchant` → `alipay.trade.precreate` (a QR code); `qr_customer` / `sound_wave` →
 //!   `alipay.trade.pay` (scene `bar_code` / `wave_code`); `h5` → `alipay.trade.wap.pay`
 //!   (a signed redirect URL, no call); `app` → `alipay.trade.app.pay` (a signed order
-//!   string, no call); plus query, refund, refund query and close.
-//! * Orders that wait for their customer carry the payment's expiry (`time_expire`;
-//!   precreate also `qr_code_timeout_express`). Alipay creates such a trade only when
-//!   the customer scans or opens it, yet the order stays payable until it expires, so a
-//!   close answered "no such trade" is refused until then
-//!   ([`transformers::close_of_no_trade`]).
+//!   string, no call); plus query, refund, refund query, close and cancel.
+//! * Every order carries the payment's expiry (`time_expire`; precreate also
+//!   `qr_code_timeout_express`): those that wait for their customer, and a pay whose
+//!   payer must confirm in the wallet (`10003`, `WAIT_BUYER_PAY`). Alipay creates a
+//!   precreate, wap or app trade only when the customer scans or opens it, yet the order
+//!   stays payable until it expires, so a close answered "no such trade" is refused
+//!   until then ([`transformers::close_of_no_trade`]).
+//! * A pay trade (customer-presented code) is revoked with `alipay.trade.cancel`, which
+//!   closes it unpaid or returns the money of a paid one; "no trade" counts only once
+//!   no pay request can still create it ([`transformers::parse_cancel`],
+//!   [`transformers::cancel_of_no_trade`]). The others are closed with
+//!   `alipay.trade.close`.
 //! * Answers are JSON `{"alipay_trade_x_response": {...}, "sign": "..."}`; the signature
 //!   covers the raw text of the response object, which is cut out of the body exactly
 //!   as received. Unsigned, forged or unparsable answers are unknown outcomes.

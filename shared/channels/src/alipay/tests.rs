@@ -144,9 +144,11 @@ fn request_canonical_string_has_exact_bytes_and_verifies() {
 #[test]
 fn each_method_selects_its_alipay_product() {
     // Proves qr_merchant→precreate, barcode/sound→pay with scenes, h5→signed redirect,
-    // app→signed order string, and nfc/sms_otp/manual capture are refused. The orders
-    // that wait for their customer (precreate, wap, app) carry the payment's expiry as
-    // time_expire in Beijing time; a barcode pay, decided at once, does not.
+    // app→signed order string, and nfc/sms_otp/manual capture are refused. Every order
+    // carries the payment's expiry as time_expire in Beijing time: those that wait for
+    // their customer (precreate, wap, app), and the barcode and sound-wave pays too,
+    // since a payer asked to confirm in the wallet (10003) leaves them waiting, and
+    // Alipay must stop taking money for them once the payment has expired here.
     let cfg = config();
     let p = payment(1250, Currency::Cny);
     let rng = &mut test_rng();
@@ -167,12 +169,11 @@ fn each_method_selects_its_alipay_product() {
     assert_eq!(pay.method, "alipay.trade.pay");
     assert_eq!(biz(&pay)["scene"], "bar_code");
     assert_eq!(biz(&pay)["auth_code"], "28763443825664");
-    assert_eq!(biz(&pay).get("time_expire"), None);
+    assert_eq!(biz(&pay)["time_expire"], expiry);
     let wave = PaymentMethod::SoundWave { token: "w1".into() };
-    assert_eq!(
-        biz(&call(authorize(&cfg, rng, &p, &wave, NOW).unwrap()))["scene"],
-        "wave_code"
-    );
+    let wave = biz(&call(authorize(&cfg, rng, &p, &wave, NOW).unwrap()));
+    assert_eq!(wave["scene"], "wave_code");
+    assert_eq!(wave["time_expire"], expiry);
     let h5 = PaymentMethod::H5 {
         return_url: "https://shop.example/back".into(),
     };
@@ -466,6 +467,246 @@ fn close_answered_10000_is_done_before_the_expiry() {
     assert_eq!(
         close_at("{\"code\":\"10000\"}", NOW * 1000),
         ActionOutcome::Done
+    );
+}
+
+#[test]
+fn cancel_request_is_a_signed_trade_cancel_naming_the_payment() {
+    // Proves alipay.trade.cancel is built like close: biz_content is exactly
+    // {"out_trade_no": <payment id>}, the signature is SHA256withRSA over the byte-sorted
+    // k=v& of every parameter but sign, and the answer is read under its own key.
+    let cfg = config();
+    let req = cancel_request(&cfg, &mut test_rng(), PAY_ID, NOW);
+    assert_eq!(req.method, "alipay.trade.cancel");
+    assert_eq!(req.response_key(), "alipay_trade_cancel_response");
+    let get = |name: &str| form_get(&req.params, name).map(str::to_string);
+    assert_eq!(get("method").as_deref(), Some("alipay.trade.cancel"));
+    let biz = format!("{{\"out_trade_no\":\"{PAY_ID}\"}}");
+    assert_eq!(get("biz_content"), Some(biz.clone()));
+    assert_eq!(get("notify_url"), None);
+    let expected = format!(
+        "app_id=2021000000000001&biz_content={biz}&charset=utf-8&format=JSON\
+         &method=alipay.trade.cancel&sign_type=RSA2&timestamp=2024-03-01 00:30:05\
+         &version=1.0"
+    );
+    let canonical = canonical_pairs(
+        req.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &["sign"],
+    );
+    assert_eq!(canonical, expected);
+    let (k, sign) = req.params.last().unwrap();
+    assert_eq!(k, "sign");
+    let ours = cfg.app_key.verifying_key();
+    assert!(ours.verify_sha256_b64(expected.as_bytes(), sign));
+    let close = close_request(&cfg, &mut test_rng(), PAY_ID, NOW);
+    assert!(!ours.verify_sha256_b64(expected.as_bytes(), &close.params.last().unwrap().1));
+}
+
+#[test]
+fn cancel_is_chosen_for_exactly_the_methods_sent_as_trade_pay() {
+    // Proves is_trade_pay (which picks trade.cancel over trade.close) agrees with the
+    // API authorize sends for every method: barcode and sound wave only.
+    let cfg = config();
+    let p = payment(1250, Currency::Cny);
+    for method in crate::wiring::every_method("28763443825664", "w1") {
+        let sent_as_pay = match authorize(&cfg, &mut test_rng(), &p, &method, NOW) {
+            Ok(AlipayAuthorize::Call(req)) => req.method == "alipay.trade.pay",
+            Ok(AlipayAuthorize::Ready(_)) | Err(_) => false,
+        };
+        assert_eq!(is_trade_pay(&method), sent_as_pay, "{method:?}");
+    }
+}
+
+/// A barcode [`payment`] engaged at creation (`NOW`).
+fn code_payment() -> Payment {
+    let mut p = payment(1250, Currency::Cny);
+    p.method = PaymentMethod::QrCustomer {
+        auth_code: "2876************".into(),
+    };
+    p
+}
+
+/// A signed cancel answer `object`, parsed for `p` at `now_ms`.
+fn cancel_at(object: &str, p: &Payment, now_ms: i64) -> ActionOutcome {
+    let resp = answer("alipay_trade_cancel_response", object);
+    parse_cancel(&config(), &resp, p, now_ms)
+}
+
+/// A cancel answer `10000` with `retry_flag` and `action` (left out when empty).
+fn cancel_ok(retry_flag: &str, action: &str) -> String {
+    let action = match action {
+        "" => String::new(),
+        a => format!(",\"action\":\"{a}\""),
+    };
+    format!(
+        "{{\"code\":\"10000\",\"msg\":\"Success\",\"out_trade_no\":\"{PAY_ID}\",\
+         \"trade_no\":\"2024T1\",\"retry_flag\":\"{retry_flag}\"{action}}}"
+    )
+}
+
+#[test]
+fn cancel_answered_close_or_refund_is_done_at_once() {
+    // Proves 10000 with action close (unpaid trade closed) or refund (paid trade's money
+    // returned) revokes the payment right after it was engaged, with no wait.
+    let p = code_payment();
+    for action in ["close", "refund"] {
+        assert_eq!(
+            cancel_at(&cancel_ok("N", action), &p, NOW * 1000),
+            ActionOutcome::Done,
+            "{action}"
+        );
+    }
+}
+
+#[test]
+fn cancel_with_retry_flag_y_is_undecided_whatever_the_code() {
+    // Proves retry_flag Y (Alipay asking for the cancel again) is unknown, on a 10000
+    // (even with an action) as on a business failure.
+    let p = code_payment();
+    let later = NOW * 1000 + EXPIRY_MARGIN_MS * 10;
+    for object in [
+        cancel_ok("Y", "close"),
+        cancel_ok("Y", ""),
+        "{\"code\":\"40004\",\"sub_code\":\"ACQ.SELLER_BALANCE_NOT_ENOUGH\",\
+         \"retry_flag\":\"Y\"}"
+            .to_string(),
+    ] {
+        assert!(
+            matches!(cancel_at(&object, &p, later), ActionOutcome::Unknown { .. }),
+            "{object}"
+        );
+    }
+}
+
+#[test]
+fn cancel_system_errors_and_unknown_answers_are_undecided() {
+    // Proves system errors (ACQ and the AQC spelling), 20000, a 40004 without sub_code,
+    // 10003, an unknown action, an answer about another trade, and unsigned, forged,
+    // garbage or HTTP 500 answers are all unknown: retried, never taken as revoked.
+    let p = code_payment();
+    let later = NOW * 1000 + EXPIRY_MARGIN_MS * 10;
+    for object in [
+        "{\"code\":\"40004\",\"sub_code\":\"ACQ.SYSTEM_ERROR\",\"retry_flag\":\"N\"}",
+        "{\"code\":\"40004\",\"sub_code\":\"AQC.SYSTEM_ERROR\"}",
+        "{\"code\":\"20000\",\"msg\":\"Service Currently Unavailable\"}",
+        "{\"code\":\"40004\"}",
+        "{\"code\":\"10003\"}",
+        "{\"code\":\"10000\",\"retry_flag\":\"N\",\"action\":\"freeze\"}",
+        "{\"code\":\"10000\",\"out_trade_no\":\"pay_other\",\"action\":\"close\"}",
+    ] {
+        assert!(
+            matches!(cancel_at(object, &p, later), ActionOutcome::Unknown { .. }),
+            "{object}"
+        );
+    }
+    let cfg = config();
+    let signed = answer("alipay_trade_cancel_response", &cancel_ok("N", "close"));
+    let text = String::from_utf8(signed.body.clone()).unwrap();
+    let unusable = [
+        OutboundResponse {
+            body: text.replace("close", "refund").into_bytes(),
+            ..signed.clone()
+        },
+        OutboundResponse {
+            body: format!(
+                "{{\"alipay_trade_cancel_response\":{}}}",
+                cancel_ok("N", "close")
+            )
+            .into_bytes(),
+            ..signed.clone()
+        },
+        OutboundResponse {
+            body: b"<html>gateway busy</html>".to_vec(),
+            ..signed.clone()
+        },
+        OutboundResponse {
+            status: 500,
+            ..signed.clone()
+        },
+        answer("alipay_trade_close_response", &cancel_ok("N", "close")),
+    ];
+    for resp in unusable {
+        assert!(
+            matches!(
+                parse_cancel(&cfg, &resp, &p, later),
+                ActionOutcome::Unknown { .. }
+            ),
+            "{}",
+            String::from_utf8_lossy(&resp.body)
+        );
+    }
+}
+
+#[test]
+fn cancel_finding_no_trade_is_done_only_once_no_pay_can_still_create_it() {
+    // Proves ACQ.TRADE_NOT_EXIST, and 10000 without an action (the documented "no trade
+    // found"), are unknown until the payment was engaged the clock margin ago (a pay
+    // still in flight could create the trade after the cancel), then done; a payment
+    // engaged after its creation (approved in review) counts from its engagement.
+    let no_trade = [NO_TRADE.to_string(), cancel_ok("N", "")];
+    let p = code_payment();
+    let engaged = p.engaged_at_ms();
+    assert_eq!(engaged, NOW * 1000);
+    for object in &no_trade {
+        for now_ms in [engaged, engaged + EXPIRY_MARGIN_MS - 1] {
+            assert!(
+                matches!(cancel_at(object, &p, now_ms), ActionOutcome::Unknown { .. }),
+                "{object} at {now_ms}"
+            );
+        }
+        assert_eq!(
+            cancel_at(object, &p, engaged + EXPIRY_MARGIN_MS),
+            ActionOutcome::Done,
+            "{object}"
+        );
+        let mut approved = p.clone();
+        approved.engaged_at_ms = Some(engaged + 600_000);
+        assert!(matches!(
+            cancel_at(object, &approved, engaged + EXPIRY_MARGIN_MS),
+            ActionOutcome::Unknown { .. }
+        ));
+        assert_eq!(
+            cancel_at(object, &approved, engaged + 600_000 + EXPIRY_MARGIN_MS),
+            ActionOutcome::Done
+        );
+    }
+}
+
+#[test]
+fn cancel_refused_for_a_business_reason_is_declined_with_alipays_code() {
+    // Proves a definitive refusal (frozen trade, merchant balance too low to return the
+    // money, too old to revoke, already partly refunded) is declined with Alipay's
+    // sub_code and sub_msg, right after engagement as long after.
+    let p = code_payment();
+    for now_ms in [NOW * 1000, NOW * 1000 + EXPIRY_MARGIN_MS * 10] {
+        for sub in [
+            "ACQ.REASON_TRADE_BEEN_FREEZEN",
+            "ACQ.SELLER_BALANCE_NOT_ENOUGH",
+            "ACQ.TRADE_CANCEL_TIME_OUT",
+            "ACQ.REASON_TRADE_REFUND_FEE_ERR",
+            "ACQ.TRADE_STATUS_ERROR",
+        ] {
+            let object = format!(
+                "{{\"code\":\"40004\",\"msg\":\"Business Failed\",\"sub_code\":\"{sub}\",\
+                 \"sub_msg\":\"refused: {sub}\",\"retry_flag\":\"N\"}}"
+            );
+            assert_eq!(
+                cancel_at(&object, &p, now_ms),
+                ActionOutcome::Declined {
+                    code: sub.into(),
+                    message: format!("refused: {sub}"),
+                }
+            );
+        }
+    }
+    let no_sub_msg = "{\"code\":\"40004\",\"msg\":\"Business Failed\",\
+                      \"sub_code\":\"ACQ.CANCEL_NOT_ALLOWED\"}";
+    assert_eq!(
+        cancel_at(no_sub_msg, &p, NOW * 1000),
+        ActionOutcome::Declined {
+            code: "ACQ.CANCEL_NOT_ALLOWED".into(),
+            message: "Business Failed".into(),
+        }
     );
 }
 

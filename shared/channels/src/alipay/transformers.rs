@@ -30,6 +30,8 @@ pub const QR_CODE_TIMEOUT_MINUTES_MAX: i64 = 120;
 /// The decline code of a cancel refused because Alipay has not created the trade yet
 /// (nobody scanned the QR code or opened the order), so its order stays payable.
 pub const STILL_PAYABLE_CODE: &str = "order_still_payable";
+/// The API that revokes a customer-presented-code trade ([`cancel_request`]).
+pub const CANCEL_API: &str = "alipay.trade.cancel";
 
 /// A signed gateway call: POST [`AlipayRequest::form_body`] to the gateway as
 /// `application/x-www-form-urlencoded; charset=utf-8`.
@@ -112,8 +114,8 @@ struct TradeBiz<'a> {
     auth_code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     quit_url: Option<&'a str>,
-    /// Absolute expiry (`yyyy-MM-dd HH:mm:ss`, Beijing time) of an order that waits for
-    /// its customer: Alipay refuses to take payment for it afterwards.
+    /// Absolute expiry (`yyyy-MM-dd HH:mm:ss`, Beijing time) of the order: Alipay refuses
+    /// to take payment for it afterwards. Every order carries it (see [`authorize`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     time_expire: Option<String>,
     /// precreate: how long the QR code can be paid, counted by Alipay from when it made
@@ -185,9 +187,13 @@ pub fn authorize(
         PaymentMethod::Nfc { .. } => return Err(RequestError::MethodUnsupported("nfc")),
         PaymentMethod::SmsOtp { .. } => return Err(RequestError::MethodUnsupported("sms_otp")),
     };
-    if method.waits_for_customer() {
-        biz.time_expire = Some(BeijingTime::from_unix_ms(payment.expires_at_ms()).dashed());
-    }
+    // Every order carries the payment's expiry: those that wait for their customer
+    // (precreate, wap, app), and a customer-presented code too, which waits when its
+    // payer must confirm in the wallet (10003, WAIT_BUYER_PAY). Without it such a pay
+    // trade stays payable for Alipay's face-to-face default (3 h: the `timeout_express`
+    // note of the Java SDK's `AlipayTradePayModel`, which documents `time_expire` for
+    // pay as well), long after the payment has expired and been given up here.
+    biz.time_expire = Some(BeijingTime::from_unix_ms(payment.expires_at_ms()).dashed());
     let biz_json = serde_json::to_string(&biz).expect("biz content serializes");
     let extra = [
         ("notify_url", notify),
@@ -303,6 +309,31 @@ pub fn close_request(
     )
 }
 
+/// Whether `method` is sent as `alipay.trade.pay` (a code the customer presents: barcode
+/// or sound wave), whose trade is revoked with `alipay.trade.cancel` ([`cancel_request`]);
+/// the other orders are closed with `alipay.trade.close` ([`close_request`]).
+pub fn is_trade_pay(method: &PaymentMethod) -> bool {
+    match method {
+        PaymentMethod::QrCustomer { .. } | PaymentMethod::SoundWave { .. } => true,
+        PaymentMethod::QrMerchant
+        | PaymentMethod::H5 { .. }
+        | PaymentMethod::App
+        | PaymentMethod::Nfc { .. }
+        | PaymentMethod::SmsOtp { .. } => false,
+    }
+}
+
+/// `alipay.trade.cancel` (revoke a customer-presented-code trade whose outcome is not
+/// known: Alipay closes it if unpaid, or returns the money and closes it if paid).
+pub fn cancel_request(
+    config: &AlipayConfig,
+    rng: &mut impl CryptoRngCore,
+    payment_id: &str,
+    now_unix_s: i64,
+) -> AlipayRequest {
+    simple(config, rng, CANCEL_API, &trade_ref(payment_id), now_unix_s)
+}
+
 /// `alipay.trade.refund` with our refund id as `out_request_no` (idempotent per refund).
 pub fn refund_request(
     config: &AlipayConfig,
@@ -386,6 +417,13 @@ pub struct AlipayAnswer {
     /// refund query: our refund id.
     #[serde(default)]
     pub out_request_no: Option<String>,
+    /// cancel: `Y` when Alipay asks for the cancel to be sent again.
+    #[serde(default)]
+    pub retry_flag: Option<String>,
+    /// cancel: what it did, `close` (unpaid trade closed) or `refund` (paid trade's money
+    /// returned); absent when Alipay found no trade.
+    #[serde(default)]
+    pub action: Option<String>,
 }
 
 /// Verifies an answer's `sign` over the raw text of its `<response_key>` object and
@@ -431,11 +469,13 @@ pub enum CodeClass {
 }
 
 /// Sub-codes of `40004` that do not settle the question (system trouble, or a state
-/// the query must confirm).
-const SUB_CODES_INDETERMINATE: [&str; 4] = [
+/// the query must confirm). `AQC.SYSTEM_ERROR` (sic) is listed as a system error, to be
+/// retried with the same parameters, in cancel's error table.
+const SUB_CODES_INDETERMINATE: [&str; 5] = [
     "ACQ.SYSTEM_ERROR",
     "ACQ.TRADE_HAS_SUCCESS",
     "ACQ.TRADE_NOT_EXIST",
+    "AQC.SYSTEM_ERROR",
     "aop.ACQ.SYSTEM_ERROR",
 ];
 
@@ -664,6 +704,90 @@ pub fn close_of_no_trade(payment: &Payment, now_ms: i64) -> ActionOutcome {
     if now_ms < expires_at_ms.saturating_add(EXPIRY_MARGIN_MS) {
         return ActionOutcome::Unknown {
             detail: "the order expired at Alipay moments ago: asked again later".into(),
+        };
+    }
+    ActionOutcome::Done
+}
+
+/// The answer to `alipay.trade.cancel` about `payment`, received at `now_ms`.
+///
+/// Alipay's documentation of the answer: `retry_flag` says whether the cancel must be
+/// sent again; `action` is `close` (the unpaid trade was closed) or `refund` (the paid
+/// trade's money went back to the payer), and is left out when no trade was found. Its
+/// F2F demo SDK retries while `retry_flag` is `Y`, whatever the code. So:
+///
+/// * `retry_flag` `Y` → unknown (asked again);
+/// * `10000` with `action` `close` or `refund` → done (a repeat answers the same);
+/// * no trade (`10000` without `action`, or `ACQ.TRADE_NOT_EXIST`) →
+///   [`cancel_of_no_trade`];
+/// * a system error (`ACQ.SYSTEM_ERROR`, `AQC.SYSTEM_ERROR`, `20000`), another code or
+///   `action`, an answer about another trade, or an unusable answer → unknown;
+/// * any other refusal (`ACQ.TRADE_CANCEL_TIME_OUT`: too old to be revoked,
+///   `ACQ.REASON_TRADE_BEEN_FREEZEN`, `ACQ.SELLER_BALANCE_NOT_ENOUGH`,
+///   `ACQ.REASON_TRADE_REFUND_FEE_ERR`: already partly refunded, ...) → declined with
+///   its `sub_code` and `sub_msg`.
+pub fn parse_cancel(
+    config: &AlipayConfig,
+    resp: &OutboundResponse,
+    payment: &Payment,
+    now_ms: i64,
+) -> ActionOutcome {
+    let a = match verify_answer(config, "alipay_trade_cancel_response", resp) {
+        Ok(a) => a,
+        Err(detail) => return ActionOutcome::Unknown { detail },
+    };
+    let answered = || format!("cancel answered {} {:?}", a.code, a.sub_code.as_deref());
+    if about_other(&a, &payment.id) {
+        return ActionOutcome::Unknown {
+            detail: format!("cancel answer is about {:?}", a.out_trade_no),
+        };
+    }
+    if a.retry_flag.as_deref() == Some("Y") {
+        return ActionOutcome::Unknown {
+            detail: format!("{} with retry_flag Y: to be sent again", answered()),
+        };
+    }
+    if a.code == "40004" && a.sub_code.as_deref() == Some("ACQ.TRADE_NOT_EXIST") {
+        return cancel_of_no_trade(payment, now_ms);
+    }
+    match classify_code(&a.code, a.sub_code.as_deref()) {
+        CodeClass::Success => match a.action.as_deref() {
+            Some("close" | "refund") => ActionOutcome::Done,
+            None | Some("") => cancel_of_no_trade(payment, now_ms),
+            Some(other) => ActionOutcome::Unknown {
+                detail: format!("cancel answered 10000 with unknown action {other:?}"),
+            },
+        },
+        CodeClass::Refused => ActionOutcome::Declined {
+            code: a.sub_code.clone().unwrap_or_else(|| a.code.clone()),
+            message: a
+                .sub_msg
+                .clone()
+                .or_else(|| a.msg.clone())
+                .unwrap_or_else(|| "Alipay refused to revoke the trade".into()),
+        },
+        CodeClass::Waiting | CodeClass::Indeterminate => {
+            ActionOutcome::Unknown { detail: answered() }
+        }
+    }
+}
+
+/// What a cancel that found no trade (`ACQ.TRADE_NOT_EXIST`, or `10000` without an
+/// `action`) comes to at `now_ms`. `alipay.trade.pay` creates its trade when Alipay
+/// takes the request in, so a pay still on its way (sent when `payment` was engaged,
+/// [`Payment::engaged_at_ms`], and answered late or never) could create the trade, and
+/// take the money, after this cancel found none. Once the payment was engaged more than
+/// [`EXPIRY_MARGIN_MS`] ago (room for the clocks and any request's life, as for
+/// [`close_of_no_trade`]) no such request is left: done. Before that: undecided, asked
+/// again later.
+pub fn cancel_of_no_trade(payment: &Payment, now_ms: i64) -> ActionOutcome {
+    let engaged_at_ms = payment.engaged_at_ms();
+    if now_ms < engaged_at_ms.saturating_add(EXPIRY_MARGIN_MS) {
+        return ActionOutcome::Unknown {
+            detail: format!(
+                "Alipay has no trade yet, but the pay sent at {engaged_at_ms} (engaged_at_ms) \
+                 could still create it: asked again later"
+            ),
         };
     }
     ActionOutcome::Done

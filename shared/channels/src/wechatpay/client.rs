@@ -15,7 +15,7 @@ use spinpay_guest::outbound::{
     RESPONSE_BYTES_MAX_DEFAULT,
 };
 
-use super::transformers::{self, WechatRequest};
+use super::transformers::{self, CancelApi, WechatRequest};
 use super::{RequestError, SigningKey, WechatpayConfig, apiv3_key_from_text};
 use crate::wiring::{
     Slot, blinding_rng, capture_unsupported, key_list, load_slot, nonce, not_sent, required,
@@ -181,12 +181,25 @@ impl ChannelClient for WechatpayClient {
         capture_unsupported("WeChat Pay orders are captured when paid")
     }
 
+    /// A codepay (customer-presented code) is revoked with reverse, which refunds it if
+    /// the customer paid after all; any other order is closed.
     async fn cancel(&self, payment: &Payment) -> ActionOutcome {
-        let (cfg, now) = (&self.config, env::now_unix_s());
-        let req = transformers::close_request(cfg, &mut blinding_rng(), &payment.id, now, &nonce());
-        settle(self.call(&req).await, |resp| {
-            transformers::parse_close(cfg, resp, env::now_unix_s())
-        })
+        let (cfg, now, nonce) = (&self.config, env::now_unix_s(), nonce());
+        let mut rng = blinding_rng();
+        match transformers::cancel_api(&payment.method) {
+            CancelApi::Reverse => {
+                let req = transformers::reverse_request(cfg, &mut rng, &payment.id, now, &nonce);
+                settle(self.call(&req).await, |resp| {
+                    transformers::parse_reverse(cfg, resp, payment, env::now_ms())
+                })
+            }
+            CancelApi::Close => {
+                let req = transformers::close_request(cfg, &mut rng, &payment.id, now, &nonce);
+                settle(self.call(&req).await, |resp| {
+                    transformers::parse_close(cfg, resp, env::now_unix_s())
+                })
+            }
+        }
     }
 
     async fn query(&self, payment: &Payment) -> ChannelReport {

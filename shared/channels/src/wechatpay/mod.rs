@@ -8,8 +8,12 @@
 //!   `-Nonce`, `-Signature`, `-Serial`, over `timestamp\nnonce\nbody\n`) inside the
 //!   replay window; an unsigned 2xx is treated as forged: unknown outcome.
 //! * `qr_merchant` → native (`code_url`), `qr_customer` → codepay, `h5` → h5 (`h5_url`),
-//!   `app` → app (`prepay_id` turned into the SDK's signed order), plus query, close,
-//!   refund and refund query. Amounts are integer minor units (`total`, fen for CNY).
+//!   `app` → app (`prepay_id` turned into the SDK's signed order), plus query, refund
+//!   and refund query. Amounts are integer minor units (`total`, fen for CNY).
+//! * Cancel closes an order that waits for its customer and reverses a codepay
+//!   ([`transformers::cancel_api`]): reverse also returns the money of a codepay the
+//!   customer paid after all, and "no such order" counts as done only once the codepay
+//!   request can no longer create it ([`transformers::parse_reverse`]).
 //! * Callbacks: verified like answers, then the `resource` is decrypted with
 //!   AEAD_AES_256_GCM under the APIv3 key. Answer 204 on success, or 4xx with
 //!   `{"code":"FAIL","message":…}` ([`transformers::callback_failure`]).

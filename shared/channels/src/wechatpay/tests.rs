@@ -50,9 +50,14 @@ fn signed_headers(body: &[u8], ts: i64, nonce: &str) -> Vec<(String, String)> {
 }
 
 fn signed(status: u16, body: &str) -> OutboundResponse {
+    signed_at(status, body, NOW)
+}
+
+/// An answer WeChat Pay signed at `ts`.
+fn signed_at(status: u16, body: &str, ts: i64) -> OutboundResponse {
     OutboundResponse {
         status,
-        headers: signed_headers(body.as_bytes(), NOW, "n-resp"),
+        headers: signed_headers(body.as_bytes(), ts, "n-resp"),
         body: body.as_bytes().to_vec(),
     }
 }
@@ -541,4 +546,219 @@ fn a_refund_reason_longer_than_wechat_pay_takes_is_cut_not_refused() {
     let sent = v["reason"].as_str().unwrap();
     assert_eq!(sent.chars().count(), REFUND_REASON_CHARS_MAX);
     assert!(long.starts_with(sent));
+}
+
+/// A codepay payment (masked code, as stored) sent to WeChat Pay at [`NOW`].
+fn codepay_payment() -> spinpay_core::model::Payment {
+    let mut p = payment(1250, Currency::Cny);
+    p.method = PaymentMethod::QrCustomer {
+        auth_code: "1345**********6789".into(),
+    };
+    p
+}
+
+#[test]
+fn a_codepay_is_canceled_by_reverse_and_every_other_order_by_close() {
+    // Proves the choice of cancel API over every method: only a customer-presented code
+    // (a codepay) is reversed.
+    for method in crate::wiring::every_method("134567890123456789", "w") {
+        let want = if matches!(method, PaymentMethod::QrCustomer { .. }) {
+            CancelApi::Reverse
+        } else {
+            CancelApi::Close
+        };
+        assert_eq!(cancel_api(&method), want, "{method:?}");
+    }
+}
+
+#[test]
+fn reverse_request_is_a_signed_post_naming_the_order_with_appid_and_mchid() {
+    // Proves method, path (order id form-encoded), the JSON body WeChat Pay documents
+    // (appid and mchid) and an Authorization header whose signature verifies with our
+    // merchant key over the canonical string of exactly that request.
+    let cfg = config();
+    let req = reverse_request(&cfg, &mut test_rng(), "pay_a b", NOW, NONCE);
+    assert_eq!(req.method, "POST");
+    assert_eq!(
+        req.path,
+        "/v3/pay/transactions/out-trade-no/pay_a+b/reverse"
+    );
+    assert_eq!(
+        req.body,
+        "{\"appid\":\"wxd678efh567hg6787\",\"mchid\":\"1900000109\"}"
+    );
+    let prefix = format!(
+        "WECHATPAY2-SHA256-RSA2048 mchid=\"1900000109\",nonce_str=\"{NONCE}\",signature=\""
+    );
+    assert!(
+        req.authorization.starts_with(&prefix),
+        "{}",
+        req.authorization
+    );
+    assert!(
+        req.authorization.ends_with(
+            "\",timestamp=\"1709224205\",serial_no=\"5157F09EFDC096DE15EBE81A47057A72\""
+        )
+    );
+    let sig = req.authorization[prefix.len()..].split('"').next().unwrap();
+    let canonical = canonical_request("POST", &req.path, NOW, NONCE, &req.body);
+    assert!(
+        cfg.merchant_key
+            .verifying_key()
+            .verify_sha256_b64(canonical.as_bytes(), sig)
+    );
+}
+
+/// `parse_reverse` of `resp` about [`codepay_payment`] at `now_ms`.
+fn reverse_at(resp: &OutboundResponse, now_ms: i64) -> ActionOutcome {
+    parse_reverse(&config(), resp, &codepay_payment(), now_ms)
+}
+
+/// An error answer with `code`, signed when it is received (`now_ms`).
+fn refused_at(status: u16, code: &str, now_ms: i64) -> OutboundResponse {
+    let body = format!("{{\"code\":\"{code}\",\"message\":\"m\"}}");
+    signed_at(status, &body, now_ms.div_euclid(1000))
+}
+
+#[test]
+fn signed_reverse_successes_are_done_and_unverifiable_or_foreign_ones_unknown() {
+    // Proves the documented 200 with the order's body and a bodiless 204 are done when
+    // signed, while unsigned, tampered, stale, 5xx, garbage and answers about another
+    // order or merchant are Unknown.
+    let now_ms = NOW * 1000;
+    let id = "pay_aaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let ok = signed(
+        200,
+        &format!(
+            "{{\"appid\":\"wxd678efh567hg6787\",\"mchid\":\"1900000109\",\"out_trade_no\":\"{id}\"}}"
+        ),
+    );
+    assert_eq!(reverse_at(&ok, now_ms), ActionOutcome::Done);
+    assert_eq!(reverse_at(&signed(204, ""), now_ms), ActionOutcome::Done);
+    let unsigned = OutboundResponse {
+        headers: vec![],
+        ..ok.clone()
+    };
+    let unsigned_204 = OutboundResponse {
+        status: 204,
+        headers: vec![],
+        body: vec![],
+    };
+    let mut tampered = ok.clone();
+    tampered.body = b"{\"out_trade_no\":\"pay_aaaaaaaaaaaaaaaaaaaaaaaaaa\"} ".to_vec();
+    let mut stale = ok.clone();
+    stale.headers = signed_headers(&ok.body, NOW - 301, "n");
+    let server_error = refused_at(500, "SYSTEM_ERROR", now_ms);
+    let unsigned_error = OutboundResponse {
+        headers: vec![],
+        ..refused_at(404, "ORDER_NOT_EXIST", now_ms + 3_600_000)
+    };
+    let other_order = signed(200, "{\"mchid\":\"1900000109\",\"out_trade_no\":\"pay_b\"}");
+    let other_merchant = signed(
+        200,
+        &format!("{{\"mchid\":\"1900000999\",\"out_trade_no\":\"{id}\"}}"),
+    );
+    let html = signed(200, "<html>upstream error</html>");
+    let garbage_error = signed(400, "<html>bad gateway</html>");
+    for (name, r, at_ms) in [
+        ("unsigned", unsigned, now_ms),
+        ("unsigned 204", unsigned_204, now_ms),
+        ("tampered", tampered, now_ms),
+        ("stale", stale, now_ms),
+        ("5xx", server_error, now_ms),
+        ("unsigned error", unsigned_error, now_ms + 3_600_000),
+        ("other order", other_order, now_ms),
+        ("other merchant", other_merchant, now_ms),
+        ("garbage", html, now_ms),
+        ("garbage error", garbage_error, now_ms),
+    ] {
+        let got = reverse_at(&r, at_ms);
+        assert!(
+            matches!(got, ActionOutcome::Unknown { .. }),
+            "{name}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn reverse_refusals_map_to_done_declined_or_unknown() {
+    // Proves each error class: already revoked or closed is done, definitive refusals
+    // (too old to reverse, paid, bad request, merchant binding) are declined with
+    // WeChat Pay's code and message, and "try again" codes (system error, payer
+    // confirming, rate limit, signature) or new codes stay unknown — long after the
+    // create, so "no such order" is not what decides.
+    let later_ms = NOW * 1000 + 3_600_000;
+    let table = [
+        ("ORDER_REVERSED", 400, "done"),
+        ("ORDERREVERSED", 400, "done"),
+        ("ORDER_CLOSED", 400, "done"),
+        ("REVERSE_EXPIRE", 400, "declined"),
+        ("ORDER_PAID", 400, "declined"),
+        ("ORDERPAID", 400, "declined"),
+        ("INVALID_REQUEST", 400, "declined"),
+        ("PARAM_ERROR", 400, "declined"),
+        ("APPID_MCHID_NOT_MATCH", 400, "declined"),
+        ("NO_AUTH", 403, "declined"),
+        ("USERPAYING", 403, "unknown"),
+        ("SYSTEMERROR", 403, "unknown"),
+        ("FREQUENCY_LIMITED", 429, "unknown"),
+        ("SIGN_ERROR", 401, "unknown"),
+        ("SOMETHING_NEW", 400, "unknown"),
+    ];
+    for (code, status, expect) in table {
+        let got = reverse_at(&refused_at(status, code, later_ms), later_ms);
+        let kind = match &got {
+            ActionOutcome::Done => "done",
+            ActionOutcome::Declined { code: c, message } => {
+                assert_eq!((c.as_str(), message.as_str()), (code, "m"));
+                "declined"
+            }
+            ActionOutcome::Unknown { .. } => "unknown",
+        };
+        assert_eq!(kind, expect, "{code}");
+    }
+}
+
+#[test]
+fn reverse_finding_no_order_is_done_only_once_no_create_can_still_land() {
+    // Proves ORDER_NOT_EXIST (and the other spellings of "no such order") is Unknown
+    // while the codepay request may still be creating the order — up to
+    // CREATE_IN_FLIGHT_MS after the payment was sent, counted from engaged_at_ms when
+    // it was sent later than its creation — and Done from then on.
+    let engaged_ms = NOW * 1000;
+    for code in [
+        "ORDER_NOT_EXIST",
+        "ORDERNOTEXIST",
+        "NOT_FOUND",
+        "RESOURCE_NOT_EXISTS",
+    ] {
+        let at = |now_ms| reverse_at(&refused_at(404, code, now_ms), now_ms);
+        for now_ms in [engaged_ms, engaged_ms + CREATE_IN_FLIGHT_MS - 1] {
+            let got = at(now_ms);
+            assert!(
+                matches!(got, ActionOutcome::Unknown { .. }),
+                "{code} at {now_ms}: {got:?}"
+            );
+        }
+        assert_eq!(
+            at(engaged_ms + CREATE_IN_FLIGHT_MS),
+            ActionOutcome::Done,
+            "{code}"
+        );
+    }
+    // Sent an hour after creation (a review approved it): the hour does not count.
+    let mut late = codepay_payment();
+    late.engaged_at_ms = Some(engaged_ms + 3_600_000);
+    let at = |now_ms| {
+        let r = refused_at(404, "ORDER_NOT_EXIST", now_ms);
+        parse_reverse(&config(), &r, &late, now_ms)
+    };
+    assert!(matches!(
+        at(engaged_ms + 3_600_000 + 1),
+        ActionOutcome::Unknown { .. }
+    ));
+    assert_eq!(
+        at(engaged_ms + 3_600_000 + CREATE_IN_FLIGHT_MS),
+        ActionOutcome::Done
+    );
 }

@@ -16,6 +16,7 @@ use super::{NotificationRejected, RequestError, SCHEME, TIMESTAMP_WINDOW_S, Wech
 use crate::crypto::{
     BeijingTime, aes256gcm_open, decode_b64_lenient, form_encode, replay_key, within_window,
 };
+use crate::wiring::EXPIRY_MARGIN_MS;
 
 /// Longest callback body accepted, bytes.
 pub const CALLBACK_BYTES_MAX: usize = 64 * 1024;
@@ -275,6 +276,69 @@ pub fn close_request(
     );
     let body = serde_json::json!({ "mchid": config.mchid }).to_string();
     sign_request(config, rng, "POST", path, body, now_unix_s, nonce)
+}
+
+/// Which API cancels a payment at WeChat Pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelApi {
+    /// Close (`…/close`): an order that waits for its customer (native, h5, app).
+    Close,
+    /// Reverse (`…/reverse`): a codepay, which close does not apply to. Closes it if
+    /// unpaid, refunds it if paid.
+    Reverse,
+}
+
+/// The API that cancels a payment made with `method` ([`Product::Codepay`] for a
+/// customer-presented code).
+pub fn cancel_api(method: &PaymentMethod) -> CancelApi {
+    match method {
+        PaymentMethod::QrCustomer { .. } => CancelApi::Reverse,
+        PaymentMethod::QrMerchant
+        | PaymentMethod::H5 { .. }
+        | PaymentMethod::App
+        | PaymentMethod::SoundWave { .. }
+        | PaymentMethod::Nfc { .. }
+        | PaymentMethod::SmsOtp { .. } => CancelApi::Close,
+    }
+}
+
+/// How long after a payment was sent to WeChat Pay ([`Payment::engaged_at_ms`]) its
+/// codepay request may still be creating the order: our call gives up after a few
+/// seconds, but the request may sit in a network queue or at WeChat Pay for longer, and
+/// the clocks differ. A reverse answered "no such order" before then may race that
+/// create; after it, the order will never exist. The margin the adapters already allow
+/// for the channels' clocks ([`EXPIRY_MARGIN_MS`]).
+pub const CREATE_IN_FLIGHT_MS: i64 = EXPIRY_MARGIN_MS;
+
+/// The body of a reverse: the direct-merchant codepay reverse takes both the AppID and
+/// the merchant id in the JSON body, the order in the path (WeChat Pay's "撤销" page of
+/// the code-payment v3 API for ordinary merchants,
+/// <https://pay.weixin.qq.com/docs/merchant/apis/code-payment-v3/direct/reverse.html>).
+#[derive(Serialize)]
+struct ReverseBody<'a> {
+    appid: &'a str,
+    mchid: &'a str,
+}
+
+/// `POST /v3/pay/transactions/out-trade-no/{id}/reverse`: revokes a codepay. WeChat Pay
+/// closes it if the customer has not paid and returns the money if they have.
+pub fn reverse_request(
+    config: &WechatpayConfig,
+    rng: &mut impl CryptoRngCore,
+    payment_id: &str,
+    now_unix_s: i64,
+    nonce: &str,
+) -> WechatRequest {
+    let path = format!(
+        "/v3/pay/transactions/out-trade-no/{}/reverse",
+        form_encode(payment_id)
+    );
+    let body = ReverseBody {
+        appid: &config.appid,
+        mchid: &config.mchid,
+    };
+    let json = serde_json::to_string(&body).expect("reverse serializes");
+    sign_request(config, rng, "POST", path, json, now_unix_s, nonce)
 }
 
 #[derive(Serialize)]
@@ -771,6 +835,137 @@ pub fn parse_close(
             detail: format!("close refused: {} {}", e.code, e.message),
         },
         Err(detail) => ActionOutcome::Unknown { detail },
+    }
+}
+
+/// The success body of a reverse (the domestic page documents 200 with the order's
+/// `appid`, `mchid` and `out_trade_no`; its cross-border siblings answer 204, no body).
+#[derive(Deserialize)]
+struct ReverseAnswer {
+    #[serde(default)]
+    mchid: Option<String>,
+    #[serde(default)]
+    out_trade_no: Option<String>,
+}
+
+/// The answer to a reverse of `payment`, received at `now_ms`.
+///
+/// What WeChat Pay documents, in our words:
+/// * success: HTTP 200 with a body naming the order (`appid`, `mchid`, `out_trade_no`)
+///   on the domestic direct-merchant page
+///   (<https://pay.weixin.qq.com/docs/merchant/apis/code-payment-v3/direct/reverse.html>);
+///   the cross-border v3 reverse answers 204 without a body
+///   (<https://pay.weixin.qq.com/wiki/doc/api_external/ch/apis/chapter3_1_7.shtml>).
+///   Either is done once its `Wechatpay-*` signature verifies (an unsigned 2xx is
+///   forged, as for every answer); a body about another order or merchant is not;
+/// * reverse closes an unpaid order and refunds a paid one, within 7 days of the order
+///   only (older: the refund API; v2 calls that refusal `REVERSE_EXPIRE`), and is to
+///   be called again when it gave no answer or an error
+///   (<https://pay.weixin.qq.com/doc/v2/merchant/4011937125>,
+///   <https://pay.weixin.qq.com/doc/v2/merchant/4011937361>): a repeat must be
+///   harmless, so an order already revoked, or closed unpaid (`ORDER_CLOSED`, "no need
+///   to ask again" on the cross-border reverse,
+///   <https://pay.weixin.qq.com/wiki/doc/api_external/ch/apis/chapter5_1_10.shtml>),
+///   is done;
+/// * `SYSTEM_ERROR` (500) means try again, like a payer still confirming.
+///
+/// "No such order" is done only once no codepay request can still create it
+/// ([`CREATE_IN_FLIGHT_MS`] after [`Payment::engaged_at_ms`]); before, that create may
+/// be in flight and the order about to take money.
+pub fn parse_reverse(
+    config: &WechatpayConfig,
+    resp: &OutboundResponse,
+    payment: &Payment,
+    now_ms: i64,
+) -> ActionOutcome {
+    match verify_answer(config, resp, now_ms.div_euclid(1000)) {
+        Ok(Verified::Ok(body)) => reverse_success(config, &body, &payment.id),
+        Ok(Verified::Refused(e)) => reverse_refusal(e, payment, now_ms),
+        Err(detail) => ActionOutcome::Unknown { detail },
+    }
+}
+
+/// A verified 2xx to a reverse: done, unless its body is about another order.
+fn reverse_success(config: &WechatpayConfig, body: &[u8], payment_id: &str) -> ActionOutcome {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return ActionOutcome::Done;
+    }
+    match serde_json::from_slice::<ReverseAnswer>(body) {
+        Ok(a) if a.out_trade_no.as_deref().is_some_and(|id| id != payment_id) => {
+            ActionOutcome::Unknown {
+                detail: format!("reverse answer is about {:?}", a.out_trade_no),
+            }
+        }
+        Ok(a) if a.mchid.as_deref().is_some_and(|m| m != config.mchid) => ActionOutcome::Unknown {
+            detail: format!("reverse answer is about merchant {:?}", a.mchid),
+        },
+        Ok(_) => ActionOutcome::Done,
+        Err(e) => ActionOutcome::Unknown {
+            detail: format!("unparsable reverse answer: {e}"),
+        },
+    }
+}
+
+/// Error codes of a reverse that refuse it for good: too old to reverse (refund
+/// instead), paid and not reversible, or a request WeChat Pay will never take
+/// (parameters, merchant/AppID binding, missing permission).
+const REVERSE_REFUSED: [&str; 9] = [
+    "REVERSE_EXPIRE",
+    "ORDER_PAID",
+    "ORDERPAID",
+    "INVALID_REQUEST",
+    "PARAM_ERROR",
+    "APPID_MCHID_NOT_MATCH",
+    "MCH_NOT_EXISTS",
+    "NO_AUTH",
+    "NOAUTH",
+];
+
+/// Error codes saying the order is already revoked or closed unpaid: nothing can be
+/// paid any more and nothing paid is kept.
+const REVERSE_ALREADY_DONE: [&str; 4] = [
+    "ORDER_REVERSED",
+    "ORDERREVERSED",
+    "ORDER_CLOSED",
+    "ORDERCLOSED",
+];
+
+/// Error codes saying WeChat Pay has no such order.
+const REVERSE_NO_ORDER: [&str; 4] = [
+    "ORDER_NOT_EXIST",
+    "ORDERNOTEXIST",
+    "NOT_FOUND",
+    "RESOURCE_NOT_EXISTS",
+];
+
+/// A signed 4xx to a reverse. `SYSTEM_ERROR`, `USERPAYING`, `SIGN_ERROR` (a clock or a
+/// key being rotated), rate limits and codes not listed here say nothing for sure:
+/// unknown, asked again later.
+fn reverse_refusal(e: ErrorBody, payment: &Payment, now_ms: i64) -> ActionOutcome {
+    let code = e.code.as_str();
+    if REVERSE_ALREADY_DONE.contains(&code) {
+        return ActionOutcome::Done;
+    }
+    if REVERSE_NO_ORDER.contains(&code) {
+        let settled_at_ms = payment.engaged_at_ms().saturating_add(CREATE_IN_FLIGHT_MS);
+        if now_ms >= settled_at_ms {
+            return ActionOutcome::Done;
+        }
+        return ActionOutcome::Unknown {
+            detail: format!(
+                "reverse found no order ({code}) while its create may still be in flight: \
+                 asked again after {settled_at_ms} (ms)"
+            ),
+        };
+    }
+    if REVERSE_REFUSED.contains(&code) {
+        return ActionOutcome::Declined {
+            code: e.code,
+            message: e.message,
+        };
+    }
+    ActionOutcome::Unknown {
+        detail: format!("reverse refused: {} {}", e.code, e.message),
     }
 }
 
