@@ -220,6 +220,65 @@ fn a_refund_made_days_after_its_payment_is_rechecked_on_its_own_age() {
 }
 
 #[test]
+fn a_refund_settled_by_a_request_that_died_before_its_payment_was_updated_is_released_by_the_sweep()
+{
+    // Proves that whichever storage operation a re-check settling a pending refund dies
+    // at, once the refund is stored settled the notification sweep (which takes up that
+    // write's marker) also settles its reservation on the payment, with nobody reading
+    // the payment; before, the stored payment kept the amount reserved, neither refunded
+    // nor refundable, in lists and reports.
+    let keys = keyring();
+    let t0 = 2_500_000;
+    let mut settled_then_died = 0;
+    at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(50);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let p = pay(&c, &ch, &mut rng, &m, 2000, QRC).await.unwrap();
+            // 888: the channel leaves the refund pending, then finishes it.
+            let r = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_of(888))
+                .await
+                .unwrap();
+            ch.refunds_done.borrow_mut().insert(r.id.clone());
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                let cc = ctx(crash, &keys, t0);
+                recheck_refund(&cc, dying, &mut rng, &m.id, &r.id).await
+            })
+            .await;
+            let at = format!("crash after {steps} storage operations");
+            let raw = async |key: String| {
+                let v = repo.get(&key).await.unwrap().unwrap();
+                serde_json::from_slice::<serde_json::Value>(&v.value).unwrap()
+            };
+            let refund = raw(spinpay_core::keys::refund(&r.id)).await;
+            if refund["state"]["status"] != "succeeded" {
+                return finished;
+            }
+            let held = raw(spinpay_core::keys::payment(&p.id)).await;
+            if held["state"]["refunds_pending"] != serde_json::json!([]) {
+                settled_then_died += 1;
+            }
+            sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+                .await
+                .unwrap();
+            let stored = raw(spinpay_core::keys::payment(&p.id)).await;
+            assert_eq!(
+                stored["state"]["refunds_pending"],
+                serde_json::json!([]),
+                "{at}: {stored}"
+            );
+            assert_eq!(stored["state"]["refunded_minor"], 888, "{at}");
+            finished
+        })
+    });
+    assert!(
+        settled_then_died > 0,
+        "some crash points fall between the two writes"
+    );
+}
+
+#[test]
 fn a_payment_waiting_on_the_customer_is_rechecked_until_paid_and_closed_after_the_horizon() {
     // Proves that a QR payment the customer has not paid stays queued (re-checked once
     // per interval, never more often), settles once the channel says it is paid (a lost

@@ -202,16 +202,23 @@ async fn open<R: Repository>(
             }
             Err(e) => Err(e),
         },
-        ObjectKind::Refund => load_refund(ctx, merchant_id, id).await.map(|r| Open {
-            created_at_ms: r.created_at_ms,
-            closes_at_ms: i64::MAX,
-            payment: false,
-            customer_code: false,
-            refund_ids: match r.state.status {
-                RefundStatus::Pending => vec![r.id],
-                RefundStatus::Succeeded | RefundStatus::Failed => Vec::new(),
-            },
-        }),
+        ObjectKind::Refund => match load_refund(ctx, merchant_id, id).await {
+            Ok(r) if r.state.status != RefundStatus::Pending => {
+                // Settled: the write that settled it brought its marker here. A crash
+                // between it and its payment's write left the reservation held (counted
+                // neither refunded nor refundable until somebody reads the payment).
+                super::refunds::settle_reservation(ctx, &r).await?;
+                return Ok(None);
+            }
+            Ok(r) => Ok(Open {
+                created_at_ms: r.created_at_ms,
+                closes_at_ms: i64::MAX,
+                payment: false,
+                customer_code: false,
+                refund_ids: vec![r.id],
+            }),
+            Err(e) => Err(e),
+        },
     };
     match found {
         Ok(open) if open.payment || !open.refund_ids.is_empty() => Ok(Some(open)),
