@@ -1067,6 +1067,77 @@ fn a_merchant_refund_id_claim_of_an_earlier_version_is_still_honoured() {
     });
 }
 
+#[test]
+fn a_sweep_with_its_schedule_clock_moved_forward_recovers_only_on_the_wall_clock() {
+    // Proves a sweep whose schedule clock is moved a day forward (as retry-schedule tests
+    // do) still takes up a crashed request's events only once its outbox marker is past
+    // the grace period on the wall clock: a request still running then could otherwise
+    // lose its events' recovery.
+    let keys = keyring();
+    let t0 = 70_000;
+    let day = 86_400_000;
+    let mut checked = 0;
+    at_every_crash_point(|steps| {
+        let (repo, _, ch, mut rng) = world(51);
+        block_on(async {
+            let c = ctx(&repo, &keys, t0);
+            let (m, _) = merchant(&c, &mut rng).await;
+            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
+                let cc = ctx(crash, &keys, t0);
+                let new = new_payment(&body(1000, QRC, ""));
+                create_payment(&cc, dying, &LocalRisk::default(), &mut rng, &m, new).await
+            })
+            .await;
+            let all = spinpay_core::api::ListParams::parse("limit=100").unwrap();
+            let published = list_events(&c, &m.id, &all).await.unwrap().data.len();
+            if repo.keys_with_prefix("pay/").is_empty() || published > 0 {
+                return finished;
+            }
+            checked += 1;
+            let early = sweep_at(&repo, t0 + day, t0 + 1_000).await.unwrap();
+            assert_eq!(early.events_recovered, 0, "steps {steps}: {early:?}");
+            let late = t0 + PUBLISH_GRACE_MS + 1;
+            let swept = sweep_at(&repo, t0 + day, late).await.unwrap();
+            assert!(swept.events_recovered > 0, "steps {steps}: {swept:?}");
+            finished
+        })
+    });
+    assert!(checked > 0, "some crash points leave events to recover");
+}
+
+#[test]
+fn a_sweep_with_its_schedule_clock_moved_forward_does_not_pass_a_delivery_still_being_written() {
+    // Proves a delivery slot whose record its publisher has not written yet is waited for
+    // until the grace period has passed on the wall clock, however far the sweep's
+    // schedule clock is moved: passing it early would leave the record, once written,
+    // never attempted.
+    let (repo, keys, _, mut rng) = world(52);
+    block_on(async {
+        let t0 = 80_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        // Its first events enter the merchant in the sweeps' round.
+        pay(&c, &SimChannel::default(), &mut rng, &m, 1000, QRC)
+            .await
+            .unwrap();
+        let seq = repo
+            .increment(&spinpay_core::keys::delivery_seq(&m.id), 1)
+            .await
+            .unwrap();
+        let slots = spinpay_core::keys::delivery_slots(&m.id);
+        let slot = spinpay_core::keys::queue_slot(&slots, seq);
+        let body = serde_json::json!({"id": "evt_beingwrittenbeingwrittenbe", "at_ms": t0});
+        repo.put_if_version(&slot, 0, serde_json::to_vec(&body).unwrap())
+            .await
+            .unwrap();
+        sweep_at(&repo, t0 + 86_400_000, t0 + 1_000).await.unwrap();
+        assert!(repo.get(&slot).await.unwrap().is_some(), "waited for");
+        let late = t0 + PUBLISH_GRACE_MS + 1;
+        sweep_at(&repo, t0 + 86_400_000, late).await.unwrap();
+        assert!(repo.get(&slot).await.unwrap().is_none(), "passed once gone");
+    });
+}
+
 /// Reports the outcome of the next compare-and-swap of `key` unknown after it landed
 /// (the store lost track of it), once, from when it is armed.
 struct LosesTrackOf {
