@@ -1223,11 +1223,12 @@ fn a_capture_confirm_or_review_whose_write_landed_unseen_answers_with_its_effect
 #[test]
 fn a_confirm_or_review_failed_by_a_storage_blip_is_an_error_only_if_the_channel_was_never_asked() {
     // Proves that whichever storage operation of a confirm or of a review approval fails
-    // (without effect), an error answer means the payment was not sent to the channel:
-    // once the channel was asked (and may have charged), the answer is the payment.
+    // (without effect, or after its write landed), an error answer means the payment was
+    // not sent to the channel and never will be (reconciliation included): once the
+    // payment is stored as sent (and may be charged), the answer is the payment.
     let keys = keyring();
     let t0 = 70_000;
-    for review in [false, true] {
+    for (review, committed) in [(false, false), (true, false), (false, true), (true, true)] {
         let at = at_every_blip(|at| {
             let (repo, _, ch, mut rng) = world(47);
             block_on(async {
@@ -1244,16 +1245,30 @@ fn a_confirm_or_review_failed_by_a_storage_blip_is_an_error_only_if_the_channel_
                 };
                 let p = p.unwrap();
                 let code = if review { String::new() } else { ch.last_otp() };
-                let blip = blip_repo(&repo, at, false);
+                let blip = blip_repo(&repo, at, committed);
                 let bc = ctx(&blip, &keys, t0);
                 let got = if review {
                     review_payment(&bc, &ch, &mut rng, &m.id, &p.id, true, false).await
                 } else {
                     confirm_payment(&bc, &ch, &mut rng, &m.id, &p.id, &code, false).await
                 };
-                let here = format!("review {review}, blip at operation {at}: {got:?}");
+                let here = format!(
+                    "review {review}, blip at operation {at} (landed: {committed}): {got:?}"
+                );
                 if got.is_err() {
                     assert!(!ch.charged().contains(&p.id), "{here}: asked, yet an error");
+                    let swept = t0 + PUBLISH_GRACE_MS + 1;
+                    sweep_at(&repo, swept, swept).await.unwrap();
+                    let due = ctx(&repo, &keys, swept + RECONCILE_INTERVAL_MS);
+                    let run = ReconcileRequest {
+                        limit: None,
+                        merchant_id: None,
+                    };
+                    reconcile(&due, &ch, &mut rng, &run).await.unwrap();
+                    assert!(
+                        !ch.charged().contains(&p.id),
+                        "{here}: an error, yet charged later"
+                    );
                 }
                 blip.hooks.hit.get()
             })

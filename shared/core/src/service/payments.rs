@@ -1020,7 +1020,11 @@ where
             Err(e) => Err(transition_error(e, cur)),
         }
     })
-    .await?;
+    .await;
+    let u = match u {
+        Ok(u) => u,
+        Err(e) => return sent_after_all(ctx, channel, merchant_id, payment_id, e).await,
+    };
     let _ = ctx.repo.delete(&keys::otp(payment_id)).await;
     payment_events(ctx, rng, &u).await?;
     let method = unseal_method(ctx, &u.after)?;
@@ -1107,7 +1111,11 @@ where
         next.state = state;
         Ok(Some(next))
     })
-    .await?;
+    .await;
+    let u = match u {
+        Ok(u) => u,
+        Err(e) => return sent_after_all(ctx, channel, merchant_id, payment_id, e).await,
+    };
     payment_events(ctx, rng, &u).await?;
     let after = match (approve, sms) {
         (false, _) => u.after,
@@ -1120,6 +1128,34 @@ where
         }
     };
     Ok(PaymentResponse::new(&after, &[]))
+}
+
+/// The answer to a confirm or approval whose write, to send payment `payment_id` to its
+/// channel, failed with `error`: a store may have written it and lost the answer, and a
+/// payment stored as sent is sent by reconciliation later, so answering the error would
+/// tell the merchant it failed and charge the customer after all. Stored as sent, it is
+/// sent now ([`resume_with_channel`]: charged once at most) and is the answer; otherwise
+/// (not written, or unreadable too) the error.
+async fn sent_after_all<R, C>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    merchant_id: &str,
+    payment_id: &str,
+    error: ApiError,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+{
+    if error != ApiError::StorageUnavailable {
+        return Err(error);
+    }
+    match load_payment(ctx, merchant_id, payment_id).await {
+        Ok(p) if p.channel_engaged && p.state.status == PaymentStatus::Processing => {
+            resume_with_channel(ctx, channel, &p).await
+        }
+        _ => Err(error),
+    }
 }
 
 /// Whether `p` waits for the payer's one-time code.
