@@ -51,8 +51,9 @@ impl BlockedNetworks {
     }
 
     /// Whether a connection to `ip` is refused. An IPv4 address written as IPv6
-    /// (`::ffff:10.0.0.1`, `::10.0.0.1`) is judged as the IPv4 address too, so the IPv6
-    /// spelling is no way around an IPv4 entry.
+    /// (`::ffff:10.0.0.1`, `::10.0.0.1`, or through the NAT64 well-known prefix
+    /// `64:ff9b::10.0.0.1`, which a NAT64 gateway translates to it) is judged as the IPv4
+    /// address too, so the IPv6 spelling is no way around an IPv4 entry.
     pub fn is_blocked(&self, ip: IpAddr) -> bool {
         if self.private && !is_globally_reachable(ip) {
             return true;
@@ -67,12 +68,16 @@ impl BlockedNetworks {
     }
 }
 
-/// The IPv4 address an IPv4-mapped (`::ffff:a.b.c.d`) or IPv4-compatible (`::a.b.c.d`)
-/// IPv6 address stands for. `::` and `::1` are IPv6's own unspecified and loopback
-/// addresses, not IPv4 ones.
+/// The IPv4 address an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`) or
+/// NAT64 well-known-prefix (`64:ff9b::a.b.c.d`, RFC 6052) IPv6 address stands for. `::`
+/// and `::1` are IPv6's own unspecified and loopback addresses, not IPv4 ones.
 fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     if v6.is_unspecified() || v6.is_loopback() {
         return None;
+    }
+    if let [0x64, 0xff9b, 0, 0, 0, 0, ..] = v6.segments() {
+        let [.., a, b, c, d] = v6.octets();
+        return Some(Ipv4Addr::new(a, b, c, d));
     }
     v6.to_ipv4()
 }
@@ -169,7 +174,8 @@ mod tests {
     #[test]
     fn private_blocks_every_address_that_is_not_globally_reachable() {
         // Proves "private" refuses loopback, RFC 1918, link-local (cloud metadata), shared,
-        // reserved, documentation and IPv6 local ranges, in both spellings, and leaves
+        // reserved, documentation and IPv6 local ranges, in every spelling (NAT64's
+        // included: a gateway would translate it to the private address), and leaves
         // public unicast addresses (and the global exceptions) open.
         let blocked = BlockedNetworks::parse(["private"]).unwrap();
         for refused in [
@@ -194,6 +200,9 @@ mod tests {
             "::ffff:10.0.0.1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "64:ff9b::a00:5",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
             "64:ff9b:1::1",
             "100::1",
             "2001:db8::1",
@@ -224,13 +233,14 @@ mod tests {
     #[test]
     fn cidr_entries_block_their_network_in_either_spelling_and_nothing_else() {
         // Proves entries are truncated to their network, IPv4 entries also catch the
-        // IPv4-mapped and IPv4-compatible IPv6 spellings, and a list without "private"
+        // IPv4-mapped, IPv4-compatible and NAT64 IPv6 spellings, and a list without "private"
         // leaves other private ranges open.
         let blocked = BlockedNetworks::parse(["123.123.5.6/16", "2001:db8::/96"]).unwrap();
         assert!(blocked.is_blocked(ip("123.123.0.1")));
         assert!(blocked.is_blocked(ip("123.123.255.255")));
         assert!(blocked.is_blocked(ip("::ffff:123.123.1.1")));
         assert!(blocked.is_blocked(ip("::123.123.1.1")));
+        assert!(blocked.is_blocked(ip("64:ff9b::7b7b:101")));
         assert!(blocked.is_blocked(ip("2001:db8::abcd")));
         assert!(!blocked.is_blocked(ip("123.124.0.1")));
         assert!(!blocked.is_blocked(ip("2001:db8:1::1")));
