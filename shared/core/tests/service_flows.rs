@@ -1578,11 +1578,18 @@ fn bearer_keys_and_the_admin_token_fail_closed() {
         );
         let secret = webhook_secret(&c, &m).unwrap();
         assert!(secret.expose().starts_with("whsec_"));
-        assert!(check_admin_token(Some("Bearer t0k"), Some("t0k")).is_ok());
+        let t0k = "t0k-9f2c4e7a1b3d5f60a8c2";
+        assert!(check_admin_token(Some(&format!("Bearer {t0k}")), Some(t0k)).is_ok());
         assert_eq!(
-            check_admin_token(Some("Bearer x"), Some("t0k")),
+            check_admin_token(Some("Bearer x"), Some(t0k)),
             Err(ApiError::AdminTokenInvalid)
         );
+        // A guessable token, or the template's placeholder, disables the admin API.
+        for weak in ["t0k", "REPLACE_ME_admin_token"] {
+            let given = format!("Bearer {weak}");
+            let e = check_admin_token(Some(&given), Some(weak)).unwrap_err();
+            assert_eq!(e.code(), "not_configured", "{weak}");
+        }
         assert_eq!(
             check_admin_token(Some("Bearer t0k"), None)
                 .unwrap_err()

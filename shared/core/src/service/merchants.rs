@@ -275,14 +275,20 @@ fn bearer(authorization: Option<&str>) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
+/// Fewest characters of a configured admin token: anything shorter could be guessed
+/// (the dev script makes 38, `admin_` and 32 hex digits).
+pub const ADMIN_TOKEN_CHARS_MIN: usize = 20;
+
 /// Checks the admin bearer token against the configured one (constant time). No
-/// configured token → the endpoint is disabled (fails closed).
+/// configured token → the endpoint is disabled (fails closed), and so does a weak one:
+/// shorter than [`ADMIN_TOKEN_CHARS_MIN`], or the deployment template's placeholder
+/// (`REPLACE_ME…`, public in this repository) left in place.
 pub fn check_admin_token(
     authorization: Option<&str>,
     configured: Option<&str>,
 ) -> Result<(), ApiError> {
     let configured = configured
-        .filter(|t| !t.is_empty())
+        .filter(|t| t.chars().count() >= ADMIN_TOKEN_CHARS_MIN && !t.starts_with("REPLACE_ME"))
         .ok_or(ApiError::NotConfigured {
             what: "admin_token",
         })?;
