@@ -339,14 +339,51 @@ pub fn replay_key(channel: &str, message_id: &str) -> String {
 }
 
 /// `k1=v1&k2=v2…` of the pairs in byte order of the keys, skipping empty values and
-/// the keys in `exclude` (the canonical string Alipay and UnionPay sign).
+/// the keys in `exclude`: the string Alipay and UnionPay sign a *request* over (their
+/// SDKs drop blank parameters before signing). Their own messages are verified over
+/// [`verification_strings`], which keeps empty values.
 pub fn canonical_pairs<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    exclude: &[&str],
+) -> String {
+    sorted_pairs(pairs.into_iter().filter(|(_, v)| !v.is_empty()), exclude)
+}
+
+/// `k1=v1&k2=v2…` of every pair, empty values included (`k=`), in byte order of the
+/// keys, skipping the keys in `exclude`: the string a channel signs its own messages
+/// over (UnionPay's SDK `coverMap2String`, Alipay's Java SDK `getSignCheckContentV1`,
+/// python-alipay-sdk's `verify`).
+pub fn canonical_pairs_with_empty<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    exclude: &[&str],
+) -> String {
+    sorted_pairs(pairs, exclude)
+}
+
+/// The strings a channel's message (a notification, an answer) may be signed over, to
+/// try in turn: every field but the keys in `exclude`, empty ones included
+/// ([`canonical_pairs_with_empty`], what the channels' SDKs verify); and, only when the
+/// message carries an empty field, the same without its empty fields
+/// ([`canonical_pairs`], how some of their demos verify). Both cover every non-empty
+/// field the message carries, so a caller that reads an empty field as absent reads the
+/// same message whichever string verifies.
+pub fn verification_strings(fields: &[(String, String)], exclude: &[&str]) -> Vec<String> {
+    let pairs = || fields.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let mut strings = vec![canonical_pairs_with_empty(pairs(), exclude)];
+    if pairs().any(|(k, v)| v.is_empty() && !exclude.contains(&k)) {
+        strings.push(canonical_pairs(pairs(), exclude));
+    }
+    strings
+}
+
+/// `k1=v1&k2=v2…` of the pairs but the keys in `exclude`, in byte order of the keys.
+fn sorted_pairs<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     exclude: &[&str],
 ) -> String {
     let mut kept: Vec<(&str, &str)> = pairs
         .into_iter()
-        .filter(|(k, v)| !v.is_empty() && !exclude.contains(k))
+        .filter(|(k, _)| !exclude.contains(k))
         .collect();
     kept.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let mut out = String::new();
@@ -650,6 +687,31 @@ mod tests {
             &["sign"],
         );
         assert_eq!(s, "B=up&a=1&b=2");
+    }
+
+    #[test]
+    fn verification_strings_keep_empty_fields_and_add_the_string_without_them_only_if_any() {
+        // Proves a message is verified first over every field but the excluded ones, empty
+        // ones as `k=`, byte-sorted; the string without empty fields is a second candidate
+        // only when the message has an empty field (an empty excluded one does not count).
+        let fields = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let with_empty = fields(&[("b", "2"), ("sign", "x"), ("e", ""), ("a", "1")]);
+        assert_eq!(
+            verification_strings(&with_empty, &["sign"]),
+            vec!["a=1&b=2&e=".to_string(), "a=1&b=2".to_string()]
+        );
+        let pairs = with_empty.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        assert_eq!(canonical_pairs_with_empty(pairs, &["sign"]), "a=1&b=2&e=");
+        let none_empty = fields(&[("b", "2"), ("sign", ""), ("a", "1")]);
+        assert_eq!(
+            verification_strings(&none_empty, &["sign"]),
+            vec!["a=1&b=2".to_string()]
+        );
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl Channels {
             }
             Channel::Unionpay => {
                 self.unionpay().await.require(Channel::Unionpay)?;
-                unionpay::client::preflight(m, capture, amount)
+                unionpay::client::preflight(m, capture, amount, new.currency)
             }
         };
         checked.map_err(|e| request_error(new.channel, &e))
@@ -402,6 +402,35 @@ mod tests {
         assert_eq!(
             (e.code(), e.param()),
             ("parameter_invalid", Some("capture"))
+        );
+    }
+
+    #[test]
+    fn a_unionpay_payment_in_another_currency_than_cny_is_refused_up_front() {
+        // Proves a configured UnionPay refuses a new HKD payment before anything is stored
+        // (400 currency_unsupported on the currency field) instead of sending its minor
+        // units as fen, while the same payment in CNY is taken.
+        let c = Channels::with_slots(
+            sandbox(),
+            Slot::Off,
+            Slot::Off,
+            Slot::Ready(UnionpayClient::new(crate::unionpay::tests::config())),
+        );
+        let auto = CaptureMode::Automatic;
+        let cny = new_payment(Channel::Unionpay, PaymentMethod::QrMerchant, auto);
+        assert!(block_on(c.check_new_payment(&cny)).is_ok());
+        let mut hkd = cny.clone();
+        hkd.currency = Currency::Hkd;
+        let e = block_on(c.check_new_payment(&hkd)).unwrap_err();
+        assert_eq!(
+            (e.code(), e.param()),
+            ("currency_unsupported", Some("currency"))
+        );
+        assert_eq!(
+            e,
+            ApiError::CurrencyUnsupported {
+                value: "HKD (not accepted by unionpay)".into()
+            }
         );
     }
 

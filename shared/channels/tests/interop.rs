@@ -182,14 +182,15 @@ fn alipay_requests_we_sign_verify_with_python_alipay_sdk() {
 #[test]
 fn alipay_notify_signed_by_python_alipay_sdk_is_accepted() {
     // Proves a notify signed by python-alipay-sdk (as Alipay signs: all fields but
-    // sign/sign_type) passes our verification and maps to a payment success.
+    // sign/sign_type, an empty one as `passback_params=`) passes our verification and
+    // maps to a payment success.
     let a = alipay();
     let fields = json!({
         "notify_time": "2024-03-01 00:30:05", "notify_type": "trade_status_sync",
         "notify_id": "ac05099524730693a8b330c5ecf72da9786", "app_id": "2021000000000001",
         "charset": "utf-8", "version": "1.0", "trade_no": "2024030122001",
         "out_trade_no": PAY_ID, "trade_status": "TRADE_SUCCESS", "total_amount": "12.50",
-        "subject": "2 咖啡 & tea", "buyer_logon_id": "159****5620"
+        "subject": "2 咖啡 & tea", "buyer_logon_id": "159****5620", "passback_params": ""
     });
     let input = json!({"op": "sign_notify", "fields": fields,
         "private_pem": a.alipay_private, "public_pem": a.alipay_public});
@@ -197,6 +198,7 @@ fn alipay_notify_signed_by_python_alipay_sdk_is_accepted() {
         return;
     };
     let body = out["body"].as_str().expect("body");
+    assert!(body.contains("&passback_params=&"), "{body}");
     let n = ali::parse_notification(&a.config, body.as_bytes()).expect("accepted");
     match n.kind {
         ali::AlipayNotificationKind::Payment(p) => {

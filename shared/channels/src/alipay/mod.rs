@@ -20,8 +20,9 @@
 //! * Answers are JSON `{"alipay_trade_x_response": {...}, "sign": "..."}`; the signature
 //!   covers the raw text of the response object, which is cut out of the body exactly
 //!   as received. Unsigned, forged or unparsable answers are unknown outcomes.
-//! * Notifications are form posts signed over every non-empty field except `sign` and
-//!   `sign_type`; accepted ones are acknowledged with the literal [`NOTIFY_ACK`].
+//! * Notifications are form posts signed over every field except `sign` and
+//!   `sign_type`, empty ones included (`k=`; the string without them is accepted too);
+//!   accepted ones are acknowledged with the literal [`NOTIFY_ACK`].
 //! * Amounts are decimal major-unit strings (`"12.50"`), converted exactly with the
 //!   currency's ISO 4217 exponent ([`amount`]).
 

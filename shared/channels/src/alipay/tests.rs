@@ -8,7 +8,10 @@ use spinpay_guest::outbound::OutboundResponse;
 
 use super::transformers::*;
 use super::{AlipayConfig, NotificationRejected, RequestError, SigningKey};
-use crate::crypto::{canonical_pairs, form_body, form_decode, form_get, test_key, test_rng};
+use crate::crypto::{
+    canonical_pairs, canonical_pairs_with_empty, form_body, form_decode, form_get, test_key,
+    test_rng,
+};
 use crate::wiring::EXPIRY_MARGIN_MS;
 
 const NOW: i64 = 1_709_224_205; // 2024-03-01 00:30:05 Beijing
@@ -828,9 +831,17 @@ fn close_and_refund_answers_map_to_core_outcomes() {
     ));
 }
 
-/// A notification as Alipay signs it: every non-empty field but sign and sign_type.
+/// A notification as Alipay signs it: every field but sign and sign_type, empty ones
+/// included (`k=`).
 fn notify(fields: &[(&str, &str)]) -> Vec<u8> {
-    let canonical = canonical_pairs(fields.iter().copied(), &[]);
+    notify_signed_over(
+        fields,
+        &canonical_pairs_with_empty(fields.iter().copied(), &[]),
+    )
+}
+
+/// A notification carrying `fields` (then sign_type and sign), signed over `canonical`.
+fn notify_signed_over(fields: &[(&str, &str)], canonical: &str) -> Vec<u8> {
     let sign = alipay_side().sign_sha256_b64(&mut test_rng(), canonical.as_bytes());
     let mut pairs: Vec<(String, String)> = fields
         .iter()
@@ -871,6 +882,52 @@ fn a_signed_notification_is_accepted_and_mapped() {
         other => panic!("{other:?}"),
     }
     assert!(n.replay_key.starts_with("replay/alipay/"));
+}
+
+#[test]
+fn a_notification_with_empty_fields_verifies_over_k_equals_and_without_them() {
+    // Proves a notification carrying empty fields is accepted signed as Alipay's SDKs
+    // sign it (`passback_params=` in the string) and signed over the string without them
+    // (the older form); that the signature covers an empty field (dropping it from the
+    // body, or giving it a value, is refused); and that empty fields read as absent
+    // (empty out_biz_no and refund_fee leave it a payment notification).
+    let cfg = config();
+    let mut fields = NOTIFY_FIELDS.to_vec();
+    fields.extend([
+        ("passback_params", ""),
+        ("out_biz_no", ""),
+        ("refund_fee", ""),
+    ]);
+    let with_empty = canonical_pairs_with_empty(fields.iter().copied(), &[]);
+    assert!(with_empty.contains("&passback_params=&refund_fee=&"));
+    let without_empty = canonical_pairs(fields.iter().copied(), &[]);
+    for canonical in [&with_empty, &without_empty] {
+        let body = notify_signed_over(&fields, canonical);
+        let n = parse_notification(&cfg, &body).expect(canonical);
+        match n.kind {
+            AlipayNotificationKind::Payment(p) => {
+                assert_eq!(p.payment_id, PAY_ID);
+                assert_eq!(p.report.amount_minor, Some(1250));
+                assert_eq!(
+                    p.report.outcome,
+                    ChannelOutcome::Succeeded {
+                        channel_ref: Some("2024030122001".into())
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let body = String::from_utf8(notify_signed_over(&fields, &with_empty)).unwrap();
+    for forged in [
+        body.replace("passback_params=&", ""),
+        body.replace("passback_params=", "passback_params=x"),
+    ] {
+        assert!(matches!(
+            parse_notification(&cfg, forged.as_bytes()),
+            Err(NotificationRejected::Signature(_))
+        ));
+    }
 }
 
 #[test]

@@ -15,7 +15,10 @@ use spinpay_guest::outbound::OutboundResponse;
 
 use super::amount::{format_major, parse_major};
 use super::{AlipayConfig, NotificationRejected, RequestError};
-use crate::crypto::{BeijingTime, canonical_pairs, form_body, form_decode, form_get, replay_key};
+use crate::crypto::{
+    BeijingTime, canonical_pairs, form_body, form_decode, form_get, replay_key,
+    verification_strings,
+};
 use crate::wiring::EXPIRY_MARGIN_MS;
 
 /// Longest notification body accepted, bytes.
@@ -872,8 +875,10 @@ pub enum AlipayNotificationKind {
     Refund(RefundNotification),
 }
 
-/// Verifies and parses an async notification (form body). Accepted → answer
-/// [`super::NOTIFY_ACK`].
+/// Verifies and parses an async notification (form body): RSA2 over every field but
+/// `sign` and `sign_type`, empty ones included, or over the same without the empty
+/// ones (`crypto::verification_strings`); an empty field then reads as absent.
+/// Accepted → answer [`super::NOTIFY_ACK`].
 pub fn parse_notification(
     config: &AlipayConfig,
     body: &[u8],
@@ -894,14 +899,18 @@ pub fn parse_notification(
         }
     }
     let sign = get("sign").ok_or_else(|| NotificationRejected::Signature("no sign".into()))?;
-    let canonical = canonical_pairs(
-        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        &["sign", "sign_type"],
-    );
-    if !config
-        .alipay_key
-        .verify_sha256_b64(canonical.as_bytes(), sign)
-    {
+    // Alipay signs a notification over every parameter but sign and sign_type, empty
+    // ones included (`k=`: its Java SDK's getSignCheckContentV1, python-alipay-sdk's
+    // verify); the string without them is accepted too. Either covers every non-empty
+    // field, and an empty one reads as absent (`get`).
+    let verified = verification_strings(&pairs, &["sign", "sign_type"])
+        .iter()
+        .any(|canonical| {
+            config
+                .alipay_key
+                .verify_sha256_b64(canonical.as_bytes(), sign)
+        });
+    if !verified {
         return Err(NotificationRejected::Signature("RSA2 signature".into()));
     }
     if get("app_id") != Some(config.app_id.as_str()) {

@@ -4,6 +4,7 @@
 //! Configuration comes from Spin variables ([`UnionpayClient::load`]).
 
 use spinpay_core::model::{CaptureMode, Channel, Payment, PaymentMethod, Refund};
+use spinpay_core::money::Currency;
 use spinpay_core::service::{
     ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, RefundOutcome,
 };
@@ -117,15 +118,20 @@ impl UnionpayClient {
     }
 }
 
-/// What UnionPay can take, checked before a payment is created (the same rules
-/// [`transformers::authorize`] applies).
+/// What UnionPay can take, checked before a payment is created (the same rules, in the
+/// same order, as [`transformers::authorize`]): automatic capture, CNY only
+/// ([`transformers::CURRENCY`]), a method it has a product for, a 12-digit amount.
 pub fn preflight(
     method: &PaymentMethod,
     capture: CaptureMode,
     amount_minor: i64,
+    currency: Currency,
 ) -> Result<(), RequestError> {
     if capture == CaptureMode::Manual {
         return Err(RequestError::ManualCaptureUnsupported);
+    }
+    if currency != transformers::CURRENCY {
+        return Err(RequestError::CurrencyUnsupported(currency.code()));
     }
     match method {
         PaymentMethod::QrMerchant | PaymentMethod::QrCustomer { .. } | PaymentMethod::App => {}
@@ -217,17 +223,32 @@ mod tests {
     use crate::alipay::tests::for_every_preflight_case;
     use crate::crypto::test_rng;
     use crate::unionpay::tests::config;
-    use spinpay_core::money::Currency;
 
     #[test]
     fn preflight_agrees_with_the_request_builder_on_every_method_and_input() {
-        // Proves a payment refused up front is exactly one the transformer could not build.
-        let amounts = [(1250, Currency::Cny), (TXN_AMT_MAX + 1, Currency::Cny)];
+        // Proves a payment refused up front is exactly one the transformer could not build,
+        // with the same error: every method × capture mode × amount, in CNY and in
+        // currencies UnionPay must refuse (JPY, USD), whose automatic-capture cases are
+        // all refused as currency_unsupported.
+        let amounts = [
+            (1250, Currency::Cny),
+            (TXN_AMT_MAX + 1, Currency::Cny),
+            (1250, Currency::Jpy),
+            (1250, Currency::Usd),
+        ];
+        let mut foreign_refused = 0;
         for_every_preflight_case("6225000000000001", "w", &amounts, |method, p, amount| {
             let built = transformers::authorize(&config(), &mut test_rng(), p, method);
-            let capture = p.capture;
-            let pre = preflight(method, capture, amount);
-            assert_eq!(pre.err(), built.err(), "{method:?} {capture:?} {amount}");
+            let (capture, currency) = (p.capture, p.currency);
+            let pre = preflight(method, capture, amount, currency);
+            let why = format!("{method:?} {capture:?} {amount} {currency:?}");
+            if currency != Currency::Cny && capture == CaptureMode::Automatic {
+                let expected = RequestError::CurrencyUnsupported(currency.code());
+                assert_eq!(pre.as_ref().err(), Some(&expected), "{why}");
+                foreign_refused += 1;
+            }
+            assert_eq!(pre.err(), built.err(), "{why}");
         });
+        assert!(foreign_refused > 0);
     }
 }

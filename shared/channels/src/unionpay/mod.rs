@@ -12,6 +12,9 @@
 //!   refund (txnType 04, needs the consume's `queryId`) and query (by `orderId` and the
 //!   original `txnTime`, fixed when the object first goes out so it is reproducible: a
 //!   refund's creation, a payment's [`spinpay_core::model::Payment::engaged_at_ms`]).
+//! * CNY only: a domestic merchant's `currencyCode` is 156 with `txnAmt` in fen, so a
+//!   payment in another currency is refused before it is stored
+//!   ([`client::preflight`]) and never built ([`transformers::CURRENCY`]).
 //! * Answers and back-notifications are verified with a pinned UnionPay key: any pinned
 //!   key for a 5.1.0 message (it carries `signPubKeyCert`, no `certId`), the one its
 //!   `certId` names otherwise (the `signPubKeyCert` chain check of the official SDK is
@@ -29,7 +32,7 @@ pub mod transformers;
 pub use client::UnionpayClient;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use crate::crypto::{
     BlindingRng, KeyError, NotificationRejected, RequestError, SigningKey, VerifyingKey, ct_eq,

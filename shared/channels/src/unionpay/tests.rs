@@ -137,7 +137,8 @@ fn consume_signature_is_rsa_over_the_hex_digest_of_the_sorted_string() {
 #[test]
 fn methods_map_to_products_and_unsupported_ones_are_refused() {
     // Proves qr_customer sends qrNo, app uses the app gateway, others are refused, and
-    // amounts beyond 12 digits or refunds without a queryId are refused.
+    // amounts beyond 12 digits, payments in another currency than CNY (whose minor
+    // units are not fen) or refunds without a queryId are refused.
     let cfg = config();
     let rng = &mut test_rng();
     let p = payment(1250, Currency::Cny);
@@ -162,9 +163,14 @@ fn methods_map_to_products_and_unsupported_ones_are_refused() {
         authorize(&cfg, rng, &huge, &PaymentMethod::QrMerchant),
         Err(RequestError::Amount(1_000_000_000_000))
     );
-    let jpy = payment(1250, Currency::Jpy);
-    let (_, req) = authorize(&cfg, rng, &jpy, &PaymentMethod::QrMerchant).unwrap();
-    assert_eq!(form_get(&req.fields, "currencyCode"), Some("392"));
+    assert_eq!(form_get(&req.fields, "currencyCode"), Some("156"));
+    for currency in [Currency::Jpy, Currency::Kwd, Currency::Usd] {
+        let foreign = payment(1250, currency);
+        assert_eq!(
+            authorize(&cfg, rng, &foreign, &PaymentMethod::QrMerchant),
+            Err(RequestError::CurrencyUnsupported(currency.code()))
+        );
+    }
     let refund = refund(&p, 200, None);
     assert!(matches!(
         refund_request(&cfg, rng, &p, &refund),

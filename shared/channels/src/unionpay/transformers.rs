@@ -19,13 +19,18 @@ use spinpay_guest::outbound::OutboundResponse;
 
 use super::{NotificationRejected, RequestError, UnionpayConfig, VerifyingKey};
 use crate::crypto::{
-    BeijingTime, FORM_FIELDS_MAX, canonical_pairs, form_body, form_decode, form_get, replay_key,
-    sha256_hex,
+    BeijingTime, FORM_FIELDS_MAX, canonical_pairs, canonical_pairs_with_empty, form_body,
+    form_decode, form_get, replay_key, sha256_hex, verification_strings,
 };
 use crate::wiring::EXPIRY_MARGIN_MS;
 
 /// Longest answer or notification body accepted, bytes.
 pub const MESSAGE_BYTES_MAX: usize = 32 * 1024;
+/// The only currency sent: UnionPay's ACP demos fix a domestic merchant's
+/// `currencyCode` at 156 ("境内商户固定156") with `txnAmt` in fen, so any other
+/// currency's minor units would be read as fen of CNY, or refused after the payment
+/// was stored. Payments in others are refused up front ([`super::client::preflight`]).
+pub const CURRENCY: Currency = Currency::Cny;
 /// Back-end transactions (consume, refund).
 pub const PATH_BACK: &str = "/gateway/api/backTransReq.do";
 /// App transactions (answer `tn`).
@@ -112,14 +117,10 @@ pub fn signing_string(fields: &[(String, String)]) -> String {
 /// `coverMap2String`, PHP `createLinkString`): a field UnionPay sends empty is signed
 /// as `k=`, so dropping it would refuse a genuine message.
 pub fn verification_string(fields: &[(String, String)]) -> String {
-    let mut kept: Vec<(&str, &str)> = fields
-        .iter()
-        .filter(|(k, _)| k != "signature")
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    kept.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let pairs: Vec<String> = kept.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    pairs.join("&")
+    canonical_pairs_with_empty(
+        fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &["signature"],
+    )
 }
 
 /// Why a synchronous answer could not be decoded ([`answer_decode`]).
@@ -285,7 +286,8 @@ fn wire_amount(amount_minor: i64) -> Result<String, RequestError> {
     Ok(amount_minor.to_string())
 }
 
-/// Builds the signed consume for `payment` with its unsealed `method`.
+/// Builds the signed consume for `payment` with its unsealed `method`; a payment in
+/// another currency than [`CURRENCY`] is refused, never sent.
 pub fn authorize(
     config: &UnionpayConfig,
     rng: &mut impl CryptoRngCore,
@@ -294,6 +296,9 @@ pub fn authorize(
 ) -> Result<(Product, UnionpayRequest), RequestError> {
     if payment.capture == CaptureMode::Manual {
         return Err(RequestError::ManualCaptureUnsupported);
+    }
+    if payment.currency != CURRENCY {
+        return Err(RequestError::CurrencyUnsupported(payment.currency.code()));
     }
     let (product, path, sub, biz) = match method {
         PaymentMethod::QrMerchant => (Product::QrApply, PATH_BACK, "07", "000000"),
@@ -428,10 +433,10 @@ pub fn verify_fields(config: &UnionpayConfig, fields: &[(String, String)]) -> Re
     // empty fields of a notification first. A message with an empty field is accepted
     // under either string: both are over the fields it carries, and an empty field
     // says nothing (`field`).
-    let mut digests = vec![sha256_hex(verification_string(fields).as_bytes())];
-    if fields.iter().any(|(k, v)| v.is_empty() && k != "signature") {
-        digests.push(sha256_hex(signing_string(fields).as_bytes()));
-    }
+    let digests: Vec<String> = verification_strings(fields, &["signature"])
+        .iter()
+        .map(|s| sha256_hex(s.as_bytes()))
+        .collect();
     let verifies = |key: &VerifyingKey| {
         digests
             .iter()
