@@ -388,22 +388,19 @@ async fn visit_merchant<R: Repository, N: Notifier>(
     if merchant_id != crate::idempotency::ADMIN_SCOPE {
         report.merchants_visited = report.merchants_visited.saturating_add(1);
     }
-    // Expiry and recovery run on the wall clock: a sweep whose schedule clock was moved
-    // forward (to test retry schedules) must neither take up the markers of requests
-    // still running nor expire what is still retained.
-    let wall = Ctx {
-        now_ms: plan.wall_clock_ms,
-        ..*ctx
-    };
     let budget = report.expiry_budget_left();
     if budget == 0 {
         report.has_more = true;
     } else {
+        let wall = Ctx {
+            now_ms: plan.wall_clock_ms,
+            ..*ctx
+        };
         let expired = retention::expire_merchant(&wall, merchant_id, budget).await?;
         report.idempotency_keys_expired += expired.deleted;
         report.has_more |= expired.budget_reached;
     }
-    let recovered = outbox::recover_merchant(&wall, merchant_id).await?;
+    let recovered = outbox::recover_merchant(ctx, merchant_id).await?;
     report.events_recovered = report.events_recovered.saturating_add(recovered);
     let queue = outbox::Queue::deliveries(merchant_id);
     let (head, version, slots) = outbox::queue_window(ctx.repo, &queue).await?;
@@ -488,9 +485,8 @@ async fn judge<R: Repository, N: Notifier>(
 ) -> Result<SlotState, ApiError> {
     let Some(d) = delivery else {
         // Queued by a publisher that has not written the record yet (or died before:
-        // its republish queues the event again); tombstones have no record either. On
-        // the wall clock: a publisher still writing is not passed by a forwarded one.
-        let gone = slot.at_ms.saturating_add(outbox::PUBLISH_GRACE_MS) <= visit.wall_clock_ms;
+        // its republish queues the event again); tombstones have no record either.
+        let gone = slot.at_ms.saturating_add(outbox::PUBLISH_GRACE_MS) <= ctx.now_ms;
         return Ok(if gone || slot.id.is_empty() {
             SlotState::Done
         } else {
