@@ -46,7 +46,7 @@ trap cleanup EXIT
 one_run() {
   rm -rf "$work/kv"; mkdir -p "$work/kv"
   printf '[key_value_store.default]\ntype = "spin"\npath = "%s/kv/kv.db"\n' "$work" > "$work/rc.toml"
-  SPIN_VARIABLE_ADMIN_TOKEN=admin_bench_token \
+  SPIN_VARIABLE_ADMIN_TOKEN=admin_bench_token_8c1f4e2a \
   SPIN_VARIABLE_ENCRYPTION_KEY=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n') \
   SPIN_VARIABLE_SANDBOX_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n') \
   RUST_LOG=warn "$2" up -f "$1" --listen "127.0.0.1:$port" \
@@ -55,7 +55,7 @@ one_run() {
   local sk=""
   for _ in $(seq 1 300); do
     sk=$(curl -sf -X POST "http://127.0.0.1:$port/v1/admin/merchants" \
-      -H 'Authorization: Bearer admin_bench_token' -H 'Content-Type: application/json' \
+      -H 'Authorization: Bearer admin_bench_token_8c1f4e2a' -H 'Content-Type: application/json' \
       -d '{"name":"bench"}' 2>/dev/null \
       | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])' 2>/dev/null) && break
     kill -0 "$host_pid" 2>/dev/null || { cat "$work/host.log" >&2; exit 1; }

@@ -42,7 +42,7 @@ trap cleanup EXIT
 printf '[key_value_store.default]\ntype = "spin"\npath = "%s/kv.db"\n' "$kv_dir" > "$work/rc.toml"
 port=$((20000 + RANDOM % 20000))
 enc_key=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
-SPIN_VARIABLE_ADMIN_TOKEN=admin_bench_token \
+SPIN_VARIABLE_ADMIN_TOKEN=admin_bench_token_8c1f4e2a \
 SPIN_VARIABLE_ENCRYPTION_KEY=$enc_key \
 SPIN_VARIABLE_SANDBOX_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n') \
 RUST_LOG=info "$root/target/release/spinpay-host" up -f spin.toml \
@@ -74,7 +74,7 @@ def call(method, path, body=None, key=None, extra=None, timing=None):
             timings[timing].append((float(d["engine"]) * 1000, float(d["kv"]) * 1000))
         return r.status, json.loads(r.read())
 
-_, m = call("POST", "/v1/admin/merchants", {"name": "risk bench"}, "admin_bench_token")
+_, m = call("POST", "/v1/admin/merchants", {"name": "risk bench"}, "admin_bench_token_8c1f4e2a")
 sk = m["secret_key"]
 mid = m["id"]
 # 50 active rules: 36 velocity limits (4 dimensions x 3 windows x count / amount / both),

@@ -71,7 +71,7 @@ authorize_run() {
       mkdir -p "$kv_dir"
       printf '[key_value_store.default]\ntype = "spin"\npath = "%s/kv.db"\n' "$kv_dir" > "$work/$name-rc.toml" ;;
   esac
-  SPIN_VARIABLE_ADMIN_TOKEN=admin_bench_token \
+  SPIN_VARIABLE_ADMIN_TOKEN=admin_bench_token_8c1f4e2a \
   SPIN_VARIABLE_ENCRYPTION_KEY=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n') \
   SPIN_VARIABLE_SANDBOX_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n') \
   RUST_LOG=info "$root/target/release/spinpay-host" up -f "${BENCH_MANIFEST:-spin.toml}" \
@@ -85,7 +85,7 @@ authorize_run() {
   done
   local sk
   sk=$(curl -sf -X POST "http://127.0.0.1:$port/v1/admin/merchants" \
-    -H 'Authorization: Bearer admin_bench_token' -H 'Content-Type: application/json' \
+    -H 'Authorization: Bearer admin_bench_token_8c1f4e2a' -H 'Content-Type: application/json' \
     -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])')
   BENCH_SK=$sk BENCH_RUN=1 wrk -t2 -c"$connections" -d3s -s "$root/scripts/bench-pay.lua" \
     "http://127.0.0.1:$port" > "$work/$name-warmup.txt"

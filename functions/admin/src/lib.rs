@@ -187,10 +187,6 @@ enum Seal {
     No,
 }
 
-/// Only the current secret key changes the account; the rotated-out one (still in its
-/// grace period, perhaps because it leaked) is refused. (A replay of a stored answer
-/// never gets here; the retry of the rotation that retired the key is let through by
-/// `rotate_key`.)
 /// The shared tail of every write once the caller is authorized: read the body, then,
 /// under the request's Idempotency-Key in `scope`, parse it as `Req` and run `op` with
 /// the key's run (operation seed, whether it resumes a crashed attempt; `None` without a

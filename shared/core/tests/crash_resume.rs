@@ -869,8 +869,21 @@ fn an_unkeyed_create_failed_by_a_storage_blip_leaves_no_payment_behind() {
                         assert!(ch.charged().is_empty(), "{here}");
                     }
                 }
+                // The order id names the payment answered, or none: a retry once any
+                // claim's request is certainly dead takes it (the payment answered
+                // keeps it).
+                let late = ctx(&repo, &keys, t0 + IDEMPOTENCY_LOCK_TTL_MS + 1);
+                let again = new_payment(&body(1250, QRC, r#","merchant_order_id":"ord-1""#));
+                let retried = create_payment(&late, &ch, &risk, &mut rng, &m, again).await;
+                match (&got, &retried) {
+                    (Ok(p), Err(ApiError::MerchantOrderIdDuplicate { payment_id, .. })) => {
+                        assert_eq!(payment_id, &p.id, "{here}");
+                    }
+                    (Err(_), Ok(_)) => {}
+                    other => panic!("{here}: retry {other:?}"),
+                }
                 // Whatever the blip left is handed to reconciliation, which charges
-                // nothing but the payment answered.
+                // nothing but the payments answered.
                 let swept = t0 + PUBLISH_GRACE_MS + 1;
                 sweep_at(&repo, swept, swept).await.unwrap();
                 let due = ctx(&repo, &keys, swept + RECONCILE_INTERVAL_MS);
@@ -879,7 +892,11 @@ fn an_unkeyed_create_failed_by_a_storage_blip_leaves_no_payment_behind() {
                     merchant_id: None,
                 };
                 reconcile(&due, &ch, &mut rng, &run).await.unwrap();
-                let answered: Vec<String> = got.iter().map(|p| p.id.clone()).collect();
+                let answered: Vec<String> = got
+                    .iter()
+                    .chain(retried.iter())
+                    .map(|p| p.id.clone())
+                    .collect();
                 assert!(
                     ch.charged().iter().all(|id| answered.contains(id)),
                     "{here}: charged {:?}",
@@ -1033,6 +1050,82 @@ fn a_merchant_refund_id_is_not_burned_by_a_refund_a_blip_or_crash_stopped_before
 }
 
 #[test]
+fn a_keyed_refund_resumed_after_a_crash_renews_its_merchant_refund_id_before_reserving() {
+    // Proves a keyed refund resumed after its attempt died between claiming its
+    // `merchant_refund_id` and reserving renews the claim first: a request with the same
+    // id arriving while the resumed one is about to reserve is a duplicate, instead of
+    // taking the old claim over and refunding a second time.
+    let keys = keyring();
+    let t0 = 90_000;
+    let t1 = t0 + IDEMPOTENCY_LOCK_TTL_MS + 1;
+    let seed = [5u8; 16];
+    let refund_id = spinpay_core::ids::make_id(spinpay_core::ids::IdKind::Refund, &seed);
+    let with_id = || NewRefund {
+        merchant_refund_id: Some("RF-9".into()),
+        ..refund_of(300)
+    };
+    let mut raced = 0;
+    let mut first_finished = false;
+    for first in 0.. {
+        if first_finished {
+            break;
+        }
+        at_every_crash_point(|second| {
+            let (repo, _, ch, mut rng) = world(54);
+            block_on(async {
+                let c = ctx(&repo, &keys, t0);
+                let (m, _) = merchant(&c, &mut rng).await;
+                let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+                let attempt = async |at: i64, steps: u64, rng: &mut SplitMix64| {
+                    dies_after(steps, &repo, &ch, async |crash, dying| {
+                        let cc = ctx(crash, &keys, at);
+                        let seed = Some(seed);
+                        create_refund_seeded(&cc, dying, rng, &m.id, &p.id, with_id(), seed).await
+                    })
+                    .await
+                };
+                let reserved = async || {
+                    let paid = get_payment(&c, &m.id, &p.id).await.unwrap();
+                    paid.refunds.iter().any(|r| r.id == refund_id)
+                };
+                let recorded = async || {
+                    let key = spinpay_core::keys::refund(&refund_id);
+                    repo.get(&key).await.unwrap().is_some()
+                };
+                if attempt(t0, first, &mut rng).await {
+                    first_finished = true;
+                    return true;
+                }
+                if !recorded().await || reserved().await {
+                    return true;
+                }
+                let finished = attempt(t1, second, &mut rng).await;
+                let claim = repo
+                    .get(&spinpay_core::keys::merchant_refund(&m.id, "RF-9"))
+                    .await
+                    .unwrap()
+                    .map(|v| serde_json::from_slice::<serde_json::Value>(&v.value).unwrap());
+                let renewed = claim.is_some_and(|c| c["claimed_at_ms"] == t1);
+                if !finished && renewed && !reserved().await {
+                    raced += 1;
+                    let c1 = ctx(&repo, &keys, t1);
+                    let other = create_refund(&c1, &ch, &mut rng, &m.id, &p.id, with_id()).await;
+                    assert!(
+                        matches!(other, Err(ApiError::MerchantRefundIdDuplicate { .. })),
+                        "first {first}, second {second}: {other:?}"
+                    );
+                }
+                finished
+            })
+        });
+    }
+    assert!(
+        raced > 0,
+        "some crash points fall between the renewal and the reservation"
+    );
+}
+
+#[test]
 fn a_merchant_refund_id_claim_of_an_earlier_version_is_still_honoured() {
     // Proves a claim stored as the bare refund id (as earlier versions did) still makes a
     // duplicate when its refund was made, and is taken over when it never was.
@@ -1064,77 +1157,6 @@ fn a_merchant_refund_id_claim_of_an_earlier_version_is_still_honoured() {
         );
         let taken = create_refund(&c, &ch, &mut rng, &m.id, &p.id, with_id("RF-never")).await;
         assert_eq!(taken.unwrap().status, RefundStatus::Succeeded);
-    });
-}
-
-#[test]
-fn a_sweep_with_its_schedule_clock_moved_forward_recovers_only_on_the_wall_clock() {
-    // Proves a sweep whose schedule clock is moved a day forward (as retry-schedule tests
-    // do) still takes up a crashed request's events only once its outbox marker is past
-    // the grace period on the wall clock: a request still running then could otherwise
-    // lose its events' recovery.
-    let keys = keyring();
-    let t0 = 70_000;
-    let day = 86_400_000;
-    let mut checked = 0;
-    at_every_crash_point(|steps| {
-        let (repo, _, ch, mut rng) = world(51);
-        block_on(async {
-            let c = ctx(&repo, &keys, t0);
-            let (m, _) = merchant(&c, &mut rng).await;
-            let finished = dies_after(steps, &repo, &ch, async |crash, dying| {
-                let cc = ctx(crash, &keys, t0);
-                let new = new_payment(&body(1000, QRC, ""));
-                create_payment(&cc, dying, &LocalRisk::default(), &mut rng, &m, new).await
-            })
-            .await;
-            let all = spinpay_core::api::ListParams::parse("limit=100").unwrap();
-            let published = list_events(&c, &m.id, &all).await.unwrap().data.len();
-            if repo.keys_with_prefix("pay/").is_empty() || published > 0 {
-                return finished;
-            }
-            checked += 1;
-            let early = sweep_at(&repo, t0 + day, t0 + 1_000).await.unwrap();
-            assert_eq!(early.events_recovered, 0, "steps {steps}: {early:?}");
-            let late = t0 + PUBLISH_GRACE_MS + 1;
-            let swept = sweep_at(&repo, t0 + day, late).await.unwrap();
-            assert!(swept.events_recovered > 0, "steps {steps}: {swept:?}");
-            finished
-        })
-    });
-    assert!(checked > 0, "some crash points leave events to recover");
-}
-
-#[test]
-fn a_sweep_with_its_schedule_clock_moved_forward_does_not_pass_a_delivery_still_being_written() {
-    // Proves a delivery slot whose record its publisher has not written yet is waited for
-    // until the grace period has passed on the wall clock, however far the sweep's
-    // schedule clock is moved: passing it early would leave the record, once written,
-    // never attempted.
-    let (repo, keys, _, mut rng) = world(52);
-    block_on(async {
-        let t0 = 80_000;
-        let c = ctx(&repo, &keys, t0);
-        let (m, _) = merchant(&c, &mut rng).await;
-        // Its first events enter the merchant in the sweeps' round.
-        pay(&c, &SimChannel::default(), &mut rng, &m, 1000, QRC)
-            .await
-            .unwrap();
-        let seq = repo
-            .increment(&spinpay_core::keys::delivery_seq(&m.id), 1)
-            .await
-            .unwrap();
-        let slots = spinpay_core::keys::delivery_slots(&m.id);
-        let slot = spinpay_core::keys::queue_slot(&slots, seq);
-        let body = serde_json::json!({"id": "evt_beingwrittenbeingwrittenbe", "at_ms": t0});
-        repo.put_if_version(&slot, 0, serde_json::to_vec(&body).unwrap())
-            .await
-            .unwrap();
-        sweep_at(&repo, t0 + 86_400_000, t0 + 1_000).await.unwrap();
-        assert!(repo.get(&slot).await.unwrap().is_some(), "waited for");
-        let late = t0 + PUBLISH_GRACE_MS + 1;
-        sweep_at(&repo, t0 + 86_400_000, late).await.unwrap();
-        assert!(repo.get(&slot).await.unwrap().is_none(), "passed once gone");
     });
 }
 

@@ -9,7 +9,8 @@ use futures::executor::block_on;
 use spinpay_core::api::{ListParams, NewRefund, PaymentResponse};
 use spinpay_core::error::ApiError;
 use spinpay_core::model::{
-    CancellationReason, EventType, Merchant, NextAction, PaymentStatus, RefundStatus, RiskDecision,
+    CancellationReason, EventType, Merchant, NextAction, Payment, PaymentMethod, PaymentStatus,
+    Refund, RefundStatus, RiskDecision,
 };
 use spinpay_core::repo::Repository;
 use spinpay_core::repo::memory::MemoryRepository;
@@ -588,8 +589,8 @@ fn a_customer_code_still_processing_is_revoked_by_a_cancel_and_other_processing_
 fn a_customer_code_whose_revoke_went_unanswered_is_never_sent_to_the_channel_again() {
     // Proves a `processing` customer code the channel never got (its create lost on the
     // way) whose cancel was not answered is not sent to the channel by a later re-check
-    // (which would charge the customer for a sale the merchant gave up on), and the
-    // retried cancel revokes it.
+    // nor by the create's retry under its Idempotency-Key (either would charge the
+    // customer for a sale the merchant gave up on), and the retried cancel revokes it.
     let (repo, keys, ch, mut rng) = (
         MemoryRepository::new(),
         keyring(),
@@ -601,7 +602,12 @@ fn a_customer_code_whose_revoke_went_unanswered_is_never_sent_to_the_channel_aga
         let c = ctx(&repo, &keys, t0);
         let (m, _) = merchant(&c, &mut rng).await;
         *ch.authorizes_unanswered.borrow_mut() = 1;
-        let p = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+        let seed = Some([9u8; 16]);
+        let new = || new_payment(&body(1000, QRC, ""));
+        let risk = LocalRisk::default();
+        let p = create_payment_seeded(&c, &ch, &risk, &mut rng, &m, new(), seed)
+            .await
+            .unwrap();
         assert_eq!(p.status, PaymentStatus::Processing);
         // The create never reached the channel: its query knows no such payment.
         ch.authorized_ids.borrow_mut().clear();
@@ -614,6 +620,14 @@ fn a_customer_code_whose_revoke_went_unanswered_is_never_sent_to_the_channel_aga
             .unwrap();
         assert_eq!(seen.status, PaymentStatus::Processing);
         assert_eq!(ch.authorizations(), 0, "not sent again");
+        let retried = create_payment_seeded(&later, &ch, &risk, &mut rng, &m, new(), seed)
+            .await
+            .unwrap();
+        assert_eq!(
+            (retried.id.as_str(), retried.status),
+            (p.id.as_str(), PaymentStatus::Processing)
+        );
+        assert_eq!(ch.authorizations(), 0, "not sent by the retry either");
         let canceled = cancel_payment(&later, &ch, &mut rng, &m.id, &p.id, BY_MERCHANT)
             .await
             .unwrap();
@@ -648,6 +662,99 @@ fn a_revoke_whose_answer_was_lost_ends_canceled_whatever_the_channel_calls_it() 
             (seen.status, seen.cancellation_reason),
             (PaymentStatus::Canceled, Some(BY_MERCHANT))
         );
+    });
+}
+
+/// A channel whose revoke lands after a report of the code's success was applied (the
+/// customer confirmed in the wallet as the cashier gave up): the revoke returns the
+/// money.
+struct PaidDuringRevoke<'a> {
+    inner: &'a SimChannel,
+    ctx: &'a Ctx<'a, MemoryRepository>,
+}
+
+impl ChannelClient for PaidDuringRevoke<'_> {
+    async fn authorize(&self, p: &Payment, method: &PaymentMethod) -> ChannelOutcome {
+        self.inner.authorize(p, method).await
+    }
+    async fn capture(&self, p: &Payment, amount_minor: i64) -> ActionOutcome {
+        self.inner.capture(p, amount_minor).await
+    }
+    async fn cancel(&self, p: &Payment) -> ActionOutcome {
+        self.inner.paid.borrow_mut().insert(p.id.clone());
+        let mut rng = SplitMix64::new(1);
+        let seen = recheck_payment(self.ctx, self.inner, &mut rng, &p.merchant_id, &p.id);
+        assert_eq!(seen.await.unwrap().status, PaymentStatus::Succeeded);
+        ActionOutcome::Done
+    }
+    async fn query(&self, p: &Payment) -> ChannelReport {
+        self.inner.query(p).await
+    }
+    async fn refund(&self, p: &Payment, r: &Refund) -> RefundOutcome {
+        self.inner.refund(p, r).await
+    }
+    async fn query_refund(&self, p: &Payment, r: &Refund) -> RefundOutcome {
+        self.inner.query_refund(p, r).await
+    }
+    async fn send_sms(&self, phone: &str, text: &str) -> Result<(), String> {
+        self.inner.send_sms(phone, text).await
+    }
+}
+
+#[test]
+fn a_code_paid_while_it_was_being_revoked_is_flagged_for_a_person() {
+    // Proves a customer code whose success is applied while its revoke is under way is
+    // never left `succeeded` unflagged although the revoke may have returned its money:
+    // a success applied before the revoke lands refuses the cancel (409 with
+    // `succeeded`), and one applied after a revoke whose answer was lost is accepted;
+    // both flag the payment (`paid_while_revoking`), with one `payment.conflicted` each.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(53),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = pay(&c, &ch, &mut rng, &m, 888, QRC).await.unwrap();
+        let racing = PaidDuringRevoke {
+            inner: &ch,
+            ctx: &c,
+        };
+        let e = cancel_payment(&c, &racing, &mut rng, &m.id, &p.id, BY_MERCHANT).await;
+        assert_eq!(
+            e.unwrap_err(),
+            ApiError::PaymentNotCancelable {
+                status: "succeeded"
+            }
+        );
+        let flagged = get_payment(&c, &m.id, &p.id).await.unwrap();
+        assert_eq!(flagged.status, PaymentStatus::Succeeded);
+        let reason = flagged.conflict.as_ref().map(|c| c.reason.as_str());
+        assert_eq!(reason, Some("paid_while_revoking"), "{flagged:?}");
+
+        let q = pay(&c, &ch, &mut rng, &m, 888, QRC).await.unwrap();
+        *ch.cancels_unanswered.borrow_mut() = 1;
+        let e = cancel_payment(&c, &ch, &mut rng, &m.id, &q.id, BY_MERCHANT).await;
+        assert_eq!(e.unwrap_err(), ApiError::ChannelUnavailable);
+        ch.paid.borrow_mut().insert(q.id.clone());
+        let seen = recheck_payment(&c, &ch, &mut rng, &m.id, &q.id)
+            .await
+            .unwrap();
+        assert_eq!(seen.status, PaymentStatus::Succeeded);
+        let reason = seen.conflict.as_ref().map(|c| c.reason.as_str());
+        assert_eq!(reason, Some("paid_while_revoking"), "{seen:?}");
+        let all = ListParams {
+            limit: 100,
+            ..Default::default()
+        };
+        let events = list_events(&c, &m.id, &all).await.unwrap().data;
+        let conflicted = events
+            .iter()
+            .filter(|e| e.event_type == EventType::PaymentConflicted)
+            .count();
+        assert_eq!(conflicted, 2);
     });
 }
 

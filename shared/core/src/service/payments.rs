@@ -509,6 +509,15 @@ pub(crate) async fn apply_report<R: Repository>(
         }
         let command = command_for(&report.outcome, p);
         match apply_payment(&p.state, &command) {
+            // Paid while a cancel asked the channel to revoke it: the revoke may have
+            // returned the money (its answer lost, or still to come). Flagged for a
+            // person (`payment.conflicted`).
+            Ok(state) if revocable(p) && p.cancel_requested.is_some() && claims_money(report) => {
+                let next = with_outcome(p, state, &report.outcome);
+                let (amount, currency) = (report.amount_minor, report.currency.clone());
+                let flagged = flag_conflict(&next, "paid_while_revoking", amount, currency, now_ms);
+                Ok(flagged.or(Some(next)))
+            }
             Ok(state) => Ok(Some(with_outcome(p, state, &report.outcome))),
             Err(TransitionError::AlreadyApplied) => Ok(None),
             Err(TransitionError::Contradiction { .. }) => Ok(flag_conflict(
@@ -543,12 +552,16 @@ fn closed_by_us(outcome: &ChannelOutcome, p: &Payment, now_ms: i64) -> Option<Ca
     }
 }
 
-fn mismatch(p: &Payment, report: &ChannelReport) -> Option<&'static str> {
-    let claims_money = matches!(
+/// Whether `report` says the channel took (or holds) the payment's money.
+fn claims_money(report: &ChannelReport) -> bool {
+    matches!(
         report.outcome,
         ChannelOutcome::Succeeded { .. } | ChannelOutcome::Authorized { .. }
-    );
-    if !claims_money {
+    )
+}
+
+fn mismatch(p: &Payment, report: &ChannelReport) -> Option<&'static str> {
+    if !claims_money(report) {
         return None;
     }
     if report
@@ -800,6 +813,9 @@ where
                 ..cur.clone()
             })),
             Err(TransitionError::AlreadyApplied) => Ok(None),
+            // Paid meanwhile (a report applied while the channel revoked it, which
+            // returns a paid code's money): refused; that report flagged the payment
+            // ([`apply_report`]).
             Err(e) => Err(transition_error(e, cur)),
         }
     })
@@ -1180,7 +1196,9 @@ where
     R: Repository,
     C: ChannelClient,
 {
-    if p.state.status != PaymentStatus::Processing {
+    // Never once a cancel asked the channel to revoke it: sending it again could charge
+    // the customer for a sale the merchant gave up on.
+    if p.state.status != PaymentStatus::Processing || p.cancel_requested.is_some() {
         // Events the crashed attempt left pending in the record go out now.
         let _ = super::outbox::publish(ctx, ObjectKind::Payment, &p.id).await;
         return Ok(PaymentResponse::new(p, &[]));
@@ -1190,8 +1208,6 @@ where
     Ok(PaymentResponse::new(after.as_ref().unwrap_or(p), &[]))
 }
 
-/// Whether the channel knows `p` but has not settled it yet (`processing` or
-/// `requires_customer_action` once the channel was or is being asked).
 /// Whether `p`, `processing`, can be canceled: a customer-presented code or token sent
 /// to its channel whose outcome is not known (the customer has not confirmed in the
 /// wallet yet, or the answer was lost). Its channel revokes it (Alipay
@@ -1209,6 +1225,8 @@ pub(crate) fn revocable(p: &Payment) -> bool {
         )
 }
 
+/// Whether the channel knows `p` but has not settled it yet (`processing` or
+/// `requires_customer_action` once the channel was or is being asked).
 pub(crate) fn waits_on_channel(p: &Payment) -> bool {
     match p.state.status {
         PaymentStatus::Processing | PaymentStatus::RequiresCustomerAction => p.channel_engaged,
@@ -1266,11 +1284,8 @@ where
                 | crate::model::MethodKind::H5
                 | crate::model::MethodKind::App
         );
-    // Never once a cancel asked the channel to revoke it: sending it again could charge
-    // the customer for a sale the merchant gave up on.
     if (unknown || answer_lost)
         && p.state.status == PaymentStatus::Processing
-        && p.cancel_requested.is_none()
         && outlived_any_request(p.updated_at_ms, ctx.now_ms)
     {
         resume_with_channel(ctx, channel, &p).await?;

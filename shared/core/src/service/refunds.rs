@@ -204,12 +204,14 @@ async fn claim_refund_id<R: Repository>(
         StoredRefundClaim::Claim(c) => (c.refund_id, c.claimed_at_ms),
         StoredRefundClaim::Bare(id) => (id, i64::MIN),
     };
-    if held_id == refund_id {
+    let old = outlived_any_request(claimed_at_ms, ctx.now_ms);
+    if held_id == refund_id && !old {
         return Ok(());
     }
-    if !outlived_any_request(claimed_at_ms, ctx.now_ms)
-        || is_reserved(ctx, merchant_id, &held_id).await?
-    {
+    // Ours but old (a keyed retry resuming its crashed attempt): renewed, so that nobody
+    // takes it over while this request reserves. Another's, old and never reserved:
+    // taken over. Both with compare-and-swap: of two, one wins.
+    if held_id != refund_id && (!old || is_reserved(ctx, merchant_id, &held_id).await?) {
         return Err(duplicate());
     }
     match ctx
