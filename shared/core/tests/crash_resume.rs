@@ -1300,6 +1300,53 @@ fn a_confirm_or_review_failed_by_a_storage_blip_is_an_error_only_if_the_channel_
 }
 
 #[test]
+fn an_approval_of_an_sms_payment_failed_by_a_storage_blip_never_leaves_it_waiting_for_no_code() {
+    // Proves that whichever storage operation of a review approval of an `sms_otp` payment
+    // answers "unavailable" (without effect, or after its write landed), the approval
+    // retried as the error advises (without an Idempotency-Key) sends the payer a code:
+    // never a payment left waiting for a code nobody sent, nor a retry refused as no
+    // longer in review.
+    let keys = keyring();
+    let t0 = 72_000;
+    for committed in [false, true] {
+        let at = at_every_blip(|at| {
+            let (repo, _, ch, mut rng) = world(55);
+            block_on(async {
+                let c = ctx(&repo, &keys, t0);
+                let (m, _) = merchant(&c, &mut rng).await;
+                let mut cfg = spinpay_core::riskengine::EngineConfig::default();
+                cfg.weights.per_transaction_max = cfg.thresholds.review_at;
+                let risky = LocalRisk { config: cfg };
+                let new = new_payment(&body(6_000_000, SMS, ""));
+                let p = create_payment(&c, &ch, &risky, &mut rng, &m, new)
+                    .await
+                    .unwrap();
+                assert_eq!(p.status, PaymentStatus::RequiresReview);
+                let blip = blip_repo(&repo, at, committed);
+                let bc = ctx(&blip, &keys, t0);
+                let got = review_payment(&bc, &ch, &mut rng, &m.id, &p.id, true, false).await;
+                let here = format!("blip at operation {at} (landed: {committed}): {got:?}");
+                if got.is_err() {
+                    ch.sms.borrow_mut().clear();
+                    let again = review_payment(&c, &ch, &mut rng, &m.id, &p.id, true, false);
+                    let again = again.await;
+                    assert!(again.is_ok(), "{here}: retry {again:?}");
+                }
+                let stored = get_payment(&c, &m.id, &p.id).await.unwrap();
+                assert_eq!(
+                    stored.status,
+                    PaymentStatus::RequiresCustomerAction,
+                    "{here}"
+                );
+                assert!(!ch.sms.borrow().is_empty(), "{here}: no code sent");
+                blip.hooks.hit.get()
+            })
+        });
+        assert!(at > 2, "several storage operations ({at})");
+    }
+}
+
+#[test]
 fn a_refund_record_never_reserved_is_not_sent_to_the_channel_by_a_recheck() {
     // Proves a pending refund record whose reservation never committed (its request died
     // in between) is not refunded at the channel by a re-check however old it is: the

@@ -1074,6 +1074,10 @@ where
 {
     let p = load_payment(ctx, merchant_id, payment_id).await?;
     let sms = matches!(p.method, PaymentMethod::SmsOtp { .. });
+    // An approval of an `sms_otp` payment that already waits for its code is the retry of
+    // one whose answer was an error (its write may have landed, its code gone out or
+    // not): it goes on like a resumed one, with a new code.
+    let resumes = resumes || (approve && sms && awaits_code(&p));
     if resumes && p.state.status != PaymentStatus::RequiresReview {
         let declined = p
             .failure
