@@ -1221,12 +1221,7 @@ where
 pub(crate) fn revocable(p: &Payment) -> bool {
     p.state.status == PaymentStatus::Processing
         && p.channel_engaged
-        && matches!(
-            p.method.kind(),
-            crate::model::MethodKind::QrCustomer
-                | crate::model::MethodKind::Nfc
-                | crate::model::MethodKind::SoundWave
-        )
+        && p.method.customer_token().is_some()
 }
 
 /// Whether the channel knows `p` but has not settled it yet (`processing` or

@@ -102,6 +102,14 @@ fn tier(now_ms: i64, created_at_ms: i64) -> usize {
         .unwrap_or(RECONCILE_TIERS.len() - 1)
 }
 
+/// Whether a payment in `status` is one its channel closes (revokes) at its expiry:
+/// waiting for its customer, or a customer-presented code (`customer_code`, see
+/// [`super::payments::revocable`]) still `processing`.
+fn unpaid_at_channel(status: PaymentStatus, customer_code: bool) -> bool {
+    status == PaymentStatus::RequiresCustomerAction
+        || (status == PaymentStatus::Processing && customer_code)
+}
+
 /// Whether a re-checked payment (one its channel knows) still waits on the channel: only
 /// its status can end the wait.
 fn still_waiting(status: PaymentStatus) -> bool {
@@ -399,8 +407,7 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         let mut unpaid = false;
         if found.payment {
             let p = super::recheck_payment(ctx, self.channel, self.rng, merchant_id, id).await?;
-            unpaid = p.status == PaymentStatus::RequiresCustomerAction
-                || (p.status == PaymentStatus::Processing && found.customer_code);
+            unpaid = unpaid_at_channel(p.status, found.customer_code);
             waiting |= still_waiting(p.status);
         }
         for refund_id in &found.refund_ids {
@@ -472,13 +479,10 @@ where
         return super::get_payment(ctx, merchant_id, payment_id).await;
     }
     let customer_code = super::payments::revocable(&p);
-    let unpaid = |status| {
-        status == PaymentStatus::RequiresCustomerAction
-            || (status == PaymentStatus::Processing && customer_code)
-    };
-    if unpaid(p.state.status) && waits_on_channel(&p) && ctx.now_ms >= p.expires_at_ms() {
+    let unpaid = unpaid_at_channel(p.state.status, customer_code);
+    if unpaid && waits_on_channel(&p) && ctx.now_ms >= p.expires_at_ms() {
         let fresh = super::recheck_payment(ctx, channel, rng, merchant_id, payment_id).await?;
-        if !unpaid(fresh.status) {
+        if !unpaid_at_channel(fresh.status, customer_code) {
             return Ok(fresh);
         }
         close_expired(ctx, channel, rng, merchant_id, payment_id).await?;
