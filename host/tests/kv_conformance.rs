@@ -217,17 +217,25 @@ async fn increment(store: &dyn KvBackend) {
 }
 
 /// 32 tasks × 100 read-CAS-retry increments of a decimal text counter = exactly 3200.
+/// Every task makes its first read before any task swaps (a barrier), so the swaps do
+/// race: all but one of those first swaps must be refused.
 async fn concurrent_cas_increments_lose_no_update(store: Arc<dyn KvBackend>) {
     let key = "cas-counter";
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS as usize));
     let mut tasks = Vec::new();
     for _ in 0..TASKS {
         let store = store.clone();
+        let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             let mut attempts: u64 = 0;
+            let mut first = true;
             for _ in 0..UPDATES_PER_TASK {
                 loop {
                     attempts += 1;
                     let current = store.get(key).await.unwrap();
+                    if std::mem::take(&mut first) {
+                        barrier.wait().await;
+                    }
                     let n: u64 = match &current {
                         None => 0,
                         Some(bytes) => std::str::from_utf8(bytes).unwrap().parse().unwrap(),
@@ -251,6 +259,10 @@ async fn concurrent_cas_increments_lose_no_update(store: Arc<dyn KvBackend>) {
         std::str::from_utf8(&value).unwrap(),
         total.to_string(),
         "every CAS reported as committed committed exactly once ({attempts} attempts)"
+    );
+    assert!(
+        attempts >= u64::from(total + TASKS - 1),
+        "the racing first swaps were refused ({attempts} attempts for {total} updates)"
     );
     store.delete(key).await.unwrap();
 }

@@ -1281,6 +1281,25 @@ mod tests {
         assert_eq!(queue.commit_cost_us, expensive_us);
     }
 
+    #[test]
+    fn a_file_commits_with_an_fsync_and_in_wal_mode() {
+        // Proves the durability promise the README makes: the writer connection of a file
+        // runs `synchronous = FULL` (2), so an acknowledged write survives power loss and
+        // not only the process's death (which the crash tests cover). The setting belongs
+        // to the connection, not the file, so only the writer itself can show it.
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDb::open(&dir.path().join("kv.db")).unwrap();
+        let conn = db.writer.conn.lock().unwrap();
+        let synchronous: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 2, "synchronous = FULL on the writer");
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode.to_ascii_lowercase(), "wal");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_compare_and_swap_increments_on_a_file_lose_no_update() {
         // Proves group commit plus inline commits keep compare-and-swap exact: 32 tasks x 100
@@ -1372,33 +1391,52 @@ mod tests {
 
     /// `TASKS` tasks each add 1 to one counter `INCREMENTS_PER_TASK` times by read +
     /// compare-and-swap through the public API, retrying on conflict; the final count.
+    /// Every task makes its first read before any task swaps (a barrier), so the swaps
+    /// do race: all but one of those first swaps must be refused.
     async fn count_by_compare_and_swap(db: Arc<SqliteDb>) -> u64 {
         let store = SqliteStore::new(db, "default");
+        let barrier = Arc::new(tokio::sync::Barrier::new(TASKS as usize));
         let mut tasks = Vec::new();
         for _ in 0..TASKS {
             let store = store.clone();
+            let barrier = barrier.clone();
             tasks.push(tokio::spawn(async move {
-                for _ in 0..INCREMENTS_PER_TASK {
-                    increment_by_compare_and_swap(&store).await;
+                let mut refused = increment_by_compare_and_swap(&store, Some(&barrier)).await;
+                for _ in 1..INCREMENTS_PER_TASK {
+                    refused += increment_by_compare_and_swap(&store, None).await;
                 }
+                refused
             }));
         }
+        let mut refused = 0;
         for task in tasks {
-            task.await.unwrap();
+            refused += task.await.unwrap();
         }
+        assert!(
+            refused >= TASKS - 1,
+            "the racing first swaps were refused ({refused} refusals)"
+        );
         read_count(&store).await
     }
 
-    async fn increment_by_compare_and_swap(store: &SqliteStore) {
-        for _ in 0..CAS_ATTEMPTS_MAX {
+    /// Add 1 by read + compare-and-swap, retrying on conflict (after waiting at `barrier`
+    /// between the first read and its swap); how many swaps were refused.
+    async fn increment_by_compare_and_swap(
+        store: &SqliteStore,
+        mut barrier: Option<&tokio::sync::Barrier>,
+    ) -> u32 {
+        for refused in 0..CAS_ATTEMPTS_MAX {
             let current = store.get("count").await.unwrap();
+            if let Some(barrier) = barrier.take() {
+                barrier.wait().await;
+            }
             let next = read_count_value(current.as_deref()) + 1;
             let swapped = store
                 .compare_and_swap("count", current, next.to_le_bytes().to_vec())
                 .await
                 .unwrap();
             if swapped {
-                return;
+                return refused;
             }
         }
         panic!("an increment lost {CAS_ATTEMPTS_MAX} compare-and-swaps in a row");
