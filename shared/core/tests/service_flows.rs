@@ -1226,14 +1226,39 @@ fn idempotency_replays_same_body_and_rejects_other_bodies_and_concurrent_use() {
         };
         assert_eq!(t3.operation_seed(), first_seed);
         assert!(t3.resumes());
-        // A request refused as malformed frees the key for the corrected one.
-        let (r, outcome) = reply_for::<()>(&Err(ApiError::JsonInvalid { detail: "x".into() }), 201);
+        // An error that would free the key of a first attempt (a configuration blip)
+        // keeps the claim of a resumed one: the first attempt may have done its work, so
+        // the same request retried resumes with the same seed, another is refused.
+        let (r, outcome) = reply_for::<()>(&Err(ApiError::NotConfigured { what: "x" }), 201);
         assert_eq!(outcome, KeyOutcome::Free);
         idempotency_finish(&c, Some(t3), &r, outcome).await.unwrap();
-        assert!(matches!(
-            idempotency_begin(&c, "mch_a", Some("k2"), "POST", "/x", b"{\"a\":1}").await,
-            Ok(Started::Run(Some(_)))
-        ));
+        let e = idempotency_begin(&c, "mch_a", Some("k2"), "POST", "/x", b"{\"a\":1}")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "idempotency_key_reused");
+        let Ok(Started::Run(Some(t4))) =
+            idempotency_begin(&c, "mch_a", Some("k2"), "POST", "/x", b"{}").await
+        else {
+            panic!("the retry runs")
+        };
+        assert_eq!(t4.operation_seed(), first_seed);
+        assert!(t4.resumes());
+        // A first attempt refused as malformed frees the key for the corrected request.
+        let Ok(Started::Run(Some(t5))) =
+            idempotency_begin(&c, "mch_a", Some("k5"), "POST", "/x", b"{}").await
+        else {
+            panic!("a new key runs")
+        };
+        assert!(!t5.resumes());
+        let (r, outcome) = reply_for::<()>(&Err(ApiError::JsonInvalid { detail: "x".into() }), 201);
+        assert_eq!(outcome, KeyOutcome::Free);
+        idempotency_finish(&c, Some(t5), &r, outcome).await.unwrap();
+        let Ok(Started::Run(Some(t6))) =
+            idempotency_begin(&c, "mch_a", Some("k5"), "POST", "/x", b"{\"a\":1}").await
+        else {
+            panic!("the corrected request runs")
+        };
+        assert!(!t6.resumes());
     });
 }
 

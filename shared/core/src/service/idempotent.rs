@@ -159,7 +159,10 @@ pub enum KeyOutcome {
     /// The reply is stored and replayed.
     Store,
     /// The key is freed: the request never ran (refused as malformed, or the app lacks
-    /// its configuration), so a corrected request may use it.
+    /// its configuration), so a corrected request may use it. A request that resumes an
+    /// earlier attempt keeps the claim instead, as [`KeyOutcome::Release`] does: that
+    /// attempt may have done its work, and a freed key would give the next retry a new
+    /// operation seed (a second payment).
     Free,
     /// The request failed in a way a retry should re-run (5xx, contention) after it may
     /// have done part of its work (stored a payment, asked the channel). The lock is
@@ -180,11 +183,11 @@ pub async fn idempotency_finish<R: Repository>(
         return Ok(());
     };
     let record = match outcome {
-        KeyOutcome::Free => {
+        KeyOutcome::Free if !t.resumes => {
             ctx.repo.delete(&t.key).await?;
             return Ok(());
         }
-        KeyOutcome::Release => IdempotencyRecord {
+        KeyOutcome::Free | KeyOutcome::Release => IdempotencyRecord {
             // A lock older than any request, by another lifetime (room for the clock of
             // the instance the retry reaches): the next claim takes it over.
             created_at_ms: ctx.now_ms.saturating_sub(2 * IDEMPOTENCY_LOCK_TTL_MS),
