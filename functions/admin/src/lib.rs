@@ -139,10 +139,16 @@ where
         parts,
         body,
         request_id,
-        async |req: RotateSecretRequest, _keyed| {
-            let ctx = services.ctx();
-            service::rotate_webhook_secret(&ctx, &mut OsEntropy, &merchant.id, req.grace_period_s)
-                .await
+        async |req: RotateSecretRequest, keyed| {
+            let (ctx, seed) = (services.ctx(), keyed.map(|k| k.seed));
+            service::rotate_webhook_secret(
+                &ctx,
+                &mut OsEntropy,
+                &merchant.id,
+                req.grace_period_s,
+                seed,
+            )
+            .await
         },
     )
     .await

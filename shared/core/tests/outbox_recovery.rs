@@ -8,7 +8,7 @@ mod common;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use common::hooked::crash_repo;
+use common::hooked::{at_every_blip, blip_repo, crash_repo};
 use common::*;
 use futures::executor::block_on;
 use spinpay_core::crypto::{Keyring, verify_header};
@@ -539,7 +539,7 @@ fn deliveries_are_signed_with_every_live_secret_and_verify_as_a_merchant_would()
     );
 
     let c = ctx(&repo, &keys, 2_000);
-    let rotated = block_on(rotate_webhook_secret(&c, &mut rng, &m.id, Some(3600))).unwrap();
+    let rotated = block_on(rotate_webhook_secret(&c, &mut rng, &m.id, Some(3600), None)).unwrap();
     assert_eq!(
         rotated.previous_secret_expires_at_ms,
         Some(2_000 + 3_600_000)
@@ -590,6 +590,96 @@ fn deliveries_are_signed_with_every_live_secret_and_verify_as_a_merchant_would()
     assert_eq!(new, Ok(()));
 }
 
+/// The secrets among `secrets` whose `v1=` a fresh delivery of the merchant's first event
+/// carries, swept at `now_ms`.
+fn signing(repo: &MemoryRepository, mid: &str, now_ms: i64, secrets: &[&str]) -> Vec<bool> {
+    let keys = keyring();
+    let c = ctx(repo, &keys, now_ms);
+    let m = stored::<Merchant>(repo, &format!("mch/{mid}")).unwrap();
+    let first = log(repo, mid)[0].id.clone();
+    block_on(redeliver_event(&c, &m, &first)).unwrap();
+    let endpoint = Endpoint::default();
+    sweep_at(repo, &endpoint, mid, now_ms);
+    let (_, headers, body) = endpoint.posts.borrow().last().unwrap().clone();
+    let sig = &headers["spinpay-signature"];
+    secrets
+        .iter()
+        .map(|s| verify_header(sig, &body, &[s.as_bytes()], 1_700_000_000, 300).is_ok())
+        .collect()
+}
+
+#[test]
+fn a_webhook_secret_rotation_that_fails_or_is_retried_never_cuts_a_grace_short() {
+    // Proves a rotation under an Idempotency-Key that fails at any storage operation (its
+    // writes landed or not) leaves every secret that signed before it signing, and that
+    // its retry answers one secret whether or not the failed attempt landed, rotating
+    // once: afterwards the new secret and the one it replaced sign, the older one not.
+    let seed = [7_u8; 16];
+    let expected = {
+        let (repo, keys, _, mut rng, (m, _)) = notified_world(21);
+        let first = ctx(&repo, &keys, 2_000);
+        block_on(rotate_webhook_secret(
+            &first,
+            &mut rng,
+            &m.id,
+            Some(3600),
+            None,
+        ))
+        .unwrap();
+        let c = ctx(&repo, &keys, 3_000);
+        let r = block_on(rotate_webhook_secret(
+            &c,
+            &mut rng,
+            &m.id,
+            Some(3600),
+            Some(seed),
+        ));
+        r.unwrap().webhook_secret
+    };
+    for committed in [false, true] {
+        let blips = at_every_blip(|at| {
+            let (repo, keys, ch, mut rng, (m, s0)) = notified_world(21);
+            block_on(pay(&ctx(&repo, &keys, 1_000), &ch, &mut rng, &m, 1250, QR)).unwrap();
+            let c = ctx(&repo, &keys, 2_000);
+            let s1 = block_on(rotate_webhook_secret(&c, &mut rng, &m.id, Some(3600), None))
+                .unwrap()
+                .webhook_secret;
+            let blip = blip_repo(&repo, at, committed);
+            let c = ctx(&blip, &keys, 3_000);
+            let failed = block_on(rotate_webhook_secret(
+                &c,
+                &mut rng,
+                &m.id,
+                Some(3600),
+                Some(seed),
+            ));
+            match &failed {
+                Ok(r) => assert_eq!(r.webhook_secret, expected),
+                Err(e) => {
+                    assert_eq!(e.code(), "storage_unavailable", "{e:?}");
+                    let signs = signing(&repo, &m.id, 3_000, &[&s0, &s1]);
+                    assert_eq!(signs, [true, true], "blip at {at} ({committed})");
+                }
+            }
+            let c = ctx(&repo, &keys, 4_000);
+            let again = block_on(rotate_webhook_secret(
+                &c,
+                &mut rng,
+                &m.id,
+                Some(3600),
+                Some(seed),
+            ));
+            let again = again.unwrap();
+            assert_eq!(again.webhook_secret, expected, "blip at {at} ({committed})");
+            assert!(again.previous_secret_expires_at_ms.is_some());
+            let signs = signing(&repo, &m.id, 4_000, &[&expected, &s1, &s0]);
+            assert_eq!(signs, [true, true, false], "blip at {at} ({committed})");
+            blip.hooks.hit.get()
+        });
+        assert!(blips > 3, "{blips} blips ({committed})");
+    }
+}
+
 #[test]
 fn bad_sweep_rotation_and_redelivery_inputs_are_refused_without_a_change() {
     // Proves limit and grace bounds, an unknown merchant, a foreign event, and a
@@ -615,7 +705,7 @@ fn bad_sweep_rotation_and_redelivery_inputs_are_refused_without_a_change() {
         block_on(sweep(&c, &endpoint, &bad)).unwrap_err().param(),
         Some("merchant_id")
     );
-    let e = block_on(rotate_webhook_secret(&c, &mut rng, &m.id, Some(-1))).unwrap_err();
+    let e = block_on(rotate_webhook_secret(&c, &mut rng, &m.id, Some(-1), None)).unwrap_err();
     assert_eq!(e.param(), Some("grace_period_s"));
     let before = stored::<Merchant>(&repo, &format!("mch/{}", m.id)).unwrap();
     assert_eq!(

@@ -17,7 +17,7 @@ use super::outbox::{self, Slot, SlotState};
 use super::replay;
 use super::retention::{self, EXPIRY_SWEEP_MAX};
 use super::{CAS_RETRIES_MAX, Ctx, insert, internal, read, to_bytes};
-use crate::crypto::{open, seal, sign_header};
+use crate::crypto::{constant_time_eq, open, seal, sign_header};
 use crate::error::ApiError;
 use crate::ids::{IdKind, is_valid_id, make_id};
 use crate::keys;
@@ -712,9 +712,22 @@ pub fn signature_header(secrets: &[String], t_unix_s: i64, body: &[u8]) -> Strin
 struct PreviousSecret {
     sealed: String,
     expires_at_ms: i64,
+    /// The secret rotated out before `sealed`, still within its grace when a rotation
+    /// began: it keeps signing until its own expiry should that rotation fail or crash
+    /// before the merchant record changes, and is dropped once the rotation lands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    older: Option<OlderSecret>,
 }
 
-/// The secrets that sign now: the current one, then the previous one within its grace.
+/// [`PreviousSecret::older`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct OlderSecret {
+    sealed: String,
+    expires_at_ms: i64,
+}
+
+/// The secrets that sign now: the current one, then the rotated-out ones within their
+/// grace.
 async fn signing_secrets<R: Repository>(
     ctx: &Ctx<'_, R>,
     merchant: &Merchant,
@@ -723,13 +736,23 @@ async fn signing_secrets<R: Repository>(
     let current = super::merchants::webhook_secret(ctx, merchant)?;
     let mut secrets = vec![current.expose().clone()];
     let key = keys::webhook_secret_previous(&merchant.id);
-    if let Some((prev, _)) = read::<PreviousSecret, R>(ctx.repo, &key).await?
-        && prev.expires_at_ms > wall_clock_ms
-    {
-        let bytes = open(ctx.keys, &prev.sealed, merchant.id.as_bytes()).map_err(internal)?;
-        secrets.push(String::from_utf8(bytes).map_err(internal)?);
+    if let Some((prev, _)) = read::<PreviousSecret, R>(ctx.repo, &key).await? {
+        let older = prev.older.map(|o| (o.sealed, o.expires_at_ms));
+        for (sealed, expires_at_ms) in [Some((prev.sealed, prev.expires_at_ms)), older]
+            .into_iter()
+            .flatten()
+        {
+            if expires_at_ms > wall_clock_ms {
+                secrets.push(open_secret(ctx, &merchant.id, &sealed)?);
+            }
+        }
     }
     Ok(secrets)
+}
+
+fn open_secret<R>(ctx: &Ctx<'_, R>, merchant_id: &str, sealed: &str) -> Result<String, ApiError> {
+    let bytes = open(ctx.keys, sealed, merchant_id.as_bytes()).map_err(internal)?;
+    String::from_utf8(bytes).map_err(internal)
 }
 
 /// Creates `event_id`'s delivery (due now) unless it exists, and puts it in the
@@ -870,12 +893,18 @@ pub struct WebhookSecretRotated {
 
 /// `POST /v1/account/webhook-secret/rotate`: a new signing secret; the old one keeps
 /// signing (a second `v1=`) for `grace_s` seconds so receivers can switch without
-/// dropping events. Only one previous secret is kept.
+/// dropping events. Only one previous secret is kept: a rotation that lands ends the
+/// grace of the one before, and one that fails (or crashes) ends nothing. Under an
+/// Idempotency-Key (`seed`) the new secret derives from the key's operation seed under
+/// the encryption key, so a retry of a rotation that already landed answers the same
+/// secret instead of rotating again (which would leave the receiver's secret signing
+/// nothing).
 pub async fn rotate_webhook_secret<R: Repository, E: Entropy>(
     ctx: &Ctx<'_, R>,
     rng: &mut E,
     merchant_id: &str,
     grace_s: Option<i64>,
+    seed: Option<[u8; 16]>,
 ) -> Result<WebhookSecretRotated, ApiError> {
     let grace_s = grace_s.unwrap_or(SECRET_GRACE_S_DEFAULT);
     if !(0..=SECRET_GRACE_S_MAX).contains(&grace_s) {
@@ -884,7 +913,16 @@ pub async fn rotate_webhook_secret<R: Repository, E: Entropy>(
             reason: format!("must be 0..={SECRET_GRACE_S_MAX}"),
         });
     }
-    let secret = make_id(IdKind::WebhookSecret, &rng.bytes::<32>());
+    let entropy = match seed {
+        Some(seed) => super::merchants::derived_bytes(
+            ctx,
+            &format!("webhook secret rotation\n{merchant_id}"),
+            seed,
+        ),
+        None => rng.bytes::<32>(),
+    };
+    let secret = make_id(IdKind::WebhookSecret, &entropy);
+    let is_ours = |other: &str| constant_time_eq(other.as_bytes(), secret.as_bytes());
     let sealed = seal(
         ctx.keys,
         rng.bytes(),
@@ -892,18 +930,57 @@ pub async fn rotate_webhook_secret<R: Repository, E: Entropy>(
         merchant_id.as_bytes(),
     );
     let expires_at_ms = ctx.now_ms.saturating_add(grace_s.saturating_mul(1000));
+    let answer = |previous_expires_at_ms: Option<i64>| WebhookSecretRotated {
+        object: "webhook_secret".into(),
+        webhook_secret: secret.clone(),
+        previous_secret_expires_at_ms: previous_expires_at_ms.filter(|_| grace_s > 0),
+    };
     let prev_key = keys::webhook_secret_previous(merchant_id);
     for _attempt in 0..CAS_RETRIES_MAX {
         let (merchant, version) = read::<Merchant, R>(ctx.repo, &keys::merchant(merchant_id))
             .await?
             .ok_or_else(|| internal(format!("merchant {merchant_id} vanished")))?;
-        // The old secret is saved before the merchant record changes: a crash between
-        // leaves the previous secret equal to the current one (harmless).
-        let prev = PreviousSecret {
+        let current = super::merchants::webhook_secret(ctx, &merchant)?;
+        let prev = read::<PreviousSecret, R>(ctx.repo, &prev_key)
+            .await?
+            .map(|(p, _)| p);
+        if is_ours(current.expose()) {
+            // This rotation landed before and its answer was lost: answer it again, and
+            // end the older secret's grace as a landed rotation does.
+            let expires = prev.as_ref().map(|p| p.expires_at_ms);
+            if let Some(p) = prev.filter(|p| p.older.is_some()) {
+                let _ = put(ctx.repo, &prev_key, &PreviousSecret { older: None, ..p }).await;
+            }
+            return Ok(answer(expires));
+        }
+        let prev_secret = prev
+            .as_ref()
+            .map(|p| open_secret(ctx, merchant_id, &p.sealed))
+            .transpose()?;
+        if seed.is_some() && prev_secret.as_deref().is_some_and(is_ours) {
+            // It landed and a later rotation replaced it since: never rotate back.
+            return Ok(answer(None));
+        }
+        // The secret that keeps signing besides the one rotated out now: the previous
+        // one within its grace, or, when an earlier rotation never landed (its previous
+        // is the current secret), that rotation's own older one.
+        let older = match prev {
+            Some(p) if prev_secret.as_deref() == Some(current.expose().as_str()) => p.older,
+            Some(p) => Some(OlderSecret {
+                sealed: p.sealed,
+                expires_at_ms: p.expires_at_ms,
+            }),
+            None => None,
+        }
+        .filter(|o| o.expires_at_ms > ctx.now_ms);
+        // The secret rotated out is saved before the merchant record changes: a crash
+        // between leaves it equal to the current one, and the older one still signing.
+        let rotated_out = PreviousSecret {
             sealed: merchant.webhook_secret_sealed.clone(),
             expires_at_ms,
+            older,
         };
-        put(ctx.repo, &prev_key, &prev).await?;
+        put(ctx.repo, &prev_key, &rotated_out).await?;
         let next = Merchant {
             webhook_secret_sealed: sealed.clone(),
             ..merchant
@@ -914,11 +991,16 @@ pub async fn rotate_webhook_secret<R: Repository, E: Entropy>(
             .await
         {
             Ok(_) => {
-                return Ok(WebhookSecretRotated {
-                    object: "webhook_secret".into(),
-                    webhook_secret: secret,
-                    previous_secret_expires_at_ms: (grace_s > 0).then_some(expires_at_ms),
-                });
+                if rotated_out.older.is_some() {
+                    // Best effort: a failure leaves the older secret signing until its
+                    // own expiry, as it would have without this rotation.
+                    let done = PreviousSecret {
+                        older: None,
+                        ..rotated_out
+                    };
+                    let _ = put(ctx.repo, &prev_key, &done).await;
+                }
+                return Ok(answer(Some(expires_at_ms)));
             }
             Err(RepoError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),

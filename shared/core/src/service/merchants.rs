@@ -256,7 +256,11 @@ fn derived_key_bytes<R: Repository>(
 
 /// 32 bytes for `what` under an Idempotency-Key: a keyed hash (the encryption key) of
 /// `what` and the key's operation seed.
-fn derived_bytes<R: Repository>(ctx: &Ctx<'_, R>, what: &str, seed: [u8; 16]) -> [u8; 32] {
+pub(super) fn derived_bytes<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    what: &str,
+    seed: [u8; 16],
+) -> [u8; 32] {
     let mut data = format!("spinpay {what}\n").into_bytes();
     data.extend_from_slice(&seed);
     let digest = hex::decode(ctx.keys.keyed_hash_hex(&data)).expect("a hex digest");
