@@ -845,6 +845,95 @@ fn a_bounded_global_sweep_reaches_every_merchant_over_successive_calls() {
     assert_eq!(endpoint.posts.borrow().len(), 8);
 }
 
+#[test]
+fn a_pass_over_more_merchants_than_one_call_visits_asks_to_be_called_again() {
+    // Proves a global sweep and a reconciliation over 101 registered merchants answer
+    // has_more after the first 100 (the scheduler then calls again at once instead of
+    // waiting its interval), and not once the pass has reached the registry's end.
+    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
+    let mut rng = SplitMix64::new(23);
+    let c = ctx(&repo, &keys, 1_000);
+    for _ in 0..=SWEEP_MERCHANTS_MAX {
+        let (m, _) = block_on(merchant(&c, &mut rng));
+        block_on(pay(&c, &ch, &mut rng, &m, 1250, QR)).unwrap();
+    }
+    let endpoint = Endpoint::default();
+    let req = SweepRequest {
+        limit: None,
+        merchant_id: None,
+        wall_clock_ms: None,
+    };
+    let c = ctx(&repo, &keys, 2_000);
+    let first = block_on(sweep(&c, &endpoint, &req)).unwrap();
+    assert_eq!((first.merchants_visited, first.has_more), (100, true));
+    let second = block_on(sweep(&c, &endpoint, &req)).unwrap();
+    assert!(!second.has_more, "{second:?}");
+    let req = ReconcileRequest {
+        limit: None,
+        merchant_id: None,
+    };
+    let first = block_on(reconcile(&c, &ch, &mut rng, &req)).unwrap();
+    assert_eq!((first.merchants_visited, first.has_more), (100, true));
+    let second = block_on(reconcile(&c, &ch, &mut rng, &req)).unwrap();
+    assert!(!second.has_more, "{second:?}");
+}
+
+#[test]
+fn a_merchant_whose_records_do_not_decode_never_stops_the_merchants_after_it() {
+    // Proves a global sweep and a reconciliation pass over a merchant whose visit fails
+    // on its own records, list it, and serve the merchants after it (the sweep delivers
+    // their events); a storage outage still fails the whole call.
+    let (repo, keys, ch) = (MemoryRepository::new(), keyring(), SimChannel::default());
+    let mut rng = SplitMix64::new(29);
+    let c = ctx(&repo, &keys, 1_000);
+    let (broken, _) = block_on(notified_merchant(&c, &mut rng));
+    block_on(pay(&c, &ch, &mut rng, &broken, 1250, QRC)).unwrap();
+    let (fine, _) = block_on(notified_merchant(&c, &mut rng));
+    block_on(pay(&c, &ch, &mut rng, &fine, 1250, QRC)).unwrap();
+    let garbage = |key: &str| {
+        let version = block_on(repo.get(key)).unwrap().map_or(0, |v| v.version);
+        block_on(repo.put_if_version(key, version, b"not json".to_vec())).unwrap();
+    };
+    garbage(&format!("dlv/{}", log(&repo, &broken.id)[0].id));
+    garbage(&spinpay_core::keys::queue_head(
+        &spinpay_core::keys::reconcile_slots(&broken.id, 0),
+    ));
+    let endpoint = Endpoint::default();
+    let req = SweepRequest {
+        limit: None,
+        merchant_id: None,
+        wall_clock_ms: None,
+    };
+    let c = ctx(&repo, &keys, 2_000);
+    let r = block_on(sweep(&c, &endpoint, &req)).unwrap();
+    let failed: Vec<(&str, &str)> = r
+        .merchants_failed
+        .iter()
+        .map(|f| (f.merchant_id.as_str(), f.code.as_str()))
+        .collect();
+    assert_eq!(failed, [(broken.id.as_str(), "internal_error")], "{r:?}");
+    assert_exactly_once(
+        &repo,
+        &fine.id,
+        &endpoint_for(&endpoint, &repo, &fine.id),
+        "fine",
+    );
+    let req = ReconcileRequest {
+        limit: None,
+        merchant_id: None,
+    };
+    let r = block_on(reconcile(&c, &ch, &mut rng, &req)).unwrap();
+    assert_eq!(r.merchants_failed.len(), 1, "{r:?}");
+    assert_eq!(r.merchants_failed[0].merchant_id, broken.id);
+    assert_eq!(r.merchants_visited, 2, "{r:?}");
+    repo.set_faults(spinpay_core::repo::memory::Faults {
+        unavailable_per_mille: 1000,
+        ..Default::default()
+    });
+    let e = block_on(reconcile(&c, &ch, &mut rng, &req)).unwrap_err();
+    assert_eq!(e.code(), "storage_unavailable");
+}
+
 /// The posts of `endpoint` that belong to `merchant_id`'s events.
 fn endpoint_for(endpoint: &Endpoint, repo: &MemoryRepository, merchant_id: &str) -> Endpoint {
     let ids: Vec<String> = log(repo, merchant_id).into_iter().map(|e| e.id).collect();

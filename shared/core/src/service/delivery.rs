@@ -196,8 +196,46 @@ pub struct SweepReport {
     /// `service::replay`); only a sweep of every merchant (no `merchant_id`) does this.
     #[serde(default)]
     pub replay_keys_expired: u32,
-    /// True when the attempt limit (or the expiry budget) stopped the sweep: call again.
+    /// Merchants whose visit failed on their own records; the sweep went on without them
+    /// (see [`merchant_failed`]).
+    #[serde(default)]
+    pub merchants_failed: Vec<MerchantFailure>,
+    /// True when the attempt limit (or the expiry budget) stopped the sweep, or merchants
+    /// beyond this call's [`SWEEP_MERCHANTS_MAX`] wait in this pass over the registry:
+    /// call again.
     pub has_more: bool,
+}
+
+/// A merchant a sweep or reconciliation passed over because its visit failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantFailure {
+    /// The merchant.
+    pub merchant_id: String,
+    /// The error's code.
+    pub code: String,
+    /// The error's message.
+    pub message: String,
+}
+
+/// How a pass over the registry takes a merchant's failed visit: a storage outage
+/// fails the call (every merchant would fail; the next call starts at this one again),
+/// any other error is that merchant's own (a record that does not decode, say) and is
+/// listed in `failures` while the pass goes on, so one merchant's bad record never stops
+/// the deliveries and re-checks of the merchants after it.
+pub(crate) fn merchant_failed(
+    failures: &mut Vec<MerchantFailure>,
+    merchant_id: &str,
+    e: ApiError,
+) -> Result<(), ApiError> {
+    if e == ApiError::StorageUnavailable {
+        return Err(e);
+    }
+    failures.push(MerchantFailure {
+        merchant_id: merchant_id.to_string(),
+        code: e.code().to_string(),
+        message: e.to_string(),
+    });
+    Ok(())
 }
 
 impl SweepReport {
@@ -279,12 +317,15 @@ async fn visit_round<R: Repository, N: Notifier>(
     report: &mut SweepReport,
 ) -> Result<(), ApiError> {
     let mut next_seq = round.resume_at;
+    report.has_more |= !round.reaches_end;
     for (seq, mid) in &round.merchants {
         if visit.spent(notifier, report) {
             report.has_more = true;
             break;
         }
-        visit_merchant(ctx, notifier, mid, visit, report).await?;
+        if let Err(e) = visit_merchant(ctx, notifier, mid, visit, report).await {
+            merchant_failed(&mut report.merchants_failed, mid, e)?;
+        }
         next_seq = seq % round.total + 1;
     }
     round.move_cursor(ctx, next_seq).await
@@ -322,6 +363,9 @@ pub(crate) struct Round {
     pub total: i64,
     /// Where the cursor points now.
     pub resume_at: i64,
+    /// The round runs to the registry's last slot: no merchant of this pass over the
+    /// registry waits beyond it.
+    pub reaches_end: bool,
     /// The cursor's key.
     cursor: &'static str,
     /// The cursor record's storage version.
@@ -373,6 +417,7 @@ pub(crate) async fn next_merchants<R: Repository>(
         merchants,
         total: total.max(1),
         resume_at: start,
+        reaches_end: start - 1 + count >= total,
         cursor,
         cursor_version,
     })

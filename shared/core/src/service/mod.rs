@@ -40,10 +40,10 @@ mod retention;
 
 pub use delivery::{
     Attempt, DELIVERY_ATTEMPTS_MAX, DELIVERY_LEASE_MS, Delivery, DeliveryResponse, DeliveryStatus,
-    Notifier, RETRY_DELAYS_MS, SECRET_GRACE_S_DEFAULT, SECRET_GRACE_S_MAX,
-    SWEEP_ATTEMPTS_WINDOW_MS, SWEEP_LIMIT_DEFAULT, SWEEP_LIMIT_MAX, SweepReport, SweepRequest,
-    WebhookSecretRotated, attempt, event_delivery, redeliver_event, rotate_webhook_secret,
-    signature_header, sweep,
+    MerchantFailure, Notifier, RETRY_DELAYS_MS, SECRET_GRACE_S_DEFAULT, SECRET_GRACE_S_MAX,
+    SWEEP_ATTEMPTS_WINDOW_MS, SWEEP_LIMIT_DEFAULT, SWEEP_LIMIT_MAX, SWEEP_MERCHANTS_MAX,
+    SweepReport, SweepRequest, WebhookSecretRotated, attempt, event_delivery, redeliver_event,
+    rotate_webhook_secret, signature_header, sweep,
 };
 pub use idempotent::{
     IdempotencyTicket, KeyOutcome, KeyedRun, Reply, Started, idempotency_begin, idempotency_finish,

@@ -44,7 +44,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::delivery::{next_merchants, require_merchant_param};
+use super::delivery::{MerchantFailure, merchant_failed, next_merchants, require_merchant_param};
 use super::outbox::{ObjectKind, Queue, Slot, SlotState, advance_head, enqueue, queue_window};
 use super::payments::waits_on_channel;
 use super::refunds::load_refund;
@@ -151,7 +151,13 @@ pub struct ReconcileReport {
     /// answer for [`RECONCILE_CLOSE_GRACE_MS`] after expiry): no longer queued, left to a
     /// person.
     pub given_up: u32,
-    /// True when the limit stopped the call: call again.
+    /// Merchants whose visit failed on their own records; the call went on without them
+    /// (see [`super::delivery::merchant_failed`]).
+    #[serde(default)]
+    pub merchants_failed: Vec<MerchantFailure>,
+    /// True when the limit stopped the call, or merchants beyond this call's
+    /// [`super::delivery::SWEEP_MERCHANTS_MAX`] wait in this pass over the registry: call
+    /// again.
     pub has_more: bool,
 }
 
@@ -303,13 +309,16 @@ where
     }
     let round = next_merchants(ctx, keys::reconcile_cursor()).await?;
     let mut next_seq = round.resume_at;
+    run.report.has_more |= !round.reaches_end;
     for (seq, mid) in &round.merchants {
         if run.report.rechecked >= limit {
             run.report.has_more = true;
             break;
         }
-        if mid != crate::idempotency::ADMIN_SCOPE {
-            run.merchant(ctx, mid).await?;
+        if mid != crate::idempotency::ADMIN_SCOPE
+            && let Err(e) = run.merchant(ctx, mid).await
+        {
+            merchant_failed(&mut run.report.merchants_failed, mid, e)?;
         }
         next_seq = seq % round.total + 1;
     }
