@@ -501,49 +501,58 @@ mod tests {
 
     #[tokio::test]
     async fn a_response_body_that_stalls_longer_than_the_gap_fails_with_a_read_timeout() {
-        // Proves frames spaced within the gap all arrive (each one restarts the clock) and
-        // a stall longer than the gap ends the body with ConnectionReadTimeout.
+        // Proves each frame restarts the clock (the deadline moves to a gap after it, so
+        // frames a third of the gap apart keep coming for longer than the gap in all) and a
+        // stall longer than the gap ends the body with ConnectionReadTimeout, never before
+        // the gap. Each frame is sent before the body is asked for it, so a slow machine
+        // cannot make one late.
         let gap = Duration::from_millis(300);
         let (feed, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut body = TimedBody::new(Fed(rx), gap);
-        // Four frames, a third of the gap apart: longer than the gap in all, while the
-        // body waits for each one.
-        let feeder = tokio::spawn(async move {
-            for i in 0..4u8 {
-                tokio::time::sleep(gap / 3).await;
-                feed.send(Bytes::from(vec![i])).unwrap();
-            }
-            feed
-        });
-        let started = std::time::Instant::now();
+        let first_deadline = body.timer.deadline();
         for i in 0..4u8 {
+            tokio::time::sleep(gap / 3).await;
+            feed.send(Bytes::from(vec![i])).unwrap();
+            let asked = Instant::now();
             let frame = body.frame().await.unwrap().unwrap();
             assert_eq!(frame.into_data().unwrap(), Bytes::from(vec![i]));
+            assert!(
+                body.timer.deadline() >= asked + gap,
+                "frame {i} did not restart the clock"
+            );
         }
         assert!(
-            started.elapsed() > gap,
+            Instant::now() > first_deadline,
             "the frames came faster than planned"
         );
-        let _feed = feeder.await.unwrap();
-        let stalled = std::time::Instant::now();
-        let end = body.frame().await.unwrap();
+        // The feed stays open (a closed one would end the body): the body just stalls.
+        let deadline = body.timer.deadline();
+        let end = tokio::time::timeout(Duration::from_secs(30), body.frame())
+            .await
+            .expect("a stalled body ends")
+            .unwrap();
         assert!(
             matches!(end, Err(HttpError::ConnectionReadTimeout)),
             "{end:?}"
         );
-        assert!(
-            stalled.elapsed() >= gap - gap / 3,
-            "ended well before the gap"
-        );
+        assert!(Instant::now() >= deadline, "ended before the gap");
+        drop(feed);
     }
 
     /// Connections a [`counting_server`] accepted, and of those, how many ended.
     struct Counted {
         accepted: Arc<std::sync::atomic::AtomicUsize>,
         ended: Arc<std::sync::atomic::AtomicUsize>,
+        drop_all: Arc<tokio::sync::Notify>,
     }
 
     impl Counted {
+        /// Drops every connection open now, idle or not, without a word to the client (a
+        /// server whose keep-alive timeout ran out).
+        fn drop_connections(&self) {
+            self.drop_all.notify_waiters();
+        }
+
         fn accepted(&self) -> usize {
             self.accepted.load(std::sync::atomic::Ordering::SeqCst)
         }
@@ -554,25 +563,30 @@ mod tests {
     }
 
     /// A loopback HTTP/1.1 server answering `<connection>:<request on it>` (4 MiB at
-    /// `/big`, the `host` headers it got at `/host`) and counting the connections it accepted and saw end. It never closes an
-    /// idle connection itself, unless `close_after_each`: then it drops each connection a
-    /// moment after its first response, without a `connection: close` header (a server
-    /// whose keep-alive timeout ran out).
-    async fn counting_server(close_after_each: bool) -> (u16, Counted) {
+    /// `/big`, the `host` headers it got at `/host`) and counting the connections it
+    /// accepted and saw end. It never closes a connection itself, only when told to by
+    /// [`Counted::drop_connections`], and then without a `connection: close` header.
+    async fn counting_server() -> (u16, Counted) {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let counted = Counted {
             accepted: Arc::new(AtomicUsize::new(0)),
             ended: Arc::new(AtomicUsize::new(0)),
+            drop_all: Arc::new(tokio::sync::Notify::new()),
         };
         let counter = counted.accepted.clone();
         let ended = counted.ended.clone();
+        let drop_all = counted.drop_all.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
                 let ended = ended.clone();
+                let drop_all = drop_all.clone();
                 tokio::spawn(async move {
+                    // Listening before the connection can answer anything, so a drop asked
+                    // for after an answer is never missed.
+                    let dropped = drop_all.notified();
                     let served = Arc::new(AtomicUsize::new(0));
                     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                         let k = served.fetch_add(1, Ordering::SeqCst) + 1;
@@ -594,12 +608,11 @@ mod tests {
                     });
                     let serving = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc);
-                    if close_after_each {
-                        // Long enough to send the answer, then the socket is dropped.
-                        let _ = tokio::time::timeout(Duration::from_millis(100), serving).await;
-                    } else {
-                        let _ = serving.await;
+                    tokio::select! {
+                        _ = serving => {}
+                        () = dropped => {}
                     }
+                    // The socket is closed by now (`serving` owned it).
                     ended.fetch_add(1, Ordering::SeqCst);
                 });
             }
@@ -638,7 +651,7 @@ mod tests {
     async fn the_host_header_names_the_host_and_port_never_the_urls_user_info() {
         // Proves a URL with user-info (which wasmtime copies into the `host` header it
         // adds) reaches the server with one `host: 127.0.0.1:<port>`, as Spin sends it.
-        let (port, _server) = counting_server(false).await;
+        let (port, _server) = counting_server().await;
         let body = http_body_util::Empty::<Bytes>::new()
             .map_err(|never| match never {})
             .boxed_unsync();
@@ -664,7 +677,7 @@ mod tests {
     async fn requests_to_one_origin_reuse_one_kept_alive_connection() {
         // Proves a connection goes back to the pool once its answer has been read and the
         // next requests to the same origin go out on it: one connection for three.
-        let (port, server) = counting_server(false).await;
+        let (port, server) = counting_server().await;
         let pool = Arc::new(Pool::default());
         for k in 1..=3 {
             assert_eq!(fetch(port, &pool).await, format!("1:{k}"));
@@ -672,7 +685,7 @@ mod tests {
         }
         assert_eq!(server.accepted(), 1);
         // Another origin gets its own.
-        let (other, other_server) = counting_server(false).await;
+        let (other, other_server) = counting_server().await;
         assert_eq!(fetch(other, &pool).await, "1:1");
         assert_eq!(pool.idle_count(), 2);
         assert_eq!(other_server.accepted(), 1);
@@ -681,12 +694,22 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_server_dropped_is_replaced_without_failing_the_request() {
         // Proves a pooled connection the server closed while it was idle is not used: the
-        // next request opens a new connection and succeeds, every time.
-        let (port, server) = counting_server(true).await;
+        // next request opens a new connection and succeeds, every time. The server drops
+        // each connection once it is idle in the pool, and the next request waits for it.
+        let (port, server) = counting_server().await;
         let pool = Arc::new(Pool::default());
         for n in 1..=3 {
             assert_eq!(fetch(port, &pool).await, format!("{n}:1"));
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(pool.idle_count(), 1, "connection {n} is pooled");
+            server.drop_connections();
+            let started = std::time::Instant::now();
+            while server.ended() < n {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the server never dropped connection {n}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         assert_eq!(server.accepted(), 3);
     }
@@ -695,7 +718,7 @@ mod tests {
     async fn a_connection_whose_answer_was_not_read_to_the_end_is_not_reused() {
         // Proves an answer dropped half-read never leaves its connection in the pool (the
         // next request on it would read the rest of the old answer).
-        let (port, server) = counting_server(false).await;
+        let (port, server) = counting_server().await;
         let pool = Arc::new(Pool::default());
         let (resp, ended) = send(
             get(port, "/big"),
@@ -717,7 +740,7 @@ mod tests {
         // Proves the pruner closes an idle connection that outlived POOL_IDLE_TIMEOUT,
         // even to a server that never closes idle connections itself and with no further
         // request to its origin, and forgets the origin; a fresh one is kept.
-        let (port, server) = counting_server(false).await;
+        let (port, server) = counting_server().await;
         let pool = Arc::new(Pool::default());
         assert_eq!(fetch(port, &pool).await, "1:1");
         pool.prune();

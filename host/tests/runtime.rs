@@ -97,16 +97,20 @@ fn enc(s: &str) -> String {
 
 /// A plain hyper server on 127.0.0.1 answering `target says <path>`: the outbound target.
 async fn start_target() -> SocketAddr {
-    start_slow_target(Duration::ZERO).await
+    start_counted_target().await.0
 }
 
-/// Like [`start_target`], answering only after `delay`.
-async fn start_slow_target(delay: Duration) -> SocketAddr {
-    start_counted_target(delay).await.0
+/// Like [`start_target`], with the number of connections it accepted so far.
+async fn start_counted_target() -> (SocketAddr, Arc<AtomicUsize>) {
+    let (_release, held) = tokio::sync::watch::channel(true);
+    start_held_target(held).await
 }
 
-/// Like [`start_slow_target`], with the number of connections it accepted so far.
-async fn start_counted_target(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+/// Like [`start_counted_target`], answering each request only once `held` is `true` (or
+/// its sender is gone).
+async fn start_held_target(
+    held: tokio::sync::watch::Receiver<bool>,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -117,16 +121,19 @@ async fn start_counted_target(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>)
                 return;
             };
             counter.fetch_add(1, Ordering::SeqCst);
+            let held = held.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: http::Request<hyper::body::Incoming>| async move {
-                        tokio::time::sleep(delay).await;
-                        let text = format!("target says {}", req.uri().path());
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from(text),
-                        )))
-                    },
-                );
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let mut held = held.clone();
+                        async move {
+                            let _ = held.wait_for(|released| *released).await;
+                            let text = format!("target says {}", req.uri().path());
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from(text),
+                            )))
+                        }
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                     .await;
@@ -134,6 +141,19 @@ async fn start_counted_target(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>)
         }
     });
     (addr, accepted)
+}
+
+/// How long a wait may last before the test calls it stuck: a bound that only catches a
+/// hang, never a slow (loaded) machine.
+const HANG_AFTER: Duration = Duration::from_secs(30);
+
+/// Polls `ready` until it holds; fails naming `what` after [`HANG_AFTER`].
+async fn wait_until(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !ready().await {
+        assert!(started.elapsed() < HANG_AFTER, "stuck waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn header<'a>(echo: &'a Value, name: &str) -> &'a str {
@@ -372,7 +392,7 @@ async fn outbound_requests_never_connect_to_the_runtime_configs_blocked_networks
     // DestinationIpProhibited before any connection, "private" covers loopback, and a list
     // that does not cover the address lets the request through (and its connection is
     // kept alive for the next request to the same origin).
-    let (target, accepted) = start_counted_target(Duration::ZERO).await;
+    let (target, accepted) = start_counted_target().await;
     let port = target.port();
     let fetch = |base: String, url: String| async move {
         get(&format!("{base}/?op=fetch&url={}", enc(&url))).await
@@ -676,27 +696,30 @@ async fn a_missing_required_variable_stops_start_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_in_an_endless_loop_is_cut_off_and_the_host_keeps_serving() {
     // Proves the request deadline turns a stuck guest into a 500 while other requests and
-    // the next ones succeed.
+    // the next ones succeed: another component is asked only once the looping guest has
+    // written its marker to the store, so it answers while that guest spins.
     let kv = tempfile::tempdir().unwrap();
     let mut opts = probe_options(&kv);
     opts.request_timeout = Duration::from_secs(2);
     let app = start_probe(opts).await;
     let base = app.base_url();
-    let started = Instant::now();
     let looping = tokio::spawn({
         let base = base.clone();
-        async move { get(&format!("{base}/?op=loop")).await }
+        async move { get(&format!("{base}/?op=loop&key=loop-started")).await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let store = app.key_value_store("default").unwrap();
+    wait_until("the looping guest is running", async || {
+        store.get("loop-started").await.unwrap().is_some()
+    })
+    .await;
+    drop(store);
     let (s, _) = get(&format!("{base}/exact")).await;
     assert_eq!(s, 200, "another component answers while one loops");
-    let (s, _) = looping.await.unwrap();
+    let (s, _) = tokio::time::timeout(HANG_AFTER, looping)
+        .await
+        .expect("the looping guest is cut off")
+        .unwrap();
     assert_eq!(s, 500);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "cut off in {:?}",
-        started.elapsed()
-    );
     let (s, v) = get(&format!("{base}/?op=echo")).await;
     assert_eq!(s, 200, "{v}");
     app.shutdown().await;
@@ -812,22 +835,34 @@ async fn oversized_request_bodies_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_in_flight_requests_finish() {
-    // Proves shutdown stops accepting but a request already running (waiting on a slow
-    // outbound call) still gets its answer.
-    let target = start_slow_target(Duration::from_millis(1500)).await;
+    // Proves shutdown stops accepting but a request already running (waiting on an
+    // outbound call) still gets its answer: the target holds that answer from the moment
+    // the call reaches it until the host refuses new connections.
+    let (release, held) = tokio::sync::watch::channel(false);
+    let (target, accepted) = start_held_target(held).await;
     let kv = tempfile::tempdir().unwrap();
     let mut opts = probe_options(&kv);
     opts.variables
         .insert("target_port".into(), target.port().to_string());
     let app = start_probe(opts).await;
     let base = app.base_url();
+    let addr = app.local_addr();
     let url = enc(&format!("http://127.0.0.1:{}/slow", target.port()));
     let in_flight = tokio::spawn({
         let base = base.clone();
         async move { get(&format!("{base}/?op=fetch&url={url}")).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    app.shutdown().await;
+    wait_until("the guest's call reaches the target", async || {
+        accepted.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let shutdown = tokio::spawn(app.shutdown());
+    wait_until("the host refuses new connections", async || {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    release.send(true).unwrap();
+    shutdown.await.unwrap();
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["body"], "target says /slow");

@@ -12,7 +12,7 @@
 //! | `var` | `spin:variables.get(name)` |
 //! | `fetch` | outbound GET of `url`; answers with the status and body, or the error |
 //! | `print` | writes a line to stdout and one to stderr |
-//! | `loop` | spins forever (the host's deadline must cut it off) |
+//! | `loop` | sets `key` (when given) to `looping` in `store`, then spins forever (the host's deadline must cut it off) |
 //! | `trap` | panics |
 
 use bytes::Bytes;
@@ -43,7 +43,7 @@ async fn handle(req: Request) -> impl IntoResponse {
             eprintln!("probe says hello on stderr");
             (200, json!({"printed": true}))
         }
-        "loop" => spin_forever(),
+        "loop" => spin_forever(&query),
         "trap" => panic!("probe was asked to trap"),
         other => (400, json!({"error": format!("unknown op {other}")})),
     };
@@ -280,7 +280,14 @@ async fn fetch(query: &[(String, String)]) -> (u16, Value) {
     }
 }
 
-fn spin_forever() -> (u16, Value) {
+fn spin_forever(query: &[(String, String)]) -> (u16, Value) {
+    // The marker tells a test the guest is running before it relies on that.
+    if let Some(key) = query_get(query, "key") {
+        let marked = open_bucket(query).map(|bucket| bucket.set(key, b"looping"));
+        if !matches!(marked, Ok(Ok(()))) {
+            return (500, json!({"error": "cannot set the loop marker"}));
+        }
+    }
     let mut n: u64 = 0;
     loop {
         n = std::hint::black_box(n.wrapping_add(1));
