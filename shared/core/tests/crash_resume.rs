@@ -1016,7 +1016,7 @@ fn a_merchant_refund_id_is_not_burned_by_a_refund_a_blip_or_crash_stopped_before
         assert!(ch.refunded_ids.borrow().len() <= 1, "{here}");
     };
     for committed in [false, true] {
-        at_every_blip(|at| {
+        let at = at_every_blip(|at| {
             let (repo, _, ch, mut rng) = world(43);
             block_on(async {
                 let c = ctx(&repo, &keys, t0);
@@ -1030,8 +1030,9 @@ fn a_merchant_refund_id_is_not_burned_by_a_refund_a_blip_or_crash_stopped_before
                 blip.hooks.hit.get()
             })
         });
+        assert!(at > 15, "the refund has many storage operations ({at})");
     }
-    at_every_crash_point(|steps| {
+    let steps = at_every_crash_point(|steps| {
         let (repo, _, ch, mut rng) = world(44);
         block_on(async {
             let c = ctx(&repo, &keys, t0);
@@ -1047,6 +1048,7 @@ fn a_merchant_refund_id_is_not_burned_by_a_refund_a_blip_or_crash_stopped_before
             finished
         })
     });
+    assert!(steps > 15, "the refund has many crash points ({steps})");
 }
 
 #[test]
