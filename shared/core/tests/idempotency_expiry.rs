@@ -361,7 +361,7 @@ fn claims_racing_sweeps_never_lose_a_completed_reply() {
 /// One race of [`claims_racing_sweeps_never_lose_a_completed_reply`]: the number of
 /// claims that completed.
 fn race(seed: u64) -> u32 {
-    let repo = MemoryRepository::new();
+    let repo = MemoryRepository::with_faults(seed, Faults::default());
     let keys = keyring();
     let mut rng = SplitMix64::new(seed);
     let t0 = 1_000_000;

@@ -576,7 +576,11 @@ pub(crate) async fn queue_window<R: Repository>(
 }
 
 /// Advances a queue head past the leading finished slots and returns the processed
-/// slots it passed (for deletion).
+/// slots it passed (for deletion): none when a concurrent sweep moved the head first,
+/// whose head may still be behind them (deleted there, they would look like writers that
+/// died, and be tombstoned for good). A tombstone this call wrote into a slot that
+/// concurrent sweep had already passed (and emptied) is deleted again: nobody writes
+/// there any more, and nobody would ever read it.
 ///
 /// An empty slot is a writer that drew the sequence number and has not written it yet
 /// (or died). Once a later slot is older than the grace period it is presumed dead and
@@ -593,6 +597,7 @@ pub(crate) async fn advance_head<R: Repository>(
 ) -> Result<Vec<i64>, ApiError> {
     let mut done_through = head.done_through;
     let mut passed = Vec::new();
+    let mut tombstoned = Vec::new();
     for (index, (seq, slot, state)) in judged.iter().enumerate() {
         match (slot, state) {
             (Some(_), SlotState::Done) => passed.push(*seq),
@@ -610,19 +615,31 @@ pub(crate) async fn advance_head<R: Repository>(
                 if !writer_gone || !insert(ctx.repo, &queue.slot(*seq), &tombstone).await? {
                     break;
                 }
+                tombstoned.push(*seq);
             }
         }
         done_through = *seq;
     }
     if done_through != head.done_through {
         let next = QueueHead { done_through };
-        // A concurrent sweep moved it: fine, the next sweep continues from there.
+        // A concurrent sweep moved it: fine, the next sweep continues from there (and
+        // passes, and deletes, these slots again).
         match ctx
             .repo
             .put_if_version(&queue.head(), version, to_bytes(&next))
             .await
         {
-            Ok(_) | Err(RepoError::Conflict { .. }) => {}
+            Ok(_) => {}
+            Err(RepoError::Conflict { .. }) => {
+                let (now, _) = read::<QueueHead, R>(ctx.repo, &queue.head())
+                    .await?
+                    .unwrap_or_default();
+                for seq in tombstoned.into_iter().filter(|s| *s <= now.done_through) {
+                    // Best effort, like the deletion of passed slots.
+                    let _ = ctx.repo.delete(&queue.slot(seq)).await;
+                }
+                return Ok(Vec::new());
+            }
             Err(e) => return Err(e.into()),
         }
     }
