@@ -122,7 +122,9 @@ type World = (
 );
 
 fn notified_world(seed: u64) -> World {
-    let (repo, keys) = (MemoryRepository::new(), keyring());
+    // The seed also drives any faults a test injects: each seed interleaves anew.
+    let faults = spinpay_core::repo::memory::Faults::default();
+    let (repo, keys) = (MemoryRepository::with_faults(seed, faults), keyring());
     let mut rng = SplitMix64::new(seed);
     let notified = block_on(notified_merchant(&ctx(&repo, &keys, 1_000), &mut rng));
     (repo, keys, SimChannel::default(), rng, notified)

@@ -179,7 +179,8 @@ fn concurrent_refunds(name: &str, unknown_per_mille: u32) {
     // Proves 64 interleaved refunds of 100 on a 5,000 capture, with injected CAS conflicts and
     // yields between read and write: exactly 50 accepted, 14 refund_exceeds_captured, sum ≤ captured.
     run_seeded(name, 5, |seed| {
-        let repo = MemoryRepository::new();
+        // The seed also drives the injected faults and yields: each seed interleaves anew.
+        let repo = MemoryRepository::with_faults(seed, Faults::default());
         let (keys, ch) = (keyring(), SimChannel::default());
         let mut rng = SplitMix64::new(seed);
         let (m, p) = block_on(async {
