@@ -426,7 +426,7 @@ pub const ERROR_CODES: &[(&str, u16, &str, &str)] = &[
         "risk_denied",
         402,
         "channel_error",
-        "Risk control refused the payment (also a failure.code).",
+        "Reserved: never an error answer in v1. A risk denial is a payment with status failed and failure.code risk_denied.",
     ),
     (
         "risk_unavailable",
@@ -450,7 +450,7 @@ pub const ERROR_CODES: &[(&str, u16, &str, &str)] = &[
         "rate_limited",
         429,
         "rate_limit_error",
-        "Too many requests.",
+        "Reserved: v1 does not rate-limit.",
     ),
     (
         "notify_url_missing",
