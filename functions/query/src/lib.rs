@@ -121,6 +121,7 @@ async fn reconcile(
             let req = service::ReconcileRequest {
                 limit: call.limit,
                 merchant_id: call.merchant_id,
+                wall_clock: Some(env::now_ms),
             };
             service::reconcile(&ctx, &channels, &mut OsEntropy, &req).await
         })

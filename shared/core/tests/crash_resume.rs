@@ -890,6 +890,7 @@ fn an_unkeyed_create_failed_by_a_storage_blip_leaves_no_payment_behind() {
                 let run = ReconcileRequest {
                     limit: None,
                     merchant_id: None,
+                    wall_clock: None,
                 };
                 reconcile(&due, &ch, &mut rng, &run).await.unwrap();
                 let answered: Vec<String> = got
@@ -960,6 +961,7 @@ fn a_refund_failed_by_a_storage_blip_at_any_step_never_leaves_a_reservation_with
                 let all = ReconcileRequest {
                     limit: None,
                     merchant_id: None,
+                    wall_clock: None,
                 };
                 let run = reconcile(&due, &ch, &mut rng, &all).await;
                 assert!(run.is_ok(), "{here}: {run:?}");
@@ -1287,6 +1289,7 @@ fn a_confirm_or_review_failed_by_a_storage_blip_is_an_error_only_if_the_channel_
                     let run = ReconcileRequest {
                         limit: None,
                         merchant_id: None,
+                        wall_clock: None,
                     };
                     reconcile(&due, &ch, &mut rng, &run).await.unwrap();
                     assert!(

@@ -873,6 +873,7 @@ fn a_pass_over_more_merchants_than_one_call_visits_asks_to_be_called_again() {
     let req = ReconcileRequest {
         limit: None,
         merchant_id: None,
+        wall_clock: None,
     };
     let first = block_on(reconcile(&c, &ch, &mut rng, &req)).unwrap();
     assert_eq!((first.merchants_visited, first.has_more), (100, true));
@@ -923,6 +924,7 @@ fn a_merchant_whose_records_do_not_decode_never_stops_the_merchants_after_it() {
     let req = ReconcileRequest {
         limit: None,
         merchant_id: None,
+        wall_clock: None,
     };
     let r = block_on(reconcile(&c, &ch, &mut rng, &req)).unwrap();
     assert_eq!(r.merchants_failed.len(), 1, "{r:?}");

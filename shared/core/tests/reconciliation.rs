@@ -40,6 +40,7 @@ async fn reconcile_at(
     let req = ReconcileRequest {
         limit,
         merchant_id: None,
+        wall_clock: None,
     };
     reconcile(&c, ch, rng, &req).await
 }
@@ -628,6 +629,58 @@ fn a_limit_bounds_the_rechecks_of_one_call_and_the_next_call_goes_on() {
     });
 }
 
+thread_local! {
+    /// The wall clock of [`a_slow_clock`].
+    static WALL_MS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// A wall clock that moves on 4 s whenever it is read, as if every re-check between two
+/// readings took that long (a channel that answers slowly).
+fn a_slow_clock() -> i64 {
+    WALL_MS.with(|t| {
+        t.set(t.get() + 4_000);
+        t.get()
+    })
+}
+
+#[test]
+fn a_call_begins_no_recheck_past_its_time_window_and_the_next_call_goes_on() {
+    // Proves a call stops beginning re-checks once RECONCILE_WINDOW_MS has passed on the
+    // wall clock (a slow channel), well before its limit, says has_more, and the next
+    // calls re-check the rest: every due payment is re-checked once.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(35);
+        let t0 = 4_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        for _ in 0..6 {
+            pay(&c, &ch, &mut rng, &m, 1000, QR).await.unwrap();
+        }
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+        let c = ctx(&repo, &keys, reconcile_time(t0));
+        let req = ReconcileRequest {
+            limit: Some(RECONCILE_LIMIT_MAX),
+            merchant_id: None,
+            wall_clock: Some(a_slow_clock),
+        };
+        let mut rechecked = Vec::new();
+        loop {
+            let r = reconcile(&c, &ch, &mut rng, &req).await.unwrap();
+            rechecked.push(r.rechecked);
+            if !r.has_more {
+                break;
+            }
+            assert!(rechecked.len() < 10, "{rechecked:?}");
+        }
+        let window_reads = usize::try_from(RECONCILE_WINDOW_MS / 4_000).unwrap();
+        assert!(rechecked[0] as usize <= window_reads, "{rechecked:?}");
+        assert!(rechecked.len() > 1, "{rechecked:?}");
+        assert_eq!(rechecked.iter().sum::<u32>(), 6, "{rechecked:?}");
+    });
+}
+
 #[test]
 fn bad_requests_are_refused_naming_the_field_and_change_nothing() {
     // Proves a limit outside 1..=100 and an unknown merchant are 400s naming the field,
@@ -653,6 +706,7 @@ fn bad_requests_are_refused_naming_the_field_and_change_nothing() {
             let req = ReconcileRequest {
                 limit: None,
                 merchant_id: Some(mid.into()),
+                wall_clock: None,
             };
             let e = reconcile(&c, &ch, &mut rng, &req).await.unwrap_err();
             assert!(
@@ -664,6 +718,7 @@ fn bad_requests_are_refused_naming_the_field_and_change_nothing() {
         let req = ReconcileRequest {
             limit: None,
             merchant_id: Some(m.id.clone()),
+            wall_clock: None,
         };
         let ok = reconcile(&c, &ch, &mut rng, &req).await.unwrap();
         assert_eq!((ok.merchants_visited, ok.rechecked), (1, 1), "{ok:?}");

@@ -75,6 +75,12 @@ pub const RECONCILE_INTERVAL_MS: i64 = RECONCILE_TIERS[0].1;
 pub const RECONCILE_LIMIT_DEFAULT: u32 = 20;
 /// Most re-checks one call may make.
 pub const RECONCILE_LIMIT_MAX: u32 = 100;
+/// How long after its start a reconciliation call still begins re-checks (on the wall
+/// clock). One re-check may take a few channel calls after that, so a call answers within
+/// about 20 s even when a channel hangs: under the schedulers' client timeout (30 s), and
+/// well under the outbox's grace periods, which assume that a write's time
+/// (`ctx.now_ms`, the call's start) is close to the wall clock.
+pub const RECONCILE_WINDOW_MS: i64 = 10_000;
 const _: () = assert!(RECONCILE_LIMIT_DEFAULT <= RECONCILE_LIMIT_MAX);
 const _: () = {
     let mut t = 0;
@@ -120,12 +126,16 @@ fn still_waiting(status: PaymentStatus) -> bool {
 }
 
 /// What a reconciliation call asks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ReconcileRequest {
     /// Most objects re-checked ([`RECONCILE_LIMIT_DEFAULT`] when `None`).
     pub limit: Option<u32>,
     /// Only this merchant.
     pub merchant_id: Option<String>,
+    /// The wall clock (Unix ms): no re-check begins [`RECONCILE_WINDOW_MS`] after the
+    /// call's first reading of it (`has_more` then asks for another call). `None` (tests
+    /// that need no clock) bounds a call by `limit` alone.
+    pub wall_clock: Option<fn() -> i64>,
 }
 
 /// What a reconciliation call did.
@@ -300,6 +310,7 @@ where
         channel,
         rng,
         limit,
+        window: req.wall_clock.map(|clock| (clock, clock())),
         report: &mut report,
     };
     if let Some(mid) = &req.merchant_id {
@@ -311,7 +322,7 @@ where
     let mut next_seq = round.resume_at;
     run.report.has_more |= !round.reaches_end;
     for (seq, mid) in &round.merchants {
-        if run.report.rechecked >= limit {
+        if run.spent() {
             run.report.has_more = true;
             break;
         }
@@ -331,10 +342,21 @@ struct Run<'a, C, E> {
     channel: &'a C,
     rng: &'a mut E,
     limit: u32,
+    /// The wall clock and its reading at the call's start.
+    window: Option<(fn() -> i64, i64)>,
     report: &'a mut ReconcileReport,
 }
 
 impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
+    /// Whether the call may begin no more re-checks: the limit is reached, or its
+    /// [`RECONCILE_WINDOW_MS`] has passed.
+    fn spent(&self) -> bool {
+        self.report.rechecked >= self.limit
+            || self.window.is_some_and(|(clock, started_ms)| {
+                clock().saturating_sub(started_ms) >= RECONCILE_WINDOW_MS
+            })
+    }
+
     /// Re-checks the due slots at the heads of `merchant_id`'s queues, youngest tier
     /// first.
     async fn merchant<R: Repository>(
@@ -373,7 +395,7 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
                     judged.push((seq, slot, SlotState::Wait));
                     break;
                 }
-                Some(_) if self.report.rechecked >= self.limit => {
+                Some(_) if self.spent() => {
                     self.report.has_more = true;
                     judged.push((seq, slot, SlotState::Wait));
                     break;
