@@ -759,6 +759,73 @@ fn a_code_paid_while_it_was_being_revoked_is_flagged_for_a_person() {
 }
 
 #[test]
+fn a_new_code_from_a_retried_approval_keeps_the_attempts_left_and_codes_are_capped() {
+    // Proves retrying the approval of an sms_otp payment (which sends a new code) gives no
+    // new attempts: 4 wrong codes, a new code, and the next wrong one fails the payment;
+    // and that however often an approval is retried, at most OTP_CODES_MAX codes are sent.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(66),
+    );
+    let method = r#"{"type":"sms_otp","phone":"+8613812345678"}"#;
+    let mut config = spinpay_core::riskengine::EngineConfig::default();
+    config.weights.per_transaction_max = config.thresholds.review_at;
+    let risky = LocalRisk { config };
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let new = new_payment(&body(6_000_000, method, ""));
+            let p = create_payment(&c, &ch, &risky, &mut rng, &m, new)
+                .await
+                .unwrap();
+            assert_eq!(p.status, PaymentStatus::RequiresReview);
+            ids.push(p.id);
+        }
+        let (guessed, spammed) = (ids[0].clone(), ids[1].clone());
+
+        review_payment(&c, &ch, &mut rng, &m.id, &guessed, true, false)
+            .await
+            .unwrap();
+        let wrong = |code: String| if code == "000000" { "111111" } else { "000000" };
+        for left in (1..OTP_ATTEMPTS_MAX).rev() {
+            let bad = wrong(ch.last_otp());
+            let e = confirm_payment(&c, &ch, &mut rng, &m.id, &guessed, bad, false).await;
+            assert_eq!(
+                e.unwrap_err(),
+                ApiError::OtpInvalid {
+                    attempts_left: left
+                }
+            );
+        }
+        let sent = ch.sms.borrow().len();
+        let again = review_payment(&c, &ch, &mut rng, &m.id, &guessed, true, false).await;
+        assert_eq!(again.unwrap().status, PaymentStatus::RequiresCustomerAction);
+        assert_eq!(ch.sms.borrow().len(), sent + 1, "a new code went out");
+        let bad = wrong(ch.last_otp());
+        let e = confirm_payment(&c, &ch, &mut rng, &m.id, &guessed, bad, false).await;
+        assert_eq!(e.unwrap_err(), ApiError::OtpAttemptsExceeded);
+        assert_eq!(
+            get_payment(&c, &m.id, &guessed).await.unwrap().status,
+            PaymentStatus::Failed
+        );
+
+        ch.sms.borrow_mut().clear();
+        for _ in 0..OTP_CODES_MAX + 3 {
+            let r = review_payment(&c, &ch, &mut rng, &m.id, &spammed, true, false).await;
+            assert_eq!(r.unwrap().status, PaymentStatus::RequiresCustomerAction);
+        }
+        assert_eq!(ch.sms.borrow().len(), OTP_CODES_MAX as usize);
+        let code = ch.last_otp();
+        let ok = confirm_payment(&c, &ch, &mut rng, &m.id, &spammed, &code, false).await;
+        assert_eq!(ok.unwrap().status, PaymentStatus::Succeeded);
+    });
+}
+
+#[test]
 fn sms_otp_confirms_with_the_right_code_and_fails_after_five_wrong_ones() {
     // Proves the OTP flow: code by SMS, wrong code counts down, right code pays, 5 wrong fail.
     let (repo, keys, ch, mut rng) = (

@@ -60,7 +60,7 @@ pub use notifications::{
 };
 pub use outbox::{OUTBOX_EVENTS_MAX, ObjectKind, PUBLISH_GRACE_MS, PendingEvent, event_id};
 pub use payments::{
-    CLOSED_UNPAID_CODE, OTP_ATTEMPTS_MAX, OTP_TTL_MS, OtpChallenge, cancel_payment,
+    CLOSED_UNPAID_CODE, OTP_ATTEMPTS_MAX, OTP_CODES_MAX, OTP_TTL_MS, OtpChallenge, cancel_payment,
     capture_payment, confirm_payment, create_payment, create_payment_seeded, recheck_payment,
     review_payment,
 };

@@ -22,8 +22,12 @@ use crate::repo::{RepoError, Repository};
 use crate::riskengine::RiskInput;
 use crate::rng::Entropy;
 
-/// Wrong codes allowed before the payment fails.
+/// Wrong codes allowed before the payment fails: per payment, however many codes it is
+/// sent (a new code keeps the attempts the old one left).
 pub const OTP_ATTEMPTS_MAX: u32 = 5;
+/// Most codes one payment is sent (its first, and new ones when an approval is retried):
+/// beyond it an approval sends none, so nobody can flood the payer with SMS.
+pub const OTP_CODES_MAX: u32 = 5;
 /// How long a code is valid.
 pub const OTP_TTL_MS: i64 = 5 * 60 * 1000;
 /// The decline code a channel adapter reports for an order its channel closed without
@@ -45,6 +49,14 @@ pub struct OtpChallenge {
     pub attempts_left: u32,
     /// Expiry.
     pub expires_at_ms: i64,
+    /// Codes sent to the payer so far, this one included (a challenge stored before this
+    /// field existed counts as one).
+    #[serde(default = "one_code")]
+    pub codes_sent: u32,
+}
+
+fn one_code() -> u32 {
+    1
 }
 
 /// What happens after risk has spoken.
@@ -869,17 +881,25 @@ where
     E: Entropy,
 {
     let phone = otp_phone(ctx, payment)?.ok_or_else(|| internal("otp without phone"))?;
+    let key = keys::otp(&payment.id);
+    let earlier = read::<OtpChallenge, R>(ctx.repo, &key).await?;
+    // A new code replaces an earlier one with the attempts that one left: however often
+    // an approval is retried, a payment allows OTP_ATTEMPTS_MAX wrong codes in all.
+    let (attempts_left, codes_sent, version) = match earlier {
+        Some((c, _)) if c.codes_sent >= OTP_CODES_MAX => return Ok(payment.clone()),
+        Some((c, version)) => (c.attempts_left, c.codes_sent.saturating_add(1), version),
+        None => (OTP_ATTEMPTS_MAX, 1, 0),
+    };
     let code = format!("{:06}", u64::from_le_bytes(rng.bytes()) % 1_000_000);
     let challenge = OtpChallenge {
         payment_id: payment.id.clone(),
         otp_hash: ctx
             .keys
             .keyed_hash_hex(format!("{}:{code}", payment.id).as_bytes()),
-        attempts_left: OTP_ATTEMPTS_MAX,
+        attempts_left,
         expires_at_ms: ctx.now_ms + OTP_TTL_MS,
+        codes_sent,
     };
-    let key = keys::otp(&payment.id);
-    let version = ctx.repo.get(&key).await?.map_or(0, |v| v.version);
     ctx.repo
         .put_if_version(&key, version, to_bytes(&challenge))
         .await?;
