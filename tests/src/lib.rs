@@ -25,6 +25,7 @@
 //! label); `SPINPAY_TEST_MANIFEST` runs the suite against another manifest; `RUST_LOG` turns
 //! on the host's logs.
 
+pub mod contention;
 pub mod receiver;
 pub mod sim;
 pub mod spin_stores;

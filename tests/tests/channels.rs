@@ -825,7 +825,8 @@ fn wechatpay_forged_stale_and_wrong_amount_callbacks_never_capture() {
 #[test]
 fn unionpay_qr_apply_app_and_customer_codes_settle_by_back_notification() {
     // Proves QR apply (txnSubType 07) gives a QR, app consume a tn, and a customer code
-    // (06) is accepted then settled by the back-notification; each notification is
+    // (06) is accepted then settled by the back-notification UnionPay sends on its own
+    // (seen in the payment list, which never queries the channel); each notification is
     // verified by certId and answered 200 `ok`.
     run_world(async |w| {
         let m = merchant(w).await;
@@ -840,8 +841,13 @@ fn unionpay_qr_apply_app_and_customer_codes_settle_by_back_notification() {
         }
         let c = create(&m, &request("unionpay", 1450, code("62"))).await;
         assert_money(&c, "processing", 0, 0);
-        m.wait_for_status(&id(&c), "succeeded").await;
-        assert_money(&m.payment(&id(&c)).await, "succeeded", 1450, 0);
+        let answer = w.unionpay.own_notification_answer(&id(&c)).await;
+        assert_eq!(answer, (200, "ok".into()));
+        // Read from the list, which never asks the channel (GET /v1/payments/{id} would
+        // query UnionPay and settle the payment without the notification).
+        let listed = m.list_payments("limit=1").await;
+        assert_eq!(listed["data"][0]["id"], id(&c), "{listed}");
+        assert_money(&listed["data"][0], "succeeded", 1450, 0);
     });
 }
 

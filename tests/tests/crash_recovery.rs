@@ -135,6 +135,68 @@ struct Sent {
 /// A load request and what the crashed host answered (None: no answer).
 type Outcome = (Sent, Option<(u16, Value)>);
 
+/// Error codes an Idempotency-Key does not keep as its result (retry them, or correct
+/// the request: docs/errors.md, `ApiError::leaves_key_unused`); a replay runs the
+/// request again instead of answering them again.
+const NOT_KEPT: [&str; 18] = [
+    "idempotency_key_in_use",
+    "concurrent_modification",
+    "storage_unavailable",
+    "channel_unavailable",
+    "risk_unavailable",
+    "rate_limited",
+    "internal_error",
+    "not_configured",
+    "api_key_retiring",
+    "parameter_missing",
+    "parameter_invalid",
+    "amount_invalid",
+    "currency_unsupported",
+    "method_unsupported",
+    "channel_unsupported",
+    "body_too_large",
+    "json_invalid",
+    "unknown_field",
+];
+
+/// Whether the key keeps `answer` as the request's result, to replay it byte for byte: a
+/// 200, or an error that came from running the request (e.g. `refund_exceeds_captured`).
+/// A host-level 5xx (not even JSON) is never kept.
+fn kept_by_the_key((status, body): &(u16, Value)) -> bool {
+    match body["error"]["code"].as_str() {
+        Some(code) => !NOT_KEPT.contains(&code),
+        None => *status == 200,
+    }
+}
+
+/// Whether an object acknowledged in status `acknowledged` may now be in `now`: the
+/// same status, or any status after one that is not final (the channel had not
+/// settled it yet). A final status never changes.
+fn still_or_later(acknowledged: &str, now: &str) -> bool {
+    match acknowledged {
+        // Payments waiting on the customer, risk or the channel, and pending refunds.
+        "requires_customer_action"
+        | "requires_review"
+        | "requires_capture"
+        | "processing"
+        | "pending" => true,
+        // Final for the auto-captured payments and the refunds of this test.
+        "succeeded" | "failed" | "canceled" => now == acknowledged,
+        other => panic!("unknown status {other:?}"),
+    }
+}
+
+/// The ids of the refunds payment `id` lists.
+async fn refund_ids(m: &Merchant<'_>, id: &str) -> BTreeSet<String> {
+    let p = m.payment(id).await;
+    p["refunds"]
+        .as_array()
+        .expect("refunds")
+        .iter()
+        .map(|r| r["id"].as_str().expect("refund id").to_string())
+        .collect()
+}
+
 /// `POST` with a key; a dropped connection or a timeout is `None` (the host died).
 async fn try_post(app: &TestApp, secret_key: &str, sent: &Sent) -> Option<(u16, Value)> {
     let auth = format!("Bearer {secret_key}");
@@ -152,10 +214,13 @@ async fn try_post(app: &TestApp, secret_key: &str, sent: &Sent) -> Option<(u16, 
 #[test]
 fn a_host_killed_mid_load_loses_nothing_acknowledged_and_counts_nothing_twice() {
     // Proves SIGKILL during concurrent payments and over-subscribed refunds leaves every
-    // acknowledged payment and refund in place after a restart, replays of every request
-    // creating nothing new, the scheduled sweeps settling whatever was left waiting on
-    // the channel (no payment processing, no refund pending), refunded ≤ captured on
-    // every payment with the refunds' sum equal to it, and list and objects agreeing.
+    // acknowledged payment and refund in place after a restart (same amount, same status
+    // or a later one), replays of every request creating nothing new (an answer given
+    // before the kill replayed exactly; new payments and refunds only for requests that
+    // may run again, each answered by its replay), the scheduled sweeps settling whatever
+    // was left waiting on the channel (no payment processing, no refund pending),
+    // refunded ≤ captured on every payment with the refunds' sum equal to it, and list
+    // and objects agreeing.
     runtime().block_on(async {
         let kv_dir = tempfile::tempdir().expect("temp dir");
         let host = HostProcess::spawn(kv_dir.path());
@@ -245,32 +310,52 @@ fn a_host_killed_mid_load_loses_nothing_acknowledged_and_counts_nothing_twice() 
 
         // 1. Every acknowledged request is still there, as acknowledged or further along.
         let mut acknowledged_payments = BTreeSet::new();
+        let mut acknowledged = 0;
         for (sent, reply) in &outcomes {
             let Some((200, obj)) = reply else { continue };
+            acknowledged += 1;
             let id = obj["id"].as_str().expect("id");
-            if sent.path == "/v1/payments" {
-                let p = m.payment(id).await;
-                assert_eq!(p["amount_minor"], obj["amount_minor"], "{p}");
+            let now = if sent.path == "/v1/payments" {
                 acknowledged_payments.insert(id.to_string());
+                m.payment(id).await
             } else {
                 let (status, r) = m.get(&format!("/v1/refunds/{id}")).await;
                 assert_eq!(status, 200, "acknowledged refund {id} lost: {r}");
-                assert_eq!(r["amount_minor"], obj["amount_minor"], "{r}");
-            }
+                r
+            };
+            assert_eq!(now["amount_minor"], obj["amount_minor"], "{now}");
+            let (was, is) = (obj["status"].as_str(), now["status"].as_str());
+            assert!(
+                still_or_later(was.expect("status"), is.expect("status")),
+                "acknowledged {was:?}, now {is:?}: {now}"
+            );
         }
+        assert!(
+            acknowledged > 0,
+            "no request was acknowledged with 200 before the kill: step 1 checked nothing"
+        );
 
-        // 2. Replays: every request again with its key creates nothing new.
+        // 2. Replays: every request again with its key creates nothing new. An answer the
+        //    key kept replays exactly; a request not answered, or answered with an error
+        //    the key does not keep, may run now, and only those may add a refund.
         let before = m.count_payments().await;
+        let mut refunds_before = BTreeMap::new();
+        for id in &captured {
+            refunds_before.insert(id.clone(), refund_ids(&m, id).await);
+        }
+        let mut may_run: BTreeMap<String, usize> = BTreeMap::new();
+        let mut replayed_refunds = BTreeSet::new();
+        let mut kept_errors = 0;
         for (sent, reply) in &outcomes {
             let again = try_post(&app, &secret_key, sent)
                 .await
                 .expect("the restarted host answers");
             match reply {
-                Some((200, obj)) => {
-                    assert_eq!(again.0, 200, "replay of {sent:?}: {}", again.1);
+                Some(answer) if kept_by_the_key(answer) => {
+                    kept_errors += usize::from(answer.0 != 200);
                     assert_eq!(
-                        again.1["id"], obj["id"],
-                        "replay of {sent:?} changed the answer"
+                        &again, answer,
+                        "replay of {sent:?} differs from the answer before the kill"
                     );
                 }
                 // A request in flight at the kill holds its key until the lock expires
@@ -283,17 +368,51 @@ fn a_host_killed_mid_load_loses_nothing_acknowledged_and_counts_nothing_twice() 
                         again.0,
                         again.1
                     );
+                    *may_run.entry(sent.path.clone()).or_default() += 1;
                 }
             }
+            if again.0 == 200 && sent.path != "/v1/payments" {
+                replayed_refunds.insert(again.1["id"].as_str().expect("id").to_string());
+            }
         }
+        let mut refunds_added = 0;
+        for id in &captured {
+            let (was, now) = (&refunds_before[id], refund_ids(&m, id).await);
+            assert!(
+                was.is_subset(&now),
+                "replays dropped refunds of {id}: {was:?} → {now:?}"
+            );
+            let added: Vec<&String> = now.difference(was).collect();
+            refunds_added += added.len();
+            let allowed = may_run
+                .get(&format!("/v1/payments/{id}/refunds"))
+                .copied()
+                .unwrap_or(0);
+            assert!(
+                added.len() <= allowed,
+                "replays added {} refunds to {id}, more than its {allowed} requests that \
+                 may run again: {added:?}",
+                added.len()
+            );
+            for rid in added {
+                assert!(
+                    replayed_refunds.contains(rid),
+                    "refund {rid} of {id} appeared, but no replay answered it"
+                );
+            }
+        }
+        let may_run_total: usize = may_run.values().sum();
+        eprintln!(
+            "crash test: {acknowledged} acknowledged, {kept_errors} kept errors replayed \
+             exactly, {may_run_total} requests may run again, {refunds_added} refunds added \
+             by replays"
+        );
         let after = m.count_payments().await;
-        let fresh_payments = outcomes
-            .iter()
-            .filter(|(s, r)| s.path == "/v1/payments" && r.is_none())
-            .count();
+        let fresh_payments = may_run.get("/v1/payments").copied().unwrap_or(0);
         assert!(
             after <= before + fresh_payments,
-            "replays created {} payments, more than the {fresh_payments} unanswered creations",
+            "replays created {} payments, more than the {fresh_payments} creations that may \
+             run again",
             after - before
         );
         assert!(

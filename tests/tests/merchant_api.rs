@@ -2,10 +2,16 @@
 //! authentication, idempotency, order ids, lookups and cursor lists, the event log,
 //! merchant isolation, malformed input, masking of secrets, and risk control.
 
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use serde_json::{Value, json};
+use spinpay_tests::contention::Contention;
 use spinpay_tests::{
-    ADMIN_TOKEN, Merchant, assert_error, assert_error_param, manual_payment_request,
-    payment_request, qr_customer, run, unique, unique_phone, unique_token,
+    ADMIN_TOKEN, Merchant, POLL_INTERVAL, TestApp, assert_error, assert_error_param,
+    manual_payment_request, payment_request, qr_customer, run, runtime, unique, unique_phone,
+    unique_token,
 };
 
 // ---------------------------------------------------------------- onboarding and keys
@@ -52,7 +58,8 @@ fn onboarding_returns_the_merchant_with_its_secrets_once() {
 
 #[test]
 fn a_merchant_reads_and_changes_its_own_settings_and_bad_values_change_nothing() {
-    // Proves GET/POST /v1/account: settings shown without keys, updated, and a bad URL refused with no change.
+    // Proves GET/POST /v1/account: settings shown without keys, updated, and a bad URL or an
+    // unknown field refused naming the field, with no change.
     run(|app| async move {
         let m = app.new_merchant().await;
         let (status, before) = m.get("/v1/account").await;
@@ -81,7 +88,7 @@ fn a_merchant_reads_and_changes_its_own_settings_and_bad_values_change_nothing()
             assert_error_param(&refused, 400, "parameter_invalid", "notify_url");
         }
         let unknown = m.post("/v1/account", &json!({"secret_key": "x"})).await;
-        assert_eq!(unknown.0, 400, "{}", unknown.1);
+        assert_error_param(&unknown, 400, "unknown_field", "secret_key");
         let (_, now) = m.get("/v1/account").await;
         assert_eq!(now, after, "rejected updates changed nothing");
         // The new default applies to payments that do not say how to capture.
@@ -350,39 +357,71 @@ fn a_request_refused_as_malformed_leaves_its_idempotency_key_free_for_the_correc
     });
 }
 
+/// Requests racing under one Idempotency-Key.
+const SAME_KEY_REQUESTS: usize = 8;
+/// How long the other requests may take to be answered while the first is in flight.
+const OTHERS_ANSWERED_WITHIN: Duration = Duration::from_secs(15);
+
 #[test]
 fn concurrent_requests_with_one_idempotency_key_create_one_payment() {
-    // Proves 8 racing creates under one key: each answers the one payment or 409
-    // idempotency_key_in_use, and exactly one payment exists.
-    run(|app| async move {
-        let m = std::sync::Arc::new(app.new_merchant().await);
+    // Proves 8 racing creates under one key, overlapping for certain: the request that
+    // claims the key is held at the sandbox channel (its records wait in the store) until
+    // it is there and the other 7 have been answered, each 409 idempotency_key_in_use;
+    // then it answers the one payment, a replay answers the same, and exactly one payment
+    // exists.
+    let contention = Contention::new();
+    runtime().block_on(async {
+        let app = TestApp::start_wrapped(contention.wrap()).await;
+        let m = app.new_merchant().await;
         let key = unique("idem-race");
         let body = payment_request(1500, qr_customer());
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let (m, key, body) = (m.clone(), key.clone(), body.clone());
-            tasks.push(tokio::spawn(async move {
-                m.post_with_key("/v1/payments", Some(&key), &body).await
-            }));
-        }
-        let mut created: Option<Value> = None;
-        for task in tasks {
-            let reply = task.await.expect("create task panicked");
-            if reply.0 == 200 {
-                match &created {
-                    Some(first) => {
-                        assert_eq!(&reply.1, first, "two different payments for one key")
-                    }
-                    None => created = Some(reply.1),
-                }
-            } else {
-                assert_error(&reply, 409, "idempotency_key_in_use");
+        contention.close("sbx:");
+        let mut racing: FuturesUnordered<_> = (0..SAME_KEY_REQUESTS)
+            .map(|_| m.post_with_key("/v1/payments", Some(&key), &body))
+            .collect();
+        let mut refused = Vec::new();
+        while refused.len() < SAME_KEY_REQUESTS - 1 {
+            match tokio::time::timeout(OTHERS_ANSWERED_WITHIN, racing.next()).await {
+                Ok(Some(reply)) => refused.push(reply),
+                Ok(None) | Err(_) => break,
             }
         }
-        let created = created.expect("no request with the key succeeded");
+        // And the request that claimed the key is waiting on the channel.
+        let waited = tokio::time::timeout(OTHERS_ANSWERED_WITHIN, async {
+            while contention.report().valve_held == 0 {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+        })
+        .await;
+        contention.open();
+        let mut rest = Vec::new();
+        while let Some(reply) = racing.next().await {
+            rest.push(reply);
+        }
+        drop(racing);
+        assert_eq!(
+            refused.len(),
+            SAME_KEY_REQUESTS - 1,
+            "while one request was in flight only {} others were answered: {refused:?}, \
+             then {rest:?}",
+            refused.len()
+        );
+        for r in &refused {
+            assert_error_param(r, 409, "idempotency_key_in_use", "Idempotency-Key");
+        }
+        assert!(
+            waited.is_ok(),
+            "the request that claimed the key never reached the channel: {:?}",
+            contention.report()
+        );
+        let [(200, created)] = rest.as_slice() else {
+            panic!("the claiming request did not answer 200: {rest:?}");
+        };
+        assert_eq!(created["object"], "payment", "{created}");
         let replay = m.post_with_key("/v1/payments", Some(&key), &body).await;
-        assert_eq!(replay, (200, created), "the stored answer differs");
+        assert_eq!(replay, (200, created.clone()), "the stored answer differs");
         assert_eq!(m.count_payments().await, 1);
+        app.shutdown().await;
     });
 }
 

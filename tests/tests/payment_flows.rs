@@ -669,7 +669,8 @@ fn a_forged_or_stale_notification_is_refused_and_changes_nothing() {
 #[test]
 fn a_redelivered_notification_is_acknowledged_and_applied_once() {
     // Proves a correctly signed duplicate of the success notification is acknowledged (200)
-    // and changes nothing: same version, same captured amount.
+    // and changes nothing: same version, same captured amount, still exactly one
+    // payment.succeeded event.
     run(|app| async move {
         let m = app.new_merchant().await;
         let (p, qr) = pending_qr(&m).await;
@@ -687,6 +688,15 @@ fn a_redelivered_notification_is_acknowledged_and_applied_once() {
             settled,
             "a duplicate notification changed the payment"
         );
+        let (status, events) = m.get("/v1/events?limit=100").await;
+        assert_eq!(status, 200, "{events}");
+        let succeeded = events["data"]
+            .as_array()
+            .expect("event list")
+            .iter()
+            .filter(|e| e["type"] == "payment.succeeded" && e["data"]["id"] == id)
+            .count();
+        assert_eq!(succeeded, 1, "{events}");
     });
 }
 

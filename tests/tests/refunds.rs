@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use spinpay_tests::contention::Contention;
 use spinpay_tests::spin_stores::{SpinRedisStats, spin_redis_like};
 use spinpay_tests::{
-    Merchant, TestApp, assert_error, assert_error_param, manual_payment_request, payment_request,
-    qr_customer, run, runtime, unique,
+    Merchant, POLL_ATTEMPTS_MAX, POLL_INTERVAL, TestApp, assert_error, assert_error_param,
+    manual_payment_request, payment_request, qr_customer, run, runtime, unique,
 };
 
 /// A succeeded (captured) payment of `amount_minor`; returns its id.
@@ -179,45 +180,70 @@ async fn refund_with_retry(m: &Merchant<'_>, id: &str, amount_minor: i64) -> ((u
     }
 }
 
+/// Refund swaps on the payment held until this many wait at once (see
+/// [`spinpay_tests::contention`]: only swaps from different instances, each serving up to
+/// 16 requests, can wait at once; two prove the overlap).
+const REFUND_SWAPS_HELD: usize = 2;
+
 #[test]
 fn sixty_four_concurrent_partial_refunds_never_exceed_the_captured_amount() {
     // Proves 64 racing 300-unit refunds on 10000 captured: exactly 33 accepted (9900), the rest
-    // refund_exceeds_captured, and the payment's refunded_minor equals the accepted sum.
+    // refund_exceeds_captured, and the payment's refunded_minor equals the accepted sum. The
+    // race is real: the store holds the first swaps on the payment until two requests wait
+    // at once, so one of them is refused; a refund left pending by a slow channel is
+    // re-checked until it succeeds before the totals are compared.
     const CAPTURED_MINOR: i64 = 10_000;
     const REFUND_MINOR: i64 = 300;
     const TASKS: usize = 64;
-    run(|app| async move {
+    let contention = Contention::new();
+    runtime().block_on(async {
+        let app = TestApp::start_wrapped(contention.wrap()).await;
         let m = app.new_merchant().await;
         let id = captured_payment(&m, CAPTURED_MINOR).await;
-        let m = std::sync::Arc::new(m);
-        let mut tasks = Vec::with_capacity(TASKS);
-        for _ in 0..TASKS {
-            let m = m.clone();
-            let id = id.clone();
-            tasks.push(tokio::spawn(async move {
-                refund_with_retry(&m, &id, REFUND_MINOR).await
-            }));
-        }
+        contention.hold_swaps(&format!("pay/{id}"), REFUND_SWAPS_HELD);
+        let refunds = (0..TASKS).map(|_| refund_with_retry(&m, &id, REFUND_MINOR));
         let mut accepted_minor = 0;
         let mut accepted_ids = Vec::new();
+        let mut pending_ids = Vec::new();
         let mut total_retries = 0;
-        for task in tasks {
-            let ((status, body), retries) = task.await.expect("refund task panicked");
+        for ((status, body), retries) in futures::future::join_all(refunds).await {
             total_retries += retries;
             match status {
                 200 => {
-                    assert_eq!(body["status"], "succeeded", "{body}");
+                    let rid = body["id"].as_str().unwrap().to_string();
+                    match body["status"].as_str() {
+                        Some("succeeded") => {}
+                        // The sandbox call outlasted the channel deadline under the load:
+                        // the amount is reserved, the channel's answer is still to come.
+                        Some("pending") => pending_ids.push(rid.clone()),
+                        _ => panic!("an accepted refund neither succeeded nor pending: {body}"),
+                    }
                     assert_eq!(body["amount_minor"], REFUND_MINOR, "{body}");
                     accepted_minor += REFUND_MINOR;
-                    accepted_ids.push(body["id"].as_str().unwrap().to_string());
+                    accepted_ids.push(rid);
                 }
                 _ => assert_error(&(status, body), 400, "refund_exceeds_captured"),
             }
         }
+        let report = contention.report();
         println!(
-            "accepted {} refunds ({accepted_minor}), {total_retries} contention retries",
-            accepted_ids.len()
+            "accepted {} refunds ({accepted_minor}, {} pending), {total_retries} contention \
+             retries, {report:?}",
+            accepted_ids.len(),
+            pending_ids.len()
         );
+        assert!(
+            report.filled,
+            "{REFUND_SWAPS_HELD} refund swaps never waited at once: the requests did not \
+             overlap on the server ({report:?})"
+        );
+        assert!(
+            report.refused >= REFUND_SWAPS_HELD as u64 - 1,
+            "the held swaps were planned on one payment version, yet all committed: {report:?}"
+        );
+        for rid in &pending_ids {
+            settle_pending_refund(&m, rid).await;
+        }
         assert!(
             accepted_minor <= CAPTURED_MINOR,
             "refunded {accepted_minor} of {CAPTURED_MINOR}"
@@ -241,7 +267,27 @@ fn sixty_four_concurrent_partial_refunds_never_exceed_the_captured_amount() {
             shown, accepted_ids,
             "the payment lists exactly the accepted refunds"
         );
+        app.shutdown().await;
     });
+}
+
+/// Re-checks the pending refund `rid` (`POST /v1/refunds/{id}/recheck`) until the channel
+/// has settled it; it must succeed.
+async fn settle_pending_refund(m: &Merchant<'_>, rid: &str) {
+    let mut last = Value::Null;
+    for _ in 0..POLL_ATTEMPTS_MAX {
+        let (status, r) = m
+            .post(&format!("/v1/refunds/{rid}/recheck"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "re-check of {rid}: {r}");
+        if r["status"] != "pending" {
+            assert_eq!(r["status"], "succeeded", "{r}");
+            return;
+        }
+        last = r;
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    panic!("refund {rid} still pending after {POLL_ATTEMPTS_MAX} re-checks: {last}");
 }
 
 #[test]

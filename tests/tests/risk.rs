@@ -58,6 +58,17 @@ fn with_payer(mut req: Value, payer: Value) -> Value {
     req
 }
 
+/// Asserts payment `p` failed because risk denied it, `rule` first among the rules that
+/// fired.
+fn assert_denied_by(p: &Value, rule: &str) {
+    assert_eq!(
+        (&p["status"], &p["failure"]["code"], &p["risk"]["decision"]),
+        (&json!("failed"), &json!("risk_denied"), &json!("deny")),
+        "{p}"
+    );
+    assert_eq!(p["risk"]["rules"][0]["rule"], rule, "{p}");
+}
+
 /// The app method.
 fn app_method() -> Value {
     json!({"type": "app"})
@@ -273,7 +284,8 @@ fn a_bad_rules_put_names_the_field_and_changes_nothing() {
 
 #[test]
 fn one_merchants_rules_never_reach_another() {
-    // Proves rules are per merchant: A's block list and version do not touch B.
+    // Proves rules are per merchant: A's block list and version do not touch B (B's
+    // payment by the payer is allowed, A's is denied by blocklist.payer_id).
     run(|app| async move {
         let a = app.new_merchant().await;
         let b = app.new_merchant().await;
@@ -284,8 +296,9 @@ fn one_merchants_rules_never_reach_another() {
         let shared = json!({"id": "u-shared"});
         let pb = pay_as(&b, 1250, qr_customer(), shared.clone()).await;
         assert_eq!(pb["status"], "succeeded");
+        assert_eq!(pb["risk"]["decision"], "allow", "{pb}");
         let pa = pay_as(&a, 1250, qr_customer(), shared).await;
-        assert_eq!(pa["status"], "failed");
+        assert_denied_by(&pa, "blocklist.payer_id");
     });
 }
 
@@ -376,7 +389,8 @@ fn rapid_pay_then_refund_cycles_raise_an_aml_record() {
 #[test]
 fn a_block_list_of_thousands_fits_in_one_put_and_applies() {
     // Proves the rules endpoint takes bodies far above the 16 KiB of other requests
-    // (5,000 devices, ~90 KB) and the last entry still blocks.
+    // (5,000 devices, ~90 KB) and the last entry still blocks (denied by
+    // blocklist.device_id).
     run(|app| async move {
         let m = app.new_merchant().await;
         let devices: Vec<String> = (0..5_000).map(|i| format!("device-fleet-{i:05}")).collect();
@@ -387,6 +401,6 @@ fn a_block_list_of_thousands_fits_in_one_put_and_applies() {
         );
         let last = json!({"device_id": "device-fleet-04999"});
         let p = pay_as(&m, 1250, qr_customer(), last).await;
-        assert_eq!(p["status"], "failed");
+        assert_denied_by(&p, "blocklist.device_id");
     });
 }

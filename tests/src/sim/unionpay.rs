@@ -57,6 +57,9 @@ pub struct UnionpaySim {
     origin: OnceLock<String>,
     webhook: Arc<Webhook>,
     orders: Mutex<BTreeMap<String, Order>>,
+    /// The webhook's last answer to a back-notification UnionPay sent on its own
+    /// initiative (a customer code paid, a refund done), by `orderId`.
+    own_notified: Mutex<BTreeMap<String, (u16, String)>>,
 }
 
 fn digest_hex(text: &str) -> String {
@@ -112,6 +115,7 @@ impl UnionpaySim {
             origin: OnceLock::new(),
             webhook,
             orders: Mutex::new(BTreeMap::new()),
+            own_notified: Mutex::new(BTreeMap::new()),
         })
         .await
     }
@@ -339,8 +343,8 @@ impl UnionpaySim {
     /// [`UnionpaySim::pay_order`] on UnionPay's own initiative: the notification is
     /// re-sent while the webhook does not answer 200.
     async fn pay_order_retrying(&self, order: &str) {
-        let (status, _) = self.pay_order(order).await;
-        if status != 200 {
+        let mut answer = self.pay_order(order).await;
+        if answer.0 != 200 {
             let (txn_type, amount) = {
                 let orders = self.orders.lock().unwrap();
                 let o = orders.get(order).expect("an order");
@@ -349,10 +353,28 @@ impl UnionpaySim {
             let (_, _, body) = self
                 .notify_order(order, &txn_type, "00", amount, false)
                 .await;
-            self.webhook
+            answer = self
+                .webhook
                 .deliver("unionpay", &notify_headers(), body)
                 .await;
         }
+        self.own_notified
+            .lock()
+            .unwrap()
+            .insert(order.to_string(), answer);
+    }
+
+    /// Waits (at most [`crate::POLL_ATTEMPTS_MAX`] polls) until UnionPay has notified
+    /// about our payment or refund id on its own initiative; the webhook's last answer.
+    pub async fn own_notification_answer(&self, our_id: &str) -> (u16, String) {
+        let order = order_id(our_id);
+        for _ in 0..crate::POLL_ATTEMPTS_MAX {
+            if let Some(answer) = self.own_notified.lock().unwrap().get(&order).cloned() {
+                return answer;
+            }
+            tokio::time::sleep(crate::POLL_INTERVAL).await;
+        }
+        panic!("UnionPay never notified about {our_id} on its own");
     }
 
     /// The customer pays but UnionPay's notification never arrives: only a query can
