@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: builds the Wasm components, makes sure a Redis server is available
-# for the Redis key-value runs, then runs every test of the workspace.
+# for the Redis key-value runs, then runs every test of the workspace, and the integration
+# tests a second time with the components' store on Redis.
 #   SPINPAY_REQUIRE_REDIS=1          fail (instead of skipping) when redis-server is absent
 #   SPINPAY_REQUIRE_INTEROP=1        likewise for the channel SDK interop tests (python3)
 #   SPINPAY_REQUIRE_SCHEMATHESIS=1   likewise for the OpenAPI fuzzing (python3)
@@ -40,3 +41,42 @@ fi
 
 ./scripts/build-wasm.sh
 cargo test --workspace "$@"
+
+# The integration tests once more with the components' key-value store on a real Redis
+# (production's backend, `infra/runtime-config.redis.toml`): a private redis-server on a
+# free loopback port. Only for the whole suite (no arguments).
+[ $# -eq 0 ] || exit 0
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "${SPINPAY_REQUIRE_REDIS:-}" = 1 ]; then
+    echo "test.sh: redis-server not found and SPINPAY_REQUIRE_REDIS=1" >&2
+    exit 1
+  fi
+  echo "test.sh: redis-server not found: the integration tests on Redis are skipped"
+  exit 0
+fi
+redis_dir=$(mktemp -d)
+redis_pid=
+trap 'if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; fi; rm -rf "$redis_dir"' EXIT
+for _ in $(seq 1 20); do
+  redis_port=$((20000 + RANDOM % 40000))
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$redis_dir" --daemonize no > "$redis_dir/redis.log" 2>&1 &
+  redis_pid=$!
+  for _ in $(seq 1 50); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break 2
+    kill -0 "$redis_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill "$redis_pid" 2>/dev/null || true
+  wait "$redis_pid" 2>/dev/null || true
+  redis_pid=
+done
+if [ -z "$redis_pid" ]; then
+  echo "test.sh: could not start redis-server:" >&2
+  cat "$redis_dir/redis.log" >&2
+  exit 1
+fi
+echo "test.sh: the integration tests on Redis (127.0.0.1:$redis_port)"
+SPINPAY_TEST_REDIS=1 SPINPAY_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0" \
+  cargo test -p spinpay-tests --test payment_flows --test refunds --test merchant_api \
+  --test notifications --test risk --test channels --test crash_recovery
