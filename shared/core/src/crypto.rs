@@ -1,9 +1,11 @@
 //! Secrets at rest and signatures on the wire.
 //!
 //! * [`seal`] / [`open`]: AES-256-GCM envelopes `v1.<key_version>.<b64 nonce>.<b64 ct>`
-//!   for stored secrets (payer phone, device tokens, webhook secrets, channel
-//!   credentials). The nonce comes from the caller (the core draws no randomness); the
-//!   key version in the envelope lets old records open after a key rotation. Associated
+//!   for stored secrets (payer phone, device tokens, webhook secrets). The nonce comes
+//!   from the caller (the core draws no randomness); the key version in the envelope
+//!   names the key that opens it ([`Keyring::with_old_key`] keeps older ones), but the
+//!   components configure one key only, so `encryption_key` cannot be rotated yet (a
+//!   changed key is refused, see `service::check_encryption_key`). Associated
 //!   data binds a ciphertext to its record (a sealed phone cannot be moved to another
 //!   payment).
 //! * [`sign_header`] / [`verify_header`]: `Spinpay-Signature: t=<unix>,v1=<hex>` where the

@@ -185,6 +185,12 @@ pub fn notify_registry(seq: i64) -> String {
     format!("ntf/m/{seq:020}")
 }
 
+/// The record telling whether `encryption_key` is the key the store's data is sealed
+/// with (see `service::check_encryption_key`).
+pub fn key_check() -> &'static str {
+    "sys/keycheck"
+}
+
 /// The sweep's round-robin cursor.
 pub fn notify_cursor() -> &'static str {
     "ntf/cursor"

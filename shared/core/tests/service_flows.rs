@@ -1330,6 +1330,34 @@ fn idempotency_replays_same_body_and_rejects_other_bodies_and_concurrent_use() {
 }
 
 #[test]
+fn a_changed_encryption_key_is_refused_as_not_configured_until_the_old_one_is_back() {
+    // Proves the first key check on a store seals its marker under the key, the same key
+    // passes again (also on a second "instance"), another key (or version) is refused
+    // with 503 not_configured naming encryption_key, and the first key passes again.
+    let repo = MemoryRepository::new();
+    let (first, other) = (keyring(), spinpay_core::crypto::Keyring::new(1, [7; 32]));
+    let newer = spinpay_core::crypto::Keyring::new(2, [42; 32]);
+    block_on(async {
+        check_encryption_key(&ctx(&repo, &first, 1_000), [1; 12])
+            .await
+            .unwrap();
+        check_encryption_key(&ctx(&repo, &first, 2_000), [2; 12])
+            .await
+            .unwrap();
+        for wrong in [&other, &newer] {
+            let e = check_encryption_key(&ctx(&repo, wrong, 3_000), [3; 12])
+                .await
+                .unwrap_err();
+            assert_eq!((e.status(), e.code()), (503, "not_configured"));
+            assert!(e.to_string().contains("encryption_key"), "{e}");
+        }
+        check_encryption_key(&ctx(&repo, &first, 4_000), [4; 12])
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
 fn merchant_order_ids_are_unique_per_merchant_and_searchable() {
     // Proves a duplicate order id is 409 naming the holder, another merchant may reuse it, lookup works.
     let (repo, keys, ch, mut rng) = (

@@ -5,6 +5,8 @@
 //! around a POST (the core's `idempotency_begin` / `idempotency_finish`), optionally
 //! storing the replayable answer sealed when it holds a secret shown only once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use http::HeaderMap;
 use serde::Serialize;
 use spinpay_core::ApiError;
@@ -28,6 +30,10 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// The method every idempotent call is (the protocol guards POSTs).
 const IDEMPOTENT_METHOD: &str = "POST";
 
+/// Set once this instance found `encryption_key` to open the store's data
+/// ([`service::check_encryption_key`]).
+static KEY_CHECKED: AtomicBool = AtomicBool::new(false);
+
 /// Storage and keys for one request.
 #[derive(Debug)]
 pub struct Services {
@@ -50,7 +56,15 @@ impl Services {
             not_configured
         })?;
         let repo = KvRepository::open(STORE_LABEL).await?;
-        Ok(Services { repo, keys })
+        let services = Services { repo, keys };
+        // Once per instance: the key is the same for the app's life.
+        if !KEY_CHECKED.load(Ordering::Relaxed) {
+            service::check_encryption_key(&services.ctx(), env::random_bytes())
+                .await
+                .inspect_err(|e| eprintln!("{VAR_ENCRYPTION_KEY}: {e}"))?;
+            KEY_CHECKED.store(true, Ordering::Relaxed);
+        }
+        Ok(services)
     }
 
     /// The core's context, stamped with the current time.

@@ -197,7 +197,7 @@ pub struct SweepReport {
     #[serde(default)]
     pub replay_keys_expired: u32,
     /// Merchants whose visit failed on their own records; the sweep went on without them
-    /// (see [`merchant_failed`]).
+    /// (see `merchant_failed`).
     #[serde(default)]
     pub merchants_failed: Vec<MerchantFailure>,
     /// True when the attempt limit (or the expiry budget) stopped the sweep, or merchants

@@ -285,7 +285,7 @@ pub const ADMIN_TOKEN_CHARS_MIN: usize = 20;
 
 /// Checks the admin bearer token against the configured one (constant time). No
 /// configured token → the endpoint is disabled (fails closed), and so does a weak one:
-/// shorter than [`ADMIN_TOKEN_CHARS_MIN`], or the deployment template's placeholder
+/// shorter than `ADMIN_TOKEN_CHARS_MIN`, or the deployment template's placeholder
 /// (`REPLACE_ME…`, public in this repository) left in place.
 pub fn check_admin_token(
     authorization: Option<&str>,
@@ -301,6 +301,42 @@ pub fn check_admin_token(
         Ok(())
     } else {
         Err(ApiError::AdminTokenInvalid)
+    }
+}
+
+/// What [`check_encryption_key`] seals, and its associated data.
+const KEY_CHECK_TEXT: &[u8] = b"spinpay encryption key check";
+
+/// Whether `ctx.keys` is the key the store's data is sealed with: the first call on a
+/// store seals a known text under it (`sys/keycheck`, with `nonce`), every later one
+/// opens that. A changed `encryption_key` would otherwise fail in misleading ways, some
+/// for good: every right one-time code refused (its hash was made under the old key),
+/// every retried Idempotency-Key answered `idempotency_key_reused`, every payment refused
+/// by risk as `risk_unavailable`. Now every request answers 503 `not_configured` instead,
+/// and nothing is changed, until the key the data was sealed with is configured again.
+pub async fn check_encryption_key<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    nonce: [u8; 12],
+) -> Result<(), ApiError> {
+    let key = keys::key_check();
+    let sealed = match read::<String, R>(ctx.repo, key).await? {
+        Some((sealed, _)) => sealed,
+        None => {
+            let sealed = seal(ctx.keys, nonce, KEY_CHECK_TEXT, KEY_CHECK_TEXT);
+            if insert(ctx.repo, key, &sealed).await? {
+                return Ok(());
+            }
+            read::<String, R>(ctx.repo, key)
+                .await?
+                .ok_or_else(|| internal("the key check record vanished"))?
+                .0
+        }
+    };
+    match open(ctx.keys, &sealed, KEY_CHECK_TEXT) {
+        Ok(text) if text == KEY_CHECK_TEXT => Ok(()),
+        _ => Err(ApiError::NotConfigured {
+            what: "an encryption_key that opens the stored data (the key was changed)",
+        }),
     }
 }
 

@@ -162,7 +162,7 @@ pub struct ReconcileReport {
     /// person.
     pub given_up: u32,
     /// Merchants whose visit failed on their own records; the call went on without them
-    /// (see [`super::delivery::merchant_failed`]).
+    /// (see `delivery::merchant_failed`).
     #[serde(default)]
     pub merchants_failed: Vec<MerchantFailure>,
     /// True when the limit stopped the call, or merchants beyond this call's
