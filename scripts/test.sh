@@ -43,12 +43,16 @@ fi
 cargo test --workspace "$@"
 
 # The integration tests once more with the components' key-value store on a real Redis
-# (production's backend, `infra/runtime-config.redis.toml`): a private redis-server on a
-# free loopback port. Only for the whole suite (no arguments).
-[ $# -eq 0 ] || exit 0
-if ! command -v redis-server >/dev/null 2>&1; then
+# (production's backend, `infra/runtime-config.redis.toml`): each test binary gets a
+# private redis-server on a free loopback port, and each app it starts a database of its
+# own there (`SPINPAY_TEST_REDIS_BASE`). Only for the whole suite (no arguments).
+if [ $# -ne 0 ]; then
+  echo "test.sh: arguments given: the integration tests on Redis are skipped"
+  exit 0
+fi
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   if [ "${SPINPAY_REQUIRE_REDIS:-}" = 1 ]; then
-    echo "test.sh: redis-server not found and SPINPAY_REQUIRE_REDIS=1" >&2
+    echo "test.sh: redis-server or redis-cli not found and SPINPAY_REQUIRE_REDIS=1" >&2
     exit 1
   fi
   echo "test.sh: redis-server not found: the integration tests on Redis are skipped"
@@ -57,26 +61,40 @@ fi
 redis_dir=$(mktemp -d)
 redis_pid=
 trap 'if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; fi; rm -rf "$redis_dir"' EXIT
-for _ in $(seq 1 20); do
-  redis_port=$((20000 + RANDOM % 40000))
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$redis_dir" --daemonize no > "$redis_dir/redis.log" 2>&1 &
-  redis_pid=$!
-  for _ in $(seq 1 50); do
-    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break 2
-    kill -0 "$redis_pid" 2>/dev/null || break
-    sleep 0.1
+
+# start_redis: a fresh redis-server on a free port in 20000-52767 ($redis_port, $redis_pid),
+# checked to be the process that answers there (not some other server on that port).
+start_redis() {
+  local attempt
+  for attempt in $(seq 1 20); do
+    redis_port=$((20000 + RANDOM))
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+      --databases 64 --dir "$redis_dir" --daemonize no > "$redis_dir/redis.log" 2>&1 &
+    redis_pid=$!
+    for _ in $(seq 1 50); do
+      kill -0 "$redis_pid" 2>/dev/null || break
+      if redis-cli -p "$redis_port" info server 2>/dev/null | grep -q "^process_id:${redis_pid}[[:space:]]"; then
+        return 0
+      fi
+      sleep 0.1
+    done
+    stop_redis
   done
-  kill "$redis_pid" 2>/dev/null || true
-  wait "$redis_pid" 2>/dev/null || true
-  redis_pid=
-done
-if [ -z "$redis_pid" ]; then
   echo "test.sh: could not start redis-server:" >&2
   cat "$redis_dir/redis.log" >&2
   exit 1
-fi
-echo "test.sh: the integration tests on Redis (127.0.0.1:$redis_port)"
-SPINPAY_TEST_REDIS=1 SPINPAY_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0" \
-  cargo test -p spinpay-tests --test payment_flows --test refunds --test merchant_api \
-  --test notifications --test risk --test channels --test crash_recovery
+}
+
+stop_redis() {
+  kill "$redis_pid" 2>/dev/null || true
+  wait "$redis_pid" 2>/dev/null || true
+  redis_pid=
+}
+
+for test in payment_flows refunds merchant_api notifications risk channels crash_recovery; do
+  start_redis
+  echo "test.sh: $test on Redis (127.0.0.1:$redis_port)"
+  SPINPAY_TEST_REDIS=1 SPINPAY_TEST_REDIS_BASE="redis://127.0.0.1:$redis_port" \
+    cargo test -p spinpay-tests --test "$test"
+  stop_redis
+done

@@ -126,10 +126,12 @@ pub fn require_components(manifest: &Path) -> Manifest {
 }
 
 /// Writes a runtime config giving every key-value label the manifest's components use a
-/// fresh store: a SQLite file in `dir`, or with `SPINPAY_TEST_REDIS=1` a Redis database
-/// (`SPINPAY_TEST_REDIS_URL` for `default`, default `redis://127.0.0.1:6379/0`;
-/// `SPINPAY_TEST_REDIS_<LABEL>_URL` for another label, default database 1, 2, …).
-/// Returns its path.
+/// fresh store: a SQLite file in `dir`, or with `SPINPAY_TEST_REDIS=1` a Redis database:
+/// with `SPINPAY_TEST_REDIS_BASE` (`redis://host:port`, a server of its own with enough
+/// databases) the next unused database of that server for each label, so every app of
+/// the test process has stores of its own; else `SPINPAY_TEST_REDIS_URL` for `default`
+/// (default `redis://127.0.0.1:6379/0`) and `SPINPAY_TEST_REDIS_<LABEL>_URL` for another
+/// label (default database 1, 2, …). Returns its path.
 pub fn write_runtime_config(manifest: &Manifest, dir: &Path) -> PathBuf {
     write_runtime_config_with(manifest, dir, "")
 }
@@ -145,9 +147,15 @@ pub fn write_runtime_config_with(manifest: &Manifest, dir: &Path, extra: &str) -
         .collect();
     labels.sort_unstable_by_key(|l| (*l != "default", *l));
     labels.dedup();
+    let redis_base = std::env::var("SPINPAY_TEST_REDIS_BASE").ok();
     let mut text = String::new();
     for (index, label) in labels.iter().enumerate() {
-        let table = if redis {
+        let table = if let (true, Some(base)) = (redis, &redis_base) {
+            static NEXT_DATABASE: std::sync::atomic::AtomicUsize =
+                std::sync::atomic::AtomicUsize::new(0);
+            let db = NEXT_DATABASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("[key_value_store.{label}]\ntype = \"redis\"\nurl = \"{base}/{db}\"\n\n")
+        } else if redis {
             let var = match *label {
                 "default" => "SPINPAY_TEST_REDIS_URL".to_string(),
                 other => format!(
