@@ -1333,7 +1333,9 @@ fn idempotency_replays_same_body_and_rejects_other_bodies_and_concurrent_use() {
 fn a_changed_encryption_key_is_refused_as_not_configured_until_the_old_one_is_back() {
     // Proves the first key check on a store seals its marker under the key, the same key
     // passes again (also on a second "instance"), another key (or version) is refused
-    // with 503 not_configured naming encryption_key, and the first key passes again.
+    // with 503 not_configured naming encryption_key, and the first key passes again; and
+    // that on a store with data but no check record, another key than the data's is
+    // refused before anything is sealed under it.
     let repo = MemoryRepository::new();
     let (first, other) = (keyring(), spinpay_core::crypto::Keyring::new(1, [7; 32]));
     let newer = spinpay_core::crypto::Keyring::new(2, [42; 32]);
@@ -1354,6 +1356,27 @@ fn a_changed_encryption_key_is_refused_as_not_configured_until_the_old_one_is_ba
         check_encryption_key(&ctx(&repo, &first, 4_000), [4; 12])
             .await
             .unwrap();
+
+        // A store written before the check existed: another key than its data's is
+        // refused before any check record is sealed under it.
+        let (old, ch, mut rng) = (
+            MemoryRepository::new(),
+            SimChannel::default(),
+            SplitMix64::new(3),
+        );
+        let c = ctx(&old, &first, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+        let e = check_encryption_key(&ctx(&old, &other, 2_000), [5; 12])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "not_configured");
+        let record = spinpay_core::keys::key_check();
+        assert!(old.get(record).await.unwrap().is_none(), "nothing sealed");
+        check_encryption_key(&ctx(&old, &first, 3_000), [6; 12])
+            .await
+            .unwrap();
+        assert!(old.get(record).await.unwrap().is_some());
     });
 }
 

@@ -309,7 +309,9 @@ const KEY_CHECK_TEXT: &[u8] = b"spinpay encryption key check";
 
 /// Whether `ctx.keys` is the key the store's data is sealed with: the first call on a
 /// store seals a known text under it (`sys/keycheck`, with `nonce`), every later one
-/// opens that. A changed `encryption_key` would otherwise fail in misleading ways, some
+/// opens that. On a store that already holds data (written before this check existed)
+/// the first call first makes sure the key opens the webhook secrets of the first
+/// registered merchants. A changed `encryption_key` would otherwise fail in misleading ways, some
 /// for good: every right one-time code refused (its hash was made under the old key),
 /// every retried Idempotency-Key answered `idempotency_key_reused`, every payment refused
 /// by risk as `risk_unavailable`. Now every request answers 503 `not_configured` instead,
@@ -319,9 +321,17 @@ pub async fn check_encryption_key<R: Repository>(
     nonce: [u8; 12],
 ) -> Result<(), ApiError> {
     let key = keys::key_check();
+    let changed = || ApiError::NotConfigured {
+        what: "an encryption_key that opens the stored data (the key was changed)",
+    };
     let sealed = match read::<String, R>(ctx.repo, key).await? {
         Some((sealed, _)) => sealed,
         None => {
+            // A store written before the check existed: the key must open what is there
+            // before the check is sealed under it.
+            if !opens_stored_secrets(ctx).await? {
+                return Err(changed());
+            }
             let sealed = seal(ctx.keys, nonce, KEY_CHECK_TEXT, KEY_CHECK_TEXT);
             if insert(ctx.repo, key, &sealed).await? {
                 return Ok(());
@@ -334,10 +344,35 @@ pub async fn check_encryption_key<R: Repository>(
     };
     match open(ctx.keys, &sealed, KEY_CHECK_TEXT) {
         Ok(text) if text == KEY_CHECK_TEXT => Ok(()),
-        _ => Err(ApiError::NotConfigured {
-            what: "an encryption_key that opens the stored data (the key was changed)",
-        }),
+        _ => Err(changed()),
     }
+}
+
+/// Merchants whose sealed webhook secret [`check_encryption_key`] tries on a store that has
+/// data but no check record yet.
+const KEY_CHECK_MERCHANTS: i64 = 3;
+
+/// Whether `ctx.keys` opens the webhook secrets of the first merchants in the
+/// notification registry (any merchant that ever wrote a payment, a refund or a keyed
+/// request); true when there are none.
+async fn opens_stored_secrets<R: Repository>(ctx: &Ctx<'_, R>) -> Result<bool, ApiError> {
+    let registered = ctx.repo.increment(keys::notify_registry_seq(), 0).await?;
+    for seq in 1..=registered.min(KEY_CHECK_MERCHANTS) {
+        let Some((merchant_id, _)) =
+            read::<String, R>(ctx.repo, &keys::notify_registry(seq)).await?
+        else {
+            continue;
+        };
+        let Some((merchant, _)) =
+            read::<Merchant, R>(ctx.repo, &keys::merchant(&merchant_id)).await?
+        else {
+            continue;
+        };
+        if webhook_secret(ctx, &merchant).is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The merchant's webhook signing secret, unsealed.
