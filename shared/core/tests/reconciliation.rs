@@ -629,25 +629,11 @@ fn a_limit_bounds_the_rechecks_of_one_call_and_the_next_call_goes_on() {
     });
 }
 
-thread_local! {
-    /// The wall clock of [`a_slow_clock`].
-    static WALL_MS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
-}
-
-/// A wall clock that moves on 4 s whenever it is read, as if every re-check between two
-/// readings took that long (a channel that answers slowly).
-fn a_slow_clock() -> i64 {
-    WALL_MS.with(|t| {
-        t.set(t.get() + 4_000);
-        t.get()
-    })
-}
-
 #[test]
 fn a_call_begins_no_recheck_past_its_time_window_and_the_next_call_goes_on() {
     // Proves a call stops beginning re-checks once RECONCILE_WINDOW_MS has passed on the
-    // wall clock (a slow channel), well before its limit, says has_more, and the next
-    // calls re-check the rest: every due payment is re-checked once.
+    // wall clock (a channel taking 4 s a query), well before its limit, says has_more,
+    // and the next calls re-check the rest: every due payment is re-checked once.
     block_on(async {
         let (repo, keys, ch, mut rng) = world(35);
         let t0 = 4_000_000;
@@ -659,11 +645,12 @@ fn a_call_begins_no_recheck_past_its_time_window_and_the_next_call_goes_on() {
         sweep_at(&repo, sweep_time(t0), sweep_time(t0))
             .await
             .unwrap();
+        *ch.call_ms.borrow_mut() = 4_000;
         let c = ctx(&repo, &keys, reconcile_time(t0));
         let req = ReconcileRequest {
             limit: Some(RECONCILE_LIMIT_MAX),
             merchant_id: None,
-            wall_clock: Some(a_slow_clock),
+            wall_clock: Some(sim_wall_clock),
         };
         let mut rechecked = Vec::new();
         loop {
@@ -674,10 +661,54 @@ fn a_call_begins_no_recheck_past_its_time_window_and_the_next_call_goes_on() {
             }
             assert!(rechecked.len() < 10, "{rechecked:?}");
         }
-        let window_reads = usize::try_from(RECONCILE_WINDOW_MS / 4_000).unwrap();
-        assert!(rechecked[0] as usize <= window_reads, "{rechecked:?}");
-        assert!(rechecked.len() > 1, "{rechecked:?}");
+        // Queries begin 0, 4 and 8 s into a call; the fourth would begin at 12 s.
+        assert_eq!(rechecked[0], 3, "{rechecked:?}");
         assert_eq!(rechecked.iter().sum::<u32>(), 6, "{rechecked:?}");
+    });
+}
+
+#[test]
+fn a_payments_pending_refunds_are_not_rechecked_past_the_window_either() {
+    // Proves the window also bounds the refund re-checks inside one payment's re-check
+    // (each a channel call): a call's channel calls all begin inside it, the payment is
+    // queued again as it is, and its next re-check asks about every pending refund.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(36);
+        let t0 = 5_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = pay(&c, &ch, &mut rng, &m, 5000, QRC).await.unwrap();
+        for _ in 0..4 {
+            let r = create_refund(&c, &ch, &mut rng, &m.id, &p.id, refund_of(888));
+            assert_eq!(r.await.unwrap().status, RefundStatus::Pending);
+        }
+        sweep_at(&repo, sweep_time(t0), sweep_time(t0))
+            .await
+            .unwrap();
+        *ch.call_ms.borrow_mut() = 4_000;
+        let c = ctx(&repo, &keys, reconcile_time(t0));
+        let req = ReconcileRequest {
+            limit: Some(RECONCILE_LIMIT_MAX),
+            merchant_id: Some(m.id.clone()),
+            wall_clock: Some(sim_wall_clock),
+        };
+        let calls = || *ch.query_calls.borrow() + *ch.refund_queries.borrow();
+        let first = reconcile(&c, &ch, &mut rng, &req).await.unwrap();
+        // Calls begin 0, 4 and 8 s into it; a fourth would begin at 12 s.
+        assert_eq!((calls(), first.has_more), (3, true), "{first:?}");
+        let again = reconcile(&c, &ch, &mut rng, &req).await.unwrap();
+        assert_eq!(
+            (again.rechecked, again.has_more),
+            (0, false),
+            "queued again: {again:?}"
+        );
+        // Once the channel answers at once again, the next re-check asks about all four.
+        *ch.call_ms.borrow_mut() = 0;
+        let before = *ch.refund_queries.borrow();
+        let next = ctx(&repo, &keys, reconcile_time(t0) + RECONCILE_INTERVAL_MS);
+        let r = reconcile(&next, &ch, &mut rng, &req).await.unwrap();
+        assert!(!r.has_more, "{r:?}");
+        assert_eq!(*ch.refund_queries.borrow() - before, 4, "{r:?}");
     });
 }
 

@@ -351,10 +351,14 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
     /// Whether the call may begin no more re-checks: the limit is reached, or its
     /// [`RECONCILE_WINDOW_MS`] has passed.
     fn spent(&self) -> bool {
-        self.report.rechecked >= self.limit
-            || self.window.is_some_and(|(clock, started_ms)| {
-                clock().saturating_sub(started_ms) >= RECONCILE_WINDOW_MS
-            })
+        self.report.rechecked >= self.limit || self.out_of_time()
+    }
+
+    /// Whether [`RECONCILE_WINDOW_MS`] has passed since the call started.
+    fn out_of_time(&self) -> bool {
+        self.window.is_some_and(|(clock, started_ms)| {
+            clock().saturating_sub(started_ms) >= RECONCILE_WINDOW_MS
+        })
     }
 
     /// Re-checks the due slots at the heads of `merchant_id`'s queues, youngest tier
@@ -441,7 +445,14 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
             unpaid = unpaid_at_channel(p.status, found.customer_code);
             waiting |= still_waiting(p.status);
         }
+        // A payment's pending refunds are each a channel call: past the call's window the
+        // rest wait for the next call (the object is queued again as it is).
+        let mut cut_short = false;
         for refund_id in &found.refund_ids {
+            if self.out_of_time() {
+                (cut_short, self.report.has_more) = (true, true);
+                break;
+            }
             let r = super::recheck_refund(ctx, self.channel, self.rng, merchant_id, refund_id);
             match r.await {
                 Ok(r) => waiting |= r.status == RefundStatus::Pending,
@@ -454,7 +465,9 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
         let age = ctx.now_ms.saturating_sub(found.created_at_ms);
         let closing = unpaid && found.refund_ids.is_empty();
         let past_expiry = ctx.now_ms.saturating_sub(found.closes_at_ms);
-        let outcome = if !waiting {
+        let outcome = if cut_short {
+            Settled::NotYet
+        } else if !waiting {
             Settled::Yes
         } else if closing && past_expiry >= 0 {
             match close_expired(ctx, self.channel, self.rng, merchant_id, id).await? {

@@ -62,9 +62,29 @@ pub struct SimChannel {
     pub authorized_ids: RefCell<Vec<String>>,
     /// [`Payment::engaged_at_ms`] of every payment asked to authorize, in order.
     pub authorized_dates: RefCell<Vec<i64>>,
+    /// Every call to query a refund.
+    pub refund_queries: RefCell<u32>,
+    /// How long each query and close takes on [`sim_wall_clock`] (0: no time).
+    pub call_ms: RefCell<i64>,
+}
+
+thread_local! {
+    static SIM_WALL_MS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// The wall clock of this thread's [`SimChannel`]s: each query and close moves it on by
+/// the channel's `call_ms` (a slow channel), nothing else does.
+pub fn sim_wall_clock() -> i64 {
+    SIM_WALL_MS.with(std::cell::Cell::get)
 }
 
 impl SimChannel {
+    /// Moves [`sim_wall_clock`] on by one call's time.
+    fn spend_call(&self) {
+        let ms = *self.call_ms.borrow();
+        SIM_WALL_MS.with(|t| t.set(t.get() + ms));
+    }
+
     /// How many times the channel was asked to authorize (charge).
     pub fn authorizations(&self) -> usize {
         self.authorized_ids.borrow().len()
@@ -170,6 +190,7 @@ impl ChannelClient for SimChannel {
     }
 
     async fn cancel(&self, p: &Payment) -> ActionOutcome {
+        self.spend_call();
         *self.cancel_calls.borrow_mut() += 1;
         let mut unanswered = self.cancels_unanswered.borrow_mut();
         if *unanswered > 0 {
@@ -202,6 +223,7 @@ impl ChannelClient for SimChannel {
     }
 
     async fn query(&self, p: &Payment) -> ChannelReport {
+        self.spend_call();
         *self.query_calls.borrow_mut() += 1;
         let seen = self.authorized_ids.borrow().contains(&p.id);
         let outcome = if !seen {
@@ -246,6 +268,8 @@ impl ChannelClient for SimChannel {
     }
 
     async fn query_refund(&self, _p: &Payment, r: &Refund) -> RefundOutcome {
+        self.spend_call();
+        *self.refund_queries.borrow_mut() += 1;
         if !self.refunded_ids.borrow().contains(&r.id) {
             // As the sandbox: `refund_not_found`.
             return RefundOutcome::Unknown {
