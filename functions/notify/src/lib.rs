@@ -74,7 +74,9 @@ async fn sweep(
                 now_ms: call.now_ms,
                 ..services.ctx()
             };
-            service::sweep(&ctx, &HttpNotifier, &sweep).await
+            let report = service::sweep(&ctx, &HttpNotifier, &sweep).await?;
+            component::log_passed_over(&report.merchants_failed, request_id);
+            Ok(report)
         })
         .await
 }

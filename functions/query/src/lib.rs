@@ -123,7 +123,9 @@ async fn reconcile(
                 merchant_id: call.merchant_id,
                 wall_clock: Some(env::now_ms),
             };
-            service::reconcile(&ctx, &channels, &mut OsEntropy, &req).await
+            let report = service::reconcile(&ctx, &channels, &mut OsEntropy, &req).await?;
+            component::log_passed_over(&report.merchants_failed, request_id);
+            Ok(report)
         })
         .await
 }

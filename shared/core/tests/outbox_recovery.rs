@@ -915,6 +915,10 @@ fn a_merchant_whose_records_do_not_decode_never_stops_the_merchants_after_it() {
         .map(|f| (f.merchant_id.as_str(), f.code.as_str()))
         .collect();
     assert_eq!(failed, [(broken.id.as_str(), "internal_error")], "{r:?}");
+    // The detail is for the component's log, never in the answer.
+    assert!(r.merchants_failed[0].detail.contains("Internal"), "{r:?}");
+    let answer = serde_json::to_string(&r).unwrap();
+    assert!(!answer.contains("detail"), "{answer}");
     assert_exactly_once(
         &repo,
         &fine.id,

@@ -249,6 +249,17 @@ fn aad(call: &Keyed<'_>) -> Vec<u8> {
     format!("idempotency:{}:{}", call.scope, call.path).into_bytes()
 }
 
+/// Logs once, on the component's stderr, every merchant a sweep or reconciliation passed
+/// over, with the full error (its answer carries only the code and message).
+pub fn log_passed_over(failures: &[service::MerchantFailure], request_id: &str) {
+    for f in failures {
+        eprintln!(
+            "request {request_id}: merchant {} passed over: {}",
+            f.merchant_id, f.detail
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -215,25 +215,33 @@ pub struct MerchantFailure {
     pub code: String,
     /// The error's message.
     pub message: String,
+    /// What went wrong in full (an internal error's detail), for the component's log:
+    /// never in the answer.
+    #[serde(skip)]
+    pub detail: String,
 }
 
-/// How a pass over the registry takes a merchant's failed visit: a storage outage
-/// fails the call (every merchant would fail; the next call starts at this one again),
-/// any other error is that merchant's own (a record that does not decode, say) and is
-/// listed in `failures` while the pass goes on, so one merchant's bad record never stops
-/// the deliveries and re-checks of the merchants after it.
+/// How a pass over the registry takes a merchant's failed visit: a storage outage, or
+/// contention that outlasted the retries, fails the call (both pass; the next call starts
+/// at this merchant again); any other error is that merchant's own (a record that does
+/// not decode, say) and is listed in `failures` while the pass goes on, so one merchant's
+/// bad record never stops the deliveries and re-checks of the merchants after it.
 pub(crate) fn merchant_failed(
     failures: &mut Vec<MerchantFailure>,
     merchant_id: &str,
     e: ApiError,
 ) -> Result<(), ApiError> {
-    if e == ApiError::StorageUnavailable {
+    if matches!(
+        e,
+        ApiError::StorageUnavailable | ApiError::ConcurrentModification
+    ) {
         return Err(e);
     }
     failures.push(MerchantFailure {
         merchant_id: merchant_id.to_string(),
         code: e.code().to_string(),
         message: e.to_string(),
+        detail: format!("{e:?}"),
     });
     Ok(())
 }
