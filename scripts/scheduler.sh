@@ -54,7 +54,7 @@ call() {
       echo "scheduler: $name failed (curl exit $rc): ${out//$'\n'/ }" >&2
       return
     fi
-    # Any count above 0 but the merchants visited (every merchant is, on every call).
+    # Any count above 0 but the merchants visited (some always are).
     case "${out//\"merchants_visited\":/}" in *'":'[1-9]*) echo "scheduler: $name $out" ;; esac
     case "$out" in *'"merchants_failed":[{'*) echo "scheduler: $name passed over merchants: $out" >&2 ;; esac
     case "$out" in *'"has_more":true'*) ;; *) return ;; esac
