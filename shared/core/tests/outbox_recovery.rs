@@ -683,6 +683,47 @@ fn a_webhook_secret_rotation_that_fails_or_is_retried_never_cuts_a_grace_short()
 }
 
 #[test]
+fn a_landed_rotation_retried_after_a_later_one_failed_keeps_the_secret_it_replaced_signing() {
+    // Proves a keyed rotation that landed (its answer lost), then another rotation that
+    // fails at any storage operation, then the first one's retry: the retry answers the
+    // first rotation's secret, and the secret it replaced still signs within its grace.
+    let seed = [9_u8; 16];
+    let blips = at_every_blip(|at| {
+        let (repo, keys, ch, mut rng, (m, s0)) = notified_world(27);
+        block_on(pay(&ctx(&repo, &keys, 1_000), &ch, &mut rng, &m, 1250, QR)).unwrap();
+        let c = ctx(&repo, &keys, 2_000);
+        let landed = block_on(rotate_webhook_secret(
+            &c,
+            &mut rng,
+            &m.id,
+            Some(3600),
+            Some(seed),
+        ));
+        let s1 = landed.unwrap().webhook_secret;
+        let blip = blip_repo(&repo, at, false);
+        let c = ctx(&blip, &keys, 3_000);
+        let failed = block_on(rotate_webhook_secret(&c, &mut rng, &m.id, Some(3600), None));
+        if failed.is_err() {
+            let c = ctx(&repo, &keys, 4_000);
+            let again = block_on(rotate_webhook_secret(
+                &c,
+                &mut rng,
+                &m.id,
+                Some(3600),
+                Some(seed),
+            ));
+            let again = again.unwrap();
+            assert_eq!(again.webhook_secret, s1, "blip at {at}");
+            assert_eq!(again.previous_secret_expires_at_ms, Some(2_000 + 3_600_000));
+            let signs = signing(&repo, &m.id, 4_000, &[&s1, &s0]);
+            assert_eq!(signs, [true, true], "blip at {at}");
+        }
+        blip.hooks.hit.get()
+    });
+    assert!(blips > 3, "{blips} blips");
+}
+
+#[test]
 fn bad_sweep_rotation_and_redelivery_inputs_are_refused_without_a_change() {
     // Proves limit and grace bounds, an unknown merchant, a foreign event, and a
     // redelivery without notify_url are refused naming the field.

@@ -999,9 +999,21 @@ pub async fn rotate_webhook_secret<R: Repository, E: Entropy>(
             .map(|(p, _)| p);
         if is_ours(current.expose()) {
             // This rotation landed before and its answer was lost: answer it again, and
-            // end the older secret's grace as a landed rotation does.
+            // end the older secret's grace as a landed rotation does. A previous secret
+            // equal to ours was left by a later rotation that never landed: the secret
+            // ours replaced is its older one, which keeps its grace.
+            let prev = match prev {
+                Some(p) if open_secret(ctx, merchant_id, &p.sealed).is_ok_and(|s| is_ours(&s)) => {
+                    p.older.map(|o| PreviousSecret {
+                        sealed: o.sealed,
+                        expires_at_ms: o.expires_at_ms,
+                        older: None,
+                    })
+                }
+                other => other,
+            };
             let expires = prev.as_ref().map(|p| p.expires_at_ms);
-            if let Some(p) = prev.filter(|p| p.older.is_some()) {
+            if let Some(p) = prev {
                 let _ = put(ctx.repo, &prev_key, &PreviousSecret { older: None, ..p }).await;
             }
             return Ok(answer(expires));
