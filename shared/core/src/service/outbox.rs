@@ -578,16 +578,18 @@ pub(crate) async fn queue_window<R: Repository>(
 /// Advances a queue head past the leading finished slots and returns the processed
 /// slots it passed (for deletion): none when a concurrent sweep moved the head first,
 /// whose head may still be behind them (deleted there, they would look like writers that
-/// died, and be tombstoned for good). A tombstone this call wrote into a slot that
-/// concurrent sweep had already passed (and emptied) is deleted again: nobody writes
-/// there any more, and nobody would ever read it.
+/// died, and be tombstoned and left there). A tombstone this call wrote into a slot that
+/// concurrent sweep had already passed (and emptied) is deleted again: that slot's writer
+/// had written it, and nothing reads behind the head.
 ///
 /// An empty slot is a writer that drew the sequence number and has not written it yet
 /// (or died). Once a later slot is older than the grace period it is presumed dead and
 /// the slot is **tombstoned** (created with an empty id) before the head passes it: a
 /// writer that was only slow then finds its slot taken and draws another number, so
-/// passing a slot never loses a write, whatever the clocks say. Tombstones are kept (a
-/// deleted one could be filled behind the head).
+/// passing a slot never loses a write. The callers judge a tombstone finished, so it is
+/// deleted with the slots the head passed: by then its writer is gone for good (the
+/// grace period outlasts any request), unless a forwarded schedule clock (a testing aid)
+/// judged it dead early.
 pub(crate) async fn advance_head<R: Repository>(
     ctx: &Ctx<'_, R>,
     queue: &Queue,
