@@ -159,8 +159,9 @@ const NOT_KEPT: [&str; 18] = [
     "unknown_field",
 ];
 
-/// Whether the key keeps `answer` as the request's result, to replay it unchanged (the same status and JSON): a
-/// 200, or an error that came from running the request (e.g. `refund_exceeds_captured`).
+/// Whether the key keeps `answer` as the request's result, to replay it unchanged (the
+/// same status and JSON): a 200, or an error that came from running the request (e.g.
+/// `refund_exceeds_captured`).
 /// A host-level 5xx (not even JSON) is never kept.
 fn kept_by_the_key((status, body): &(u16, Value)) -> bool {
     match body["error"]["code"].as_str() {
