@@ -365,10 +365,10 @@ const OTHERS_ANSWERED_WITHIN: Duration = Duration::from_secs(15);
 #[test]
 fn concurrent_requests_with_one_idempotency_key_create_one_payment() {
     // Proves 8 racing creates under one key, overlapping for certain: the request that
-    // claims the key is held at the sandbox channel (its records wait in the store) until
-    // it is there and the other 7 have been answered, each 409 idempotency_key_in_use;
-    // then it answers the one payment, a replay answers the same, and exactly one payment
-    // exists.
+    // claims the key is held at the sandbox channel (its records wait in the store; the
+    // claimer gives the channel its 2.5 s deadline, far longer than the others take),
+    // and meanwhile the other 7 are answered, each 409 idempotency_key_in_use; then it
+    // answers the one payment, a replay answers the same, and exactly one payment exists.
     let contention = Contention::new();
     runtime().block_on(async {
         let app = TestApp::start_wrapped(contention.wrap()).await;
