@@ -94,7 +94,8 @@ stop_redis() {
 for test in payment_flows refunds merchant_api notifications risk channels crash_recovery; do
   start_redis
   echo "test.sh: $test on Redis (127.0.0.1:$redis_port)"
+  # `--workspace` as above, so the features (and the build) are the same: no rebuild.
   SPINPAY_TEST_REDIS=1 SPINPAY_TEST_REDIS_BASE="redis://127.0.0.1:$redis_port" \
-    cargo test -p spinpay-tests --test "$test"
+    cargo test --workspace --test "$test"
   stop_redis
 done
