@@ -13,11 +13,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::merchants::open_webhook_secret;
 use super::outbox::{self, Slot, SlotState};
 use super::replay;
 use super::retention::{self, EXPIRY_SWEEP_MAX};
 use super::{CAS_RETRIES_MAX, Ctx, insert, internal, read, to_bytes};
-use crate::crypto::{constant_time_eq, open, seal, sign_header};
+use crate::crypto::{constant_time_eq, seal, sign_header};
 use crate::error::ApiError;
 use crate::ids::{IdKind, is_valid_id, make_id};
 use crate::keys;
@@ -768,15 +769,9 @@ struct PreviousSecret {
     /// The secret rotated out before `sealed`, still within its grace when a rotation
     /// began: it keeps signing until its own expiry should that rotation fail or crash
     /// before the merchant record changes, and is dropped once the rotation lands.
+    /// (Its own `older` is always `None`: one older secret at most.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    older: Option<OlderSecret>,
-}
-
-/// [`PreviousSecret::older`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct OlderSecret {
-    sealed: String,
-    expires_at_ms: i64,
+    older: Option<Box<PreviousSecret>>,
 }
 
 /// The secrets that sign now: the current one, then the rotated-out ones within their
@@ -790,22 +785,13 @@ async fn signing_secrets<R: Repository>(
     let mut secrets = vec![current.expose().clone()];
     let key = keys::webhook_secret_previous(&merchant.id);
     if let Some((prev, _)) = read::<PreviousSecret, R>(ctx.repo, &key).await? {
-        let older = prev.older.map(|o| (o.sealed, o.expires_at_ms));
-        for (sealed, expires_at_ms) in [Some((prev.sealed, prev.expires_at_ms)), older]
-            .into_iter()
-            .flatten()
-        {
-            if expires_at_ms > wall_clock_ms {
-                secrets.push(open_secret(ctx, &merchant.id, &sealed)?);
+        for p in std::iter::once(&prev).chain(prev.older.as_deref()) {
+            if p.expires_at_ms > wall_clock_ms {
+                secrets.push(open_webhook_secret(ctx, &merchant.id, &p.sealed)?);
             }
         }
     }
     Ok(secrets)
-}
-
-fn open_secret<R>(ctx: &Ctx<'_, R>, merchant_id: &str, sealed: &str) -> Result<String, ApiError> {
-    let bytes = open(ctx.keys, sealed, merchant_id.as_bytes()).map_err(internal)?;
-    String::from_utf8(bytes).map_err(internal)
 }
 
 /// Creates `event_id`'s delivery (due now) unless it exists, and puts it in the
@@ -997,31 +983,25 @@ pub async fn rotate_webhook_secret<R: Repository, E: Entropy>(
         let prev = read::<PreviousSecret, R>(ctx.repo, &prev_key)
             .await?
             .map(|(p, _)| p);
+        let prev_secret = prev
+            .as_ref()
+            .map(|p| open_webhook_secret(ctx, merchant_id, &p.sealed))
+            .transpose()?;
         if is_ours(current.expose()) {
             // This rotation landed before and its answer was lost: answer it again, and
             // end the older secret's grace as a landed rotation does. A previous secret
             // equal to ours was left by a later rotation that never landed: the secret
             // ours replaced is its older one, which keeps its grace.
-            let prev = match prev {
-                Some(p) if open_secret(ctx, merchant_id, &p.sealed).is_ok_and(|s| is_ours(&s)) => {
-                    p.older.map(|o| PreviousSecret {
-                        sealed: o.sealed,
-                        expires_at_ms: o.expires_at_ms,
-                        older: None,
-                    })
-                }
+            let kept = match prev.clone() {
+                Some(p) if prev_secret.as_deref().is_some_and(is_ours) => p.older.map(|o| *o),
                 other => other,
             };
-            let expires = prev.as_ref().map(|p| p.expires_at_ms);
-            if let Some(p) = prev {
+            let expires = kept.as_ref().map(|p| p.expires_at_ms);
+            if let Some(p) = kept.filter(|p| Some(p) != prev.as_ref() || p.older.is_some()) {
                 let _ = put(ctx.repo, &prev_key, &PreviousSecret { older: None, ..p }).await;
             }
             return Ok(answer(expires));
         }
-        let prev_secret = prev
-            .as_ref()
-            .map(|p| open_secret(ctx, merchant_id, &p.sealed))
-            .transpose()?;
         if seed.is_some() && prev_secret.as_deref().is_some_and(is_ours) {
             // It landed and a later rotation replaced it since: never rotate back.
             return Ok(answer(None));
@@ -1031,10 +1011,7 @@ pub async fn rotate_webhook_secret<R: Repository, E: Entropy>(
         // is the current secret), that rotation's own older one.
         let older = match prev {
             Some(p) if prev_secret.as_deref() == Some(current.expose().as_str()) => p.older,
-            Some(p) => Some(OlderSecret {
-                sealed: p.sealed,
-                expires_at_ms: p.expires_at_ms,
-            }),
+            Some(p) => Some(Box::new(PreviousSecret { older: None, ..p })),
             None => None,
         }
         .filter(|o| o.expires_at_ms > ctx.now_ms);

@@ -380,13 +380,18 @@ pub fn webhook_secret<R>(
     ctx: &Ctx<'_, R>,
     merchant: &Merchant,
 ) -> Result<Secret<String>, ApiError> {
-    let bytes = open(
-        ctx.keys,
-        &merchant.webhook_secret_sealed,
-        merchant.id.as_bytes(),
-    )
-    .map_err(internal)?;
-    Ok(Secret::new(String::from_utf8(bytes).map_err(internal)?))
+    open_webhook_secret(ctx, &merchant.id, &merchant.webhook_secret_sealed).map(Secret::new)
+}
+
+/// A webhook secret of `merchant_id` sealed as `sealed` (the current one, or one rotated
+/// out), unsealed.
+pub(super) fn open_webhook_secret<R>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+    sealed: &str,
+) -> Result<String, ApiError> {
+    let bytes = open(ctx.keys, sealed, merchant_id.as_bytes()).map_err(internal)?;
+    String::from_utf8(bytes).map_err(internal)
 }
 
 /// Changes a merchant's settings (name, notify URL, default capture mode).
