@@ -15,6 +15,7 @@
 //!   (its own instance free, waiting on the channel) while the test watches what the
 //!   others get meanwhile.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,6 +65,18 @@ pub struct Contention {
     valve_prefix: Mutex<Option<String>>,
     valve_open: watch::Sender<bool>,
     valve_held: AtomicU64,
+    /// Reads and compare-and-swaps per key (see [`Contention::calls_on`]).
+    calls: Mutex<HashMap<String, Calls>>,
+}
+
+/// The store calls made on one key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Calls {
+    /// Reads: `get`, `exists` and each key of a `get_many` (a compare-and-swap handle
+    /// reads its key through `get`).
+    pub reads: u64,
+    /// Compare-and-swaps.
+    pub swaps: u64,
 }
 
 impl Contention {
@@ -77,6 +90,7 @@ impl Contention {
             valve_prefix: Mutex::new(None),
             valve_open: watch::Sender::new(true),
             valve_held: AtomicU64::new(0),
+            calls: Mutex::new(HashMap::new()),
         })
     }
 
@@ -128,6 +142,25 @@ impl Contention {
             filled,
             valve_held: self.valve_held.load(Ordering::SeqCst),
         }
+    }
+
+    /// The reads and compare-and-swaps made on `key` so far.
+    pub fn calls_on(&self, key: &str) -> Calls {
+        self.calls
+            .lock()
+            .unwrap()
+            .get(key)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn count(&self, key: &str, f: impl FnOnce(&mut Calls)) {
+        f(self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(key.to_string())
+            .or_default());
     }
 
     /// Waits while the valve is closed over `key`.
@@ -196,6 +229,7 @@ impl Contended {
 #[async_trait::async_trait]
 impl KvBackend for Contended {
     async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
+        self.contention.count(key, |c| c.reads += 1);
         self.contention.through_valve(key).await;
         self.inner.get(key).await
     }
@@ -211,6 +245,7 @@ impl KvBackend for Contended {
     }
 
     async fn exists(&self, key: &str) -> KvResult<bool> {
+        self.contention.count(key, |c| c.reads += 1);
         self.contention.through_valve(key).await;
         self.inner.exists(key).await
     }
@@ -220,6 +255,9 @@ impl KvBackend for Contended {
     }
 
     async fn get_many(&self, keys: Vec<String>) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
+        for key in &keys {
+            self.contention.count(key, |c| c.reads += 1);
+        }
         self.through_valve_all(keys.iter().map(String::as_str))
             .await;
         self.inner.get_many(keys).await
@@ -248,6 +286,7 @@ impl KvBackend for Contended {
         expected: Option<Vec<u8>>,
         new: Vec<u8>,
     ) -> KvResult<bool> {
+        self.contention.count(key, |c| c.swaps += 1);
         self.contention.through_valve(key).await;
         if !self.contention.gates(key) {
             return self.inner.compare_and_swap(key, expected, new).await;

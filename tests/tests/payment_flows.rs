@@ -3,9 +3,11 @@
 //! customer drive them.
 
 use serde_json::{Value, json};
+use spinpay_tests::contention::{Calls, Contention};
 use spinpay_tests::{
-    Merchant, Reply, assert_error, assert_error_param, manual_payment_request, payment_request,
-    qr_customer, run, sha256_hex, shift_record_time, unique, unique_phone, unique_token,
+    Merchant, Reply, TestApp, assert_error, assert_error_param, manual_payment_request,
+    payment_request, qr_customer, run, runtime, sha256_hex, shift_record_time, unique,
+    unique_phone, unique_token,
 };
 
 /// Asserts the fields every fresh payment shares.
@@ -124,6 +126,37 @@ fn qr_customer_and_sound_wave_payments_succeed_synchronously() {
             let id = p["id"].as_str().unwrap();
             assert_succeeded(&m.payment(id).await, 2000);
         }
+    });
+}
+
+#[test]
+fn each_write_of_a_payment_and_its_channel_record_reads_the_record_once() {
+    // Proves a payment's read-modify-writes swap on the read that planned them: the
+    // payment record (created, updated with the channel's answer, its events published)
+    // and the sandbox's own record are each read once per compare-and-swap, not once by
+    // the code and again by the swap (one store round trip less each). The payment's one
+    // other read is the keyed request's look for a payment a crashed attempt left.
+    let contention = Contention::new();
+    runtime().block_on(async {
+        let app = TestApp::start_wrapped(contention.wrap()).await;
+        let m = app.new_merchant().await;
+        let p = m
+            .create_payment_ok(&payment_request(2000, qr_customer()))
+            .await;
+        assert_succeeded(&p, 2000);
+        let id = p["id"].as_str().unwrap();
+        let payment = contention.calls_on(&format!("pay/{id}"));
+        assert_eq!(
+            payment,
+            Calls {
+                reads: 1 + 3,
+                swaps: 3
+            },
+            "pay/{id}"
+        );
+        let channel = contention.calls_on(&format!("sbx:pay:{id}"));
+        assert_eq!(channel, Calls { reads: 1, swaps: 1 }, "sbx:pay:{id}");
+        app.shutdown().await;
     });
 }
 

@@ -38,6 +38,13 @@ impl Repository for Timed<'_> {
         r
     }
 
+    async fn get_for_update(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
+        let t = Instant::now();
+        let r = self.inner.get_for_update(key).await;
+        self.add(t);
+        r
+    }
+
     async fn put_if_version(
         &self,
         key: &str,

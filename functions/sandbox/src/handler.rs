@@ -178,7 +178,7 @@ async fn update<T: Serialize + DeserializeOwned, O>(
     mut f: impl FnMut(Option<T>) -> Result<(Option<T>, O), SimError>,
 ) -> Result<O, SimError> {
     for _ in 0..CAS_RETRIES_MAX {
-        let current = repo.get(key).await.map_err(storage)?;
+        let current = repo.get_for_update(key).await.map_err(storage)?;
         let version = current.as_ref().map_or(0, |v| v.version);
         let value = match current {
             Some(v) => Some(

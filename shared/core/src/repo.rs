@@ -53,6 +53,14 @@ pub enum RepoError {
 pub trait Repository {
     /// Read a record.
     async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError>;
+    /// Read a record the caller is about to [`Repository::put_if_version`] (a
+    /// read-modify-write step). Same answer as [`Repository::get`]; an implementation
+    /// whose compare-and-swap reads the key itself may keep what this read for the
+    /// `put_if_version` of the same key that follows, instead of reading it twice (the
+    /// swap still fails if the key changed since this read).
+    async fn get_for_update(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
+        self.get(key).await
+    }
     /// Compare-and-swap on the record's version; returns the new version.
     async fn put_if_version(
         &self,

@@ -218,7 +218,7 @@ async fn apply_update_as<R: Repository>(
     for _ in 0..CAS_ATTEMPTS_MAX {
         let (version, before) = match seed.take() {
             Some(s) => s,
-            None => match repo.get(&u.key).await? {
+            None => match repo.get_for_update(&u.key).await? {
                 Some(v) => (v.version, CounterRecord::decode(&u.key, &v.value)?),
                 None => (0, CounterRecord::new()),
             },
@@ -250,7 +250,7 @@ async fn apply_update_as<R: Repository>(
 pub async fn file_report<R: Repository>(repo: &R, report: &AmlReport) -> Result<bool, EngineError> {
     let k = aml_day_key(&report.merchant_id, &report.day);
     for _ in 0..CAS_ATTEMPTS_MAX {
-        let stored = repo.get(&k).await?;
+        let stored = repo.get_for_update(&k).await?;
         let (version, day) = match &stored {
             Some(v) => {
                 let day: AmlDay = serde_json::from_slice(&v.value)

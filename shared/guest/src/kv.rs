@@ -8,6 +8,7 @@
 //! `increment`, never `set`, because their stored form differs per backend
 //! (little-endian i64 in SQLite, decimal text in Redis).
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::envelope::{self, PlanRefused, SwapVerdict, WRITE_ID_BYTES};
@@ -26,6 +27,18 @@ pub struct KvRepository {
     label: String,
     store: spin_sdk::key_value::Store,
     bucket: store::Bucket,
+    /// The compare-and-swap handle the last [`Repository::get_for_update`] opened, kept
+    /// for the `put_if_version` of its key that follows (one at a time: a later read for
+    /// update replaces it, and with it drops the handle, which on Spin's Redis store holds
+    /// a connection).
+    held: RefCell<Option<Held>>,
+}
+
+/// An open compare-and-swap handle and what its `current()` read.
+struct Held {
+    key: String,
+    cas: atomics::Cas,
+    current: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for KvRepository {
@@ -49,6 +62,7 @@ impl KvRepository {
             label: label.to_string(),
             store,
             bucket,
+            held: RefCell::new(None),
         })
     }
 
@@ -67,6 +81,28 @@ impl KvRepository {
             .get(key)
             .await
             .map_err(|e| self.err(&format!("get {key}"), e))
+    }
+
+    /// Opens a compare-and-swap handle on `key` and reads it through the handle.
+    fn open_cas(&self, key: &str) -> Result<(atomics::Cas, Option<Vec<u8>>), RepoError> {
+        let cas = atomics::Cas::new(&self.bucket, key)
+            .map_err(|e| self.err(&format!("cas new {key}"), e))?;
+        let current = cas
+            .current()
+            .map_err(|e| self.err(&format!("cas current {key}"), e))?;
+        Ok((cas, current))
+    }
+
+    /// The handle a read for update left on `key`, if the last one was on `key`.
+    fn take_held(&self, key: &str) -> Option<(atomics::Cas, Option<Vec<u8>>)> {
+        let mut held = self.held.borrow_mut();
+        match held.take() {
+            Some(h) if h.key == key => Some((h.cas, h.current)),
+            other => {
+                *held = other;
+                None
+            }
+        }
     }
 
     fn decode(&self, key: &str, bytes: &[u8]) -> Result<Versioned, RepoError> {
@@ -125,8 +161,30 @@ fn fresh_write_id() -> Result<String, RepoError> {
 
 impl Repository for KvRepository {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
+        // A plain read of a held key starts that read-modify-write over.
+        drop(self.take_held(key));
         let bytes = self.get_raw(key).await?;
         bytes.map(|b| self.decode(key, &b)).transpose()
+    }
+
+    /// Reads through a compare-and-swap handle and keeps it: the `put_if_version` of
+    /// `key` that follows swaps on it instead of opening another and reading the key
+    /// again (one store round trip less per read-modify-write). The swap compares with
+    /// what this read, so a write in between still makes it fail.
+    async fn get_for_update(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
+        // Dropped first: at most one handle (and Redis connection) open per repository.
+        self.held.borrow_mut().take();
+        let (cas, current) = self.open_cas(key)?;
+        let decoded = current
+            .as_deref()
+            .map(|b| self.decode(key, b))
+            .transpose()?;
+        *self.held.borrow_mut() = Some(Held {
+            key: key.to_string(),
+            cas,
+            current,
+        });
+        Ok(decoded)
     }
 
     async fn put_if_version(
@@ -136,11 +194,10 @@ impl Repository for KvRepository {
         value: Vec<u8>,
     ) -> Result<u64, RepoError> {
         let write_id = fresh_write_id()?;
-        let cas = atomics::Cas::new(&self.bucket, key)
-            .map_err(|e| self.err(&format!("cas new {key}"), e))?;
-        let current = cas
-            .current()
-            .map_err(|e| self.err(&format!("cas current {key}"), e))?;
+        let (cas, current) = match self.take_held(key) {
+            Some(held) => held,
+            None => self.open_cas(key)?,
+        };
         let plan = match envelope::plan_put(current.as_deref(), expected, &write_id, value) {
             Ok(plan) => plan,
             Err(PlanRefused::Conflict) => {

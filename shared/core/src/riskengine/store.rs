@@ -221,7 +221,7 @@ pub async fn put_config<R: Repository>(
     config.validate()?;
     let k = keys::risk_config(merchant_id);
     for _ in 0..CAS_RETRIES_MAX {
-        let v = ctx.repo.get(&k).await?;
+        let v = ctx.repo.get_for_update(&k).await?;
         let (current, storage_version) = decode_config(&k, v.as_ref())?;
         config.version = current
             .version

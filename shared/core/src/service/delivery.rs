@@ -851,7 +851,8 @@ where
 {
     let key = keys::delivery(event_id);
     for _attempt in 0..CAS_RETRIES_MAX {
-        let Some((cur, version)) = read::<Delivery, R>(ctx.repo, &key).await? else {
+        let Some((cur, version)) = super::read_for_update::<Delivery, R>(ctx.repo, &key).await?
+        else {
             return Ok(None);
         };
         let Some(next) = f(&cur) else {
@@ -1054,7 +1055,7 @@ pub async fn rotate_webhook_secret<R: Repository, E: Entropy>(
 /// Unconditional write of a small non-money record (read version, CAS, retry).
 async fn put<T: Serialize, R: Repository>(repo: &R, key: &str, value: &T) -> Result<(), ApiError> {
     for _attempt in 0..CAS_RETRIES_MAX {
-        let version = repo.get(key).await?.map_or(0, |v| v.version);
+        let version = repo.get_for_update(key).await?.map_or(0, |v| v.version);
         match repo.put_if_version(key, version, to_bytes(value)).await {
             Ok(_) => return Ok(()),
             Err(RepoError::Conflict { .. }) => continue,

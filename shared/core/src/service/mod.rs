@@ -22,7 +22,7 @@ use crate::ids::IdKind;
 use crate::keys;
 use crate::machine::{PaymentState, assert_payment_invariants};
 use crate::model::{EventType, NextAction, Payment, PaymentMethod, Refund, RiskAssessment};
-use crate::repo::{RepoError, Repository};
+use crate::repo::{RepoError, Repository, Versioned};
 use crate::riskengine::RiskInput;
 use crate::rng::Entropy;
 
@@ -255,7 +255,23 @@ pub(crate) async fn read<T: DeserializeOwned, R: Repository>(
     repo: &R,
     key: &str,
 ) -> Result<Option<(T, u64)>, ApiError> {
-    let Some(v) = repo.get(key).await? else {
+    decode_read(key, repo.get(key).await?)
+}
+
+/// [`read`] for a read-modify-write: through [`Repository::get_for_update`], for the
+/// `put_if_version` of `key` that follows.
+pub(crate) async fn read_for_update<T: DeserializeOwned, R: Repository>(
+    repo: &R,
+    key: &str,
+) -> Result<Option<(T, u64)>, ApiError> {
+    decode_read(key, repo.get_for_update(key).await?)
+}
+
+fn decode_read<T: DeserializeOwned>(
+    key: &str,
+    v: Option<Versioned>,
+) -> Result<Option<(T, u64)>, ApiError> {
+    let Some(v) = v else {
         return Ok(None);
     };
     let value = serde_json::from_slice(&v.value).map_err(|e| internal(format!("{key}: {e}")))?;
@@ -309,7 +325,7 @@ where
     F: FnMut(&T) -> Result<Option<T>, ApiError>,
 {
     for _attempt in 0..CAS_RETRIES_MAX {
-        let (current, version) = read::<T, R>(repo, key)
+        let (current, version) = read_for_update::<T, R>(repo, key)
             .await?
             .ok_or_else(|| internal(format!("{key} vanished")))?;
         check(&current);

@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{CAS_RETRIES_MAX, Ctx, Updated, insert, internal, read, to_bytes};
+use super::{CAS_RETRIES_MAX, Ctx, Updated, insert, internal, read, read_for_update, to_bytes};
 use crate::error::ApiError;
 use crate::ids::{IdKind, make_id};
 use crate::keys;
@@ -260,7 +260,7 @@ where
     // A write whose outcome the store could not tell: (the record before, the one written).
     let mut unseen: Option<(T, T)> = None;
     for _attempt in 0..CAS_RETRIES_MAX {
-        let (stored, version) = read::<Stored<T>, R>(ctx.repo, &key)
+        let (stored, version) = read_for_update::<Stored<T>, R>(ctx.repo, &key)
             .await?
             .ok_or_else(|| internal(format!("{key} vanished")))?;
         check(&stored.record);
@@ -516,7 +516,7 @@ async fn remove_published<R: Repository>(
 ) -> Result<(), ApiError> {
     for _attempt in 0..CAS_RETRIES_MAX {
         let Some((mut stored, version)) =
-            read::<Stored<serde_json::Value>, R>(ctx.repo, key).await?
+            read_for_update::<Stored<serde_json::Value>, R>(ctx.repo, key).await?
         else {
             return Ok(());
         };

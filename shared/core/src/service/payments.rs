@@ -961,7 +961,9 @@ async fn check_otp<R: Repository>(
         .keys
         .keyed_hash_hex(format!("{payment_id}:{otp}").as_bytes());
     for _attempt in 0..super::CAS_RETRIES_MAX {
-        let Some((mut c, version)) = read::<OtpChallenge, R>(ctx.repo, &key).await? else {
+        let Some((mut c, version)) =
+            super::read_for_update::<OtpChallenge, R>(ctx.repo, &key).await?
+        else {
             return Err(ApiError::OtpExpired);
         };
         if ctx.now_ms > c.expires_at_ms {
