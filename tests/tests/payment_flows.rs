@@ -483,6 +483,68 @@ fn a_customer_code_the_customer_has_not_confirmed_is_revoked_by_a_cancel() {
 }
 
 #[test]
+fn an_unpaid_payment_read_or_rechecked_past_its_expiry_is_closed_and_canceled() {
+    // Proves what the docs promise from `expires_at_ms` on: a customer-presented code the
+    // customer never confirmed (888: still `processing`) is closed at the sandbox and
+    // canceled as expired by a GET, and by a recheck; a QR code nobody scanned
+    // (`requires_customer_action`) is closed by a recheck as a GET would. Each answers
+    // `canceled` / `expired` at once, and the customer can no longer pay.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let store = app.store();
+        let aged = async |p: &Value| {
+            let id = p["id"].as_str().unwrap().to_string();
+            let fields = ["created_at_ms", "updated_at_ms", "expires_at_ms"];
+            shift_record_time(&*store, &format!("pay/{id}"), &fields, -3_600_000).await;
+            id
+        };
+        let with_expiry = |amount_minor: i64, method: Value| {
+            let mut body = payment_request(amount_minor, method);
+            body["expires_in_seconds"] = json!(600);
+            body
+        };
+        let sound_wave = json!({"type": "sound_wave", "token": unique_token()});
+        for (method, how) in [(qr_customer(), "read"), (sound_wave, "recheck")] {
+            let code = method
+                .get("auth_code")
+                .or(method.get("token"))
+                .and_then(Value::as_str)
+                .unwrap()
+                .to_string();
+            let p = m.create_payment_ok(&with_expiry(888, method)).await;
+            assert_eq!(p["status"], "processing", "{p}");
+            let id = aged(&p).await;
+            let shown = match how {
+                "read" => m.payment(&id).await,
+                _ => {
+                    let (status, body) = act(&m, &id, "recheck", json!({})).await;
+                    assert_eq!(status, 200, "{body}");
+                    body
+                }
+            };
+            assert_eq!(shown["status"], "canceled", "{how}: {shown}");
+            assert_eq!(shown["cancellation_reason"], "expired", "{how}: {shown}");
+            let paid = app.customer_pay(&code).await;
+            assert_eq!(paid.0, 409, "{how}: the customer paid it: {}", paid.1);
+        }
+        let qr = m
+            .create_payment_ok(&with_expiry(1250, json!({"type": "qr_merchant"})))
+            .await;
+        assert_eq!(qr["status"], "requires_customer_action", "{qr}");
+        let payment_ref = qr["next_action"]["qr_payload"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let id = aged(&qr).await;
+        let (status, shown) = act(&m, &id, "recheck", json!({})).await;
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!(shown["status"], "canceled", "{shown}");
+        assert_eq!(shown["cancellation_reason"], "expired", "{shown}");
+        assert_eq!(app.customer_pay(&payment_ref).await.0, 409);
+    });
+}
+
+#[test]
 fn cancel_after_capture_is_rejected() {
     // Proves a captured payment cannot be voided (refund it instead) and stays succeeded.
     run(|app| async move {

@@ -30,7 +30,7 @@ use spinpay_core::ids::IdKind;
 use spinpay_core::model::{Event, PaymentStatus};
 use spinpay_core::service::{
     self, Ctx, DeliveryResponse, close_if_expired, event_delivery, get_event, get_payment,
-    get_refund, list_events, list_payments, recheck_payment, recheck_refund,
+    get_refund, list_events, list_payments, recheck_or_close_expired, recheck_refund,
 };
 use spinpay_guest::component::{self, Keyed, Services};
 use spinpay_guest::env::{self, OsEntropy};
@@ -85,7 +85,7 @@ async fn handle(req: Request) -> HttpResponse {
                     let (ctx, rng) = (services.ctx(), &mut OsEntropy);
                     Ok(if is_payment {
                         Rechecked::Payment(Box::new(
-                            recheck_payment(&ctx, &channels, rng, m, &id).await?,
+                            recheck_or_close_expired(&ctx, &channels, rng, m, &id).await?,
                         ))
                     } else {
                         Rechecked::Refund(recheck_refund(&ctx, &channels, rng, m, &id).await?)
@@ -150,8 +150,9 @@ enum Rechecked {
 /// The payment; a `processing` one is first re-checked with its channel (an unknown
 /// answer keeps it `processing`, or sends it to the channel again once it has not
 /// changed for 60 s: see `recheck_payment`), and one still waiting for its customer past
-/// its `expires_at_ms` is re-checked and, still unpaid, closed at its channel and
-/// canceled as expired (see `close_if_expired`). A missing channel configuration or
+/// its `expires_at_ms` (a customer-presented code still `processing` included) is
+/// re-checked and, still unpaid, closed at its channel and canceled as expired (see
+/// `close_if_expired`). A missing channel configuration or
 /// contention just serves what is stored.
 async fn payment_rechecked(
     services: &Services,
@@ -172,11 +173,8 @@ async fn payment_rechecked(
             return Ok(stored);
         }
     };
-    let fresh = if expired {
-        close_if_expired(&ctx, &channels, &mut OsEntropy, merchant_id, id).await
-    } else {
-        recheck_payment(&ctx, &channels, &mut OsEntropy, merchant_id, id).await
-    };
+    // Re-checks a `processing` payment too, and closes an expired customer code.
+    let fresh = close_if_expired(&ctx, &channels, &mut OsEntropy, merchant_id, id).await;
     match fresh {
         Ok(fresh) => Ok(fresh),
         Err(e) if e.is_retryable() => {

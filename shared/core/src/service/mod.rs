@@ -71,7 +71,7 @@ pub use queries::{
 pub use reconcile::{
     RECONCILE_CLOSE_GRACE_MS, RECONCILE_HORIZON_MS, RECONCILE_INTERVAL_MS, RECONCILE_LIMIT_DEFAULT,
     RECONCILE_LIMIT_MAX, RECONCILE_TIERS, RECONCILE_WINDOW_MS, ReconcileReport, ReconcileRequest,
-    close_if_expired, reconcile,
+    close_if_expired, recheck_or_close_expired, reconcile,
 };
 pub use refunds::{create_refund, create_refund_seeded, recheck_refund};
 pub use replay::{REPLAY_KEY_RETENTION_MS, claim_replay_key, replay_key_claimed};

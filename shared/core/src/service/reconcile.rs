@@ -503,7 +503,9 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
 /// reconciliation, up to a re-check interval later. A close the channel refuses or does
 /// not answer leaves the payment as it is, for reconciliation to try again. One still
 /// waiting for its one-time code was never sent to a channel: it is canceled as expired
-/// without a channel call. Any other payment is returned as it is, with no channel call.
+/// without a channel call. Any other `processing` payment is re-checked
+/// ([`super::recheck_payment`], as a read of it before its expiry); any other payment is
+/// returned as it is, with no channel call.
 pub async fn close_if_expired<R, C, E>(
     ctx: &Ctx<'_, R>,
     channel: &C,
@@ -530,8 +532,33 @@ where
             return Ok(fresh);
         }
         close_expired(ctx, channel, rng, merchant_id, payment_id).await?;
+    } else if p.state.status == PaymentStatus::Processing {
+        return super::recheck_payment(ctx, channel, rng, merchant_id, payment_id).await;
     }
     super::get_payment(ctx, merchant_id, payment_id).await
+}
+
+/// `POST /v1/payments/{id}/recheck`: [`super::recheck_payment`]; from the payment's
+/// `expires_at_ms` on, [`close_if_expired`] instead, so an unpaid one is closed and
+/// canceled as a read of it (and reconciliation) would, rather than left payable.
+pub async fn recheck_or_close_expired<R, C, E>(
+    ctx: &Ctx<'_, R>,
+    channel: &C,
+    rng: &mut E,
+    merchant_id: &str,
+    payment_id: &str,
+) -> Result<PaymentResponse, ApiError>
+where
+    R: Repository,
+    C: ChannelClient,
+    E: Entropy,
+{
+    let p = load_payment(ctx, merchant_id, payment_id).await?;
+    if ctx.now_ms >= p.expires_at_ms() {
+        close_if_expired(ctx, channel, rng, merchant_id, payment_id).await
+    } else {
+        super::recheck_payment(ctx, channel, rng, merchant_id, payment_id).await
+    }
 }
 
 /// Closes payment `id`, which nobody paid before it expired, at its channel and cancels
