@@ -887,6 +887,18 @@ fn each_malformed_create_gets_its_precise_4xx_code_and_creates_nothing() {
             (b"[1]".to_vec(), 400, "json_invalid"),
             (b"not json at all".to_vec(), 400, "json_invalid"),
             (
+                // Last-wins would charge 2 while a proxy reading the first copy sees 1250.
+                good_body()
+                    .to_string()
+                    .replace(
+                        "\"amount_minor\":1250",
+                        "\"amount_minor\":1250,\"amount_minor\":2",
+                    )
+                    .into_bytes(),
+                400,
+                "json_invalid",
+            ),
+            (
                 good_body()
                     .to_string()
                     .replace("1250", "99999999999999999999")

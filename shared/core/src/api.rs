@@ -99,15 +99,89 @@ pub fn parse_body<T: WireRequest>(body: &[u8], limit_bytes: u64) -> Result<T, Ap
     let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(serde_json::Map::new())
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::JsonInvalid {
-            detail: e.to_string(),
-        })?
+        serde_json::from_slice::<Unique>(body)
+            .map_err(|e| ApiError::JsonInvalid {
+                detail: e.to_string(),
+            })?
+            .0
     };
     check_schema(&value, T::SCHEMA, "")?;
     serde_json::from_value(value).map_err(|e| ApiError::ParameterInvalid {
         param: "body".into(),
         reason: e.to_string(),
     })
+}
+
+/// A JSON value parsed like [`Value`], except that an object naming one key twice is
+/// refused: `serde_json` keeps the last copy, so `{"amount_minor":100,"amount_minor":
+/// 200}` would charge 200 while a proxy or log that reads the first copy shows 100.
+struct Unique(Value);
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Unique, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // Like `Value`: a float JSON cannot hold (never produced by the parser) is null.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "the key {key:?} appears twice in one object"
+                )));
+            }
+            let Unique(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 fn check_schema(value: &Value, schema: &[Field], prefix: &str) -> Result<(), ApiError> {
@@ -1391,6 +1465,35 @@ pub struct MerchantCreatedResponse {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_key_named_twice_in_one_object_is_refused_and_everything_else_parses_as_json() {
+        // Proves a duplicate key, at the top or nested in an object inside an array, is
+        // json_invalid naming the key (never last-wins), and that bodies without one parse
+        // to the same value serde_json gives (numbers, floats, escapes, nesting, null).
+        use super::{Unique, Value};
+        let parse = |b: &str| serde_json::from_str::<Unique>(b).map(|u| u.0);
+        for dup in [
+            r#"{"amount_minor":100,"amount_minor":200}"#,
+            r#"{"method":{"type":"nfc","type":"app"}}"#,
+            r#"{"metadata":[{"a":"b","a":"c"}]}"#,
+            r#"{"a\u0062":1,"ab":2}"#,
+        ] {
+            let e = parse(dup).unwrap_err().to_string();
+            assert!(e.contains("appears twice"), "{dup}: {e}");
+        }
+        for ok in [
+            r#"{"a":1,"b":-2,"c":18446744073709551615,"d":1.5e3,"e":"x\n\u00e9","f":null}"#,
+            r#"[{"a":[true,false,[]]},{"a":{}},"s",0]"#,
+            r#"{"a":{"a":{"a":1}},"b":{"a":2}}"#,
+            "7",
+        ] {
+            let want: Value = serde_json::from_str(ok).unwrap();
+            assert_eq!(parse(ok).unwrap(), want, "{ok}");
+        }
+        let e = super::parse_body::<super::AdminSweepBody>(br#"{"limit":1,"limit":2}"#, 1024);
+        assert_eq!(e.unwrap_err().code(), "json_invalid");
+    }
 
     #[test]
     fn admin_sweep_bodies_are_checked_field_by_field() {

@@ -270,7 +270,7 @@ pub const ERROR_CODES: &[(&str, u16, &str, &str)] = &[
         "json_invalid",
         400,
         "invalid_request_error",
-        "The body is not a JSON object.",
+        "The body is not a JSON object, or one of its objects names a key twice (`{\"amount_minor\":1,\"amount_minor\":2}`: refused rather than taking either copy).",
     ),
     (
         "unknown_field",
