@@ -826,6 +826,42 @@ fn a_new_code_from_a_retried_approval_keeps_the_attempts_left_and_codes_are_capp
 }
 
 #[test]
+fn approving_an_sms_otp_payment_never_held_for_review_is_refused_and_sends_no_code() {
+    // Proves an approval is no way to resend a code: on an sms_otp payment risk let
+    // through (waiting for its code, never in review) it is payment_not_in_review, no
+    // SMS goes out, and the code sent first still pays.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(67),
+    );
+    let method = r#"{"type":"sms_otp","phone":"+8613812345678"}"#;
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let new = new_payment(&body(1_000, method, ""));
+        let p = create_payment(&c, &ch, &LocalRisk::default(), &mut rng, &m, new)
+            .await
+            .unwrap();
+        assert_eq!(p.status, PaymentStatus::RequiresCustomerAction);
+        let (sent, code) = (ch.sms.borrow().len(), ch.last_otp());
+        for resumes in [false, true] {
+            let e = review_payment(&c, &ch, &mut rng, &m.id, &p.id, true, resumes).await;
+            assert_eq!(
+                e.unwrap_err(),
+                ApiError::PaymentNotInReview {
+                    status: "requires_customer_action"
+                }
+            );
+        }
+        assert_eq!(ch.sms.borrow().len(), sent, "no new code");
+        let ok = confirm_payment(&c, &ch, &mut rng, &m.id, &p.id, &code, false).await;
+        assert_eq!(ok.unwrap().status, PaymentStatus::Succeeded);
+    });
+}
+
+#[test]
 fn sms_otp_confirms_with_the_right_code_and_fails_after_five_wrong_ones() {
     // Proves the OTP flow: code by SMS, wrong code counts down, right code pays, 5 wrong fail.
     let (repo, keys, ch, mut rng) = (

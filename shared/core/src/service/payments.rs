@@ -1096,10 +1096,16 @@ where
 {
     let p = load_payment(ctx, merchant_id, payment_id).await?;
     let sms = matches!(p.method, PaymentMethod::SmsOtp { .. });
-    // An approval of an `sms_otp` payment that already waits for its code is the retry of
-    // one whose answer was an error (its write may have landed, its code gone out or
-    // not): it goes on like a resumed one, with a new code.
-    let resumes = resumes || (approve && sms && awaits_code(&p));
+    // Held for review by risk: only such a payment can have been approved before.
+    let reviewed = p
+        .risk
+        .as_ref()
+        .is_some_and(|r| r.decision == RiskDecision::Review);
+    // An approval of a reviewed `sms_otp` payment that already waits for its code is the
+    // retry of one whose answer was an error (its write may have landed, its code gone
+    // out or not): it goes on like a resumed one, with a new code. One never held for
+    // review was never approved: refused (`payment_not_in_review`), no code sent.
+    let resumes = resumes || (approve && sms && reviewed && awaits_code(&p));
     if resumes && p.state.status != PaymentStatus::RequiresReview {
         let declined = p
             .failure
@@ -1109,7 +1115,7 @@ where
             (true, false) if p.channel_engaged => {
                 return resume_with_channel(ctx, channel, &p).await;
             }
-            (true, true) if awaits_code(&p) => {
+            (true, true) if reviewed && awaits_code(&p) => {
                 // Whether its code went out is unknown (a stored challenge does not
                 // say): a new code replaces it, so the payer surely gets one.
                 let p = start_otp(ctx, channel, rng, &p).await?;
