@@ -1126,16 +1126,23 @@ fn an_sms_otp_code_twilio_refuses_fails_the_payment_and_moves_no_money() {
 
 #[test]
 fn an_sms_provider_that_cannot_send_refuses_sms_otp_payments_up_front() {
-    // Proves sms_provider=twilio without an auth token, or an unknown provider, refuses
-    // an sms_otp payment as 503 not_configured naming the variable, storing nothing,
-    // while payments that need no code still go through.
+    // Proves sms_provider=twilio without an auth token, or with a sender left at the
+    // deployment template's placeholder, or an unknown provider, refuses an sms_otp
+    // payment as 503 not_configured naming the variable, storing nothing, while payments
+    // that need no code still go through.
     spinpay_tests::run(async |_shared| {
         let twilio = spinpay_tests::sim::twilio::TwilioSim::start().await;
         let mut broken = twilio.app_variables();
         broken.remove("twilio_auth_token");
+        let mut placeholder = twilio.app_variables();
+        placeholder.insert("twilio_from".into(), "REPLACE_ME_twilio_from".into());
         let mut unknown = twilio.app_variables();
         unknown.insert("sms_provider".into(), "carrier-pigeon".into());
-        for (vars, variable) in [(broken, "twilio_auth_token"), (unknown, "sms_provider")] {
+        for (vars, variable) in [
+            (broken, "twilio_auth_token"),
+            (placeholder, "twilio_from"),
+            (unknown, "sms_provider"),
+        ] {
             let app = spinpay_tests::TestApp::start(vars).await;
             let m = app.new_merchant().await;
             let body = request(

@@ -101,12 +101,18 @@ pub async fn var(name: &'static str) -> Option<String> {
     }
 }
 
-/// A required variable of a switched-on channel; missing → `Err(name)`.
+/// A required variable of a switched-on channel; missing, or left at the deployment
+/// template's placeholder (`REPLACE_ME…`) → `Err(name)`.
 pub async fn required(name: &'static str) -> Result<String, &'static str> {
-    var(name).await.ok_or_else(|| {
+    let v = var(name).await.ok_or_else(|| {
         eprintln!("channel configuration: variable {name} is empty");
         name
-    })
+    })?;
+    if v.starts_with(env::PLACEHOLDER_PREFIX) {
+        eprintln!("channel configuration: variable {name} is still the template's placeholder");
+        return Err(name);
+    }
+    Ok(v)
 }
 
 /// An absolute `http(s)://` URL variable (a notify URL rendered from an empty

@@ -76,26 +76,37 @@ pub async fn secret(name: &str) -> Result<Secret<String>, EnvError> {
     require_secret(name, value)
 }
 
-/// The pure rule behind [`secret`]: only a non-empty value is a secret.
+/// The pure rule behind [`secret`]: only a non-empty value is a secret, and not the
+/// deployment template's placeholder (`REPLACE_ME…` in infra/k8s/secrets.template.yaml,
+/// public in this repository: a sandbox secret left at it would let anyone sign sandbox
+/// notifications).
 pub fn require_secret(name: &str, value: Option<String>) -> Result<Secret<String>, EnvError> {
     match value {
-        Some(v) if !v.trim().is_empty() => Ok(Secret::new(v)),
+        Some(v) if !v.trim().is_empty() && !v.starts_with(PLACEHOLDER_PREFIX) => Ok(Secret::new(v)),
         Some(_) | None => Err(EnvError::SecretMissing(name.to_string())),
     }
 }
+
+/// How the deployment template's placeholder values begin.
+pub const PLACEHOLDER_PREFIX: &str = "REPLACE_ME";
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn an_empty_or_missing_secret_fails_closed() {
-        // Proves neither an absent nor a blank value is ever used as a secret.
+    fn an_empty_missing_or_placeholder_secret_fails_closed() {
+        // Proves neither an absent nor a blank value, nor the deployment template's
+        // placeholder, is ever used as a secret.
         assert_eq!(
             require_secret("sandbox_secret", None).unwrap_err(),
             EnvError::SecretMissing("sandbox_secret".into())
         );
         assert!(require_secret("s", Some("  ".into())).is_err());
+        assert_eq!(
+            require_secret("sandbox_secret", Some("REPLACE_ME_sandbox_secret".into())).unwrap_err(),
+            EnvError::SecretMissing("sandbox_secret".into())
+        );
         assert_eq!(require_secret("s", Some("k".into())).unwrap().expose(), "k");
     }
 
