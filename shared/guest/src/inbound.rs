@@ -133,12 +133,21 @@ pub fn with_header(mut resp: HttpResponse, name: &'static str, value: &str) -> H
 
 /// The error response `{"error":{"type","code","message","param"}}` carrying the request
 /// id. An internal error's detail is written to the log here, once, with the request id;
-/// the client sees only a generic message.
+/// the client sees only a generic message. A 401 names the scheme to authenticate with
+/// (`WWW-Authenticate: Bearer`, as RFC 9110 requires of a 401), with RFC 6750's
+/// `error="invalid_token"` when a token was sent and refused.
 pub fn error_response(err: &ApiError, request_id: &str) -> HttpResponse {
     if let ApiError::Internal { detail } = err {
         eprintln!("request {request_id}: internal error: {detail}");
     }
-    let resp = json_response(err.status(), &err.to_json());
+    let mut resp = json_response(err.status(), &err.to_json());
+    if err.status() == 401 {
+        let challenge = match err {
+            ApiError::AuthenticationRequired => r#"Bearer realm="spinpay""#,
+            _ => r#"Bearer realm="spinpay", error="invalid_token""#,
+        };
+        resp = with_header(resp, "www-authenticate", challenge);
+    }
     with_header(resp, REQUEST_ID_HEADER, request_id)
 }
 
@@ -369,6 +378,39 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "idempotency_key_reused");
         assert_eq!(v["error"]["type"], "idempotency_error");
+        assert!(resp_has_no_challenge(&ApiError::IdempotencyKeyReused));
+    }
+
+    fn resp_has_no_challenge(err: &ApiError) -> bool {
+        error_response(err, "req_1")
+            .headers()
+            .get("www-authenticate")
+            .is_none()
+    }
+
+    #[test]
+    fn a_401_names_the_bearer_scheme_and_says_whether_the_token_was_refused() {
+        // Proves every 401 carries WWW-Authenticate (RFC 9110): a bare Bearer challenge
+        // when no token came, error="invalid_token" when one was refused; others none.
+        let challenge = |err: &ApiError| {
+            let resp = error_response(err, "req_1");
+            assert_eq!(resp.status(), 401, "{err:?}");
+            resp.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            challenge(&ApiError::AuthenticationRequired),
+            r#"Bearer realm="spinpay""#
+        );
+        for refused in [ApiError::ApiKeyInvalid, ApiError::AdminTokenInvalid] {
+            assert_eq!(
+                challenge(&refused),
+                r#"Bearer realm="spinpay", error="invalid_token""#
+            );
+        }
+        assert!(resp_has_no_challenge(&ApiError::RouteNotFound));
     }
 
     #[test]
