@@ -9,8 +9,8 @@ use futures::executor::block_on;
 use spinpay_core::api::ListParams;
 use spinpay_core::error::ApiError;
 use spinpay_core::model::{CancellationReason, EventType, PaymentStatus, RefundStatus};
-use spinpay_core::repo::Repository;
 use spinpay_core::repo::memory::MemoryRepository;
+use spinpay_core::repo::{RepoError, Repository};
 use spinpay_core::rng::SplitMix64;
 use spinpay_core::service::*;
 
@@ -171,6 +171,74 @@ fn a_refund_an_unkeyed_request_left_pending_is_settled_by_the_sweeps_alone() {
     });
     assert!(steps > 3, "the refund has several crash points ({steps})");
     assert!(stuck > 0, "some crash points leave it to reconciliation");
+}
+
+/// Records the reads for update each key gets.
+#[derive(Default)]
+struct ReadsForUpdate(std::cell::RefCell<Vec<String>>);
+
+impl common::hooked::Hooks for &ReadsForUpdate {
+    fn before(&self, op: common::hooked::Op, key: &str) -> Result<(), RepoError> {
+        if op == common::hooked::Op::GetForUpdate {
+            self.0.borrow_mut().push(key.to_string());
+        }
+        Ok(())
+    }
+}
+
+impl ReadsForUpdate {
+    fn of(&self, key: &str) -> usize {
+        self.0.borrow().iter().filter(|k| *k == key).count()
+    }
+}
+
+#[test]
+fn rechecks_that_change_nothing_read_without_a_compare_and_swap_handle() {
+    // Proves a re-check that finds a payment or refund where it was (the channel still
+    // says pending) reads it with a plain read, never through a compare-and-swap handle
+    // (on Spin's Redis store each handle is a connection of its own), while the
+    // channel's first answer to a new payment or refund, which moves it, reads the
+    // record for update.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(71);
+        let seen = ReadsForUpdate::default();
+        let hooked = common::hooked::Hooked {
+            inner: &repo,
+            hooks: &seen,
+        };
+        let c = ctx(&hooked, &keys, 4_000_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        // 888: the channel leaves the payment processing, then the refund pending.
+        let p = pay(&c, &ch, &mut rng, &m, 888, QRC).await.unwrap();
+        assert_eq!(p.status, PaymentStatus::Processing);
+        let pay_key = format!("pay/{}", p.id);
+        let first = seen.of(&pay_key);
+        assert!(first >= 1, "the first answer reads for update");
+        let later = ctx(&hooked, &keys, 4_000_000 + 1_000);
+        let again = recheck_payment(&later, &ch, &mut rng, &m.id, &p.id)
+            .await
+            .unwrap();
+        assert_eq!(again.status, PaymentStatus::Processing);
+        assert_eq!(seen.of(&pay_key), first, "a re-check that changes nothing");
+
+        let paid = pay(&c, &ch, &mut rng, &m, 1000, QRC).await.unwrap();
+        let r = create_refund(&c, &ch, &mut rng, &m.id, &paid.id, refund_of(888))
+            .await
+            .unwrap();
+        assert_eq!(r.status, RefundStatus::Pending);
+        let refund_key = format!("re/{}", r.id);
+        let before = seen.of(&refund_key);
+        assert!(before >= 1, "the refund's first answer reads for update");
+        let again = recheck_refund(&later, &ch, &mut rng, &m.id, &r.id)
+            .await
+            .unwrap();
+        assert_eq!(again.status, RefundStatus::Pending);
+        assert_eq!(
+            seen.of(&refund_key),
+            before,
+            "a re-check that changes nothing"
+        );
+    });
 }
 
 #[test]

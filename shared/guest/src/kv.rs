@@ -161,7 +161,8 @@ fn fresh_write_id() -> Result<String, RepoError> {
 
 impl Repository for KvRepository {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
-        // A plain read of a held key starts that read-modify-write over.
+        // Any other call on a held key starts that read-modify-write over (here and in
+        // get_many, put_fresh and delete): the handle's read may be stale by then.
         drop(self.take_held(key));
         let bytes = self.get_raw(key).await?;
         bytes.map(|b| self.decode(key, &b)).transpose()
@@ -218,6 +219,7 @@ impl Repository for KvRepository {
     }
 
     async fn put_fresh(&self, key: &str, value: Vec<u8>) -> Result<(), RepoError> {
+        drop(self.take_held(key));
         let envelope = envelope::Envelope {
             version: 1,
             write_ids: vec![fresh_write_id()?],
@@ -237,6 +239,9 @@ impl Repository for KvRepository {
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, RepoError> {
         if keys.is_empty() {
             return Ok(Vec::new());
+        }
+        for key in keys {
+            drop(self.take_held(key));
         }
         let mut out = Vec::with_capacity(keys.len());
         let chunk = usize::try_from(GET_MANY_KEYS_MAX).expect("small constant");
@@ -276,6 +281,7 @@ impl Repository for KvRepository {
     }
 
     async fn delete(&self, key: &str) -> Result<(), RepoError> {
+        drop(self.take_held(key));
         self.store
             .delete(key)
             .await

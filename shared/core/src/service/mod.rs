@@ -267,6 +267,33 @@ pub(crate) async fn read_for_update<T: DeserializeOwned, R: Repository>(
     decode_read(key, repo.get_for_update(key).await?)
 }
 
+/// How a read-modify-write reads its record: what the caller expects of the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadFor {
+    /// A change is all but certain (a command the record was checked to allow, a
+    /// channel's first answer): read through the compare-and-swap handle the write will
+    /// use ([`read_for_update`]), one store round trip less.
+    Change,
+    /// The read may well end in no write (a repeated notification, a re-check of a payment
+    /// that has not moved): a plain [`read`], and the write, if any, opens its handle
+    /// then. On Spin's Redis store every handle is a new connection, so a handle opened
+    /// for nothing costs more than the read it saves.
+    Check,
+}
+
+impl ReadFor {
+    pub(crate) async fn read<T: DeserializeOwned, R: Repository>(
+        self,
+        repo: &R,
+        key: &str,
+    ) -> Result<Option<(T, u64)>, ApiError> {
+        match self {
+            ReadFor::Change => read_for_update(repo, key).await,
+            ReadFor::Check => read(repo, key).await,
+        }
+    }
+}
+
 fn decode_read<T: DeserializeOwned>(
     key: &str,
     v: Option<Versioned>,
@@ -375,14 +402,15 @@ where
     R: Repository,
     F: FnMut(&Payment) -> Result<Option<Payment>, ApiError>,
 {
-    update_payment_with(ctx, payment_id, Vec::new(), f).await
+    update_payment_with(ctx, payment_id, ReadFor::Change, Vec::new(), f).await
 }
 
-/// [`update_payment`] that also records `extra` events with the change (e.g.
-/// `refund.created` with the refund's reservation).
+/// [`update_payment`] that reads as `read_for` says and also records `extra` events with
+/// the change (e.g. `refund.created` with the refund's reservation).
 pub(crate) async fn update_payment_with<R, F>(
     ctx: &Ctx<'_, R>,
     payment_id: &str,
+    read_for: ReadFor,
     extra: Vec<outbox::PendingEvent>,
     mut f: F,
 ) -> Result<Updated<Payment>, ApiError>
@@ -402,14 +430,15 @@ where
         all.extend(extra.iter().cloned());
         all
     };
-    outbox::update_with_events(ctx, payment_id, stamped, check_payment, events).await
+    outbox::update_with_events(ctx, payment_id, read_for, stamped, check_payment, events).await
 }
 
-/// CAS update of a refund; stamps `updated_at_ms` on a change and records the status
-/// event in the same write.
+/// CAS update of a refund (read as `read_for` says); stamps `updated_at_ms` on a change
+/// and records the status event in the same write.
 pub(crate) async fn update_refund<R, F>(
     ctx: &Ctx<'_, R>,
     refund_id: &str,
+    read_for: ReadFor,
     mut f: F,
 ) -> Result<Updated<Refund>, ApiError>
 where
@@ -424,7 +453,7 @@ where
         }))
     };
     let events = |before: &Refund, after: &Refund| refund_change_events(before, after, now_ms);
-    outbox::update_with_events(ctx, refund_id, stamped, check_refund, events).await
+    outbox::update_with_events(ctx, refund_id, read_for, stamped, check_refund, events).await
 }
 
 /// Loads a payment owned by `merchant_id` (bad id, absent or foreign → resource_missing).

@@ -70,7 +70,8 @@ pub async fn apply_payment_notification<R: Repository, E: Entropy>(
     if p.channel != n.channel {
         return Ok(NotificationResult::UnknownObject);
     }
-    let u = super::payments::apply_report(ctx, &n.payment_id, &n.report).await?;
+    let u =
+        super::payments::apply_report(ctx, &n.payment_id, &n.report, super::ReadFor::Check).await?;
     payment_events(ctx, rng, &u).await?;
     Ok(if !u.changed {
         NotificationResult::Duplicate
@@ -130,7 +131,8 @@ pub async fn apply_refund_notification<R: Repository, E: Entropy>(
             NotificationResult::Duplicate
         });
     }
-    let settled = super::refunds::settle(ctx, rng, &n.refund_id, &n.outcome).await?;
+    let settled =
+        super::refunds::settle(ctx, rng, &n.refund_id, &n.outcome, super::ReadFor::Check).await?;
     Ok(if settled.refund.state != before.state {
         NotificationResult::Applied
     } else if settled.flagged {

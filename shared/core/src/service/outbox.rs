@@ -31,7 +31,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{CAS_RETRIES_MAX, Ctx, Updated, insert, internal, read, read_for_update, to_bytes};
+use super::{
+    CAS_RETRIES_MAX, Ctx, ReadFor, Updated, insert, internal, read, read_for_update, to_bytes,
+};
 use crate::error::ApiError;
 use crate::ids::{IdKind, make_id};
 use crate::keys;
@@ -245,6 +247,7 @@ impl Outboxed for crate::model::Refund {
 pub(crate) async fn update_with_events<T, R, F, G>(
     ctx: &Ctx<'_, R>,
     id: &str,
+    read_for: ReadFor,
     mut f: F,
     check: fn(&T),
     events: G,
@@ -260,7 +263,8 @@ where
     // A write whose outcome the store could not tell: (the record before, the one written).
     let mut unseen: Option<(T, T)> = None;
     for _attempt in 0..CAS_RETRIES_MAX {
-        let (stored, version) = read_for_update::<Stored<T>, R>(ctx.repo, &key)
+        let (stored, version) = read_for
+            .read::<Stored<T>, R>(ctx.repo, &key)
             .await?
             .ok_or_else(|| internal(format!("{key} vanished")))?;
         check(&stored.record);

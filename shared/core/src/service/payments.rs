@@ -4,8 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use super::outbox::{ObjectKind, Written, insert_with_events, pending, publish_written};
 use super::{
-    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, Ctx, RiskClient, Updated, insert,
-    internal, load_payment, payment_data, payment_events, read, to_bytes, update_payment,
+    ActionOutcome, ChannelClient, ChannelOutcome, ChannelReport, Ctx, ReadFor, RiskClient, Updated,
+    insert, internal, load_payment, payment_data, payment_events, read, to_bytes, update_payment,
+    update_payment_with,
 };
 use crate::api::{NewPayment, PaymentResponse};
 use crate::crypto::{constant_time_eq, open, seal};
@@ -460,7 +461,8 @@ where
         amount_minor: None,
         currency: None,
     };
-    let u = apply_report(ctx, &payment.id, &report).await;
+    // The channel's first answer: it moves a new payment on (or fails it).
+    let u = apply_report(ctx, &payment.id, &report, ReadFor::Change).await;
     match &u {
         Ok(u) if u.changed => super::publish_update(ctx, u, merchant).await,
         // Events an earlier write left pending (a new payment's `payment.created`) still
@@ -497,9 +499,10 @@ pub(crate) async fn apply_report<R: Repository>(
     ctx: &Ctx<'_, R>,
     payment_id: &str,
     report: &ChannelReport,
+    read_for: ReadFor,
 ) -> Result<Updated<Payment>, ApiError> {
     let now_ms = ctx.now_ms;
-    update_payment(ctx, payment_id, |p| {
+    update_payment_with(ctx, payment_id, read_for, Vec::new(), |p| {
         if let Some(reason) = mismatch(p, report) {
             return Ok(flag_conflict(
                 p,
@@ -1317,7 +1320,7 @@ where
     {
         resume_with_channel(ctx, channel, &p).await?;
     } else {
-        let u = apply_report(ctx, payment_id, &report).await?;
+        let u = apply_report(ctx, payment_id, &report, ReadFor::Check).await?;
         payment_events(ctx, rng, &u).await?;
     }
     super::get_payment(ctx, merchant_id, payment_id).await

@@ -6,8 +6,9 @@
 //! Settling is keyed by refund id, so a retried or duplicated settle never counts twice.
 
 use super::{
-    ChannelClient, Ctx, RefundOutcome, Updated, insert, internal, load_payment, payment_events,
-    read, refund_created_event, refund_events, update_payment, update_payment_with, update_refund,
+    ChannelClient, Ctx, ReadFor, RefundOutcome, Updated, insert, internal, load_payment,
+    payment_events, read, refund_created_event, refund_events, update_payment, update_payment_with,
+    update_refund,
 };
 use crate::api::{NewRefund, RefundResponse};
 use crate::error::ApiError;
@@ -154,7 +155,7 @@ where
     E: Entropy,
 {
     let outcome = channel.refund(payment, refund).await;
-    settle(ctx, rng, &refund.id, &outcome)
+    settle(ctx, rng, &refund.id, &outcome, ReadFor::Change)
         .await
         .map_or_else(|_| refund.clone(), |s| s.refund)
 }
@@ -284,7 +285,7 @@ async fn reserve<R: Repository, E: Entropy>(
         amount_minor: refund.amount_minor,
     };
     let created = vec![refund_created_event(refund, ctx.now_ms)];
-    let u = update_payment_with(ctx, &refund.payment_id, created, |cur| {
+    let u = update_payment_with(ctx, &refund.payment_id, ReadFor::Change, created, |cur| {
         match apply_payment(&cur.state, &command) {
             Ok(state) => Ok(Some(Payment {
                 state,
@@ -308,7 +309,8 @@ pub(crate) struct Settled {
     pub flagged: bool,
 }
 
-/// Applies a channel refund outcome to the refund, then settles the payment's
+/// Applies a channel refund outcome to the refund (read as `read_for` says: a repeated
+/// report or a re-check usually changes nothing), then settles the payment's
 /// reservation. Both steps are idempotent, so a repeat (notification, re-check, retry
 /// after a crash between the two) is harmless.
 pub(crate) async fn settle<R: Repository, E: Entropy>(
@@ -316,6 +318,7 @@ pub(crate) async fn settle<R: Repository, E: Entropy>(
     rng: &mut E,
     refund_id: &str,
     outcome: &RefundOutcome,
+    read_for: ReadFor,
 ) -> Result<Settled, ApiError> {
     let command = match outcome {
         RefundOutcome::Succeeded { .. } => RefundCommand::ChannelSucceeded,
@@ -324,7 +327,7 @@ pub(crate) async fn settle<R: Repository, E: Entropy>(
         RefundOutcome::Unknown { .. } => RefundCommand::ChannelUnknown,
     };
     let contradicted = std::cell::Cell::new(false);
-    let u = update_refund(ctx, refund_id, |cur| {
+    let u = update_refund(ctx, refund_id, read_for, |cur| {
         match apply_refund(&cur.state, command) {
             Ok(state) => Ok(Some(with_refund_outcome(cur, state, outcome))),
             Err(TransitionError::AlreadyApplied) => Ok(None),
@@ -416,7 +419,14 @@ async fn settle_payment<R: Repository, E: Entropy>(
         refund_id: u.after.id.clone(),
         succeeded,
     };
-    let pu = update_payment(ctx, &u.after.payment_id, |cur| {
+    // A refund that did not change now (a repeated report) was most likely settled on
+    // its payment already.
+    let read_for = if u.changed {
+        ReadFor::Change
+    } else {
+        ReadFor::Check
+    };
+    let pu = update_payment_with(ctx, &u.after.payment_id, read_for, Vec::new(), |cur| {
         match apply_payment(&cur.state, &command) {
             Ok(state) => Ok(Some(Payment {
                 state,
@@ -486,7 +496,7 @@ where
             &ask_channel(ctx, channel, rng, &payment, &refund).await,
         ));
     }
-    let settled = settle(ctx, rng, refund_id, &outcome).await?;
+    let settled = settle(ctx, rng, refund_id, &outcome, ReadFor::Check).await?;
     Ok(RefundResponse::new(&settled.refund))
 }
 

@@ -17,6 +17,8 @@ use super::SimChannel;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Get,
+    /// A read for a read-modify-write ([`Repository::get_for_update`]).
+    GetForUpdate,
     Put,
     Increment,
     GetMany,
@@ -62,6 +64,10 @@ impl<H: Hooks> Repository for Hooked<'_, H> {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
         self.hooks.before(Op::Get, key)?;
         self.inner.get(key).await
+    }
+    async fn get_for_update(&self, key: &str) -> Result<Option<Versioned>, RepoError> {
+        self.hooks.before(Op::GetForUpdate, key)?;
+        self.inner.get_for_update(key).await
     }
     async fn put_if_version(
         &self,
