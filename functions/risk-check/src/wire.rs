@@ -171,7 +171,12 @@ fn invalid(param: impl Into<String>, reason: impl Into<String>) -> ApiError {
 /// (and the allow-list twins) take raw values that are stored only as salted hashes.
 /// Every error names the exact field (`velocity[2].window`, `aml.structuring.below_bp`).
 pub fn parse_rules(body: &[u8]) -> Result<RulesInput, ApiError> {
-    let value: Value = spinpay_guest::inbound::parse_json(body)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::JsonInvalid {
+            detail: "the body is empty".into(),
+        });
+    }
+    let value = spinpay_core::api::parse_json_value(body)?;
     let Value::Object(mut obj) = value else {
         return Err(ApiError::JsonInvalid {
             detail: "the body must be a JSON object".into(),
@@ -418,6 +423,20 @@ fn to_api_error(e: &serde_json::Error, path: &[Seg]) -> ApiError {
 mod tests {
     use super::*;
     use spinpay_core::model::RiskDecision;
+
+    #[test]
+    fn a_rules_body_naming_a_key_twice_is_refused() {
+        // Proves a rules PUT with a duplicated key (top level or nested) is json_invalid
+        // instead of taking the last copy (a limit or list a reviewer never saw).
+        for body in [
+            r#"{"limits":{},"limits":{}}"#,
+            r#"{"blocklist":{"phones":["+8613800000000"],"phones":[]}}"#,
+        ] {
+            let e = parse_rules(body.as_bytes()).unwrap_err();
+            assert_eq!(e.code(), "json_invalid", "{body}: {e:?}");
+        }
+        assert_eq!(parse_rules(b" ").unwrap_err().code(), "json_invalid");
+    }
 
     fn err(body: &str) -> ApiError {
         parse_rules(body.as_bytes()).unwrap_err()

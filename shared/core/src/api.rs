@@ -99,17 +99,23 @@ pub fn parse_body<T: WireRequest>(body: &[u8], limit_bytes: u64) -> Result<T, Ap
     let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(serde_json::Map::new())
     } else {
-        serde_json::from_slice::<Unique>(body)
-            .map_err(|e| ApiError::JsonInvalid {
-                detail: e.to_string(),
-            })?
-            .0
+        parse_json_value(body)?
     };
     check_schema(&value, T::SCHEMA, "")?;
     serde_json::from_value(value).map_err(|e| ApiError::ParameterInvalid {
         param: "body".into(),
         reason: e.to_string(),
     })
+}
+
+/// Parses a JSON document as [`Value`] does, except that an object naming one key twice
+/// is `json_invalid` (see [`Unique`]).
+pub fn parse_json_value(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice::<Unique>(body)
+        .map(|u| u.0)
+        .map_err(|e| ApiError::JsonInvalid {
+            detail: e.to_string(),
+        })
 }
 
 /// A JSON value parsed like [`Value`], except that an object naming one key twice is

@@ -53,8 +53,8 @@ pub enum ApiError {
         /// The limit.
         limit_bytes: u64,
     },
-    /// The body is not JSON (or not an object).
-    #[error("request body is not valid JSON: {detail}")]
+    /// The body is not JSON, not an object, or names a key twice in one object.
+    #[error("the request body is not accepted as JSON: {detail}")]
     JsonInvalid {
         /// Parser detail.
         detail: String,
