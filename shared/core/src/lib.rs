@@ -42,3 +42,8 @@ pub mod rng;
 pub mod service;
 
 pub use error::ApiError;
+
+/// How the deployment template's placeholder values begin (`REPLACE_ME…` in
+/// infra/k8s/secrets.template.yaml and spinapp.yaml, public in this repository): a secret
+/// or required setting still holding one counts as not configured.
+pub const PLACEHOLDER_PREFIX: &str = "REPLACE_ME";

@@ -87,8 +87,7 @@ pub fn require_secret(name: &str, value: Option<String>) -> Result<Secret<String
     }
 }
 
-/// How the deployment template's placeholder values begin.
-pub const PLACEHOLDER_PREFIX: &str = "REPLACE_ME";
+pub use spinpay_core::PLACEHOLDER_PREFIX;
 
 #[cfg(test)]
 mod tests {

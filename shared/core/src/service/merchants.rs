@@ -292,7 +292,9 @@ pub fn check_admin_token(
     configured: Option<&str>,
 ) -> Result<(), ApiError> {
     let configured = configured
-        .filter(|t| t.chars().count() >= ADMIN_TOKEN_CHARS_MIN && !t.starts_with("REPLACE_ME"))
+        .filter(|t| {
+            t.chars().count() >= ADMIN_TOKEN_CHARS_MIN && !t.starts_with(crate::PLACEHOLDER_PREFIX)
+        })
         .ok_or(ApiError::NotConfigured {
             what: "admin_token",
         })?;
