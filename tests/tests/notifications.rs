@@ -173,6 +173,11 @@ fn events_reach_a_failing_receiver_exactly_once_after_retries_with_valid_signatu
                 verify(sig, &r.body, "whsec_wrong"),
                 Err("no matching signature")
             );
+            // Framed by length, not chunked: receivers that read Content-Length bytes (or
+            // refuse chunked requests) get the whole signed body.
+            let length = r.body.len().to_string();
+            assert_eq!(r.header("content-length"), Some(length.as_str()));
+            assert_eq!(r.header("transfer-encoding"), None);
             let event = r.json();
             assert_eq!(event["object"], "event");
             assert_eq!(r.header("spinpay-event-id"), event["id"].as_str());
