@@ -176,7 +176,7 @@ pub enum ApiError {
         what: &'static str,
     },
     /// Wrong OTP.
-    #[error("the code is incorrect; {attempts_left} attempts left")]
+    #[error("the code is incorrect; {attempts_left} attempt{} left", if *attempts_left == 1 { "" } else { "s" })]
     OtpInvalid {
         /// Attempts left.
         attempts_left: u32,
@@ -650,6 +650,14 @@ impl From<crate::repo::RepoError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrong_code_counts_the_attempts_left_in_words() {
+        // Proves "1 attempt left" and "4 attempts left".
+        let left = |n| ApiError::OtpInvalid { attempts_left: n }.message();
+        assert_eq!(left(1), "the code is incorrect; 1 attempt left");
+        assert_eq!(left(4), "the code is incorrect; 4 attempts left");
+    }
 
     #[test]
     fn every_code_is_in_the_table_once() {
