@@ -534,8 +534,9 @@ fn cursor_pages_walk_every_payment_newest_first_exactly_once() {
 #[test]
 fn list_limits_outside_one_to_a_hundred_and_unknown_parameters_are_rejected() {
     // Proves limit=0, limit=101, limit=x, a repeated limit → parameter_invalid(limit);
-    // ?sort= → unknown_field; a cursor naming another merchant's payment or event →
-    // parameter_invalid(starting_after), as the refund list answers.
+    // ?sort= → unknown_field (and any parameter on the account and rules reads); a cursor
+    // naming another merchant's payment or event → parameter_invalid(starting_after), as
+    // the refund list answers.
     run(|app| async move {
         let m = app.new_merchant().await;
         for bad in ["limit=0", "limit=101", "limit=x", "limit=5&limit=6"] {
@@ -546,6 +547,12 @@ fn list_limits_outside_one_to_a_hundred_and_unknown_parameters_are_rejected() {
         }
         let r = m.get("/v1/payments?sort=asc").await;
         assert_error_param(&r, 400, "unknown_field", "sort");
+        // Reads of one object take no parameters at all, whichever component serves them.
+        for path in ["/v1/account", "/v1/risk/rules"] {
+            let r = m.get(&format!("{path}?expand=x")).await;
+            assert_error_param(&r, 400, "unknown_field", "expand");
+            assert_eq!(m.get(path).await.0, 200, "{path}");
+        }
 
         let other = app.new_merchant().await;
         let theirs = other

@@ -48,6 +48,7 @@ async fn handle(req: Request) -> HttpResponse {
                 Route::CreateMerchant => create_merchant(&parts, body, request_id).await,
                 Route::Account => {
                     let (_, merchant) = Services::authenticated(&parts.headers).await?;
+                    inbound::no_query(parts.uri.query())?;
                     Ok(respond::ok_json(&MerchantResponse::new(&merchant)))
                 }
                 Route::UpdateAccount => update_account(&parts, body, request_id).await,

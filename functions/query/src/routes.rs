@@ -5,7 +5,6 @@ use serde::Deserialize;
 use spinpay_core::ApiError;
 use spinpay_core::api::{Field, ListParams, WireRequest};
 use spinpay_core::ids::{IdKind, is_valid_id};
-use spinpay_guest::inbound::Query;
 use spinpay_guest::respond::RouteMiss;
 
 /// What a request asks for.
@@ -93,9 +92,7 @@ pub fn list_params(query: Option<&str>, kind: IdKind) -> Result<ListParams, ApiE
 }
 
 /// Single-object reads take no query parameters.
-pub fn no_query(query: Option<&str>) -> Result<(), ApiError> {
-    Query::parse(query)?.only(&[])
-}
+pub use spinpay_guest::inbound::no_query;
 
 /// The body of a re-check: an empty object (or no body).
 #[derive(Debug, Clone, Deserialize)]

@@ -117,6 +117,7 @@ async fn handle(req: Request) -> HttpResponse {
             let ctx = services.ctx();
             match (route, &parts.method) {
                 (Route::Rules, &Method::GET) => {
+                    inbound::no_query(parts.uri.query())?;
                     let config = store::get_config(&ctx, &merchant.id).await?;
                     Ok(ok_json(&RulesResponse::from(config)))
                 }

@@ -212,6 +212,11 @@ pub fn request_id(headers: &HeaderMap, random: [u8; 12]) -> String {
     }
 }
 
+/// A read that takes no query parameters: any is `unknown_field` naming it.
+pub fn no_query(query: Option<&str>) -> Result<(), ApiError> {
+    Query::parse(query)?.only(&[])
+}
+
 /// Parsed query parameters, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Query {
