@@ -171,12 +171,7 @@ fn invalid(param: impl Into<String>, reason: impl Into<String>) -> ApiError {
 /// (and the allow-list twins) take raw values that are stored only as salted hashes.
 /// Every error names the exact field (`velocity[2].window`, `aml.structuring.below_bp`).
 pub fn parse_rules(body: &[u8]) -> Result<RulesInput, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::JsonInvalid {
-            detail: "the body is empty".into(),
-        });
-    }
-    let value = spinpay_core::api::parse_json_value(body)?;
+    let value = spinpay_guest::inbound::parse_json_value(body)?;
     let Value::Object(mut obj) = value else {
         return Err(ApiError::JsonInvalid {
             detail: "the body must be a JSON object".into(),

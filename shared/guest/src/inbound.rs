@@ -74,12 +74,25 @@ where
 /// Parses a JSON body into `T`; a body that is not JSON is `json_invalid`, a field of
 /// the wrong type or an unknown field names the field.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    refuse_empty(body)?;
+    serde_json::from_slice(body).map_err(|e| json_error(&e))
+}
+
+/// [`parse_json`] into a JSON value for a caller that checks its fields itself: an
+/// object naming one key twice is `json_invalid` too, where a plain `Value` would keep
+/// the last copy ([`spinpay_core::api::parse_json_value`]).
+pub fn parse_json_value(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    refuse_empty(body)?;
+    spinpay_core::api::parse_json_value(body)
+}
+
+fn refuse_empty(body: &[u8]) -> Result<(), ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::JsonInvalid {
             detail: "the body is empty".into(),
         });
     }
-    serde_json::from_slice(body).map_err(|e| json_error(&e))
+    Ok(())
 }
 
 fn json_error(e: &serde_json::Error) -> ApiError {
