@@ -391,14 +391,16 @@ async fn outbound_requests_never_connect_to_the_runtime_configs_blocked_networks
     // an IP literal or a name (localhost) in a blocked network is refused with
     // DestinationIpProhibited before any connection, "private" covers loopback, and a list
     // that does not cover the address lets the request through (and its connection is
-    // kept alive for the next request to the same origin).
+    // kept alive for the next request to the same origin). Every list also blocks ::1 or
+    // covers it, because `localhost` may resolve to ::1 as well (Debian, Fedora, macOS):
+    // the test must behave the same there and never try an address outside 127.0.0.0/8.
     let (target, accepted) = start_counted_target().await;
     let port = target.port();
     let fetch = |base: String, url: String| async move {
         get(&format!("{base}/?op=fetch&url={}", enc(&url))).await
     };
     for block in [
-        r#"["127.0.0.0/8"]"#,
+        r#"["127.0.0.0/8", "::1/128"]"#,
         r#"["private"]"#,
         r#"["::1/128", "127.0.0.1/32"]"#,
     ] {
@@ -424,9 +426,10 @@ async fn outbound_requests_never_connect_to_the_runtime_configs_blocked_networks
         "a blocked request connected"
     );
 
-    // Blocking another network leaves loopback reachable, by address and by name.
+    // Blocking another network leaves loopback reachable, by address and by name (::1 is
+    // blocked only so that a name resolving to both goes to 127.0.0.1 alone).
     let kv = tempfile::tempdir().unwrap();
-    let app = start_probe_blocking(&kv, r#"["10.0.0.0/8"]"#, port).await;
+    let app = start_probe_blocking(&kv, r#"["10.0.0.0/8", "::1/128"]"#, port).await;
     for url in [
         format!("http://127.0.0.1:{port}/open"),
         format!("http://localhost:{port}/open"),
@@ -639,12 +642,14 @@ fn start_redis(test: &str) -> Option<Redis> {
         .stdout(Stdio::null())
         .spawn()
         .expect("start redis-server");
+    // Guarded before the wait: a server that never listens is killed by the panic.
+    let redis = Redis(child, format!("redis://127.0.0.1:{port}"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "redis-server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Some(Redis(child, format!("redis://127.0.0.1:{port}")))
+    Some(redis)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
