@@ -96,8 +96,15 @@ impl HostProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawning the host child");
+        // The guard exists before the wait, so a child that never serves is killed when
+        // the assertion below panics (it would otherwise outlive the test run, holding
+        // the inherited stderr open).
+        let mut host = HostProcess {
+            child,
+            base_url: String::new(),
+        };
         let started = Instant::now();
-        let base_url = loop {
+        host.base_url = loop {
             if let Ok(url) = std::fs::read_to_string(&url_file) {
                 break url.trim().to_string();
             }
@@ -107,7 +114,7 @@ impl HostProcess {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        HostProcess { child, base_url }
+        host
     }
 
     /// SIGKILL: no shutdown, no flush, no goodbye.
