@@ -539,6 +539,49 @@ fn a_payment_is_closed_at_the_first_recheck_past_its_own_expiry() {
 }
 
 #[test]
+fn an_order_whose_create_answer_was_lost_is_closed_by_a_read_past_its_expiry() {
+    // Proves a QR payment left `processing` by a lost create answer (777), which a
+    // re-check finds waiting for its customer (the sandbox's query repeats the QR code),
+    // is closed at its channel and canceled as expired by the first read past its expiry
+    // (not shown payable with a code the channel refuses), while a read before the expiry
+    // only brings the code back.
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(53);
+        *ch.queries_repeat_next_action.borrow_mut() = true;
+        let t0 = 3_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let ten_minutes = body(777, QR, r#","expires_in_seconds":600"#);
+        let [early, late] = [
+            pay_body(&c, &ch, &mut rng, &m, &ten_minutes).await.unwrap(),
+            pay_body(&c, &ch, &mut rng, &m, &ten_minutes).await.unwrap(),
+        ];
+        assert_eq!(early.status, PaymentStatus::Processing);
+
+        let before = ctx(&repo, &keys, early.expires_at_ms - 1);
+        let shown = close_if_expired(&before, &ch, &mut rng, &m.id, &early.id)
+            .await
+            .unwrap();
+        assert_eq!(shown.status, PaymentStatus::RequiresCustomerAction);
+        assert!(
+            ch.closed.borrow().is_empty(),
+            "nothing closed before expiry"
+        );
+
+        let at = ctx(&repo, &keys, late.expires_at_ms);
+        let closed = close_if_expired(&at, &ch, &mut rng, &m.id, &late.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            (closed.status, closed.cancellation_reason),
+            (PaymentStatus::Canceled, Some(CancellationReason::Expired))
+        );
+        assert_eq!(*ch.closed.borrow(), [late.id.clone()].into());
+        assert_eq!(canceled_events(&c, &m.id).await, 1, "one payment.canceled");
+    });
+}
+
+#[test]
 fn an_order_the_channel_closed_for_its_expiry_cancels_the_payment_as_expired() {
     // Proves a channel that closed an unpaid order itself (Alipay does at the time_expire
     // spinpay sent) cancels the payment as expired when the re-check finds it closed past

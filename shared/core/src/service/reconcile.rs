@@ -504,8 +504,9 @@ impl<C: ChannelClient, E: Entropy> Run<'_, C, E> {
 /// not answer leaves the payment as it is, for reconciliation to try again. One still
 /// waiting for its one-time code was never sent to a channel: it is canceled as expired
 /// without a channel call. Any other `processing` payment is re-checked
-/// ([`super::recheck_payment`], as a read of it before its expiry); any other payment is
-/// returned as it is, with no channel call.
+/// ([`super::recheck_payment`], as a read of it before its expiry) and, when the re-check
+/// finds it waiting for its customer (an order whose create answer was lost), closed as
+/// above; any other payment is returned as it is, with no channel call.
 pub async fn close_if_expired<R, C, E>(
     ctx: &Ctx<'_, R>,
     channel: &C,
@@ -533,7 +534,13 @@ where
         }
         close_expired(ctx, channel, rng, merchant_id, payment_id).await?;
     } else if p.state.status == PaymentStatus::Processing {
-        return super::recheck_payment(ctx, channel, rng, merchant_id, payment_id).await;
+        let fresh = super::recheck_payment(ctx, channel, rng, merchant_id, payment_id).await?;
+        // The channel's answer was lost and the re-check finds the order waiting for its
+        // customer: past its expiry it is closed now, like one read waiting.
+        if fresh.status != PaymentStatus::RequiresCustomerAction || ctx.now_ms < p.expires_at_ms() {
+            return Ok(fresh);
+        }
+        close_expired(ctx, channel, rng, merchant_id, payment_id).await?;
     }
     super::get_payment(ctx, merchant_id, payment_id).await
 }

@@ -66,6 +66,9 @@ pub struct SimChannel {
     pub refund_queries: RefCell<u32>,
     /// How long each query and close takes on [`sim_wall_clock`] (0: no time).
     pub call_ms: RefCell<i64>,
+    /// When set, a query of an unpaid order that waits for its customer repeats what the
+    /// customer is to do, as the sandbox's does (real channels' queries do not).
+    pub queries_repeat_next_action: RefCell<bool>,
 }
 
 thread_local! {
@@ -123,6 +126,12 @@ impl SimChannel {
             }
             _ => {}
         }
+        Self::by_method(p, method)
+    }
+
+    /// The answer to a payment whose amount is not a magic one: by its method.
+    fn by_method(p: &Payment, method: &PaymentMethod) -> ChannelOutcome {
+        let channel_ref = Some(format!("ch_{}", p.id));
         let next_action = match method {
             PaymentMethod::QrMerchant => Some(NextAction::DisplayQr {
                 qr_payload: format!("sandbox://pay/{}", p.id),
@@ -246,6 +255,11 @@ impl ChannelClient for SimChannel {
             // `WAIT_BUYER_PAY`), it says an unpaid order is pending without repeating
             // what the customer is to do.
             match Self::decide(p, &p.method) {
+                ChannelOutcome::Unknown { .. } | ChannelOutcome::Pending { .. }
+                    if *self.queries_repeat_next_action.borrow() =>
+                {
+                    Self::by_method(p, &p.method)
+                }
                 ChannelOutcome::Unknown { .. } | ChannelOutcome::Pending { .. } => {
                     ChannelOutcome::Pending {
                         channel_ref: None,
