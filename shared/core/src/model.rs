@@ -228,6 +228,13 @@ impl PaymentMethod {
             | PaymentMethod::SmsOtp { .. } => None,
         }
     }
+
+    /// Whether the method carries the payer's own credential (a code, a token or a
+    /// phone): sealed at rest, and a charge sent with it is the payer's instruction,
+    /// which the channel can revoke while its outcome is open.
+    pub fn carries_payer_credential(&self) -> bool {
+        self.customer_token().is_some() || matches!(self, PaymentMethod::SmsOtp { .. })
+    }
 }
 
 /// Masks all but the last `keep` characters with `*` (short values are fully masked).

@@ -582,6 +582,53 @@ fn an_order_whose_create_answer_was_lost_is_closed_by_a_read_past_its_expiry() {
 }
 
 #[test]
+fn a_confirmed_one_time_code_payment_left_pending_is_canceled_or_closed_at_its_expiry() {
+    // Proves an sms_otp payment whose charge the channel left pending after the payer's
+    // right code (888: `processing`) is not stuck for good: the merchant's cancel closes
+    // it at its channel, and a read past its expiry closes another one as expired; before
+    // the fix both were refused (`payment_not_cancelable`, left `processing`).
+    block_on(async {
+        let (repo, keys, ch, mut rng) = world(59);
+        let t0 = 3_000_000;
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let otp = r#"{"type":"sms_otp","phone":"+8613812345678"}"#;
+        let ten_minutes = body(888, otp, r#","expires_in_seconds":600"#);
+        let mut confirmed = Vec::new();
+        for _ in 0..2 {
+            let p = pay_body(&c, &ch, &mut rng, &m, &ten_minutes).await.unwrap();
+            let code = ch.last_otp();
+            let p = confirm_payment(&c, &ch, &mut rng, &m.id, &p.id, &code, false)
+                .await
+                .unwrap();
+            assert_eq!(p.status, PaymentStatus::Processing);
+            confirmed.push(p);
+        }
+        let (by_cancel, by_read) = (&confirmed[0], &confirmed[1]);
+
+        let canceled = cancel_payment(&c, &ch, &mut rng, &m.id, &by_cancel.id, BY_MERCHANT)
+            .await
+            .unwrap();
+        assert_eq!(
+            (canceled.status, canceled.cancellation_reason),
+            (PaymentStatus::Canceled, Some(BY_MERCHANT))
+        );
+        let at = ctx(&repo, &keys, by_read.expires_at_ms);
+        let closed = close_if_expired(&at, &ch, &mut rng, &m.id, &by_read.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            (closed.status, closed.cancellation_reason),
+            (PaymentStatus::Canceled, Some(CancellationReason::Expired))
+        );
+        assert_eq!(
+            *ch.closed.borrow(),
+            [by_cancel.id.clone(), by_read.id.clone()].into()
+        );
+    });
+}
+
+#[test]
 fn an_order_the_channel_closed_for_its_expiry_cancels_the_payment_as_expired() {
     // Proves a channel that closed an unpaid order itself (Alipay does at the time_expire
     // spinpay sent) cancels the payment as expired when the re-check finds it closed past

@@ -382,10 +382,8 @@ fn build_payment<R, E: Entropy>(
     seq: i64,
 ) -> Payment {
     let aad = payment_id.as_bytes();
-    let method_sealed =
-        req.method.customer_token().is_some() || matches!(req.method, PaymentMethod::SmsOtp { .. });
-    let method_sealed =
-        method_sealed.then(|| seal(ctx.keys, rng.bytes(), &super::to_bytes(&req.method), aad));
+    let method_sealed = (req.method.carries_payer_credential())
+        .then(|| seal(ctx.keys, rng.bytes(), &super::to_bytes(&req.method), aad));
     let mut payer = req.payer.clone();
     let phone = payer.as_mut().and_then(|p| p.phone.take());
     let payer_phone_sealed = phone.map(|ph| seal(ctx.keys, rng.bytes(), ph.as_bytes(), aad));
@@ -1243,16 +1241,18 @@ where
     Ok(PaymentResponse::new(after.as_ref().unwrap_or(p), &[]))
 }
 
-/// Whether `p`, `processing`, can be canceled: a customer-presented code or token sent
-/// to its channel whose outcome is not known (the customer has not confirmed in the
-/// wallet yet, or the answer was lost). Its channel revokes it (Alipay
-/// `alipay.trade.cancel`, WeChat Pay's codepay reverse): closed unpaid, or paid and the
-/// money returned, so a cashier who gives up can take another payment without the
-/// customer paying twice. Any other `processing` payment waits for its channel's answer.
+/// Whether `p`, `processing`, can be canceled: a charge the payer authorised through
+/// spinpay (a customer-presented code or token, or a confirmed one-time code) sent to its
+/// channel whose outcome is not known (the customer has not confirmed in the wallet yet,
+/// the channel holds it pending, or the answer was lost). Its channel revokes it (Alipay
+/// `alipay.trade.cancel`, WeChat Pay's codepay reverse, the sandbox's close): closed
+/// unpaid, or paid and the money returned, so a cashier who gives up can take another
+/// payment without the customer paying twice. Any other `processing` payment waits for
+/// its channel's answer.
 pub(crate) fn revocable(p: &Payment) -> bool {
     p.state.status == PaymentStatus::Processing
         && p.channel_engaged
-        && p.method.customer_token().is_some()
+        && p.method.carries_payer_credential()
 }
 
 /// Whether the channel knows `p` but has not settled it yet (`processing` or
