@@ -759,6 +759,58 @@ fn a_code_paid_while_it_was_being_revoked_is_flagged_for_a_person() {
 }
 
 #[test]
+fn a_revoke_the_channel_refuses_because_it_holds_the_money_settles_the_payment_unflagged() {
+    // Proves a cancel whose revoke the channel refuses (`already_paid`) while its query
+    // says the customer paid answers 402 `channel_declined` and settles the payment as
+    // the channel says, `succeeded` with one `payment.succeeded` and no conflict: the
+    // revoke did not happen, so neither that answer nor the channel's later notification
+    // of the same payment is flagged as paid while revoking (it is a duplicate).
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(57),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let p = pay(&c, &ch, &mut rng, &m, 888, QRC).await.unwrap();
+        assert_eq!(p.status, PaymentStatus::Processing);
+        ch.paid.borrow_mut().insert(p.id.clone());
+        let e = cancel_payment(&c, &ch, &mut rng, &m.id, &p.id, BY_MERCHANT).await;
+        assert!(
+            matches!(&e, Err(ApiError::ChannelDeclined { message }) if message.starts_with("already_paid")),
+            "{e:?}"
+        );
+        let settled = get_payment(&c, &m.id, &p.id).await.unwrap();
+        assert_eq!(
+            (settled.status, settled.captured_minor, &settled.conflict),
+            (PaymentStatus::Succeeded, 888, &None)
+        );
+        let n = paid_notification(&p.id, 888);
+        assert_eq!(
+            apply_payment_notification(&c, &mut rng, &n).await,
+            Ok(NotificationResult::Duplicate)
+        );
+        let after = get_payment(&c, &m.id, &p.id).await.unwrap();
+        assert_eq!(after, settled, "the notification changed nothing");
+        let all = ListParams {
+            limit: 100,
+            ..Default::default()
+        };
+        let events = list_events(&c, &m.id, &all).await.unwrap().data;
+        let count = |t: EventType| events.iter().filter(|e| e.event_type == t).count();
+        assert_eq!(
+            (
+                count(EventType::PaymentSucceeded),
+                count(EventType::PaymentConflicted)
+            ),
+            (1, 0)
+        );
+    });
+}
+
+#[test]
 fn a_new_code_from_a_retried_approval_keeps_the_attempts_left_and_codes_are_capped() {
     // Proves retrying the approval of an sms_otp payment (which sends a new code) gives no
     // new attempts: 4 wrong codes, a new code, and the next wrong one fails the payment;

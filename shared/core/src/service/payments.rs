@@ -501,50 +501,81 @@ pub(crate) async fn apply_report<R: Repository>(
 ) -> Result<Updated<Payment>, ApiError> {
     let now_ms = ctx.now_ms;
     update_payment_with(ctx, payment_id, read_for, Vec::new(), |p| {
-        if let Some(reason) = mismatch(p, report) {
-            return Ok(flag_conflict(
-                p,
-                reason,
-                report.amount_minor,
-                report.currency.clone(),
-                now_ms,
-            ));
-        }
-        if let Some(reason) = closed_by_us(&report.outcome, p, now_ms)
-            && let Ok(state) = apply_payment(&p.state, &PaymentCommand::Cancel)
-        {
-            return Ok(Some(Payment {
-                state,
-                next_action: None,
-                cancellation_reason: Some(reason),
-                ..p.clone()
-            }));
-        }
-        let command = command_for(&report.outcome, p);
-        match apply_payment(&p.state, &command) {
-            // Paid while a cancel asked the channel to revoke it: the revoke may have
-            // returned the money (its answer lost, or still to come). Flagged for a
-            // person (`payment.conflicted`).
-            Ok(state) if revocable(p) && p.cancel_requested.is_some() && claims_money(report) => {
-                let next = with_outcome(p, state, &report.outcome);
-                let (amount, currency) = (report.amount_minor, report.currency.clone());
-                let flagged = flag_conflict(&next, "paid_while_revoking", amount, currency, now_ms);
-                Ok(flagged.or(Some(next)))
-            }
-            Ok(state) => Ok(Some(with_outcome(p, state, &report.outcome))),
-            Err(TransitionError::AlreadyApplied) => Ok(None),
-            Err(TransitionError::Contradiction { .. }) => Ok(flag_conflict(
-                p,
-                "status_contradiction",
-                report.amount_minor,
-                report.currency.clone(),
-                now_ms,
-            )),
-            Err(TransitionError::NotAllowed { .. }) => Ok(None),
-            Err(other) => Err(internal(other)),
-        }
+        report_applied(p, report, now_ms)
     })
     .await
+}
+
+/// Applies `report`, which the channel gave right after it refused to revoke the payment
+/// and which says it holds the money: the revoke did not happen, so the cancel's intent
+/// ([`Payment::cancel_requested`]) is dropped with the change the report makes, and
+/// neither this report nor a later one is flagged as paid while revoking.
+async fn apply_report_revoke_refused<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    payment_id: &str,
+    report: &ChannelReport,
+) -> Result<Updated<Payment>, ApiError> {
+    let now_ms = ctx.now_ms;
+    update_payment_with(ctx, payment_id, ReadFor::Change, Vec::new(), |p| {
+        let kept = Payment {
+            cancel_requested: None,
+            ..p.clone()
+        };
+        report_applied(&kept, report, now_ms)
+    })
+    .await
+}
+
+/// What a channel `report` makes of payment `p` (`None`: nothing changes): amount or
+/// currency mismatches and contradictions of a terminal status flag a conflict instead
+/// of applying.
+fn report_applied(
+    p: &Payment,
+    report: &ChannelReport,
+    now_ms: i64,
+) -> Result<Option<Payment>, ApiError> {
+    if let Some(reason) = mismatch(p, report) {
+        return Ok(flag_conflict(
+            p,
+            reason,
+            report.amount_minor,
+            report.currency.clone(),
+            now_ms,
+        ));
+    }
+    if let Some(reason) = closed_by_us(&report.outcome, p, now_ms)
+        && let Ok(state) = apply_payment(&p.state, &PaymentCommand::Cancel)
+    {
+        return Ok(Some(Payment {
+            state,
+            next_action: None,
+            cancellation_reason: Some(reason),
+            ..p.clone()
+        }));
+    }
+    let command = command_for(&report.outcome, p);
+    match apply_payment(&p.state, &command) {
+        // Paid while a cancel asked the channel to revoke it: the revoke may have
+        // returned the money (its answer lost, or still to come). Flagged for a
+        // person (`payment.conflicted`).
+        Ok(state) if revocable(p) && p.cancel_requested.is_some() && claims_money(report) => {
+            let next = with_outcome(p, state, &report.outcome);
+            let (amount, currency) = (report.amount_minor, report.currency.clone());
+            let flagged = flag_conflict(&next, "paid_while_revoking", amount, currency, now_ms);
+            Ok(flagged.or(Some(next)))
+        }
+        Ok(state) => Ok(Some(with_outcome(p, state, &report.outcome))),
+        Err(TransitionError::AlreadyApplied) => Ok(None),
+        Err(TransitionError::Contradiction { .. }) => Ok(flag_conflict(
+            p,
+            "status_contradiction",
+            report.amount_minor,
+            report.currency.clone(),
+            now_ms,
+        )),
+        Err(TransitionError::NotAllowed { .. }) => Ok(None),
+        Err(other) => Err(internal(other)),
+    }
 }
 
 /// Why `p` is canceled when `outcome` says the channel ended it unpaid: the reason a
@@ -799,14 +830,23 @@ where
     if p.channel_engaged {
         match channel.cancel(&p).await {
             ActionOutcome::Done => {}
-            // A repeat of a cancel that went through but whose answer or write was lost
-            // (a retry after a crash) is refused by a channel that does not close twice
-            // (Alipay): the channel's own status, closed, says it went through.
-            ActionOutcome::Declined { .. } if closed_at_channel(channel, &p).await => {}
             ActionOutcome::Declined { code, message } => {
-                return Err(ApiError::ChannelDeclined {
-                    message: format!("{code}: {message}"),
-                });
+                // A repeat of a cancel that went through but whose answer or write was
+                // lost (a retry after a crash) is refused by a channel that does not close
+                // twice (Alipay): the channel's own status, closed (or declined: no money
+                // moved), says it went through, and the cancel goes on.
+                let report = channel.query(&p).await;
+                if !matches!(report.outcome, ChannelOutcome::Declined { .. }) {
+                    // Refused, and the channel holds the money (captured, paid): the
+                    // payment settles as the channel says, and the cancel is refused.
+                    if claims_money(&report) {
+                        let u = apply_report_revoke_refused(ctx, payment_id, &report).await?;
+                        payment_events(ctx, rng, &u).await?;
+                    }
+                    return Err(ApiError::ChannelDeclined {
+                        message: format!("{code}: {message}"),
+                    });
+                }
             }
             ActionOutcome::Unknown { .. } => return Err(ApiError::ChannelUnavailable),
         }
@@ -858,14 +898,6 @@ async fn record_cancel_intent<R: Repository>(
     })
     .await?;
     Ok(u.after)
-}
-
-/// Whether the channel's query says `p` is closed there (or declined: no money moved).
-async fn closed_at_channel<C: ChannelClient>(channel: &C, p: &Payment) -> bool {
-    matches!(
-        channel.query(p).await.outcome,
-        ChannelOutcome::Declined { .. }
-    )
 }
 
 /// Generates a code, stores its hash, sends it by SMS. A failed send fails the payment
