@@ -910,6 +910,7 @@ impl HandlerState for ComponentHandler {
             Ok(proxy) => proxy?,
             Err(_) => wasmtime::bail!("instantiating component {} timed out", self.env.id),
         };
+        let request_expired = Arc::new(AtomicBool::new(false));
         Ok(Instance {
             store,
             proxy,
@@ -918,21 +919,26 @@ impl HandlerState for ComponentHandler {
                 idle_timeout: self.settings.idle_timeout,
                 request_timeout: self.settings.request_timeout,
                 sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
+                request_expired: request_expired.clone(),
             },
             state: Worker {
                 component: self.env.id.clone(),
                 settings: self.settings,
                 shutting_down: self.shutting_down.clone(),
+                request_expired,
             },
         })
     }
 }
 
-/// When a worker (one instance) must go: idle too long, or a request past its deadline.
+/// When a worker (one instance) must go: idle too long, a request past its deadline, or
+/// the end of its requests once one of them expired.
 pub struct Expiration {
     idle_timeout: Duration,
     request_timeout: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Set by [`Worker::on_request_start`]'s deadline when it fires.
+    request_expired: Arc<AtomicBool>,
 }
 
 impl WorkerExpiration for Expiration {
@@ -943,6 +949,14 @@ impl WorkerExpiration for Expiration {
         start: Instant,
     ) -> Poll<()> {
         let me = self.get_mut();
+        // A request cut off at its deadline was answered 500, and its guest task may still
+        // be running (writing, calling a channel). The worker gives such a task no
+        // post-return time: once the instance's other requests are done it goes at once,
+        // so nothing the client was told failed goes on happening (an idempotency key's
+        // lock is only held for about one request deadline).
+        if status == WorkerStatus::PostReturn && me.request_expired.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
         let timeout = match status {
             WorkerStatus::Idle => me.idle_timeout,
             WorkerStatus::Requests | WorkerStatus::PostReturn => me.request_timeout,
@@ -963,6 +977,8 @@ pub struct Worker {
     component: String,
     settings: InstanceSettings,
     shutting_down: Arc<AtomicBool>,
+    /// Shared with the instance's [`Expiration`].
+    request_expired: Arc<AtomicBool>,
 }
 
 impl WorkerState for Worker {
@@ -986,7 +1002,13 @@ impl WorkerState for Worker {
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
         tracing::trace!(request_id, component = %self.component, "instance accepted request");
-        Box::pin(tokio::time::sleep(self.settings.request_timeout))
+        let (timeout, expired) = (self.settings.request_timeout, self.request_expired.clone());
+        // Resolves only if the guest has not answered by then (the handler drops it once
+        // the guest answers).
+        Box::pin(async move {
+            tokio::time::sleep(timeout).await;
+            expired.store(true, Ordering::Release);
+        })
     }
 
     fn drop(&self, store: Store<HostState>, result: wasmtime::Result<()>) {

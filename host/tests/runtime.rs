@@ -730,6 +730,38 @@ async fn a_guest_in_an_endless_loop_is_cut_off_and_the_host_keeps_serving() {
     app.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cut_off_at_its_deadline_stops_working_with_the_500() {
+    // Proves a request past its deadline ends its guest with the 500: a guest that keeps
+    // writing to the store (yielding to the host at every write) writes nothing more once
+    // the client has its 500, beyond a write already in flight, instead of running on
+    // for another request deadline (which would outlive an idempotency key's lock).
+    let kv = tempfile::tempdir().unwrap();
+    let mut opts = probe_options(&kv);
+    opts.request_timeout = Duration::from_secs(1);
+    let app = start_probe(opts).await;
+    let base = app.base_url();
+    let (s, _) = get(&format!("{base}/?op=kv-tick&key=ticks")).await;
+    assert_eq!(s, 500, "cut off at its deadline");
+    let store = app.key_value_store("default").unwrap();
+    let ticks = async || -> u64 {
+        let v = store.get("ticks").await.unwrap().expect("the guest wrote");
+        String::from_utf8(v).unwrap().parse().unwrap()
+    };
+    let at_500 = ticks().await;
+    assert!(at_500 > 1, "the guest was writing: {at_500}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let later = ticks().await;
+    assert!(
+        later <= at_500 + 1,
+        "the guest went on writing after its 500: {at_500} then {later}"
+    );
+    let (s, v) = get(&format!("{base}/?op=echo")).await;
+    assert_eq!(s, 200, "{v}");
+    drop(store);
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_trapping_guest_gives_500_and_the_next_request_succeeds() {
     // Proves a panic in the guest is a 500 for that request only.

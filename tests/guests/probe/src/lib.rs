@@ -44,6 +44,7 @@ async fn handle(req: Request) -> impl IntoResponse {
             (200, json!({"printed": true}))
         }
         "loop" => spin_forever(&query),
+        "kv-tick" => tick_forever(&query).await,
         "trap" => panic!("probe was asked to trap"),
         other => (400, json!({"error": format!("unknown op {other}")})),
     };
@@ -291,6 +292,24 @@ fn spin_forever(query: &[(String, String)]) -> (u16, Value) {
     let mut n: u64 = 0;
     loop {
         n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+/// Writes 1, 2, 3, … to `key` of the default store, one write after another, never
+/// answering: a guest that keeps working (and yielding to the host at every write) past
+/// its request's deadline.
+async fn tick_forever(query: &[(String, String)]) -> (u16, Value) {
+    let key = query_get(query, "key").unwrap_or("ticks");
+    let store = match spin_sdk::key_value::Store::open("default").await {
+        Ok(store) => store,
+        Err(e) => return (409, json!({"error": format!("{e:?}")})),
+    };
+    let mut n: u64 = 0;
+    loop {
+        n += 1;
+        if let Err(e) = store.set(key, n.to_string().as_bytes()).await {
+            return (500, json!({"error": format!("{e:?}")}));
+        }
     }
 }
 
