@@ -2,8 +2,9 @@
 # Property-based API test: runs schemathesis against a RUNNING spinpay app, using the
 # repository's openapi.yaml as the oracle. It creates a fresh merchant through the admin
 # endpoint, then fuzzes every operation with that merchant's secret key (createMerchant
-# with the admin token), then drives every merchant flow once (capture, refunds, QR paid
-# in the sandbox, SMS OTP, review, re-checks, magic amounts, routing errors), and fails
+# with the admin token), then drives every merchant flow once on a second fresh merchant
+# (capture, refunds, QR paid in the sandbox, SMS OTP, review, re-checks, magic amounts,
+# routing errors; a flow whose setup misses its starting state is a failure), and fails
 # when the app answers 5xx or a response does not match the spec.
 #
 # Usage:
@@ -17,22 +18,25 @@
 #                              schemathesis 4.32.5 on CPython 3.11 has raised a spurious
 #                              "AST constructor recursion depth mismatch" runtime error)
 #   SCHEMATHESIS_SEED          seed, to replay a failing run         (default: random, printed)
-#   SCHEMATHESIS_VENV          virtualenv holding the pinned tools   (default target/schemathesis-venv)
+#   SCHEMATHESIS_VENV          virtualenv holding the pinned tools   (default target/schemathesis-venv;
+#                              every package pinned by scripts/constraints-schemathesis.txt)
 #   SCHEMATHESIS_REPORT_DIR    JUnit report directory                (default target/schemathesis-report)
 #
 # Exit status: 0 = no failure; 1 = schemathesis or the flow check found failures;
 # 2 = bad arguments or the app could not be reached / the merchant could not be created;
+# 3 = tools unavailable (no curl or python3, or the virtualenv could not be created or
+#     installed, e.g. offline): nothing was tested;
 # 124/137 = a hard time bound hit.
 set -euo pipefail
 
-SCHEMATHESIS_VERSION=4.32.5
-SPEC_VALIDATOR_VERSION=0.9.0
 HARD_LIMIT_S=180
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SPEC="$ROOT/openapi.yaml"
+CONSTRAINTS="$ROOT/scripts/constraints-schemathesis.txt"
 
 die() { echo "schemathesis.sh: $*" >&2; exit 2; }
+unavailable() { echo "schemathesis.sh: tools unavailable: $*" >&2; exit 3; }
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 case "${1:-}" in -h|--help) usage; exit 0 ;; esac
@@ -58,17 +62,31 @@ BASE="${BASE%/}"
 [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]] && [ "$WORKERS" -le 64 ] || die "SCHEMATHESIS_WORKERS '$WORKERS' is not 1..64"
 [ -z "$SEED" ] || [[ "$SEED" =~ ^[0-9]+$ ]] || die "SCHEMATHESIS_SEED '$SEED' is not a non-negative integer"
 [ -f "$SPEC" ] || die "spec not found: $SPEC"
-command -v curl >/dev/null || die "curl is required"
-command -v python3 >/dev/null || die "python3 is required"
+[ -f "$CONSTRAINTS" ] || die "constraints not found: $CONSTRAINTS"
+SCHEMATHESIS_VERSION="$(sed -n 's/^schemathesis==//p' "$CONSTRAINTS")"
+[ -n "$SCHEMATHESIS_VERSION" ] || die "$CONSTRAINTS pins no schemathesis version"
+command -v curl >/dev/null || unavailable "curl not found (install curl)"
+command -v python3 >/dev/null || unavailable "python3 not found (install python3 with venv)"
 
-# 1. Pinned tools in a private virtualenv (reused when the versions already match).
-installed_version() { "$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
-if [ "$(installed_version schemathesis)" != "$SCHEMATHESIS_VERSION" ] \
-  || [ "$(installed_version openapi-spec-validator)" != "$SPEC_VALIDATOR_VERSION" ]; then
+# 1. Pinned tools in a private virtualenv, reused when every version in the constraints
+#    file is installed. Not `venv --clear`: SCHEMATHESIS_VENV may name any directory;
+#    `pip install -c` moves the packages already there to the pinned versions.
+pins_installed() {
+  "$VENV/bin/python" - "$CONSTRAINTS" >/dev/null 2>&1 <<'PYPINS'
+import importlib.metadata as m, sys
+for line in open(sys.argv[1]):
+    pin = line.split('#')[0].strip()
+    if pin:
+        name, version = pin.split('==')
+        if m.version(name) != version: sys.exit(1)
+PYPINS
+}
+if ! pins_installed; then
   echo "==> installing schemathesis==$SCHEMATHESIS_VERSION into $VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "schemathesis==$SCHEMATHESIS_VERSION" "openapi-spec-validator==$SPEC_VALIDATOR_VERSION"
+  python3 -m venv "$VENV" || unavailable "python3 -m venv $VENV failed (Debian: apt-get install python3-venv)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$CONSTRAINTS" \
+    schemathesis openapi-spec-validator \
+    || unavailable "pip install into $VENV failed (is PyPI reachable?)"
 fi
 
 # 2. The spec itself must be valid OpenAPI before it can judge the app.
@@ -84,21 +102,23 @@ until curl -s -o /dev/null --max-time 2 "$BASE/v1/payments"; do
 done
 
 # 4. A fresh merchant, so runs never share state.
-echo "==> creating a merchant"
 body_file="$(mktemp)"
 trap 'rm -f "$body_file"' EXIT
-status="$(curl -sS -o "$body_file" -w '%{http_code}' --max-time 10 \
-  -X POST "$BASE/v1/admin/merchants" \
-  -H "Authorization: Bearer $ADMIN_TOKEN" \
-  -H 'Content-Type: application/json' \
-  -H "Idempotency-Key: schemathesis-$(date +%s)-$$" \
-  --data '{"name":"schemathesis"}')" \
-  || die "POST $BASE/v1/admin/merchants failed (curl)"
-case "$status" in
-  200|201) ;;
-  *) die "POST /v1/admin/merchants answered HTTP $status: $(head -c 500 "$body_file")" ;;
-esac
-SECRET_KEY="$(python3 -c '
+# create_merchant NAME: creates a merchant, prints its secret key.
+create_merchant() {
+  local status
+  status="$(curl -sS -o "$body_file" -w '%{http_code}' --max-time 10 \
+    -X POST "$BASE/v1/admin/merchants" \
+    -H "Authorization: Bearer $ADMIN_TOKEN" \
+    -H 'Content-Type: application/json' \
+    -H "Idempotency-Key: $1-$(date +%s)-$$" \
+    --data "{\"name\":\"$1\"}")" \
+    || die "POST $BASE/v1/admin/merchants failed (curl)"
+  case "$status" in
+    200|201) ;;
+    *) die "POST /v1/admin/merchants answered HTTP $status: $(head -c 500 "$body_file")" ;;
+  esac
+  python3 -c '
 import json, sys
 try:
     key = json.load(open(sys.argv[1]))["secret_key"]
@@ -107,7 +127,10 @@ except Exception as e:
 if not isinstance(key, str) or not key.startswith("sk_"):
     sys.exit("secret_key is not a string starting with sk_")
 print(key)
-' "$body_file")" || die "could not read the merchant's secret key: $(head -c 500 "$body_file")"
+' "$body_file" || die "could not read the merchant's secret key: $(head -c 500 "$body_file")"
+}
+echo "==> creating a merchant"
+SECRET_KEY="$(create_merchant schemathesis)"
 
 # A work-around for a crash inside schemathesis 4.32.5 (see the hooks file).
 export SCHEMATHESIS_HOOKS="$ROOT/scripts/schemathesis_hooks.py"
@@ -161,8 +184,11 @@ fi
 # 6. Flows the fuzzer cannot reach on its own (states need the sandbox's customer side,
 #    an SMS code, risk rules in the review band): each is driven once and every answer is
 #    checked against the spec (status documented, body matches its schema, Allow on 405).
+#    On a merchant of their own: the fuzzer leaves its merchant's risk rules and
+#    default_capture in any state, and each flow must reach the state it starts from.
 if [ "$rc" -eq 0 ]; then
   echo "==> flows: every merchant flow once, answers checked against the spec"
+  FLOWS_KEY="$(create_merchant schemathesis-flows)"
   flows_py="$(mktemp)"
   trap 'rm -f "$body_file" "$flows_py"' EXIT
   cat > "$flows_py" <<'PYFLOWS'
@@ -269,8 +295,10 @@ if pid:
     call('POST', f'/v1/payments/{pid}/cancel', {}, expect=409)
     call('GET', f'/v1/payments?merchant_order_id=flow-{n}', expect=200)
     call('POST', f'/v1/payments', {"amount_minor": 5, "currency": "CNY", "channel": "sandbox", "method": {"type": "app"}, "merchant_order_id": f"flow-{n}"}, expect=409)
-# pending refund (888)
-p = pay(2000, {"type": "nfc", "token": "tok-12345678", "cryptogram": "cg"})
+else:
+    failures.append(f"manual capture setup: no payment: {p}")
+# pending refund (888); capture said explicitly, whatever the account's default_capture
+p = pay(2000, {"type": "nfc", "token": "tok-12345678", "cryptogram": "cg"}, capture="automatic")
 if p and p.get('status') == 'succeeded':
     _, rp = call('POST', f'/v1/payments/{p["id"]}/refunds', {"amount_minor": 888}, expect=200)
     if rp:
@@ -278,18 +306,28 @@ if p and p.get('status') == 'succeeded':
         call('POST', f'/v1/refunds/{rp["id"]}/recheck', None, expect=200)
     call('POST', f'/v1/payments/{p["id"]}/refunds', {}, expect=200)
     call('GET', f'/v1/payments/{p["id"]}', expect=200)
+else:
+    failures.append(f"pending refund setup: the nfc payment is not succeeded: {p}")
 # customer-side QR flow
 p = pay(1250, {"type": "qr_merchant"}, description="2 coffees")
 if p and p.get('next_action'):
     call('POST', '/sandbox/customer/pay', {"payment_ref": p['next_action']['qr_payload']}, auth=False, expect=200)
     call('POST', '/sandbox/customer/pay', {"payment_ref": p['next_action']['qr_payload']}, auth=False, expect=409)
     call('GET', f'/v1/payments/{p["id"]}', expect=200)
+else:
+    failures.append(f"customer QR setup: the qr_merchant payment has no next_action: {p}")
 call('POST', '/sandbox/customer/pay', {"payment_ref": "nope"}, auth=False, expect=404)
-for m in ({"type": "h5", "return_url": "https://shop.example/back"}, {"type": "app"}, {"type": "sound_wave", "token": "sw-99887766"}):
-    p = pay(300, m)
-    if p and p.get('status') == 'requires_customer_action':
+# cancels, from requires_customer_action (h5, app) and from requires_capture (sound_wave,
+# which the sandbox authorizes at once)
+for m, capture, state in (({"type": "h5", "return_url": "https://shop.example/back"}, "automatic", "requires_customer_action"),
+                          ({"type": "app"}, "automatic", "requires_customer_action"),
+                          ({"type": "sound_wave", "token": "sw-99887766"}, "manual", "requires_capture")):
+    p = pay(300, m, capture=capture)
+    if p and p.get('status') == state:
         call('POST', f'/v1/payments/{p["id"]}/cancel', None, expect=200)
         call('POST', f'/v1/payments/{p["id"]}/cancel', {}, expect=200)
+    else:
+        failures.append(f"cancel setup ({m['type']}): the payment is not {state}: {p}")
 # OTP flow
 phone = "+8613800" + n[-6:]
 p = pay(400, {"type": "sms_otp", "phone": phone})
@@ -297,8 +335,13 @@ if p:
     call('POST', f'/v1/payments/{p["id"]}/confirm', {"otp": "000000"})
     s, sms = call('GET', '/sandbox/sms/' + phone.replace('+', '%2B'), auth=False, expect=200)
     otp = re.search(r'\d{6}', (sms or {}).get('text', ''))
-    if otp: call('POST', f'/v1/payments/{p["id"]}/confirm', {"otp": otp.group(0)}, expect=200)
-    call('POST', f'/v1/payments/{p["id"]}/confirm', {"otp": "123456"}, expect=409)
+    if otp:
+        call('POST', f'/v1/payments/{p["id"]}/confirm', {"otp": otp.group(0)}, expect=200)
+        call('POST', f'/v1/payments/{p["id"]}/confirm', {"otp": "123456"}, expect=409)
+    else:
+        failures.append(f"OTP setup: no 6-digit code in the sandbox SMS to {phone}: {sms}")
+else:
+    failures.append(f"OTP setup: no sms_otp payment: {p}")
 call('GET', '/sandbox/sms/%2B19999999999', auth=False, expect=404)
 # magic amounts
 for amount in (666, 888, 999, 777):
@@ -306,6 +349,8 @@ for amount in (666, 888, 999, 777):
     if p:
         call('GET', f'/v1/payments/{p["id"]}', expect=200)
         call('POST', f'/v1/payments/{p["id"]}/recheck', {}, expect=200)
+    else:
+        failures.append(f"magic amount {amount} setup: no payment: {p}")
 pay(500, {"type": "qr_customer", "auth_code": "1234560000"})
 # review: a limit hit scores into the review band
 _, rules = call('GET', '/v1/risk/rules', expect=200)
@@ -325,6 +370,8 @@ for decision in ("approve", "decline"):
         if p.get('status') != 'requires_review': failures.append(f"review setup: payment is {p.get('status')} (risk {p.get('risk')})")
         call('POST', f'/v1/payments/{p["id"]}/review', {"decision": decision}, expect=200)
         call('POST', f'/v1/payments/{p["id"]}/review', {"decision": decision}, expect=409)
+    else:
+        failures.append(f"review setup ({decision}): no payment: {p}")
 pay(20, {"type": "app"}, payer={"device_id": "bad-device"})
 if rules: call('PUT', '/v1/risk/rules', {k: v for k, v in rules.items() if k not in ('version', 'object')}, expect=200)
 # events
@@ -362,7 +409,7 @@ print(f"flows: {checked} responses checked, {len(failures)} problems")
 for f in failures: print("  - " + f)
 sys.exit(1 if failures else 0)
 PYFLOWS
-  timeout --kill-after=10 120 "$VENV/bin/python" "$flows_py" "$SPEC" "$BASE" "$SECRET_KEY" || rc=$?
+  timeout --kill-after=10 120 "$VENV/bin/python" "$flows_py" "$SPEC" "$BASE" "$FLOWS_KEY" || rc=$?
 fi
 case "$rc" in
   0) echo "==> schemathesis: no 5xx and no response outside the spec" ;;

@@ -9,34 +9,60 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 
-if ! command -v redis-server >/dev/null 2>&1; then
+# System tools some tests need: redis-server (the Redis key-value runs), curl (the
+# scheduler tests run scripts/scheduler.sh, and scripts/schemathesis.sh), python3 with
+# venv and ensurepip (Debian ships those in python3-venv; the interop and OpenAPI fuzzing
+# tests). As root with apt (CI images) the missing ones are installed with one
+# `apt-get update`; otherwise the tests that need them skip (or fail under SPINPAY_REQUIRE_*).
+apt_pkgs=()
+command -v redis-server >/dev/null 2>&1 || apt_pkgs+=(redis-server)
+command -v curl >/dev/null 2>&1 || apt_pkgs+=(curl)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_pkgs+=(python3 python3-venv)
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "test.sh: installing Debian's redis-server for the Redis key-value runs"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-    # The package starts a system service on :6379; the tests start their own servers.
-    (service redis-server stop || true) >/dev/null 2>&1
+    echo "test.sh: installing ${apt_pkgs[*]} with apt-get"
+    if apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null; then
+      # The package starts a system service on :6379; the tests start their own servers.
+      case " ${apt_pkgs[*]} " in
+        *" redis-server "*) (service redis-server stop || true) >/dev/null 2>&1 ;;
+      esac
+    else
+      echo "test.sh: apt-get could not install ${apt_pkgs[*]}; the tests needing them will be skipped" >&2
+    fi
   else
-    echo "test.sh: redis-server not found; Redis runs will be skipped (install redis-server to run them)"
+    echo "test.sh: missing (as Debian packages): ${apt_pkgs[*]}; the tests needing them will be skipped (install them to run them)"
   fi
-fi
-
-# The scheduler test runs scripts/scheduler.sh, which calls the app with curl.
-if ! command -v curl >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "test.sh: installing curl for the scheduler test"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
 fi
 
 # The channel interop tests check our Alipay / WeChat Pay signatures against the channels'
-# own Python SDKs; they live in a virtualenv of their own, put first on PATH.
+# own Python SDKs; they live in a virtualenv of their own, put first on PATH, with every
+# package at the version scripts/constraints-interop.txt pins. A venv without those
+# versions (stale, or half installed) is made anew.
+interop_constraints=scripts/constraints-interop.txt
+interop_ready() {
+  "$1/bin/python3" -c 'import wechatpayv3, alipay' >/dev/null 2>&1 &&
+    "$1/bin/python3" - "$interop_constraints" >/dev/null 2>&1 <<'PYPINS'
+import importlib.metadata as m, sys
+for line in open(sys.argv[1]):
+    pin = line.split('#')[0].strip()
+    if pin:
+        name, version = pin.split('==')
+        if m.version(name) != version: sys.exit(1)
+PYPINS
+}
 if command -v python3 >/dev/null 2>&1; then
   venv=target/interop-venv
-  if [ ! -x "$venv/bin/python3" ] || ! "$venv/bin/python3" -c 'import wechatpayv3, alipay' 2>/dev/null; then
-    python3 -m venv "$venv" &&
-      "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        wechatpayv3==2.0.4 python-alipay-sdk==3.4.0 ||
+  if ! interop_ready "$venv"; then
+    echo "test.sh: setting up $venv"
+    python3 -m venv --clear "$venv" &&
+      "$venv/bin/pip" install --quiet --disable-pip-version-check -c "$interop_constraints" \
+        wechatpayv3 python-alipay-sdk ||
       echo "test.sh: could not set up $venv; the interop tests will be skipped"
   fi
-  [ -x "$venv/bin/python3" ] && export PATH="$PWD/$venv/bin:$PATH"
+  if "$venv/bin/python3" -c 'import wechatpayv3, alipay' >/dev/null 2>&1; then
+    export PATH="$PWD/$venv/bin:$PATH"
+  fi
 fi
 
 ./scripts/build-wasm.sh
@@ -91,7 +117,16 @@ stop_redis() {
   redis_pid=
 }
 
-for test in payment_flows refunds merchant_api notifications risk channels crash_recovery; do
+# Every integration test binary (tests/tests/*.rs, so a new one runs on Redis too) but
+# openapi_fuzzing: the HTTP contract it fuzzes for two minutes does not depend on the store.
+redis_tests=()
+for file in tests/tests/*.rs; do
+  [ -f "$file" ] || continue
+  test=$(basename "$file" .rs)
+  [ "$test" = openapi_fuzzing ] || redis_tests+=("$test")
+done
+[ ${#redis_tests[@]} -gt 0 ] || { echo "test.sh: no integration tests in tests/tests" >&2; exit 1; }
+for test in "${redis_tests[@]}"; do
   start_redis
   echo "test.sh: $test on Redis (127.0.0.1:$redis_port)"
   # `--workspace` as above, so the features (and the build) are the same: no rebuild.
