@@ -32,8 +32,10 @@ done
 
 work=$(mktemp -d /tmp/spinpay-bench.XXXXXX)
 host_pid=""
+redis_pid=""
 cleanup() {
   if [ -n "$host_pid" ]; then kill "$host_pid" 2>/dev/null || true; wait "$host_pid" 2>/dev/null || true; fi
+  if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
   rm -rf "/dev/shm/$(basename "$work")"
 }
 trap cleanup EXIT
@@ -123,21 +125,32 @@ if [ -d /dev/shm ]; then
   authorize_run tmpfs "/dev/shm/$(basename "$work")"
 fi
 # Production's backend: a local redis-server with an append-only file fsync'd every second
-# (Redis's own default for AOF), on a port of its own.
-if command -v redis-server >/dev/null; then
+# (Redis's own default for AOF), on a port of its own. Ready when the server answering
+# there is this one (INFO's process_id, as test.sh checks), not one left on the port.
+if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
   redis_port=$((port + 1))
   mkdir -p "$work/redis"
   redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" --save '' \
     --appendonly yes --appendfsync everysec --daemonize no > "$work/redis.log" 2>&1 &
   redis_pid=$!
+  redis_ready=0
   for _ in $(seq 1 50); do
-    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+    kill -0 "$redis_pid" 2>/dev/null || break
+    if redis-cli -p "$redis_port" info server 2>/dev/null | grep -q "^process_id:${redis_pid}[[:space:]]"; then
+      redis_ready=1
+      break
+    fi
     sleep 0.1
   done
+  if [ "$redis_ready" != 1 ]; then
+    echo "bench: our redis-server is not the one answering on 127.0.0.1:$redis_port (port taken?):" >&2
+    cat "$work/redis.log" >&2
+    exit 1
+  fi
   authorize_run redis "redis://127.0.0.1:$redis_port/0"
-  kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
+  kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true; redis_pid=""
 else
-  echo "bench: redis-server not found (apt-get install -y redis-server): skipping the redis run" >&2
+  echo "bench: redis-server or redis-cli not found (apt-get install -y redis-server): skipping the redis run" >&2
 fi
 
 # ---- table --------------------------------------------------------------------------------

@@ -18,13 +18,29 @@ if [ ! -f .spin/dev.env ]; then
   } > .spin/dev.env
   chmod 600 .spin/dev.env
 fi
-# Variables already in the environment win over the generated ones.
-while IFS='=' read -r name value; do
-  [ -n "${!name:-}" ] || export "$name=$value"
+# Variables already in the environment win over the generated ones. Blank lines and `#`
+# comments are skipped; every other line must be NAME=value.
+lineno=0
+while IFS= read -r line || [ -n "$line" ]; do
+  lineno=$((lineno + 1))
+  [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
+  if [[ "$line" != *=* ]]; then
+    echo "run.sh: .spin/dev.env line $lineno is not NAME=value (no '=')" >&2
+    exit 1
+  fi
+  name=${line%%=*}
+  if ! [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+    echo "run.sh: .spin/dev.env line $lineno: name '$name' does not match ^[A-Za-z_][A-Za-z0-9_]*\$" >&2
+    exit 1
+  fi
+  [ -n "${!name:-}" ] || export "$name=${line#*=}"
 done < .spin/dev.env
 echo "spinpay: admin token is in .spin/dev.env (SPIN_VARIABLE_ADMIN_TOKEN)"
-cargo build --release -p spinpay-host
-host_bin="${CARGO_TARGET_DIR:-target}/release/spinpay-host"
+# The host binary where cargo reports it (CARGO_TARGET_DIR and build.target-dir honoured;
+# the .wasm files are always in ./target, see build-wasm.sh).
+host_bin=$(cargo build --release -p spinpay-host --message-format=json-render-diagnostics |
+  sed -n 's/.*"executable":"\([^"]*\/spinpay-host\)".*/\1/p' | tail -n 1)
+[ -x "$host_bin" ] || { echo "run.sh: cargo reported no spinpay-host executable" >&2; exit 1; }
 
 # The scheduled calls a deployment makes with CronJobs (notification sweep, reconciliation),
 # made by scripts/scheduler.sh against the address the host listens on, unless
