@@ -209,36 +209,130 @@ async fn create(repo: &KvRepository, secret: &Secret<String>, body: &[u8]) -> An
     let txn = format!("sbx_{}", hex::encode(env::random_bytes::<10>()));
     let now = env::now_ms();
     let key = sim::payment_key(&req.payment_id);
-    let (record, fresh, refs) = update(
+    let (record, fresh) = update(
         repo,
         &key,
         |existing: Option<SandboxPayment>| match existing {
             Some(rec) => {
                 sim::replay_create(&rec, &req)?;
-                Ok((None, (rec, false, Vec::new())))
+                Ok((None, (rec, false)))
             }
             None => {
                 let c = sim::create(&req, &txn, now);
-                Ok((Some(c.record.clone()), (c.record, true, c.payment_refs)))
+                Ok((Some(c.record.clone()), (c.record, true)))
             }
         },
     )
     .await?;
-    for payment_ref in &refs {
-        let id = record.payment_id.clone();
-        update(repo, &sim::ref_key(payment_ref), |_: Option<String>| {
-            Ok((Some(id.clone()), ()))
-        })
-        .await?;
-    }
+    // A replay claims again too: a create cut short between its two writes left a
+    // pending record whose ref it never claimed (the claim of a ref it holds is a no-op).
+    let record = claim_refs(repo, &key, record, now).await?;
     let delivery = sim::delivery_for(req.amount_minor);
     pause_if_slow(delivery).await;
     // An answer that will not arrive in time or is garbage is followed by a notification
-    // of the final outcome, as a real provider would send.
-    if fresh && delivery != Delivery::Normal && record.status != wire::SandboxStatus::Pending {
-        notify(secret, &record, None).await;
+    // of the final outcome, as a real provider would send. It describes the payment as it
+    // is after the pause: a cancel or void that landed meanwhile must not be contradicted.
+    if fresh
+        && delivery != Delivery::Normal
+        && let Some(current) = reread(repo, &req.payment_id).await
+        && sim::notifies_after_create(&record, &current)
+    {
+        notify(secret, &current, None).await;
     }
     Ok((to_value(&sim::payment_answer(&record)), delivery))
+}
+
+/// Claims each payment ref of a pending record for it, or declines the record when
+/// another payment the customer can still pay holds one ([`sim::claim_ref`]). Returns
+/// the record as stored.
+async fn claim_refs(
+    repo: &KvRepository,
+    key: &str,
+    record: SandboxPayment,
+    now_ms: i64,
+) -> Result<SandboxPayment, SimError> {
+    if record.status != wire::SandboxStatus::Pending {
+        return Ok(record);
+    }
+    for hash in &record.payment_ref_hashes {
+        if !claim_ref(repo, hash, &record.payment_id, now_ms).await? {
+            return update(repo, key, |rec: Option<SandboxPayment>| {
+                let mut rec =
+                    rec.ok_or_else(|| err(404, "payment_not_found", "no such payment"))?;
+                let changed = sim::decline_ref_in_use(&mut rec);
+                Ok((changed.then(|| rec.clone()), rec))
+            })
+            .await;
+        }
+    }
+    Ok(record)
+}
+
+/// Points `sbx:ref:<hash>` at `payment_id` unless another payable payment holds it;
+/// returns whether `payment_id` holds it now. The write is a compare-and-swap on the
+/// entry as read, so of two creates racing for one ref exactly one gets it: the other's
+/// swap fails, and its retry finds the winner pending.
+async fn claim_ref(
+    repo: &KvRepository,
+    hash: &str,
+    payment_id: &str,
+    now_ms: i64,
+) -> Result<bool, SimError> {
+    let key = sim::ref_key_for_hash(hash);
+    for _ in 0..CAS_RETRIES_MAX {
+        let entry = repo.get_for_update(&key).await.map_err(storage)?;
+        let version = entry.as_ref().map_or(0, |v| v.version);
+        let holder_id: Option<String> = entry.and_then(|v| serde_json::from_slice(&v.value).ok());
+        let holder = match holder_id.as_deref() {
+            Some(id) if id != payment_id => read_payment(repo, id).await?,
+            Some(_) | None => None,
+        };
+        match sim::claim_ref(payment_id, holder_id.as_deref(), holder.as_ref(), now_ms) {
+            sim::RefClaim::Held => return Ok(true),
+            sim::RefClaim::InUse => return Ok(false),
+            sim::RefClaim::Take => {}
+        }
+        let bytes = serde_json::to_vec(payment_id).expect("strings serialize");
+        match repo.put_if_version(&key, version, bytes).await {
+            Ok(_) => return Ok(true),
+            Err(RepoError::Conflict { .. }) => continue,
+            Err(e) => return Err(storage(e)),
+        }
+    }
+    Err(err(
+        409,
+        "concurrent_modification",
+        "too much contention; retry",
+    ))
+}
+
+async fn read_payment(
+    repo: &KvRepository,
+    payment_id: &str,
+) -> Result<Option<SandboxPayment>, SimError> {
+    match repo
+        .get(&sim::payment_key(payment_id))
+        .await
+        .map_err(storage)?
+    {
+        Some(v) => serde_json::from_slice(&v.value)
+            .map(Some)
+            .map_err(|e| storage(RepoError::Unavailable(e.to_string()))),
+        None => Ok(None),
+    }
+}
+
+/// The payment as it is now, for a notification sent after a pause. `None` when it
+/// cannot be read: then nothing is sent, since a missed notification is recovered by
+/// spinpay's query while a stale one would contradict what happened meanwhile.
+async fn reread(repo: &KvRepository, payment_id: &str) -> Option<SandboxPayment> {
+    match read_payment(repo, payment_id).await {
+        Ok(current) => current,
+        Err(e) => {
+            eprintln!("sandbox: no notification for {payment_id}: {}", e.message);
+            None
+        }
+    }
 }
 
 async fn action(repo: &KvRepository, op: Op, body: &[u8]) -> Answer {
@@ -279,8 +373,12 @@ async fn refund(repo: &KvRepository, secret: &Secret<String>, body: &[u8]) -> An
     let delivery = sim::delivery_for(req.amount_minor);
     let refund = &record.refunds[index];
     pause_if_slow(delivery).await;
-    if delivery != Delivery::Normal {
-        notify(secret, &record, Some(refund)).await;
+    // As for a create: the late notification reports the refund as it is after the pause.
+    if delivery != Delivery::Normal
+        && let Some(current) = reread(repo, &req.payment_id).await
+        && let Some(now_refund) = sim::refund_to_notify(&current, &req.refund_id)
+    {
+        notify(secret, &current, Some(now_refund)).await;
     }
     Ok((to_value(&sim::refund_answer(&record, refund)), delivery))
 }

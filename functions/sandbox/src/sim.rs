@@ -7,6 +7,12 @@
 //! answers after [`SLOW_ANSWER_MS`] (longer than any adapter deadline), 888 stays
 //! pending until the customer pays, 999 answers garbage. Magic codes: a customer
 //! auth code / token ending `0000` is declined, ending `1111` waits for the customer.
+//! An `sms_otp` phone is not a code (its OTP was already checked by spinpay): no suffix
+//! selects anything, and it is the payment ref only when 888 leaves the payment pending.
+//!
+//! A payment ref names one payment at a time (`sbx:ref:<hash>`, [`claim_ref`]): a create
+//! whose ref already names another payment the customer can still pay is declined
+//! `payment_ref_in_use`, as a wallet refuses a single-use code presented twice.
 
 use serde::{Deserialize, Serialize};
 use spinpay_channels::sandbox::wire::{
@@ -158,7 +164,13 @@ pub fn payment_key(payment_id: &str) -> String {
 
 /// The key of a payment-reference index entry.
 pub fn ref_key(payment_ref: &str) -> String {
-    format!("sbx:ref:{}", sha256_hex(payment_ref.as_bytes()))
+    ref_key_for_hash(&sha256_hex(payment_ref.as_bytes()))
+}
+
+/// The key of a payment-reference index entry, from the hash a record keeps
+/// ([`SandboxPayment::payment_ref_hashes`]).
+pub fn ref_key_for_hash(payment_ref_hash: &str) -> String {
+    format!("sbx:ref:{payment_ref_hash}")
 }
 
 /// The key of a phone's last SMS.
@@ -228,7 +240,8 @@ pub fn request_hash(req: &CreatePayment) -> String {
 pub struct Created {
     /// The new record.
     pub record: SandboxPayment,
-    /// Plain references to index (QR payload, URL, order string, token).
+    /// Plain references to index (QR payload, URL, order string, code or token, or the
+    /// phone of an `sms_otp` payment left pending by 888).
     pub payment_refs: Vec<String>,
 }
 
@@ -270,10 +283,19 @@ fn decide(req: &CreatePayment, txn: &str) -> Decision {
                 order_string,
             )
         }
+        // The payer already proved the phone with the OTP spinpay sent, so the phone is
+        // not a wallet code: no suffix magic. Only 888 leaves it waiting, and then the
+        // phone is what the customer pays with (`POST /sandbox/customer/pay`).
+        PaymentMethod::SmsOtp { phone } => {
+            if pending_magic {
+                Decision::Pending(None, phone.clone())
+            } else {
+                Decision::Paid
+            }
+        }
         PaymentMethod::QrCustomer { auth_code: token }
         | PaymentMethod::SoundWave { token }
-        | PaymentMethod::Nfc { token, .. }
-        | PaymentMethod::SmsOtp { phone: token } => {
+        | PaymentMethod::Nfc { token, .. } => {
             if let PaymentMethod::Nfc { cryptogram, .. } = &req.method
                 && cryptogram.trim().is_empty()
             {
@@ -393,6 +415,107 @@ pub fn customer_pay(record: &mut SandboxPayment, now_ms: i64) -> Result<(), SimE
             "not_payable",
             format!("the payment is {}, not pending", status_name(record.status)),
         )),
+    }
+}
+
+/// Whether the customer can still pay the payment: pending and not expired.
+pub fn is_payable(record: &SandboxPayment, now_ms: i64) -> bool {
+    match record.status {
+        SandboxStatus::Pending => record.expires_at_ms.is_none_or(|t| now_ms < t),
+        SandboxStatus::Authorized
+        | SandboxStatus::Succeeded
+        | SandboxStatus::Declined
+        | SandboxStatus::Closed => false,
+    }
+}
+
+/// The decline code of a create whose payment ref names another payable payment.
+pub const REF_IN_USE_CODE: &str = "payment_ref_in_use";
+
+/// What a create may do with a payment-ref index entry (`sbx:ref:<hash>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefClaim {
+    /// The entry already names the claimant (a replayed create): nothing to write.
+    Held,
+    /// Write the claimant's id (compare-and-swap on the entry's version).
+    Take,
+    /// Another payment the customer can still pay holds it: decline the claimant.
+    InUse,
+}
+
+/// Whether `claimant_id` may take a payment ref whose index entry names `holder_id`
+/// (`None`: free or unreadable), given the holder's record (`None`: not found). A ref
+/// whose holder can no longer be paid (paid, declined, closed, expired) is taken over:
+/// those states never become payable again, so the takeover cannot strand the holder.
+pub fn claim_ref(
+    claimant_id: &str,
+    holder_id: Option<&str>,
+    holder: Option<&SandboxPayment>,
+    now_ms: i64,
+) -> RefClaim {
+    match holder_id {
+        Some(id) if id == claimant_id => RefClaim::Held,
+        Some(_) if holder.is_some_and(|h| is_payable(h, now_ms)) => RefClaim::InUse,
+        Some(_) | None => RefClaim::Take,
+    }
+}
+
+/// Declines a pending payment whose payment ref another payable payment holds; returns
+/// whether the record changed (a payment that left `pending` meanwhile is kept as is).
+pub fn decline_ref_in_use(record: &mut SandboxPayment) -> bool {
+    match record.status {
+        SandboxStatus::Pending => {
+            record.status = SandboxStatus::Declined;
+            record.next_action = None;
+            record.payment_ref_hashes.clear();
+            record.decline_code = Some(REF_IN_USE_CODE.to_string());
+            record.decline_message = Some(
+                "this auth code, token or phone already names another payment waiting for \
+                 the customer (a wallet code is single-use)"
+                    .to_string(),
+            );
+            true
+        }
+        SandboxStatus::Authorized
+        | SandboxStatus::Succeeded
+        | SandboxStatus::Declined
+        | SandboxStatus::Closed => false,
+    }
+}
+
+/// Whether the notification that follows a slow (777) or garbage (999) create answer is
+/// sent, given the record as the create stored it and as it is after the pause; it is
+/// then about `current`, never the stale `created`. A payment the create left pending
+/// gets its notification when the customer pays. One closed meanwhile was closed by
+/// spinpay's own cancel, which already has the sandbox's answer: like a real provider
+/// (no notification for a close the merchant asked for), the sandbox sends nothing
+/// rather than report a payment the merchant voided as authorized or paid.
+pub fn notifies_after_create(created: &SandboxPayment, current: &SandboxPayment) -> bool {
+    let decided = match created.status {
+        SandboxStatus::Pending => false,
+        SandboxStatus::Authorized
+        | SandboxStatus::Succeeded
+        | SandboxStatus::Declined
+        | SandboxStatus::Closed => true,
+    };
+    let worth_reporting = match current.status {
+        SandboxStatus::Authorized | SandboxStatus::Succeeded | SandboxStatus::Declined => true,
+        SandboxStatus::Pending | SandboxStatus::Closed => false,
+    };
+    decided && worth_reporting
+}
+
+/// The refund the notification after a slow or garbage refund answer reports: the refund
+/// as it is now in `current`, if that is an outcome (a pending refund is settled by
+/// spinpay's `refund.query`, so nothing is sent for it).
+pub fn refund_to_notify<'a>(
+    current: &'a SandboxPayment,
+    refund_id: &str,
+) -> Option<&'a SandboxRefund> {
+    let refund = current.refunds.iter().find(|r| r.refund_id == refund_id)?;
+    match refund.status {
+        SandboxRefundStatus::Succeeded | SandboxRefundStatus::Failed => Some(refund),
+        SandboxRefundStatus::Pending => None,
     }
 }
 
