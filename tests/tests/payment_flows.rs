@@ -817,3 +817,147 @@ fn a_signed_notification_with_another_amount_flags_the_payment_instead_of_paying
         assert_eq!(after["conflict"]["channel_amount_minor"], 1, "{after}");
     });
 }
+
+/// How many events of `event_type` merchant `m` has about object `id`.
+async fn count_events(m: &Merchant<'_>, id: &str, event_type: &str) -> usize {
+    let (status, events) = m.get("/v1/events?limit=100").await;
+    assert_eq!(status, 200, "{events}");
+    events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == event_type && e["data"]["id"] == id)
+        .count()
+}
+
+#[test]
+fn a_sandbox_notification_replayed_after_a_void_changes_nothing() {
+    // Proves a sandbox notification is applied once by its notification_id: the same
+    // signed bytes posted again within the signature's tolerance, after the merchant
+    // voided the payment, are acknowledged and change nothing (before, the replayed
+    // "authorized" flagged the voided payment status_contradiction).
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let id = authorized_payment(&m, 4100).await;
+        let body = notification(&id, "authorized", 4100);
+        let sig = signed_now(&body);
+        let (status, ack) = app.post_sandbox_notification(&body, Some(&sig)).await;
+        assert_eq!(status, 200, "{ack}");
+        let (status, voided) = act(&m, &id, "cancel", json!({})).await;
+        assert_eq!(
+            (status, &voided["status"]),
+            (200, &json!("canceled")),
+            "{voided}"
+        );
+        let (status, ack) = app.post_sandbox_notification(&body, Some(&sig)).await;
+        assert_eq!(status, 200, "a replay is acknowledged: {ack}");
+        let after = m.payment(&id).await;
+        assert_eq!(
+            (&after["status"], &after["conflict"]),
+            (&json!("canceled"), &Value::Null),
+            "{after}"
+        );
+        assert_eq!(count_events(&m, &id, "payment.conflicted").await, 0);
+    });
+}
+
+#[test]
+fn a_slow_sandbox_payment_canceled_during_its_pause_is_never_flagged() {
+    // Proves magic 777 (the sandbox answers after the gateway gave up, then notifies)
+    // plus a cancel raises no false payment.conflicted: a manual payment voided during
+    // the pause stays canceled, unflagged, since the sandbox's late notification
+    // describes the payment as it is then (closed: nothing is sent); an automatic one,
+    // whose revoke the sandbox refuses because it is captured, is settled `succeeded`
+    // by the cancel's query (402 channel_declined), and the late notification is a
+    // duplicate.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let method = || json!({"type": "sound_wave", "token": unique_token()});
+        let manual = m
+            .create_payment_ok(&manual_payment_request(777, method()))
+            .await;
+        let auto = m.create_payment_ok(&payment_request(777, method())).await;
+        let [manual, auto] = [&manual, &auto].map(|p| p["id"].as_str().unwrap().to_string());
+        let (status, voided) = act(&m, &manual, "cancel", json!({})).await;
+        assert_eq!(
+            (status, &voided["status"]),
+            (200, &json!("canceled")),
+            "{voided}"
+        );
+        let refused = act(&m, &auto, "cancel", json!({})).await;
+        assert_error(&refused, 402, "channel_declined");
+        let settled = m.payment(&auto).await;
+        assert_eq!(
+            (&settled["status"], &settled["conflict"]),
+            (&json!("succeeded"), &Value::Null),
+            "{settled}"
+        );
+        // Past the sandbox's 5 s pause and its late notifications.
+        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+        for (id, status) in [(&manual, "canceled"), (&auto, "succeeded")] {
+            let p = m.payment(id).await;
+            assert_eq!(
+                (&p["status"], &p["conflict"]),
+                (&json!(status), &Value::Null),
+                "{p}"
+            );
+            assert_eq!(count_events(&m, id, "payment.conflicted").await, 0, "{id}");
+        }
+        assert_eq!(count_events(&m, &auto, "payment.succeeded").await, 1);
+    });
+}
+
+#[test]
+fn a_confirmed_sms_otp_payment_the_sandbox_holds_pending_can_be_canceled() {
+    // Proves an sms_otp payment whose charge the sandbox leaves pending after the right
+    // code (888: `processing`) is canceled by the merchant and closed at the sandbox (the
+    // phone, its payment reference, can no longer pay it); before, the cancel answered
+    // 409 payment_not_cancelable and the payment stayed processing for good.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let phone = unique_phone();
+        let method = json!({"type": "sms_otp", "phone": phone});
+        let p = m.create_payment_ok(&payment_request(888, method)).await;
+        let id = p["id"].as_str().unwrap().to_string();
+        let code = app.sms_code(&phone).await;
+        let (status, confirmed) = act(&m, &id, "confirm", json!({"otp": code})).await;
+        assert_eq!(
+            (status, &confirmed["status"]),
+            (200, &json!("processing")),
+            "{confirmed}"
+        );
+        let (status, canceled) = act(&m, &id, "cancel", json!({})).await;
+        assert_eq!(
+            (status, &canceled["status"]),
+            (200, &json!("canceled")),
+            "{canceled}"
+        );
+        let late = app.customer_pay(&phone).await;
+        assert_eq!(late.0, 409, "closed at the sandbox: {}", late.1);
+        assert_eq!(m.payment(&id).await["status"], "canceled");
+    });
+}
+
+#[test]
+fn a_customer_code_waiting_for_one_payment_cannot_be_taken_by_another() {
+    // Proves a customer code is single-use at the sandbox: while a payment with it waits
+    // for the customer (888), a second payment with the same code is failed
+    // (channel_declined, payment_ref_in_use) instead of taking the code over, and paying
+    // the code pays the first payment.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let code = unique_token();
+        let method = json!({"type": "qr_customer", "auth_code": code});
+        let first = m
+            .create_payment_ok(&payment_request(888, method.clone()))
+            .await;
+        assert_eq!(first["status"], "processing", "{first}");
+        let second = m.create_payment_ok(&payment_request(888, method)).await;
+        assert_eq!(second["status"], "failed", "{second}");
+        assert_eq!(second["failure"]["code"], "channel_declined", "{second}");
+        let message = second["failure"]["message"].as_str().unwrap();
+        assert!(message.starts_with("payment_ref_in_use"), "{second}");
+        let first_id = first["id"].as_str().unwrap();
+        pay_and_expect_success(&m, first_id, &code, 888).await;
+    });
+}

@@ -78,8 +78,8 @@ async fn sandbox(parts: &http::request::Parts, body: &[u8]) -> Result<HttpRespon
         .get(wire::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok());
     let key = secret.expose().as_bytes();
-    let parsed = transformers::parse_notification(signature, body, key, env::now_unix_s())?;
-    keep_and_apply(Channel::Sandbox, body, &parsed, None).await?;
+    let n = transformers::verify_notification(signature, body, key, env::now_unix_s())?;
+    keep_and_apply(Channel::Sandbox, body, &n.parsed, Some(&n.replay_key)).await?;
     let ack = transformers::notification_ack().as_bytes().to_vec();
     Ok(inbound::bytes_response(200, "application/json", ack))
 }

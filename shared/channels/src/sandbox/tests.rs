@@ -300,8 +300,8 @@ fn refund_answers_map_each_status_and_refusals() {
 
 #[test]
 fn notifications_are_verified_then_parsed_into_core_notifications() {
-    // Proves a signed payment notification becomes a PaymentNotification and a forged or
-    // missing signature is rejected.
+    // Proves a signed payment notification becomes a PaymentNotification with the replay
+    // key of its notification_id, and a forged or missing signature is rejected.
     let n = Notification {
         notification_id: "ntf_1".into(),
         kind: NotificationKind::Payment,
@@ -311,7 +311,12 @@ fn notifications_are_verified_then_parsed_into_core_notifications() {
     };
     let body = serde_json::to_vec(&n).unwrap();
     let sig = sign_header(KEY, NOW, &body);
-    match parse_notification(Some(&sig), &body, KEY, NOW).unwrap() {
+    let verified = verify_notification(Some(&sig), &body, KEY, NOW).unwrap();
+    assert_eq!(
+        verified.replay_key,
+        crate::crypto::replay_key("sandbox", "ntf_1")
+    );
+    match verified.parsed {
         ParsedNotification::Payment(p) => {
             assert_eq!(p.payment_id, "pay_1");
             assert_eq!(p.channel, Channel::Sandbox);
@@ -321,14 +326,14 @@ fn notifications_are_verified_then_parsed_into_core_notifications() {
         other => panic!("expected a payment notification, got {other:?}"),
     }
     assert!(matches!(
-        parse_notification(None, &body, KEY, NOW),
+        verify_notification(None, &body, KEY, NOW),
         Err(NotificationRejected::Signature(_))
     ));
     let forged = sign_header(b"attacker", NOW, &body);
-    assert!(parse_notification(Some(&forged), &body, KEY, NOW).is_err());
+    assert!(verify_notification(Some(&forged), &body, KEY, NOW).is_err());
     let garbage_sig = sign_header(KEY, NOW, b"[]");
     assert!(matches!(
-        parse_notification(Some(&garbage_sig), b"[]", KEY, NOW),
+        verify_notification(Some(&garbage_sig), b"[]", KEY, NOW),
         Err(NotificationRejected::Malformed(_))
     ));
 }
@@ -352,7 +357,9 @@ fn refund_notifications_must_agree_with_their_kind() {
         sent_at_ms: 0,
     };
     let body = serde_json::to_vec(&n).unwrap();
-    let parsed = parse_notification(Some(&sign_header(KEY, NOW, &body)), &body, KEY, NOW).unwrap();
+    let parsed = verify_notification(Some(&sign_header(KEY, NOW, &body)), &body, KEY, NOW)
+        .unwrap()
+        .parsed;
     let ParsedNotification::Refund(r) = parsed else {
         panic!("{parsed:?}")
     };
@@ -364,7 +371,7 @@ fn refund_notifications_must_agree_with_their_kind() {
     assert_eq!(r.currency.as_deref(), Some(n.payment.currency.code()));
     n.kind = NotificationKind::Payment;
     let body = serde_json::to_vec(&n).unwrap();
-    assert!(parse_notification(Some(&sign_header(KEY, NOW, &body)), &body, KEY, NOW).is_err());
+    assert!(verify_notification(Some(&sign_header(KEY, NOW, &body)), &body, KEY, NOW).is_err());
 }
 
 #[test]

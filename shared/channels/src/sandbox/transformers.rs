@@ -379,18 +379,37 @@ pub enum NotificationRejected {
     Malformed(String),
 }
 
-/// Verifies and parses a notification POSTed by the sandbox.
-pub fn parse_notification(
+/// A verified sandbox notification: what it says, and the key-value key that marks its
+/// `notification_id` as applied (claimed after it was applied, so a replay of the same
+/// signed bytes within the signature's tolerance changes nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedNotification {
+    /// What it reports.
+    pub parsed: ParsedNotification,
+    /// [`crate::crypto::replay_key`] of its `notification_id`.
+    pub replay_key: String,
+}
+
+/// Verifies and parses a notification POSTed by the sandbox, with its replay key.
+pub fn verify_notification(
     signature: Option<&str>,
     body: &[u8],
     secret: &[u8],
     now_unix_s: i64,
-) -> Result<ParsedNotification, NotificationRejected> {
+) -> Result<VerifiedNotification, NotificationRejected> {
     let header = signature.ok_or_else(|| NotificationRejected::Signature("missing".into()))?;
     verify_header(header, body, &[secret], now_unix_s, SIGNATURE_TOLERANCE_S)
         .map_err(|e| NotificationRejected::Signature(e.to_string()))?;
     let n: Notification =
         serde_json::from_slice(body).map_err(|e| NotificationRejected::Malformed(e.to_string()))?;
+    Ok(VerifiedNotification {
+        replay_key: crate::crypto::replay_key("sandbox", &n.notification_id),
+        parsed: parsed(n)?,
+    })
+}
+
+/// What a verified notification reports.
+fn parsed(n: Notification) -> Result<ParsedNotification, NotificationRejected> {
     match (n.kind, n.refund) {
         (NotificationKind::Payment, None) => Ok(ParsedNotification::Payment(PaymentNotification {
             channel: Channel::Sandbox,
