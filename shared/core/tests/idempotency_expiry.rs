@@ -500,3 +500,53 @@ impl Hooks for Interference {
         written
     }
 }
+
+#[test]
+fn a_backlog_of_refused_keyed_requests_costs_a_sweep_call_no_more_than_its_budget() {
+    // Proves the expiry slots keyed requests leave when they are refused (the record is
+    // freed, its slot stays) count against a sweep call's expiry budget: one call handles
+    // at most EXPIRY_SWEEP_MAX of them and answers has_more, so one merchant's backlog
+    // cannot hold a sweep (and every merchant after it) past its deadline; the next call
+    // goes on with the rest, leaving no slot.
+    let repo = MemoryRepository::new();
+    let (keys, mut rng) = (keyring(), SplitMix64::new(11));
+    let t0 = 1_000_000;
+    let backlog = EXPIRY_SWEEP_MAX as usize + 100;
+    block_on(async {
+        let c = ctx(&repo, &keys, t0);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let refused = Reply {
+            status: 400,
+            body: "{\"error\":{}}".into(),
+        };
+        for i in 0..backlog {
+            let key = format!("bad-{i}");
+            match idempotency_begin(&c, &m.id, Some(&key), "POST", PATH, b"{}").await {
+                Ok(Started::Run(ticket)) => {
+                    idempotency_finish(&c, ticket, &refused, KeyOutcome::Free)
+                        .await
+                        .unwrap();
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            (idem_keys(&repo, &m.id), expiry_slots(&repo, &m.id)),
+            (0, backlog)
+        );
+        let late = t0 + DAY + 1;
+        let first = sweep_at(&repo, late, late).await.unwrap();
+        assert_eq!(
+            (first.idempotency_keys_expired, first.has_more),
+            (0, true),
+            "{first:?}"
+        );
+        assert_eq!(
+            expiry_slots(&repo, &m.id),
+            backlog - EXPIRY_SWEEP_MAX as usize
+        );
+        let second = sweep_at(&repo, late, late).await.unwrap();
+        assert!(!second.has_more, "{second:?}");
+        assert_eq!(expiry_slots(&repo, &m.id), 0);
+    });
+}

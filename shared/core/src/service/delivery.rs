@@ -201,6 +201,10 @@ pub struct SweepReport {
     /// (see `merchant_failed`).
     #[serde(default)]
     pub merchants_failed: Vec<MerchantFailure>,
+    /// Due expiry slots handled (idempotency records and replay keys, deleted or already
+    /// gone): what the expiry budget counts. Not part of the answer.
+    #[serde(skip)]
+    pub expiry_slots_visited: u32,
     /// True when the attempt limit (or the expiry budget) stopped the sweep, or merchants
     /// beyond this call's [`SWEEP_MERCHANTS_MAX`] wait in this pass over the registry:
     /// call again.
@@ -248,20 +252,17 @@ pub(crate) fn merchant_failed(
 }
 
 impl SweepReport {
-    /// Deletions this sweep may still make: [`EXPIRY_SWEEP_MAX`] shared by idempotency
-    /// records and replay keys.
+    /// Due expiry slots this sweep may still handle: [`EXPIRY_SWEEP_MAX`] shared by
+    /// idempotency records and replay keys.
     fn expiry_budget_left(&self) -> u32 {
-        let spent = self
-            .idempotency_keys_expired
-            .saturating_add(self.replay_keys_expired);
-        EXPIRY_SWEEP_MAX.saturating_sub(spent)
+        EXPIRY_SWEEP_MAX.saturating_sub(self.expiry_slots_visited)
     }
 }
 
 /// `POST /v1/admin/notifications/sweep`: publishes what crashed writers left behind,
 /// makes the due delivery attempts (at most `limit` of them) and deletes idempotency
 /// records past their retention and, when it sweeps every merchant, channel replay keys
-/// past theirs (at most [`EXPIRY_SWEEP_MAX`] deletions in all).
+/// past theirs (at most [`EXPIRY_SWEEP_MAX`] due expiry slots handled in all).
 pub async fn sweep<R: Repository, N: Notifier>(
     ctx: &Ctx<'_, R>,
     notifier: &N,
@@ -359,6 +360,7 @@ async fn expire_replay_keys<R: Repository>(
         }
         let expired = replay::expire_channel(&wall, channel, budget).await?;
         report.replay_keys_expired += expired.deleted;
+        report.expiry_slots_visited += expired.visited;
         report.has_more |= expired.budget_reached;
     }
     Ok(())
@@ -452,6 +454,7 @@ async fn visit_merchant<R: Repository, N: Notifier>(
         };
         let expired = retention::expire_merchant(&wall, merchant_id, budget).await?;
         report.idempotency_keys_expired += expired.deleted;
+        report.expiry_slots_visited += expired.visited;
         report.has_more |= expired.budget_reached;
     }
     let recovered = outbox::recover_merchant(ctx, merchant_id).await?;

@@ -32,7 +32,10 @@ use crate::idempotency::{
 use crate::keys;
 use crate::repo::{RepoError, Repository};
 
-/// Most records one sweep call deletes (it answers `has_more` when it stopped there).
+/// Most due expiry slots one sweep call handles, whether the record a slot names is
+/// deleted or already gone (it answers `has_more` when it stopped there): slots left by
+/// refused keyed requests name no record, and a backlog of them must not hold a sweep
+/// past its deadline.
 pub const EXPIRY_SWEEP_MAX: u32 = 500;
 
 /// Schedules the deletion of the record a claim of `key_hash` is about to write at
@@ -51,12 +54,14 @@ pub(crate) async fn schedule<R: Repository>(
 pub(crate) struct Expired {
     /// Records deleted.
     pub deleted: u32,
+    /// Due slots handled (each costs the budget, whether it deleted a record or not).
+    pub visited: u32,
     /// The budget stopped the walk before a slot that was due.
     pub budget_reached: bool,
 }
 
-/// Deletes `merchant_id`'s idempotency records whose retention has passed, at most
-/// `budget` of them. `ctx.now_ms` must be the wall clock.
+/// Deletes `merchant_id`'s idempotency records whose retention has passed, handling at
+/// most `budget` due slots. `ctx.now_ms` must be the wall clock.
 pub(crate) async fn expire_merchant<R: Repository>(
     ctx: &Ctx<'_, R>,
     merchant_id: &str,
@@ -75,8 +80,9 @@ pub(crate) async fn expire_merchant<R: Repository>(
 /// Walks an expiry queue from its head, window after window: a slot not `due` yet (by
 /// its time) stops the walk, since slots are in claim order; each due slot is handed to
 /// `expire`, which deletes what it names if that is still the expired thing and says
-/// whether the slot is finished and whether it deleted something. At most `budget`
-/// deletions; the head passes the finished slots, which are then deleted.
+/// whether the slot is finished and whether it deleted something. At most `budget` due
+/// slots are handed over (deleting or not: a slot whose record is gone costs a read and
+/// a delete too); the head passes the finished slots, which are then deleted.
 pub(crate) async fn walk_expiry_queue<R: Repository>(
     ctx: &Ctx<'_, R>,
     queue: &Queue,
@@ -99,11 +105,12 @@ pub(crate) async fn walk_expiry_queue<R: Repository>(
                 // A tombstone (its writer looked dead to a sweep).
                 Some(s) if s.id.is_empty() => SlotState::Done,
                 Some(s) if !due(s.at_ms) => SlotState::Wait,
-                Some(_) if done.deleted >= budget => {
+                Some(_) if done.visited >= budget => {
                     done.budget_reached = true;
                     SlotState::Wait
                 }
                 Some(s) => {
+                    done.visited += 1;
                     let (state, deleted) = expire(s).await?;
                     done.deleted += u32::from(deleted);
                     state
