@@ -654,8 +654,7 @@ pub fn unique(prefix: &str) -> String {
     format!("{}-{:016x}", prefix.replace(' ', "-"), random_u64())
 }
 
-/// A fresh E.164 phone number (+86 and 13 digits) that the sandbox delivers SMS to and
-/// pays (it does not end in the magic `0000` decline or `1111` wait suffixes).
+/// A fresh E.164 phone number (+86 and 13 digits) that the sandbox delivers SMS to.
 pub fn unique_phone() -> String {
     format!("+861{:08}2876", random_u64() % 100_000_000)
 }

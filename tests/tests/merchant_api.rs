@@ -1240,3 +1240,92 @@ fn a_merchant_specific_limit_applies_only_to_that_merchant() {
         );
     });
 }
+
+#[test]
+fn a_post_with_a_query_string_is_refused_and_changes_nothing() {
+    // Proves every merchant or admin POST (and the rules PUT) takes its fields from the
+    // body only: a parameter put in the query answers 400 unknown_field naming it, and
+    // nothing is done (settings unchanged, no payment, no refund, no merchant, rules
+    // unchanged), instead of a 200 that silently ignored it.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let (_, account) = m.get("/v1/account").await;
+        let (_, rules) = m.get("/v1/risk/rules").await;
+        let p = m
+            .create_payment_ok(&payment_request(1500, qr_customer()))
+            .await;
+        let id = p["id"].as_str().unwrap();
+        let refused = [
+            m.post("/v1/account?name=zzz", &json!({})).await,
+            m.post("/v1/payments?amount_minor=1", &good_body()).await,
+            m.post(
+                &format!("/v1/payments/{id}/refunds?amount_minor=1"),
+                &json!({"amount_minor": 100}),
+            )
+            .await,
+            m.post(&format!("/v1/payments/{id}/cancel?x=1"), &json!({}))
+                .await,
+            m.post("/v1/risk/assessments?amount_minor=1", &good_body())
+                .await,
+            app.put("/v1/risk/rules?x=1", &m.secret_key, &rules).await,
+            app.post(
+                "/v1/admin/merchants?name=zzz",
+                Some(ADMIN_TOKEN),
+                None,
+                &json!({"name": "Q"}),
+            )
+            .await,
+        ];
+        for (n, reply) in refused.iter().enumerate() {
+            let param = [
+                "name",
+                "amount_minor",
+                "amount_minor",
+                "x",
+                "amount_minor",
+                "x",
+                "name",
+            ][n];
+            assert_error_param(reply, 400, "unknown_field", param);
+        }
+        assert_eq!(m.get("/v1/account").await.1, account, "settings unchanged");
+        assert_eq!(m.get("/v1/risk/rules").await.1, rules, "rules unchanged");
+        assert_eq!(m.count_payments().await, 1, "no payment created");
+        let after = m.payment(id).await;
+        assert_eq!(
+            (&after["status"], &after["refunded_minor"]),
+            (&json!("succeeded"), &json!(0)),
+            "{after}"
+        );
+    });
+}
+
+#[test]
+fn a_notify_url_with_credentials_or_a_name_with_control_characters_is_refused() {
+    // Proves onboarding and settings refuse a notify_url carrying user-info (never sent
+    // with a delivery) and a name with a control or bidirectional control character,
+    // naming the field, and change nothing; an admin call without credentials is asked
+    // for the admin token, not a secret key.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        let (_, before) = m.get("/v1/account").await;
+        let with_user = json!({"notify_url": "https://user:pw@merchant.example/hook"});
+        let refused = m.post("/v1/account", &with_user).await;
+        assert_error_param(&refused, 400, "parameter_invalid", "notify_url");
+        for name in ["Corner\nCoffee", "Corner\u{202E}eeffoC"] {
+            let refused = m.post("/v1/account", &json!({ "name": name })).await;
+            assert_error_param(&refused, 400, "parameter_invalid", "name");
+            let body = json!({ "name": name });
+            let onboarding = app
+                .post("/v1/admin/merchants", Some(ADMIN_TOKEN), None, &body)
+                .await;
+            assert_error_param(&onboarding, 400, "parameter_invalid", "name");
+        }
+        assert_eq!(m.get("/v1/account").await.1, before, "nothing changed");
+        let body = json!({"name": "Q"});
+        let anonymous = app.post("/v1/admin/merchants", None, None, &body).await;
+        assert_error(&anonymous, 401, "authentication_required");
+        let message = anonymous.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains("admin token"), "{message}");
+    });
+}

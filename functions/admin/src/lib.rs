@@ -10,11 +10,16 @@
 //! | POST /v1/account/webhook-secret/rotate | `rotate_webhook_secret` `{"grace_period_s"?}`: a new signing secret, shown once; the old one also signs during the grace period |
 //! | POST /v1/account/secret-key/rotate | `rotate_secret_key` `{"grace_period_s"?}`: a new secret key, shown once; the old one also works during the grace period (5 minutes to 7 days) |
 //!
-//! The merchants route is guarded by `Authorization: Bearer <admin token>` (the secret variable `admin_token`),
-//! compared in constant time; with no token configured the endpoint is disabled (503
-//! `not_configured`). The answer holds the merchant's secret key, shown once: under an
-//! Idempotency-Key the stored replay is sealed with the encryption key, never kept in
-//! clear.
+//! Every POST here takes its fields from the body only: a query string is refused (400
+//! `unknown_field` naming its first parameter) before anything is read or stored.
+//!
+//! The merchants route is guarded by `Authorization: Bearer <admin token>` (the secret
+//! variable `admin_token`), compared in constant time; with no usable token configured
+//! (none, one shorter than 20 characters, or the template's placeholder) the endpoint is
+//! disabled (503 `not_configured`, whose message says which). A call without the header
+//! answers 401 `authentication_required` asking for `Bearer <admin token>`. The answer
+//! holds the merchant's secret key, shown once: under an Idempotency-Key the stored
+//! replay is sealed with the encryption key, never kept in clear.
 
 use spin_sdk::http::{Method, Request};
 use spinpay_core::ApiError;
@@ -194,11 +199,12 @@ enum Seal {
     No,
 }
 
-/// The shared tail of every write once the caller is authorized: read the body, then,
-/// under the request's Idempotency-Key in `scope`, parse it as `Req` and run `op` with
-/// the key's run (operation seed, whether it resumes a crashed attempt; `None` without a
-/// key), for a write that derives what it creates from the seed so that a retry resumes
-/// it.
+/// The shared tail of every write once the caller is authorized: refuse a query string
+/// (`unknown_field`: a setting put there would otherwise be ignored by a 200), read
+/// the body, then, under the request's Idempotency-Key in `scope`, parse it as
+/// `Req` and run `op` with the key's run (operation seed, whether it resumes a crashed
+/// attempt; `None` without a key), for a write that derives what it creates from the
+/// seed so that a retry resumes it.
 async fn keyed_write<B, Req, T>(
     services: &Services,
     scope: &str,
@@ -214,6 +220,7 @@ where
     Req: api::WireRequest,
     T: serde::Serialize,
 {
+    inbound::no_query(parts.uri.query())?;
     let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
     let call = Keyed::new(scope, parts, &body);
     let call = match seal {

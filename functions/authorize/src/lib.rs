@@ -12,8 +12,9 @@
 //! | POST /v1/payments/{id}/confirm | `confirm_payment` `{"otp"}` |
 //! | POST /v1/payments/{id}/review | `review_payment` `{"decision": "approve" \| "decline"}` |
 //!
-//! Every POST is authenticated by the merchant's secret key and runs under the
-//! Idempotency-Key protocol.
+//! Every POST is authenticated by the merchant's secret key, refuses a query string (400
+//! `unknown_field` naming its first parameter) and runs under the Idempotency-Key
+//! protocol.
 
 mod wiring;
 
@@ -82,6 +83,9 @@ async fn handle(req: Request) -> HttpResponse {
                 Served::Post(route) => route,
             };
             let (services, merchant) = Services::authenticated(&parts.headers).await?;
+            // Fields come from the body only: a query parameter is refused before
+            // anything is read or an Idempotency-Key is touched.
+            inbound::no_query(parts.uri.query())?;
             let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
             let call = Keyed::new(&merchant.id, &parts, &body);
             services

@@ -7,6 +7,10 @@
 //! | POST /v1/admin/notifications/sweep | admin token | publish what crashed writers left, make the due delivery attempts, delete expired idempotency records (`{"limit"?, "merchant_id"?, "now_ms"?}`) |
 //! | POST /v1/events/{id}/redeliver | secret key | start a new delivery round for one event and attempt it now |
 //!
+//! Both take their fields from the body only: once the caller is authenticated, a query
+//! string is refused (400 `unknown_field` naming its first parameter) before anything
+//! is stored.
+//!
 //! A scheduler (cron, a Kubernetes CronJob) calls the sweep every few seconds; each call
 //! is bounded (`limit` attempts, default 20). Deliveries are signed POSTs of the event
 //! JSON with `Spinpay-Signature: t=<unix>,v1=<hex>` (see docs/notifications.md). This is
@@ -58,6 +62,7 @@ async fn sweep(
     request_id: &str,
 ) -> Result<HttpResponse, ApiError> {
     component::require_admin(&parts.headers).await?;
+    inbound::no_query(parts.uri.query())?;
     let services = Services::open().await?;
     let call = Keyed::new(ADMIN_SCOPE, parts, body);
     services
@@ -90,6 +95,7 @@ async fn redeliver(
     request_id: &str,
 ) -> Result<HttpResponse, ApiError> {
     let (services, merchant) = Services::authenticated(&parts.headers).await?;
+    inbound::no_query(parts.uri.query())?;
     let call = Keyed::new(&merchant.id, parts, body);
     services
         .idempotent(call, request_id, async || {

@@ -13,6 +13,10 @@
 //! still waiting on their channel that nobody reads (see
 //! `spinpay_core::service::reconcile`). A scheduler calls it every minute.
 //!
+//! Every route refuses a query string it does not take (400 `unknown_field` naming the
+//! first such parameter); only the lists take any. A POST checks it before anything is
+//! stored.
+//!
 //! Routing uses the request's full path, never Spin's route headers: `GET /v1/payments`
 //! arrives here forwarded by `authorize` through service chaining, where those headers
 //! describe a different route.
@@ -78,6 +82,7 @@ async fn handle(req: Request) -> HttpResponse {
                 Ok(ok_json(&EventWithDelivery { event, delivery }))
             }
             Read::RecheckPayment { id } | Read::RecheckRefund { id } => {
+                no_query(query)?;
                 let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
                 let channels = Channels::from_variables().await?;
                 let run = async || {
@@ -107,6 +112,7 @@ async fn reconcile(
     request_id: &str,
 ) -> Result<HttpResponse, ApiError> {
     component::require_admin(&parts.headers).await?;
+    no_query(parts.uri.query())?;
     let services = Services::open().await?;
     let channels = Channels::from_variables().await?;
     let call = Keyed::new(ADMIN_SCOPE, parts, body);

@@ -91,7 +91,7 @@ pub fn list_params(query: Option<&str>, kind: IdKind) -> Result<ListParams, ApiE
     Ok(params)
 }
 
-/// Single-object reads take no query parameters.
+/// Single-object reads and every POST (re-checks, reconcile) take no query parameters.
 pub use spinpay_guest::inbound::no_query;
 
 /// The body of a re-check: an empty object (or no body).

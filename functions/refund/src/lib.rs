@@ -1,7 +1,8 @@
 //! # refund: the refund component
 //!
 //! `POST /v1/payments/{id}/refunds` creates a refund (all or part of what is still
-//! refundable; many per payment) and `GET` lists the payment's refunds. A thin wrapper:
+//! refundable; many per payment; a query string is refused as `unknown_field`) and `GET`
+//! lists the payment's refunds. A thin wrapper:
 //! the request is parsed here, `spinpay-core` decides (reservation by compare-and-swap,
 //! so concurrent refunds never exceed the captured amount), the channel adapter does the
 //! HTTP, and the result becomes the response.
@@ -33,6 +34,9 @@ async fn handle(req: Request) -> HttpResponse {
         let (services, merchant) = Services::authenticated(&parts.headers).await?;
         match route {
             Route::Create { payment_id } => {
+                // Fields come from the body only: a query parameter is refused before
+                // anything is read or an Idempotency-Key is touched.
+                inbound::no_query(parts.uri.query())?;
                 let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
                 let channels = Channels::from_variables().await?;
                 let call = Keyed::new(&merchant.id, &parts, &body);

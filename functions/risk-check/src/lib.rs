@@ -126,11 +126,13 @@ async fn handle(req: Request) -> HttpResponse {
                     // A rotated-out key must not loosen the rules (allow-list a payer,
                     // empty a block list) beyond its own grace period.
                     component::require_current_key(&parts.headers, &merchant)?;
+                    inbound::no_query(parts.uri.query())?;
                     let body =
                         inbound::read_body(&parts.headers, body, RULES_BODY_BYTES_MAX).await?;
                     Ok(ok_json(&put_rules(&ctx, &merchant, &body).await?))
                 }
                 (Route::Assessments | Route::InternalAssess, _) => {
+                    inbound::no_query(parts.uri.query())?;
                     let body = inbound::read_body(&parts.headers, body, BODY_BYTES_MAX).await?;
                     let call = Keyed::new(&merchant.id, &parts, &body);
                     let server_timing = std::cell::RefCell::new(None);

@@ -493,11 +493,45 @@ fn opt_text(value: Option<String>, param: &str, max: usize) -> Result<Option<Str
         Some(v) if v.chars().count() > max => {
             Err(invalid(param, &format!("must be at most {max} characters")))
         }
-        Some(v) if v.chars().any(char::is_control) => {
-            Err(invalid(param, "must not contain control characters"))
-        }
-        other => Ok(other),
+        other => other.map(|v| shown_text(&v, param).map(|()| v)).transpose(),
     }
+}
+
+/// Text shown back to people (a payment's `description`, a refund's `reason`, a
+/// merchant's `name`, all echoed to dashboards): no control characters
+/// (`char::is_control`: NUL, newline, tab, …) and no bidirectional controls
+/// ([`is_bidi_control`]). The one check for all of them.
+fn shown_text(value: &str, param: &str) -> Result<(), ApiError> {
+    if value.chars().any(char::is_control) {
+        return Err(invalid(param, "must not contain control characters"));
+    }
+    if value.chars().any(is_bidi_control) {
+        return Err(invalid(
+            param,
+            "must not contain bidirectional control characters (U+202A-U+202E, U+2066-U+2069)",
+        ));
+    }
+    Ok(())
+}
+
+/// The bidirectional embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069):
+/// invisible, they reorder how the text around them is displayed, so a name echoed to a
+/// dashboard could read as something it is not ("Trojan Source", CVE-2021-42574).
+/// Not `char::is_control` (they are format characters, not controls).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A merchant's `name`: [`shown_text`] over the whole value (so a trailing newline is
+/// refused too, not trimmed away), then 1–[`MERCHANT_NAME_LEN_MAX`] characters once
+/// surrounding whitespace is trimmed; the trimmed name is what is stored.
+fn merchant_name(name: &str) -> Result<String, ApiError> {
+    shown_text(name, "name")?;
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MERCHANT_NAME_LEN_MAX {
+        return Err(invalid("name", "must be 1-100 characters"));
+    }
+    Ok(name.to_string())
 }
 
 fn token(value: Option<String>, param: &str) -> Result<String, ApiError> {
@@ -560,10 +594,17 @@ pub fn validate_url(url: &str, param: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A merchant's notify URL: [`validate_url`], naming no host the app serves itself
-/// ([`names_the_app_itself`]).
+/// A merchant's notify URL: [`validate_url`], with no user-info ([`has_user_info`]),
+/// naming no host the app serves itself ([`names_the_app_itself`]).
 pub fn validate_notify_url(url: &str, param: &str) -> Result<(), ApiError> {
     validate_url(url, param)?;
+    if has_user_info(url) {
+        return Err(invalid(
+            param,
+            "must not contain user-info (user:password@): it is never sent with a \
+             delivery; verify the Spinpay-Signature header instead",
+        ));
+    }
     if names_the_app_itself(url) {
         return Err(invalid(
             param,
@@ -571,6 +612,17 @@ pub fn validate_notify_url(url: &str, param: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Whether `url`'s authority has user-info (`user:password@host`, `user@host`, even an
+/// empty `@host`). The outbound HTTP drops it from every delivery (it would otherwise go
+/// out in the `Host` header), so a merchant relying on it for HTTP Basic auth would get
+/// 401 on every attempt while the credential sat in the store and in `GET /v1/account`.
+pub fn has_user_info(url: &str) -> bool {
+    http::Uri::try_from(url)
+        .ok()
+        .and_then(|u| u.authority().map(|a| a.as_str().contains('@')))
+        .unwrap_or(false)
 }
 
 /// Whether `url`'s host is one Spin serves inside the app rather than over the network:
@@ -873,10 +925,7 @@ pub struct NewMerchant {
 impl CreateMerchantRequest {
     /// Validates.
     pub fn validate(self) -> Result<NewMerchant, ApiError> {
-        let name = self.name.trim().to_string();
-        if name.is_empty() || name.chars().count() > MERCHANT_NAME_LEN_MAX {
-            return Err(invalid("name", "must be 1-100 characters"));
-        }
+        let name = merchant_name(&self.name)?;
         if let Some(url) = &self.notify_url {
             validate_notify_url(url, "notify_url")?;
         }
@@ -927,12 +976,7 @@ pub struct MerchantUpdate {
 impl UpdateMerchantRequest {
     /// Validates.
     pub fn validate(self) -> Result<MerchantUpdate, ApiError> {
-        let name = match self.name.map(|n| n.trim().to_string()) {
-            Some(n) if n.is_empty() || n.chars().count() > MERCHANT_NAME_LEN_MAX => {
-                return Err(invalid("name", "must be 1-100 characters"));
-            }
-            other => other,
-        };
+        let name = self.name.as_deref().map(merchant_name).transpose()?;
         let notify_url = match self.notify_url {
             None => None,
             Some(u) if u.is_empty() => Some(None),
@@ -1584,6 +1628,140 @@ mod tests {
         ] {
             assert_eq!(validate_notify_url(ok, "notify_url"), Ok(()), "{ok}");
         }
+    }
+
+    #[test]
+    fn a_notify_url_with_user_info_is_refused_on_create_and_update() {
+        // Proves user-info (user:password@, user@, even an empty @) is refused as
+        // parameter_invalid naming notify_url and saying why, through both the create
+        // and the settings update, while an @ in the path or query is no user-info.
+        let parse_create = |url: &str| {
+            let body = serde_json::json!({"name": "A", "notify_url": url}).to_string();
+            parse_body::<CreateMerchantRequest>(body.as_bytes(), BODY_BYTES_MAX)?.validate()
+        };
+        let parse_update = |url: &str| {
+            let body = serde_json::json!({"notify_url": url}).to_string();
+            parse_body::<UpdateMerchantRequest>(body.as_bytes(), BODY_BYTES_MAX)?.validate()
+        };
+        for bad in [
+            "https://user:pw@merchant.example/notify",
+            "https://user@merchant.example/",
+            "http://user:s3cret@127.0.0.1:3823/b3",
+            "https://@merchant.example/n",
+            "https://u:p@[::1]:8443/a",
+        ] {
+            for e in [
+                validate_notify_url(bad, "notify_url").expect_err(bad),
+                parse_create(bad).expect_err(bad),
+                parse_update(bad).expect_err(bad),
+            ] {
+                assert_eq!(
+                    (e.code(), e.param()),
+                    ("parameter_invalid", Some("notify_url")),
+                    "{bad}"
+                );
+                let message = e.message();
+                assert!(message.contains("user-info"), "{bad}: {message}");
+                assert!(message.contains("Spinpay-Signature"), "{bad}: {message}");
+            }
+        }
+        for ok in [
+            "https://merchant.example/notify?by=a@b",
+            "https://merchant.example/a@b/notify",
+        ] {
+            assert_eq!(validate_notify_url(ok, "notify_url"), Ok(()), "{ok}");
+            assert!(parse_create(ok).is_ok(), "{ok}");
+            assert!(parse_update(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn a_merchant_name_with_control_or_bidi_characters_is_refused_on_create_and_update() {
+        // Proves a name holding NUL, a newline (inside or at the end), a tab, DEL, C1 or
+        // a bidi embedding, override or isolate (U+202A-U+202E, U+2066-U+2069) is refused
+        // as parameter_invalid naming name, on create and on update, while other
+        // non-ASCII names pass, trimmed.
+        let parse_create = |name: &str| {
+            let body = serde_json::json!({ "name": name }).to_string();
+            parse_body::<CreateMerchantRequest>(body.as_bytes(), BODY_BYTES_MAX)?.validate()
+        };
+        let parse_update = |name: &str| {
+            let body = serde_json::json!({ "name": name }).to_string();
+            parse_body::<UpdateMerchantRequest>(body.as_bytes(), BODY_BYTES_MAX)?.validate()
+        };
+        for bad in [
+            "A\u{0}\u{202E}evil\nline",
+            "Corner\u{0}Coffee",
+            "Corner Coffee\n",
+            "Corner\tCoffee",
+            "Corner\u{7F}Coffee",
+            "Corner\u{85}Coffee",
+            "\u{202A}Corner",
+            "Corner\u{202D}",
+            "Corner\u{2066}Coffee\u{2069}",
+            "Corner\u{2068}",
+        ] {
+            for e in [
+                parse_create(bad).expect_err(bad),
+                parse_update(bad).expect_err(bad),
+            ] {
+                assert_eq!(
+                    (e.code(), e.param()),
+                    ("parameter_invalid", Some("name")),
+                    "{bad:?}"
+                );
+            }
+        }
+        for (ok, stored) in [
+            ("  Corner Coffee ", "Corner Coffee"),
+            ("Café Zürich", "Café Zürich"),
+            (
+                "\u{05E7}\u{05E4}\u{05D4} \u{200F}42",
+                "\u{05E7}\u{05E4}\u{05D4} \u{200F}42",
+            ),
+            ("咖啡店", "咖啡店"),
+        ] {
+            assert_eq!(parse_create(ok).unwrap().name, stored, "{ok:?}");
+            assert_eq!(parse_update(ok).unwrap().name.as_deref(), Some(stored));
+        }
+        for empty in ["", "   "] {
+            assert_eq!(parse_create(empty).unwrap_err().param(), Some("name"));
+            assert_eq!(parse_update(empty).unwrap_err().param(), Some("name"));
+        }
+    }
+
+    #[test]
+    fn descriptions_and_reasons_refuse_bidi_controls_as_well_as_control_characters() {
+        // Proves the one text check behind description and reason refuses a bidi
+        // override or isolate as it refuses a control character, naming the field, and
+        // keeps accepting ordinary text up to the length limit.
+        let payment = |description: &str| {
+            let mut body: serde_json::Value = serde_json::from_str(GOOD).unwrap();
+            body["description"] = description.into();
+            create(&body.to_string())
+        };
+        let refund = |reason: &str| {
+            let body = serde_json::json!({ "reason": reason }).to_string();
+            parse_body::<RefundRequest>(body.as_bytes(), BODY_BYTES_MAX)?.validate()
+        };
+        for bad in ["a\u{0}b", "line\nbreak", "pay \u{202E}001$", "x\u{2067}y"] {
+            let e = payment(bad).expect_err(bad);
+            assert_eq!(e.param(), Some("description"), "{bad:?}");
+            assert_eq!(e.code(), "parameter_invalid");
+            let e = refund(bad).expect_err(bad);
+            assert_eq!(e.param(), Some("reason"), "{bad:?}");
+        }
+        let bidi = payment("a\u{202B}b").unwrap_err().message();
+        assert!(bidi.contains("bidirectional"), "{bidi}");
+        for ok in [
+            "Latte x2 \u{2014} table 7",
+            &"é".repeat(DESCRIPTION_LEN_MAX),
+        ] {
+            assert!(payment(ok).is_ok(), "{ok:?}");
+            assert!(refund(ok).is_ok(), "{ok:?}");
+        }
+        let long = "a".repeat(DESCRIPTION_LEN_MAX + 1);
+        assert_eq!(payment(&long).unwrap_err().param(), Some("description"));
     }
 
     use super::*;

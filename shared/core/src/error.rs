@@ -154,9 +154,14 @@ pub enum ApiError {
         /// The id.
         id: String,
     },
-    /// No `Authorization: Bearer` header.
+    /// No `Authorization: Bearer` header on a merchant route.
     #[error("an Authorization: Bearer <secret key> header is required")]
     AuthenticationRequired,
+    /// No `Authorization: Bearer` header on an admin route: the same code as
+    /// [`ApiError::AuthenticationRequired`], with a message naming the credential the
+    /// route takes.
+    #[error("an Authorization: Bearer <admin token> header is required")]
+    AdminTokenRequired,
     /// The key is unknown.
     #[error("the API key is invalid")]
     ApiKeyInvalid,
@@ -276,7 +281,7 @@ pub const ERROR_CODES: &[(&str, u16, &str, &str)] = &[
         "unknown_field",
         400,
         "invalid_request_error",
-        "The body has a field the endpoint does not know.",
+        "The body or the query string has a field the endpoint does not know.",
     ),
     (
         "resource_missing",
@@ -378,7 +383,7 @@ pub const ERROR_CODES: &[(&str, u16, &str, &str)] = &[
         "authentication_required",
         401,
         "authentication_error",
-        "No Authorization: Bearer header.",
+        "No Authorization: Bearer header. The message names what the endpoint takes: the secret key, or the admin token on admin endpoints.",
     ),
     (
         "api_key_invalid",
@@ -402,7 +407,7 @@ pub const ERROR_CODES: &[(&str, u16, &str, &str)] = &[
         "not_configured",
         503,
         "api_error",
-        "A required secret is not configured; the endpoint fails closed.",
+        "A required secret is missing or unusable (e.g. an admin_token shorter than 20 characters or still the template placeholder); the message names it, and the endpoint fails closed.",
     ),
     (
         "otp_invalid",
@@ -507,7 +512,9 @@ impl ApiError {
             ApiError::IdempotencyKeyInvalid { .. } => "idempotency_key_invalid",
             ApiError::MerchantOrderIdDuplicate { .. } => "merchant_order_id_duplicate",
             ApiError::MerchantRefundIdDuplicate { .. } => "merchant_refund_id_duplicate",
-            ApiError::AuthenticationRequired => "authentication_required",
+            ApiError::AuthenticationRequired | ApiError::AdminTokenRequired => {
+                "authentication_required"
+            }
             ApiError::ApiKeyInvalid => "api_key_invalid",
             ApiError::ApiKeyRetiring => "api_key_retiring",
             ApiError::AdminTokenInvalid => "admin_token_invalid",
@@ -725,6 +732,7 @@ mod tests {
             },
             ApiError::MerchantRefundIdDuplicate { id: s() },
             ApiError::AuthenticationRequired,
+            ApiError::AdminTokenRequired,
             ApiError::ApiKeyInvalid,
             ApiError::ApiKeyRetiring,
             ApiError::AdminTokenInvalid,

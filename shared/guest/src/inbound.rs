@@ -156,7 +156,9 @@ pub fn error_response(err: &ApiError, request_id: &str) -> HttpResponse {
     let mut resp = json_response(err.status(), &err.to_json());
     if err.status() == 401 {
         let challenge = match err {
-            ApiError::AuthenticationRequired => r#"Bearer realm="spinpay""#,
+            ApiError::AuthenticationRequired | ApiError::AdminTokenRequired => {
+                r#"Bearer realm="spinpay""#
+            }
             _ => r#"Bearer realm="spinpay", error="invalid_token""#,
         };
         resp = with_header(resp, "www-authenticate", challenge);
@@ -225,7 +227,11 @@ pub fn request_id(headers: &HeaderMap, random: [u8; 12]) -> String {
     }
 }
 
-/// A read that takes no query parameters: any is `unknown_field` naming it.
+/// A request that takes no query parameters: any is `unknown_field` naming the first.
+/// Single-object reads call it, and so does every merchant or admin POST (its fields come
+/// from the body only; a setting put in the query would otherwise be ignored by a 200),
+/// before it reads or stores anything. Not the channels' notification endpoints
+/// (`/v1/webhooks/...`, `/sandbox/...`), whose callers may put data in the query.
 pub fn no_query(query: Option<&str>) -> Result<(), ApiError> {
     Query::parse(query)?.only(&[])
 }
@@ -418,10 +424,12 @@ mod tests {
                 .unwrap()
                 .to_string()
         };
-        assert_eq!(
-            challenge(&ApiError::AuthenticationRequired),
-            r#"Bearer realm="spinpay""#
-        );
+        for absent in [
+            ApiError::AuthenticationRequired,
+            ApiError::AdminTokenRequired,
+        ] {
+            assert_eq!(challenge(&absent), r#"Bearer realm="spinpay""#);
+        }
         for refused in [ApiError::ApiKeyInvalid, ApiError::AdminTokenInvalid] {
             assert_eq!(
                 challenge(&refused),
@@ -481,6 +489,32 @@ mod tests {
             request_id(&headers(&[("x-request-id", "a b")]), [1; 12]),
             "req_010101010101010101010101"
         );
+    }
+
+    #[test]
+    fn a_post_with_a_query_string_is_refused_naming_its_first_parameter() {
+        // Proves the check the POST handlers run on their request's URI: POST
+        // /v1/account?notify_url=… is 400 unknown_field naming notify_url (decoded, the
+        // first of several), a bare name or a malformed query is refused too, and no
+        // query or an empty one passes.
+        let query_of = |uri: &str| {
+            let req = http::Request::post(uri).body(()).unwrap();
+            no_query(req.uri().query())
+        };
+        let e =
+            query_of("/v1/account?notify_url=https%3A%2F%2Fshop.example%2Fn&name=zzz").unwrap_err();
+        assert_eq!(
+            (e.status(), e.code(), e.param()),
+            (400, "unknown_field", Some("notify_url"))
+        );
+        let e = query_of("/v1/payments/pay_1/cancel?x").unwrap_err();
+        assert_eq!((e.code(), e.param()), ("unknown_field", Some("x")));
+        let e = query_of("/v1/admin/merchants?na%6De=A").unwrap_err();
+        assert_eq!(e.param(), Some("name"));
+        let e = query_of("/v1/events/evt_1/redeliver?a=%zz").unwrap_err();
+        assert_eq!(e.code(), "parameter_invalid");
+        assert!(query_of("/v1/admin/notifications/sweep").is_ok());
+        assert!(query_of("/v1/admin/reconcile?").is_ok());
     }
 
     #[test]

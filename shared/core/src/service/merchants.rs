@@ -283,22 +283,42 @@ fn bearer(authorization: Option<&str>) -> Result<&str, ApiError> {
 /// (the dev script makes 38, `admin_` and 32 hex digits).
 pub const ADMIN_TOKEN_CHARS_MIN: usize = 20;
 
+/// `not_configured`'s `what` with no admin token set (or an empty one).
+const ADMIN_TOKEN_MISSING: &str = "admin_token";
+/// `not_configured`'s `what` with a token shorter than [`ADMIN_TOKEN_CHARS_MIN`] (a test
+/// keeps the number in step).
+const ADMIN_TOKEN_TOO_SHORT: &str =
+    "a usable admin_token (the one set is shorter than 20 characters)";
+/// `not_configured`'s `what` with the deployment template's placeholder left in place.
+const ADMIN_TOKEN_PLACEHOLDER: &str =
+    "a usable admin_token (the one set is still the template's REPLACE_ME placeholder)";
+
 /// Checks the admin bearer token against the configured one (constant time). No
 /// configured token → the endpoint is disabled (fails closed), and so does a weak one:
 /// shorter than `ADMIN_TOKEN_CHARS_MIN`, or the deployment template's placeholder
-/// (`REPLACE_ME…`, public in this repository) left in place.
+/// (`REPLACE_ME…`, public in this repository) left in place. The 503 says which, so an
+/// operator who did set a token is not told it is missing; that tells a caller nothing
+/// it could use, since every admin call is refused either way. A missing
+/// `Authorization` header is `authentication_required` naming the admin token.
 pub fn check_admin_token(
     authorization: Option<&str>,
     configured: Option<&str>,
 ) -> Result<(), ApiError> {
-    let configured = configured
-        .filter(|t| {
-            t.chars().count() >= ADMIN_TOKEN_CHARS_MIN && !t.starts_with(crate::PLACEHOLDER_PREFIX)
-        })
-        .ok_or(ApiError::NotConfigured {
-            what: "admin_token",
-        })?;
-    let given = bearer(authorization)?;
+    let unusable = |what| ApiError::NotConfigured { what };
+    let configured = match configured {
+        None | Some("") => return Err(unusable(ADMIN_TOKEN_MISSING)),
+        Some(t) if t.starts_with(crate::PLACEHOLDER_PREFIX) => {
+            return Err(unusable(ADMIN_TOKEN_PLACEHOLDER));
+        }
+        Some(t) if t.chars().count() < ADMIN_TOKEN_CHARS_MIN => {
+            return Err(unusable(ADMIN_TOKEN_TOO_SHORT));
+        }
+        Some(t) => t,
+    };
+    let given = bearer(authorization).map_err(|e| match e {
+        ApiError::AuthenticationRequired => ApiError::AdminTokenRequired,
+        other => other,
+    })?;
     if constant_time_eq(given.as_bytes(), configured.as_bytes()) {
         Ok(())
     } else {
@@ -417,4 +437,71 @@ pub async fn update_merchant<R: Repository>(
     };
     let u = super::update(ctx.repo, &keys::merchant(merchant_id), apply, |_| {}).await?;
     Ok(MerchantResponse::new(&u.after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "admin_9f2c4e7a1b3d5f60a8c2";
+
+    #[test]
+    fn an_admin_route_without_credentials_asks_for_the_admin_token() {
+        // Proves a missing or non-Bearer Authorization on an admin route answers 401
+        // authentication_required naming the admin token, while a merchant route's
+        // missing header still names the secret key.
+        for authorization in [None, Some("Basic abc"), Some("Bearer ")] {
+            let e = check_admin_token(authorization, Some(TOKEN)).unwrap_err();
+            assert_eq!((e.code(), e.status()), ("authentication_required", 401));
+            assert_eq!(
+                e.message(),
+                "an Authorization: Bearer <admin token> header is required"
+            );
+        }
+        let merchant = bearer(None).unwrap_err();
+        assert_eq!(merchant.code(), "authentication_required");
+        assert_eq!(
+            merchant.message(),
+            "an Authorization: Bearer <secret key> header is required"
+        );
+        assert!(check_admin_token(Some(&format!("Bearer {TOKEN}")), Some(TOKEN)).is_ok());
+        assert_eq!(
+            check_admin_token(Some("Bearer sk_x"), Some(TOKEN)),
+            Err(ApiError::AdminTokenInvalid)
+        );
+    }
+
+    #[test]
+    fn an_unusable_admin_token_says_what_is_wrong_with_it() {
+        // Proves a missing, too short or placeholder admin_token each answer 503
+        // not_configured (whatever the caller sends) with a message naming the fault,
+        // and that the message's minimum is ADMIN_TOKEN_CHARS_MIN.
+        let short = "a".repeat(ADMIN_TOKEN_CHARS_MIN - 1);
+        let cases = [
+            (None, "admin_token is not configured"),
+            (Some(""), "admin_token is not configured"),
+            (Some(short.as_str()), "shorter than 20 characters"),
+            (
+                Some("REPLACE_ME_admin_token_long_enough"),
+                "REPLACE_ME placeholder",
+            ),
+            (Some("REPLACE_ME"), "REPLACE_ME placeholder"),
+        ];
+        for (configured, says) in cases {
+            for sent in [None, Some("Bearer x")] {
+                let e = check_admin_token(sent, configured).unwrap_err();
+                assert_eq!((e.code(), e.status()), ("not_configured", 503));
+                assert!(
+                    e.message().contains(says),
+                    "{configured:?}: {}",
+                    e.message()
+                );
+            }
+        }
+        let min = format!("shorter than {ADMIN_TOKEN_CHARS_MIN} characters");
+        assert!(ADMIN_TOKEN_TOO_SHORT.contains(&min));
+        let just_long_enough = "a".repeat(ADMIN_TOKEN_CHARS_MIN);
+        let sent = format!("Bearer {just_long_enough}");
+        assert!(check_admin_token(Some(&sent), Some(&just_long_enough)).is_ok());
+    }
 }
