@@ -854,3 +854,49 @@ fn the_local_scheduler_reports_refused_calls_and_keeps_calling() {
         }
     });
 }
+
+#[test]
+fn clearing_the_notify_url_pauses_queued_deliveries_without_spending_their_attempts() {
+    // Proves a merchant that clears its notify URL while deliveries are queued loses
+    // none of them: sweeps over the next day make no attempt (`attempted` 0, each
+    // delivery still pending with 0 attempts) instead of failing them attempt by attempt
+    // towards `failed`, and once a URL is set again the next sweep delivers them.
+    run(|app| async move {
+        let receiver = Receiver::start(0).await;
+        let m = merchant_notified_at(app, &receiver).await;
+        pay(&m).await;
+        let (status, v) = m.post("/v1/account", &json!({"notify_url": ""})).await;
+        assert_eq!(status, 200, "{v}");
+        for later_ms in [0, 3_600_000, 86_400_000] {
+            let report = sweep(app, &m.id, now_ms() + later_ms).await;
+            assert_eq!(report["attempted"], 0, "{report}");
+        }
+        assert!(receiver.received().is_empty());
+        let (status, events) = m.get("/v1/events?limit=100").await;
+        assert_eq!(status, 200, "{events}");
+        let ids: Vec<String> = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids.len(), 2, "{events}");
+        for id in &ids {
+            let (status, e) = m.get(&format!("/v1/events/{id}")).await;
+            assert_eq!(status, 200, "{e}");
+            let d = &e["delivery"];
+            assert_eq!(
+                (&d["status"], &d["attempts"]),
+                (&json!("pending"), &json!(0)),
+                "{e}"
+            );
+        }
+        let (status, v) = m
+            .post("/v1/account", &json!({"notify_url": receiver.url()}))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let report = sweep(app, &m.id, now_ms() + 86_400_000 + 1).await;
+        assert_eq!(report["delivered"], 2, "{report}");
+        assert_eq!(receiver.received().len(), 2);
+    });
+}

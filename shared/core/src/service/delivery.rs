@@ -474,6 +474,11 @@ async fn visit_merchant<R: Repository, N: Notifier>(
     else {
         return Ok(());
     };
+    if merchant.notify_url.is_none() {
+        // The merchant cleared its notify URL: its queued deliveries wait, spending none
+        // of their attempts, and go out once a URL is set again.
+        return Ok(());
+    }
     let ids: Vec<String> = slots
         .iter()
         .filter_map(|(_, s)| s.as_ref().map(|s| keys::delivery(&s.id)))
