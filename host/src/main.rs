@@ -99,7 +99,8 @@ async fn up(args: UpArgs) -> ExitCode {
     let app = match app::start(opts).await {
         Ok(app) => app,
         Err(e) => {
-            eprintln!("error: {e}");
+            // `{:#}`: the cause too ("binding 127.0.0.1:3000: Address already in use").
+            eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
         }
     };

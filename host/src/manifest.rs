@@ -15,10 +15,11 @@ use crate::outbound;
 use crate::routes::Router;
 use crate::variables::Template;
 
-/// A configuration mistake: one line naming the file and the field.
+/// A configuration mistake: one line naming the file and the field (and one more line
+/// for each mistake of the same kind found with it, [`ConfigError::also`]).
 /// Display: `spin.toml: component.authorize.source: file target/x.wasm not found; run \`cargo build ...\``
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {field}: {message}")]
+#[error("{file}: {field}: {message}{}", more_lines(.also))]
 pub struct ConfigError {
     /// File the mistake is in (as given by the user).
     pub file: String,
@@ -26,6 +27,9 @@ pub struct ConfigError {
     pub field: String,
     /// What is wrong and how to fix it.
     pub message: String,
+    /// Further mistakes found in the same check (every missing variable, every
+    /// component not built), so one run reports them all.
+    pub also: Vec<ConfigError>,
 }
 
 impl ConfigError {
@@ -35,8 +39,26 @@ impl ConfigError {
             file: file.to_string(),
             field: field.into(),
             message: message.into(),
+            also: Vec::new(),
         }
     }
+
+    /// `Err` of the first of `errors` carrying the rest, or `Ok` when there are none.
+    pub fn all(errors: Vec<ConfigError>) -> Result<(), ConfigError> {
+        let mut errors = errors.into_iter();
+        match errors.next() {
+            None => Ok(()),
+            Some(first) => Err(ConfigError {
+                also: errors.collect(),
+                ..first
+            }),
+        }
+    }
+}
+
+/// One line per further mistake.
+fn more_lines(also: &[ConfigError]) -> String {
+    also.iter().map(|e| format!("\n{e}")).collect()
 }
 
 /// A parsed, validated manifest.
@@ -238,6 +260,7 @@ impl Manifest {
 
     /// Every component's `.wasm` exists; otherwise an error naming the build command.
     pub fn check_sources(&self) -> Result<(), ConfigError> {
+        let mut missing = Vec::new();
         for component in self.components.values() {
             if component.source.is_file() {
                 continue;
@@ -265,13 +288,13 @@ impl Manifest {
                     component.id
                 ),
             };
-            return Err(ConfigError::new(
+            missing.push(ConfigError::new(
                 &self.file_name(),
                 format!("component.{}.source", component.id),
                 format!("file {shown} not found; {how}"),
             ));
         }
-        Ok(())
+        ConfigError::all(missing)
     }
 }
 

@@ -177,6 +177,7 @@ impl ResolvedVariables {
         };
 
         let mut app = BTreeMap::new();
+        let mut missing = Vec::new();
         for (name, var) in &manifest.variables {
             let found = overrides
                 .get(name)
@@ -184,7 +185,7 @@ impl ResolvedVariables {
                 .or_else(|| providers.iter().find_map(|p| p.get(name)))
                 .or_else(|| var.default.clone());
             let Some(text) = found else {
-                return Err(ConfigError::new(
+                missing.push(ConfigError::new(
                     &file,
                     format!("variables.{name}"),
                     format!(
@@ -193,6 +194,7 @@ impl ResolvedVariables {
                         env_names(name)
                     ),
                 ));
+                continue;
             };
             app.insert(
                 name.clone(),
@@ -202,6 +204,8 @@ impl ResolvedVariables {
                 },
             );
         }
+
+        ConfigError::all(missing)?;
 
         let mut components = BTreeMap::new();
         for (id, component) in &manifest.components {
@@ -448,15 +452,37 @@ token = "{{admin_token}}"
 
     #[test]
     fn a_missing_required_variable_names_the_field_and_env_var() {
-        // Proves a required variable without a value fails with variables.<name> and the env var.
+        // Proves a required variable without a value fails with variables.<name> and the
+        // env var, one line, and that every missing one is reported in the same run (a
+        // line each), not one per run.
         let m = manifest(APP);
         let err =
             ResolvedVariables::resolve(&m, &runtime_without_env(), &BTreeMap::new()).unwrap_err();
-        assert_eq!(err.field, "variables.admin_token");
+        assert_eq!(
+            (err.field.as_str(), err.also.len()),
+            ("variables.admin_token", 0)
+        );
         assert!(
             err.message
                 .contains("SPINPAY_TEST_UNSET_PREFIX_7Q_ADMIN_TOKEN"),
             "{err}"
+        );
+        assert!(!err.to_string().contains('\n'), "{err}");
+        let two = APP.replace(
+            "admin_token = { required = true, secret = true }",
+            "admin_token = { required = true, secret = true }\napi_key = { required = true }",
+        );
+        let err =
+            ResolvedVariables::resolve(&manifest(&two), &runtime_without_env(), &BTreeMap::new())
+                .unwrap_err();
+        let text = err.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("variables.admin_token"), "{text}");
+        assert!(lines[1].contains("variables.api_key"), "{text}");
+        assert!(
+            lines[1].contains("SPINPAY_TEST_UNSET_PREFIX_7Q_API_KEY"),
+            "{text}"
         );
     }
 

@@ -912,3 +912,53 @@ async fn shutdown_lets_in_flight_requests_finish() {
         .await;
     assert!(refused.is_err(), "no new connections after shutdown");
 }
+
+#[test]
+fn the_cli_says_why_it_cannot_bind_and_names_every_missing_variable() {
+    // Proves `spinpay-host up` on an address already in use exits non-zero naming the OS's
+    // reason ("Address already in use"), not only "binding <addr>", and that with two
+    // required variables unset it reports both in one run, one line each.
+    require_guest();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let rc = dir.path().join("runtime-config.toml");
+    let kv = dir.path().join("kv.db");
+    std::fs::write(
+        &rc,
+        format!("[key_value_store.default]\ntype = \"spin\"\npath = {kv:?}\n"),
+    )
+    .unwrap();
+    let up = |manifest: &std::path::Path, with_key: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_spinpay-host"));
+        cmd.arg("up").arg("-f").arg(manifest);
+        cmd.arg("--runtime-config-file").arg(&rc);
+        cmd.args(["--listen", &addr]);
+        cmd.env_remove("SPIN_VARIABLE_API_KEY");
+        if with_key {
+            cmd.env("SPIN_VARIABLE_API_KEY", "sk_test_123");
+        }
+        let out = cmd.output().expect("running spinpay-host");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = up(&fixture("probe.toml"), true);
+    assert!(err.contains(&addr) && err.contains("in use"), "{err}");
+
+    // A copy with a second required variable, its sources made absolute.
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/");
+    let text = std::fs::read_to_string(fixture("probe.toml"))
+        .unwrap()
+        .replace(
+            "api_key = { required = true, secret = true }",
+            "api_key = { required = true, secret = true }\nsecond_key = { required = true }",
+        )
+        .replace("../../../target/", &target.to_string_lossy());
+    let copy = dir.path().join("probe.toml");
+    std::fs::write(&copy, &text).unwrap();
+    let err = up(&copy, false);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("variables.")).collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].contains("variables.api_key"), "{err}");
+    assert!(lines[1].contains("variables.second_key"), "{err}");
+}

@@ -41,20 +41,31 @@ pub struct Services {
     keys: Keyring,
 }
 
+/// `not_configured`'s `what` when `encryption_key` is set but is no key.
+const ENCRYPTION_KEY_MALFORMED: &str =
+    "a usable encryption_key (the one set is not 32 bytes as 64 hex characters)";
+
+/// The keyring of the `encryption_key` value `hex`; a malformed one is 503
+/// `not_configured` saying so (an operator who set it is not told it is missing).
+fn keyring(hex: &str) -> Result<Keyring, ApiError> {
+    Keyring::from_hex(KEY_VERSION, hex).map_err(|e| {
+        eprintln!("{VAR_ENCRYPTION_KEY}: {e}");
+        ApiError::NotConfigured {
+            what: ENCRYPTION_KEY_MALFORMED,
+        }
+    })
+}
+
 impl Services {
     /// Reads `encryption_key` (missing or malformed → 503 `not_configured`: fail
     /// closed) and opens the shared store.
     pub async fn open() -> Result<Services, ApiError> {
-        let not_configured = ApiError::NotConfigured {
-            what: VAR_ENCRYPTION_KEY,
-        };
         let hex = env::secret(VAR_ENCRYPTION_KEY)
             .await
-            .map_err(|_| not_configured.clone())?;
-        let keys = Keyring::from_hex(KEY_VERSION, hex.expose()).map_err(|e| {
-            eprintln!("{VAR_ENCRYPTION_KEY}: {e}");
-            not_configured
-        })?;
+            .map_err(|_| ApiError::NotConfigured {
+                what: VAR_ENCRYPTION_KEY,
+            })?;
+        let keys = keyring(hex.expose())?;
         let repo = KvRepository::open(STORE_LABEL).await?;
         let services = Services { repo, keys };
         // Once per instance: the key is the same for the app's life.
@@ -262,6 +273,19 @@ pub fn log_passed_over(failures: &[service::MerchantFailure], request_id: &str) 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_malformed_encryption_key_is_reported_as_unusable_not_missing() {
+        // Proves an encryption_key that is set but is not 64 hex characters fails closed
+        // (503 not_configured) with a message saying what is wrong with it, while a good
+        // one opens.
+        for bad in ["abc", "zz", &"0".repeat(63), &"g".repeat(64)] {
+            let e = keyring(bad).expect_err(bad);
+            assert_eq!((e.status(), e.code()), (503, "not_configured"), "{bad}");
+            assert!(e.message().contains("64 hex characters"), "{}", e.message());
+        }
+        assert!(keyring(&"0f".repeat(32)).is_ok());
+    }
     use super::*;
 
     #[test]
