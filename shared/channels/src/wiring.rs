@@ -323,7 +323,10 @@ pub fn request_error(channel: Channel, e: &RequestError) -> ApiError {
         },
         RequestError::ManualCaptureUnsupported => ApiError::ParameterInvalid {
             param: "capture".into(),
-            reason: format!("{name} supports only automatic capture"),
+            reason: format!(
+                "{name} supports only automatic capture (a payment that names no capture \
+                 takes the account's default_capture; send \"capture\": \"automatic\")"
+            ),
         },
         RequestError::CurrencyUnsupported(c) => ApiError::CurrencyUnsupported {
             value: format!("{c} (not accepted by {name})"),
@@ -441,6 +444,9 @@ mod tests {
         assert_eq!(e.param(), Some("method.type"));
         let e = request_error(Channel::Alipay, &RequestError::ManualCaptureUnsupported);
         assert_eq!(e.param(), Some("capture"));
+        // A merchant whose default_capture is manual sent no capture: the message says
+        // where the manual capture came from and what to send.
+        assert!(e.message().contains("default_capture"), "{}", e.message());
         let e = request_error(
             Channel::Wechatpay,
             &RequestError::Field {
