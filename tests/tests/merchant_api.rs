@@ -1329,3 +1329,137 @@ fn a_notify_url_with_credentials_or_a_name_with_control_characters_is_refused() 
         assert!(message.contains("admin token"), "{message}");
     });
 }
+
+// ---------------------------------------------------------------- operator recovery
+
+#[test]
+fn an_operator_recovers_a_merchant_whose_leaked_key_was_rotated_by_someone_else() {
+    // Proves the operator's way back when a merchant's current secret key leaked and the
+    // holder rotated it first (the merchant's own key is then retiring and cannot take
+    // the account back): the admin GET shows the merchant as the taker left it, without
+    // secrets; the admin reset answers a new key and webhook secret; at once the taker's
+    // key and the leaked one answer 401 api_key_invalid; the new key works and
+    // GET /v1/account shows the notify_url the reset set; a replay of the reset under its
+    // Idempotency-Key answers the same secret key; the admin routes want the admin token,
+    // answer 404 resource_missing for an unknown id, 405 for a wrong method and 404
+    // route_not_found for an unknown action.
+    run(|app| async move {
+        let shop = "https://shop.example/spinpay/hook";
+        let onboard = json!({"name": "Merchant E", "notify_url": shop});
+        let (status, created) = app
+            .post(
+                "/v1/admin/merchants",
+                Some(ADMIN_TOKEN),
+                Some(&unique("onboard")),
+                &onboard,
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        let id = created["id"].as_str().unwrap().to_string();
+        let leaked = created["secret_key"].as_str().unwrap().to_string();
+
+        // Whoever holds the leaked key rotates first and points the notifications away.
+        let rotate = "/v1/account/secret-key/rotate";
+        let body = json!({"grace_period_s": 600});
+        let (status, taken) = app
+            .post(rotate, Some(&leaked), Some(&unique("idem")), &body)
+            .await;
+        assert_eq!(status, 200, "{taken}");
+        let taker = taken["secret_key"].as_str().unwrap().to_string();
+        let away = json!({"notify_url": "https://attacker.example/x"});
+        let (status, _) = app
+            .post("/v1/account", Some(&taker), Some(&unique("idem")), &away)
+            .await;
+        assert_eq!(status, 200);
+        let back = app
+            .post(rotate, Some(&leaked), Some(&unique("idem")), &json!({}))
+            .await;
+        assert_error(&back, 401, "api_key_retiring");
+
+        // The operator looks the merchant up.
+        let one = format!("/v1/admin/merchants/{id}");
+        let (status, shown) = app.get(&one, Some(ADMIN_TOKEN)).await;
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!(shown, app.get("/v1/account", Some(&taker)).await.1);
+        assert_eq!(shown["notify_url"], "https://attacker.example/x", "{shown}");
+        assert!(shown.get("secret_key").is_none(), "{shown}");
+        assert_error(&app.get(&one, None).await, 401, "authentication_required");
+        assert_error(
+            &app.get(&one, Some(&taker)).await,
+            401,
+            "admin_token_invalid",
+        );
+        let unknown = format!("/v1/admin/merchants/mch_{}", "a".repeat(26));
+        for missing in [unknown.as_str(), "/v1/admin/merchants/mch_x"] {
+            let reply = app.get(missing, Some(ADMIN_TOKEN)).await;
+            assert_error_param(&reply, 404, "resource_missing", "id");
+        }
+
+        // The reset: new credentials, no grace for any old key, the shop's URL back.
+        let reset = format!("{one}/credentials/reset");
+        let idem = unique("reset");
+        let fixed = "https://shop.example/spinpay/hook2";
+        let body = json!({"notify_url": fixed});
+        let refused = app
+            .post(&reset, Some(ADMIN_TOKEN), None, &json!({"name": "x"}))
+            .await;
+        assert_error_param(&refused, 400, "unknown_field", "name");
+        let by_taker = app.post(&reset, Some(&taker), Some(&idem), &body).await;
+        assert_error(&by_taker, 401, "admin_token_invalid");
+        let (status, made) = app
+            .post(&reset, Some(ADMIN_TOKEN), Some(&idem), &body)
+            .await;
+        assert_eq!(status, 200, "{made}");
+        assert_eq!(made["object"], "merchant_credentials", "{made}");
+        assert_eq!(
+            (&made["merchant_id"], &made["notify_url"]),
+            (&json!(id), &json!(fixed))
+        );
+        assert!(
+            made["webhook_secret"]
+                .as_str()
+                .unwrap()
+                .starts_with("whsec_")
+        );
+        assert_ne!(made["webhook_secret"], created["webhook_secret"]);
+        let new_key = made["secret_key"].as_str().unwrap().to_string();
+        for old in [&taker, &leaked] {
+            let refused = app.get("/v1/account", Some(old)).await;
+            assert_error(&refused, 401, "api_key_invalid");
+        }
+        let (status, account) = app.get("/v1/account", Some(&new_key)).await;
+        assert_eq!(status, 200, "{account}");
+        assert_eq!(
+            (&account["id"], &account["notify_url"]),
+            (&json!(id), &json!(fixed))
+        );
+        let (status, list) = app.get("/v1/payments", Some(&new_key)).await;
+        assert_eq!(status, 200, "{list}");
+        let replay = app
+            .post(&reset, Some(ADMIN_TOKEN), Some(&idem), &body)
+            .await;
+        assert_eq!(replay, (200, made.clone()), "the same secrets, replayed");
+        let rotated_by_new = app
+            .post(rotate, Some(&new_key), Some(&unique("idem")), &json!({}))
+            .await;
+        assert_eq!(rotated_by_new.0, 200, "the new key owns the account");
+
+        // Routing: the one method of each path, and nothing else under the merchant.
+        let wrong = app
+            .request(
+                "GET",
+                &reset,
+                &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+                Vec::new(),
+            )
+            .await;
+        assert_error(&wrong, 405, "method_not_allowed");
+        let wrong = app.post(&one, Some(ADMIN_TOKEN), None, &json!({})).await;
+        assert_error(&wrong, 405, "method_not_allowed");
+        for action in ["disable", "credentials", "secret-key/rotate"] {
+            let path = format!("{one}/{action}");
+            let miss = app.post(&path, Some(ADMIN_TOKEN), None, &json!({})).await;
+            assert_error(&miss, 404, "route_not_found");
+        }
+    });
+}

@@ -1,10 +1,12 @@
-//! # admin: merchant onboarding
+//! # admin: merchant onboarding and recovery, and a merchant's own account
 //!
 //! A thin Spin component over `spinpay-core`:
 //!
 //! | method + path | what |
 //! |---|---|
 //! | POST /v1/admin/merchants | `create_merchant` `{"name", "notify_url"?, "default_capture"?}` |
+//! | GET /v1/admin/merchants/{id} | `get_merchant`: the merchant as `GET /v1/account` shows it (no secrets) |
+//! | POST /v1/admin/merchants/{id}/credentials/reset | `reset_merchant_credentials` `{"notify_url"?}`: a new secret key and webhook secret, shown once; every earlier key and secret stops working at once |
 //! | GET /v1/account | the calling merchant's settings (secret key auth) |
 //! | POST /v1/account | `update_merchant` `{"name"?, "notify_url"?, "default_capture"?}` |
 //! | POST /v1/account/webhook-secret/rotate | `rotate_webhook_secret` `{"grace_period_s"?}`: a new signing secret, shown once; the old one also signs during the grace period |
@@ -13,18 +15,24 @@
 //! Every POST here takes its fields from the body only: a query string is refused (400
 //! `unknown_field` naming its first parameter) before anything is read or stored.
 //!
-//! The merchants route is guarded by `Authorization: Bearer <admin token>` (the secret
-//! variable `admin_token`), compared in constant time; with no usable token configured
-//! (none, one shorter than 20 characters, or the template's placeholder) the endpoint is
-//! disabled (503 `not_configured`, whose message says which). A call without the header
-//! answers 401 `authentication_required` asking for `Bearer <admin token>`. The answer
-//! holds the merchant's secret key, shown once: under an Idempotency-Key the stored
-//! replay is sealed with the encryption key, never kept in clear.
+//! The `/v1/admin/merchants` routes are guarded by `Authorization: Bearer <admin token>`
+//! (the secret variable `admin_token`), compared in constant time; with no usable token
+//! configured (none, one shorter than 20 characters, or the template's placeholder) they
+//! are disabled (503 `not_configured`, whose message says which). A call without the
+//! header answers 401 `authentication_required` asking for `Bearer <admin token>`. The
+//! onboarding and reset answers hold the merchant's secret key, shown once: under an
+//! Idempotency-Key (admin scope) the stored replay is sealed with the encryption key,
+//! never kept in clear.
+//!
+//! The reset is the way back when a merchant's current secret key leaked and someone
+//! else rotated it first: the rotated-out key cannot change the account (so it cannot
+//! take it back), and nothing else could.
 
 use spin_sdk::http::{Method, Request};
 use spinpay_core::ApiError;
 use spinpay_core::api::{
-    self, BODY_BYTES_MAX, CreateMerchantRequest, MerchantResponse, UpdateMerchantRequest,
+    self, BODY_BYTES_MAX, CreateMerchantRequest, MerchantResponse, ResetCredentialsRequest,
+    UpdateMerchantRequest,
 };
 use spinpay_core::idempotency::ADMIN_SCOPE;
 use spinpay_core::service::{self, KeyedRun};
@@ -33,8 +41,10 @@ use spinpay_guest::env::OsEntropy;
 use spinpay_guest::inbound::{self, HttpResponse};
 use spinpay_guest::respond::{self, RouteMiss};
 
-/// Merchant onboarding (admin token).
+/// Merchant onboarding (admin token); one merchant is `{MERCHANTS_PATH}/{id}`.
 const MERCHANTS_PATH: &str = "/v1/admin/merchants";
+/// After `{MERCHANTS_PATH}/{id}`: the operator's credentials reset (admin token).
+const RESET_SUFFIX: &str = "credentials/reset";
 /// The calling merchant's own settings (secret key).
 const ACCOUNT_PATH: &str = "/v1/account";
 /// Webhook signing secret rotation (secret key).
@@ -51,6 +61,16 @@ async fn handle(req: Request) -> HttpResponse {
         async |route, request_id| -> Result<HttpResponse, ApiError> {
             match route {
                 Route::CreateMerchant => create_merchant(&parts, body, request_id).await,
+                Route::GetMerchant { id } => {
+                    component::require_admin(&parts.headers).await?;
+                    inbound::no_query(parts.uri.query())?;
+                    let services = Services::open().await?;
+                    let merchant = service::get_merchant(&services.ctx(), &id).await?;
+                    Ok(respond::ok_json(&merchant))
+                }
+                Route::ResetCredentials { id } => {
+                    reset_credentials(&parts, body, &id, request_id).await
+                }
                 Route::Account => {
                     let (_, merchant) = Services::authenticated(&parts.headers).await?;
                     inbound::no_query(parts.uri.query())?;
@@ -91,6 +111,39 @@ where
             let ctx = services.ctx();
             let seed = keyed.map(|k| k.seed);
             service::create_merchant_seeded(&ctx, &mut OsEntropy, req.validate()?, seed).await
+        },
+    )
+    .await
+}
+
+/// `POST /v1/admin/merchants/{id}/credentials/reset`: admin token, then the reset under a
+/// sealed idempotent reply in the admin scope (the answer holds the new secrets). Under
+/// an Idempotency-Key the secrets derive from the key's operation seed, so a retry
+/// resumes a reset that failed or died part-way and answers the same secrets.
+async fn reset_credentials<B>(
+    parts: &http::request::Parts,
+    body: B,
+    merchant_id: &str,
+    request_id: &str,
+) -> Result<HttpResponse, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    component::require_admin(&parts.headers).await?;
+    let services = Services::open().await?;
+    keyed_write(
+        &services,
+        ADMIN_SCOPE,
+        Seal::Yes,
+        parts,
+        body,
+        request_id,
+        async |req: ResetCredentialsRequest, keyed| {
+            let (ctx, seed) = (services.ctx(), keyed.map(|k| k.seed));
+            let reset = req.validate()?;
+            service::reset_merchant_credentials(&ctx, &mut OsEntropy, merchant_id, reset, seed)
+                .await
         },
     )
     .await
@@ -251,17 +304,26 @@ impl api::WireRequest for RotateSecretRequest {
 }
 
 /// What a request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     CreateMerchant,
+    GetMerchant { id: String },
+    ResetCredentials { id: String },
     Account,
     UpdateAccount,
     RotateSecret,
     RotateKey,
 }
 
-/// POST to the merchants path; GET or POST to the account path.
+/// POST to the merchants path, GET to one merchant, POST to its reset; GET or POST to the
+/// account path, POST to its rotations. Any other path is 404 (the component serves all
+/// of `/v1/admin/...` but the routes other components take).
 fn route(parts: &http::request::Parts) -> Result<Route, RouteMiss> {
+    if let Some(rest) = parts.uri.path().strip_prefix(MERCHANTS_PATH)
+        && let Some(rest) = rest.strip_prefix('/')
+    {
+        return merchant_route(&parts.method, rest);
+    }
     match parts.uri.path() {
         MERCHANTS_PATH if parts.method == Method::POST => Ok(Route::CreateMerchant),
         MERCHANTS_PATH => Err(RouteMiss::MethodNotAllowed { allow: "POST" }),
@@ -276,17 +338,39 @@ fn route(parts: &http::request::Parts) -> Result<Route, RouteMiss> {
     }
 }
 
+/// `{id}` or `{id}/credentials/reset`, below the merchants path. The id is checked by the
+/// core (a malformed one is `resource_missing`, as for every object id).
+fn merchant_route(method: &Method, rest: &str) -> Result<Route, RouteMiss> {
+    let (id, tail) = match rest.split_once('/') {
+        Some((id, tail)) => (id, Some(tail)),
+        None => (rest, None),
+    };
+    if id.is_empty() {
+        return Err(RouteMiss::NotFound);
+    }
+    let id = id.to_string();
+    match tail {
+        None if method == Method::GET => Ok(Route::GetMerchant { id }),
+        None => Err(RouteMiss::MethodNotAllowed { allow: "GET" }),
+        Some(RESET_SUFFIX) if method == Method::POST => Ok(Route::ResetCredentials { id }),
+        Some(RESET_SUFFIX) => Err(RouteMiss::MethodNotAllowed { allow: "POST" }),
+        Some(_) => Err(RouteMiss::NotFound),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parts(method: &str, path: &str) -> http::request::Parts {
+        let req = http::Request::builder().method(method).uri(path);
+        req.body(()).unwrap().into_parts().0
+    }
+
     #[test]
-    fn only_post_to_the_merchants_path_is_served() {
-        // Proves the one route, 405 naming POST for other methods, and 404 elsewhere.
-        let parts = |method: &str, path: &str| {
-            let req = http::Request::builder().method(method).uri(path);
-            req.body(()).unwrap().into_parts().0
-        };
+    fn each_path_is_served_with_its_methods_and_405_names_them() {
+        // Proves the onboarding, account and rotation routes, and 405 with the path's
+        // methods in Allow for any other method.
         assert_eq!(
             route(&parts("POST", MERCHANTS_PATH)),
             Ok(Route::CreateMerchant)
@@ -304,15 +388,65 @@ mod tests {
             route(&parts("GET", MERCHANTS_PATH)),
             Err(RouteMiss::MethodNotAllowed { allow: "POST" })
         );
-        assert_eq!(
-            route(&parts("POST", "/v1/admin/merchants/x")),
-            Err(RouteMiss::NotFound)
-        );
         assert_eq!(route(&parts("POST", ROTATE_PATH)), Ok(Route::RotateSecret));
         assert_eq!(route(&parts("POST", ROTATE_KEY_PATH)), Ok(Route::RotateKey));
         assert_eq!(
             route(&parts("GET", ROTATE_PATH)),
             Err(RouteMiss::MethodNotAllowed { allow: "POST" })
         );
+    }
+
+    #[test]
+    fn one_merchant_is_read_with_get_and_reset_with_post_under_the_merchants_path() {
+        // Proves GET /v1/admin/merchants/{id} and POST …/{id}/credentials/reset route with
+        // the id taken from the path (any id: the core answers resource_missing for a
+        // malformed one), and other methods answer 405 naming the one they take.
+        let id = "mch_aaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let one = format!("{MERCHANTS_PATH}/{id}");
+        let reset = format!("{one}/credentials/reset");
+        let get = Route::GetMerchant { id: id.into() };
+        assert_eq!(route(&parts("GET", &one)), Ok(get));
+        let reset_route = Route::ResetCredentials { id: id.into() };
+        assert_eq!(route(&parts("POST", &reset)), Ok(reset_route));
+        let malformed = Route::GetMerchant { id: "x".into() };
+        assert_eq!(route(&parts("GET", "/v1/admin/merchants/x")), Ok(malformed));
+        for method in ["POST", "PUT", "DELETE"] {
+            assert_eq!(
+                route(&parts(method, &one)),
+                Err(RouteMiss::MethodNotAllowed { allow: "GET" }),
+                "{method}"
+            );
+        }
+        for method in ["GET", "PUT", "DELETE"] {
+            assert_eq!(
+                route(&parts(method, &reset)),
+                Err(RouteMiss::MethodNotAllowed { allow: "POST" }),
+                "{method}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_admin_path_is_not_found() {
+        // Proves every path under /v1/admin/ the component has no route for answers 404
+        // route_not_found (an empty id, an unknown action, a trailing slash, another
+        // admin area), whatever the method.
+        for path in [
+            "/v1/admin/merchants/",
+            "/v1/admin/merchants//credentials/reset",
+            "/v1/admin/merchants/mch_x/credentials",
+            "/v1/admin/merchants/mch_x/credentials/reset/",
+            "/v1/admin/merchants/mch_x/",
+            "/v1/admin/merchants/mch_x/secret-key/rotate",
+            "/v1/admin/merchants/mch_x/disable",
+            "/v1/admin/merchantsx",
+            "/v1/admin/other",
+            "/v1/admin",
+        ] {
+            for method in ["GET", "POST"] {
+                let miss = route(&parts(method, path));
+                assert_eq!(miss, Err(RouteMiss::NotFound), "{method} {path}");
+            }
+        }
     }
 }

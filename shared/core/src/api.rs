@@ -1028,6 +1028,42 @@ impl MerchantResponse {
     }
 }
 
+/// `POST /v1/admin/merchants/{id}/credentials/reset`: the operator replaces a merchant's
+/// secret key and webhook signing secret; `notify_url` may be set (or cleared with `""`)
+/// in the same write.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetCredentialsRequest {
+    /// New notify URL (`""` clears; absent keeps it).
+    pub notify_url: Option<String>,
+}
+
+impl WireRequest for ResetCredentialsRequest {
+    const SCHEMA: &'static [Field] = &[f("notify_url", Kind::String, false)];
+}
+
+/// A validated credentials reset.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CredentialsReset {
+    /// New notify URL (`None` = unchanged, `Some(None)` clears).
+    pub notify_url: Option<Option<String>>,
+}
+
+impl ResetCredentialsRequest {
+    /// Validates `notify_url` exactly as a settings update does.
+    pub fn validate(self) -> Result<CredentialsReset, ApiError> {
+        let update = UpdateMerchantRequest {
+            name: None,
+            notify_url: self.notify_url,
+            default_capture: None,
+        }
+        .validate()?;
+        Ok(CredentialsReset {
+            notify_url: update.notify_url,
+        })
+    }
+}
+
 /// `POST /v1/risk/assessments`: a prospective payment.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1511,6 +1547,22 @@ pub struct MerchantCreatedResponse {
     pub default_capture: CaptureMode,
     /// Created.
     pub created_at_ms: i64,
+}
+
+/// The answer to a credentials reset: the new secret key and webhook signing secret, shown
+/// this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantCredentialsResponse {
+    /// `"merchant_credentials"`.
+    pub object: String,
+    /// `mch_…`.
+    pub merchant_id: String,
+    /// The new `sk_…` (only here, only once); every earlier key is refused.
+    pub secret_key: String,
+    /// The new `whsec_…`; no earlier secret signs any more.
+    pub webhook_secret: String,
+    /// The notify URL after the reset.
+    pub notify_url: Option<String>,
 }
 
 #[cfg(test)]

@@ -1,15 +1,19 @@
 //! Merchants: creation (secret key returned once, stored as a sha256 hash, indexed by
-//! that hash), bearer authentication, the admin token check. (Risk configuration lives in
+//! that hash), bearer authentication, secret key rotation, the operator's read and
+//! credentials reset, the admin token check. (Risk configuration lives in
 //! [`crate::riskengine::store`].)
 
-use super::{Ctx, insert, internal, read};
-use crate::api::{MerchantCreatedResponse, MerchantResponse, MerchantUpdate, NewMerchant};
+use super::{CAS_RETRIES_MAX, Ctx, insert, internal, read, read_for_update, to_bytes};
+use crate::api::{
+    CredentialsReset, MerchantCreatedResponse, MerchantCredentialsResponse, MerchantResponse,
+    MerchantUpdate, NewMerchant,
+};
 use crate::crypto::{Secret, constant_time_eq, open, seal, sha256_hex};
 use crate::error::ApiError;
-use crate::ids::{IdKind, is_valid_id, make_id};
+use crate::ids::{ID_LEN_MAX, IdKind, is_valid_id, make_id};
 use crate::keys;
 use crate::model::{Merchant, PreviousApiKey};
-use crate::repo::Repository;
+use crate::repo::{RepoError, Repository};
 use crate::rng::Entropy;
 
 /// `POST /v1/admin/merchants` (after [`check_admin_token`]).
@@ -32,12 +36,7 @@ pub async fn create_merchant_seeded<R: Repository, E: Entropy>(
     req: NewMerchant,
     seed: Option<[u8; 16]>,
 ) -> Result<MerchantCreatedResponse, ApiError> {
-    let mut entropy = |what: &str| -> [u8; 32] {
-        match seed {
-            Some(seed) => derived_bytes(ctx, &format!("merchant {what}"), seed),
-            None => rng.bytes::<32>(),
-        }
-    };
+    let mut entropy = |what: &str| seeded_or_random(ctx, rng, seed, &format!("merchant {what}"));
     let id = make_id(IdKind::Merchant, &entropy("id")[..16]);
     let secret_key = make_id(IdKind::SecretKey, &entropy("secret key"));
     let webhook_secret = make_id(IdKind::WebhookSecret, &entropy("webhook secret"));
@@ -67,12 +66,7 @@ pub async fn create_merchant_seeded<R: Repository, E: Entropy>(
             Some(_) | None => return Err(internal("merchant id collision")),
         }
     };
-    if !insert(ctx.repo, &keys::api_key(&api_key_hash), &id).await? {
-        let owner = read::<String, R>(ctx.repo, &keys::api_key(&api_key_hash)).await?;
-        if owner.is_none_or(|(owner, _)| owner != id) {
-            return Err(internal("api key collision"));
-        }
-    }
+    index_api_key(ctx, &api_key_hash, &id).await?;
     Ok(MerchantCreatedResponse {
         id,
         object: "merchant".into(),
@@ -186,18 +180,7 @@ pub async fn rotate_secret_key<R: Repository, E: Entropy>(
     let secret_key = make_id(IdKind::SecretKey, &entropy);
     let new_hash = sha256_hex(secret_key.as_bytes());
     // The index entry first: the merchant record must never name a key nothing finds.
-    if !insert(
-        ctx.repo,
-        &keys::api_key(&new_hash),
-        &merchant_id.to_string(),
-    )
-    .await?
-    {
-        let owner = read::<String, R>(ctx.repo, &keys::api_key(&new_hash)).await?;
-        if owner.is_none_or(|(id, _)| id != merchant_id) {
-            return Err(internal("api key collision"));
-        }
-    }
+    index_api_key(ctx, &new_hash, merchant_id).await?;
     let expires_at_ms = ctx.now_ms.saturating_add(grace_s.saturating_mul(1000));
     let rotate = |cur: &Merchant| -> Result<Option<Merchant>, ApiError> {
         let superseded = cur
@@ -242,6 +225,38 @@ pub async fn rotate_secret_key<R: Repository, E: Entropy>(
             .previous_api_key
             .map_or(expires_at_ms, |p| p.expires_at_ms),
     })
+}
+
+/// `apikey/{key_hash}` → `merchant_id`, unless it is there already (written by the
+/// attempt this one resumes); naming another merchant is a collision (internal).
+async fn index_api_key<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    key_hash: &str,
+    merchant_id: &str,
+) -> Result<(), ApiError> {
+    let key = keys::api_key(key_hash);
+    if !insert(ctx.repo, &key, &merchant_id.to_string()).await? {
+        let owner = read::<String, R>(ctx.repo, &key).await?;
+        if owner.is_none_or(|(owner, _)| owner != merchant_id) {
+            return Err(internal("api key collision"));
+        }
+    }
+    Ok(())
+}
+
+/// 32 bytes for `what`: under an Idempotency-Key (`seed`) derived from its operation seed
+/// ([`derived_bytes`]), so every attempt of the operation makes the same; without one,
+/// random.
+fn seeded_or_random<R: Repository, E: Entropy>(
+    ctx: &Ctx<'_, R>,
+    rng: &mut E,
+    seed: Option<[u8; 16]>,
+    what: &str,
+) -> [u8; 32] {
+    match seed {
+        Some(seed) => derived_bytes(ctx, what, seed),
+        None => rng.bytes::<32>(),
+    }
 }
 
 /// 32 bytes for a rotation's new key: a keyed hash (the encryption key) of the merchant
@@ -319,7 +334,11 @@ pub fn check_admin_token(
         ApiError::AuthenticationRequired => ApiError::AdminTokenRequired,
         other => other,
     })?;
-    if constant_time_eq(given.as_bytes(), configured.as_bytes()) {
+    // Digests of equal length are compared, so the time taken tells nothing about the
+    // configured token's length either (constant_time_eq returns early on a length
+    // mismatch).
+    let digest = |t: &str| crate::crypto::sha256_hex(t.as_bytes());
+    if constant_time_eq(digest(given).as_bytes(), digest(configured).as_bytes()) {
         Ok(())
     } else {
         Err(ApiError::AdminTokenInvalid)
@@ -437,6 +456,152 @@ pub async fn update_merchant<R: Repository>(
     };
     let u = super::update(ctx.repo, &keys::merchant(merchant_id), apply, |_| {}).await?;
     Ok(MerchantResponse::new(&u.after))
+}
+
+/// `GET /v1/admin/merchants/{id}` (after [`check_admin_token`]): the merchant as
+/// `GET /v1/account` shows it, never its keys.
+pub async fn get_merchant<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+) -> Result<MerchantResponse, ApiError> {
+    Ok(MerchantResponse::new(
+        &load_merchant(ctx, merchant_id).await?,
+    ))
+}
+
+/// `POST /v1/admin/merchants/{id}/credentials/reset` (after [`check_admin_token`]): the
+/// operator's way back for a merchant whose current secret key leaked and was rotated by
+/// someone else first (who then holds the only key that may change the account, while
+/// the merchant's own is retiring). A new secret key and a new webhook signing secret
+/// replace every earlier one with no grace period: the current key and a rotated-out one
+/// stop working at once, rotated-out webhook secrets stop signing, and `notify_url` is set
+/// or cleared when `reset` says so, in the one compare-and-swap of the merchant record
+/// that installs the new credentials. Under an Idempotency-Key (`seed`) both secrets
+/// derive from the key's operation seed under the encryption key (as
+/// [`create_merchant_seeded`]'s do), so a retry after a lost answer or a crash resumes the
+/// reset and answers the same secrets.
+///
+/// The writes, in order, and what a crash after each leaves:
+/// 1. the new key's `apikey/` entry (the record must never name a key nothing finds):
+///    nothing works differently yet;
+/// 2. `revoke_credentials` of the record about to be replaced: each old key is refused
+///    from the moment its entry is gone, since authentication needs both the entry and
+///    the record naming the key; a crash here leaves the merchant without a working key
+///    until the retry, which finds the same old keys in the unchanged record and
+///    finishes;
+/// 3. the merchant record with the new key and secret (a write that won the race sends
+///    the loop back to 2 with the record it wrote). A retry finds the new key named in
+///    the record (`reset_landed`) and only answers: every old entry was gone before
+///    this write.
+pub async fn reset_merchant_credentials<R: Repository, E: Entropy>(
+    ctx: &Ctx<'_, R>,
+    rng: &mut E,
+    merchant_id: &str,
+    reset: CredentialsReset,
+    seed: Option<[u8; 16]>,
+) -> Result<MerchantCredentialsResponse, ApiError> {
+    load_merchant(ctx, merchant_id).await?;
+    let mut entropy = |what: &str| {
+        let what = format!("credentials reset {what}\n{merchant_id}");
+        seeded_or_random(ctx, rng, seed, &what)
+    };
+    let secret_key = make_id(IdKind::SecretKey, &entropy("secret key"));
+    let webhook_secret = make_id(IdKind::WebhookSecret, &entropy("webhook secret"));
+    let new_hash = sha256_hex(secret_key.as_bytes());
+    let answer = |m: &Merchant| MerchantCredentialsResponse {
+        object: "merchant_credentials".into(),
+        merchant_id: m.id.clone(),
+        secret_key: secret_key.clone(),
+        webhook_secret: webhook_secret.clone(),
+        notify_url: m.notify_url.clone(),
+    };
+    index_api_key(ctx, &new_hash, merchant_id).await?;
+    let sealed = seal(
+        ctx.keys,
+        rng.bytes(),
+        webhook_secret.as_bytes(),
+        merchant_id.as_bytes(),
+    );
+    let key = keys::merchant(merchant_id);
+    for _attempt in 0..CAS_RETRIES_MAX {
+        let (cur, version) = read_for_update::<Merchant, R>(ctx.repo, &key)
+            .await?
+            .ok_or_else(|| internal(format!("merchant {merchant_id} vanished")))?;
+        if reset_landed(&cur, &new_hash) {
+            return Ok(answer(&cur));
+        }
+        revoke_credentials(ctx, &cur).await?;
+        let next = Merchant {
+            api_key_hash: new_hash.clone(),
+            previous_api_key: None,
+            webhook_secret_sealed: sealed.clone(),
+            notify_url: reset
+                .notify_url
+                .clone()
+                .unwrap_or_else(|| cur.notify_url.clone()),
+            ..cur
+        };
+        assert!(reset_landed(&next, &new_hash), "reset of {merchant_id}");
+        match ctx
+            .repo
+            .put_if_version(&key, version, to_bytes(&next))
+            .await
+        {
+            Ok(_) => return Ok(answer(&next)),
+            // Re-read: a write that landed unseen is found by `reset_landed`.
+            Err(RepoError::Conflict { .. } | RepoError::OutcomeUnknown { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::ConcurrentModification)
+}
+
+/// Whether the reset whose new key hashes to `new_hash` already landed on `merchant`: the
+/// key is its current one, or its rotated-out one (the merchant rotated since; resetting
+/// again would take the newer key away).
+fn reset_landed(merchant: &Merchant, new_hash: &str) -> bool {
+    merchant.api_key_hash == new_hash
+        || merchant
+            .previous_api_key
+            .as_ref()
+            .is_some_and(|p| p.hash == new_hash)
+}
+
+/// Deletes what, besides the merchant record, lets `merchant`'s credentials work: the
+/// `apikey/` entries of its current key (first: in a takeover it is the taker's) and of
+/// its rotated-out one, and its rotated-out webhook secrets. Every deletion must land
+/// (an error stops the reset before the record changes, so its retry does them again).
+async fn revoke_credentials<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant: &Merchant,
+) -> Result<(), ApiError> {
+    let previous = merchant.previous_api_key.as_ref().map(|p| &p.hash);
+    for hash in std::iter::once(&merchant.api_key_hash).chain(previous) {
+        ctx.repo.delete(&keys::api_key(hash)).await?;
+    }
+    ctx.repo
+        .delete(&keys::webhook_secret_previous(&merchant.id))
+        .await?;
+    Ok(())
+}
+
+/// The merchant `merchant_id` names, from a request: a malformed id (checked before it
+/// becomes part of a key) or an unknown one is `resource_missing`.
+async fn load_merchant<R: Repository>(
+    ctx: &Ctx<'_, R>,
+    merchant_id: &str,
+) -> Result<Merchant, ApiError> {
+    let missing = || ApiError::ResourceMissing {
+        resource: "merchant",
+        id: merchant_id.chars().take(ID_LEN_MAX).collect(),
+    };
+    if !is_valid_id(IdKind::Merchant, merchant_id) {
+        return Err(missing());
+    }
+    read::<Merchant, R>(ctx.repo, &keys::merchant(merchant_id))
+        .await?
+        .map(|(merchant, _)| merchant)
+        .ok_or_else(missing)
 }
 
 #[cfg(test)]

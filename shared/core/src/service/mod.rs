@@ -51,8 +51,9 @@ pub use idempotent::{
 };
 pub use merchants::{
     SECRET_KEY_GRACE_S_MAX, SECRET_KEY_GRACE_S_MIN, SecretKeyRotated, authenticate, by_current_key,
-    check_admin_token, check_encryption_key, create_merchant, create_merchant_seeded,
-    rotate_secret_key, rotation_landed, update_merchant, webhook_secret,
+    check_admin_token, check_encryption_key, create_merchant, create_merchant_seeded, get_merchant,
+    reset_merchant_credentials, rotate_secret_key, rotation_landed, update_merchant,
+    webhook_secret,
 };
 pub use notifications::{
     NotificationResult, PaymentNotification, RefundNotification, apply_payment_notification,
