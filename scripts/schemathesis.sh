@@ -135,9 +135,9 @@ SECRET_KEY="$(create_merchant schemathesis)"
 # A work-around for a crash inside schemathesis 4.32.5 (see the hooks file).
 export SCHEMATHESIS_HOOKS="$ROOT/scripts/schemathesis_hooks.py"
 # 5. Fuzz. --max-time bounds the run; `timeout` is the hard stop if schemathesis overruns.
-#    The merchant operations run with the merchant's key; createMerchant and
-#    sweepNotifications (admin) run in a short second pass with the admin token, so they
-#    are tested beyond their 401. rotateSecretKey would take the key away from under the
+#    The merchant operations run with the merchant's key; the admin operations
+#    (createMerchant, sweepNotifications, getMerchant, resetMerchantCredentials) run in a
+#    short second pass with the admin token, so they are tested beyond their 401. rotateSecretKey would take the key away from under the
 #    run: the flows below rotate it once, last.
 args=(
   run "$SPEC"
@@ -160,13 +160,15 @@ echo "==> schemathesis $SCHEMATHESIS_VERSION: ${MAX_EXAMPLES} examples/operation
 rc=0
 timeout --kill-after=10 "$HARD_LIMIT_S" "$VENV/bin/schemathesis" "${args[@]}" || rc=$?
 if [ "$rc" -eq 0 ]; then
-  echo "==> schemathesis: admin pass (createMerchant, sweepNotifications with the admin token)"
+  echo "==> schemathesis: admin pass (createMerchant, sweepNotifications, getMerchant, resetMerchantCredentials with the admin token)"
   admin_args=(
     run "$SPEC"
     --url "$BASE"
     --header "Authorization: Bearer $ADMIN_TOKEN"
     --include-operation-id createMerchant
     --include-operation-id sweepNotifications
+    --include-operation-id getMerchant
+    --include-operation-id resetMerchantCredentials
     --phases examples,coverage,fuzzing
     --checks "not_a_server_error,response_schema_conformance"
     --max-examples "$MAX_EXAMPLES"
