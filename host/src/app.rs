@@ -931,8 +931,12 @@ impl HandlerState for ComponentHandler {
     }
 }
 
+/// How long an instance whose request was cut off at its deadline keeps running once its
+/// other requests have answered: time for their response bodies to stream out.
+pub const EXPIRED_POST_RETURN_GRACE: Duration = Duration::from_secs(1);
+
 /// When a worker (one instance) must go: idle too long, a request past its deadline, or
-/// the end of its requests once one of them expired.
+/// shortly after the end of its requests once one of them expired.
 pub struct Expiration {
     idle_timeout: Duration,
     request_timeout: Duration,
@@ -950,15 +954,17 @@ impl WorkerExpiration for Expiration {
     ) -> Poll<()> {
         let me = self.get_mut();
         // A request cut off at its deadline was answered 500, and its guest task may still
-        // be running (writing, calling a channel). The worker gives such a task no
-        // post-return time: once the instance's other requests are done it goes at once,
-        // so nothing the client was told failed goes on happening (an idempotency key's
-        // lock is only held for about one request deadline).
-        if status == WorkerStatus::PostReturn && me.request_expired.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
+        // be running (writing, calling a channel). Once the instance's other requests have
+        // answered, the worker gives them only EXPIRED_POST_RETURN_GRACE to finish
+        // streaming their bodies (a WASIp3 response body is written after the handler
+        // returns) instead of another request deadline, then goes, so what the client was
+        // told failed stops soon after (an idempotency key's lock is only held for about
+        // one request deadline).
         let timeout = match status {
             WorkerStatus::Idle => me.idle_timeout,
+            WorkerStatus::PostReturn if me.request_expired.load(Ordering::Acquire) => {
+                me.request_timeout.min(EXPIRED_POST_RETURN_GRACE)
+            }
             WorkerStatus::Requests | WorkerStatus::PostReturn => me.request_timeout,
         };
         let Some(deadline) = start.checked_add(timeout) else {

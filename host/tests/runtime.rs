@@ -17,7 +17,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use spinpay_host::app::{AppOptions, IN_PROCESS_CLIENT_ADDR, InProcessApp, RunningApp, start};
+use spinpay_host::app::{
+    AppOptions, EXPIRED_POST_RETURN_GRACE, IN_PROCESS_CLIENT_ADDR, InProcessApp, RunningApp, start,
+};
 
 const GUEST_BUILD: &str = "cargo build --target wasm32-wasip2 --release -p guest-probe";
 
@@ -732,13 +734,14 @@ async fn a_guest_in_an_endless_loop_is_cut_off_and_the_host_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_cut_off_at_its_deadline_stops_working_with_the_500() {
-    // Proves a request past its deadline ends its guest with the 500: a guest that keeps
-    // writing to the store (yielding to the host at every write) writes nothing more once
-    // the client has its 500, beyond a write already in flight, instead of running on
-    // for another request deadline (which would outlive an idempotency key's lock).
+    // Proves a request past its deadline ends its guest soon after the 500: a guest that
+    // keeps writing to the store (yielding to the host at every write) stops within the
+    // post-return grace (EXPIRED_POST_RETURN_GRACE, 1 s), instead of running on for
+    // another request deadline (3 s here; which would outlive an idempotency key's lock
+    // at the default 30 s).
     let kv = tempfile::tempdir().unwrap();
     let mut opts = probe_options(&kv);
-    opts.request_timeout = Duration::from_secs(1);
+    opts.request_timeout = Duration::from_secs(3);
     let app = start_probe(opts).await;
     let base = app.base_url();
     let (s, _) = get(&format!("{base}/?op=kv-tick&key=ticks")).await;
@@ -750,15 +753,53 @@ async fn a_guest_cut_off_at_its_deadline_stops_working_with_the_500() {
     };
     let at_500 = ticks().await;
     assert!(at_500 > 1, "the guest was writing: {at_500}");
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    tokio::time::sleep(EXPIRED_POST_RETURN_GRACE + Duration::from_millis(800)).await;
+    let after_grace = ticks().await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let later = ticks().await;
-    assert!(
-        later <= at_500 + 1,
-        "the guest went on writing after its 500: {at_500} then {later}"
+    assert_eq!(
+        later, after_grace,
+        "the guest went on writing past the grace: {at_500} at the 500, {after_grace}, then {later}"
     );
     let (s, v) = get(&format!("{base}/?op=echo")).await;
     assert_eq!(s, 200, "{v}");
     drop(store);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sharing_an_instance_with_one_cut_off_still_gets_its_whole_body() {
+    // Proves the early end of an instance whose request was cut off waits for its other
+    // requests' response bodies (written after their handlers return): a request that
+    // answers on the same instance just after its neighbour expired gets its whole body.
+    let kv = tempfile::tempdir().unwrap();
+    let mut opts = probe_options(&kv);
+    opts.request_timeout = Duration::from_secs(2);
+    let app = start_probe(opts).await;
+    let base = app.base_url();
+    let ticking = tokio::spawn({
+        let base = base.clone();
+        async move { get(&format!("{base}/?op=kv-tick&key=neighbour")).await }
+    });
+    let store = app.key_value_store("default").unwrap();
+    wait_until("the neighbour is running", async || {
+        store.get("neighbour").await.unwrap().is_some()
+    })
+    .await;
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Answers about 2.2 s after the neighbour started: after it expired (2 s), before its
+    // own deadline.
+    let bytes = 300_000;
+    let (s, v) = get(&format!("{base}/?op=slow&ms=1700&bytes={bytes}")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["pad"].as_str().map(str::len),
+        Some(bytes),
+        "the whole body"
+    );
+    let (s, _) = ticking.await.unwrap();
+    assert_eq!(s, 500, "the neighbour was cut off");
     app.shutdown().await;
 }
 

@@ -45,6 +45,7 @@ async fn handle(req: Request) -> impl IntoResponse {
         }
         "loop" => spin_forever(&query),
         "kv-tick" => tick_forever(&query).await,
+        "slow" => slow(&query).await,
         "trap" => panic!("probe was asked to trap"),
         other => (400, json!({"error": format!("unknown op {other}")})),
     };
@@ -311,6 +312,18 @@ async fn tick_forever(query: &[(String, String)]) -> (u16, Value) {
             return (500, json!({"error": format!("{e:?}")}));
         }
     }
+}
+
+/// Waits `ms` milliseconds, then answers `{"pad": "xxx…"}` with `bytes` x's: a slow
+/// answer with a body of a known size.
+async fn slow(query: &[(String, String)]) -> (u16, Value) {
+    let number = |name: &str| query_get(query, name).and_then(|v| v.parse::<u64>().ok());
+    let (Some(ms), Some(bytes)) = (number("ms"), number("bytes")) else {
+        return (400, json!({"error": "slow needs ms and bytes"}));
+    };
+    spin_sdk::wasip3::clocks::monotonic_clock::wait_for(ms.saturating_mul(1_000_000)).await;
+    let pad = "x".repeat(usize::try_from(bytes).unwrap_or(0));
+    (200, json!({ "pad": pad }))
 }
 
 fn lossy(bytes: Vec<u8>) -> String {
