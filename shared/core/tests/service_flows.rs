@@ -759,6 +759,37 @@ fn a_code_paid_while_it_was_being_revoked_is_flagged_for_a_person() {
 }
 
 #[test]
+fn a_void_the_channel_refuses_leaves_no_cancel_intent_behind() {
+    // Proves a void of an authorized payment that the channel refuses (it holds the
+    // money) while its query repeats what the payment already says writes the cancel's
+    // intent away all the same: the payment stays `requires_capture` with no
+    // `cancel_requested`, so a later close by the channel is never taken for this
+    // refused cancel.
+    let (repo, keys, ch, mut rng) = (
+        MemoryRepository::new(),
+        keyring(),
+        SimChannel::default(),
+        SplitMix64::new(61),
+    );
+    block_on(async {
+        let c = ctx(&repo, &keys, 1_000);
+        let (m, _) = merchant(&c, &mut rng).await;
+        let manual = body(1000, QRC, r#","capture":"manual""#);
+        let p = pay_body(&c, &ch, &mut rng, &m, &manual).await.unwrap();
+        assert_eq!(p.status, PaymentStatus::RequiresCapture);
+        ch.paid.borrow_mut().insert(p.id.clone());
+        let e = cancel_payment(&c, &ch, &mut rng, &m.id, &p.id, BY_MERCHANT).await;
+        assert!(matches!(e, Err(ApiError::ChannelDeclined { .. })), "{e:?}");
+        let raw = repo.get(&format!("pay/{}", p.id)).await.unwrap().unwrap();
+        let record: Payment = serde_json::from_slice(&raw.value).unwrap();
+        assert_eq!(
+            (record.state.status, record.cancel_requested),
+            (PaymentStatus::RequiresCapture, None)
+        );
+    });
+}
+
+#[test]
 fn a_revoke_the_channel_refuses_because_it_holds_the_money_settles_the_payment_unflagged() {
     // Proves a cancel whose revoke the channel refuses (`already_paid`) while its query
     // says the customer paid answers 402 `channel_declined` and settles the payment as

@@ -508,8 +508,10 @@ pub(crate) async fn apply_report<R: Repository>(
 
 /// Applies `report`, which the channel gave right after it refused to revoke the payment
 /// and which says it holds the money: the revoke did not happen, so the cancel's intent
-/// ([`Payment::cancel_requested`]) is dropped with the change the report makes, and
-/// neither this report nor a later one is flagged as paid while revoking.
+/// ([`Payment::cancel_requested`]) is dropped in the same write, whether or not the report
+/// changes anything else (it may have been applied already), and neither this report nor
+/// a later one is flagged as paid while revoking, nor a later close taken for this
+/// cancel's.
 async fn apply_report_revoke_refused<R: Repository>(
     ctx: &Ctx<'_, R>,
     payment_id: &str,
@@ -521,7 +523,8 @@ async fn apply_report_revoke_refused<R: Repository>(
             cancel_requested: None,
             ..p.clone()
         };
-        report_applied(&kept, report, now_ms)
+        let intent_dropped = p.cancel_requested.is_some().then(|| kept.clone());
+        Ok(report_applied(&kept, report, now_ms)?.or(intent_dropped))
     })
     .await
 }
