@@ -873,17 +873,21 @@ fn a_slow_sandbox_payment_canceled_during_its_pause_is_never_flagged() {
     run(|app| async move {
         let m = app.new_merchant().await;
         let method = || json!({"type": "sound_wave", "token": unique_token()});
+        // Each is canceled as soon as its create answers (about 2.5 s into the sandbox's
+        // 5 s pause).
         let manual = m
             .create_payment_ok(&manual_payment_request(777, method()))
             .await;
-        let auto = m.create_payment_ok(&payment_request(777, method())).await;
-        let [manual, auto] = [&manual, &auto].map(|p| p["id"].as_str().unwrap().to_string());
+        let manual = manual["id"].as_str().unwrap().to_string();
         let (status, voided) = act(&m, &manual, "cancel", json!({})).await;
         assert_eq!(
             (status, &voided["status"]),
             (200, &json!("canceled")),
             "{voided}"
         );
+        let voided_version = voided["version"].clone();
+        let auto = m.create_payment_ok(&payment_request(777, method())).await;
+        let auto = auto["id"].as_str().unwrap().to_string();
         let refused = act(&m, &auto, "cancel", json!({})).await;
         assert_error(&refused, 402, "channel_declined");
         let settled = m.payment(&auto).await;
@@ -904,6 +908,33 @@ fn a_slow_sandbox_payment_canceled_during_its_pause_is_never_flagged() {
             assert_eq!(count_events(&m, id, "payment.conflicted").await, 0, "{id}");
         }
         assert_eq!(count_events(&m, &auto, "payment.succeeded").await, 1);
+        assert_eq!(
+            m.payment(&manual).await["version"],
+            voided_version,
+            "no notification touched the voided payment"
+        );
+    });
+}
+
+#[test]
+fn of_two_payments_created_at_once_with_one_customer_code_exactly_one_gets_it() {
+    // Proves the sandbox's claim of a customer code is atomic: two payments created
+    // concurrently with the same waiting code (888) end one `processing` (it holds the
+    // code) and the other `failed` with channel_declined payment_ref_in_use, never both
+    // waiting on one code.
+    run(|app| async move {
+        let m = app.new_merchant().await;
+        for _ in 0..3 {
+            let method = json!({"type": "qr_customer", "auth_code": unique_token()});
+            let request = payment_request(888, method);
+            let (a, b) = tokio::join!(m.create_payment_ok(&request), m.create_payment_ok(&request));
+            let mut statuses = [a["status"].clone(), b["status"].clone()];
+            statuses.sort_by_key(|s| s.to_string());
+            assert_eq!(statuses, [json!("failed"), json!("processing")], "{a}\n{b}");
+            let failed = if a["status"] == "failed" { &a } else { &b };
+            let message = failed["failure"]["message"].as_str().unwrap();
+            assert!(message.starts_with("payment_ref_in_use"), "{failed}");
+        }
     });
 }
 
