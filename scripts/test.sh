@@ -55,7 +55,7 @@ if command -v python3 >/dev/null 2>&1; then
   venv=target/interop-venv
   if ! interop_ready "$venv"; then
     echo "test.sh: setting up $venv"
-    python3 -m venv --clear "$venv" &&
+    python3 -m venv "$venv" &&
       "$venv/bin/pip" install --quiet --disable-pip-version-check -c "$interop_constraints" \
         wechatpayv3 python-alipay-sdk ||
       echo "test.sh: could not set up $venv; the interop tests will be skipped"
