@@ -72,14 +72,7 @@ command -v python3 >/dev/null || unavailable "python3 not found (install python3
 #    file is installed. Not `venv --clear`: SCHEMATHESIS_VENV may name any directory;
 #    `pip install -c` moves the packages already there to the pinned versions.
 pins_installed() {
-  "$VENV/bin/python" - "$CONSTRAINTS" >/dev/null 2>&1 <<'PYPINS'
-import importlib.metadata as m, sys
-for line in open(sys.argv[1]):
-    pin = line.split('#')[0].strip()
-    if pin:
-        name, version = pin.split('==')
-        if m.version(name) != version: sys.exit(1)
-PYPINS
+  "$VENV/bin/python" "$ROOT/scripts/pins_installed.py" "$CONSTRAINTS" >/dev/null 2>&1
 }
 if ! pins_installed; then
   echo "==> installing schemathesis==$SCHEMATHESIS_VERSION into $VENV"

@@ -38,18 +38,11 @@ fi
 # The channel interop tests check our Alipay / WeChat Pay signatures against the channels'
 # own Python SDKs; they live in a virtualenv of their own, put first on PATH, with every
 # package at the version scripts/constraints-interop.txt pins. A venv without those
-# versions (stale, or half installed) is made anew.
+# versions (stale, or half installed) is repaired by pip in place.
 interop_constraints=scripts/constraints-interop.txt
 interop_ready() {
   "$1/bin/python3" -c 'import wechatpayv3, alipay' >/dev/null 2>&1 &&
-    "$1/bin/python3" - "$interop_constraints" >/dev/null 2>&1 <<'PYPINS'
-import importlib.metadata as m, sys
-for line in open(sys.argv[1]):
-    pin = line.split('#')[0].strip()
-    if pin:
-        name, version = pin.split('==')
-        if m.version(name) != version: sys.exit(1)
-PYPINS
+    "$1/bin/python3" scripts/pins_installed.py "$interop_constraints" >/dev/null 2>&1
 }
 if command -v python3 >/dev/null 2>&1; then
   venv=target/interop-venv
