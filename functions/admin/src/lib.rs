@@ -170,7 +170,8 @@ where
         body,
         request_id,
         async |req: UpdateMerchantRequest, _keyed| {
-            service::update_merchant(&services.ctx(), &merchant.id, req.validate()?).await
+            let caller = Some(merchant.api_key_hash.as_str());
+            service::update_merchant(&services.ctx(), &merchant.id, caller, req.validate()?).await
         },
     )
     .await
@@ -204,6 +205,7 @@ where
                 &ctx,
                 &mut OsEntropy,
                 &merchant.id,
+                Some(&merchant.api_key_hash),
                 req.grace_period_s,
                 seed,
             )
@@ -239,7 +241,9 @@ where
             if !seed.is_some_and(|seed| service::rotation_landed(&ctx, &merchant, seed)) {
                 component::require_current_key(&parts.headers, &merchant)?;
             }
-            service::rotate_secret_key(&ctx, &mut OsEntropy, &merchant.id, grace, seed).await
+            let caller = Some(merchant.api_key_hash.as_str());
+            service::rotate_secret_key(&ctx, &mut OsEntropy, &merchant.id, caller, grace, seed)
+                .await
         },
     )
     .await

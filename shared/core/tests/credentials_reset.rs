@@ -62,13 +62,15 @@ async fn taken_over<R: Repository>(c: &Ctx<'_, R>, rng: &mut SplitMix64) -> Take
     let created = create_merchant(c, rng, new).await.unwrap();
     let id = created.id.clone();
     let grace = Some(TAKER_GRACE_S);
-    let rotated = rotate_secret_key(c, rng, &id, grace, None).await.unwrap();
+    let rotated = rotate_secret_key(c, rng, &id, None, grace, None)
+        .await
+        .unwrap();
     let to_taker = MerchantUpdate {
         notify_url: Some(Some(TAKER_URL.into())),
         ..MerchantUpdate::default()
     };
-    update_merchant(c, &id, to_taker).await.unwrap();
-    let secret = rotate_webhook_secret(c, rng, &id, Some(3_600), None)
+    update_merchant(c, &id, None, to_taker).await.unwrap();
+    let secret = rotate_webhook_secret(c, rng, &id, None, Some(3_600), None)
         .await
         .unwrap();
     Takeover {
@@ -428,7 +430,7 @@ fn a_reset_retried_under_its_idempotency_key_answers_the_same_secrets_and_resets
         assert_eq!(version(&repo).await, written, "reset once");
         assert_reset_complete(&c, &t, &first, "after the retry").await;
 
-        let rotated = rotate_secret_key(&c, &mut rng, id, None, None)
+        let rotated = rotate_secret_key(&c, &mut rng, id, None, None, None)
             .await
             .unwrap();
         let late = reset_merchant_credentials(&c, &mut rng, id, back_to_the_shop(), Some(seed))
@@ -614,14 +616,15 @@ fn a_rotation_that_lands_while_a_reset_is_between_its_read_and_its_write_is_revo
         let race = async |store: &MemoryRepository| {
             let sc = ctx(store, &keys, T0_MS);
             let mut taker_rng = SplitMix64::new(99);
-            let rotated = rotate_secret_key(&sc, &mut taker_rng, &id, Some(TAKER_GRACE_S), None)
-                .await
-                .unwrap();
+            let rotated =
+                rotate_secret_key(&sc, &mut taker_rng, &id, None, Some(TAKER_GRACE_S), None)
+                    .await
+                    .unwrap();
             let to_taker = MerchantUpdate {
                 notify_url: Some(Some(TAKER_URL.into())),
                 ..MerchantUpdate::default()
             };
-            update_merchant(&sc, &id, to_taker).await.unwrap();
+            update_merchant(&sc, &id, None, to_taker).await.unwrap();
             *made_meanwhile.borrow_mut() = rotated.secret_key;
         };
         let racing = RaceBefore {
@@ -637,5 +640,44 @@ fn a_rotation_that_lands_while_a_reset_is_between_its_read_and_its_write_is_revo
         assert!(meanwhile.starts_with("sk_"), "the race ran");
         assert_reset_complete(&c, &t, &made, "after the race").await;
         assert_eq!(auth(&c, &meanwhile).await, Err(ApiError::ApiKeyInvalid));
+    });
+}
+
+#[test]
+fn an_account_write_authenticated_before_the_reset_cannot_land_after_it() {
+    // Proves a taker's request that authenticated just before the operator's reset and
+    // writes after it (a rotation, a notify URL change, a webhook secret rotation) is
+    // refused inside its compare-and-swap (401 api_key_invalid: its key is gone) and
+    // changes nothing: the reset's key stays current and its notify URL stays set.
+    let (repo, keys) = (MemoryRepository::new(), keyring());
+    let mut rng = SplitMix64::new(41);
+    block_on(async {
+        let c = ctx(&repo, &keys, T0_MS);
+        let t = taken_over(&c, &mut rng).await;
+        let id = t.merchant_id.clone();
+        let taker = sha256_hex(t.taker_key.as_bytes());
+        let made = reset_merchant_credentials(&c, &mut rng, &id, back_to_the_shop(), None)
+            .await
+            .unwrap();
+        let rotated = rotate_secret_key(&c, &mut rng, &id, Some(&taker), None, None).await;
+        assert_eq!(rotated.unwrap_err(), ApiError::ApiKeyInvalid);
+        let to_taker = MerchantUpdate {
+            notify_url: Some(Some(TAKER_URL.into())),
+            ..MerchantUpdate::default()
+        };
+        let updated = update_merchant(&c, &id, Some(&taker), to_taker).await;
+        assert_eq!(updated.unwrap_err(), ApiError::ApiKeyInvalid);
+        let secret = rotate_webhook_secret(&c, &mut rng, &id, Some(&taker), Some(0), None).await;
+        assert_eq!(secret.unwrap_err(), ApiError::ApiKeyInvalid);
+        assert_eq!(auth(&c, &made.secret_key).await, Ok(id.clone()));
+        let shown = get_merchant(&c, &id).await.unwrap();
+        assert_eq!(shown.notify_url.as_deref(), Some(SHOP_URL));
+        // The merchant's own writes with the reset's key go through.
+        let own = sha256_hex(made.secret_key.as_bytes());
+        let back = MerchantUpdate {
+            name: Some("Corner Coffee Co".into()),
+            ..MerchantUpdate::default()
+        };
+        assert!(update_merchant(&c, &id, Some(&own), back).await.is_ok());
     });
 }

@@ -541,7 +541,15 @@ fn deliveries_are_signed_with_every_live_secret_and_verify_as_a_merchant_would()
     );
 
     let c = ctx(&repo, &keys, 2_000);
-    let rotated = block_on(rotate_webhook_secret(&c, &mut rng, &m.id, Some(3600), None)).unwrap();
+    let rotated = block_on(rotate_webhook_secret(
+        &c,
+        &mut rng,
+        &m.id,
+        None,
+        Some(3600),
+        None,
+    ))
+    .unwrap();
     assert_eq!(
         rotated.previous_secret_expires_at_ms,
         Some(2_000 + 3_600_000)
@@ -624,6 +632,7 @@ fn a_webhook_secret_rotation_that_fails_or_is_retried_never_cuts_a_grace_short()
             &first,
             &mut rng,
             &m.id,
+            None,
             Some(3600),
             None,
         ))
@@ -633,6 +642,7 @@ fn a_webhook_secret_rotation_that_fails_or_is_retried_never_cuts_a_grace_short()
             &c,
             &mut rng,
             &m.id,
+            None,
             Some(3600),
             Some(seed),
         ));
@@ -643,15 +653,23 @@ fn a_webhook_secret_rotation_that_fails_or_is_retried_never_cuts_a_grace_short()
             let (repo, keys, ch, mut rng, (m, s0)) = notified_world(21);
             block_on(pay(&ctx(&repo, &keys, 1_000), &ch, &mut rng, &m, 1250, QR)).unwrap();
             let c = ctx(&repo, &keys, 2_000);
-            let s1 = block_on(rotate_webhook_secret(&c, &mut rng, &m.id, Some(3600), None))
-                .unwrap()
-                .webhook_secret;
+            let s1 = block_on(rotate_webhook_secret(
+                &c,
+                &mut rng,
+                &m.id,
+                None,
+                Some(3600),
+                None,
+            ))
+            .unwrap()
+            .webhook_secret;
             let blip = blip_repo(&repo, at, committed);
             let c = ctx(&blip, &keys, 3_000);
             let failed = block_on(rotate_webhook_secret(
                 &c,
                 &mut rng,
                 &m.id,
+                None,
                 Some(3600),
                 Some(seed),
             ));
@@ -668,6 +686,7 @@ fn a_webhook_secret_rotation_that_fails_or_is_retried_never_cuts_a_grace_short()
                 &c,
                 &mut rng,
                 &m.id,
+                None,
                 Some(3600),
                 Some(seed),
             ));
@@ -696,19 +715,28 @@ fn a_landed_rotation_retried_after_a_later_one_failed_keeps_the_secret_it_replac
             &c,
             &mut rng,
             &m.id,
+            None,
             Some(3600),
             Some(seed),
         ));
         let s1 = landed.unwrap().webhook_secret;
         let blip = blip_repo(&repo, at, false);
         let c = ctx(&blip, &keys, 3_000);
-        let failed = block_on(rotate_webhook_secret(&c, &mut rng, &m.id, Some(3600), None));
+        let failed = block_on(rotate_webhook_secret(
+            &c,
+            &mut rng,
+            &m.id,
+            None,
+            Some(3600),
+            None,
+        ));
         if failed.is_err() {
             let c = ctx(&repo, &keys, 4_000);
             let again = block_on(rotate_webhook_secret(
                 &c,
                 &mut rng,
                 &m.id,
+                None,
                 Some(3600),
                 Some(seed),
             ));
@@ -748,7 +776,15 @@ fn bad_sweep_rotation_and_redelivery_inputs_are_refused_without_a_change() {
         block_on(sweep(&c, &endpoint, &bad)).unwrap_err().param(),
         Some("merchant_id")
     );
-    let e = block_on(rotate_webhook_secret(&c, &mut rng, &m.id, Some(-1), None)).unwrap_err();
+    let e = block_on(rotate_webhook_secret(
+        &c,
+        &mut rng,
+        &m.id,
+        None,
+        Some(-1),
+        None,
+    ))
+    .unwrap_err();
     assert_eq!(e.param(), Some("grace_period_s"));
     let before = stored::<Merchant>(&repo, &format!("mch/{}", m.id)).unwrap();
     assert_eq!(

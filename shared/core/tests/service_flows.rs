@@ -1847,7 +1847,7 @@ fn a_rotated_secret_key_replaces_the_old_one_after_its_grace_period() {
                 .map(|m| m.id)
         };
         for bad in [0, 299, 604_801] {
-            let e = rotate_secret_key(&c, &mut rng, &m.id, Some(bad), None)
+            let e = rotate_secret_key(&c, &mut rng, &m.id, None, Some(bad), None)
                 .await
                 .unwrap_err();
             assert_eq!(e.param(), Some("grace_period_s"), "{bad}");
@@ -1859,11 +1859,11 @@ fn a_rotated_secret_key_replaces_the_old_one_after_its_grace_period() {
         );
 
         let seed = [7_u8; 16];
-        let second = rotate_secret_key(&c, &mut rng, &m.id, Some(600), Some(seed))
+        let second = rotate_secret_key(&c, &mut rng, &m.id, None, Some(600), Some(seed))
             .await
             .unwrap();
         assert_eq!(second.previous_key_expires_at_ms, t0 + 600_000);
-        let again = rotate_secret_key(&c, &mut rng, &m.id, Some(600), Some(seed))
+        let again = rotate_secret_key(&c, &mut rng, &m.id, None, Some(600), Some(seed))
             .await
             .unwrap();
         assert_eq!(again, second, "a retry answers the same key");
@@ -1886,7 +1886,7 @@ fn a_rotated_secret_key_replaces_the_old_one_after_its_grace_period() {
             "the grace period is over"
         );
 
-        let third = rotate_secret_key(&c, &mut rng, &m.id, None, None)
+        let third = rotate_secret_key(&c, &mut rng, &m.id, None, None, None)
             .await
             .unwrap();
         assert_eq!(
@@ -1903,7 +1903,7 @@ fn a_rotated_secret_key_replaces_the_old_one_after_its_grace_period() {
         );
         // The seeded rotation retried now (its key already replaced by the third) does
         // not rotate back: both keys keep working, the newest stays current.
-        let late = rotate_secret_key(&c, &mut rng, &m.id, Some(600), Some(seed))
+        let late = rotate_secret_key(&c, &mut rng, &m.id, None, Some(600), Some(seed))
             .await
             .unwrap();
         assert_eq!(late.secret_key, second);
@@ -1986,7 +1986,7 @@ fn merchant_settings_change_the_default_capture_mode() {
             spinpay_core::api::BODY_BYTES_MAX,
         )
         .unwrap();
-        let got = update_merchant(&c, &m.id, req.validate().unwrap())
+        let got = update_merchant(&c, &m.id, None, req.validate().unwrap())
             .await
             .unwrap();
         assert_eq!(
@@ -2005,7 +2005,7 @@ fn merchant_settings_change_the_default_capture_mode() {
             notify_url: Some(String::new()),
             default_capture: None,
         };
-        let got = update_merchant(&c, &m.id, clear.validate().unwrap())
+        let got = update_merchant(&c, &m.id, None, clear.validate().unwrap())
             .await
             .unwrap();
         assert_eq!(got.notify_url, None);

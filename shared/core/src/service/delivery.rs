@@ -951,6 +951,7 @@ pub async fn rotate_webhook_secret<R: Repository, E: Entropy>(
     ctx: &Ctx<'_, R>,
     rng: &mut E,
     merchant_id: &str,
+    caller_key_hash: Option<&str>,
     grace_s: Option<i64>,
     seed: Option<[u8; 16]>,
 ) -> Result<WebhookSecretRotated, ApiError> {
@@ -1015,6 +1016,8 @@ pub async fn rotate_webhook_secret<R: Repository, E: Entropy>(
             // It landed and a later rotation replaced it since: never rotate back.
             return Ok(answer(None));
         }
+        // Checked against the record the swap below compares with.
+        super::merchants::caller_still_current(&merchant, caller_key_hash)?;
         // The secret that keeps signing besides the one rotated out now: the previous
         // one within its grace, or, when an earlier rotation never landed (its previous
         // is the current secret), that rotation's own older one.

@@ -134,6 +134,32 @@ pub fn rotation_landed<R: Repository>(
     constant_time_eq(merchant.api_key_hash.as_bytes(), hash.as_bytes())
 }
 
+/// Checks, inside an account write's compare-and-swap, that the key its caller
+/// authenticated with (`caller_key_hash`, the key's hash) is still `merchant`'s current
+/// one, so a write authenticated just before the key was rotated or reset (the
+/// operator's reset of a leaked key, [`reset_merchant_credentials`]) cannot land after
+/// it: 401 `api_key_retiring` or `api_key_invalid`, as the key now is. `None`: no caller
+/// key to check.
+pub(crate) fn caller_still_current(
+    merchant: &Merchant,
+    caller_key_hash: Option<&str>,
+) -> Result<(), ApiError> {
+    match caller_key_hash {
+        Some(hash) if !constant_time_eq(merchant.api_key_hash.as_bytes(), hash.as_bytes()) => {
+            let retiring = merchant
+                .previous_api_key
+                .as_ref()
+                .is_some_and(|p| constant_time_eq(p.hash.as_bytes(), hash.as_bytes()));
+            Err(if retiring {
+                ApiError::ApiKeyRetiring
+            } else {
+                ApiError::ApiKeyInvalid
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Shortest time, and the default, for which a rotated-out secret key keeps working:
 /// long enough for a rotation whose answer was lost (or whose request crashed) to be
 /// retried with the old key under its Idempotency-Key, answering the same new key.
@@ -163,6 +189,7 @@ pub async fn rotate_secret_key<R: Repository, E: Entropy>(
     ctx: &Ctx<'_, R>,
     rng: &mut E,
     merchant_id: &str,
+    caller_key_hash: Option<&str>,
     grace_s: Option<i64>,
     seed: Option<[u8; 16]>,
 ) -> Result<SecretKeyRotated, ApiError> {
@@ -193,6 +220,7 @@ pub async fn rotate_secret_key<R: Repository, E: Entropy>(
             // drop the newer key's index and lock the merchant out.
             return Ok(None);
         }
+        caller_still_current(cur, caller_key_hash)?;
         Ok(Some(Merchant {
             previous_api_key: Some(PreviousApiKey {
                 hash: cur.api_key_hash.clone(),
@@ -435,13 +463,16 @@ pub(super) fn open_webhook_secret<R>(
     String::from_utf8(bytes).map_err(internal)
 }
 
-/// Changes a merchant's settings (name, notify URL, default capture mode).
+/// Changes a merchant's settings (name, notify URL, default capture mode), if the
+/// caller's key is still the current one ([`caller_still_current`]).
 pub async fn update_merchant<R: Repository>(
     ctx: &Ctx<'_, R>,
     merchant_id: &str,
+    caller_key_hash: Option<&str>,
     update: MerchantUpdate,
 ) -> Result<MerchantResponse, ApiError> {
     let apply = |cur: &Merchant| -> Result<Option<Merchant>, ApiError> {
+        caller_still_current(cur, caller_key_hash)?;
         let mut next = cur.clone();
         if let Some(name) = &update.name {
             next.name = name.clone();
