@@ -180,13 +180,7 @@ async fn update<T: Serialize + DeserializeOwned, O>(
     for _ in 0..CAS_RETRIES_MAX {
         let current = repo.get_for_update(key).await.map_err(storage)?;
         let version = current.as_ref().map_or(0, |v| v.version);
-        let value = match current {
-            Some(v) => Some(
-                serde_json::from_slice::<T>(&v.value)
-                    .map_err(|e| storage(RepoError::Unavailable(e.to_string())))?,
-            ),
-            None => None,
-        };
+        let value = current.map(|v| decode::<T>(&v.value)).transpose()?;
         let (next, out) = f(value)?;
         let Some(next) = next else { return Ok(out) };
         let bytes = serde_json::to_vec(&next).expect("records serialize");
@@ -196,11 +190,17 @@ async fn update<T: Serialize + DeserializeOwned, O>(
             Err(e) => return Err(storage(e)),
         }
     }
-    Err(err(
-        409,
-        "concurrent_modification",
-        "too much contention; retry",
-    ))
+    Err(contention())
+}
+
+/// A stored record, decoded (an undecodable one is a storage failure).
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, SimError> {
+    serde_json::from_slice(bytes).map_err(|e| storage(RepoError::Unavailable(e.to_string())))
+}
+
+/// A compare-and-swap that lost every one of its retries.
+fn contention() -> SimError {
+    err(409, "concurrent_modification", "too much contention; retry")
 }
 
 async fn create(repo: &KvRepository, secret: &Secret<String>, body: &[u8]) -> Answer {
@@ -282,7 +282,7 @@ async fn claim_ref(
     for _ in 0..CAS_RETRIES_MAX {
         let entry = repo.get_for_update(&key).await.map_err(storage)?;
         let version = entry.as_ref().map_or(0, |v| v.version);
-        let holder_id: Option<String> = entry.and_then(|v| serde_json::from_slice(&v.value).ok());
+        let holder_id: Option<String> = entry.map(|v| decode(&v.value)).transpose()?;
         let holder = match holder_id.as_deref() {
             Some(id) if id != payment_id => read_payment(repo, id).await?,
             Some(_) | None => None,
@@ -299,27 +299,18 @@ async fn claim_ref(
             Err(e) => return Err(storage(e)),
         }
     }
-    Err(err(
-        409,
-        "concurrent_modification",
-        "too much contention; retry",
-    ))
+    Err(contention())
 }
 
 async fn read_payment(
     repo: &KvRepository,
     payment_id: &str,
 ) -> Result<Option<SandboxPayment>, SimError> {
-    match repo
+    let stored = repo
         .get(&sim::payment_key(payment_id))
         .await
-        .map_err(storage)?
-    {
-        Some(v) => serde_json::from_slice(&v.value)
-            .map(Some)
-            .map_err(|e| storage(RepoError::Unavailable(e.to_string()))),
-        None => Ok(None),
-    }
+        .map_err(storage)?;
+    stored.map(|v| decode(&v.value)).transpose()
 }
 
 /// The payment as it is now, for a notification sent after a pause. `None` when it
