@@ -526,18 +526,13 @@ where
         return super::get_payment(ctx, merchant_id, payment_id).await;
     }
     let customer_code = super::payments::revocable(&p);
+    let expired = ctx.now_ms >= p.expires_at_ms();
     let unpaid = unpaid_at_channel(p.state.status, customer_code);
-    if unpaid && waits_on_channel(&p) && ctx.now_ms >= p.expires_at_ms() {
+    if (unpaid && waits_on_channel(&p) && expired) || p.state.status == PaymentStatus::Processing {
         let fresh = super::recheck_payment(ctx, channel, rng, merchant_id, payment_id).await?;
-        if !unpaid_at_channel(fresh.status, customer_code) {
-            return Ok(fresh);
-        }
-        close_expired(ctx, channel, rng, merchant_id, payment_id).await?;
-    } else if p.state.status == PaymentStatus::Processing {
-        let fresh = super::recheck_payment(ctx, channel, rng, merchant_id, payment_id).await?;
-        // The channel's answer was lost and the re-check finds the order waiting for its
-        // customer: past its expiry it is closed now, like one read waiting.
-        if fresh.status != PaymentStatus::RequiresCustomerAction || ctx.now_ms < p.expires_at_ms() {
+        // Past its expiry and still unpaid after the re-check (also a `processing` order
+        // whose create answer was lost, found waiting for its customer): closed now.
+        if !(expired && unpaid_at_channel(fresh.status, customer_code)) {
             return Ok(fresh);
         }
         close_expired(ctx, channel, rng, merchant_id, payment_id).await?;
