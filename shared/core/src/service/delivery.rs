@@ -962,14 +962,8 @@ pub async fn rotate_webhook_secret<R: Repository, E: Entropy>(
             reason: format!("must be 0..={SECRET_GRACE_S_MAX}"),
         });
     }
-    let entropy = match seed {
-        Some(seed) => super::merchants::derived_bytes(
-            ctx,
-            &format!("webhook secret rotation\n{merchant_id}"),
-            seed,
-        ),
-        None => rng.bytes::<32>(),
-    };
+    let what = format!("webhook secret rotation\n{merchant_id}");
+    let entropy = super::merchants::seeded_or_random(ctx, rng, seed, &what);
     let secret = make_id(IdKind::WebhookSecret, &entropy);
     let is_ours = |other: &str| constant_time_eq(other.as_bytes(), secret.as_bytes());
     let sealed = seal(

@@ -275,7 +275,7 @@ async fn index_api_key<R: Repository>(
 /// 32 bytes for `what`: under an Idempotency-Key (`seed`) derived from its operation seed
 /// ([`derived_bytes`]), so every attempt of the operation makes the same; without one,
 /// random.
-fn seeded_or_random<R: Repository, E: Entropy>(
+pub(crate) fn seeded_or_random<R: Repository, E: Entropy>(
     ctx: &Ctx<'_, R>,
     rng: &mut E,
     seed: Option<[u8; 16]>,
