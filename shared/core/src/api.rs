@@ -618,7 +618,7 @@ pub fn validate_notify_url(url: &str, param: &str) -> Result<(), ApiError> {
 /// empty `@host`). The outbound HTTP drops it from every delivery (it would otherwise go
 /// out in the `Host` header), so a merchant relying on it for HTTP Basic auth would get
 /// 401 on every attempt while the credential sat in the store and in `GET /v1/account`.
-pub fn has_user_info(url: &str) -> bool {
+fn has_user_info(url: &str) -> bool {
     http::Uri::try_from(url)
         .ok()
         .and_then(|u| u.authority().map(|a| a.as_str().contains('@')))
