@@ -36,11 +36,10 @@ while IFS= read -r line || [ -n "$line" ]; do
   [ -n "${!name:-}" ] || export "$name=${line#*=}"
 done < .spin/dev.env
 echo "spinpay: admin token is in .spin/dev.env (SPIN_VARIABLE_ADMIN_TOKEN)"
-# The host binary where cargo reports it (CARGO_TARGET_DIR and build.target-dir honoured;
-# the .wasm files are always in ./target, see build-wasm.sh).
-host_bin=$(cargo build --release -p spinpay-host --message-format=json-render-diagnostics |
-  sed -n 's/.*"executable":"\([^"]*\/spinpay-host\)".*/\1/p' | tail -n 1)
-[ -x "$host_bin" ] || { echo "run.sh: cargo reported no spinpay-host executable" >&2; exit 1; }
+# Built into ./target like the .wasm files (see build-wasm.sh), whatever CARGO_TARGET_DIR
+# or build.target-dir say, so the path is known.
+cargo build --release --target-dir target -p spinpay-host
+host_bin=target/release/spinpay-host
 
 # The scheduled calls a deployment makes with CronJobs (notification sweep, reconciliation),
 # made by scripts/scheduler.sh against the address the host listens on, unless
