@@ -10,7 +10,7 @@
 #
 # e.g. the previous commit's components against this checkout's:
 #   git worktree add /tmp/spinpay-a HEAD~1
-#   CARGO_TARGET_DIR=/tmp/spinpay-a/target /tmp/spinpay-a/scripts/build-wasm.sh
+#   /tmp/spinpay-a/scripts/build-wasm.sh     # builds into /tmp/spinpay-a/target
 #   ./scripts/build-wasm.sh && cargo build --release -p spinpay-host
 #   ./scripts/bench-ab.sh /tmp/spinpay-a/spin.toml spin.toml
 #
